@@ -1,0 +1,96 @@
+//! Errors a pipeline reports. The server maps each [`ErrorKind`] to one HTTP status before a
+//! stream starts, and to an in-stream `{"error": ...}` line after it has.
+
+use std::fmt;
+
+/// What went wrong, as far as the caller needs to know. Decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request cannot be served as sent (400).
+    BadRequest,
+    /// A filter refused the request on purpose, e.g. a rate limit (403).
+    Rejected,
+    /// The upstream said no too many times (429).
+    RateLimited,
+    /// The upstream answered with an error or a broken stream (502).
+    Upstream,
+    /// The upstream or a dependency is not reachable right now (503).
+    Unavailable,
+    /// The upstream took longer than allowed (504).
+    Timeout,
+    /// A bug or an unexpected state inside the pipeline (500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status used when the error happens before any byte of the answer was sent.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Rejected => 403,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Upstream => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The `error.type` string of an in-stream or JSON error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "invalid_request_error",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Upstream => "upstream_error",
+            ErrorKind::Unavailable => "service_unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+}
+
+/// An error with a message meant for the person in the chat. Messages must never contain
+/// secrets: they are shown to users and logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// A machine-readable code from the upstream (`insufficient_quota`, `server_error`, ...).
+    pub code: Option<String>,
+}
+
+impl PipelineError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), code: None }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Rejected, message)
+    }
+
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Upstream, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PipelineError {}

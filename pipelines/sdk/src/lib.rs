@@ -1,0 +1,27 @@
+//! `sluice-sdk`: the contract between the sluice server and its pipelines.
+//!
+//! A pipeline sees only what this crate exports: the [`Pipeline`] trait and its hooks, the
+//! [`PipeEvent`] vocabulary a pipe streams back, typed [`Valves`], [`PipelineError`], and the
+//! [`PipelineContext`] it receives at start-up. The server owns HTTP, auth, persistence and the
+//! wire encoding; pipelines never build SSE strings.
+
+mod context;
+mod error;
+mod event;
+mod pipeline;
+mod request;
+pub mod secret;
+pub mod valves;
+
+pub use context::PipelineContext;
+pub use error::{ErrorKind, PipelineError};
+pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
+pub use pipeline::{Pipeline, PipelineKind, SubModel};
+pub use request::PipeRequest;
+pub use secret::Secret;
+pub use valves::{DynValves, FieldError, Valves, ValvesCell};
+
+/// Re-exported so pipelines derive the schema with the same version the server reads.
+pub use schemars;
+pub use async_trait::async_trait;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,99 @@
+//! The [`Pipeline`] trait: one module that Open WebUI sees as a pipe, a filter or a manifold.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::{DynValves, PipeRequest, PipeStream, PipelineContext, PipelineError};
+
+/// How Open WebUI treats a module (pipelines-protocol.md §1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineKind {
+    /// One chat model whose id is the module id.
+    Pipe,
+    /// Runs on other models' requests through inlet/outlet; never a chat model itself.
+    Filter,
+    /// Several chat models, `<module id>.<sub id>`; no entry for the module itself.
+    Manifold,
+}
+
+impl PipelineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineKind::Pipe => "pipe",
+            PipelineKind::Filter => "filter",
+            PipelineKind::Manifold => "manifold",
+        }
+    }
+}
+
+/// One model a manifold offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubModel {
+    /// The part after `<module id>.`; may itself contain dots.
+    pub id: String,
+    /// Appended to the manifold's name to make the display name.
+    pub name: String,
+    /// Optional Open WebUI `info` object (`meta.description`, `meta.capabilities`, ...).
+    pub info: Option<Value>,
+}
+
+/// A pipeline module. Every hook has a default, so an implementation writes only what it
+/// needs. Hooks are async and must not block a runtime thread.
+#[async_trait]
+pub trait Pipeline: Send + Sync + 'static {
+    /// Module id: alphanumeric plus `_`/`-`, unique in the registry, names `valves/<id>.toml`.
+    fn id(&self) -> &str;
+
+    /// Display name (for a manifold, the prefix of every sub-model's name).
+    fn name(&self) -> &str;
+
+    fn kind(&self) -> PipelineKind;
+
+    /// The pipeline's valves, if it has any: usually `Some(Arc::new(self.valves.clone()))` of a
+    /// [`crate::ValvesCell`]. The server loads, persists and edits them through this handle.
+    fn valves(&self) -> Option<Arc<dyn DynValves>> {
+        None
+    }
+
+    /// A manifold's models. Called on every `/models` request: return a cached list, never do
+    /// network I/O here.
+    fn sub_models(&self) -> Vec<SubModel> {
+        Vec::new()
+    }
+
+    /// Whether a manifold serves `sub_id`. By default: the ids listed by [`Self::sub_models`].
+    fn serves(&self, sub_id: &str) -> bool {
+        self.sub_models().iter().any(|m| m.id == sub_id)
+    }
+
+    /// Called once after the valves are loaded, before the server accepts requests.
+    async fn on_startup(&self, _ctx: &PipelineContext) -> Result<(), PipelineError> {
+        Ok(())
+    }
+
+    /// Called when the server stops.
+    async fn on_shutdown(&self) {}
+
+    /// Called after new valves went live (an update or a reload).
+    async fn on_valves_updated(&self) -> Result<(), PipelineError> {
+        Ok(())
+    }
+
+    /// Sees (and may change) the request before Open WebUI sends it to the model.
+    async fn inlet(&self, body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {
+        Ok(body)
+    }
+
+    /// Sees (and may change) the finished exchange.
+    async fn outlet(&self, body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {
+        Ok(body)
+    }
+
+    /// Answers a chat request. Only pipes and manifolds are asked. An error returned here is
+    /// reported before the answer starts; an error during the answer is a [`crate::PipeEvent::Error`].
+    async fn pipe(&self, _request: PipeRequest) -> Result<PipeStream, PipelineError> {
+        Err(PipelineError::internal(format!("{} is not a pipe", self.id())))
+    }
+}

@@ -1,0 +1,48 @@
+//! What a pipe receives for one `/chat/completions` call.
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+/// One chat request routed to a pipe (pipelines-protocol.md §6.3).
+#[derive(Debug, Clone)]
+pub struct PipeRequest {
+    /// The model id as requested, e.g. `openai_responses.gpt-5`.
+    pub model: String,
+    /// The id the pipe serves: the part after the first `.` for a manifold, else `model`.
+    pub model_id: String,
+    /// Whether the caller wants a stream; the server has applied the default (`true`).
+    pub stream: bool,
+    /// The whole request: `stream`, `model`, `messages`, then every other key in request order.
+    pub body: Map<String, Value>,
+    /// Open WebUI's `user` object (`id`, `email`, `name`, `role`) when it sent one.
+    pub user: Option<Value>,
+    /// Cancelled when the client goes away or the server stops waiting for the answer.
+    pub cancel: CancellationToken,
+}
+
+impl PipeRequest {
+    /// `messages` of the body (always an array: the server checked it).
+    pub fn messages(&self) -> &[Value] {
+        self.body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The content of the last `user` message as the reference passes it: a string as is, the
+    /// first text part of array content, the array itself when it has no text part.
+    pub fn user_message(&self) -> Option<Value> {
+        let last = self
+            .messages()
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+        match last.get("content")? {
+            Value::Array(parts) => Some(
+                parts
+                    .iter()
+                    .find(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                    .and_then(|p| p.get("text").cloned())
+                    .unwrap_or_else(|| Value::Array(parts.clone())),
+            ),
+            other => Some(other.clone()),
+        }
+    }
+}

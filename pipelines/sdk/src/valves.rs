@@ -1,0 +1,119 @@
+//! Typed valves. A pipeline declares a plain struct; the server loads it from
+//! `valves/<id>.toml` and the environment, serves its schema, and swaps in validated updates.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One rejected field, named exactly as in the valves object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// A pipeline's settings. Declare with `#[derive(Serialize, Deserialize, JsonSchema)]` and
+/// `#[serde(default, deny_unknown_fields)]`; doc comments become the schema's `description`.
+/// Fields appear in Open WebUI in declaration order.
+pub trait Valves:
+    Serialize + DeserializeOwned + JsonSchema + Default + Send + Sync + 'static
+{
+    /// Checks across fields or beyond types (ranges, URLs, JSON in strings). Runs on every
+    /// load and update before anything is written.
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+
+    /// Extra environment variables a field is read from, as `(field, VARIABLE)`, e.g.
+    /// `("API_KEY", "OPENAI_API_KEY")`. The generic `SLUICE_VALVES__<ID>__<FIELD>` wins over these.
+    fn env_aliases() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+}
+
+/// A checked value waiting to go live; see [`DynValves::prepare`].
+pub type PreparedValves = Box<dyn FnOnce() + Send>;
+
+/// The type-erased face of a pipeline's valves that the server works with.
+pub trait DynValves: Send + Sync {
+    /// The raw JSON schema as schemars generates it (the server reshapes it for Open WebUI).
+    fn schema(&self) -> Value;
+    /// `Default::default()` as JSON.
+    fn defaults(&self) -> Value;
+    /// The live value as JSON (secrets in clear: the server masks them).
+    fn current(&self) -> Value;
+    fn env_aliases(&self) -> &'static [(&'static str, &'static str)];
+    /// Parses and validates a whole valves object; on success returns the action that makes it
+    /// live, so several pipelines can be checked before any of them changes.
+    fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>>;
+}
+
+/// Holds the live valves of one pipeline: readers take a cheap snapshot per request.
+pub struct ValvesCell<V: Valves> {
+    live: Arc<ArcSwap<V>>,
+}
+
+/// Clones share the same live value.
+impl<V: Valves> Clone for ValvesCell<V> {
+    fn clone(&self) -> Self {
+        Self { live: Arc::clone(&self.live) }
+    }
+}
+
+impl<V: Valves> Default for ValvesCell<V> {
+    fn default() -> Self {
+        Self { live: Arc::new(ArcSwap::from_pointee(V::default())) }
+    }
+}
+
+impl<V: Valves> ValvesCell<V> {
+    /// The current valves. Hold the `Arc` for the duration of one request.
+    pub fn get(&self) -> Arc<V> {
+        self.live.load_full()
+    }
+
+    /// Parses a JSON object into `V`, naming the field of a type error.
+    pub fn parse(values: Value) -> Result<V, Vec<FieldError>> {
+        let parsed: V = serde_path_to_error::deserialize(values).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            vec![FieldError::new(field, e.into_inner().to_string())]
+        })?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+}
+
+impl<V: Valves> DynValves for ValvesCell<V> {
+    fn schema(&self) -> Value {
+        schemars::schema_for!(V).to_value()
+    }
+
+    fn defaults(&self) -> Value {
+        serde_json::to_value(V::default()).unwrap_or(Value::Null)
+    }
+
+    fn current(&self) -> Value {
+        serde_json::to_value(&*self.get()).unwrap_or(Value::Null)
+    }
+
+    fn env_aliases(&self) -> &'static [(&'static str, &'static str)] {
+        V::env_aliases()
+    }
+
+    fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>> {
+        let parsed = Self::parse(values)?;
+        let live = Arc::clone(&self.live);
+        Ok(Box::new(move || live.store(Arc::new(parsed))))
+    }
+}

@@ -1,0 +1,151 @@
+//! The bearer key: where it comes from, and the middleware that checks it on every route but
+//! the health check. Status codes and bodies are the reference's (pipelines-protocol.md §3).
+
+use std::io::Write;
+use std::path::Path;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::Next;
+use actix_web::{web, Error};
+use sluice_sdk::Secret;
+use subtle::ConstantTimeEq;
+
+use crate::config::{Settings, REFERENCE_DEFAULT_KEY};
+use crate::error::ApiError;
+
+/// File in the data dir holding the generated key.
+pub const KEY_FILE: &str = "api_key";
+
+/// The one key every request must present.
+#[derive(Clone)]
+pub struct ApiKey(Secret);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(Secret::new(key))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// Constant-time in the key's content; only its length can be told apart.
+    fn matches(&self, candidate: &[u8]) -> bool {
+        self.0.expose().as_bytes().ct_eq(candidate).into()
+    }
+
+    /// The configured key; else the reference key when asked for explicitly; else the key kept
+    /// in the data dir, generated (and printed once to stderr) on first start.
+    pub fn resolve(settings: &Settings) -> std::io::Result<ApiKey> {
+        if let Some(key) = &settings.api_key {
+            if key.expose() == REFERENCE_DEFAULT_KEY {
+                warn_reference_key("SLUICE_API_KEY/PIPELINES_API_KEY is set to");
+            }
+            return Ok(ApiKey(key.clone()));
+        }
+        if settings.allow_reference_key {
+            warn_reference_key("SLUICE_ALLOW_REFERENCE_KEY=true: using");
+            return Ok(ApiKey::new(REFERENCE_DEFAULT_KEY));
+        }
+        load_or_generate(&settings.data_dir.join(KEY_FILE))
+    }
+}
+
+fn warn_reference_key(why: &str) {
+    tracing::warn!(
+        "{why} the Python reference's well-known default key. Anyone who knows it can use this \
+         server and read its valves. Set SLUICE_API_KEY to a secret value before exposing it."
+    );
+}
+
+fn load_or_generate(path: &Path) -> std::io::Result<ApiKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let key = text.trim();
+        if !key.is_empty() {
+            tracing::info!(path = %path.display(), "using the API key kept in the data dir");
+            return Ok(ApiKey::new(key));
+        }
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let key = format!("sk-sluice-{}", hex::encode(bytes));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(key.as_bytes())?;
+    file.sync_all()?;
+    // Printed once, to the terminal only: logs never carry the key.
+    eprintln!(
+        "\nsluice: no API key was configured, so one was generated and saved to {}:\n\n    {key}\n\n\
+         Use it as the key of the Open WebUI connection, or set SLUICE_API_KEY.\n",
+        path.display()
+    );
+    Ok(ApiKey::new(key))
+}
+
+/// Routes that answer without a key: the health check only.
+fn is_open(req: &ServiceRequest) -> bool {
+    req.method() == Method::GET && matches!(req.path(), "/" | "/v1" | "/v1/")
+}
+
+/// Checks `Authorization: Bearer <key>` before any handler runs.
+pub async fn require_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if !is_open(&req) {
+        let key = req.app_data::<web::Data<ApiKey>>().cloned();
+        let header = req.headers().get(header::AUTHORIZATION).map(|h| h.as_bytes().to_vec());
+        check(key.as_ref().map(|k| k.get_ref()), header.as_deref())?;
+    }
+    next.call(req).await
+}
+
+fn check(key: Option<&ApiKey>, header: Option<&[u8]>) -> Result<(), ApiError> {
+    let header = header.ok_or(ApiError::NotAuthenticated)?;
+    let (scheme, credentials) = match header.iter().position(|b| *b == b' ') {
+        Some(i) => (&header[..i], &header[i + 1..]),
+        None => (header, &[][..]),
+    };
+    if credentials.is_empty() {
+        return Err(ApiError::NotAuthenticated);
+    }
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(ApiError::InvalidCredentials);
+    }
+    match key {
+        Some(key) if key.matches(credentials) => Ok(()),
+        _ => Err(ApiError::InvalidKey),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_checks_follow_the_reference() {
+        let key = ApiKey::new("k1");
+        let cases: &[(Option<&[u8]>, &str)] = &[
+            (None, "Not authenticated"),
+            (Some(b"Bearer"), "Not authenticated"),
+            (Some(b"Bearer "), "Not authenticated"),
+            (Some(b"Basic abc"), "Invalid authentication credentials"),
+            (Some(b"Bearer k2"), "Invalid API key"),
+            (Some(b"Bearer k1 "), "Invalid API key"),
+        ];
+        for (header, expected) in cases {
+            let err = check(Some(&key), *header).err().map(|e| e.to_string());
+            assert_eq!(err.as_deref(), Some(*expected), "{header:?}");
+        }
+        assert!(check(Some(&key), Some(b"bearer k1")).is_ok());
+        assert!(check(Some(&key), Some(b"Bearer k1")).is_ok());
+    }
+}

@@ -1,0 +1,103 @@
+//! Settings: built-in defaults < `sluice.toml` (or the file named by `SLUICE_CONFIG`) <
+//! `SLUICE_*` environment variables. `PIPELINES_API_KEY` is read too, for drop-in use.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use sluice_sdk::Secret;
+
+/// The key the Python reference uses when none is set. Accepted only on explicit request.
+pub const REFERENCE_DEFAULT_KEY: &str = "0p3n-w3bu!";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (tests).
+    pub port: u16,
+    /// Where `<pipeline id>.toml` valves files live.
+    pub valves_dir: PathBuf,
+    /// Where sluice keeps its own state (the generated API key, pipeline data).
+    pub data_dir: PathBuf,
+    /// The bearer key. Unset: a random key is generated once and kept in the data dir.
+    #[serde(skip_serializing)]
+    pub api_key: Option<Secret>,
+    /// Use the Python reference's well-known key when no key is set. Insecure; for trials only.
+    pub allow_reference_key: bool,
+    /// `tracing` filter, e.g. `info` or `sluice=debug,info`.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long open streams may run on after SIGTERM/SIGINT before they are ended.
+    pub shutdown_grace_secs: u64,
+    /// Seconds of pipe silence after which a `: ping` comment keeps the stream alive; 0 = never.
+    pub keepalive_secs: u64,
+    /// Worker threads for HTTP; 0 = one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 9099,
+            valves_dir: PathBuf::from("valves"),
+            data_dir: PathBuf::from("data"),
+            api_key: None,
+            allow_reference_key: false,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            keepalive_secs: 15,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Reads the layered settings from the process environment.
+    pub fn load() -> Result<Settings, SettingsError> {
+        let file = std::env::var("SLUICE_CONFIG").unwrap_or_else(|_| "sluice.toml".into());
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Toml::file_exact(file))
+                .merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into()))
+                .merge(Env::prefixed("SLUICE_").ignore(&["CONFIG"]).filter(|k| !k.as_str().starts_with("valves"))),
+        )
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Settings, SettingsError> {
+        let settings: Settings = figment.extract().map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_body_bytes < 1024 {
+            return Err(SettingsError("max_body_bytes must be at least 1024".into()));
+        }
+        if let Some(key) = &self.api_key {
+            if key.expose().trim().is_empty() {
+                return Err(SettingsError("api_key is set but empty".into()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! sluice: a compiled server for Open WebUI's Pipelines protocol.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod registry;
+pub mod routes;
+pub mod sse;
+pub mod startup;
+pub mod telemetry;
+pub mod valves;

@@ -1,0 +1,130 @@
+//! The one list of pipelines, built once at start-up (the reference rebuilds it on every
+//! request, pipelines-protocol.md §1.2), and the lookups from the ids Open WebUI sends.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sluice_sdk::{FieldError, Pipeline, PipelineKind};
+
+use crate::valves::{ValvesEntry, ValvesEnv};
+
+/// The pipelines compiled into this binary. Tests build their own list instead.
+pub fn builtin() -> Vec<Arc<dyn Pipeline>> {
+    Vec::new()
+}
+
+/// A pipeline plus the server's handle on its valves.
+pub struct Module {
+    pub pipeline: Arc<dyn Pipeline>,
+    pub valves: Option<ValvesEntry>,
+}
+
+impl Module {
+    pub fn id(&self) -> &str {
+        self.pipeline.id()
+    }
+
+    pub fn kind(&self) -> PipelineKind {
+        self.pipeline.kind()
+    }
+}
+
+/// What a model entry id resolved to.
+pub struct Resolved<'a> {
+    pub module: &'a Module,
+    /// The id the pipeline serves: the sub id for a manifold, else the module id.
+    pub model_id: String,
+}
+
+pub struct Registry {
+    modules: Vec<Module>,
+    by_id: HashMap<String, usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("pipeline id {0:?} is used twice")]
+    Duplicate(String),
+    #[error("pipeline id {0:?} must be non-empty and use only letters, digits, '_' and '-'")]
+    BadId(String),
+    #[error("valves of {id} ({path}): {}", .errors.iter().map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) }).collect::<Vec<_>>().join("; "))]
+    Valves { id: String, path: String, errors: Vec<FieldError> },
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Registry {
+    /// Checks ids and loads every pipeline's valves; nothing is live until all are valid.
+    pub fn build(pipelines: Vec<Arc<dyn Pipeline>>, valves_dir: &Path, env: &ValvesEnv) -> Result<Self, RegistryError> {
+        let mut modules = Vec::with_capacity(pipelines.len());
+        let mut by_id = HashMap::new();
+        for pipeline in pipelines {
+            let id = pipeline.id().to_string();
+            if !valid_id(&id) {
+                return Err(RegistryError::BadId(id));
+            }
+            if by_id.insert(id.clone(), modules.len()).is_some() {
+                return Err(RegistryError::Duplicate(id));
+            }
+            let valves = pipeline.valves().map(|cell| ValvesEntry::new(&id, cell, valves_dir));
+            modules.push(Module { pipeline, valves });
+        }
+        let registry = Registry { modules, by_id };
+        let loaded = registry.load_valves(env)?;
+        for (entry, loaded) in loaded {
+            entry.install(loaded);
+        }
+        Ok(registry)
+    }
+
+    /// Reads every valves file and the environment again; applies all or nothing.
+    pub fn load_valves(&self, env: &ValvesEnv) -> Result<Vec<(&ValvesEntry, crate::valves::Loaded)>, RegistryError> {
+        let mut out = Vec::new();
+        for module in &self.modules {
+            if let Some(entry) = &module.valves {
+                let loaded = entry.load(env).map_err(|errors| RegistryError::Valves {
+                    id: module.id().to_string(),
+                    path: entry.path().display().to_string(),
+                    errors,
+                })?;
+                out.push((entry, loaded));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    /// A module by its own id (valves routes).
+    pub fn module(&self, id: &str) -> Option<&Module> {
+        self.by_id.get(id).map(|i| &self.modules[*i])
+    }
+
+    /// A model entry id: a pipe or filter id, or `<manifold>.<sub>` split at the first dot.
+    pub fn model_entry(&self, id: &str) -> Option<Resolved<'_>> {
+        if let Some(module) = self.module(id) {
+            return (module.kind() != PipelineKind::Manifold)
+                .then(|| Resolved { module, model_id: id.to_string() });
+        }
+        let (prefix, sub) = id.split_once('.')?;
+        let module = self.module(prefix)?;
+        (module.kind() == PipelineKind::Manifold && module.pipeline.serves(sub))
+            .then(|| Resolved { module, model_id: sub.to_string() })
+    }
+
+    /// Like [`Self::model_entry`], but also accepts an id carrying an Open WebUI connection
+    /// "Prefix ID" (`<prefix>.<id>`), which Open WebUI puts in inlet/outlet paths
+    /// (open-webui-client.md §1.7).
+    pub fn model_entry_lenient(&self, id: &str) -> Option<Resolved<'_>> {
+        self.model_entry(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.model_entry(rest)))
+    }
+
+    pub fn module_lenient(&self, id: &str) -> Option<&Module> {
+        self.module(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.module(rest)))
+    }
+}

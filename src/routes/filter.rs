@@ -1,0 +1,63 @@
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Clone, Copy)]
+enum Hook {
+    Inlet,
+    Outlet,
+}
+
+/// `POST /{id}/filter/inlet` (pipelines-protocol.md §5.11).
+pub async fn inlet(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    run(state, &id, req, payload, Hook::Inlet).await
+}
+
+/// `POST /{id}/filter/outlet` (§5.12).
+pub async fn outlet(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    run(state, &id, req, payload, Hook::Outlet).await
+}
+
+/// Takes `{"body": {...}, "user": {...} | null}` and answers the bare body. Pipes and manifold
+/// sub-models answer too: Open WebUI calls every pipeline model's own inlet and outlet.
+async fn run(
+    state: web::Data<AppState>,
+    id: &str,
+    req: HttpRequest,
+    payload: web::Payload,
+    hook: Hook,
+) -> Result<HttpResponse, ApiError> {
+    let resolved = state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
+    let form = super::json_body(&req, payload).await?;
+    let Value::Object(mut form) = form else {
+        return Err(ApiError::Unprocessable("the request must be a JSON object with a \"body\" object".into()));
+    };
+    let body = match form.remove("body") {
+        Some(body @ Value::Object(_)) => body,
+        Some(_) => return Err(ApiError::Unprocessable("body: must be a JSON object".into())),
+        None => return Err(ApiError::Unprocessable("body: field required".into())),
+    };
+    let user = match form.remove("user") {
+        None | Some(Value::Null) => None,
+        Some(user @ Value::Object(_)) => Some(user),
+        Some(_) => return Err(ApiError::Unprocessable("user: must be a JSON object or null".into())),
+    };
+    let pipeline = &resolved.module.pipeline;
+    let result = match hook {
+        Hook::Inlet => pipeline.inlet(body, user).await,
+        Hook::Outlet => pipeline.outlet(body, user).await,
+    };
+    Ok(HttpResponse::Ok().json(result?))
+}

@@ -1,0 +1,402 @@
+//! The only place that knows the wire format of answers. A pipe's [`PipeEvent`]s become
+//! `data: <chat.completion.chunk>` lines (Python `json.dumps` style, as the reference writes
+//! them, pipelines-protocol.md §6.5), Open WebUI `{"event": ...}` lines, one finish chunk, one
+//! usage chunk, `data: [DONE]`; or, for `stream: false`, one `chat.completion` object.
+//!
+//! Departures from the reference, each harmless to Open WebUI and fixing a weakness it lists
+//! (§11): one chunk id per answer instead of one per chunk, `role` on the first delta, usage
+//! once after the finish chunk, errors after the 200 as an `{"error": ...}` line followed by a
+//! clean end instead of a cut connection, and `data: [DONE]` terminated by a blank line like
+//! every other SSE event.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipeStream, PipelineError, Status, ToolCallDelta};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::json::write_python;
+
+/// The stream terminator.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+/// Sent when a pipe is silent for a while, so proxies and clients with idle limits keep the
+/// connection; Open WebUI ignores comment lines (open-webui-client.md §4.1).
+pub const PING: &[u8] = b": ping\n\n";
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `id`, `created` and `model` shared by every chunk of one answer.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl Envelope {
+    /// `id` is `<requested model>-<uuid4>` as in the reference.
+    pub fn new(model: &str) -> Self {
+        Self { id: format!("{model}-{}", uuid::Uuid::new_v4()), created: unix_now(), model: model.to_string() }
+    }
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a [Value]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images: Option<Vec<ImageOut<'a>>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ImageOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    image_url: ImageUrl<'a>,
+}
+
+#[derive(Serialize)]
+struct ImageUrl<'a> {
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: &'a Map<String, Value>,
+}
+
+fn data_line<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    out.extend_from_slice(b"data: ");
+    // Serialising our own structs and JSON values into memory cannot fail.
+    let _ = write_python(out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
+fn status_value(status: &Status) -> Value {
+    let mut data = Map::new();
+    data.insert("description".into(), status.description.clone().into());
+    data.insert("done".into(), status.done.into());
+    if status.hidden {
+        data.insert("hidden".into(), true.into());
+    }
+    for (k, v) in &status.extra {
+        data.insert(k.clone(), v.clone());
+    }
+    event_value("status", Value::Object(data))
+}
+
+fn event_value(kind: &str, data: Value) -> Value {
+    serde_json::json!({"event": {"type": kind, "data": data}})
+}
+
+/// The in-stream error line Open WebUI shows (open-webui-client.md §4.7).
+pub fn error_value(error: &PipelineError) -> Value {
+    serde_json::json!({"error": {"message": error.message, "type": error.kind.as_str(), "code": error.code}})
+}
+
+/// Turns events into SSE bytes, one answer at a time.
+pub struct StreamEncoder {
+    envelope: Envelope,
+    role_sent: bool,
+    tool_calls_seen: bool,
+    finish: Option<FinishReason>,
+    usage: Option<Map<String, Value>>,
+    /// The last status, if it was not `done`: the end of the stream closes it, or Open WebUI
+    /// keeps a spinner (responses-manifold.md §5.7).
+    open_status: Option<String>,
+}
+
+impl StreamEncoder {
+    pub fn new(envelope: Envelope) -> Self {
+        Self { envelope, role_sent: false, tool_calls_seen: false, finish: None, usage: None, open_status: None }
+    }
+
+    fn delta(&mut self, out: &mut Vec<u8>, mut delta: Delta<'_>, finish_reason: Option<&str>) {
+        if !self.role_sent && finish_reason.is_none() {
+            delta.role = Some("assistant");
+            self.role_sent = true;
+        }
+        let chunk = Chunk {
+            id: &self.envelope.id,
+            object: "chat.completion.chunk",
+            created: self.envelope.created,
+            model: &self.envelope.model,
+            choices: [Choice { index: 0, delta, logprobs: None, finish_reason }],
+        };
+        data_line(out, &chunk);
+    }
+
+    /// Encodes one event. Returns `false` when the answer is over (an error was written).
+    pub fn encode(&mut self, event: PipeEvent, out: &mut Vec<u8>) -> bool {
+        match event {
+            PipeEvent::Text(text) => self.delta(out, Delta { content: Some(&text), ..Delta::default() }, None),
+            PipeEvent::Reasoning(text) => {
+                self.delta(out, Delta { reasoning_content: Some(&text), ..Delta::default() }, None)
+            }
+            PipeEvent::ToolCall(call) => {
+                self.tool_calls_seen = true;
+                let ToolCallDelta { index, id, name, arguments } = &call;
+                let out_call = ToolCallOut {
+                    index: *index,
+                    id: id.as_deref(),
+                    kind: (id.is_some() || name.is_some()).then_some("function"),
+                    function: FunctionOut { name: name.as_deref(), arguments },
+                };
+                self.delta(out, Delta { tool_calls: Some([out_call]), ..Delta::default() }, None)
+            }
+            PipeEvent::Annotations(list) => {
+                self.delta(out, Delta { annotations: Some(&list), ..Delta::default() }, None)
+            }
+            PipeEvent::Images(urls) => {
+                let images = urls.iter().map(|u| ImageOut { kind: "image_url", image_url: ImageUrl { url: u } }).collect();
+                self.delta(out, Delta { images: Some(images), ..Delta::default() }, None)
+            }
+            PipeEvent::Status(status) => {
+                self.open_status = (!status.done).then(|| status.description.clone());
+                data_line(out, &status_value(&status));
+            }
+            PipeEvent::Source(data) => data_line(out, &event_value("source", data)),
+            PipeEvent::Notification { level, content } => {
+                data_line(out, &event_value("notification", serde_json::json!({"type": level, "content": content})))
+            }
+            PipeEvent::Usage(usage) => self.usage = Some(usage),
+            PipeEvent::Finish(reason) => self.finish = Some(reason),
+            PipeEvent::Error(error) => {
+                self.fail(&error, out);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn close_status(&mut self, out: &mut Vec<u8>) {
+        if let Some(description) = self.open_status.take() {
+            data_line(out, &status_value(&Status::new(description, true)));
+        }
+    }
+
+    /// The end of a successful answer: finish chunk, usage chunk, `[DONE]`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.close_status(out);
+        let reason = self.finish.unwrap_or(if self.tool_calls_seen { FinishReason::ToolCalls } else { FinishReason::Stop });
+        self.delta(out, Delta::default(), Some(reason.as_str()));
+        if let Some(usage) = self.usage.take() {
+            let chunk = UsageChunk {
+                id: &self.envelope.id,
+                object: "chat.completion.chunk",
+                created: self.envelope.created,
+                model: &self.envelope.model,
+                choices: [],
+                usage: &usage,
+            };
+            data_line(out, &chunk);
+        }
+        out.extend_from_slice(DONE);
+    }
+
+    /// The end of a failed answer: the error line, then `[DONE]`.
+    pub fn fail(&mut self, error: &PipelineError, out: &mut Vec<u8>) {
+        self.close_status(out);
+        data_line(out, &error_value(error));
+        out.extend_from_slice(DONE);
+    }
+}
+
+/// How a stream is driven besides the pipe's own events.
+#[derive(Clone)]
+pub struct StreamOptions {
+    /// Silence after which a `: ping` comment is sent.
+    pub keepalive: Option<Duration>,
+    /// Cancelled when the server's shutdown grace is over: the answer ends with an error line.
+    pub deadline: CancellationToken,
+}
+
+struct Driver {
+    events: PipeStream,
+    encoder: StreamEncoder,
+    options: StreamOptions,
+    done: bool,
+    /// Dropped with the response body (client gone, or answer over): cancels the pipe's token.
+    _cancel_on_drop: DropGuard,
+}
+
+/// The response body of a streamed answer. Dropping it (actix does when the client leaves)
+/// drops the pipe's stream and cancels its token, so upstream requests stop too.
+pub fn body(
+    events: PipeStream,
+    envelope: Envelope,
+    options: StreamOptions,
+    cancel: CancellationToken,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let driver = Driver {
+        events,
+        encoder: StreamEncoder::new(envelope),
+        options,
+        done: false,
+        _cancel_on_drop: cancel.drop_guard(),
+    };
+    futures_util::stream::unfold(driver, |mut d| async move {
+        if d.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let keepalive = async {
+                match d.options.keepalive {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = d.options.deadline.cancelled() => {
+                    let error = PipelineError::new(ErrorKind::Unavailable, "sluice is shutting down; the answer was cut short");
+                    d.encoder.fail(&error, &mut out);
+                    d.done = true;
+                }
+                event = d.events.next() => match event {
+                    Some(event) => d.done = !d.encoder.encode(event, &mut out),
+                    None => {
+                        d.encoder.finish(&mut out);
+                        d.done = true;
+                    }
+                },
+                _ = keepalive => out.extend_from_slice(PING),
+            }
+        }
+        Some((Ok(Bytes::from(out)), d))
+    })
+}
+
+/// Collects a whole answer into one `chat.completion` object (`stream: false`). Statuses,
+/// sources and notifications have no place in it and are dropped.
+pub async fn collect(mut events: PipeStream, envelope: Envelope) -> Result<Value, PipelineError> {
+    let mut content = String::new();
+    let mut reasoning = String::new();
+    let mut calls: BTreeMap<u32, (Option<String>, Option<String>, String)> = BTreeMap::new();
+    let mut annotations = Vec::new();
+    let mut images = Vec::new();
+    let mut usage = None;
+    let mut finish = None;
+    while let Some(event) = events.next().await {
+        match event {
+            PipeEvent::Text(t) => content.push_str(&t),
+            PipeEvent::Reasoning(t) => reasoning.push_str(&t),
+            PipeEvent::ToolCall(c) => {
+                let entry = calls.entry(c.index).or_default();
+                if c.id.is_some() {
+                    entry.0 = c.id;
+                }
+                if c.name.is_some() {
+                    entry.1 = c.name;
+                }
+                entry.2.push_str(&c.arguments);
+            }
+            PipeEvent::Annotations(list) => annotations.extend(list),
+            PipeEvent::Images(urls) => images.extend(urls),
+            PipeEvent::Usage(u) => usage = Some(u),
+            PipeEvent::Finish(f) => finish = Some(f),
+            PipeEvent::Error(e) => return Err(e),
+            PipeEvent::Status(_) | PipeEvent::Source(_) | PipeEvent::Notification { .. } => {}
+        }
+    }
+    if content.is_empty() && calls.is_empty() && images.is_empty() {
+        // Open WebUI never marks a reply without content or tool calls as finished
+        // (open-webui-client.md §4.5): say what happened instead.
+        if reasoning.is_empty() {
+            return Err(PipelineError::upstream(format!("{} returned an empty answer", envelope.model)));
+        }
+    }
+    let mut message = Map::new();
+    message.insert("role".into(), "assistant".into());
+    message.insert("content".into(), content.into());
+    if !reasoning.is_empty() {
+        message.insert("reasoning_content".into(), reasoning.into());
+    }
+    if !calls.is_empty() {
+        let list: Vec<Value> = calls
+            .into_iter()
+            .map(|(index, (id, name, arguments))| {
+                serde_json::json!({
+                    "id": id.unwrap_or_else(|| format!("call_{index}")),
+                    "type": "function",
+                    "function": {"name": name.unwrap_or_default(), "arguments": arguments},
+                })
+            })
+            .collect();
+        message.insert("tool_calls".into(), Value::Array(list));
+    }
+    if !annotations.is_empty() {
+        message.insert("annotations".into(), Value::Array(annotations));
+    }
+    if !images.is_empty() {
+        let list = images.into_iter().map(|u| serde_json::json!({"type": "image_url", "image_url": {"url": u}})).collect();
+        message.insert("images".into(), Value::Array(list));
+    }
+    let tool_calls = message.contains_key("tool_calls");
+    let finish = finish.unwrap_or(if tool_calls { FinishReason::ToolCalls } else { FinishReason::Stop });
+    let mut completion = serde_json::json!({
+        "id": envelope.id,
+        "object": "chat.completion",
+        "created": envelope.created,
+        "model": envelope.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish.as_str()}],
+    });
+    if let (Some(usage), Value::Object(map)) = (usage, &mut completion) {
+        map.insert("usage".into(), Value::Object(usage));
+    }
+    Ok(completion)
+}

@@ -1,0 +1,214 @@
+//! Builds the application from settings and a list of pipelines, binds it, and runs it until a
+//! signal. `main` and the tests both go through [`Application::build`].
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpServer};
+use sluice_sdk::{Pipeline, PipelineContext};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{require_key, ApiKey};
+use crate::config::Settings;
+use crate::registry::{Registry, RegistryError};
+use crate::routes;
+use crate::sse::StreamOptions;
+use crate::telemetry::trace_requests;
+use crate::valves::ValvesEnv;
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Registry,
+    pub valves_env: ValvesEnv,
+    /// Valves writes and reloads go one at a time.
+    pub valves_lock: tokio::sync::Mutex<()>,
+    pub stream_options: StreamOptions,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("pipeline {id} failed to start: {message}")]
+    Pipeline { id: String, message: String },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    api_key: ApiKey,
+    state: web::Data<AppState>,
+    shutdown: Shutdown,
+    grace: Duration,
+}
+
+/// Two phases of stopping: `draining` (stop accepting, let streams run) and `deadline`
+/// (end the streams still open with an error line).
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    pub draining: CancellationToken,
+    pub deadline: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        pipelines: Vec<Arc<dyn Pipeline>>,
+        valves_env: ValvesEnv,
+    ) -> Result<Application, StartupError> {
+        let data_dir = settings.data_dir.clone();
+        let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
+        std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
+        let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
+
+        let shutdown = Shutdown::default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        for module in registry.modules() {
+            let dir = data_dir.join("pipelines").join(module.id());
+            std::fs::create_dir_all(&dir).map_err(dir_error)?;
+            let ctx = PipelineContext { http: http.clone(), data_dir: dir, shutdown: shutdown.draining.clone() };
+            module
+                .pipeline
+                .on_startup(&ctx)
+                .await
+                .map_err(|e| StartupError::Pipeline { id: module.id().to_string(), message: e.to_string() })?;
+            tracing::info!(pipeline = module.id(), kind = module.kind().as_str(), "pipeline started");
+        }
+
+        let state = web::Data::new(AppState {
+            registry,
+            valves_env,
+            valves_lock: tokio::sync::Mutex::new(()),
+            stream_options: StreamOptions {
+                keepalive: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
+                deadline: shutdown.deadline.clone(),
+            },
+            max_body_bytes: settings.max_body_bytes,
+        });
+
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener =
+            TcpListener::bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
+        let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let server = run(listener, state.clone(), api_key.clone(), &settings, grace)?;
+        tracing::info!(port, pipelines = state.registry.modules().len(), "sluice listening");
+        Ok(Application { port, server, api_key, state, shutdown, grace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn api_key(&self) -> &ApiKey {
+        &self.api_key
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or until [`Shutdown::draining`] is cancelled, then drains.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(stop_on_signal(handle, shutdown, self.grace));
+        let result = self.server.await;
+        for module in self.state.registry.modules() {
+            module.pipeline.on_shutdown().await;
+        }
+        tracing::info!("sluice stopped");
+        result
+    }
+}
+
+async fn stop_on_signal(handle: ServerHandle, shutdown: Shutdown, grace: Duration) {
+    tokio::select! {
+        _ = signal() => tracing::info!(grace_secs = grace.as_secs(), "signal received, draining"),
+        _ = shutdown.draining.cancelled() => tracing::info!("shutdown requested, draining"),
+    }
+    shutdown.draining.cancel();
+    let deadline = shutdown.deadline.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        deadline.cancel();
+    });
+    handle.stop(true).await;
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn run(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    api_key: ApiKey,
+    settings: &Settings,
+    grace: Duration,
+) -> Result<Server, StartupError> {
+    let key = web::Data::new(api_key);
+    let mut server = HttpServer::new(move || {
+        // Outermost last: trace → CORS (answers preflights) → path normalising → key check.
+        App::new()
+            .app_data(state.clone())
+            .app_data(key.clone())
+            .wrap(from_fn(require_key))
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(Cors::default().allow_any_origin().allow_any_method().allow_any_header().max_age(600))
+            .wrap(from_fn(trace_requests))
+            .service(web::resource("/").get(routes::health))
+            .service(
+                web::scope("/v1")
+                    .service(web::resource("").get(routes::health))
+                    .configure(routes::configure)
+                    .default_service(web::to(routes::not_found)),
+            )
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .disable_signals()
+    // Covers the grace period plus the final error lines of streams ended at the deadline.
+    .shutdown_timeout(grace.as_secs() + 5);
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    let server = server
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { address: format!("{}:{}", settings.host, settings.port), source })?
+        .run();
+    Ok(server)
+}

@@ -1,0 +1,169 @@
+//! Turns what Open WebUI's valve editor (or an environment variable) sends into the declared
+//! type: numbers and booleans arrive as strings, lists as comma-separated text, `null` from the
+//! "None" toggle (open-webui-client.md §5.3).
+
+use serde_json::{Number, Value};
+use sluice_sdk::FieldError;
+
+use super::schema::{FieldSpec, FieldType};
+
+pub fn coerce(field: &FieldSpec, value: Value) -> Result<Value, FieldError> {
+    let err = |message: String| FieldError::new(field.name.clone(), message);
+    if value.is_null() {
+        return if field.nullable { Ok(Value::Null) } else { Err(err("must not be null".into())) };
+    }
+    if field.nullable && field.ty != FieldType::String && value.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return Ok(Value::Null);
+    }
+    let coerced = coerce_type(&field.ty, value).map_err(err)?;
+    if let Some(choices) = &field.choices {
+        if !choices.contains(&coerced) {
+            let listed = choices.iter().map(display).collect::<Vec<_>>().join(", ");
+            return Err(err(format!("must be one of {listed}, got {}", display(&coerced))));
+        }
+    }
+    Ok(coerced)
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("'{s}'"),
+        other => other.to_string(),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn coerce_type(ty: &FieldType, value: Value) -> Result<Value, String> {
+    match (ty, value) {
+        (FieldType::Any, v) => Ok(v),
+        (FieldType::String, Value::String(s)) => Ok(Value::String(s)),
+        (FieldType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
+        (FieldType::Integer, Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+            _ => Err(format!("expected an integer, got {n}")),
+        },
+        (FieldType::Integer, Value::String(s)) => {
+            let t = s.trim();
+            t.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| match t.parse::<f64>() {
+                    Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+                    _ => Err(()),
+                })
+                .map_err(|_| format!("expected an integer, got {}", describe(&Value::String(s.clone()))))
+        }
+        (FieldType::Number, Value::Number(n)) => Ok(Value::Number(n)),
+        (FieldType::Number, Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => Number::from_f64(f).map(Value::Number).ok_or_else(|| "not a number".into()),
+            _ => Err(format!("expected a number, got {}", describe(&Value::String(s)))),
+        },
+        (FieldType::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (FieldType::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" | "t" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" | "n" | "f" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected a boolean, got {}", describe(&Value::String(s)))),
+        },
+        (FieldType::Boolean, Value::Number(n)) if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) => {
+            Ok(Value::Bool(n.as_f64() == Some(1.0)))
+        }
+        (FieldType::Array(item), Value::Array(items)) => items
+            .into_iter()
+            // The editor splits on commas, so an empty list comes back as [""].
+            .filter(|v| !matches!(v, Value::String(s) if s.trim().is_empty()))
+            .enumerate()
+            .map(|(i, v)| coerce_type(item, v).map_err(|e| format!("item {i}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (FieldType::Array(item), Value::String(s)) => {
+            let trimmed = s.trim();
+            if trimmed.starts_with('[') {
+                if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(trimmed) {
+                    return coerce_type(ty, Value::Array(items));
+                }
+            }
+            let parts = trimmed.split(',').map(|p| Value::String(p.trim().to_string())).collect();
+            coerce_type(&FieldType::Array(item.clone()), Value::Array(parts))
+        }
+        (FieldType::Object, Value::Object(m)) => Ok(Value::Object(m)),
+        (FieldType::Object, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+            Ok(Value::Object(m)) => Ok(Value::Object(m)),
+            _ => Err(format!("expected a JSON object, got {}", describe(&Value::String(s)))),
+        },
+        (ty, v) => Err(format!("expected {}, got {}", expected(ty), describe(&v))),
+    }
+}
+
+fn expected(ty: &FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "a string",
+        FieldType::Integer => "an integer",
+        FieldType::Number => "a number",
+        FieldType::Boolean => "a boolean",
+        FieldType::Array(_) => "a list",
+        FieldType::Object => "a JSON object",
+        FieldType::Any => "a value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(ty: FieldType, nullable: bool) -> FieldSpec {
+        FieldSpec { name: "F".into(), ty, nullable, choices: None, secret: false }
+    }
+
+    #[test]
+    fn open_webui_editor_values_are_coerced() {
+        let table = [
+            (FieldType::Integer, json!("7"), json!(7)),
+            (FieldType::Integer, json!(" 7 "), json!(7)),
+            (FieldType::Integer, json!(7.0), json!(7)),
+            (FieldType::Number, json!("0.1"), json!(0.1)),
+            (FieldType::Number, json!(1), json!(1)),
+            (FieldType::Boolean, json!("false"), json!(false)),
+            (FieldType::Boolean, json!("True"), json!(true)),
+            (FieldType::Array(Box::new(FieldType::String)), json!("a, b,c"), json!(["a", "b", "c"])),
+            (FieldType::Array(Box::new(FieldType::String)), json!([""]), json!([])),
+            (FieldType::Array(Box::new(FieldType::Integer)), json!(["1", "2"]), json!([1, 2])),
+            (FieldType::Object, json!("{\"a\":1}"), json!({"a": 1})),
+        ];
+        for (ty, input, expected) in table {
+            assert_eq!(coerce(&field(ty.clone(), false), input.clone()), Ok(expected), "{ty:?} {input}");
+        }
+    }
+
+    #[test]
+    fn wrong_values_are_refused_with_the_field_name() {
+        let table = [
+            (FieldType::Integer, json!("abc")),
+            (FieldType::Integer, json!(1.5)),
+            (FieldType::Number, json!("NaN")),
+            (FieldType::Boolean, json!("maybe")),
+            (FieldType::String, json!(5)),
+            (FieldType::Array(Box::new(FieldType::Integer)), json!("1,x")),
+            (FieldType::Object, json!("[1]")),
+            (FieldType::String, Value::Null),
+        ];
+        for (ty, input) in table {
+            let result = coerce(&field(ty.clone(), false), input.clone());
+            assert!(matches!(&result, Err(e) if e.field == "F"), "{ty:?} {input} -> {result:?}");
+        }
+    }
+
+    #[test]
+    fn optional_fields_take_null_and_blank() {
+        assert_eq!(coerce(&field(FieldType::Integer, true), Value::Null), Ok(Value::Null));
+        assert_eq!(coerce(&field(FieldType::Integer, true), json!("")), Ok(Value::Null));
+        assert_eq!(coerce(&field(FieldType::String, true), json!("")), Ok(json!("")));
+    }
+}

@@ -1,0 +1,120 @@
+//! `valves/<id>.toml`: read it, edit single keys while keeping the operator's comments and
+//! layout, and replace it atomically (temp file, fsync, rename, fsync of the directory), so a
+//! crash leaves either the old or the new file, never a torn one.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+use toml_edit::{Array, DocumentMut, InlineTable, Item};
+
+/// Reads the file; `Ok(None)` when it does not exist.
+pub fn read(path: &Path) -> Result<Option<DocumentMut>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    text.parse::<DocumentMut>().map(Some).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The document's keys as JSON values.
+pub fn to_json(doc: &DocumentMut) -> Result<Map<String, Value>, String> {
+    let table: toml::Table = toml::from_str(&doc.to_string()).map_err(|e| e.to_string())?;
+    match serde_json::to_value(table).map_err(|e| e.to_string())? {
+        Value::Object(map) => Ok(map),
+        _ => Ok(Map::new()),
+    }
+}
+
+/// Sets `key`, keeping the comments around it (its leading lines and a trailing `# ...`).
+pub fn set(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), String> {
+    let new = to_toml(value).ok_or_else(|| format!("{key}: this value cannot be written to TOML"))?;
+    match doc.get_mut(key).and_then(Item::as_value_mut) {
+        Some(old) => {
+            let decor = old.decor().clone();
+            *old = new;
+            *old.decor_mut() = decor;
+        }
+        None => {
+            doc.insert(key, Item::Value(new));
+        }
+    }
+    Ok(())
+}
+
+pub fn remove(doc: &mut DocumentMut, key: &str) {
+    doc.remove(key);
+}
+
+fn to_toml(value: &Value) -> Option<toml_edit::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64()?.into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => {
+            let mut array = Array::new();
+            for item in items {
+                array.push(to_toml(item)?);
+            }
+            toml_edit::Value::Array(array)
+        }
+        Value::Object(map) => {
+            let mut table = InlineTable::new();
+            for (k, v) in map {
+                if let Some(v) = to_toml(v) {
+                    table.insert(k, v);
+                }
+            }
+            toml_edit::Value::InlineTable(table)
+        }
+    })
+}
+
+/// Replaces `path` with `contents`, keeping the old file's permissions (new files are 0600:
+/// they may hold API keys).
+pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".valves-").suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(contents.as_bytes())?;
+    match std::fs::metadata(path) {
+        Ok(meta) => tmp.as_file().set_permissions(meta.permissions())?,
+        Err(_) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn edits_keep_comments() -> Result<(), String> {
+        let mut doc: DocumentMut =
+            "# top comment\n\n# how many\nMAX = 3 # keep me\nMODE = \"fast\"\n".parse().map_err(|e| format!("{e}"))?;
+        set(&mut doc, "MAX", &json!(5))?;
+        set(&mut doc, "TAGS", &json!(["a", "b"]))?;
+        remove(&mut doc, "MODE");
+        assert_eq!(doc.to_string(), "# top comment\n\n# how many\nMAX = 5 # keep me\nTAGS = [\"a\", \"b\"]\n");
+        Ok(())
+    }
+}
