@@ -85,11 +85,11 @@ pub async fn chat_completions(
     let mut body = Map::with_capacity(form.len() + 1);
     body.insert("stream".into(), stream.into());
     for key in ["model", "messages"] {
-        if let Some(v) = form.remove(key) {
+        if let Some(v) = form.shift_remove(key) {
             body.insert(key.into(), v);
         }
     }
-    form.remove("stream");
+    form.shift_remove("stream");
     body.extend(form);
     let user = body.get("user").filter(|u| u.is_object()).cloned();
 

@@ -1,1 +1,13 @@
+//! One integration binary: the app on port 0 with scripted pipelines registered only here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod helpers;
+mod pipelines;
+
+mod auth;
+mod bad_input;
+mod chat;
+mod filter;
+mod models;
+mod streaming;
+mod valves;

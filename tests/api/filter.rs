@@ -1,0 +1,86 @@
+use serde_json::json;
+
+use crate::helpers::{json_of, spawn_app};
+
+fn form() -> serde_json::Value {
+    json!({
+        "user": {"id": "u1", "email": "a@example.com", "name": "Alice", "role": "admin"},
+        "body": {"stream": true, "model": "scripted_pipe", "messages": [{"role": "user", "content": "hi"}],
+                 "metadata": {"chat_id": "c1", "message_id": "m1", "task": null}}
+    })
+}
+
+#[tokio::test]
+async fn a_filter_inlet_returns_the_bare_modified_body() {
+    let app = spawn_app().await;
+    for prefix in ["", "/v1"] {
+        let (status, body) = json_of(app.post_json(&format!("{prefix}/scripted_filter/filter/inlet"), &form()).await).await;
+        assert_eq!(status, 200);
+        let mut expected = form()["body"].clone();
+        expected["inlet_seen"] = json!(true);
+        assert_eq!(body, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_filter_outlet_returns_the_bare_modified_body() {
+    let app = spawn_app().await;
+    let outlet = json!({"user": null, "body": {"model": "scripted_pipe", "messages": [], "chat_id": "c1", "session_id": "s1", "id": "m2"}});
+    let (status, body) = json_of(app.post_json("/scripted_filter/filter/outlet", &outlet).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"model": "scripted_pipe", "messages": [], "chat_id": "c1", "session_id": "s1", "id": "m2", "outlet_done": true}));
+}
+
+#[tokio::test]
+async fn pipes_and_manifold_models_answer_their_own_inlet_and_outlet() {
+    let app = spawn_app().await;
+    // The pipe defines no hooks: echo.
+    for hook in ["inlet", "outlet"] {
+        let (status, body) = json_of(app.post_json(&format!("/scripted_pipe/filter/{hook}"), &form()).await).await;
+        assert_eq!((status, body), (200, form()["body"].clone()));
+    }
+    let (status, body) = json_of(app.post_json("/scripted_manifold.m.2/filter/inlet", &form()).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["manifold_inlet"], json!(true));
+    // Open WebUI's connection Prefix ID lands in the path.
+    let (status, body) = json_of(app.post_json("/pp.scripted_manifold.m-1/filter/inlet", &form()).await).await;
+    assert_eq!((status, body["manifold_inlet"].clone()), (200, json!(true)));
+}
+
+#[tokio::test]
+async fn unknown_filters_are_404_with_the_reference_message() {
+    let app = spawn_app().await;
+    for id in ["nope", "scripted_manifold", "scripted_manifold.unknown"] {
+        let (status, body) = json_of(app.post_json(&format!("/{id}/filter/inlet"), &form()).await).await;
+        assert_eq!((status, body), (404, json!({"detail": format!("Filter {id} not found")})));
+    }
+}
+
+#[tokio::test]
+async fn a_refusing_inlet_answers_a_json_error() {
+    let app = spawn_app().await;
+    app.post_json("/scripted_filter/valves/update", &json!({"BLOCK_WORD": "forbidden"})).await;
+    let mut request = form();
+    request["body"]["messages"][0]["content"] = json!("something forbidden");
+    let (status, body) = json_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["detail"], json!("Blocked by policy"));
+}
+
+#[tokio::test]
+async fn malformed_forms_are_refused_with_the_reason() {
+    let app = spawn_app().await;
+    let table = [
+        (json!({"user": null}), 422, "body: field required"),
+        (json!({"body": [1]}), 422, "body: must be a JSON object"),
+        (json!({"body": {}, "user": "bob"}), 422, "user: must be a JSON object or null"),
+        (json!([1, 2]), 422, "the request must be a JSON object with a \"body\" object"),
+    ];
+    for (request, status, detail) in table {
+        let got = json_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
+        assert_eq!(got, (status, json!({"detail": detail})), "{request}");
+    }
+    // Extra keys and a missing user are fine.
+    let (status, _) = json_of(app.post_json("/scripted_filter/filter/inlet", &json!({"body": {}, "extra": 1})).await).await;
+    assert_eq!(status, 200);
+}
