@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
@@ -99,13 +99,16 @@ fn is_open(req: &ServiceRequest) -> bool {
 pub async fn require_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     if !is_open(&req) {
         let key = req.app_data::<web::Data<ApiKey>>().cloned();
         let header = req.headers().get(header::AUTHORIZATION).map(|h| h.as_bytes().to_vec());
-        check(key.as_ref().map(|k| k.get_ref()), header.as_deref())?;
+        if let Err(refused) = check(key.as_ref().map(|k| k.get_ref()), header.as_deref()) {
+            // Answered here, as a response, so the request log shows the status like any other.
+            return Ok(req.error_response(refused).map_into_right_body());
+        }
     }
-    next.call(req).await
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 fn check(key: Option<&ApiKey>, header: Option<&[u8]>) -> Result<(), ApiError> {

@@ -74,12 +74,21 @@ pub struct SettingsError(String);
 impl Settings {
     /// Reads the layered settings from the process environment.
     pub fn load() -> Result<Settings, SettingsError> {
-        let file = std::env::var("SLUICE_CONFIG").unwrap_or_else(|_| "sluice.toml".into());
+        // A file named by SLUICE_CONFIG must exist; the default `sluice.toml` is optional.
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match std::env::var("SLUICE_CONFIG") {
+            Ok(file) => figment = figment.merge(Toml::file_exact(file)),
+            Err(_) if std::path::Path::new("sluice.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("sluice.toml"))
+            }
+            Err(_) => {}
+        }
         Self::from_figment(
-            Figment::from(Serialized::defaults(Settings::default()))
-                .merge(Toml::file_exact(file))
-                .merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into()))
-                .merge(Env::prefixed("SLUICE_").ignore(&["CONFIG"]).filter(|k| !k.as_str().starts_with("valves"))),
+            figment.merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into())).merge(
+                Env::prefixed("SLUICE_")
+                    .ignore(&["CONFIG"])
+                    .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("valves__")),
+            ),
         )
     }
 
@@ -99,5 +108,41 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_the_reference_key_variable_is_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sluice.toml", "port = 9200\nlog_level = \"debug\"\n")?;
+            jail.set_env("PIPELINES_API_KEY", "from-pipelines-var");
+            jail.set_env("SLUICE_PORT", "9300");
+            let s = Settings::load().map_err(|e| e.to_string())?;
+            assert_eq!((s.port, s.log_level.as_str()), (9300, "debug"));
+            assert_eq!(s.api_key.as_ref().map(Secret::expose), Some("from-pipelines-var"));
+            jail.set_env("SLUICE_API_KEY", "from-sluice-var");
+            let s = Settings::load().map_err(|e| e.to_string())?;
+            assert_eq!(s.api_key.as_ref().map(Secret::expose), Some("from-sluice-var"));
+            // Valve overrides share the prefix but are not settings.
+            jail.set_env("SLUICE_VALVES__X__Y", "1");
+            assert!(Settings::load().is_ok());
+            jail.set_env("SLUICE_NO_SUCH_SETTING", "1");
+            assert!(Settings::load().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_CONFIG", "missing.toml");
+            assert!(Settings::load().is_err());
+            Ok(())
+        });
     }
 }

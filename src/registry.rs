@@ -108,8 +108,7 @@ impl Registry {
     /// A model entry id: a pipe or filter id, or `<manifold>.<sub>` split at the first dot.
     pub fn model_entry(&self, id: &str) -> Option<Resolved<'_>> {
         if let Some(module) = self.module(id) {
-            return (module.kind() != PipelineKind::Manifold)
-                .then(|| Resolved { module, model_id: id.to_string() });
+            return (module.kind() != PipelineKind::Manifold).then(|| Resolved { module, model_id: id.to_string() });
         }
         let (prefix, sub) = id.split_once('.')?;
         let module = self.module(prefix)?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipeStream, PipelineError, Status, ToolCallDelta};
@@ -201,7 +201,8 @@ impl StreamEncoder {
                 self.delta(out, Delta { annotations: Some(&list), ..Delta::default() }, None)
             }
             PipeEvent::Images(urls) => {
-                let images = urls.iter().map(|u| ImageOut { kind: "image_url", image_url: ImageUrl { url: u } }).collect();
+                let images =
+                    urls.iter().map(|u| ImageOut { kind: "image_url", image_url: ImageUrl { url: u } }).collect();
                 self.delta(out, Delta { images: Some(images), ..Delta::default() }, None)
             }
             PipeEvent::Status(status) => {
@@ -231,7 +232,8 @@ impl StreamEncoder {
     /// The end of a successful answer: finish chunk, usage chunk, `[DONE]`.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.close_status(out);
-        let reason = self.finish.unwrap_or(if self.tool_calls_seen { FinishReason::ToolCalls } else { FinishReason::Stop });
+        let reason =
+            self.finish.unwrap_or(if self.tool_calls_seen { FinishReason::ToolCalls } else { FinishReason::Stop });
         self.delta(out, Delta::default(), Some(reason.as_str()));
         if let Some(usage) = self.usage.take() {
             let chunk = UsageChunk {
@@ -254,6 +256,9 @@ impl StreamEncoder {
         out.extend_from_slice(DONE);
     }
 }
+
+/// Upper bound of one write when several events are ready at once.
+const BATCH_BYTES: usize = 16 * 1024;
 
 /// How a stream is driven besides the pipe's own events.
 #[derive(Clone)]
@@ -315,6 +320,18 @@ pub fn body(
                     }
                 },
                 _ = keepalive => out.extend_from_slice(PING),
+            }
+        }
+        // Events that are already waiting go out in the same write: one syscall and one TCP
+        // segment for a burst instead of one per token.
+        while !d.done && out.len() < BATCH_BYTES {
+            match d.events.next().now_or_never() {
+                Some(Some(event)) => d.done = !d.encoder.encode(event, &mut out),
+                Some(None) => {
+                    d.encoder.finish(&mut out);
+                    d.done = true;
+                }
+                None => break,
             }
         }
         Some((Ok(Bytes::from(out)), d))
@@ -383,7 +400,8 @@ pub async fn collect(mut events: PipeStream, envelope: Envelope) -> Result<Value
         message.insert("annotations".into(), Value::Array(annotations));
     }
     if !images.is_empty() {
-        let list = images.into_iter().map(|u| serde_json::json!({"type": "image_url", "image_url": {"url": u}})).collect();
+        let list =
+            images.into_iter().map(|u| serde_json::json!({"type": "image_url", "image_url": {"url": u}})).collect();
         message.insert("images".into(), Value::Array(list));
     }
     let tool_calls = message.contains_key("tool_calls");

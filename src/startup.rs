@@ -200,6 +200,13 @@ fn run(
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm and delayed ACKs
+    // hold each one back (measured: 44 ms for a 200-chunk answer instead of about 1 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .disable_signals()
     // Covers the grace period plus the final error lines of streams ended at the deadline.
     .shutdown_timeout(grace.as_secs() + 5);

@@ -34,7 +34,7 @@ pub async fn trace_requests(
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {
             let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());

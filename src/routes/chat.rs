@@ -96,14 +96,8 @@ pub async fn chat_completions(
     let cancel = CancellationToken::new();
     // Cancels the pipe if the client leaves while it is still starting.
     let starting = cancel.clone().drop_guard();
-    let request = PipeRequest {
-        model: model.clone(),
-        model_id: resolved.model_id,
-        stream,
-        body,
-        user,
-        cancel: cancel.clone(),
-    };
+    let request =
+        PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
     let events = resolved.module.pipeline.pipe(request).await?;
     let envelope = Envelope::new(&model);

@@ -39,7 +39,8 @@ async fn run(
     payload: web::Payload,
     hook: Hook,
 ) -> Result<HttpResponse, ApiError> {
-    let resolved = state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
+    let resolved =
+        state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
     let form = super::json_body(&req, payload).await?;
     let Value::Object(mut form) = form else {
         return Err(ApiError::Unprocessable("the request must be a JSON object with a \"body\" object".into()));

@@ -46,16 +46,13 @@ pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
         let id = module.id();
         let name = module.pipeline.name();
         match module.kind() {
-            PipelineKind::Pipe => data.push(entry(
-                id.into(),
-                name.into(),
-                created,
-                json!({"type": "pipe", "valves": valves}),
-                None,
-            )),
+            PipelineKind::Pipe => {
+                data.push(entry(id.into(), name.into(), created, json!({"type": "pipe", "valves": valves}), None))
+            }
             PipelineKind::Filter => {
                 let (pipelines, priority) = routing(module);
-                let pipeline = json!({"type": "filter", "pipelines": pipelines, "priority": priority, "valves": valves});
+                let pipeline =
+                    json!({"type": "filter", "pipelines": pipelines, "priority": priority, "valves": valves});
                 data.push(entry(id.into(), name.into(), created, pipeline, None));
             }
             PipelineKind::Manifold => {

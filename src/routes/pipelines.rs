@@ -32,7 +32,8 @@ pub async fn reload(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let _writing = state.valves_lock.lock().await;
     let worker = state.clone();
     let changed = web::block(move || -> Result<Vec<String>, ApiError> {
-        let loaded = worker.registry.load_valves(&worker.valves_env).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let loaded =
+            worker.registry.load_valves(&worker.valves_env).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let mut ids = Vec::new();
         for (entry, loaded) in loaded {
             entry.install(loaded);

@@ -50,7 +50,10 @@ pub async fn update_valves(
     tracing::info!(pipeline = module.id(), path = %entry.path().display(), "valves updated");
     if let Err(e) = module.pipeline.on_valves_updated().await {
         tracing::error!(pipeline = module.id(), error = %e, "pipeline failed to apply new valves");
-        return Err(ApiError::Internal(format!("the valves were saved, but {} failed to apply them: {e}", module.id())));
+        return Err(ApiError::Internal(format!(
+            "the valves were saved, but {} failed to apply them: {e}",
+            module.id()
+        )));
     }
     Ok(HttpResponse::Ok().json(updated))
 }

@@ -201,8 +201,12 @@ impl ValvesEntry {
                     };
                     prop.insert("description".into(), description.into());
                     prop.insert("readOnly".into(), true.into());
-                    let sorted: Map<String, Value> =
-                        prop.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>().into_iter().collect();
+                    let sorted: Map<String, Value> = prop
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>()
+                        .into_iter()
+                        .collect();
                     *prop = sorted;
                 }
             }
@@ -263,7 +267,8 @@ impl ValvesEntry {
             if value.is_null() {
                 file::remove(&mut doc, key);
             } else {
-                file::set(&mut doc, key, value).map_err(|e| UpdateError::Invalid(vec![FieldError::new(key.clone(), e)]))?;
+                file::set(&mut doc, key, value)
+                    .map_err(|e| UpdateError::Invalid(vec![FieldError::new(key.clone(), e)]))?;
             }
         }
         let loaded = self.check(Some(&doc), (*pinned).clone()).map_err(UpdateError::Invalid)?;

@@ -47,7 +47,11 @@ async fn every_other_route_refuses_a_missing_or_wrong_key_as_the_reference_does(
                 }
                 let res = req.json(&json!({})).send().await.unwrap();
                 let (got_status, body) = json_of(res).await;
-                assert_eq!((got_status, &body), (*status, &json!({"detail": detail})), "{method} {prefix}{path} {header:?}");
+                assert_eq!(
+                    (got_status, &body),
+                    (*status, &json!({"detail": detail})),
+                    "{method} {prefix}{path} {header:?}"
+                );
             }
         }
     }

@@ -13,8 +13,14 @@ async fn chat_requests_with_missing_or_wrong_fields_get_a_422_naming_the_field()
         (json!({"model": "scripted_pipe", "messages": "hi"}), "messages: must be a list"),
         (json!({"model": "scripted_pipe", "messages": [1]}), "messages[0]: must be an object"),
         (json!({"model": "scripted_pipe", "messages": [{"content": "x"}]}), "messages[0].role: field required"),
-        (json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": 5}]}), "messages[0].content: must be a string, a list of parts or null"),
-        (json!({"model": "scripted_pipe", "messages": [], "stream": "maybe"}), "stream: expected a boolean, got \"maybe\""),
+        (
+            json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content: must be a string, a list of parts or null",
+        ),
+        (
+            json!({"model": "scripted_pipe", "messages": [], "stream": "maybe"}),
+            "stream: expected a boolean, got \"maybe\"",
+        ),
         (json!([1, 2]), "the request body must be a JSON object"),
     ];
     for (body, detail) in table {
@@ -40,11 +46,15 @@ async fn malformed_json_is_a_400_that_says_where() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_a_413_even_without_a_content_length() {
     let app = spawn_app_with(Options { max_body_bytes: Some(64 * 1024), ..Default::default() }).await.unwrap();
-    let big = format!("{{\"model\":\"scripted_pipe\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}", "x".repeat(100 * 1024));
+    let big = format!(
+        "{{\"model\":\"scripted_pipe\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "x".repeat(100 * 1024)
+    );
     let (status, body) = json_of(app.post_raw("/chat/completions", big.clone()).await).await;
     assert_eq!((status, body), (413, json!({"detail": "Request body is larger than the limit of 65536 bytes"})));
     // Chunked, so the size is only known while reading.
-    let chunks: Vec<Result<String, std::io::Error>> = big.as_bytes().chunks(8192).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        big.as_bytes().chunks(8192).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
     let res = app
         .client
         .post(app.url("/scripted_filter/filter/inlet"))
@@ -60,7 +70,9 @@ async fn bodies_over_the_limit_are_a_413_even_without_a_content_length() {
 #[tokio::test]
 async fn a_200_kb_history_is_accepted_by_default() {
     let app = spawn_app().await;
-    let messages: Vec<_> = (0..200).map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "y".repeat(1000)})).collect();
+    let messages: Vec<_> = (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "y".repeat(1000)}))
+        .collect();
     let form = json!({"body": {"model": "scripted_pipe", "messages": messages}, "user": null});
     let (status, body) = json_of(app.post_json("/scripted_filter/filter/inlet", &form).await).await;
     assert_eq!(status, 200);

@@ -125,11 +125,15 @@ async fn the_pipe_receives_the_body_in_the_reference_order() {
                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}, {"type": "text", "text": "echo"}]},
                      {"role": "assistant", "content": null, "tool_calls": []},
                      {"role": "tool", "tool_call_id": "call_1", "content": null}]});
-    let (status, body) = json_of(app.post_json("/chat/completions", &{
-        let mut r = request.clone();
-        r["stream"] = json!("no");
-        r
-    }).await).await;
+    let (status, body) = json_of(
+        app.post_json("/chat/completions", &{
+            let mut r = request.clone();
+            r["stream"] = json!("no");
+            r
+        })
+        .await,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], json!("echo: echo"));
     let seen = app.probe.last_body.lock().unwrap().clone().unwrap();

@@ -14,7 +14,8 @@ fn form() -> serde_json::Value {
 async fn a_filter_inlet_returns_the_bare_modified_body() {
     let app = spawn_app().await;
     for prefix in ["", "/v1"] {
-        let (status, body) = json_of(app.post_json(&format!("{prefix}/scripted_filter/filter/inlet"), &form()).await).await;
+        let (status, body) =
+            json_of(app.post_json(&format!("{prefix}/scripted_filter/filter/inlet"), &form()).await).await;
         assert_eq!(status, 200);
         let mut expected = form()["body"].clone();
         expected["inlet_seen"] = json!(true);
@@ -28,7 +29,10 @@ async fn a_filter_outlet_returns_the_bare_modified_body() {
     let outlet = json!({"user": null, "body": {"model": "scripted_pipe", "messages": [], "chat_id": "c1", "session_id": "s1", "id": "m2"}});
     let (status, body) = json_of(app.post_json("/scripted_filter/filter/outlet", &outlet).await).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"model": "scripted_pipe", "messages": [], "chat_id": "c1", "session_id": "s1", "id": "m2", "outlet_done": true}));
+    assert_eq!(
+        body,
+        json!({"model": "scripted_pipe", "messages": [], "chat_id": "c1", "session_id": "s1", "id": "m2", "outlet_done": true})
+    );
 }
 
 #[tokio::test]
@@ -81,6 +85,7 @@ async fn malformed_forms_are_refused_with_the_reason() {
         assert_eq!(got, (status, json!({"detail": detail})), "{request}");
     }
     // Extra keys and a missing user are fine.
-    let (status, _) = json_of(app.post_json("/scripted_filter/filter/inlet", &json!({"body": {}, "extra": 1})).await).await;
+    let (status, _) =
+        json_of(app.post_json("/scripted_filter/filter/inlet", &json!({"body": {}, "extra": 1})).await).await;
     assert_eq!(status, 200);
 }

@@ -67,9 +67,7 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         Arc::new(BareFilter),
         Arc::new(ScriptedManifold),
     ];
-    let app = Application::build(settings, pipelines, ValvesEnv::Map(options.env))
-        .await
-        .map_err(|e| e.to_string())?;
+    let app = Application::build(settings, pipelines, ValvesEnv::Map(options.env)).await.map_err(|e| e.to_string())?;
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown();
     tokio::spawn(app.run_until_stopped());

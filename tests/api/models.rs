@@ -52,7 +52,10 @@ async fn filter_routing_follows_valves_updates() {
         .await;
     assert_eq!(res.status().as_u16(), 200);
     let (_, body) = json_of(app.get("/models").await).await;
-    assert_eq!(body["data"][1]["pipeline"], json!({"type": "filter", "pipelines": ["scripted_pipe", "other"], "priority": 5, "valves": true}));
+    assert_eq!(
+        body["data"][1]["pipeline"],
+        json!({"type": "filter", "pipelines": ["scripted_pipe", "other"], "priority": 5, "valves": true})
+    );
 }
 
 #[tokio::test]

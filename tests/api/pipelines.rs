@@ -161,12 +161,19 @@ impl Pipeline for ScriptedPipe {
                     description: "Searching".into(),
                     done: false,
                     hidden: false,
-                    extra: Map::from_iter([("action".to_string(), json!("web_search_queries_generated")), ("queries".to_string(), json!(["q"]))]),
+                    extra: Map::from_iter([
+                        ("action".to_string(), json!("web_search_queries_generated")),
+                        ("queries".to_string(), json!(["q"])),
+                    ]),
                 }),
                 PipeEvent::Reasoning("thinking...".into()),
                 PipeEvent::text("Answer"),
-                PipeEvent::Annotations(vec![json!({"type": "url_citation", "url_citation": {"url": "https://example.com/a", "title": "A"}})]),
-                PipeEvent::Source(json!({"source": {"name": "Doc A", "url": "https://example.com/a"}, "document": ["snippet"], "metadata": [{"source": "https://example.com/a", "name": "Doc A"}]})),
+                PipeEvent::Annotations(vec![
+                    json!({"type": "url_citation", "url_citation": {"url": "https://example.com/a", "title": "A"}}),
+                ]),
+                PipeEvent::Source(
+                    json!({"source": {"name": "Doc A", "url": "https://example.com/a"}, "document": ["snippet"], "metadata": [{"source": "https://example.com/a", "name": "Doc A"}]}),
+                ),
                 PipeEvent::Images(vec!["data:image/png;base64,AAAA".into()]),
                 PipeEvent::Notification { level: "info".into(), content: "note".into() },
                 PipeEvent::Finish(FinishReason::Length),

@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::{json_of, spawn_app, spawn_app_with, Options};
 
-const COMMENTED: &str = "# Operator notes: keep this header.\n\n# How many retries\nMAX = 3 # tuned in prod\n\nMODE = \"fast\"\n";
+const COMMENTED: &str =
+    "# Operator notes: keep this header.\n\n# How many retries\nMAX = 3 # tuned in prod\n\nMODE = \"fast\"\n";
 
 #[tokio::test]
 async fn values_come_in_declaration_order_with_the_secret_masked() {
@@ -64,16 +65,21 @@ async fn an_update_as_open_webui_sends_it_is_coerced_saved_and_returned() {
 async fn a_partial_update_keeps_the_other_current_values() {
     let app = spawn_app().await;
     app.post_json("/scripted_pipe/valves/update", &json!({"MAX": 8, "NOTE": "kept"})).await;
-    let (status, values) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"ENABLED": "false"})).await).await;
+    let (status, values) =
+        json_of(app.post_json("/scripted_pipe/valves/update", &json!({"ENABLED": "false"})).await).await;
     assert_eq!(status, 200);
-    assert_eq!((values["MAX"].clone(), values["NOTE"].clone(), values["ENABLED"].clone()), (json!(8), json!("kept"), json!(false)));
+    assert_eq!(
+        (values["MAX"].clone(), values["NOTE"].clone(), values["ENABLED"].clone()),
+        (json!(8), json!("kept"), json!(false))
+    );
 }
 
 #[tokio::test]
 async fn invalid_values_are_refused_with_every_field_and_nothing_is_written() {
-    let app = spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", COMMENTED.into())], ..Default::default() })
-        .await
-        .unwrap();
+    let app =
+        spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", COMMENTED.into())], ..Default::default() })
+            .await
+            .unwrap();
     let table: &[(Value, &[&str])] = &[
         (json!({"MAX": "abc", "MODE": "medium"}), &["MAX", "MODE"]),
         (json!({"TEMPERATURE": "5"}), &["TEMPERATURE"]),
@@ -87,7 +93,8 @@ async fn invalid_values_are_refused_with_every_field_and_nothing_is_written() {
     for (body, fields) in table {
         let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", body).await).await;
         assert_eq!(status, 422, "{body} -> {answer}");
-        let named: Vec<&str> = answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        let named: Vec<&str> =
+            answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
         assert_eq!(&named, fields, "{answer}");
         let detail = answer["detail"].as_str().unwrap();
         for field in *fields {
@@ -102,9 +109,10 @@ async fn invalid_values_are_refused_with_every_field_and_nothing_is_written() {
 
 #[tokio::test]
 async fn updates_keep_the_operators_comments_and_leave_no_temp_files() {
-    let app = spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", COMMENTED.into())], ..Default::default() })
-        .await
-        .unwrap();
+    let app =
+        spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", COMMENTED.into())], ..Default::default() })
+            .await
+            .unwrap();
     let res = app.post_json("/scripted_pipe/valves/update", &json!({"MAX": "5", "NOTE": "hi"})).await;
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(
@@ -114,7 +122,10 @@ async fn updates_keep_the_operators_comments_and_leave_no_temp_files() {
     // null removes the key again.
     app.post_json("/scripted_pipe/valves/update", &json!({"NOTE": null})).await;
     assert!(!app.valves_file("scripted_pipe").contains("NOTE"));
-    let names: Vec<String> = std::fs::read_dir(&app.valves_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(&app.valves_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, vec!["scripted_pipe.toml".to_string()]);
 }
 
@@ -141,11 +152,18 @@ async fn environment_values_win_are_reported_and_cannot_be_changed_over_rest() {
         ("SLUICE_VALVES__SCRIPTED_PIPE__MAX".to_string(), "9".to_string()),
         ("SLUICE_VALVES__SCRIPTED_PIPE__TAGS".to_string(), "x,y".to_string()),
     ]);
-    let app = spawn_app_with(Options { env, valves_files: vec![("scripted_pipe.toml", COMMENTED.into())], ..Default::default() })
-        .await
-        .unwrap();
+    let app = spawn_app_with(Options {
+        env,
+        valves_files: vec![("scripted_pipe.toml", COMMENTED.into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let (_, values) = json_of(app.get("/scripted_pipe/valves").await).await;
-    assert_eq!((values["MAX"].clone(), values["TAGS"].clone(), values["API_KEY"].clone()), (json!(9), json!(["x", "y"]), json!("********")));
+    assert_eq!(
+        (values["MAX"].clone(), values["TAGS"].clone(), values["API_KEY"].clone()),
+        (json!(9), json!(["x", "y"]), json!("********"))
+    );
     let (_, spec) = json_of(app.get("/scripted_pipe/valves/spec").await).await;
     assert_eq!(spec["properties"]["MAX"]["readOnly"], json!(true));
     assert!(spec["properties"]["MAX"]["description"].as_str().unwrap().contains("SLUICE_VALVES__SCRIPTED_PIPE__MAX"));
@@ -160,7 +178,10 @@ async fn environment_values_win_are_reported_and_cannot_be_changed_over_rest() {
     let (status, _) = json_of(app.post_json("/scripted_pipe/valves/update", &all).await).await;
     assert_eq!(status, 200);
     let file = app.valves_file("scripted_pipe");
-    assert!(file.contains("MAX = 3 # tuned in prod") && file.contains("MODE = \"slow\"") && !file.contains("env-secret"), "{file}");
+    assert!(
+        file.contains("MAX = 3 # tuned in prod") && file.contains("MODE = \"slow\"") && !file.contains("env-secret"),
+        "{file}"
+    );
 }
 
 #[tokio::test]
@@ -169,23 +190,30 @@ async fn a_bad_environment_value_or_valves_file_stops_start_up_with_the_reason()
     let err = spawn_app_with(Options { env, ..Default::default() }).await.err().unwrap();
     assert!(err.contains("SLUICE_VALVES__SCRIPTED_PIPE__MAX") && err.contains("MAX"), "{err}");
 
-    let err = spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", "MAX = \"many\"\n".into())], ..Default::default() })
-        .await
-        .err()
-        .unwrap();
+    let err = spawn_app_with(Options {
+        valves_files: vec![("scripted_pipe.toml", "MAX = \"many\"\n".into())],
+        ..Default::default()
+    })
+    .await
+    .err()
+    .unwrap();
     assert!(err.contains("scripted_pipe.toml") && err.contains("MAX") && err.contains("integer"), "{err}");
 
-    let err = spawn_app_with(Options { valves_files: vec![("scripted_pipe.toml", "MAX = [\n".into())], ..Default::default() })
-        .await
-        .err()
-        .unwrap();
+    let err = spawn_app_with(Options {
+        valves_files: vec![("scripted_pipe.toml", "MAX = [\n".into())],
+        ..Default::default()
+    })
+    .await
+    .err()
+    .unwrap();
     assert!(err.contains("scripted_pipe.toml") && err.contains("line"), "{err}");
 }
 
 #[tokio::test]
 async fn a_failing_hook_is_reported_after_the_values_were_saved() {
     let app = spawn_app().await;
-    let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"DESCRIBED": "fail-hook"})).await).await;
+    let (status, answer) =
+        json_of(app.post_json("/scripted_pipe/valves/update", &json!({"DESCRIBED": "fail-hook"})).await).await;
     assert_eq!(status, 500);
     assert!(answer["detail"].as_str().unwrap().contains("hook refused the new valves"), "{answer}");
     assert!(app.valves_file("scripted_pipe").contains("fail-hook"));

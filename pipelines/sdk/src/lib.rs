@@ -21,7 +21,7 @@ pub use request::PipeRequest;
 pub use secret::Secret;
 pub use valves::{DynValves, FieldError, Valves, ValvesCell};
 
+pub use async_trait::async_trait;
 /// Re-exported so pipelines derive the schema with the same version the server reads.
 pub use schemars;
-pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;

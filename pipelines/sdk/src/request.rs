@@ -29,11 +29,7 @@ impl PipeRequest {
     /// The content of the last `user` message as the reference passes it: a string as is, the
     /// first text part of array content, the array itself when it has no text part.
     pub fn user_message(&self) -> Option<Value> {
-        let last = self
-            .messages()
-            .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+        let last = self.messages().iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
         match last.get("content")? {
             Value::Array(parts) => Some(
                 parts

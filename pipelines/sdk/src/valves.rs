@@ -25,9 +25,7 @@ impl FieldError {
 /// A pipeline's settings. Declare with `#[derive(Serialize, Deserialize, JsonSchema)]` and
 /// `#[serde(default, deny_unknown_fields)]`; doc comments become the schema's `description`.
 /// Fields appear in Open WebUI in declaration order.
-pub trait Valves:
-    Serialize + DeserializeOwned + JsonSchema + Default + Send + Sync + 'static
-{
+pub trait Valves: Serialize + DeserializeOwned + JsonSchema + Default + Send + Sync + 'static {
     /// Checks across fields or beyond types (ranges, URLs, JSON in strings). Runs on every
     /// load and update before anything is written.
     fn validate(&self) -> Result<(), Vec<FieldError>> {
