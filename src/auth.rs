@@ -151,4 +151,37 @@ mod tests {
         assert!(check(Some(&key), Some(b"bearer k1")).is_ok());
         assert!(check(Some(&key), Some(b"Bearer k1")).is_ok());
     }
+
+    fn settings(dir: &Path) -> Settings {
+        Settings { data_dir: dir.to_path_buf(), ..Settings::default() }
+    }
+
+    #[test]
+    fn without_a_key_one_is_generated_once_and_kept() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let first = ApiKey::resolve(&settings(dir.path()))?;
+        assert!(first.expose().starts_with("sk-sluice-") && first.expose().len() > 40);
+        assert_ne!(first.expose(), REFERENCE_DEFAULT_KEY);
+        let second = ApiKey::resolve(&settings(dir.path()))?;
+        assert_eq!(first.expose(), second.expose());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))?.permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_reference_key_is_used_only_when_asked_for() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let asked = Settings { allow_reference_key: true, ..settings(dir.path()) };
+        assert_eq!(ApiKey::resolve(&asked)?.expose(), REFERENCE_DEFAULT_KEY);
+        let configured =
+            Settings { api_key: Some(Secret::new("mine")), allow_reference_key: true, ..settings(dir.path()) };
+        assert_eq!(ApiKey::resolve(&configured)?.expose(), "mine");
+        assert!(!dir.path().join(KEY_FILE).exists());
+        Ok(())
+    }
 }
