@@ -8,5 +8,6 @@ pub mod registry;
 pub mod routes;
 pub mod sse;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod valves;

@@ -9,7 +9,7 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
-use sluice_sdk::{Pipeline, PipelineContext};
+use sluice_sdk::{KvStore, Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::registry::{Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
+use crate::store::{SqliteStore, STORE_FILE};
 use crate::telemetry::trace_requests;
 use crate::valves::ValvesEnv;
 
@@ -38,6 +39,8 @@ pub enum StartupError {
     DataDir { path: String, source: std::io::Error },
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error("cannot open the store: {0}")]
+    Store(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error("pipeline {id} failed to start: {message}")]
@@ -73,6 +76,9 @@ impl Application {
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
         let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
 
+        let store = SqliteStore::open(&data_dir.join(STORE_FILE))
+            .map_err(|e| StartupError::Store(format!("{}: {e}", data_dir.join(STORE_FILE).display())))?;
+        let store: Arc<dyn KvStore> = Arc::new(store);
         let shutdown = Shutdown::default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
@@ -81,7 +87,12 @@ impl Application {
         for module in registry.modules() {
             let dir = data_dir.join("pipelines").join(module.id());
             std::fs::create_dir_all(&dir).map_err(dir_error)?;
-            let ctx = PipelineContext { http: http.clone(), data_dir: dir, shutdown: shutdown.draining.clone() };
+            let ctx = PipelineContext {
+                http: http.clone(),
+                data_dir: dir,
+                store: Arc::clone(&store),
+                shutdown: shutdown.draining.clone(),
+            };
             module
                 .pipeline
                 .on_startup(&ctx)

@@ -1,16 +1,21 @@
 //! What a pipeline receives at start-up: shared services it must not build itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::KvStore;
+
 /// Shared services for a pipeline. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PipelineContext {
     /// One HTTP client for every pipeline, so connections are pooled across them.
     pub http: reqwest::Client,
     /// A directory this pipeline may keep files in (created by the server).
     pub data_dir: PathBuf,
+    /// Durable records shared by all pipelines; namespace keys with the pipeline id.
+    pub store: Arc<dyn KvStore>,
     /// Cancelled when the server begins to shut down; background tasks stop on it.
     pub shutdown: CancellationToken,
 }

@@ -11,6 +11,7 @@ mod event;
 mod pipeline;
 mod request;
 pub mod secret;
+mod store;
 pub mod valves;
 
 pub use context::PipelineContext;
@@ -19,6 +20,7 @@ pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use pipeline::{Pipeline, PipelineKind, SubModel};
 pub use request::PipeRequest;
 pub use secret::Secret;
+pub use store::{KvStore, StoreError};
 pub use valves::{DynValves, FieldError, Valves, ValvesCell};
 
 pub use async_trait::async_trait;

@@ -1,0 +1,25 @@
+//! Durable key/value records with an expiry, for state that must outlive a request (the
+//! manifold's replay items, the reporting filter's captures). The server provides the
+//! implementation (embedded SQLite by default); pipelines see only this trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// A failure of the store itself (disk full, database locked for too long). Never holds data.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// Writes `value` under `(namespace, key)`, replacing an older one; it expires after `ttl`.
+    /// Returns once the record is durable.
+    async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError>;
+
+    /// The record, if it exists and has not expired.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError>;
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+}
