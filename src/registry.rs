@@ -11,7 +11,7 @@ use crate::valves::{ValvesEntry, ValvesEnv};
 
 /// The pipelines compiled into this binary. Tests build their own list instead.
 pub fn builtin() -> Vec<Arc<dyn Pipeline>> {
-    Vec::new()
+    vec![Arc::new(sluice_openai_responses::OpenAIResponses::new())]
 }
 
 /// A pipeline plus the server's handle on its valves.

@@ -1,0 +1,326 @@
+//! Responses stream events → [`PipeEvent`]s (responses-manifold.md §5.3). A pure state
+//! machine: one event in, zero or more pipe events out, so each mapping is unit-testable.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipelineError, Status, ToolCallDelta};
+
+use crate::models;
+use crate::valves::ReasoningDisplay;
+
+/// Options fixed for one answer.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub status_updates: bool,
+    pub reasoning_display: ReasoningDisplay,
+    pub reasoning_model: bool,
+    pub show_cost: bool,
+    pub custom_pricing: Option<Value>,
+}
+
+/// What one upstream event means for the answer.
+#[derive(Debug)]
+pub enum Outcome {
+    Continue(Vec<PipeEvent>),
+    /// `response.completed` or `response.incomplete`: the caller stores the items, then sends `tail`.
+    Finished { response: Value, tail: Vec<PipeEvent> },
+    Failed(PipelineError),
+}
+
+pub struct Converter {
+    options: Options,
+    tool_index: HashMap<u64, u32>,
+    args_seen: HashSet<u32>,
+    urls: HashSet<String>,
+    started: Instant,
+    any_status: bool,
+    /// An output item has started: from here on, a failure can no longer be retried silently.
+    pub output_started: bool,
+}
+
+fn status(description: &str, extra: &[(&str, Value)]) -> PipeEvent {
+    let mut s = Status::new(description, false);
+    s.extra = extra.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect();
+    PipeEvent::Status(s)
+}
+
+/// `OpenAI: <message> (<code>)` (§8.2).
+pub fn upstream_message(message: &str, code: Option<&str>, request_id: Option<&str>) -> String {
+    let details: Vec<String> = code.map(str::to_owned).into_iter().chain(request_id.map(|r| format!("request {r}"))).collect();
+    if details.is_empty() {
+        format!("OpenAI: {message}")
+    } else {
+        format!("OpenAI: {message} ({})", details.join("; "))
+    }
+}
+
+/// Removes `utm_source=openai` from a cited URL, keeping other query parameters.
+pub fn clean_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_string() };
+    let kept: Vec<&str> = query.split('&').filter(|p| *p != "utm_source=openai").collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+impl Converter {
+    pub fn new(options: Options) -> Self {
+        Converter {
+            options,
+            tool_index: HashMap::new(),
+            args_seen: HashSet::new(),
+            urls: HashSet::new(),
+            started: Instant::now(),
+            any_status: false,
+            output_started: false,
+        }
+    }
+
+    fn status(&mut self, event: PipeEvent) -> Vec<PipeEvent> {
+        if self.options.status_updates {
+            self.any_status = true;
+            vec![event]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn reasoning(&self, text: &str) -> Vec<PipeEvent> {
+        match self.options.reasoning_display {
+            ReasoningDisplay::ReasoningContent => vec![PipeEvent::Reasoning(text.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn on_event(&mut self, event: &Value) -> Outcome {
+        let kind = str_of(event, "type").unwrap_or_default();
+        let out = match kind {
+            "response.created" if self.options.reasoning_model => self.status(status("Thinking…", &[])),
+            "response.output_item.added" => {
+                self.output_started = true;
+                let item = event.get("item").unwrap_or(&Value::Null);
+                if str_of(item, "type") == Some("function_call") {
+                    let k = self.tool_index.len() as u32;
+                    self.tool_index.insert(event.get("output_index").and_then(Value::as_u64).unwrap_or(u64::MAX), k);
+                    vec![PipeEvent::ToolCall(ToolCallDelta {
+                        index: k,
+                        id: str_of(item, "call_id").map(str::to_owned),
+                        name: str_of(item, "name").map(str::to_owned),
+                        arguments: String::new(),
+                    })]
+                } else {
+                    Vec::new()
+                }
+            }
+            "response.reasoning_summary_part.added" => {
+                if event.get("summary_index").and_then(Value::as_u64).unwrap_or(0) > 0 {
+                    self.reasoning("\n\n")
+                } else {
+                    Vec::new()
+                }
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                self.reasoning(str_of(event, "delta").unwrap_or_default())
+            }
+            "response.reasoning_summary_text.done" if self.options.reasoning_display == ReasoningDisplay::Status => {
+                let text = str_of(event, "text").unwrap_or_default();
+                let title = text.split("**").nth(1).filter(|t| !t.trim().is_empty()).unwrap_or("Thinking…").to_string();
+                self.status(status(&title, &[]))
+            }
+            "response.output_text.delta" | "response.refusal.delta" => {
+                vec![PipeEvent::Text(str_of(event, "delta").unwrap_or_default().to_string())]
+            }
+            "response.output_text.annotation.added" => {
+                let a = event.get("annotation").unwrap_or(&Value::Null);
+                match (str_of(a, "type"), str_of(a, "url")) {
+                    (Some("url_citation"), Some(url)) => {
+                        let url = clean_url(url);
+                        if self.urls.insert(url.clone()) {
+                            vec![PipeEvent::Annotations(vec![json!({"type": "url_citation", "url_citation": {
+                                "url": url, "title": a.get("title").cloned().unwrap_or(Value::Null),
+                                "start_index": a.get("start_index").cloned().unwrap_or(Value::Null),
+                                "end_index": a.get("end_index").cloned().unwrap_or(Value::Null)}})])]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let k = self.index_of(event);
+                self.args_seen.insert(k);
+                vec![PipeEvent::ToolCall(ToolCallDelta {
+                    index: k,
+                    arguments: str_of(event, "delta").unwrap_or_default().to_string(),
+                    ..Default::default()
+                })]
+            }
+            "response.function_call_arguments.done" => {
+                let k = self.index_of(event);
+                if self.args_seen.insert(k) {
+                    vec![PipeEvent::ToolCall(ToolCallDelta {
+                        index: k,
+                        arguments: str_of(event, "arguments").unwrap_or_default().to_string(),
+                        ..Default::default()
+                    })]
+                } else {
+                    Vec::new()
+                }
+            }
+            "response.image_generation_call.partial_image" => {
+                let n = event.get("partial_image_index").and_then(Value::as_u64).unwrap_or(0) + 1;
+                self.status(status(&format!("Generating the image… (preview {n})"), &[]))
+            }
+            "response.output_item.done" => self.item_done(event.get("item").unwrap_or(&Value::Null)),
+            "response.completed" | "response.incomplete" => return self.finish(event),
+            "response.failed" => {
+                let err = event.get("response").and_then(|r| r.get("error")).unwrap_or(&Value::Null);
+                let code = str_of(err, "code");
+                let message = str_of(err, "message").unwrap_or("the response failed");
+                let mut e = PipelineError::upstream(upstream_message(message, code, None));
+                e.code = code.map(str::to_owned);
+                return Outcome::Failed(e);
+            }
+            "error" => {
+                // Two shapes in the wild: flat (documented) and nested under `error` (§7.3).
+                let nested = event.get("error").unwrap_or(&Value::Null);
+                let message = str_of(event, "message").or_else(|| str_of(nested, "message")).unwrap_or("stream error");
+                let code = str_of(event, "code").or_else(|| str_of(nested, "code"));
+                let kind = if matches!(code, Some("rate_limit_exceeded" | "too_many_requests")) {
+                    ErrorKind::RateLimited
+                } else {
+                    ErrorKind::Upstream
+                };
+                let mut e = PipelineError::new(kind, upstream_message(message, code, None));
+                e.code = code.map(str::to_owned);
+                return Outcome::Failed(e);
+            }
+            other => {
+                tracing::trace!(event = other, "upstream event without an effect");
+                Vec::new()
+            }
+        };
+        Outcome::Continue(out)
+    }
+
+    fn index_of(&self, event: &Value) -> u32 {
+        let output = event.get("output_index").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        self.tool_index.get(&output).copied().unwrap_or(0)
+    }
+
+    fn item_done(&mut self, item: &Value) -> Vec<PipeEvent> {
+        match str_of(item, "type") {
+            Some("web_search_call") => {
+                let action = item.get("action").unwrap_or(&Value::Null);
+                if str_of(action, "type") != Some("search") {
+                    return Vec::new();
+                }
+                let query = action.get("query").cloned().unwrap_or(Value::Null);
+                let mut out = self.status(status(
+                    "Searching",
+                    &[("action", "web_search_queries_generated".into()), ("queries", json!([query.clone()]))],
+                ));
+                if let Some(Value::Array(sources)) = action.get("sources") {
+                    let urls: Vec<Value> = sources.iter().filter_map(|s| s.get("url").cloned()).collect();
+                    let mut count = Status::new("", false);
+                    count.extra = Map::from_iter([
+                        ("action".to_string(), Value::from("sources_retrieved")),
+                        ("count".to_string(), Value::from(urls.len())),
+                    ]);
+                    out.extend(self.status(PipeEvent::Status(count)));
+                    out.extend(self.status(status(
+                        "Reading through {{count}} sites",
+                        &[("action", "web_search".into()), ("query", query), ("urls", Value::Array(urls))],
+                    )));
+                }
+                out
+            }
+            Some("image_generation_call") => match str_of(item, "result") {
+                Some(b64) if !b64.is_empty() => {
+                    let format = str_of(item, "output_format").unwrap_or("png");
+                    vec![PipeEvent::Images(vec![format!("data:image/{format};base64,{b64}")])]
+                }
+                _ => Vec::new(),
+            },
+            Some("mcp_call") => self.status(status("Let me query the MCP server…", &[])),
+            Some("file_search_call") => self.status(status("Let me skim those files…", &[])),
+            Some("local_shell_call") => self.status(status("Let me run that command…", &[])),
+            _ => Vec::new(),
+        }
+    }
+
+    fn finish(&mut self, event: &Value) -> Outcome {
+        let response = event.get("response").cloned().unwrap_or(Value::Null);
+        let reason = if str_of(event, "type") == Some("response.incomplete") {
+            match response.get("incomplete_details").and_then(|d| str_of(d, "reason")) {
+                Some("content_filter") => FinishReason::ContentFilter,
+                _ => FinishReason::Length,
+            }
+        } else if self.tool_index.is_empty() {
+            FinishReason::Stop
+        } else {
+            FinishReason::ToolCalls
+        };
+        let mut tail = vec![PipeEvent::Finish(reason)];
+        if let Some(usage) = self.usage(&response) {
+            tail.push(PipeEvent::Usage(usage));
+        }
+        if self.any_status {
+            let secs = self.started.elapsed().as_secs_f64();
+            let done = if self.options.reasoning_model { format!("Thought for {secs:.1} seconds") } else { "Done".into() };
+            tail.push(PipeEvent::Status(Status::new(done, true)));
+        }
+        Outcome::Finished { response, tail }
+    }
+
+    /// Responses usage → chat names (§5.8), plus an estimated cost.
+    fn usage(&self, response: &Value) -> Option<Map<String, Value>> {
+        let u = response.get("usage").filter(|u| u.is_object())?;
+        let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let input = n(u.get("input_tokens"));
+        let output = n(u.get("output_tokens"));
+        let cached = n(u.get("input_tokens_details").and_then(|d| d.get("cached_tokens")));
+        let reasoning = n(u.get("output_tokens_details").and_then(|d| d.get("reasoning_tokens")));
+        let mut map = Map::new();
+        map.insert("prompt_tokens".into(), input.into());
+        map.insert("completion_tokens".into(), output.into());
+        map.insert("total_tokens".into(), u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output).into());
+        map.insert("prompt_tokens_details".into(), json!({"cached_tokens": cached}));
+        map.insert("completion_tokens_details".into(), json!({"reasoning_tokens": reasoning}));
+        if self.options.show_cost {
+            let served = str_of(response, "model").unwrap_or_default();
+            if let Some(cost) = models::cost(served, self.options.custom_pricing.as_ref(), input, cached, output) {
+                map.insert("cost".into(), cost.get("total_cost").cloned().unwrap_or(Value::Null));
+                map.insert("cost_details".into(), cost);
+            }
+        }
+        Some(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cited_urls_lose_only_the_utm_parameter() {
+        assert_eq!(clean_url("https://a.com/x?utm_source=openai"), "https://a.com/x");
+        assert_eq!(clean_url("https://a.com/x?q=1&utm_source=openai"), "https://a.com/x?q=1");
+        assert_eq!(clean_url("https://a.com/x"), "https://a.com/x");
+    }
+
+    #[test]
+    fn upstream_messages_name_code_and_request() {
+        assert_eq!(upstream_message("boom", Some("server_error"), Some("req_1")), "OpenAI: boom (server_error; request req_1)");
+        assert_eq!(upstream_message("boom", None, None), "OpenAI: boom");
+    }
+}

@@ -1,0 +1,445 @@
+//! The OpenAI Responses manifold: several OpenAI models behind one pipe. Open WebUI's chat
+//! requests become `POST {BASE_URL}/responses` (streaming); the event stream becomes chat
+//! chunks and Open WebUI events. Spec: responses-manifold.md.
+
+mod convert;
+pub mod models;
+mod replay;
+mod request;
+mod sse;
+mod tools;
+mod upstream;
+pub mod valves;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use sluice_sdk::{
+    async_trait, CancellationToken, DynValves, KvStore, PipeEvent, PipeRequest, PipeStream, Pipeline, PipelineContext,
+    PipelineError, PipelineKind, SubModel, ValvesCell,
+};
+use tokio::sync::{mpsc, Notify};
+
+use crate::convert::{Converter, Outcome};
+use crate::replay::Record;
+use crate::request::{Context, Stash};
+use crate::upstream::{Events, Failure};
+pub use crate::valves::ResponsesValves;
+
+/// The module id: models are `openai_responses.<model>`.
+pub const PIPELINE_ID: &str = "openai_responses";
+
+/// What exists only after start-up.
+struct Runtime {
+    store: Arc<dyn KvStore>,
+    client: ArcSwap<reqwest::Client>,
+    /// Base model ids the upstream serves, from the last successful fetch.
+    served: ArcSwap<Option<HashSet<String>>>,
+    refresh: Notify,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct OpenAIResponses {
+    valves: ValvesCell<ResponsesValves>,
+    runtime: OnceLock<Arc<Runtime>>,
+}
+
+fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(valves.REQUEST_TIMEOUT_CONNECT_S))
+        .tcp_nodelay(true)
+        .user_agent(concat!("sluice-openai-responses/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {e}")))
+}
+
+async fn fetch_models(client: &reqwest::Client, valves: &ResponsesValves) -> Result<HashSet<String>, String> {
+    let url = format!("{}/models", valves.BASE_URL.trim_end_matches('/'));
+    let resp = client
+        .get(&url)
+        .bearer_auth(valves.API_KEY.expose())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    let ids = body.get("data").and_then(Value::as_array).ok_or("no data list")?;
+    Ok(ids.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(models::normalize).collect())
+}
+
+impl OpenAIResponses {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn runtime(&self) -> Result<&Arc<Runtime>, PipelineError> {
+        self.runtime.get().ok_or_else(|| PipelineError::internal("openai_responses has not started"))
+    }
+
+    /// Keeps the served-model list fresh; a failed fetch keeps the last good list (§3.1).
+    async fn refresh_models(runtime: Arc<Runtime>, valves: ValvesCell<ResponsesValves>) {
+        loop {
+            let v = valves.get();
+            if v.FETCH_MODELS && !v.API_KEY.is_empty() {
+                match fetch_models(&runtime.client.load(), &v).await {
+                    Ok(ids) => runtime.served.store(Arc::new(Some(ids))),
+                    Err(e) => tracing::warn!(pipeline = PIPELINE_ID, error = %e, "model list fetch failed; keeping the last list"),
+                }
+            } else {
+                runtime.served.store(Arc::new(None));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(v.MODEL_FETCH_TTL_SECONDS)) => {}
+                _ = runtime.refresh.notified() => {}
+                _ = runtime.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn owner_of(body: &Map<String, Value>) -> String {
+    body.get("user").and_then(|u| u.get("id")).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// Loads the records behind every marker of the assistant messages.
+async fn load_records(store: &dyn KvStore, messages: &[Value]) -> HashMap<String, Record> {
+    let mut out = HashMap::new();
+    for m in messages.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) {
+        let text = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+            _ => continue,
+        };
+        for id in replay::find_markers(&text) {
+            if out.contains_key(&id) {
+                continue;
+            }
+            match store.get(replay::NAMESPACE, &id).await {
+                Ok(Some(v)) => {
+                    if let Some(r) = Record::from_value(&v) {
+                        out.insert(id, r);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "replay record could not be read; replaying degraded"),
+            }
+        }
+    }
+    out
+}
+
+fn is_retryable_event(event: &Value) -> bool {
+    let code = |v: &Value| v.get("code").and_then(Value::as_str).map(str::to_owned);
+    let code = match event.get("type").and_then(Value::as_str) {
+        Some("response.failed") => event.get("response").and_then(|r| r.get("error")).and_then(code),
+        Some("error") => code(event).or_else(|| event.get("error").and_then(code)),
+        _ => None,
+    };
+    matches!(code.as_deref(), Some("server_error" | "rate_limit_exceeded" | "too_many_requests"))
+}
+
+fn is_terminal(event: &Value) -> bool {
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some("response.completed" | "response.incomplete" | "response.failed" | "error")
+    )
+}
+
+/// What the answer task needs once the upstream stream is open.
+struct Answer {
+    events: Events,
+    prefetched: Vec<Value>,
+    converter: Converter,
+    marker: Option<String>,
+    record: Option<RecordPlan>,
+}
+
+struct RecordPlan {
+    store: Arc<dyn KvStore>,
+    ttl: Duration,
+    owner: String,
+    chat_id: Option<String>,
+    owui_model: String,
+    model: String,
+    encrypted_reasoning: bool,
+    tool_outputs: Vec<Value>,
+}
+
+impl RecordPlan {
+    async fn write(&self, id: &str, response: &Value) {
+        let mut items = self.tool_outputs.clone();
+        items.extend(response.get("output").and_then(Value::as_array).cloned().unwrap_or_default());
+        let status = response.get("status").and_then(Value::as_str).unwrap_or("completed");
+        let value = replay::record_value(
+            &self.owner,
+            self.chat_id.as_deref(),
+            &self.owui_model,
+            &self.model,
+            response.get("id").and_then(Value::as_str),
+            status,
+            self.encrypted_reasoning,
+            items,
+        );
+        if let Err(e) = self.store.put(replay::NAMESPACE, id, &value, self.ttl).await {
+            tracing::warn!(error = %e, record = id, "replay record not written; the next turn replays degraded");
+        }
+    }
+}
+
+async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: CancellationToken) {
+    let send = |e: PipeEvent| {
+        let tx = tx.clone();
+        async move { tx.send(e).await.is_ok() }
+    };
+    if let Some(id) = &a.marker {
+        if !send(PipeEvent::Text(replay::marker(id))).await {
+            return;
+        }
+    }
+    let mut prefetched = std::mem::take(&mut a.prefetched).into_iter();
+    loop {
+        let next = match prefetched.next() {
+            Some(v) => Ok(Some(v)),
+            None => tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = a.events.next() => r,
+            },
+        };
+        let event = match next {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let _ = send(PipeEvent::Error(PipelineError::upstream("OpenAI: the stream ended unexpectedly"))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = send(PipeEvent::Error(e)).await;
+                return;
+            }
+        };
+        match a.converter.on_event(&event) {
+            Outcome::Continue(events) => {
+                for e in events {
+                    if !send(e).await {
+                        return;
+                    }
+                }
+            }
+            Outcome::Finished { response, tail } => {
+                // Stored before the finish goes out: Open WebUI sends the tool results at once.
+                if let (Some(plan), Some(id)) = (&a.record, &a.marker) {
+                    plan.write(id, &response).await;
+                }
+                for e in tail {
+                    if !send(e).await {
+                        return;
+                    }
+                }
+                return;
+            }
+            Outcome::Failed(e) => {
+                let _ = send(PipeEvent::Error(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Pipeline for OpenAIResponses {
+    fn id(&self) -> &str {
+        PIPELINE_ID
+    }
+
+    fn name(&self) -> &str {
+        "OpenAI: "
+    }
+
+    fn kind(&self) -> PipelineKind {
+        PipelineKind::Manifold
+    }
+
+    fn valves(&self) -> Option<Arc<dyn DynValves>> {
+        Some(Arc::new(self.valves.clone()))
+    }
+
+    /// The configured models the upstream serves; all of them when the fetch is off, failed,
+    /// or matched nothing (custom proxies). Cheap: reads the cached list.
+    fn sub_models(&self) -> Vec<SubModel> {
+        let valves = self.valves.get();
+        let configured: Vec<String> = valves.MODEL_ID.iter().map(|m| models::normalize(m)).collect();
+        let served = self.runtime.get().and_then(|r| (*r.served.load_full()).clone());
+        let kept: Vec<&String> = match &served {
+            Some(set) => configured.iter().filter(|id| set.contains(&models::resolve(id).base)).collect(),
+            None => configured.iter().collect(),
+        };
+        let list = if kept.is_empty() { configured.iter().collect() } else { kept };
+        list.into_iter().map(|id| SubModel { id: id.clone(), name: models::display_name(id), info: None }).collect()
+    }
+
+    /// Any id is served: unknown ones pass through without capability flags (§3.1).
+    fn serves(&self, sub_id: &str) -> bool {
+        !sub_id.trim().is_empty()
+    }
+
+    async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
+        let client = build_client(&self.valves.get())?;
+        let runtime = Arc::new(Runtime {
+            store: Arc::clone(&ctx.store),
+            client: ArcSwap::from_pointee(client),
+            served: ArcSwap::from_pointee(None),
+            refresh: Notify::new(),
+            shutdown: ctx.shutdown.clone(),
+        });
+        if self.runtime.set(Arc::clone(&runtime)).is_err() {
+            return Err(PipelineError::internal("openai_responses started twice"));
+        }
+        tokio::spawn(Self::refresh_models(runtime, self.valves.clone()));
+        Ok(())
+    }
+
+    async fn on_valves_updated(&self) -> Result<(), PipelineError> {
+        let runtime = self.runtime()?;
+        runtime.client.store(Arc::new(build_client(&self.valves.get())?));
+        runtime.refresh.notify_one();
+        Ok(())
+    }
+
+    /// Copies what `/chat/completions` will not receive (Open WebUI pops `metadata`) into
+    /// `body.sluice`, and takes over Open WebUI's web search toggle for capable models (§4.1).
+    async fn inlet(&self, mut body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {
+        let valves = self.valves.get();
+        let Some(map) = body.as_object_mut() else { return Ok(body) };
+        let meta = map.get("metadata").cloned().unwrap_or(Value::Null);
+        let mut stash = Map::new();
+        for key in ["chat_id", "message_id", "session_id", "task"] {
+            if let Some(v) = meta.get(key).filter(|v| !v.is_null()) {
+                stash.insert(key.into(), v.clone());
+            }
+        }
+        let model = map.get("model").and_then(Value::as_str).map(|m| models::resolve(m.rsplit_once(&format!("{PIPELINE_ID}.")).map_or(m, |(_, s)| s)));
+        let toggle = map.get("features").and_then(|f| f.get("web_search")).and_then(Value::as_bool).unwrap_or(false);
+        if toggle && valves.WEB_SEARCH_FROM_TOGGLE && model.is_some_and(|m| m.caps.web_search) {
+            stash.insert("web_search".into(), true.into());
+            if let Some(Value::Object(features)) = map.get_mut("features") {
+                features.insert("web_search".into(), false.into());
+            }
+        }
+        if !stash.is_empty() {
+            map.insert("sluice".into(), Value::Object(stash));
+        }
+        Ok(body)
+    }
+
+    async fn pipe(&self, request: PipeRequest) -> Result<PipeStream, PipelineError> {
+        let runtime = Arc::clone(self.runtime()?);
+        let valves = self.valves.get();
+        if valves.API_KEY.is_empty() {
+            return Err(PipelineError::internal(
+                "API_KEY is not set: set OPENAI_API_KEY or the API_KEY valve of openai_responses",
+            ));
+        }
+        let model = models::resolve(&request.model_id);
+        let stash = Stash::from_body(&request.body);
+        let owner = owner_of(&request.body);
+        let task = stash.task.is_some();
+        let records = load_records(runtime.store.as_ref(), request.messages()).await;
+        let use_markers = valves.ITEM_STORE_TTL_DAYS > 0 && !task && request.stream;
+        let client = runtime.client.load_full();
+
+        let mut degraded = false;
+        let mut attempt = 0u32;
+        let (events, prefetched, conversion) = loop {
+            let ctx = Context { valves: &valves, model: &model, records: &records, owner: &owner, stash: &stash, degraded };
+            let conversion = request::convert(&request.body, &ctx);
+            let failure = match upstream::send(&client, &valves, &conversion.body).await {
+                Ok(resp) => {
+                    let mut events = Events::new(resp, Duration::from_secs(valves.STREAM_IDLE_TIMEOUT_S));
+                    // Read up to the first output item, so a failure before any output can
+                    // still be retried without the user seeing anything.
+                    let mut prefetched = Vec::new();
+                    let outcome = loop {
+                        match events.next().await {
+                            Ok(Some(ev)) => {
+                                let output = ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
+                                let terminal = is_terminal(&ev);
+                                let retry = terminal && is_retryable_event(&ev);
+                                prefetched.push(ev);
+                                if retry {
+                                    break Err(None);
+                                }
+                                if output || terminal {
+                                    break Ok(());
+                                }
+                            }
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(Some(e)),
+                        }
+                    };
+                    match outcome {
+                        Ok(()) => break (events, prefetched, conversion),
+                        Err(None) if attempt < valves.MAX_RETRIES => Failure {
+                            error: PipelineError::upstream("retryable stream failure"),
+                            retryable: true,
+                            delay: None,
+                            replay: false,
+                        },
+                        // Out of retries: the converter reports the failure event in the stream.
+                        Err(None) => break (events, prefetched, conversion),
+                        Err(Some(e)) => Failure { error: e, retryable: true, delay: None, replay: false },
+                    }
+                }
+                Err(f) => f,
+            };
+            if failure.replay && !degraded {
+                tracing::warn!(markers = records.len(), error = %failure.error, "upstream refused replayed items; retrying with degraded replay");
+                degraded = true;
+                continue;
+            }
+            if !failure.retryable || attempt >= valves.MAX_RETRIES {
+                return Err(failure.error);
+            }
+            let wait = upstream::backoff(attempt, failure.delay);
+            tracing::info!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying the upstream request");
+            attempt += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = request.cancel.cancelled() => return Err(PipelineError::upstream("the client went away")),
+            }
+        };
+
+        let marker = use_markers.then(replay::new_id);
+        let record = marker.as_ref().map(|_| RecordPlan {
+            store: Arc::clone(&runtime.store),
+            ttl: Duration::from_secs(u64::from(valves.ITEM_STORE_TTL_DAYS) * 86_400),
+            owner: owner.clone(),
+            chat_id: stash.chat_id.clone(),
+            owui_model: request.model.clone(),
+            model: model.base.clone(),
+            encrypted_reasoning: conversion
+                .body
+                .get("include")
+                .and_then(Value::as_array)
+                .is_some_and(|i| i.iter().any(|v| v == "reasoning.encrypted_content")),
+            tool_outputs: conversion.tool_outputs.clone(),
+        });
+        let converter = Converter::new(convert::Options {
+            status_updates: valves.STATUS_UPDATES && request.stream,
+            reasoning_display: valves.REASONING_DISPLAY,
+            reasoning_model: model.caps.reasoning,
+            show_cost: valves.SHOW_USAGE_COST,
+            custom_pricing: valves.custom_pricing(),
+        });
+        let answer = Answer { events, prefetched, converter, marker, record };
+        let (tx, mut rx) = mpsc::channel(64);
+        tokio::spawn(run_answer(answer, tx, request.cancel.clone()));
+        Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP side of `POST {BASE_URL}/responses`: status and error mapping, retry decisions
+//! (responses-manifold.md §8), and the event reader with its idle timeout.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use serde_json::Value;
+use sluice_sdk::{ErrorKind, PipelineError};
+
+use crate::convert::upstream_message;
+use crate::sse::SseReader;
+use crate::valves::ResponsesValves;
+
+/// A failed attempt, with what to do about it.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: PipelineError,
+    pub retryable: bool,
+    /// The delay the server asked for.
+    pub delay: Option<Duration>,
+    /// The upstream refused replayed items: retry once without them (§7.5 "Recovery").
+    pub replay: bool,
+}
+
+/// Longest server-asked delay we wait for before giving up.
+const MAX_ASKED_DELAY: Duration = Duration::from_secs(60);
+
+pub fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
+    if let Some(d) = asked {
+        return d;
+    }
+    let base = (0.5 * 2f64.powi(attempt as i32)).min(8.0);
+    let mut byte = [0u8; 1];
+    let jitter = if getrandom::fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 * 0.25 } else { 0.1 };
+    Duration::from_secs_f64(base * (1.0 - jitter))
+}
+
+pub async fn send(client: &reqwest::Client, valves: &ResponsesValves, body: &Value) -> Result<reqwest::Response, Failure> {
+    let url = format!("{}/responses", valves.BASE_URL.trim_end_matches('/'));
+    let mut req = client
+        .post(&url)
+        .bearer_auth(valves.API_KEY.expose())
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .json(body);
+    if let Some(org) = valves.ORGANIZATION.as_deref().filter(|s| !s.is_empty()) {
+        req = req.header("OpenAI-Organization", org);
+    }
+    if let Some(project) = valves.PROJECT.as_deref().filter(|s| !s.is_empty()) {
+        req = req.header("OpenAI-Project", project);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Unavailable };
+            // reqwest's message names the URL, never headers, so the key cannot leak here.
+            let error = PipelineError::new(kind, format!("OpenAI: could not reach {url}: {}", error_chain(&e)));
+            return Err(Failure { error, retryable: true, delay: None, replay: false });
+        }
+    };
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if ct.contains("text/event-stream") {
+            return Ok(resp);
+        }
+        let error = PipelineError::upstream(format!("OpenAI: answered {ct:?} instead of an event stream"));
+        return Err(Failure { error, retryable: false, delay: None, replay: false });
+    }
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = header("x-request-id");
+    let should_retry = header("x-should-retry");
+    let asked = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok().map(|ms| Duration::from_secs_f64(ms / 1000.0)))
+        .or_else(|| header("retry-after").and_then(|v| v.parse::<f64>().ok().map(Duration::from_secs_f64)));
+    let text = resp.text().await.unwrap_or_default();
+    let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let err = parsed.get("error").unwrap_or(&Value::Null);
+    let code = err.get("code").and_then(Value::as_str).map(str::to_owned);
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {status}{}", if text.trim().is_empty() { String::new() } else { format!(": {}", truncate(&text, 200)) }));
+    let kind = match status {
+        400 | 404 | 413 | 422 => ErrorKind::BadRequest,
+        429 => ErrorKind::RateLimited,
+        _ => ErrorKind::Upstream,
+    };
+    let quota = code.as_deref() == Some("insufficient_quota");
+    let mut retryable = match should_retry.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => matches!(status, 408 | 409 | 429) || status >= 500,
+    } && !quota;
+    if asked.is_some_and(|d| d > MAX_ASKED_DELAY) {
+        retryable = false;
+    }
+    let replay = (status == 400
+        && (code.as_deref() == Some("invalid_encrypted_content") || message.contains("without its required")))
+        || (status == 404 && message.starts_with("Item with id"));
+    let prefix = if matches!(status, 401 | 403) { format!("the API key was refused (HTTP {status}): ") } else { String::new() };
+    let mut error = PipelineError::new(kind, upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref()));
+    error.code = code;
+    Err(Failure { error, retryable, delay: asked, replay })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Parsed upstream events, one at a time, with an idle timeout.
+pub struct Events {
+    body: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    reader: SseReader,
+    pending: VecDeque<String>,
+    idle: Duration,
+    malformed: u32,
+    ended: bool,
+}
+
+/// Malformed lines tolerated before the stream counts as broken.
+const MAX_MALFORMED: u32 = 5;
+
+impl Events {
+    pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
+        Events {
+            body: resp.bytes_stream().boxed(),
+            reader: SseReader::default(),
+            pending: VecDeque::new(),
+            idle,
+            malformed: 0,
+            ended: false,
+        }
+    }
+
+    /// The next event; `Ok(None)` when the stream ended.
+    pub async fn next(&mut self) -> Result<Option<Value>, PipelineError> {
+        loop {
+            while let Some(data) = self.pending.pop_front() {
+                match serde_json::from_str::<Value>(&data) {
+                    Ok(v) if v.is_object() => return Ok(Some(v)),
+                    _ => {
+                        self.malformed += 1;
+                        tracing::warn!(bytes = data.len(), "skipped a malformed upstream event");
+                        if self.malformed > MAX_MALFORMED {
+                            return Err(PipelineError::upstream("OpenAI: the event stream is malformed"));
+                        }
+                    }
+                }
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match tokio::time::timeout(self.idle, self.body.next()).await {
+                Err(_) => {
+                    return Err(PipelineError::new(
+                        ErrorKind::Timeout,
+                        format!("OpenAI: no event for {} s; the answer was cut short", self.idle.as_secs()),
+                    ))
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    self.pending.extend(self.reader.flush());
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(PipelineError::upstream(format!("OpenAI: the connection broke: {}", error_chain(&e))))
+                }
+                Ok(Some(Ok(bytes))) => match self.reader.push(&bytes) {
+                    Ok(events) => self.pending.extend(events),
+                    Err(_) => return Err(PipelineError::upstream("OpenAI: an event exceeded the size limit")),
+                },
+            }
+        }
+    }
+}

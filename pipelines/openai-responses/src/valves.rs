@@ -1,0 +1,276 @@
+//! The manifold's valves (responses-manifold.md §2.2). Names follow the community manifold
+//! where the meaning is the same.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_sdk::schemars::JsonSchema;
+use sluice_sdk::{FieldError, Secret, Valves};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningSummary {
+    Auto,
+    Concise,
+    Detailed,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningDisplay {
+    ReasoningContent,
+    Status,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum PersistReasoning {
+    Response,
+    Conversation,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum ContextSize {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    Auto,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceTier {
+    Auto,
+    Default,
+    Flex,
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKeyMode {
+    Chat,
+    User,
+    None,
+}
+
+#[allow(non_snake_case)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponsesValves {
+    /// Upstream base URL; `/responses` and `/models` are appended. Env: OPENAI_API_BASE_URL.
+    pub BASE_URL: String,
+    /// OpenAI API key. Env: OPENAI_API_KEY. Never logged or shown in clear.
+    pub API_KEY: Secret,
+    /// Sent as the OpenAI-Organization header when set.
+    pub ORGANIZATION: Option<String>,
+    /// Sent as the OpenAI-Project header when set.
+    pub PROJECT: Option<String>,
+    /// Models offered in Open WebUI, comma-separated. Aliases such as o4-mini-high pick a base model and a reasoning effort.
+    pub MODEL_ID: Vec<String>,
+    /// Hide listed models the upstream does not serve (GET /models); aliases follow their base model.
+    pub FETCH_MODELS: bool,
+    /// How long the fetched model list is kept, in seconds (at least 60).
+    pub MODEL_FETCH_TTL_SECONDS: u64,
+    /// Reasoning summaries on models that support them (may need a verified organisation).
+    pub REASONING_SUMMARY: ReasoningSummary,
+    /// How summaries reach Open WebUI: its collapsible reasoning block, status lines, or not at all.
+    pub REASONING_DISPLAY: ReasoningDisplay,
+    /// Keep encrypted reasoning: within one answer across tool calls (response), also across turns (conversation), or not.
+    pub PERSIST_REASONING_TOKENS: PersistReasoning,
+    /// Replay earlier function calls and their outputs in later turns.
+    pub PERSIST_TOOL_RESULTS: bool,
+    /// Let the model call several tools at once.
+    pub PARALLEL_TOOL_CALLS: bool,
+    /// Send function tools in strict mode.
+    pub ENABLE_STRICT_TOOL_CALLING: bool,
+    /// Upper bound of hosted tool calls in one response (max_tool_calls).
+    pub MAX_TOOL_CALLS: Option<u32>,
+    /// Always offer OpenAI's hosted web search on models that support it.
+    pub ENABLE_WEB_SEARCH_TOOL: bool,
+    /// Use OpenAI's web search (instead of Open WebUI's) when the user switches Web Search on.
+    pub WEB_SEARCH_FROM_TOGGLE: bool,
+    pub WEB_SEARCH_CONTEXT_SIZE: ContextSize,
+    /// JSON object for web_search user_location, e.g. {"type":"approximate","country":"US"}.
+    pub WEB_SEARCH_USER_LOCATION: Option<String>,
+    /// Offer OpenAI's hosted image_generation tool on models that support it.
+    pub ENABLE_IMAGE_GENERATION: bool,
+    /// JSON object or list of {server_label, server_url, require_approval?, allowed_tools?, headers?}: remote MCP tools.
+    pub REMOTE_MCP_SERVERS_JSON: Option<String>,
+    pub TRUNCATION: Truncation,
+    /// Let OpenAI store responses (30 days). Off keeps data out of OpenAI's store; replay relies on sluice's own store.
+    pub STORE: bool,
+    pub SERVICE_TIER: Option<ServiceTier>,
+    /// prompt_cache_key from the chat id, the user id, or not at all.
+    pub PROMPT_CACHE_KEY_MODE: CacheKeyMode,
+    /// Send a SHA-256 of the Open WebUI user id as safety_identifier.
+    pub SAFETY_IDENTIFIER: bool,
+    /// Drop temperature/top_p on reasoning models, which refuse them.
+    pub DROP_SAMPLING_FOR_REASONING: bool,
+    /// Status lines (thinking, searching) above the answer.
+    pub STATUS_UPDATES: bool,
+    /// Add an estimated USD cost to the usage.
+    pub SHOW_USAGE_COST: bool,
+    /// JSON {"<base model>": {"input": x, "cached_input": y, "output": z}} in USD per 1M tokens.
+    pub CUSTOM_MODEL_PRICING_JSON: Option<String>,
+    /// Days the items behind an answer stay replayable; 0 turns the store and the hidden markers off.
+    pub ITEM_STORE_TTL_DAYS: u32,
+    pub REQUEST_TIMEOUT_CONNECT_S: u64,
+    /// Longest silence allowed between upstream events, in seconds.
+    pub STREAM_IDLE_TIMEOUT_S: u64,
+    /// Retries before the answer starts (429, 5xx, connection errors).
+    pub MAX_RETRIES: u32,
+}
+
+impl Default for ResponsesValves {
+    fn default() -> Self {
+        Self {
+            BASE_URL: "https://api.openai.com/v1".into(),
+            API_KEY: Secret::default(),
+            ORGANIZATION: None,
+            PROJECT: None,
+            MODEL_ID: ["gpt-5.6-sol", "gpt-5.6-sol-high", "gpt-5.6-terra", "gpt-5-mini", "gpt-4.1", "o4-mini", "o4-mini-high"]
+                .map(String::from)
+                .to_vec(),
+            FETCH_MODELS: true,
+            MODEL_FETCH_TTL_SECONDS: 600,
+            REASONING_SUMMARY: ReasoningSummary::Disabled,
+            REASONING_DISPLAY: ReasoningDisplay::ReasoningContent,
+            PERSIST_REASONING_TOKENS: PersistReasoning::Response,
+            PERSIST_TOOL_RESULTS: true,
+            PARALLEL_TOOL_CALLS: true,
+            ENABLE_STRICT_TOOL_CALLING: true,
+            MAX_TOOL_CALLS: None,
+            ENABLE_WEB_SEARCH_TOOL: false,
+            WEB_SEARCH_FROM_TOGGLE: true,
+            WEB_SEARCH_CONTEXT_SIZE: ContextSize::Medium,
+            WEB_SEARCH_USER_LOCATION: None,
+            ENABLE_IMAGE_GENERATION: false,
+            REMOTE_MCP_SERVERS_JSON: None,
+            TRUNCATION: Truncation::Auto,
+            STORE: false,
+            SERVICE_TIER: None,
+            PROMPT_CACHE_KEY_MODE: CacheKeyMode::Chat,
+            SAFETY_IDENTIFIER: true,
+            DROP_SAMPLING_FOR_REASONING: true,
+            STATUS_UPDATES: true,
+            SHOW_USAGE_COST: true,
+            CUSTOM_MODEL_PRICING_JSON: None,
+            ITEM_STORE_TTL_DAYS: 30,
+            REQUEST_TIMEOUT_CONNECT_S: 30,
+            STREAM_IDLE_TIMEOUT_S: 900,
+            MAX_RETRIES: 2,
+        }
+    }
+}
+
+fn json_of(field: &str, text: &Option<String>, errors: &mut Vec<FieldError>) -> Option<Value> {
+    let text = text.as_deref().filter(|t| !t.trim().is_empty())?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(FieldError::new(field, format!("is not valid JSON: {e}")));
+            None
+        }
+    }
+}
+
+impl ResponsesValves {
+    pub fn user_location(&self) -> Option<Value> {
+        json_of("", &self.WEB_SEARCH_USER_LOCATION, &mut Vec::new())
+    }
+
+    pub fn mcp_servers(&self) -> Vec<Value> {
+        match json_of("", &self.REMOTE_MCP_SERVERS_JSON, &mut Vec::new()) {
+            Some(Value::Array(list)) => list,
+            Some(obj @ Value::Object(_)) => vec![obj],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn custom_pricing(&self) -> Option<Value> {
+        json_of("", &self.CUSTOM_MODEL_PRICING_JSON, &mut Vec::new())
+    }
+}
+
+impl Valves for ResponsesValves {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        match url::Url::parse(&self.BASE_URL) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => errors.push(FieldError::new("BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1")),
+        }
+        if self.MODEL_FETCH_TTL_SECONDS < 60 {
+            errors.push(FieldError::new("MODEL_FETCH_TTL_SECONDS", "must be at least 60"));
+        }
+        if self.MODEL_ID.iter().any(|m| m.trim().is_empty() || m.contains(char::is_whitespace)) {
+            errors.push(FieldError::new("MODEL_ID", "model ids must be non-empty and contain no spaces"));
+        }
+        if self.REQUEST_TIMEOUT_CONNECT_S == 0 || self.STREAM_IDLE_TIMEOUT_S == 0 {
+            errors.push(FieldError::new("STREAM_IDLE_TIMEOUT_S", "timeouts must be at least 1 second"));
+        }
+        if self.MAX_RETRIES > 10 {
+            errors.push(FieldError::new("MAX_RETRIES", "must be at most 10"));
+        }
+        if let Some(v) = json_of("WEB_SEARCH_USER_LOCATION", &self.WEB_SEARCH_USER_LOCATION, &mut errors) {
+            if !v.is_object() {
+                errors.push(FieldError::new("WEB_SEARCH_USER_LOCATION", "must be a JSON object"));
+            }
+        }
+        if let Some(v) = json_of("REMOTE_MCP_SERVERS_JSON", &self.REMOTE_MCP_SERVERS_JSON, &mut errors) {
+            let list = match v {
+                Value::Array(list) => list,
+                obj @ Value::Object(_) => vec![obj],
+                _ => {
+                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", "must be a JSON object or a list of objects"));
+                    Vec::new()
+                }
+            };
+            for (i, server) in list.iter().enumerate() {
+                let has = |k: &str| server.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+                if !has("server_label") || !has("server_url") {
+                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i} needs server_label and server_url")));
+                }
+            }
+        }
+        if let Some(v) = json_of("CUSTOM_MODEL_PRICING_JSON", &self.CUSTOM_MODEL_PRICING_JSON, &mut errors) {
+            let ok = v.as_object().is_some_and(|m| {
+                m.values().all(|p| {
+                    p.get("input").is_some_and(Value::is_number) && p.get("output").is_some_and(Value::is_number)
+                })
+            });
+            if !ok {
+                errors.push(FieldError::new(
+                    "CUSTOM_MODEL_PRICING_JSON",
+                    "must map model ids to {\"input\": number, \"output\": number, \"cached_input\"?: number}",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn env_aliases() -> &'static [(&'static str, &'static str)] {
+        &[("BASE_URL", "OPENAI_API_BASE_URL"), ("API_KEY", "OPENAI_API_KEY")]
+    }
+}
