@@ -127,7 +127,10 @@ fn data_line<T: Serialize>(out: &mut Vec<u8>, value: &T) {
 
 fn status_value(status: &Status) -> Value {
     let mut data = Map::new();
-    data.insert("description".into(), status.description.clone().into());
+    // Some Open WebUI status kinds carry no text (`sources_retrieved`): no empty description.
+    if !status.description.is_empty() {
+        data.insert("description".into(), status.description.clone().into());
+    }
     data.insert("done".into(), status.done.into());
     if status.hidden {
         data.insert("hidden".into(), true.into());

@@ -34,6 +34,8 @@ pub struct Options {
     pub keepalive_secs: u64,
     pub max_body_bytes: Option<usize>,
     pub grace_secs: Option<u64>,
+    /// Also register the real `openai_responses` manifold (configure it with `valves_files`).
+    pub manifold: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -67,6 +69,10 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         Arc::new(BareFilter),
         Arc::new(ScriptedManifold),
     ];
+    let mut pipelines = pipelines;
+    if options.manifold {
+        pipelines.push(Arc::new(sluice_openai_responses::OpenAIResponses::new()));
+    }
     let app = Application::build(settings, pipelines, ValvesEnv::Map(options.env)).await.map_err(|e| e.to_string())?;
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown();

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod chat;
 mod filter;
+mod manifold;
 mod models;
 mod streaming;
 mod valves;

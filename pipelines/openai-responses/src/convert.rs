@@ -25,7 +25,10 @@ pub struct Options {
 pub enum Outcome {
     Continue(Vec<PipeEvent>),
     /// `response.completed` or `response.incomplete`: the caller stores the items, then sends `tail`.
-    Finished { response: Value, tail: Vec<PipeEvent> },
+    Finished {
+        response: Value,
+        tail: Vec<PipeEvent>,
+    },
     Failed(PipelineError),
 }
 
@@ -48,7 +51,8 @@ fn status(description: &str, extra: &[(&str, Value)]) -> PipeEvent {
 
 /// `OpenAI: <message> (<code>)` (§8.2).
 pub fn upstream_message(message: &str, code: Option<&str>, request_id: Option<&str>) -> String {
-    let details: Vec<String> = code.map(str::to_owned).into_iter().chain(request_id.map(|r| format!("request {r}"))).collect();
+    let details: Vec<String> =
+        code.map(str::to_owned).into_iter().chain(request_id.map(|r| format!("request {r}"))).collect();
     if details.is_empty() {
         format!("OpenAI: {message}")
     } else {
@@ -276,7 +280,8 @@ impl Converter {
         }
         if self.any_status {
             let secs = self.started.elapsed().as_secs_f64();
-            let done = if self.options.reasoning_model { format!("Thought for {secs:.1} seconds") } else { "Done".into() };
+            let done =
+                if self.options.reasoning_model { format!("Thought for {secs:.1} seconds") } else { "Done".into() };
             tail.push(PipeEvent::Status(Status::new(done, true)));
         }
         Outcome::Finished { response, tail }
@@ -293,7 +298,10 @@ impl Converter {
         let mut map = Map::new();
         map.insert("prompt_tokens".into(), input.into());
         map.insert("completion_tokens".into(), output.into());
-        map.insert("total_tokens".into(), u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output).into());
+        map.insert(
+            "total_tokens".into(),
+            u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output).into(),
+        );
         map.insert("prompt_tokens_details".into(), json!({"cached_tokens": cached}));
         map.insert("completion_tokens_details".into(), json!({"reasoning_tokens": reasoning}));
         if self.options.show_cost {
@@ -320,7 +328,10 @@ mod tests {
 
     #[test]
     fn upstream_messages_name_code_and_request() {
-        assert_eq!(upstream_message("boom", Some("server_error"), Some("req_1")), "OpenAI: boom (server_error; request req_1)");
+        assert_eq!(
+            upstream_message("boom", Some("server_error"), Some("req_1")),
+            "OpenAI: boom (server_error; request req_1)"
+        );
         assert_eq!(upstream_message("boom", None, None), "OpenAI: boom");
     }
 }

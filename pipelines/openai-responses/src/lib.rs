@@ -91,7 +91,9 @@ impl OpenAIResponses {
             if v.FETCH_MODELS && !v.API_KEY.is_empty() {
                 match fetch_models(&runtime.client.load(), &v).await {
                     Ok(ids) => runtime.served.store(Arc::new(Some(ids))),
-                    Err(e) => tracing::warn!(pipeline = PIPELINE_ID, error = %e, "model list fetch failed; keeping the last list"),
+                    Err(e) => {
+                        tracing::warn!(pipeline = PIPELINE_ID, error = %e, "model list fetch failed; keeping the last list")
+                    }
                 }
             } else {
                 runtime.served.store(Arc::new(None));
@@ -324,7 +326,10 @@ impl Pipeline for OpenAIResponses {
                 stash.insert(key.into(), v.clone());
             }
         }
-        let model = map.get("model").and_then(Value::as_str).map(|m| models::resolve(m.rsplit_once(&format!("{PIPELINE_ID}.")).map_or(m, |(_, s)| s)));
+        let model = map
+            .get("model")
+            .and_then(Value::as_str)
+            .map(|m| models::resolve(m.rsplit_once(&format!("{PIPELINE_ID}.")).map_or(m, |(_, s)| s)));
         let toggle = map.get("features").and_then(|f| f.get("web_search")).and_then(Value::as_bool).unwrap_or(false);
         if toggle && valves.WEB_SEARCH_FROM_TOGGLE && model.is_some_and(|m| m.caps.web_search) {
             stash.insert("web_search".into(), true.into());
@@ -357,7 +362,8 @@ impl Pipeline for OpenAIResponses {
         let mut degraded = false;
         let mut attempt = 0u32;
         let (events, prefetched, conversion) = loop {
-            let ctx = Context { valves: &valves, model: &model, records: &records, owner: &owner, stash: &stash, degraded };
+            let ctx =
+                Context { valves: &valves, model: &model, records: &records, owner: &owner, stash: &stash, degraded };
             let conversion = request::convert(&request.body, &ctx);
             let failure = match upstream::send(&client, &valves, &conversion.body).await {
                 Ok(resp) => {
@@ -368,7 +374,8 @@ impl Pipeline for OpenAIResponses {
                     let outcome = loop {
                         match events.next().await {
                             Ok(Some(ev)) => {
-                                let output = ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
+                                let output =
+                                    ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
                                 let terminal = is_terminal(&ev);
                                 let retry = terminal && is_retryable_event(&ev);
                                 prefetched.push(ev);

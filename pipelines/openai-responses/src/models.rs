@@ -58,7 +58,10 @@ const BASE_MODELS: &[(&str, Caps)] = &[
     ("gpt-5.2-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5.1-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5-chat-latest", caps(true, false, false, true, false, false)),
-    ("chatgpt-4o-latest", Caps { tools: false, reasoning: false, summary: false, web_search: false, image: false, verbosity: false }),
+    (
+        "chatgpt-4o-latest",
+        Caps { tools: false, reasoning: false, summary: false, web_search: false, image: false, verbosity: false },
+    ),
 ];
 
 /// Alias families (§3.3): `<base>-<effort>` and `<base>-pro[-<effort>]`.
@@ -215,7 +218,9 @@ fn round6(x: f64) -> f64 {
 pub fn cost(served: &str, custom: Option<&Value>, input: u64, cached: u64, output: u64) -> Option<Value> {
     let model = normalize(served);
     let (pin, pcached, pout) = match custom.and_then(|c| c.get(&model)) {
-        Some(p) => (p.get("input")?.as_f64()?, p.get("cached_input").and_then(Value::as_f64), p.get("output")?.as_f64()?),
+        Some(p) => {
+            (p.get("input")?.as_f64()?, p.get("cached_input").and_then(Value::as_f64), p.get("output")?.as_f64()?)
+        }
         None => PRICES.iter().find(|(id, ..)| *id == model).map(|(_, i, c, o)| (*i, *c, *o))?,
     };
     let uncached = input.saturating_sub(cached) as f64;
@@ -239,7 +244,10 @@ mod tests {
     #[test]
     fn aliases_resolve_to_base_and_effort() {
         let r = resolve("openai_responses.O4-Mini-High");
-        assert_eq!((r.base.as_str(), r.preset.clone()), ("o4-mini", Some(json!({"effort": "high"}).as_object().cloned().unwrap_or_default())));
+        assert_eq!(
+            (r.base.as_str(), r.preset.clone()),
+            ("o4-mini", Some(json!({"effort": "high"}).as_object().cloned().unwrap_or_default()))
+        );
         assert!(r.caps.reasoning && r.caps.web_search);
         let r = resolve("gpt-6-astra-pro-max");
         assert_eq!(r.base, "gpt-6-astra");

@@ -16,7 +16,8 @@ pub fn new_id() -> String {
     // Without OS randomness the id is still unique enough to key a record; it only loses
     // unguessability, which the owner check backs up.
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         bytes = nanos.to_le_bytes();
     }
     bytes.iter().map(|b| CROCKFORD[(*b & 31) as usize] as char).collect()
@@ -53,15 +54,22 @@ pub fn find_markers(text: &str) -> Vec<String> {
     ids
 }
 
-/// Removes our markers and the Function manifold's (`[openai_responses:v2:…]: #`) lines.
+/// Removes our markers and the Function manifold's (`[openai_responses:v2:…]: #`), wherever
+/// they stand, then trims.
 pub fn strip_markers(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        let ours = t.starts_with(PREFIX) && t.ends_with("]: #");
-        let foreign = t.starts_with("[openai_responses:v2:") && t.contains("]: #");
-        if !ours && !foreign {
-            out.push_str(line);
+    let mut out = text.to_string();
+    for prefix in [PREFIX, "[openai_responses:v2:"] {
+        let mut from = 0;
+        while let Some(pos) = out[from..].find(prefix) {
+            let start = from + pos;
+            let end = out[start..]
+                .find("]: #")
+                .map(|e| start + e + 4)
+                .filter(|e| !out[start..*e].contains('\n') && e - start < 256);
+            match end {
+                Some(end) => out.replace_range(start..end, ""),
+                None => from = start + prefix.len(),
+            }
         }
     }
     out.trim().to_string()
@@ -147,8 +155,13 @@ pub fn deidentify(items: &[Value]) -> Vec<Value> {
         .filter_map(|item| match item.get("type").and_then(Value::as_str) {
             Some("reasoning") => None,
             Some("message") => {
-                let text = Record { owner: String::new(), model: String::new(), encrypted_reasoning: false, items: vec![item.clone()] }
-                    .visible_text();
+                let text = Record {
+                    owner: String::new(),
+                    model: String::new(),
+                    encrypted_reasoning: false,
+                    items: vec![item.clone()],
+                }
+                .visible_text();
                 (!text.trim().is_empty()).then(|| json!({"role": "assistant", "content": text}))
             }
             Some("function_call") => {

@@ -22,7 +22,8 @@ pub struct Stash {
 impl Stash {
     pub fn from_body(body: &Map<String, Value>) -> Stash {
         let s = body.get("sluice");
-        let text = |k: &str| s.and_then(|s| s.get(k)).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+        let text =
+            |k: &str| s.and_then(|s| s.get(k)).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
         Stash {
             chat_id: text("chat_id"),
             task: text("task"),
@@ -53,11 +54,9 @@ pub struct Conversion {
 fn text_of(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
@@ -115,7 +114,9 @@ fn function_call(tc: &Value) -> Option<Value> {
         Some(other) => other.to_string(),
         None => "{}".into(),
     };
-    Some(json!({"type": "function_call", "call_id": tc.get("id")?.as_str()?, "name": f.get("name")?.as_str()?, "arguments": arguments}))
+    Some(
+        json!({"type": "function_call", "call_id": tc.get("id")?.as_str()?, "name": f.get("name")?.as_str()?, "arguments": arguments}),
+    )
 }
 
 fn item_type(item: &Value) -> Option<&str> {
@@ -153,11 +154,8 @@ impl Input<'_> {
         let ids = replay::find_markers(&clean);
         let visible = replay::strip_markers(&clean);
         let valves = self.ctx.valves;
-        let resolved: Vec<&Record> = ids
-            .iter()
-            .filter_map(|id| self.ctx.records.get(id))
-            .filter(|r| r.owner == self.ctx.owner)
-            .collect();
+        let resolved: Vec<&Record> =
+            ids.iter().filter_map(|id| self.ctx.records.get(id)).filter(|r| r.owner == self.ctx.owner).collect();
         let full = !ids.is_empty()
             && !self.ctx.degraded
             && resolved.len() == ids.len()
@@ -183,7 +181,11 @@ impl Input<'_> {
             self.push_items(items);
         } else {
             if !ids.is_empty() {
-                tracing::debug!(markers = ids.len(), resolved = resolved.len(), "degraded replay of an assistant message");
+                tracing::debug!(
+                    markers = ids.len(),
+                    resolved = resolved.len(),
+                    "degraded replay of an assistant message"
+                );
             }
             if !visible.trim().is_empty() {
                 self.items.push(json!({"role": "assistant", "content": visible}));
@@ -292,7 +294,10 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
         CacheKeyMode::None => None,
     };
     if let Some(source) = cache_source {
-        out.insert("prompt_cache_key".into(), format!("owui:{}", &sha256_hex(&format!("{source}:{}", model.base))[..16]).into());
+        out.insert(
+            "prompt_cache_key".into(),
+            format!("owui:{}", &sha256_hex(&format!("{source}:{}", model.base))[..16]).into(),
+        );
     }
     if let (true, Some(id)) = (valves.SAFETY_IDENTIFIER, user_id) {
         out.insert("safety_identifier".into(), sha256_hex(id).into());
@@ -361,7 +366,10 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
         if model.caps.web_search && wants_search && effort.as_deref() != Some("minimal") {
             let mut tool = Map::new();
             tool.insert("type".into(), "web_search".into());
-            tool.insert("search_context_size".into(), serde_json::to_value(valves.WEB_SEARCH_CONTEXT_SIZE).unwrap_or(Value::Null));
+            tool.insert(
+                "search_context_size".into(),
+                serde_json::to_value(valves.WEB_SEARCH_CONTEXT_SIZE).unwrap_or(Value::Null),
+            );
             if let Some(location) = valves.user_location() {
                 tool.insert("user_location".into(), location);
             }
@@ -377,12 +385,17 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
         }
         let list = tools::dedupe(list);
         if !list.is_empty() {
+            let has_functions = list.iter().any(|t| t.get("type").and_then(Value::as_str) == Some("function"));
             out.insert("tools".into(), Value::Array(list));
             if let Some(choice) = body.get("tool_choice").and_then(tools::tool_choice) {
                 out.insert("tool_choice".into(), choice);
             }
-            let parallel = body.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(valves.PARALLEL_TOOL_CALLS);
-            out.insert("parallel_tool_calls".into(), parallel.into());
+            // Only function calls run in parallel; hosted tools alone take no such setting.
+            if has_functions {
+                let parallel =
+                    body.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(valves.PARALLEL_TOOL_CALLS);
+                out.insert("parallel_tool_calls".into(), parallel.into());
+            }
             if let Some(n) = valves.MAX_TOOL_CALLS {
                 out.insert("max_tool_calls".into(), n.into());
             }

@@ -53,7 +53,6 @@ impl SseReader {
         Ok(events)
     }
 
-
     /// The last event when the stream ended without a blank line after it.
     pub fn flush(&mut self) -> Vec<String> {
         self.push(b"\n\n").unwrap_or_default()

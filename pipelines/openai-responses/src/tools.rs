@@ -57,8 +57,11 @@ fn strict_node(node: &mut Value) -> bool {
     if !is_object {
         return true;
     }
-    let required: Vec<String> =
-        map.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    let required: Vec<String> = map
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
     let mut names = Vec::new();
     if let Some(Value::Object(props)) = map.get_mut("properties") {
         for (name, prop) in props.iter_mut() {
@@ -106,7 +109,10 @@ pub fn mcp_tools(servers: &[Value]) -> Vec<Value> {
             tool.insert("type".into(), "mcp".into());
             tool.insert("server_label".into(), s.get("server_label")?.as_str()?.into());
             tool.insert("server_url".into(), s.get("server_url")?.as_str()?.into());
-            tool.insert("require_approval".into(), s.get("require_approval").cloned().unwrap_or_else(|| "never".into()));
+            tool.insert(
+                "require_approval".into(),
+                s.get("require_approval").cloned().unwrap_or_else(|| "never".into()),
+            );
             for key in ["allowed_tools", "headers"] {
                 if let Some(v) = s.get(key) {
                     tool.insert(key.into(), v.clone());
@@ -191,12 +197,19 @@ mod tests {
         let tools = json!([{"type": "function", "function": {"name": "y"}}]);
         let out = function_tools(Some(&tools), true);
         assert_eq!(out[0]["description"], json!("y"));
-        assert_eq!(out[0]["parameters"], json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false}));
+        assert_eq!(
+            out[0]["parameters"],
+            json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false})
+        );
     }
 
     #[test]
     fn later_tools_win() {
-        let out = dedupe(vec![json!({"type": "function", "name": "a", "v": 1}), json!({"type": "web_search"}), json!({"type": "function", "name": "a", "v": 2})]);
+        let out = dedupe(vec![
+            json!({"type": "function", "name": "a", "v": 1}),
+            json!({"type": "web_search"}),
+            json!({"type": "function", "name": "a", "v": 2}),
+        ]);
         assert_eq!(out, vec![json!({"type": "web_search"}), json!({"type": "function", "name": "a", "v": 2})]);
     }
 }

@@ -38,7 +38,11 @@ pub fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
     Duration::from_secs_f64(base * (1.0 - jitter))
 }
 
-pub async fn send(client: &reqwest::Client, valves: &ResponsesValves, body: &Value) -> Result<reqwest::Response, Failure> {
+pub async fn send(
+    client: &reqwest::Client,
+    valves: &ResponsesValves,
+    body: &Value,
+) -> Result<reqwest::Response, Failure> {
     let url = format!("{}/responses", valves.BASE_URL.trim_end_matches('/'));
     let mut req = client
         .post(&url)
@@ -79,11 +83,12 @@ pub async fn send(client: &reqwest::Client, valves: &ResponsesValves, body: &Val
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let err = parsed.get("error").unwrap_or(&Value::Null);
     let code = err.get("code").and_then(Value::as_str).map(str::to_owned);
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("HTTP {status}{}", if text.trim().is_empty() { String::new() } else { format!(": {}", truncate(&text, 200)) }));
+    let message = err.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
+        format!(
+            "HTTP {status}{}",
+            if text.trim().is_empty() { String::new() } else { format!(": {}", truncate(&text, 200)) }
+        )
+    });
     let kind = match status {
         400 | 404 | 413 | 422 => ErrorKind::BadRequest,
         429 => ErrorKind::RateLimited,
@@ -101,8 +106,12 @@ pub async fn send(client: &reqwest::Client, valves: &ResponsesValves, body: &Val
     let replay = (status == 400
         && (code.as_deref() == Some("invalid_encrypted_content") || message.contains("without its required")))
         || (status == 404 && message.starts_with("Item with id"));
-    let prefix = if matches!(status, 401 | 403) { format!("the API key was refused (HTTP {status}): ") } else { String::new() };
-    let mut error = PipelineError::new(kind, upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref()));
+    let prefix =
+        if matches!(status, 401 | 403) { format!("the API key was refused (HTTP {status}): ") } else { String::new() };
+    let mut error = PipelineError::new(
+        kind,
+        upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref()),
+    );
     error.code = code;
     Err(Failure { error, retryable, delay: asked, replay })
 }

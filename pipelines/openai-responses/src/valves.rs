@@ -146,9 +146,17 @@ impl Default for ResponsesValves {
             API_KEY: Secret::default(),
             ORGANIZATION: None,
             PROJECT: None,
-            MODEL_ID: ["gpt-5.6-sol", "gpt-5.6-sol-high", "gpt-5.6-terra", "gpt-5-mini", "gpt-4.1", "o4-mini", "o4-mini-high"]
-                .map(String::from)
-                .to_vec(),
+            MODEL_ID: [
+                "gpt-5.6-sol",
+                "gpt-5.6-sol-high",
+                "gpt-5.6-terra",
+                "gpt-5-mini",
+                "gpt-4.1",
+                "o4-mini",
+                "o4-mini-high",
+            ]
+            .map(String::from)
+            .to_vec(),
             FETCH_MODELS: true,
             MODEL_FETCH_TTL_SECONDS: 600,
             REASONING_SUMMARY: ReasoningSummary::Disabled,
@@ -239,14 +247,18 @@ impl Valves for ResponsesValves {
                 Value::Array(list) => list,
                 obj @ Value::Object(_) => vec![obj],
                 _ => {
-                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", "must be a JSON object or a list of objects"));
+                    errors
+                        .push(FieldError::new("REMOTE_MCP_SERVERS_JSON", "must be a JSON object or a list of objects"));
                     Vec::new()
                 }
             };
             for (i, server) in list.iter().enumerate() {
                 let has = |k: &str| server.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
                 if !has("server_label") || !has("server_url") {
-                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i} needs server_label and server_url")));
+                    errors.push(FieldError::new(
+                        "REMOTE_MCP_SERVERS_JSON",
+                        format!("server {i} needs server_label and server_url"),
+                    ));
                 }
             }
         }

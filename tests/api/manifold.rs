@@ -1,0 +1,603 @@
+//! The openai_responses manifold against a mock OpenAI server on 127.0.0.1 that replays the
+//! byte-exact transcripts of shared/spec/fixtures/responses-api (copied to tests/api/fixtures).
+
+use serde_json::{json, Value};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
+
+pub const OPENAI_KEY: &str = "sk-test-openai-key-0123456789abcdef";
+const USER: &str = r#"{"id": "u1", "email": "a@example.com", "name": "Alice", "role": "user"}"#;
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/api/fixtures/responses-api/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn fixture_requests() -> Value {
+    serde_json::from_slice(&fixture("requests.json")).unwrap()
+}
+
+fn expected_chunks(name: &str) -> Vec<Value> {
+    String::from_utf8(fixture(name))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn sse_response(name: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(fixture(name), "text/event-stream; charset=utf-8")
+}
+
+pub async fn manifold_app(mock: &MockServer, extra_valves: &str) -> TestApp {
+    let base = format!(
+        "BASE_URL = \"{}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nSHOW_USAGE_COST = false\nMAX_RETRIES = 0\n\
+         MODEL_ID = [\"gpt-4.1\", \"o4-mini\", \"o4-mini-high\", \"gpt-5-mini\"]\n",
+        mock.uri()
+    );
+    // Keys given by the test replace the defaults above.
+    let overridden: Vec<&str> = extra_valves.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
+    let mut valves: String = base
+        .lines()
+        .filter(|l| !overridden.contains(&l.split('=').next().unwrap_or("").trim()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    valves.push_str(extra_valves);
+    spawn_app_with(Options {
+        manifold: true,
+        valves_files: vec![("openai_responses.toml", valves)],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn chat(model: &str, messages: Value, extra: Value) -> Value {
+    let mut body = json!({"model": format!("openai_responses.{model}"), "stream": true, "messages": messages,
+                          "user": serde_json::from_str::<Value>(USER).unwrap()});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+fn system_and(user: &str) -> Value {
+    json!([{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": user}])
+}
+
+/// The payloads of a stream in the fixtures' `expected-chunks` form.
+pub fn payloads(text: &str) -> (Vec<Value>, Option<String>, bool) {
+    let mut out = Vec::new();
+    let mut marker = None;
+    let mut done = false;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(event) = v.get("event") {
+            let d = &event["data"];
+            if event["type"] == "status" && (d["done"] == json!(true) || d["description"] == json!("Thinking…")) {
+                continue;
+            }
+            out.push(v);
+        } else if v.get("error").is_some() {
+            out.push(v);
+        } else {
+            assert_eq!(v["object"], json!("chat.completion.chunk"), "{v}");
+            let choices = v["choices"].as_array().unwrap();
+            if choices.is_empty() {
+                out.push(json!({"usage": v["usage"]}));
+                continue;
+            }
+            let mut delta = choices[0]["delta"].clone();
+            delta.as_object_mut().unwrap().shift_remove("role");
+            if !choices[0]["finish_reason"].is_null() {
+                out.push(json!({"delta": delta, "finish_reason": choices[0]["finish_reason"]}));
+            } else if delta["content"].as_str().is_some_and(|c| c.starts_with("[sluice:v1:")) {
+                marker = delta["content"].as_str().map(str::to_owned);
+            } else {
+                out.push(json!({"delta": delta}));
+            }
+        }
+    }
+    (out, marker, done)
+}
+
+/// The upstream request minus the two ids that are hashes of the user here and synthetic there.
+fn without_ids(mut body: Value) -> Value {
+    let map = body.as_object_mut().unwrap();
+    assert!(map.shift_remove("prompt_cache_key").is_some_and(|k| k.as_str().unwrap().starts_with("owui:")));
+    assert!(map.shift_remove("safety_identifier").is_some_and(|k| k.as_str().unwrap().len() == 64));
+    body
+}
+
+async fn upstream_bodies(mock: &MockServer) -> Vec<Value> {
+    mock.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+async fn run_fixture(
+    fixture_name: &str,
+    request_key: &str,
+    model: &str,
+    user: &str,
+    extra: Value,
+    valves: &str,
+) -> (Vec<Value>, Value) {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response(&format!("{fixture_name}.sse")))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, valves).await;
+    let res = app.post_json("/v1/chat/completions", &chat(model, system_and(user), extra)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let text = res.text().await.unwrap();
+    let (got, marker, done) = payloads(&text);
+    assert!(done && text.ends_with("data: [DONE]\n\n"), "{text}");
+    if !got.iter().any(|p| p.get("error").is_some()) {
+        assert!(marker.is_some(), "a streamed answer starts with its hidden marker: {text}");
+    }
+    let bodies = upstream_bodies(&mock).await;
+    assert_eq!(bodies.len(), 1);
+    let mut expected_request = fixture_requests()[request_key].clone();
+    expected_request.as_object_mut().unwrap().shift_remove("prompt_cache_key");
+    expected_request.as_object_mut().unwrap().shift_remove("safety_identifier");
+    assert_eq!(without_ids(bodies[0].clone()), expected_request, "upstream request for {fixture_name}");
+    (got, bodies[0].clone())
+}
+
+#[tokio::test]
+async fn plain_text_transcript_becomes_the_expected_chunks() {
+    let (got, _) = run_fixture("1_plain_text", "1", "gpt-4.1", "Say hello in French.", json!({}), "").await;
+    assert_eq!(got, expected_chunks("1_plain_text.expected-chunks.jsonl"));
+}
+
+#[tokio::test]
+async fn reasoning_summary_transcript_becomes_reasoning_content() {
+    let (got, _) = run_fixture(
+        "2_reasoning_summary",
+        "2",
+        "o4-mini",
+        "What is 17 times 23?",
+        json!({"reasoning_effort": "medium", "temperature": 0.7}),
+        "REASONING_SUMMARY = \"detailed\"\n",
+    )
+    .await;
+    assert_eq!(got, expected_chunks("2_reasoning_summary.expected-chunks.jsonl"));
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}}])
+}
+
+#[tokio::test]
+async fn web_search_transcript_gives_statuses_and_a_citation() {
+    let (got, _) = run_fixture(
+        "4_web_search",
+        "4",
+        "gpt-4.1",
+        "How tall is the Eiffel Tower?",
+        json!({}),
+        "ENABLE_WEB_SEARCH_TOOL = true\nWEB_SEARCH_USER_LOCATION = '{\"type\":\"approximate\",\"country\":\"US\"}'\n",
+    )
+    .await;
+    assert_eq!(got, expected_chunks("4_web_search.expected-chunks.jsonl"));
+}
+
+#[tokio::test]
+async fn failed_and_incomplete_transcripts() {
+    let (got, _) = run_fixture("5a_failed", "1", "gpt-4.1", "Say hello in French.", json!({}), "").await;
+    assert_eq!(got, expected_chunks("5a_failed.expected-chunks.jsonl"));
+    let (got, _) = run_fixture("5b_incomplete", "1", "gpt-4.1", "Say hello in French.", json!({}), "").await;
+    assert_eq!(got, expected_chunks("5b_incomplete.expected-chunks.jsonl"));
+}
+
+#[tokio::test]
+async fn both_error_event_shapes_are_readable_errors() {
+    for (name, code) in [("5c_error_event.sse", "server_error"), ("5d_error_event_nested.sse", "too_many_requests")] {
+        let mock = MockServer::start().await;
+        Mock::given(method("POST")).and(path("/v1/responses")).respond_with(sse_response(name)).mount(&mock).await;
+        let app = manifold_app(&mock, "").await;
+        let text = app
+            .post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({})))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let (got, _, done) = payloads(&text);
+        assert!(done);
+        assert_eq!(got.len(), 1, "{text}");
+        assert_eq!(got[0]["error"]["code"], json!(code));
+        assert!(got[0]["error"]["message"].as_str().unwrap().starts_with("OpenAI: "), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(body_string_contains("function_call_output"))
+        .respond_with(sse_response("3b_function_call_followup.sse"))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("3a_function_call.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
+
+    // Round 1: the model calls get_weather twice.
+    let res = app
+        .post_json("/chat/completions", &chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
+        .await;
+    let (got, marker, _) = payloads(&res.text().await.unwrap());
+    assert_eq!(got, expected_chunks("3a_function_call.expected-chunks.jsonl"));
+    let marker = marker.unwrap();
+
+    // Round 2, as Open WebUI sends it: the streamed text (the marker), its tool calls with
+    // re-serialised arguments, and the results.
+    let mut messages = system_and("Weather in Paris and London?");
+    let list = messages.as_array_mut().unwrap();
+    list.push(json!({"role": "assistant", "content": marker.trim(), "tool_calls": [
+        {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},
+        {"index": 1, "id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"London\", \"unit\": \"c\"}"}}]}));
+    list.push(json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "{\"temp_c\":18,\"conditions\":\"sunny\"}"}));
+    list.push(json!({"role": "tool", "tool_call_id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "content": "{\"temp_c\":14,\"conditions\":\"light rain\"}"}));
+    let res = app.post_json("/chat/completions", &chat("gpt-5-mini", Value::Array(list.clone()), extra)).await;
+    let (got, _, _) = payloads(&res.text().await.unwrap());
+    assert_eq!(got, expected_chunks("3b_function_call_followup.expected-chunks.jsonl"));
+
+    let bodies = upstream_bodies(&mock).await;
+    assert_eq!(bodies.len(), 2);
+    let requests = fixture_requests();
+    let mut expected = requests["3a"].clone();
+    for key in ["prompt_cache_key", "safety_identifier"] {
+        expected.as_object_mut().unwrap().shift_remove(key);
+    }
+    assert_eq!(without_ids(bodies[0].clone()), expected);
+    // Byte-identical replay: the input items serialise exactly as in the fixture.
+    assert_eq!(
+        serde_json::to_string(&bodies[1]["input"]).unwrap(),
+        serde_json::to_string(&requests["3b"]["input"]).unwrap()
+    );
+    let mut expected = requests["3b"].clone();
+    for key in ["prompt_cache_key", "safety_identifier"] {
+        expected.as_object_mut().unwrap().shift_remove(key);
+    }
+    assert_eq!(without_ids(bodies[1].clone()), expected);
+}
+
+#[tokio::test]
+async fn a_marker_of_another_user_or_a_lost_record_replays_degraded() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(body_string_contains("function_call_output"))
+        .respond_with(sse_response("3b_function_call_followup.sse"))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("3a_function_call.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let extra = json!({"tools": weather_tool(), "reasoning_effort": "low"});
+    let res =
+        app.post_json("/chat/completions", &chat("gpt-5-mini", system_and("Weather in Paris?"), extra.clone())).await;
+    let (_, marker, _) = payloads(&res.text().await.unwrap());
+    let marker = marker.unwrap();
+    for (who, content) in
+        [("u2", marker.trim().to_string()), ("u1", "[sluice:v1:turn:0000000000000000]: #".to_string())]
+    {
+        let mut messages = system_and("Weather in Paris?");
+        let list = messages.as_array_mut().unwrap();
+        list.push(json!({"role": "assistant", "content": content, "tool_calls": [
+            {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}));
+        list.push(json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "18C"}));
+        let mut body = chat("gpt-5-mini", messages, extra.clone());
+        body["user"]["id"] = json!(who);
+        let res = app.post_json("/chat/completions", &body).await;
+        assert_eq!(res.status().as_u16(), 200);
+        res.text().await.unwrap();
+        let last = upstream_bodies(&mock).await.pop().unwrap();
+        let input = last["input"].as_array().unwrap();
+        assert_eq!(input.len(), 3, "{who}: {input:?}");
+        assert_eq!(
+            input[1],
+            json!({"type": "function_call", "call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"})
+        );
+        assert_eq!(
+            input[2],
+            json!({"type": "function_call_output", "call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "output": "18C"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_hidden_marker_is_invisible_when_rendered_as_markdown() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let text =
+        app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert!(content.starts_with("[sluice:v1:turn:"));
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(&content));
+    assert!(!html.contains("sluice"), "{html}");
+    assert!(html.contains("Bonjour"), "{html}");
+}
+
+#[tokio::test]
+async fn non_streaming_task_requests_get_one_completion_without_tools_or_markers() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let body = chat(
+        "gpt-5-mini",
+        json!([{"role": "user", "content": "### Task:\nGenerate a title [sluice:v1:turn:0123456789ABCDEF]: #"}]),
+        json!({"stream": false, "tools": weather_tool(), "sluice": {"task": "title_generation", "chat_id": "c1"}}),
+    );
+    let (status, completion) = json_of(app.post_json("/chat/completions", &body).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(completion["object"], json!("chat.completion"));
+    assert_eq!(completion["choices"][0]["message"]["content"], json!("Bonjour! Ça va ? Comment puis-je vous aider ?"));
+    assert_eq!(completion["usage"]["prompt_tokens"], json!(24));
+    let sent = upstream_bodies(&mock).await.pop().unwrap();
+    assert!(sent.get("tools").is_none() && sent.get("include").is_none(), "{sent}");
+    assert_eq!(sent["reasoning"], json!({"effort": "minimal"}));
+    assert_eq!(sent["input"][0]["content"][0]["text"], json!("### Task:\nGenerate a title"));
+}
+
+#[tokio::test]
+async fn the_worked_example_and_image_and_file_parts_convert_as_specified() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    // responses-manifold.md §4.7
+    let body = json!({"model": "openai_responses.gpt-5-mini-high", "stream": true, "stream_options": {"include_usage": true},
+        "temperature": 0.7, "max_tokens": 800,
+        "user": {"id": "7a88224c", "name": "Alice", "email": "a@example.com", "role": "user"},
+        "sluice": {"chat_id": "c1", "message_id": "m2", "task": null},
+        "messages": [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    app.post_json("/chat/completions", &body).await.text().await.unwrap();
+    let sent = upstream_bodies(&mock).await.pop().unwrap();
+    assert_eq!(
+        without_ids(sent),
+        json!({"stream": true, "store": false, "truncation": "auto", "instructions": "You are a helpful assistant.",
+            "model": "gpt-5-mini", "reasoning": {"effort": "high"}, "include": ["reasoning.encrypted_content"], "max_output_tokens": 800,
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "What is in this image?"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"}]}]})
+    );
+    // requests.json "img": file parts, history, and a later system message as developer.
+    let body = chat(
+        "gpt-4.1",
+        json!([{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}}]},
+        {"role": "assistant", "content": "<details type=\"reasoning\" done=\"true\">\n<summary>t</summary>\nx\n</details>\nAn earlier answer."},
+        {"role": "system", "content": "Extra context"}]),
+        json!({"frequency_penalty": 1, "metadata": {"a": "b"}, "seed": 3}),
+    );
+    app.post_json("/chat/completions", &body).await.text().await.unwrap();
+    let sent = upstream_bodies(&mock).await.pop().unwrap();
+    let mut expected = fixture_requests()["img"].clone();
+    for key in ["prompt_cache_key", "safety_identifier"] {
+        expected.as_object_mut().unwrap().shift_remove(key);
+    }
+    assert_eq!(without_ids(sent), expected);
+}
+
+#[tokio::test]
+async fn upstream_errors_before_the_stream_are_statuses_with_openai_s_message() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(400).insert_header("x-request-id", "req_abc").set_body_raw(
+            r#"{"error":{"message":"Unsupported parameter: 'temperature' is not supported with this model.","type":"invalid_request_error","param":"temperature","code":"unsupported_parameter"}}"#,
+            "application/json",
+        ))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let (status, body) =
+        json_of(app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        json!("OpenAI: Unsupported parameter: 'temperature' is not supported with this model. (unsupported_parameter; request req_abc)")
+    );
+    assert!(!body.to_string().contains(OPENAI_KEY));
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after-ms", "50").set_body_raw(
+            r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+            "application/json",
+        ))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "MAX_RETRIES = 2\n").await;
+    let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let (got, _, _) = payloads(&res.text().await.unwrap());
+    assert_eq!(got, expected_chunks("1_plain_text.expected-chunks.jsonl"));
+    assert_eq!(mock.received_requests().await.unwrap().len(), 3);
+
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(429).set_body_raw(
+            r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+            "application/json",
+        ))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "MAX_RETRIES = 2\n").await;
+    let (status, body) =
+        json_of(app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
+    assert_eq!((status, body["error"]["code"].clone()), (429, json!("insufficient_quota")));
+    assert_eq!(mock.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_a_failure_event_before_output_too() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(500).set_body_raw(
+            r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+            "application/json",
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("5a_failed.sse"))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .with_priority(3)
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "MAX_RETRIES = 2\n").await;
+    let text =
+        app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
+    let (got, _, _) = payloads(&text);
+    assert_eq!(got, expected_chunks("1_plain_text.expected-chunks.jsonl"));
+    assert_eq!(mock.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn models_list_configured_ids_with_display_names_and_tolerates_a_failed_fetch() {
+    let mock = MockServer::start().await;
+    Mock::given(method("GET")).and(path("/v1/models")).respond_with(ResponseTemplate::new(500)).mount(&mock).await;
+    let app = manifold_app(&mock, "FETCH_MODELS = true\n").await;
+    let (status, body) = json_of(app.get("/models").await).await;
+    assert_eq!(status, 200);
+    let ours: Vec<(String, String)> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"].as_str().unwrap().starts_with("openai_responses."))
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        ours,
+        vec![
+            ("openai_responses.gpt-4.1".into(), "OpenAI: GPT 4.1".into()),
+            ("openai_responses.o4-mini".into(), "OpenAI: o4 Mini".into()),
+            ("openai_responses.o4-mini-high".into(), "OpenAI: o4 Mini High".into()),
+            ("openai_responses.gpt-5-mini".into(), "OpenAI: GPT 5 Mini".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn served_models_filter_the_list() {
+    let mock = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/models"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"object": "list", "data": [{"id": "o4-mini-2025-04-16", "object": "model"}]})),
+        )
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "FETCH_MODELS = true\n").await;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (_, body) = json_of(app.get("/models").await).await;
+        ids = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str().filter(|i| i.starts_with("openai_")).map(str::to_owned))
+            .collect();
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ids, vec!["openai_responses.o4-mini", "openai_responses.o4-mini-high"]);
+}
+
+#[tokio::test]
+async fn the_inlet_stashes_metadata_and_takes_over_the_web_search_toggle() {
+    let mock = MockServer::start().await;
+    let app = manifold_app(&mock, "").await;
+    let form = json!({"user": null, "body": {"model": "openai_responses.gpt-4.1", "messages": [],
+        "features": {"web_search": true}, "metadata": {"chat_id": "c1", "message_id": "m1", "session_id": "s1", "task": null}}});
+    let (status, body) = json_of(app.post_json("/openai_responses.gpt-4.1/filter/inlet", &form).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["sluice"], json!({"chat_id": "c1", "message_id": "m1", "session_id": "s1", "web_search": true}));
+    assert_eq!(body["features"]["web_search"], json!(false));
+}
+
+#[tokio::test]
+async fn the_api_key_is_masked_and_required() {
+    let mock = MockServer::start().await;
+    let app = manifold_app(&mock, "").await;
+    let (_, valves) = json_of(app.get("/openai_responses/valves").await).await;
+    assert_eq!(valves["API_KEY"], json!("********cdef"));
+    let (status, _) = json_of(app.post_json("/openai_responses/valves/update", &json!({"API_KEY": ""})).await).await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        json_of(app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
+    assert_eq!(status, 500);
+    assert!(body["detail"].as_str().unwrap().contains("API_KEY is not set"));
+    let (status, body) =
+        json_of(app.post_json("/openai_responses/valves/update", &json!({"BASE_URL": "not a url"})).await).await;
+    assert_eq!(status, 422, "{body}");
+}
