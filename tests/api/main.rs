@@ -11,4 +11,5 @@ mod filter;
 mod manifold;
 mod models;
 mod streaming;
+mod upstream_faults;
 mod valves;

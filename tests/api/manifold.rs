@@ -601,3 +601,149 @@ async fn the_api_key_is_masked_and_required() {
         json_of(app.post_json("/openai_responses/valves/update", &json!({"BASE_URL": "not a url"})).await).await;
     assert_eq!(status, 422, "{body}");
 }
+
+/// Runs the 3a → 3b tool round and returns the app, the mock and the assistant messages
+/// Open WebUI 0.12 would send back on the next turn.
+async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -> (TestApp, MockServer, Vec<Value>) {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(body_string_contains("Thanks"))
+        .respond_with(third)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(body_string_contains("Thanks"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .with_priority(2)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .and(body_string_contains("function_call_output"))
+        .respond_with(sse_response("3b_function_call_followup.sse"))
+        .with_priority(3)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("3a_function_call.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, valves).await;
+    let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
+    let res = app
+        .post_json("/chat/completions", &chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
+        .await;
+    let (_, marker1, _) = payloads(&res.text().await.unwrap());
+    let calls = json!([
+        {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},
+        {"index": 1, "id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"London\", \"unit\": \"c\"}"}}]);
+    let round: Vec<Value> = vec![
+        json!({"role": "assistant", "content": marker1.unwrap().trim(), "tool_calls": calls}),
+        json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "{\"temp_c\":18,\"conditions\":\"sunny\"}"}),
+        json!({"role": "tool", "tool_call_id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "content": "{\"temp_c\":14,\"conditions\":\"light rain\"}"}),
+    ];
+    let mut messages = system_and("Weather in Paris and London?").as_array().unwrap().clone();
+    messages.extend(round.clone());
+    let text = app
+        .post_json("/chat/completions", &chat("gpt-5-mini", Value::Array(messages), extra))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (got, marker2, _) = payloads(&text);
+    let answer: String = got.iter().filter_map(|p| p["delta"]["content"].as_str()).collect();
+    let mut history = round;
+    history.push(json!({"role": "assistant", "content": format!("{}{answer}", marker2.unwrap())}));
+    (app, mock, history)
+}
+
+async fn next_turn(app: &TestApp, mock: &MockServer, history: &[Value]) -> Value {
+    let mut messages = system_and("Weather in Paris and London?").as_array().unwrap().clone();
+    messages.extend(history.iter().cloned());
+    messages.push(json!({"role": "user", "content": "Thanks"}));
+    let res = app
+        .post_json("/chat/completions", &chat("gpt-5-mini", Value::Array(messages), json!({"tools": weather_tool()})))
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    res.text().await.unwrap();
+    upstream_bodies(mock).await.pop().unwrap()
+}
+
+fn types(input: &Value) -> Vec<String> {
+    input.as_array().unwrap().iter().map(|i| i["type"].as_str().or(i["role"].as_str()).unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_next_turn_replays_history_as_the_reasoning_policy_says() {
+    // response (default): history keeps calls and outputs, without reasoning or ids.
+    let (app, mock, history) = after_a_tool_round("", sse_response("1_plain_text.sse"), 99).await;
+    let sent = next_turn(&app, &mock, &history).await;
+    assert_eq!(
+        types(&sent["input"]),
+        ["user", "function_call", "function_call", "function_call_output", "function_call_output", "assistant", "user"]
+    );
+    assert!(sent["input"][1].get("id").is_none() && sent["input"][1].get("status").is_none());
+    assert!(!sent.to_string().contains("encrypted_content\":\"gAAAA"));
+
+    // conversation: everything verbatim, reasoning included.
+    let (app, mock, history) =
+        after_a_tool_round("PERSIST_REASONING_TOKENS = \"conversation\"\n", sse_response("1_plain_text.sse"), 99).await;
+    let sent = next_turn(&app, &mock, &history).await;
+    assert_eq!(
+        types(&sent["input"]),
+        [
+            "user",
+            "reasoning",
+            "function_call",
+            "function_call",
+            "function_call_output",
+            "function_call_output",
+            "reasoning",
+            "message",
+            "user"
+        ]
+    );
+
+    // An edited answer cannot be matched to its record: that message replays as its text.
+    let (app, mock, mut history) =
+        after_a_tool_round("PERSIST_REASONING_TOKENS = \"conversation\"\n", sse_response("1_plain_text.sse"), 99).await;
+    let edited = history[3]["content"].as_str().unwrap().replace("Paris", "Lyon");
+    history[3]["content"] = json!(edited);
+    let sent = next_turn(&app, &mock, &history).await;
+    let input = sent["input"].as_array().unwrap();
+    assert_eq!(
+        types(&sent["input"]),
+        [
+            "user",
+            "reasoning",
+            "function_call",
+            "function_call",
+            "function_call_output",
+            "function_call_output",
+            "assistant",
+            "user"
+        ]
+    );
+    let replayed = input[6]["content"].as_str().unwrap();
+    assert!(replayed.contains("Lyon") && !replayed.contains("sluice:v1"), "{replayed}");
+}
+
+#[tokio::test]
+async fn refused_encrypted_items_get_one_retry_without_them() {
+    let refusal = ResponseTemplate::new(400).set_body_raw(
+        r#"{"error":{"message":"The encrypted content for item rs_a71a could not be verified.","type":"invalid_request_error","param":null,"code":"invalid_encrypted_content"}}"#,
+        "application/json",
+    );
+    let (app, mock, history) = after_a_tool_round("PERSIST_REASONING_TOKENS = \"conversation\"\n", refusal, 1).await;
+    let sent = next_turn(&app, &mock, &history).await;
+    let thanks: Vec<Value> =
+        upstream_bodies(&mock).await.into_iter().filter(|b| b.to_string().contains("Thanks")).collect();
+    assert_eq!(thanks.len(), 2, "one refused request, one degraded retry");
+    assert!(thanks[0].to_string().contains("gAAAA"));
+    assert!(!sent.to_string().contains("gAAAA") && !sent.to_string().contains("rs_"), "{sent}");
+}

@@ -134,16 +134,16 @@ impl Input<'_> {
     fn push_items(&mut self, items: Vec<Value>) {
         for item in items {
             let call_id = item.get("call_id").and_then(Value::as_str).map(str::to_owned);
-            match (item_type(&item), call_id) {
-                (Some("function_call"), Some(id)) => {
-                    self.calls.insert(id);
-                }
-                (Some("function_call_output"), Some(id)) => {
-                    self.outputs.insert(id);
-                }
-                _ => {}
+            // Open WebUI 0.12 sends earlier tool use as tool_calls/tool messages too, and a
+            // record starts with the outputs of its round: each call and output goes in once.
+            let fresh = match (item_type(&item), call_id) {
+                (Some("function_call"), Some(id)) => self.calls.insert(id),
+                (Some("function_call_output"), Some(id)) => self.outputs.insert(id),
+                _ => true,
+            };
+            if fresh {
+                self.items.push(item);
             }
-            self.items.push(item);
         }
     }
 
