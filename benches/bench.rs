@@ -60,9 +60,17 @@ async fn serve() {
         ..Settings::default()
     };
     sluice::telemetry::init("warn", settings.log_format);
-    let app =
-        Application::build(settings, vec![Arc::new(BenchPipe)], ValvesEnv::Map(Default::default())).await.unwrap();
+    let app = {
+        let pipelines: Vec<Arc<dyn Pipeline>> =
+            vec![Arc::new(BenchPipe), Arc::new(sluice_openai_responses::OpenAIResponses::new())];
+        Application::build(settings, pipelines, ValvesEnv::Process).await.unwrap()
+    };
     println!("PORT {}", app.port());
+    // The driver holds our stdin; when it goes away (done, killed), so do we.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
     app.run_until_stopped().await.unwrap();
 }
 
@@ -86,8 +94,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn drive() {
     let started = Instant::now();
+    let (mock_url, deltas) = start_mock_upstream().await;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("serve")
+        .stdin(Stdio::piped())
+        .env("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1"))
+        .env("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench")
+        .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");
@@ -120,6 +133,9 @@ async fn drive() {
     }
     for conns in [1usize, 16] {
         stream(&client, &base, conns).await;
+    }
+    for conns in [1usize, 16] {
+        manifold(&client, &base, &mock_url, deltas, conns).await;
     }
     println!("bench=rss_after_load kb={}", rss_kb(child.id()));
     let _ = child.kill();
@@ -219,4 +235,122 @@ async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
         percentile(&total, 0.99),
         chunks as f64 / WINDOW.as_secs_f64()
     );
+}
+
+/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
+/// the floor the manifold's overhead is measured against.
+async fn start_mock_upstream() -> (String, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deltas = 200;
+    let mut body = String::from("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_b\",\"status\":\"in_progress\",\"output\":[]}}\n\n");
+    body.push_str("event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n");
+    for i in 0..deltas {
+        body.push_str(&format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_b\",\"output_index\":0,\"content_index\":0,\"delta\":\"token{i} \",\"logprobs\":[],\"obfuscation\":\"abcdef\"}}\n\n", i + 2));
+    }
+    body.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_b\",\"status\":\"completed\",\"model\":\"gpt-4.1\",\"output\":[{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"...\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":10,\"output_tokens\":200,\"total_tokens\":210}}}\n\n");
+    let response = Arc::new(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let _ = socket.set_nodelay(true);
+            let response = Arc::clone(&response);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut pending: Vec<u8> = Vec::new();
+                loop {
+                    // One request at a time on a kept-alive connection: headers, then the body.
+                    let n = match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if pending.len() < end + 4 + len {
+                            break;
+                        }
+                        pending.drain(..end + 4 + len);
+                        if socket.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, deltas)
+}
+
+/// Time to first byte and total time, direct to the mock and through the manifold.
+async fn manifold(client: &reqwest::Client, base: &str, mock: &str, deltas: usize, conns: usize) {
+    let direct_body = serde_json::to_vec(&json!({"model": "gpt-4.1", "stream": true, "input": "go"})).unwrap();
+    let via_body = serde_json::to_vec(&json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "go"}], "user": {"id": "bench"}})).unwrap();
+    let direct = timed_streams(client, &format!("{mock}/v1/responses"), direct_body, conns).await;
+    let via = timed_streams(client, &format!("{base}/v1/chat/completions"), via_body, conns).await;
+    let p = |v: &[Duration], q: f64| percentile(v, q);
+    println!(
+        "bench=manifold_200_deltas conns={conns} direct_ttfb_p50_ms={:.3} direct_ttfb_p99_ms={:.3} via_ttfb_p50_ms={:.3} via_ttfb_p99_ms={:.3} direct_total_p50_ms={:.3} via_total_p50_ms={:.3} via_total_p99_ms={:.3} added_us_per_delta_p50={:.2} streams={}",
+        p(&direct.0, 0.5), p(&direct.0, 0.99), p(&via.0, 0.5), p(&via.0, 0.99),
+        p(&direct.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99),
+        (p(&via.1, 0.5) - p(&direct.1, 0.5)) * 1000.0 / deltas as f64,
+        via.1.len(),
+    );
+}
+
+async fn timed_streams(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    conns: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let deadline = Instant::now() + WINDOW;
+    let tasks = (0..conns).map(|_| {
+        let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+        tokio::spawn(async move {
+            let (mut ttfb, mut total) = (Vec::new(), Vec::new());
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success(), "{}", res.status());
+                let mut s = res.bytes_stream();
+                let mut first = true;
+                while let Some(part) = s.next().await {
+                    part.unwrap();
+                    if first {
+                        ttfb.push(t.elapsed());
+                        first = false;
+                    }
+                }
+                total.push(t.elapsed());
+            }
+            (ttfb, total)
+        })
+    });
+    let (mut ttfb, mut total) = (Vec::new(), Vec::new());
+    for r in futures_util::future::join_all(tasks).await {
+        let (a, b) = r.unwrap();
+        ttfb.extend(a);
+        total.extend(b);
+    }
+    ttfb.sort();
+    total.sort();
+    (ttfb, total)
 }

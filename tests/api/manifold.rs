@@ -747,3 +747,71 @@ async fn refused_encrypted_items_get_one_retry_without_them() {
     assert!(thanks[0].to_string().contains("gAAAA"));
     assert!(!sent.to_string().contains("gAAAA") && !sent.to_string().contains("rs_"), "{sent}");
 }
+
+#[tokio::test]
+async fn generated_images_arrive_as_delta_images_with_progress_statuses() {
+    let events = [
+        json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_img", "status": "in_progress", "output": []}}),
+        json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": {"id": "ig_1", "type": "image_generation_call", "status": "in_progress"}}),
+        json!({"type": "response.image_generation_call.partial_image", "sequence_number": 2, "output_index": 0, "item_id": "ig_1", "partial_image_index": 0, "partial_image_b64": "cGFydA=="}),
+        json!({"type": "response.output_item.done", "sequence_number": 3, "output_index": 0, "item": {"id": "ig_1", "type": "image_generation_call", "status": "completed", "output_format": "png", "result": "aGVsbG8="}}),
+        json!({"type": "response.completed", "sequence_number": 4, "response": {"id": "resp_img", "status": "completed", "model": "gpt-4.1-2025-04-14",
+            "output": [{"id": "ig_1", "type": "image_generation_call", "status": "completed", "output_format": "png", "result": "aGVsbG8="}],
+            "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}}}),
+    ];
+    let sse: String = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "ENABLE_IMAGE_GENERATION = true\n").await;
+    let text = app
+        .post_json("/chat/completions", &chat("gpt-4.1", system_and("Draw a cat"), json!({})))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (got, _, _) = payloads(&text);
+    assert_eq!(got[0]["event"]["data"]["description"], json!("Generating the image… (preview 1)"), "{text}");
+    assert_eq!(
+        got[1],
+        json!({"delta": {"images": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}})
+    );
+    assert_eq!(got[2], json!({"delta": {}, "finish_reason": "stop"}));
+    let sent = upstream_bodies(&mock).await.pop().unwrap();
+    assert_eq!(sent["tools"], json!([{"type": "image_generation"}]));
+}
+
+#[tokio::test]
+async fn usage_carries_an_estimated_cost_when_enabled() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "SHOW_USAGE_COST = true\n").await;
+    let text =
+        app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
+    let (got, _, _) = payloads(&text);
+    let usage = &got.iter().find(|p| p.get("usage").is_some()).unwrap()["usage"];
+    // gpt-4.1: 24 input tokens at $2/M, 13 output tokens at $8/M.
+    assert_eq!(usage["cost"], json!(0.000152));
+    assert_eq!(usage["cost_details"]["currency"], json!("USD"));
+    assert_eq!(usage["cost_details"]["estimate"], json!(true));
+}
+
+#[tokio::test]
+async fn without_reasoning_persistence_the_tool_round_replays_no_reasoning() {
+    let (_app, mock, _history) =
+        after_a_tool_round("PERSIST_REASONING_TOKENS = \"disabled\"\n", sse_response("1_plain_text.sse"), 99).await;
+    let bodies = upstream_bodies(&mock).await;
+    assert!(bodies[0].get("include").is_none(), "{}", bodies[0]);
+    assert_eq!(
+        types(&bodies[1]["input"]),
+        ["user", "function_call", "function_call", "function_call_output", "function_call_output"]
+    );
+    assert!(bodies[1]["input"][1].get("id").is_none());
+}
