@@ -9,7 +9,7 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
-use sluice_sdk::{KvStore, Pipeline, PipelineContext};
+use sluice_sdk::{KvStore, Outbox, Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
@@ -78,7 +78,7 @@ impl Application {
 
         let store = SqliteStore::open(&data_dir.join(STORE_FILE))
             .map_err(|e| StartupError::Store(format!("{}: {e}", data_dir.join(STORE_FILE).display())))?;
-        let store: Arc<dyn KvStore> = Arc::new(store);
+        let store = Arc::new(store);
         let shutdown = Shutdown::default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
@@ -90,7 +90,8 @@ impl Application {
             let ctx = PipelineContext {
                 http: http.clone(),
                 data_dir: dir,
-                store: Arc::clone(&store),
+                store: Arc::clone(&store) as Arc<dyn KvStore>,
+                outbox: Arc::clone(&store) as Arc<dyn Outbox>,
                 shutdown: shutdown.draining.clone(),
             };
             module

@@ -9,9 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use sluice_sdk::{KvStore, StoreError};
+use sluice_sdk::outbox::{Entry, KvWrite, NewEntry};
+use sluice_sdk::{KvStore, Outbox, QueueStats, StoreError};
 
 use crate::sse::unix_now;
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// File name inside the data dir.
 pub const STORE_FILE: &str = "sluice.db";
@@ -39,12 +44,47 @@ impl SqliteStore {
                 expires_at INTEGER NOT NULL,
                 PRIMARY KEY (namespace, key)
             );
-            CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at);",
+            CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at);
+            CREATE TABLE IF NOT EXISTS outbox (
+                queue TEXT NOT NULL,
+                id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at_ms INTEGER NOT NULL,
+                last_status INTEGER,
+                last_error TEXT,
+                dead_at_ms INTEGER,
+                PRIMARY KEY (queue, id)
+            );
+            CREATE INDEX IF NOT EXISTS outbox_due ON outbox (queue, dead_at_ms, next_attempt_at_ms);",
         )
         .map_err(err)?;
         let store = SqliteStore { conn: Arc::new(Mutex::new(conn)) };
         store.purge_expired()?;
         Ok(store)
+    }
+
+    /// Every queue that holds live or dead entries, for `sluice outbox` and the logs.
+    pub fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let conn = self.conn.lock().map_err(err)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT queue, SUM(dead_at_ms IS NULL), SUM(dead_at_ms IS NOT NULL),
+                        MIN(CASE WHEN dead_at_ms IS NULL THEN created_at_ms END)
+                 FROM outbox GROUP BY queue ORDER BY queue",
+            )
+            .map_err(err)?;
+        let rows = stmt.query_map([], stats_row).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Dead letters of one queue, for `sluice outbox --dead`.
+    pub fn dead_letters_blocking(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let conn = self.conn.lock().map_err(err)?;
+        dead_letters(&conn, queue, limit).map_err(err)
     }
 
     /// Removes expired records; run at start-up (records are also checked on every read).
@@ -106,6 +146,178 @@ impl KvStore for SqliteStore {
     }
 }
 
+const ENTRY_COLUMNS: &str =
+    "id, kind, target, body, created_at_ms, attempts, next_attempt_at_ms, last_status, last_error, dead_at_ms";
+
+fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let body: String = row.get(3)?;
+    Ok(Entry {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        target: row.get(2)?,
+        // A row this server wrote is always JSON; a damaged one is delivered as a string
+        // rather than stopping the queue.
+        body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        created_at_ms: row.get::<_, i64>(4)? as u64,
+        attempts: row.get::<_, i64>(5)? as u32,
+        next_attempt_at_ms: row.get::<_, i64>(6)? as u64,
+        last_status: row.get::<_, Option<i64>>(7)?.map(|s| s as u16),
+        last_error: row.get(8)?,
+        dead_at_ms: row.get::<_, Option<i64>>(9)?.map(|s| s as u64),
+    })
+}
+
+fn stats_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueueStats> {
+    Ok(QueueStats {
+        queue: row.get(0)?,
+        depth: row.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
+        dead: row.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+        oldest_created_at_ms: row.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+    })
+}
+
+fn dead_letters(conn: &Connection, queue: &str, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM outbox WHERE queue = ?1 AND dead_at_ms IS NOT NULL ORDER BY dead_at_ms DESC LIMIT ?2"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![queue, limit as i64], entry_row)?;
+    rows.collect()
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn enqueue(&self, queue: &str, entries: Vec<NewEntry>, kv: Vec<KvWrite>) -> Result<(), StoreError> {
+        let queue = queue.to_string();
+        let now_ms = unix_now_ms() as i64;
+        let now = unix_now();
+        self.with(move |c| {
+            let tx = c.unchecked_transaction()?;
+            for e in &entries {
+                tx.execute(
+                    "INSERT INTO outbox (queue, id, kind, target, body, created_at_ms, next_attempt_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (queue, id) DO NOTHING",
+                    params![queue, e.id, e.kind, e.target, e.body.to_string(), now_ms],
+                )?;
+            }
+            for w in &kv {
+                match w {
+                    KvWrite::Put { namespace, key, value, ttl } => {
+                        tx.execute(
+                            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                            params![namespace, key, value.to_string(), now.saturating_add(ttl.as_secs()) as i64],
+                        )?;
+                    }
+                    KvWrite::Delete { namespace, key } => {
+                        tx.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![namespace, key])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn due(&self, queue: &str, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let queue = queue.to_string();
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE queue = ?1 AND dead_at_ms IS NULL AND next_attempt_at_ms <= ?2
+                 ORDER BY next_attempt_at_ms, created_at_ms LIMIT ?3"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params![queue, now_ms as i64, limit as i64], entry_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
+        let queue = queue.to_string();
+        let at: Option<i64> = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE queue = ?1 AND dead_at_ms IS NULL",
+                    params![queue],
+                    |row| row.get(0),
+                )
+            })
+            .await?;
+        Ok(at.map(|v| v.max(0) as u64))
+    }
+
+    async fn retry_later(
+        &self,
+        queue: &str,
+        id: &str,
+        next_attempt_at_ms: u64,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (queue, id, error) = (queue.to_string(), id.to_string(), error.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_status = ?4, last_error = ?5
+                 WHERE queue = ?1 AND id = ?2",
+                params![queue, id, next_attempt_at_ms as i64, status.map(i64::from), error],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
+        let (queue, id, body) = (queue.to_string(), id.to_string(), body.to_string());
+        self.with(move |c| {
+            c.execute("UPDATE outbox SET body = ?3 WHERE queue = ?1 AND id = ?2", params![queue, id, body]).map(|_| ())
+        })
+        .await
+    }
+
+    async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
+        let (queue, id) = (queue.to_string(), id.to_string());
+        self.with(move |c| c.execute("DELETE FROM outbox WHERE queue = ?1 AND id = ?2", params![queue, id]).map(|_| ()))
+            .await
+    }
+
+    async fn dead_letter(&self, queue: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError> {
+        let (queue, id, reason) = (queue.to_string(), id.to_string(), reason.to_string());
+        let now_ms = unix_now_ms() as i64;
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET dead_at_ms = ?3, last_status = COALESCE(?4, last_status), last_error = ?5
+                 WHERE queue = ?1 AND id = ?2",
+                params![queue, id, now_ms, status.map(i64::from), reason],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let q = queue.to_string();
+        let stats = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT ?1, SUM(dead_at_ms IS NULL), SUM(dead_at_ms IS NOT NULL),
+                            MIN(CASE WHEN dead_at_ms IS NULL THEN created_at_ms END)
+                     FROM outbox WHERE queue = ?1",
+                    params![q],
+                    stats_row,
+                )
+            })
+            .await?;
+        Ok(stats)
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let queue = queue.to_string();
+        self.with(move |c| dead_letters(c, &queue, limit)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +336,50 @@ mod tests {
         assert_eq!(store.get("ns", "gone").await?, None);
         store.delete("ns", "a").await?;
         assert_eq!(store.get("ns", "a").await?, None);
+        Ok(())
+    }
+
+    fn entry(id: &str) -> NewEntry {
+        NewEntry { id: id.into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({"n": id}) }
+    }
+
+    #[tokio::test]
+    async fn outbox_entries_survive_reopening_and_move_through_their_states() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(err)?;
+        let path = dir.path().join(STORE_FILE);
+        let store = SqliteStore::open(&path)?;
+        let put = KvWrite::Put {
+            namespace: "ns".into(),
+            key: "k".into(),
+            value: serde_json::json!(1),
+            ttl: Duration::from_secs(60),
+        };
+        store.enqueue("q", vec![entry("a"), entry("b"), entry("c")], vec![put]).await?;
+        // The same id twice is one entry: a retried enqueue cannot duplicate work.
+        store.enqueue("q", vec![entry("a")], vec![]).await?;
+        drop(store);
+
+        let store = SqliteStore::open(&path)?;
+        assert_eq!(store.get("ns", "k").await?, Some(serde_json::json!(1)));
+        let now = unix_now_ms();
+        let due = store.due("q", now, 10).await?;
+        assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(due[0].body, serde_json::json!({"n": "a"}));
+
+        store.retry_later("q", "a", now + 60_000, Some(503), "HTTP 503").await?;
+        store.complete("q", "b").await?;
+        store.dead_letter("q", "c", Some(400), "bad tags").await?;
+        assert!(store.due("q", now, 10).await?.is_empty());
+        assert_eq!(store.next_due_at("q").await?, Some(now + 60_000));
+        let retried = store.due("q", now + 60_000, 10).await?;
+        assert_eq!((retried[0].attempts, retried[0].last_status), (1, Some(503)));
+
+        let stats = store.stats("q").await?;
+        assert_eq!((stats.depth, stats.dead), (1, 1));
+        let dead = store.dead_letters("q", 10).await?;
+        assert_eq!((dead[0].id.as_str(), dead[0].last_error.as_deref()), ("c", Some("bad tags")));
+        assert_eq!(store.queues()?.len(), 1);
+        assert_eq!(store.stats("empty").await?.depth, 0);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 mod context;
 mod error;
 mod event;
+pub mod outbox;
 mod pipeline;
 mod request;
 pub mod secret;
@@ -17,6 +18,7 @@ pub mod valves;
 pub use context::PipelineContext;
 pub use error::{ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
+pub use outbox::{Outbox, QueueStats};
 pub use pipeline::{Pipeline, PipelineKind, SubModel};
 pub use request::PipeRequest;
 pub use secret::Secret;
