@@ -11,7 +11,10 @@ use crate::valves::{ValvesEntry, ValvesEnv};
 
 /// The pipelines compiled into this binary. Tests build their own list instead.
 pub fn builtin() -> Vec<Arc<dyn Pipeline>> {
-    vec![Arc::new(sluice_openai_responses::OpenAIResponses::new())]
+    vec![
+        Arc::new(sluice_openai_responses::OpenAIResponses::new()),
+        Arc::new(sluice_openpipe_reporting::OpenPipeReporting::new()),
+    ]
 }
 
 /// A pipeline plus the server's handle on its valves.

@@ -1,0 +1,370 @@
+//! Open WebUI's display blocks in an assistant message (openpipe-reporting.md §7.5): reasoning
+//! as `<details type="reasoning">`, executed tools as `<details type="tool_calls" ...>` with
+//! HTML-escaped attributes. Parsed back into text and tool calls so a report looks like what
+//! the model produced. Anything that does not parse is left in the text.
+
+use serde_json::Value;
+
+/// One executed tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// Compact JSON when the arguments are a JSON object, else the text as found.
+    pub arguments: String,
+    pub result: Option<String>,
+}
+
+/// Text (reasoning already turned into `<think>` blocks) interleaved with tool calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    /// `texts.len() == calls.len() + 1`: `texts[k]` comes before `calls[k]`, the last one after all.
+    pub texts: Vec<String>,
+    pub calls: Vec<ToolCall>,
+}
+
+impl Answer {
+    fn verbatim(text: &str) -> Self {
+        Answer { texts: vec![text.to_string()], calls: Vec::new() }
+    }
+
+    /// The final text (after the last tool call).
+    pub fn final_text(&self) -> &str {
+        self.texts.last().map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Decodes the entities Python's `html.escape` produces, plus numeric references.
+pub fn unescape(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest[..rest.len().min(12)].find(';') else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `key="value"` pairs of an opening tag (values still escaped).
+fn attributes(tag: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = tag;
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].rsplit(|c: char| c.is_whitespace()).next().unwrap_or_default().to_string();
+        let after = &rest[eq + 2..];
+        let Some(close) = after.find('"') else { break };
+        out.push((key, after[..close].to_string()));
+        rest = &after[close + 1..];
+    }
+    out
+}
+
+/// Finds the `</details>` closing the block whose body starts at `from`, allowing nesting.
+fn closing(text: &str, from: usize) -> Option<usize> {
+    let mut depth = 1usize;
+    let mut pos = from;
+    loop {
+        let next_open = text[pos..].find("<details").map(|i| i + pos);
+        let next_close = text[pos..].find("</details>").map(|i| i + pos)?;
+        match next_open {
+            Some(o) if o < next_close => {
+                depth += 1;
+                pos = o + "<details".len();
+            }
+            _ => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(next_close);
+                }
+                pos = next_close + "</details>".len();
+            }
+        }
+    }
+}
+
+fn strip_summary(body: &str) -> &str {
+    match (body.find("<summary>"), body.find("</summary>")) {
+        (Some(s), Some(e)) if s < e => &body[e + "</summary>".len()..],
+        _ => body,
+    }
+}
+
+fn reasoning_inner(body: &str) -> String {
+    let lines: Vec<&str> = strip_summary(body)
+        .lines()
+        .map(|l| {
+            let l = l.trim_start();
+            match l.strip_prefix('>') {
+                Some(rest) => rest.strip_prefix(' ').unwrap_or(rest),
+                None => l,
+            }
+        })
+        .collect();
+    lines.join("\n").trim().to_string()
+}
+
+/// A decoded attribute that is itself a JSON string is unwrapped once (Open WebUI escapes
+/// `json.dumps(value)`).
+fn unwrap_json_string(text: String) -> String {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::String(inner)) => inner,
+        _ => text,
+    }
+}
+
+fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &str) -> Option<ToolCall> {
+    let get = |k: &str| attrs.iter().find(|(key, _)| key == k).map(|(_, v)| unescape(v));
+    let name = get("name").filter(|n| !n.is_empty())?;
+    let id = get("id").filter(|i| !i.is_empty()).unwrap_or_else(|| format!("call_{message_id}_{index}"));
+    let raw_args = unwrap_json_string(get("arguments").unwrap_or_default());
+    let arguments = match serde_json::from_str::<Value>(&raw_args) {
+        Ok(v @ Value::Object(_)) => v.to_string(),
+        _ => raw_args,
+    };
+    let result = if get("done").as_deref() == Some("false") {
+        None
+    } else {
+        match get("result") {
+            Some(r) => Some(unwrap_json_string(r)),
+            None => {
+                let text = unescape(strip_summary(body).trim());
+                (!text.is_empty()).then(|| unwrap_json_string(text))
+            }
+        }
+    };
+    Some(ToolCall { id, name, arguments, result })
+}
+
+/// Splits an assistant message's display text into text and tool calls.
+pub fn parse(content: &str, message_id: &str) -> Answer {
+    if !content.contains("<details") {
+        return Answer::verbatim(content);
+    }
+    let mut answer = Answer { texts: vec![String::new()], calls: Vec::new() };
+    let mut rest = content;
+    let mut parsed_any = false;
+    while let Some(start) = rest.find("<details") {
+        let current = answer.texts.last_mut();
+        let Some(current) = current else { break };
+        current.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let Some(tag_end) = tail.find('>') else {
+            current.push_str(tail);
+            rest = "";
+            break;
+        };
+        let tag = &tail[..tag_end];
+        let body_start = tag_end + 1;
+        let Some(close) = closing(tail, body_start) else {
+            current.push_str(tail);
+            rest = "";
+            break;
+        };
+        let body = &tail[body_start..close];
+        let block_end = close + "</details>".len();
+        let attrs = attributes(tag);
+        let kind = attrs.iter().find(|(k, _)| k == "type").map(|(_, v)| v.as_str());
+        match kind {
+            Some("reasoning") => {
+                let inner = reasoning_inner(body);
+                if !inner.is_empty() {
+                    current.push_str(&format!("<think>{inner}</think>"));
+                }
+                parsed_any = true;
+            }
+            Some("tool_calls") => match tool_call(&attrs, body, answer.calls.len(), message_id) {
+                Some(call) => {
+                    answer.calls.push(call);
+                    answer.texts.push(String::new());
+                    parsed_any = true;
+                }
+                None => current.push_str(&tail[..block_end]),
+            },
+            _ => current.push_str(&tail[..block_end]),
+        }
+        rest = &tail[block_end..];
+    }
+    if let Some(last) = answer.texts.last_mut() {
+        last.push_str(rest);
+    }
+    if parsed_any {
+        for t in &mut answer.texts {
+            *t = t.trim().to_string();
+        }
+    }
+    answer
+}
+
+/// Text of a Responses-style `output` item's parts.
+fn parts_text(item: &Value, key: &str) -> String {
+    item.get(key)
+        .and_then(Value::as_array)
+        .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
+        .unwrap_or_default()
+}
+
+/// Open WebUI 0.12 also keeps a reply as `output` items. When its tool calls are there but not
+/// in the text (no `tool_calls` blocks), the items are the only record of them.
+pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
+    let has_calls = output.iter().any(|i| i.get("type").and_then(Value::as_str) == Some("function_call"));
+    if !has_calls {
+        return None;
+    }
+    let mut answer = Answer { texts: vec![String::new()], calls: Vec::new() };
+    for item in output {
+        let str_of = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        match item.get("type").and_then(Value::as_str) {
+            Some("reasoning") => {
+                let mut inner = parts_text(item, "content");
+                if inner.is_empty() {
+                    inner = parts_text(item, "summary");
+                }
+                if !inner.trim().is_empty() {
+                    if let Some(t) = answer.texts.last_mut() {
+                        t.push_str(&format!("<think>{}</think>", inner.trim()));
+                    }
+                }
+            }
+            Some("message") => {
+                if let Some(t) = answer.texts.last_mut() {
+                    t.push_str(&parts_text(item, "content"));
+                }
+            }
+            Some("function_call") => {
+                let index = answer.calls.len();
+                let id = Some(str_of("call_id")).filter(|s| !s.is_empty()).unwrap_or(format!("call_{message_id}_{index}"));
+                let raw = str_of("arguments");
+                let arguments = match serde_json::from_str::<Value>(&raw) {
+                    Ok(v @ Value::Object(_)) => v.to_string(),
+                    _ => raw,
+                };
+                answer.calls.push(ToolCall { id, name: str_of("name"), arguments, result: None });
+                answer.texts.push(String::new());
+            }
+            Some("function_call_output") => {
+                let call_id = str_of("call_id");
+                let result = match item.get("output") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(_)) => parts_text(item, "output"),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                if let Some(call) = answer.calls.iter_mut().find(|c| c.id == call_id) {
+                    call.result = Some(result);
+                }
+            }
+            _ => {}
+        }
+    }
+    for t in &mut answer.texts {
+        *t = t.trim().to_string();
+    }
+    Some(answer)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// How Open WebUI writes an executed tool call: `html.escape(json.dumps(...))` attributes.
+    pub fn tool_block(id: &str, name: &str, args: &str, result: &str) -> String {
+        let esc = |s: &str| {
+            let json = serde_json::to_string(s).unwrap();
+            json.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#x27;")
+        };
+        format!(
+            "<details type=\"tool_calls\" done=\"true\" id=\"{id}\" name=\"{name}\" arguments=\"{}\" result=\"{}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n",
+            esc(args),
+            esc(result)
+        )
+    }
+
+    #[test]
+    fn plain_text_is_kept_verbatim() {
+        assert_eq!(parse("Hobart.\n", "m"), Answer { texts: vec!["Hobart.\n".into()], calls: vec![] });
+    }
+
+    #[test]
+    fn reasoning_becomes_think_and_tool_blocks_become_calls() {
+        let content = format!(
+            "<details type=\"reasoning\" done=\"true\" duration=\"2\">\n<summary>Thought for 2 seconds</summary>\n> Need weather.\n> Use the tool.\n</details>\nChecking.\n{}It is 14 °C in Hobart.",
+            tool_block("call_1", "get_weather", "{\"city\": \"Hobart\"}", "{\"temp_c\": 14}")
+        );
+        let a = parse(&content, "m-789");
+        assert_eq!(a.texts, ["<think>Need weather.\nUse the tool.</think>\nChecking.", "It is 14 °C in Hobart."]);
+        assert_eq!(
+            a.calls,
+            [ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Hobart\"}".into(),
+                result: Some("{\"temp_c\": 14}".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn odd_blocks_stay_in_the_text() {
+        let unclosed = "before <details type=\"tool_calls\" name=\"x\"> never closed";
+        assert_eq!(parse(unclosed, "m").texts, [unclosed]);
+        let nameless = "<details type=\"tool_calls\" id=\"c\">\n<summary>x</summary>\n</details>\nafter";
+        assert_eq!(parse(nameless, "m").calls.len(), 0);
+        assert!(parse(nameless, "m").final_text().contains("<details"));
+        let code = "<details type=\"code_interpreter\">\n<summary>Code</summary>\nx\n</details>";
+        assert_eq!(parse(code, "m").texts, [code]);
+    }
+
+    #[test]
+    fn entities_decode() {
+        assert_eq!(unescape("a &amp; b &lt;c&gt; &quot;d&quot; &#x27;e&#39; &#233; &bogus; & x"), "a & b <c> \"d\" 'e' é &bogus; & x");
+    }
+
+    #[test]
+    fn output_items_give_calls_when_the_text_has_none() {
+        let output = serde_json::json!([
+            {"type": "message", "content": [{"type": "output_text", "text": "Checking."}]},
+            {"type": "function_call", "call_id": "call_9", "name": "lookup", "arguments": "{\"q\": 1}"},
+            {"type": "function_call_output", "call_id": "call_9", "output": "found"},
+            {"type": "message", "content": [{"type": "output_text", "text": "Done."}]}
+        ]);
+        let a = parse_output(output.as_array().unwrap(), "m").unwrap();
+        assert_eq!(a.texts, ["Checking.", "Done."]);
+        assert_eq!(a.calls[0].arguments, "{\"q\":1}");
+        assert_eq!(a.calls[0].result.as_deref(), Some("found"));
+        assert!(parse_output(&[], "m").is_none());
+    }
+}

@@ -1,0 +1,566 @@
+//! The OpenPipe reporting filter: the inlet captures each chat request, the outlet turns the
+//! finished turn into OpenPipe reports and queues them durably, and a background worker
+//! delivers them. The filter never edits the conversation and never waits on the network.
+//! Spec: openpipe-reporting.md.
+
+mod blocks;
+mod counters;
+mod delivery;
+mod dpo;
+mod report;
+pub mod valves;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sluice_sdk::outbox::{KvWrite, NewEntry};
+use sluice_sdk::{
+    async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind,
+    ValvesCell,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use crate::counters::Counters;
+pub use crate::delivery::Tuning;
+use crate::report::{Gate, Turn};
+pub use crate::valves::ReportingValves;
+use crate::valves::ReportModelAs;
+
+/// The module id, also the outbox queue's name.
+pub const PIPELINE_ID: &str = "openpipe_reporting";
+pub const QUEUE: &str = PIPELINE_ID;
+const CAPTURE_NS: &str = "openpipe_reporting.capture";
+const REPORTED_NS: &str = "openpipe_reporting.reported";
+/// How long a reported turn's content hash is kept for dedupe (§4.4).
+const REPORTED_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Outlets of one chat are serialised (dedupe and sibling lists are read-modify-write);
+/// different chats run in parallel on different stripes.
+const STRIPES: usize = 64;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the inlet keeps for the outlet (§4.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Capture {
+    session_id: Option<String>,
+    user_id: Option<String>,
+    task: Option<String>,
+    model_id: String,
+    base_model_id: Option<String>,
+    requested_at_ms: u64,
+    /// Monotonic time is only comparable within one process run.
+    run_id: String,
+    mono_ms: u64,
+    request: Map<String, Value>,
+}
+
+/// Dedupe record (§4.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Reported {
+    hash: String,
+    revision: u32,
+}
+
+struct Runtime {
+    store: Arc<dyn KvStore>,
+    outbox: Arc<dyn Outbox>,
+    wake: Arc<Notify>,
+    run_id: String,
+    started: Instant,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Runtime {
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn stripe(&self, chat: &str) -> &tokio::sync::Mutex<()> {
+        let h = chat.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        &self.stripes[(h % STRIPES as u64) as usize]
+    }
+}
+
+pub struct OpenPipeReporting {
+    valves: ValvesCell<ReportingValves>,
+    counters: Arc<Counters>,
+    tuning: Tuning,
+    runtime: OnceLock<Arc<Runtime>>,
+}
+
+impl Default for OpenPipeReporting {
+    fn default() -> Self {
+        Self::with_tuning(Tuning::default())
+    }
+}
+
+fn str_at<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn message_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        _ => String::new(),
+    }
+}
+
+/// Shrinks a queued report after a 413 (§7.6): images out, long texts cut. Returns whether
+/// anything changed.
+pub fn shrink_report(body: &mut Value) -> bool {
+    let Some(messages) = body.pointer_mut("/reqPayload/messages").and_then(Value::as_array_mut) else { return false };
+    let (omitted, truncated) = report::shrink_messages(messages);
+    if omitted == 0 && !truncated {
+        return false;
+    }
+    for path in ["/reqPayload/metadata", "/tags"] {
+        if let Some(meta) = body.pointer_mut(path).and_then(Value::as_object_mut) {
+            if omitted > 0 {
+                meta.insert("images_omitted".into(), Value::String(omitted.to_string()));
+            }
+            if truncated {
+                meta.insert("truncated".into(), Value::String("true".into()));
+            }
+        }
+    }
+    true
+}
+
+impl OpenPipeReporting {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With other delivery timings (tests shorten backoff and probe intervals).
+    pub fn with_tuning(tuning: Tuning) -> Self {
+        OpenPipeReporting {
+            valves: ValvesCell::default(),
+            counters: Arc::new(Counters::default()),
+            tuning,
+            runtime: OnceLock::new(),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn capture(&self, rt: &Runtime, v: &ReportingValves, body: &Value, user: Option<&Value>) -> Option<(String, Capture)> {
+        let obj = body.as_object()?;
+        obj.get("messages")?.as_array()?;
+        let meta = obj.get("metadata").and_then(Value::as_object);
+        let meta_str = |k: &str| meta.and_then(|m| str_at(m, k)).map(str::to_string);
+        if meta_str("task").is_some() {
+            // Open WebUI never sends an outlet for a background task (§5.4).
+            self.counters.tasks_unobservable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        let (chat_id, message_id) = (meta_str("chat_id")?, meta_str("message_id")?);
+        let base_model_id = meta
+            .and_then(|m| m.get("model"))
+            .and_then(|m| m.pointer("/info/base_model_id"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let capture = Capture {
+            session_id: meta_str("session_id"),
+            user_id: user.and_then(|u| u.get("id")).and_then(Value::as_str).map(str::to_string).or(meta_str("user_id")),
+            task: None,
+            model_id: str_at(obj, "model").unwrap_or("unknown").to_string(),
+            base_model_id,
+            requested_at_ms: now_ms(),
+            run_id: rt.run_id.clone(),
+            mono_ms: rt.mono_ms(),
+            request: report::sanitize_request(obj, v.PARSE_OPENWEBUI_BLOCKS),
+        };
+        Some((format!("{chat_id}|{message_id}"), capture))
+    }
+
+    /// Builds and queues the reports of one finished turn (§5.2). Errors are the store's.
+    async fn report_turn(
+        &self,
+        rt: &Runtime,
+        v: &ReportingValves,
+        body: &Value,
+        user: Option<&Value>,
+        received_at_ms: u64,
+        received_mono: u64,
+    ) -> Result<(), sluice_sdk::StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(obj) = body.as_object() else { return Ok(()) };
+        let messages = obj.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let Some((last, history)) = messages.split_last().filter(|(m, _)| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        else {
+            self.counters.outlet_without_answer.fetch_add(1, Relaxed);
+            return Ok(());
+        };
+        let chat_id = str_at(obj, "chat_id").unwrap_or_default().to_string();
+        let given_id = str_at(obj, "id").map(str::to_string);
+        let ids_known = !chat_id.is_empty() && given_id.is_some();
+        let message_id = given_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let key = format!("{chat_id}|{message_id}");
+
+        let _serial = rt.stripe(&chat_id).lock().await;
+        let mut kv = Vec::new();
+        let capture = if ids_known { rt.store.get(CAPTURE_NS, &key).await? } else { None };
+        let capture: Option<Capture> = capture.and_then(|c| serde_json::from_value(c).ok());
+        if capture.is_some() {
+            kv.push(KvWrite::Delete { namespace: CAPTURE_NS.into(), key: key.clone() });
+        }
+
+        // The answer as the model produced it.
+        let content = message_text(last);
+        let output = last.get("output").and_then(Value::as_array);
+        let answer = if v.PARSE_OPENWEBUI_BLOCKS {
+            let parsed = blocks::parse(&content, &message_id);
+            match (parsed.calls.is_empty(), output) {
+                (true, Some(items)) => blocks::parse_output(items, &message_id).unwrap_or(parsed),
+                _ => parsed,
+            }
+        } else {
+            blocks::Answer { texts: vec![content.clone()], calls: Vec::new() }
+        };
+
+        // Dedupe and revisions (§5.5).
+        let hash = dpo::sha256_hex(format!("{content}\n{}", output.map(|o| Value::Array(o.clone())).unwrap_or_default()).as_bytes());
+        let mut revision = 0;
+        if ids_known {
+            let previous: Option<Reported> =
+                rt.store.get(REPORTED_NS, &key).await?.and_then(|r| serde_json::from_value(r).ok());
+            if let Some(prev) = previous {
+                if prev.hash == hash {
+                    self.counters.duplicates.fetch_add(1, Relaxed);
+                    if !kv.is_empty() {
+                        rt.outbox.enqueue(QUEUE, Vec::new(), kv).await?;
+                    }
+                    return Ok(());
+                }
+                revision = prev.revision + 1;
+            }
+        }
+
+        // The request: captured at the inlet, or rebuilt from the outlet (§5.3).
+        let (request, requested_at_ms, inference_ms) = match &capture {
+            Some(c) => {
+                let elapsed = if c.run_id == rt.run_id {
+                    Some(received_mono.saturating_sub(c.mono_ms))
+                } else {
+                    received_at_ms.checked_sub(c.requested_at_ms).filter(|d| *d <= 86_400_000)
+                };
+                (c.request.clone(), c.requested_at_ms, elapsed)
+            }
+            None => {
+                let mut req = Map::new();
+                if let Some(m) = obj.get("model") {
+                    req.insert("model".into(), m.clone());
+                }
+                req.insert("messages".into(), Value::Array(history.to_vec()));
+                let started = last
+                    .get("timestamp")
+                    .and_then(Value::as_f64)
+                    .filter(|t| *t > 0.0)
+                    .map(|t| (t * 1000.0) as u64)
+                    .unwrap_or(received_at_ms);
+                (report::sanitize_request(&req, v.PARSE_OPENWEBUI_BLOCKS), started, None)
+            }
+        };
+        let model_id = str_at(obj, "model")
+            .map(str::to_string)
+            .or_else(|| capture.as_ref().map(|c| c.model_id.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        let model = match (v.REPORT_MODEL_AS, capture.as_ref().and_then(|c| c.base_model_id.clone())) {
+            (ReportModelAs::BaseModelId, Some(base)) => base,
+            _ => model_id.clone(),
+        };
+
+        // Classification and selective reporting (§6).
+        let task = capture.as_ref().and_then(|c| c.task.clone());
+        let interaction = report::classify(v.INCLUDE_INTERACTION_CLASSIFICATION, task.as_deref(), &request, &answer);
+        let allowed = match report::gate(&interaction) {
+            Gate::Chat => v.REPORT_CHAT_MESSAGES,
+            Gate::Tools => v.REPORT_TOOL_INTERACTIONS,
+            Gate::Tasks => v.REPORT_SYSTEM_TASKS,
+            Gate::Always => true,
+        };
+        if !allowed {
+            self.counters.skipped_by_type.fetch_add(1, Relaxed);
+            if !kv.is_empty() {
+                rt.outbox.enqueue(QUEUE, Vec::new(), kv).await?;
+            }
+            return Ok(());
+        }
+        if ids_known {
+            let record = json!(Reported { hash, revision });
+            kv.push(KvWrite::Put { namespace: REPORTED_NS.into(), key: key.clone(), value: record, ttl: REPORTED_TTL });
+        }
+
+        // Metadata (§7.3).
+        let user_id = user
+            .and_then(|u| u.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| capture.as_ref().and_then(|c| c.user_id.clone()));
+        let mut head: Vec<(String, String)> = vec![
+            ("source".into(), "open-webui".into()),
+            ("capture".into(), if capture.is_some() { "inlet_outlet" } else { "outlet_only" }.into()),
+            ("interaction_type".into(), interaction.clone()),
+        ];
+        if let Some(u) = user_id.clone().filter(|u| !u.is_empty()) {
+            head.push(("user_id".into(), u));
+        }
+        if !chat_id.is_empty() {
+            head.push(("chat_id".into(), chat_id.clone()));
+        }
+        head.push(("message_id".into(), message_id.clone()));
+        head.push(("model_id".into(), model_id.clone()));
+        if let (true, Some(ms)) = (v.INCLUDE_TIMING_METRICS, inference_ms) {
+            head.push(("inference_time_ms".into(), ms.to_string()));
+        }
+        if v.INCLUDE_TOOL_METRICS {
+            let mut tools: BTreeSet<String> = report::request_tools(&request);
+            tools.extend(answer.calls.iter().map(|c| c.name.clone()));
+            if !tools.is_empty() {
+                head.push(("tools_used".into(), tools.iter().cloned().collect::<Vec<_>>().join(",")));
+            }
+            let has = !tools.is_empty() || !answer.calls.is_empty();
+            head.push(("has_tool_calls".into(), has.to_string()));
+            head.push(("tool_call_count".into(), answer.calls.len().to_string()));
+        }
+        let mut tail: Vec<(String, String)> = Vec::new();
+        if revision > 0 {
+            tail.push(("revision".into(), revision.to_string()));
+        }
+
+        // DPO bookkeeping (§10).
+        let mut dataset_entries = Vec::new();
+        if v.ENABLE_DPO_DETECTION && ids_known {
+            let session = capture.as_ref().and_then(|c| c.session_id.clone()).or(str_at(obj, "session_id").map(str::to_string));
+            let chat = dpo::chat_key(&chat_id, session.as_deref());
+            let parent = dpo::parent_key(messages).unwrap_or_default();
+            let history_ids: Vec<&str> = history.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
+            let window = Duration::from_secs(v.DPO_WINDOW_HOURS * 3600);
+
+            // Confirmation: this turn continues from one sibling of an open pair.
+            let mut pending: dpo::PendingList =
+                rt.store.get(dpo::PENDING_NS, &chat).await?.and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default();
+            let before = pending.parents.len();
+            let mut still_open = Vec::new();
+            for p in std::mem::take(&mut pending.parents) {
+                let list_key = format!("{chat}|{p}");
+                let list: Option<dpo::SiblingList> =
+                    rt.store.get(dpo::SIBLINGS_NS, &list_key).await?.and_then(|l| serde_json::from_value(l).ok());
+                let Some(mut list) = list else { continue };
+                let Some(chosen) = list.chosen(&history_ids).cloned() else {
+                    still_open.push(p);
+                    continue;
+                };
+                self.counters.dpo_pairs_confirmed.fetch_add(1, Relaxed);
+                if v.AUTO_SUBMIT_DPO_PAIRS {
+                    let rejected = list.rejected(&chosen);
+                    dataset_entries.extend(dpo::entries(&chat_id, &p, &chosen, &rejected, v.DPO_SPLIT));
+                }
+                list.pending = false;
+                kv.push(KvWrite::Put { namespace: dpo::SIBLINGS_NS.into(), key: list_key, value: json!(list), ttl: window });
+            }
+            pending.parents = still_open;
+
+            // Detection: this answer joins its siblings.
+            if matches!(interaction.as_str(), "chat_message" | "function_calling") {
+                let list_key = format!("{chat}|{parent}");
+                let mut list: dpo::SiblingList =
+                    rt.store.get(dpo::SIBLINGS_NS, &list_key).await?.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default();
+                let mut final_messages = request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+                final_messages.extend(report::call_pairs(&answer, answer.calls.len()));
+                let sibling = dpo::Sibling {
+                    message_id: message_id.clone(),
+                    text: dpo::normalize(&answer.texts),
+                    final_text: dpo::strip_think(answer.final_text()),
+                    has_tool_calls: !answer.calls.is_empty(),
+                    model: model.clone(),
+                    request_messages: final_messages,
+                    user_id: user_id.clone(),
+                };
+                if let Some(regen) = list.add(sibling) {
+                    self.counters.dpo_pairs_detected.fetch_add(1, Relaxed);
+                    tail.push(("regenerated_from".into(), regen.regenerated_from));
+                    tail.push(("regeneration_index".into(), regen.index.to_string()));
+                    if !pending.parents.contains(&parent) {
+                        pending.parents.push(parent.clone());
+                    }
+                }
+                kv.push(KvWrite::Put { namespace: dpo::SIBLINGS_NS.into(), key: list_key, value: json!(list), ttl: window });
+            }
+            if before > 0 || !pending.parents.is_empty() {
+                kv.push(KvWrite::Put { namespace: dpo::PENDING_NS.into(), key: chat, value: json!(pending), ttl: window });
+            }
+        }
+
+        // Reports (§7) and the one write that makes them durable (§5.2 step 8).
+        let turn = Turn {
+            request,
+            model,
+            message_id: message_id.clone(),
+            head,
+            tail,
+            custom: v.custom(),
+            answer,
+            usage: report::usage_of(last),
+            revision,
+            requested_at_ms,
+            received_at_ms,
+        };
+        let built = turn.reports(v.MAX_REPORT_BYTES as usize);
+        let mut entries = Vec::with_capacity(built.len() + 1);
+        let mut too_large = Vec::new();
+        for b in built {
+            let id = uuid::Uuid::new_v4().to_string();
+            if b.too_large {
+                too_large.push(id.clone());
+            }
+            entries.push(NewEntry { id, kind: delivery::KIND_REPORT.into(), target: "/report".into(), body: b.body });
+        }
+        for chunk in dataset_entries.chunks(100) {
+            entries.push(NewEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                kind: delivery::KIND_DATASET.into(),
+                target: v.DPO_DATASET_NAME.clone(),
+                body: json!({"entries": chunk}),
+            });
+        }
+        let count = entries.len() as u64;
+        let sizes: Vec<usize> = if v.DEBUG_LOGGING { entries.iter().map(|e| report::serialized_len(&e.body)).collect() } else { Vec::new() };
+        rt.outbox.enqueue(QUEUE, entries, kv).await?;
+        for id in &too_large {
+            rt.outbox.dead_letter(QUEUE, id, None, "too_large").await?;
+            self.counters.dead_lettered.fetch_add(1, Relaxed);
+            tracing::warn!(id = %id, "openpipe: report larger than MAX_REPORT_BYTES after shrinking; dead-lettered");
+        }
+        self.counters.reported.fetch_add(1, Relaxed);
+        self.counters.queued.fetch_add(count, Relaxed);
+        if v.DEBUG_LOGGING {
+            tracing::debug!(chat_id = %chat_id, message_id = %message_id, interaction = %interaction, ?sizes, "openpipe: report queued");
+        }
+        rt.wake.notify_one();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Pipeline for OpenPipeReporting {
+    fn id(&self) -> &str {
+        PIPELINE_ID
+    }
+
+    fn name(&self) -> &str {
+        "OpenPipe Reporting"
+    }
+
+    fn kind(&self) -> PipelineKind {
+        PipelineKind::Filter
+    }
+
+    fn valves(&self) -> Option<Arc<dyn DynValves>> {
+        Some(Arc::new(self.valves.clone()))
+    }
+
+    async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
+        let wake = Arc::new(Notify::new());
+        let rt = Arc::new(Runtime {
+            store: Arc::clone(&ctx.store),
+            outbox: Arc::clone(&ctx.outbox),
+            wake: Arc::clone(&wake),
+            run_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            worker: Mutex::new(None),
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(self.valves.get().TIMEOUT_SECONDS.min(5)))
+            .user_agent(concat!("sluice-openpipe-reporting/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {e}")))?;
+        match ctx.outbox.stats(QUEUE).await {
+            Ok(s) => tracing::info!(queued = s.depth, dead_letters = s.dead, "openpipe: outbox resumed"),
+            Err(e) => tracing::warn!(error = %e, "openpipe: outbox stats unavailable"),
+        }
+        if !self.valves.get().active() {
+            tracing::warn!("openpipe_reporting: disabled or no OPENPIPE_API_KEY; the filter passes requests through");
+        }
+        let worker = delivery::Worker {
+            outbox: Arc::clone(&ctx.outbox),
+            store: Arc::clone(&ctx.store),
+            valves: self.valves.clone(),
+            http,
+            wake,
+            counters: Arc::clone(&self.counters),
+            tuning: self.tuning,
+            shutdown: ctx.shutdown.clone(),
+        };
+        let handle = tokio::spawn(worker.run());
+        if let Ok(mut slot) = rt.worker.lock() {
+            *slot = Some(handle);
+        }
+        let _ = self.runtime.set(rt);
+        Ok(())
+    }
+
+    async fn on_valves_updated(&self) -> Result<(), PipelineError> {
+        if let Some(rt) = self.runtime.get() {
+            // A new key or base URL lifts an auth pause at once (§13.3).
+            rt.wake.notify_one();
+        }
+        if !self.valves.get().active() {
+            tracing::warn!("openpipe_reporting: disabled or no OPENPIPE_API_KEY; the filter passes requests through");
+        }
+        Ok(())
+    }
+
+    async fn on_shutdown(&self) {
+        let Some(rt) = self.runtime.get() else { return };
+        rt.wake.notify_one();
+        let handle = rt.worker.lock().ok().and_then(|mut h| h.take());
+        if let Some(mut handle) = handle {
+            // Attempts in flight get a little time; what is left stays queued for the next start.
+            if tokio::time::timeout(self.tuning.shutdown_wait, &mut handle).await.is_err() {
+                handle.abort();
+                tracing::info!("openpipe: deliveries still in flight at shutdown stay queued");
+            }
+        }
+    }
+
+    async fn inlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
+        let v = self.valves.get();
+        let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return Ok(body) };
+        if let Some((key, capture)) = self.capture(rt, &v, &body, user.as_ref()) {
+            let ttl = Duration::from_secs(v.PENDING_TTL_SECONDS);
+            match rt.store.put(CAPTURE_NS, &key, &json!(capture), ttl).await {
+                Ok(()) => {
+                    self.counters.captured.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "openpipe: capture not stored; the outlet will report what it can"),
+            }
+        }
+        Ok(body)
+    }
+
+    async fn outlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
+        let v = self.valves.get();
+        let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return Ok(body) };
+        let (received_at, received_mono) = (now_ms(), rt.mono_ms());
+        if let Err(e) = self.report_turn(rt, &v, &body, user.as_ref(), received_at, received_mono).await {
+            self.counters.report_build_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ids = body.as_object().map(|o| (str_at(o, "chat_id").unwrap_or_default(), str_at(o, "id").unwrap_or_default()));
+            let (chat_id, message_id) = ids.unwrap_or_default();
+            tracing::warn!(chat_id, message_id, error = %e, "openpipe: report not queued");
+        }
+        Ok(body)
+    }
+}

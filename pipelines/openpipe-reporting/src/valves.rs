@@ -1,0 +1,251 @@
+//! The filter's valves (openpipe-reporting.md §3). The first fourteen names and defaults match
+//! the reference filter, so an operator's settings carry over.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_sdk::schemars::JsonSchema;
+use sluice_sdk::{FieldError, Secret, Valves};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+pub enum ReportModelAs {
+    #[serde(rename = "id")]
+    Id,
+    #[serde(rename = "base_model_id")]
+    BaseModelId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+pub enum DpoSplit {
+    TRAIN,
+    TEST,
+    AUTO,
+}
+
+#[allow(non_snake_case)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportingValves {
+    /// Models this filter runs for ("*" = all).
+    pub pipelines: Vec<String>,
+    /// Order among filters, lowest first. Give it a higher number than a redaction filter.
+    pub priority: i64,
+    /// Master switch: off makes the filter a pure pass-through.
+    pub ENABLED: bool,
+    /// OpenPipe project key (read/write). Empty: nothing is captured or queued. Env: OPENPIPE_API_KEY.
+    pub OPENPIPE_API_KEY: Secret,
+    /// API root; /report and /datasets are appended. Env: OPENPIPE_BASE_URL.
+    pub OPENPIPE_BASE_URL: String,
+    /// Add tools_used, has_tool_calls and tool_call_count to the metadata.
+    pub INCLUDE_TOOL_METRICS: bool,
+    /// Add inference_time_ms (turn latency as Open WebUI sees it) to the metadata.
+    pub INCLUDE_TIMING_METRICS: bool,
+    /// Classify turns (chat_message, function_calling, task names); off reports them as unknown.
+    pub INCLUDE_INTERACTION_CLASSIFICATION: bool,
+    pub REPORT_CHAT_MESSAGES: bool,
+    /// Report background tasks (title, tags, follow-ups, ...) that reach an outlet.
+    pub REPORT_SYSTEM_TASKS: bool,
+    pub REPORT_TOOL_INTERACTIONS: bool,
+    /// Notice regenerated answers and tag them regenerated_from / regeneration_index.
+    pub ENABLE_DPO_DETECTION: bool,
+    /// Submit confirmed preference pairs to the DPO dataset.
+    pub AUTO_SUBMIT_DPO_PAIRS: bool,
+    /// Dataset that receives DPO pairs; found by exact name, created when missing.
+    pub DPO_DATASET_NAME: String,
+    /// Log ids, sizes and status codes per report (never content or keys).
+    pub DEBUG_LOGGING: bool,
+    /// JSON object of extra metadata for every report, e.g. {"environment":"production"}.
+    pub CUSTOM_METADATA: String,
+    /// Timeout of one HTTP attempt to OpenPipe, in seconds (1-120).
+    pub TIMEOUT_SECONDS: u64,
+    /// Rebuild reasoning and tool calls from Open WebUI's <details> blocks; off sends content verbatim.
+    pub PARSE_OPENWEBUI_BLOCKS: bool,
+    /// reqPayload.model: Open WebUI's model id, or a workspace model's base model id.
+    pub REPORT_MODEL_AS: ReportModelAs,
+    /// Hours regenerations and pending DPO pairs are kept (1-720).
+    pub DPO_WINDOW_HOURS: u64,
+    /// Split of submitted DPO entries; AUTO lets OpenPipe choose.
+    pub DPO_SPLIT: DpoSplit,
+    /// Hours a report is retried before it moves to the dead letters (1-720).
+    pub DELIVERY_MAX_AGE_HOURS: u64,
+    /// Seconds an inlet capture waits for its outlet (60-86400).
+    pub PENDING_TTL_SECONDS: u64,
+    /// Largest serialized report in bytes (10000-50000000); larger ones lose images, then long texts.
+    pub MAX_REPORT_BYTES: u64,
+}
+
+impl Default for ReportingValves {
+    fn default() -> Self {
+        Self {
+            pipelines: vec!["*".into()],
+            priority: 0,
+            ENABLED: true,
+            OPENPIPE_API_KEY: Secret::default(),
+            OPENPIPE_BASE_URL: "https://api.openpipe.ai/api/v1".into(),
+            INCLUDE_TOOL_METRICS: true,
+            INCLUDE_TIMING_METRICS: true,
+            INCLUDE_INTERACTION_CLASSIFICATION: true,
+            REPORT_CHAT_MESSAGES: true,
+            REPORT_SYSTEM_TASKS: true,
+            REPORT_TOOL_INTERACTIONS: true,
+            ENABLE_DPO_DETECTION: true,
+            AUTO_SUBMIT_DPO_PAIRS: false,
+            DPO_DATASET_NAME: "OpenWebUI DPO Training".into(),
+            DEBUG_LOGGING: false,
+            CUSTOM_METADATA: "{}".into(),
+            TIMEOUT_SECONDS: 10,
+            PARSE_OPENWEBUI_BLOCKS: true,
+            REPORT_MODEL_AS: ReportModelAs::Id,
+            DPO_WINDOW_HOURS: 24,
+            DPO_SPLIT: DpoSplit::TRAIN,
+            DELIVERY_MAX_AGE_HOURS: 72,
+            PENDING_TTL_SECONDS: 3600,
+            MAX_REPORT_BYTES: 900_000,
+        }
+    }
+}
+
+/// Metadata keys the filter sets itself (§7.3); custom metadata may not use them.
+pub const RESERVED_KEYS: &[&str] = &[
+    "source",
+    "capture",
+    "interaction_type",
+    "user_id",
+    "chat_id",
+    "message_id",
+    "model_id",
+    "inference_time_ms",
+    "tools_used",
+    "has_tool_calls",
+    "tool_call_count",
+    "step_index",
+    "step_count",
+    "revision",
+    "regenerated_from",
+    "regeneration_index",
+    "images_omitted",
+    "truncated",
+];
+
+/// Parses `CUSTOM_METADATA` into flat string values, or says what is wrong (§3).
+pub fn custom_metadata(text: &str) -> Result<Vec<(String, String)>, String> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("is not valid JSON: {e}"))?;
+    let Value::Object(map) = value else { return Err("must be a JSON object such as {\"team\":\"search\"}".into()) };
+    if map.len() > 32 {
+        return Err(format!("has {} keys; at most 32 are allowed", map.len()));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let key_ok = (1..=64).contains(&key.len())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | '-'));
+        if !key_ok {
+            return Err(format!("key {key:?} must be 1-64 characters of letters, digits, _ . $ -"));
+        }
+        if RESERVED_KEYS.contains(&key.as_str()) {
+            return Err(format!("key {key:?} is set by the filter itself and cannot be overridden"));
+        }
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s,
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(format!("value of {key:?} must be a string, number, boolean or null")),
+        };
+        if text.chars().count() > 512 {
+            return Err(format!("value of {key:?} is longer than 512 characters"));
+        }
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+fn check_range(errors: &mut Vec<FieldError>, field: &str, value: u64, min: u64, max: u64) {
+    if !(min..=max).contains(&value) {
+        errors.push(FieldError::new(field, format!("must be between {min} and {max}")));
+    }
+}
+
+impl Valves for ReportingValves {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        match url::Url::parse(&self.OPENPIPE_BASE_URL) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    errors.push(FieldError::new("OPENPIPE_BASE_URL", "must not have a query or a fragment"));
+                }
+            }
+            _ => errors.push(FieldError::new(
+                "OPENPIPE_BASE_URL",
+                "must be an http(s) URL such as https://api.openpipe.ai/api/v1",
+            )),
+        }
+        if let Err(e) = custom_metadata(&self.CUSTOM_METADATA) {
+            errors.push(FieldError::new("CUSTOM_METADATA", e));
+        }
+        let name_len = self.DPO_DATASET_NAME.chars().count();
+        if !(1..=200).contains(&name_len) || self.DPO_DATASET_NAME.trim().is_empty() {
+            errors.push(FieldError::new("DPO_DATASET_NAME", "must be 1-200 characters"));
+        }
+        check_range(&mut errors, "TIMEOUT_SECONDS", self.TIMEOUT_SECONDS, 1, 120);
+        check_range(&mut errors, "DPO_WINDOW_HOURS", self.DPO_WINDOW_HOURS, 1, 720);
+        check_range(&mut errors, "DELIVERY_MAX_AGE_HOURS", self.DELIVERY_MAX_AGE_HOURS, 1, 720);
+        check_range(&mut errors, "PENDING_TTL_SECONDS", self.PENDING_TTL_SECONDS, 60, 86_400);
+        check_range(&mut errors, "MAX_REPORT_BYTES", self.MAX_REPORT_BYTES, 10_000, 50_000_000);
+        if self.pipelines.iter().any(|p| p.trim().is_empty()) {
+            errors.push(FieldError::new("pipelines", "model ids must be non-empty"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn env_aliases() -> &'static [(&'static str, &'static str)] {
+        &[("OPENPIPE_API_KEY", "OPENPIPE_API_KEY"), ("OPENPIPE_BASE_URL", "OPENPIPE_BASE_URL")]
+    }
+}
+
+impl ReportingValves {
+    /// The validated custom metadata (validation ran before these valves went live).
+    pub fn custom(&self) -> Vec<(String, String)> {
+        custom_metadata(&self.CUSTOM_METADATA).unwrap_or_default()
+    }
+
+    /// Whether anything should be captured or reported at all.
+    pub fn active(&self) -> bool {
+        self.ENABLED && !self.OPENPIPE_API_KEY.is_empty()
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.OPENPIPE_BASE_URL.trim_end_matches('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_metadata_must_be_a_flat_object_without_reserved_keys() {
+        assert_eq!(custom_metadata(r#"{"environment":"production","n":3,"on":true,"x":null}"#).unwrap().len(), 3);
+        assert!(custom_metadata("").unwrap().is_empty());
+        for bad in ["[1]", "\"x\"", "{", r#"{"a":{"b":1}}"#, r#"{"a":[1]}"#, r#"{"chat_id":"x"}"#, r#"{"bad key":1}"#] {
+            assert!(custom_metadata(bad).is_err(), "{bad} accepted");
+        }
+        let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(513));
+        assert!(custom_metadata(&long).is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_ranges_are_checked() {
+        assert!(ReportingValves::default().validate().is_ok());
+        let v = ReportingValves { TIMEOUT_SECONDS: 0, OPENPIPE_BASE_URL: "ftp://x".into(), ..Default::default() };
+        let errors = v.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["OPENPIPE_BASE_URL", "TIMEOUT_SECONDS"]);
+    }
+}
