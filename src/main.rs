@@ -1,5 +1,6 @@
 //! `sluice` serves; `sluice check` validates settings and valves files; `sluice healthcheck`
-//! asks a running server's `GET /` (for container health checks, with no curl in the image).
+//! asks a running server's `GET /` (for container health checks, with no curl in the image);
+//! `sluice outbox` shows the durable queues (depth, dead letters) of the embedded store.
 
 use std::process::ExitCode;
 
@@ -23,8 +24,11 @@ async fn main() -> ExitCode {
         None | Some("serve") => serve(settings).await,
         Some("check") => check(&settings),
         Some("healthcheck") => healthcheck(&settings).await,
+        Some("outbox") => outbox(&settings, std::env::args().skip(2).collect()),
         Some(other) => {
-            eprintln!("sluice: unknown command {other:?}; use `sluice`, `sluice check` or `sluice healthcheck`");
+            eprintln!(
+                "sluice: unknown command {other:?}; use `sluice`, `sluice check`, `sluice healthcheck` or `sluice outbox`"
+            );
             ExitCode::from(2)
         }
     }
@@ -54,6 +58,67 @@ fn check(settings: &Settings) -> ExitCode {
             eprintln!("sluice: settings and {} pipeline(s) are valid", registry.modules().len());
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const OUTBOX_USAGE: &str = "usage: sluice outbox [--dead QUEUE [LIMIT]] [--requeue QUEUE]";
+
+/// Queue depths, dead letters, and putting dead letters back in line. Safe while the server
+/// runs (SQLite WAL lets a second process read and write).
+fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
+    use std::io::Write;
+    let path = settings.data_dir.join(sluice::store::STORE_FILE);
+    if !path.exists() {
+        eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match sluice::store::SqliteStore::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => store.queues().map(|queues| {
+            let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", "queue", "queued", "dead", "oldest (s)");
+            for q in queues {
+                let age = q.oldest_created_at_ms.map(|t| (now.saturating_sub(t) / 1000).to_string());
+                let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", q.queue, q.depth, q.dead, age.unwrap_or("-".into()));
+            }
+        }),
+        ["--dead", queue, rest @ ..] => {
+            let limit = rest.first().and_then(|l| l.parse().ok()).unwrap_or(50);
+            store.dead_letters_blocking(queue, limit).map(|dead| {
+                for e in dead {
+                    let line = serde_json::json!({
+                        "id": e.id, "kind": e.kind, "target": e.target, "created_at_ms": e.created_at_ms,
+                        "dead_at_ms": e.dead_at_ms, "attempts": e.attempts, "last_status": e.last_status,
+                        "last_error": e.last_error,
+                    });
+                    let _ = writeln!(out, "{line}");
+                }
+            })
+        }
+        ["--requeue", queue] => store.requeue_dead(queue).map(|n| {
+            let _ = writeln!(out, "{n} dead letter(s) of {queue} queued again");
+        }),
+        _ => {
+            eprintln!("sluice: {OUTBOX_USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
             ExitCode::FAILURE

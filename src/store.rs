@@ -87,6 +87,18 @@ impl SqliteStore {
         dead_letters(&conn, queue, limit).map_err(err)
     }
 
+    /// Puts a queue's dead letters back in line with a fresh age, for `sluice outbox --requeue`.
+    pub fn requeue_dead(&self, queue: &str) -> Result<usize, StoreError> {
+        let conn = self.conn.lock().map_err(err)?;
+        let now = unix_now_ms() as i64;
+        conn.execute(
+            "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_at_ms = ?2, created_at_ms = ?2
+             WHERE queue = ?1 AND dead_at_ms IS NOT NULL",
+            params![queue, now],
+        )
+        .map_err(err)
+    }
+
     /// Removes expired records; run at start-up (records are also checked on every read).
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         let conn = self.conn.lock().map_err(err)?;

@@ -24,7 +24,9 @@ pub struct TestApp {
     pub valves_dir: PathBuf,
     pub probe: Arc<Probe>,
     pub shutdown: Shutdown,
-    _dirs: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dirs: Option<tempfile::TempDir>,
 }
 
 #[derive(Default)]
@@ -36,6 +38,10 @@ pub struct Options {
     pub grace_secs: Option<u64>,
     /// Also register the real `openai_responses` manifold (configure it with `valves_files`).
     pub manifold: bool,
+    /// Also register the real `openpipe_reporting` filter with these delivery timings.
+    pub openpipe: Option<sluice_openpipe_reporting::Tuning>,
+    /// Use this directory (valves/ and data/ inside) instead of a fresh one, to restart an app.
+    pub root: Option<PathBuf>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -44,8 +50,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
     LazyLock::force(&TRACING);
-    let dirs = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let valves_dir = dirs.path().join("valves");
+    let dirs = match options.root {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(|e| e.to_string())?),
+    };
+    let root = match (&options.root, &dirs) {
+        (Some(root), _) => root.clone(),
+        (None, Some(d)) => d.path().to_path_buf(),
+        (None, None) => return Err("no root".into()),
+    };
+    let valves_dir = root.join("valves");
     std::fs::create_dir_all(&valves_dir).map_err(|e| e.to_string())?;
     for (name, text) in &options.valves_files {
         std::fs::write(valves_dir.join(name), text).map_err(|e| e.to_string())?;
@@ -54,7 +68,7 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         host: "127.0.0.1".into(),
         port: 0,
         valves_dir: valves_dir.clone(),
-        data_dir: dirs.path().join("data"),
+        data_dir: root.join("data"),
         api_key: Some(sluice_sdk::Secret::new(KEY)),
         keepalive_secs: options.keepalive_secs,
         workers: 1,
@@ -73,14 +87,24 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
     if options.manifold {
         pipelines.push(Arc::new(sluice_openai_responses::OpenAIResponses::new()));
     }
+    if let Some(tuning) = options.openpipe {
+        pipelines.push(Arc::new(sluice_openpipe_reporting::OpenPipeReporting::with_tuning(tuning)));
+    }
     let app = Application::build(settings, pipelines, ValvesEnv::Map(options.env)).await.map_err(|e| e.to_string())?;
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown();
-    tokio::spawn(app.run_until_stopped());
-    Ok(TestApp { address, client: reqwest::Client::new(), valves_dir, probe, shutdown, _dirs: dirs })
+    let running = tokio::spawn(app.run_until_stopped());
+    let data_dir = root.join("data");
+    Ok(TestApp { address, client: reqwest::Client::new(), valves_dir, probe, shutdown, data_dir, running, _dirs: dirs })
 }
 
 impl TestApp {
+    /// Stops the app as SIGTERM would and waits until every pipeline has shut down.
+    pub async fn stop(self) {
+        self.shutdown.draining.cancel();
+        let _ = self.running.await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

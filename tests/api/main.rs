@@ -10,6 +10,8 @@ mod chat;
 mod filter;
 mod manifold;
 mod models;
+mod openpipe;
+mod openpipe_mock;
 mod streaming;
 mod upstream_faults;
 mod valves;

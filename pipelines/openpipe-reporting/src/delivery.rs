@@ -319,9 +319,10 @@ impl Worker {
                 }
             }
             Outcome::Auth { status } => {
-                let next = now_ms() + self.tuning.probe_interval.as_millis() as u64;
+                // Stays due: the pause, not the entry's schedule, holds it back, so a new key
+                // sends everything at once.
                 self.outbox
-                    .retry_later(QUEUE, &entry.id, next, Some(status), &format!("HTTP {status}: key refused"))
+                    .retry_later(QUEUE, &entry.id, now_ms(), Some(status), &format!("HTTP {status}: key refused"))
                     .await?;
                 return Ok(true);
             }

@@ -1,0 +1,559 @@
+//! The `openpipe_reporting` filter against a mock OpenPipe (openpipe-reporting.md §15).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice::store::SqliteStore;
+use sluice_openpipe_reporting::Tuning;
+
+use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
+use crate::openpipe_mock::{Fault, MockOpenPipe};
+
+const OP_KEY: &str = "opk-test-7f3a9c51e2d84b06";
+
+/// Production behaviour, shorter waits: backoff in tens of milliseconds, a long auth probe.
+fn fast() -> Tuning {
+    Tuning {
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+        probe_interval: Duration::from_secs(60),
+        retry_after_cap: Duration::from_secs(3600),
+        shutdown_wait: Duration::from_secs(2),
+    }
+}
+
+fn valves(mock: &MockOpenPipe, key: &str, extra: &str) -> String {
+    format!("OPENPIPE_API_KEY = \"{key}\"\nOPENPIPE_BASE_URL = \"{}\"\n{extra}\n", mock.base_url())
+}
+
+async fn app_in(mock: &MockOpenPipe, key: &str, extra: &str, root: Option<std::path::PathBuf>) -> TestApp {
+    let options = Options {
+        openpipe: Some(fast()),
+        valves_files: vec![("openpipe_reporting.toml", valves(mock, key, extra))],
+        root,
+        ..Options::default()
+    };
+    spawn_app_with(options).await.expect("app starts")
+}
+
+async fn app(mock: &MockOpenPipe, extra: &str) -> TestApp {
+    app_in(mock, OP_KEY, extra, None).await
+}
+
+fn user() -> Value {
+    json!({"id": "u-123", "email": "ada@example.com", "name": "Ada", "role": "user"})
+}
+
+async fn hook(app: &TestApp, which: &str, body: &Value) -> Value {
+    let (status, echoed) =
+        json_of(app.post_json(&format!("/openpipe_reporting/filter/{which}"), &json!({"user": user(), "body": body})).await)
+            .await;
+    assert_eq!(status, 200);
+    assert_eq!(&echoed, body, "the {which} must return the body unchanged");
+    echoed
+}
+
+fn inlet_body(chat: &str, message: &str, messages: Value) -> Value {
+    json!({
+        "stream": true,
+        "model": "gpt-4o-mini",
+        "messages": messages,
+        "metadata": {
+            "user_id": "u-123", "chat_id": chat, "message_id": message, "session_id": "s-abc",
+            "task": null, "features": {"web_search": false},
+            "model": {"id": "gpt-4o-mini", "name": "GPT-4o mini", "owned_by": "openai"}
+        }
+    })
+}
+
+fn outlet_body(chat: &str, message: &str, history: Value, answer: &str) -> Value {
+    let mut messages = history.as_array().cloned().unwrap_or_default();
+    messages.push(json!({"id": message, "role": "assistant", "content": answer, "timestamp": 1754827200}));
+    json!({"model": "gpt-4o-mini", "messages": messages, "chat_id": chat, "session_id": "s-abc", "id": message})
+}
+
+/// One plain turn through both hooks.
+async fn turn(app: &TestApp, chat: &str, message: &str, question: &str, answer: &str) {
+    hook(app, "inlet", &inlet_body(chat, message, json!([{"role": "user", "content": question}]))).await;
+    let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question, "timestamp": 1754827200}]);
+    hook(app, "outlet", &outlet_body(chat, message, history, answer)).await;
+}
+
+fn completion_ids(reports: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = reports.iter().map(|r| r["respPayload"]["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+fn store_of(app: &TestApp) -> SqliteStore {
+    SqliteStore::open(&app.data_dir.join(sluice::store::STORE_FILE)).unwrap()
+}
+
+#[tokio::test]
+async fn a_plain_turn_is_reported_exactly_as_the_spec_example() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "CUSTOM_METADATA = '{\"environment\":\"production\"}'").await;
+    let inlet = json!({
+        "stream": true,
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is the capital of Tasmania?"}
+        ],
+        "metadata": {
+            "user_id": "u-123", "chat_id": "c-456", "message_id": "m-789", "session_id": "s-abc",
+            "task": null, "features": {"web_search": false},
+            "model": {"id": "gpt-4o-mini", "name": "GPT-4o mini", "owned_by": "openai"}
+        }
+    });
+    let outlet = json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1754827200},
+            {"id": "m-789", "role": "assistant", "content": "Hobart.", "timestamp": 1754827200,
+             "usage": {"prompt_tokens": 21, "completion_tokens": 3, "total_tokens": 24}}
+        ],
+        "chat_id": "c-456", "session_id": "s-abc", "id": "m-789"
+    });
+    hook(&app, "inlet", &inlet).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    hook(&app, "outlet", &outlet).await;
+    let mut report = mock.wait_for_reports(1, 10).await.remove(0);
+
+    // Times are this run's; check they agree with each other, then pin them to the example's.
+    let requested = report["requestedAt"].as_u64().unwrap();
+    let received = report["receivedAt"].as_u64().unwrap();
+    let took: u64 = report["tags"]["inference_time_ms"].as_str().unwrap().parse().unwrap();
+    assert!(received >= requested + 30 && took >= 30 && took.abs_diff(received - requested) <= 5, "{report}");
+    assert_eq!(report["respPayload"]["created"], received / 1000);
+    report["requestedAt"] = json!(1754827200000u64);
+    report["receivedAt"] = json!(1754827201850u64);
+    report["respPayload"]["created"] = json!(1754827201);
+    report["tags"]["inference_time_ms"] = json!("1850");
+    report["reqPayload"]["metadata"]["inference_time_ms"] = json!("1850");
+
+    let expected = json!({
+      "requestedAt": 1754827200000u64,
+      "receivedAt": 1754827201850u64,
+      "reqPayload": {
+        "model": "gpt-4o-mini",
+        "messages": [
+          {"role": "system", "content": "You are terse."},
+          {"role": "user", "content": "What is the capital of Tasmania?"}
+        ],
+        "stream": true,
+        "metadata": {
+          "source": "open-webui", "capture": "inlet_outlet", "interaction_type": "chat_message",
+          "user_id": "u-123", "chat_id": "c-456", "message_id": "m-789", "model_id": "gpt-4o-mini",
+          "inference_time_ms": "1850", "has_tool_calls": "false", "tool_call_count": "0", "environment": "production"
+        }
+      },
+      "respPayload": {
+        "id": "chatcmpl-m-789",
+        "object": "chat.completion",
+        "created": 1754827201,
+        "model": "gpt-4o-mini",
+        "choices": [
+          {"index": 0, "message": {"role": "assistant", "content": "Hobart."}, "finish_reason": "stop", "logprobs": null}
+        ],
+        "usage": {"prompt_tokens": 21, "completion_tokens": 3, "total_tokens": 24}
+      },
+      "statusCode": 200,
+      "tags": {
+        "source": "open-webui", "capture": "inlet_outlet", "interaction_type": "chat_message",
+        "user_id": "u-123", "chat_id": "c-456", "message_id": "m-789", "model_id": "gpt-4o-mini",
+        "inference_time_ms": "1850", "has_tool_calls": "false", "tool_call_count": "0", "environment": "production"
+      }
+    });
+    // Key order included: serde_json keeps insertion order here.
+    assert_eq!(report.to_string(), expected.to_string());
+
+    // The same outlet again (Open WebUI retried) is a duplicate, not a second report; an
+    // edited answer is a revision with its own completion id.
+    hook(&app, "outlet", &outlet).await;
+    let mut edited = outlet.clone();
+    edited["messages"][1]["content"] = json!("Hobart, on the Derwent.");
+    hook(&app, "outlet", &edited).await;
+    let reports = mock.wait_for_reports(2, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mock.reports().len(), 2);
+    assert_eq!(completion_ids(&reports), ["chatcmpl-m-789", "chatcmpl-m-789-r1"]);
+    assert_eq!(reports[1]["tags"]["revision"], "1");
+}
+
+/// Open WebUI's rendering of an executed tool call: `html.escape(json.dumps(...))` attributes.
+fn tool_block(id: &str, name: &str, args: &str, result: &str) -> String {
+    let esc = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#x27;")
+    };
+    format!(
+        "<details type=\"tool_calls\" done=\"true\" id=\"{id}\" name=\"{name}\" arguments=\"{}\" result=\"{}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n",
+        esc(args),
+        esc(result)
+    )
+}
+
+#[tokio::test]
+async fn a_tool_turn_is_reported_as_one_report_per_step() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "").await;
+    let user_msg = json!({"role": "user", "content": "Weather in Hobart?"});
+    hook(&app, "inlet", &inlet_body("c-456", "m-789", json!([user_msg]))).await;
+    let content = format!(
+        "Checking.\n{}It is 14 °C in Hobart.",
+        tool_block("call_1", "get_weather", "{\"city\": \"Hobart\"}", "{\"temp_c\": 14}")
+    );
+    let history = json!([{"id": "m-100", "role": "user", "content": "Weather in Hobart?", "timestamp": 1}]);
+    let mut outlet = outlet_body("c-456", "m-789", history, &content);
+    outlet["messages"][1]["usage"] = json!({"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52});
+    hook(&app, "outlet", &outlet).await;
+
+    let mut reports = mock.wait_for_reports(2, 10).await;
+    reports.sort_by_key(|r| r["respPayload"]["id"].as_str().unwrap().to_string());
+    let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Hobart\"}"}});
+    let first_answer = json!({"role": "assistant", "content": "Checking.", "tool_calls": [call]});
+
+    let r0 = &reports[0];
+    assert_eq!(r0["respPayload"]["id"], "chatcmpl-m-789-s0");
+    assert_eq!(r0["reqPayload"]["messages"], json!([user_msg]));
+    assert_eq!(r0["respPayload"]["choices"][0]["message"], first_answer);
+    assert_eq!(r0["respPayload"]["choices"][0]["finish_reason"], "tool_calls");
+    assert!(r0["respPayload"].get("usage").is_none(), "usage goes on the last step only");
+    for (k, v) in [
+        ("interaction_type", "function_calling"),
+        ("tools_used", "get_weather"),
+        ("has_tool_calls", "true"),
+        ("tool_call_count", "1"),
+        ("step_index", "0"),
+        ("step_count", "2"),
+    ] {
+        assert_eq!(r0["tags"][k], v, "{k}");
+        assert_eq!(r0["reqPayload"]["metadata"][k], v, "{k}");
+    }
+
+    let r1 = &reports[1];
+    assert_eq!(r1["respPayload"]["id"], "chatcmpl-m-789-s1");
+    assert_eq!(
+        r1["reqPayload"]["messages"],
+        json!([user_msg, first_answer, {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 14}"}])
+    );
+    assert_eq!(r1["respPayload"]["choices"][0]["message"], json!({"role": "assistant", "content": "It is 14 °C in Hobart."}));
+    assert_eq!(r1["respPayload"]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r1["respPayload"]["usage"]["total_tokens"], 52);
+    assert_eq!(r1["tags"]["step_index"], "1");
+}
+
+#[tokio::test]
+async fn turns_are_classified_and_reported_by_type() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "").await;
+
+    // A background task's inlet is counted and dropped: Open WebUI never sends its outlet.
+    let mut task = inlet_body("c-1", "t-1", json!([{"role": "user", "content": "### Task: title"}]));
+    task["metadata"]["task"] = json!("title_generation");
+    hook(&app, "inlet", &task).await;
+
+    turn(&app, "c-1", "m-chat", "hi", "hello").await;
+    let mut with_tools = inlet_body("c-1", "m-tools", json!([{"role": "user", "content": "look it up"}]));
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "search", "parameters": {}}}]);
+    hook(&app, "inlet", &with_tools).await;
+    hook(&app, "outlet", &outlet_body("c-1", "m-tools", json!([]), "nothing found")).await;
+    let answered = format!("{}done", tool_block("call_9", "calc", "{}", "4"));
+    turn(&app, "c-1", "m-answered", "2+2?", &answered).await;
+    // Outlet-only (no inlet seen): reported from the outlet alone.
+    hook(&app, "outlet", &outlet_body("c-1", "m-orphan", json!([{"id": "q", "role": "user", "content": "?"}]), "!")).await;
+
+    let reports = mock.wait_for_reports(5, 10).await;
+    let by_message = |id: &str| -> Vec<&Value> { reports.iter().filter(|r| r["tags"]["message_id"] == id).collect() };
+    assert_eq!(by_message("m-chat")[0]["tags"]["interaction_type"], "chat_message");
+    assert_eq!(by_message("m-tools")[0]["tags"]["interaction_type"], "function_calling");
+    assert_eq!(by_message("m-tools")[0]["tags"]["tools_used"], "search");
+    assert_eq!(by_message("m-answered").len(), 2);
+    assert_eq!(by_message("m-answered")[0]["tags"]["interaction_type"], "function_calling");
+    let orphan = by_message("m-orphan")[0];
+    assert_eq!(orphan["tags"]["capture"], "outlet_only");
+    assert!(orphan["tags"].get("inference_time_ms").is_none());
+    assert_eq!(orphan["requestedAt"], 1754827200000u64, "the answer's timestamp stands in for the inlet time");
+    assert!(by_message("t-1").is_empty());
+
+    // Selective reporting: chat turns off, tool turns still reported.
+    let update = json!({"REPORT_CHAT_MESSAGES": false});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    turn(&app, "c-2", "m-skipped", "hi", "hello").await;
+    turn(&app, "c-2", "m-kept", "2+2?", &answered).await;
+    // Classification off: everything is "unknown", which is always reported.
+    let update = json!({"INCLUDE_INTERACTION_CLASSIFICATION": false});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    turn(&app, "c-3", "m-unknown", "hi", "hello").await;
+
+    let reports = mock.wait_for_reports(8, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reports = if mock.reports().len() > reports.len() { mock.reports() } else { reports };
+    assert_eq!(reports.len(), 8, "{:?}", completion_ids(&reports));
+    assert!(!reports.iter().any(|r| r["tags"]["message_id"] == "m-skipped"));
+    let unknown = reports.iter().find(|r| r["tags"]["message_id"] == "m-unknown").unwrap();
+    assert_eq!(unknown["tags"]["interaction_type"], "unknown");
+}
+
+#[tokio::test]
+async fn concurrent_chats_are_never_mispaired() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = std::sync::Arc::new(app(&mock, "").await);
+    let n = 24;
+    let inlets = (0..n).map(|i| {
+        let app = std::sync::Arc::clone(&app);
+        async move {
+            let body = inlet_body(&format!("c-{i}"), &format!("m-{i}"), json!([{"role": "user", "content": format!("question {i}")}]));
+            hook(&app, "inlet", &body).await;
+        }
+    });
+    futures_util::future::join_all(inlets).await;
+    // Outlets arrive in the opposite order, all at once.
+    let outlets = (0..n).rev().map(|i| {
+        let app = std::sync::Arc::clone(&app);
+        async move {
+            let history = json!([{"id": format!("q-{i}"), "role": "user", "content": format!("question {i}")}]);
+            hook(&app, "outlet", &outlet_body(&format!("c-{i}"), &format!("m-{i}"), history, &format!("answer {i}"))).await;
+        }
+    });
+    futures_util::future::join_all(outlets).await;
+    let reports = mock.wait_for_reports(n, 20).await;
+    for r in &reports {
+        let i = r["tags"]["chat_id"].as_str().unwrap().trim_start_matches("c-").to_string();
+        assert_eq!(r["tags"]["message_id"], format!("m-{i}"));
+        assert_eq!(r["tags"]["capture"], "inlet_outlet");
+        assert_eq!(r["reqPayload"]["messages"][0]["content"], format!("question {i}"));
+        assert_eq!(r["respPayload"]["choices"][0]["message"]["content"], format!("answer {i}"));
+    }
+    assert_eq!(completion_ids(&reports).len(), n);
+}
+
+#[tokio::test]
+async fn an_outage_loses_nothing_and_counts_nothing_twice() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| {
+        s.faults.extend([
+            Fault::Status(503),
+            Fault::Status(500),
+            Fault::RetryAfter(1),
+            Fault::StatusError,
+            Fault::Delay(Duration::from_millis(1500)),
+            Fault::Status(502),
+        ])
+    });
+    let app = app(&mock, "TIMEOUT_SECONDS = 1").await;
+    for i in 0..3 {
+        turn(&app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+    }
+    let reports = mock.wait_for_reports(3, 30).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.reports().len(), 3);
+    assert_eq!(completion_ids(&reports), ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2"]);
+    assert!(mock.attempts() >= 9, "every fault was met: {} attempts", mock.attempts());
+    let stats = sluice_sdk::Outbox::stats(&store_of(&app), "openpipe_reporting").await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (0, 0));
+}
+
+#[tokio::test]
+async fn reports_queued_at_shutdown_are_delivered_once_after_a_restart() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.down = Some(503));
+    let root = tempfile::tempdir().unwrap();
+    let first = app_in(&mock, OP_KEY, "", Some(root.path().to_path_buf())).await;
+    for i in 0..4 {
+        turn(&first, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+    }
+    // A turn whose answer arrives only after the restart.
+    hook(&first, "inlet", &inlet_body("c-9", "m-9", json!([{"role": "user", "content": "slow one"}]))).await;
+    while mock.attempts() < 4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await;
+    assert!(mock.reports().is_empty());
+
+    mock.with(|s| s.down = None);
+    let second = app_in(&mock, OP_KEY, "", Some(root.path().to_path_buf())).await;
+    let history = json!([{"id": "q-9", "role": "user", "content": "slow one"}]);
+    hook(&second, "outlet", &outlet_body("c-9", "m-9", history, "done")).await;
+    mock.wait_for_reports(5, 20).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reports = mock.reports();
+    assert_eq!(
+        completion_ids(&reports),
+        ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3", "chatcmpl-m-9"],
+        "each report exactly once"
+    );
+    let slow = reports.iter().find(|r| r["tags"]["message_id"] == "m-9").unwrap();
+    // The capture outlived the restart; timing falls back to the wall clock.
+    assert_eq!(slow["tags"]["capture"], "inlet_outlet");
+    assert_eq!(slow["reqPayload"]["messages"][0]["content"], "slow one");
+    assert!(slow["tags"]["inference_time_ms"].as_str().is_some());
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_key_pauses_deliveries_until_the_key_changes() {
+    let mock = MockOpenPipe::start("opk-the-right-one").await;
+    let app = app_in(&mock, "opk-a-wrong-one", "", None).await;
+    turn(&app, "c-1", "m-1", "q", "a").await;
+    while mock.attempts() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    turn(&app, "c-2", "m-2", "q", "a").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let paused_attempts = mock.attempts();
+    assert!(paused_attempts <= 2, "paused: no attempt per entry ({paused_attempts})");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.attempts(), paused_attempts, "nothing is sent while paused");
+
+    let update = json!({"OPENPIPE_API_KEY": "opk-the-right-one"});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    let reports = mock.wait_for_reports(2, 5).await;
+    assert_eq!(completion_ids(&reports), ["chatcmpl-m-1", "chatcmpl-m-2"]);
+    // The stored key is the new one and the valves answer shows it masked.
+    let (_, shown) = json_of(app.get("/openpipe_reporting/valves").await).await;
+    let shown = shown["OPENPIPE_API_KEY"].as_str().unwrap();
+    assert!(shown.starts_with("********") && !shown.contains("the-right"), "{shown}");
+}
+
+#[tokio::test]
+async fn refused_and_expired_reports_become_dead_letters() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.faults.push_back(Fault::Status(400)));
+    let app = app(&mock, "").await;
+    turn(&app, "c-1", "m-1", "q", "a").await;
+    let store = store_of(&app);
+    let dead = wait_for_dead(&store, 1).await;
+    assert_eq!(dead[0].last_status, Some(400));
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 400: injected failure"));
+    assert_eq!(dead[0].body["respPayload"]["id"], "chatcmpl-m-1", "the report itself is kept");
+
+    // Down for longer than DELIVERY_MAX_AGE_HOURS: aged here by moving the entry's birth back.
+    mock.with(|s| s.down = Some(503));
+    turn(&app, "c-2", "m-2", "q", "a").await;
+    while mock.attempts() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let conn = rusqlite::Connection::open(app.data_dir.join(sluice::store::STORE_FILE)).unwrap();
+    conn.execute("UPDATE outbox SET created_at_ms = created_at_ms - 73 * 3600 * 1000 WHERE dead_at_ms IS NULL", [])
+        .unwrap();
+    let dead = wait_for_dead(&store, 2).await;
+    let expired = dead.iter().find(|e| e.body["respPayload"]["id"] == "chatcmpl-m-2").unwrap();
+    assert!(expired.last_error.as_deref().unwrap().starts_with("undelivered after 72 h; last error: HTTP 503"));
+    let stats = sluice_sdk::Outbox::stats(&store, "openpipe_reporting").await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (0, 2));
+    assert!(mock.reports().is_empty());
+}
+
+async fn wait_for_dead(store: &SqliteStore, n: usize) -> Vec<sluice_sdk::outbox::Entry> {
+    for _ in 0..400 {
+        let dead = store.dead_letters_blocking("openpipe_reporting", 10).unwrap();
+        if dead.len() >= n {
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {n} dead letters after 10 s");
+}
+
+#[tokio::test]
+async fn a_confirmed_regeneration_becomes_a_dpo_entry() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "AUTO_SUBMIT_DPO_PAIRS = true").await;
+    let system = json!({"role": "system", "content": "You are terse."});
+    let question = json!({"role": "user", "content": "What is the capital of Tasmania?"});
+    let asked = json!({"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1});
+
+    // First answer, then a regeneration of it (same parent message).
+    for (id, answer) in [("m-789", "The capital of Tasmania is Launceston."), ("m-790", "Hobart.")] {
+        hook(&app, "inlet", &inlet_body("c-456", id, json!([system, question]))).await;
+        hook(&app, "outlet", &outlet_body("c-456", id, json!([asked]), answer)).await;
+    }
+    let reports = mock.wait_for_reports(2, 10).await;
+    let regen = reports.iter().find(|r| r["tags"]["message_id"] == "m-790").unwrap();
+    assert_eq!(regen["tags"]["regenerated_from"], "m-789");
+    assert_eq!(regen["tags"]["regeneration_index"], "1");
+    assert!(mock.with(|s| s.entries.is_empty()), "a regeneration alone chooses nothing");
+
+    // The user continues from the second answer: it was preferred.
+    let history = json!([
+        asked,
+        {"id": "m-790", "role": "assistant", "content": "Hobart.", "timestamp": 2},
+        {"id": "m-791", "role": "user", "content": "And of Victoria?", "timestamp": 3}
+    ]);
+    hook(&app, "inlet", &inlet_body("c-456", "m-792", json!([system, question]))).await;
+    hook(&app, "outlet", &outlet_body("c-456", "m-792", history, "Melbourne.")).await;
+
+    for _ in 0..400 {
+        if !mock.with(|s| s.entries.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (datasets, entries) = mock.with(|s| (s.datasets.clone(), s.entries.clone()));
+    assert_eq!(datasets.len(), 1);
+    assert_eq!(datasets[0]["name"], "OpenWebUI DPO Training");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, datasets[0]["id"].as_str().unwrap());
+    let expected = json!({
+      "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the capital of Tasmania?"},
+        {"role": "assistant", "content": "Hobart."}
+      ],
+      "rejected_message": {"role": "assistant", "content": "The capital of Tasmania is Launceston."},
+      "split": "TRAIN",
+      "metadata": {
+        "source": "open-webui", "kind": "dpo_regeneration", "chat_id": "c-456", "parent_message_id": "m-100",
+        "chosen_message_id": "m-790", "rejected_message_id": "m-789", "chosen_model": "gpt-4o-mini",
+        "rejected_model": "gpt-4o-mini", "user_id": "u-123"
+      }
+    });
+    assert_eq!(entries[0].1.to_string(), expected.to_string());
+}
+
+#[tokio::test]
+async fn without_a_key_or_when_disabled_the_filter_passes_through() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "ENABLED = false").await;
+    turn(&app, "c-1", "m-1", "q", "a").await;
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &json!({"ENABLED": true, "OPENPIPE_API_KEY": ""})).await.status(), 200);
+    turn(&app, "c-2", "m-2", "q", "a").await;
+    // Odd bodies are returned unchanged too.
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &json!({"OPENPIPE_API_KEY": OP_KEY})).await.status(), 200);
+    for odd in [json!({"messages": "not a list"}), json!({"messages": [{"role": "user"}]}), json!({}), json!({"messages": [7, null]})] {
+        hook(&app, "inlet", &odd).await;
+        hook(&app, "outlet", &odd).await;
+    }
+    turn(&app, "c-3", "m-3", "q", "a").await;
+    let reports = mock.wait_for_reports(1, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-3"], "{reports:?}");
+}
+
+#[tokio::test]
+async fn invalid_valves_are_refused_before_anything_is_written() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "").await;
+    let before = app.valves_file("openpipe_reporting");
+    for bad in [
+        json!({"CUSTOM_METADATA": "[1, 2]"}),
+        json!({"CUSTOM_METADATA": "{\"chat_id\": \"mine\"}"}),
+        json!({"CUSTOM_METADATA": "{not json"}),
+        json!({"TIMEOUT_SECONDS": 0}),
+        json!({"OPENPIPE_BASE_URL": "https://api.openpipe.ai/api/v1?x=1"}),
+        json!({"DPO_SPLIT": "SOMETIMES"}),
+        json!({"MAX_REPORT_BYTES": "lots"}),
+    ] {
+        let (status, body) = json_of(app.post_json("/openpipe_reporting/valves/update", &bad).await).await;
+        assert_eq!(status, 422, "{bad} → {body}");
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    }
+    assert_eq!(app.valves_file("openpipe_reporting"), before);
+}
