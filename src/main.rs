@@ -83,10 +83,8 @@ fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let mut out = std::io::stdout().lock();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => store.queues().map(|queues| {

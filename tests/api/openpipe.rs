@@ -45,9 +45,10 @@ fn user() -> Value {
 }
 
 async fn hook(app: &TestApp, which: &str, body: &Value) -> Value {
-    let (status, echoed) =
-        json_of(app.post_json(&format!("/openpipe_reporting/filter/{which}"), &json!({"user": user(), "body": body})).await)
-            .await;
+    let (status, echoed) = json_of(
+        app.post_json(&format!("/openpipe_reporting/filter/{which}"), &json!({"user": user(), "body": body})).await,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(&echoed, body, "the {which} must return the body unchanged");
     echoed
@@ -243,7 +244,10 @@ async fn a_tool_turn_is_reported_as_one_report_per_step() {
         r1["reqPayload"]["messages"],
         json!([user_msg, first_answer, {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 14}"}])
     );
-    assert_eq!(r1["respPayload"]["choices"][0]["message"], json!({"role": "assistant", "content": "It is 14 °C in Hobart."}));
+    assert_eq!(
+        r1["respPayload"]["choices"][0]["message"],
+        json!({"role": "assistant", "content": "It is 14 °C in Hobart."})
+    );
     assert_eq!(r1["respPayload"]["choices"][0]["finish_reason"], "stop");
     assert_eq!(r1["respPayload"]["usage"]["total_tokens"], 52);
     assert_eq!(r1["tags"]["step_index"], "1");
@@ -267,7 +271,8 @@ async fn turns_are_classified_and_reported_by_type() {
     let answered = format!("{}done", tool_block("call_9", "calc", "{}", "4"));
     turn(&app, "c-1", "m-answered", "2+2?", &answered).await;
     // Outlet-only (no inlet seen): reported from the outlet alone.
-    hook(&app, "outlet", &outlet_body("c-1", "m-orphan", json!([{"id": "q", "role": "user", "content": "?"}]), "!")).await;
+    hook(&app, "outlet", &outlet_body("c-1", "m-orphan", json!([{"id": "q", "role": "user", "content": "?"}]), "!"))
+        .await;
 
     let reports = mock.wait_for_reports(5, 10).await;
     let by_message = |id: &str| -> Vec<&Value> { reports.iter().filter(|r| r["tags"]["message_id"] == id).collect() };
@@ -309,7 +314,11 @@ async fn concurrent_chats_are_never_mispaired() {
     let inlets = (0..n).map(|i| {
         let app = std::sync::Arc::clone(&app);
         async move {
-            let body = inlet_body(&format!("c-{i}"), &format!("m-{i}"), json!([{"role": "user", "content": format!("question {i}")}]));
+            let body = inlet_body(
+                &format!("c-{i}"),
+                &format!("m-{i}"),
+                json!([{"role": "user", "content": format!("question {i}")}]),
+            );
             hook(&app, "inlet", &body).await;
         }
     });
@@ -319,7 +328,8 @@ async fn concurrent_chats_are_never_mispaired() {
         let app = std::sync::Arc::clone(&app);
         async move {
             let history = json!([{"id": format!("q-{i}"), "role": "user", "content": format!("question {i}")}]);
-            hook(&app, "outlet", &outlet_body(&format!("c-{i}"), &format!("m-{i}"), history, &format!("answer {i}"))).await;
+            hook(&app, "outlet", &outlet_body(&format!("c-{i}"), &format!("m-{i}"), history, &format!("answer {i}")))
+                .await;
         }
     });
     futures_util::future::join_all(outlets).await;
@@ -523,11 +533,24 @@ async fn without_a_key_or_when_disabled_the_filter_passes_through() {
     let mock = MockOpenPipe::start(OP_KEY).await;
     let app = app(&mock, "ENABLED = false").await;
     turn(&app, "c-1", "m-1", "q", "a").await;
-    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &json!({"ENABLED": true, "OPENPIPE_API_KEY": ""})).await.status(), 200);
+    assert_eq!(
+        app.post_json("/openpipe_reporting/valves/update", &json!({"ENABLED": true, "OPENPIPE_API_KEY": ""}))
+            .await
+            .status(),
+        200
+    );
     turn(&app, "c-2", "m-2", "q", "a").await;
     // Odd bodies are returned unchanged too.
-    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &json!({"OPENPIPE_API_KEY": OP_KEY})).await.status(), 200);
-    for odd in [json!({"messages": "not a list"}), json!({"messages": [{"role": "user"}]}), json!({}), json!({"messages": [7, null]})] {
+    assert_eq!(
+        app.post_json("/openpipe_reporting/valves/update", &json!({"OPENPIPE_API_KEY": OP_KEY})).await.status(),
+        200
+    );
+    for odd in [
+        json!({"messages": "not a list"}),
+        json!({"messages": [{"role": "user"}]}),
+        json!({}),
+        json!({"messages": [7, null]}),
+    ] {
         hook(&app, "inlet", &odd).await;
         hook(&app, "outlet", &odd).await;
     }
@@ -556,4 +579,86 @@ async fn invalid_valves_are_refused_before_anything_is_written() {
         assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
     }
     assert_eq!(app.valves_file("openpipe_reporting"), before);
+}
+
+/// Runs the real binary with debug logs and reads everything it printed.
+#[tokio::test]
+async fn logs_never_show_a_key_or_the_conversation() {
+    const SECRET: &str = "opk-live-5d41402abc4b2a76b9719d911017c592";
+    const ROTATED: &str = "opk-rotated-7215ee9c7d9dc229d2921a40e899ec5f";
+    const OPENAI: &str = "sk-openai-secret-0cc175b9c0f1b6a831c399e269772661";
+    let mock = MockOpenPipe::start(SECRET).await;
+    mock.with(|s| s.faults.extend([Fault::Status(500), Fault::Status(400)]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    // In the file, not the environment: a key from the environment cannot be changed over REST.
+    let file = format!("OPENPIPE_API_KEY = \"{SECRET}\"\n");
+    std::fs::write(dir.path().join("valves/openpipe_reporting.toml"), file).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = dir.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_DATA_DIR", dir.path().join("data"))
+        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
+        .env("SLUICE_API_KEY", crate::helpers::KEY)
+        .env("SLUICE_LOG_LEVEL", "debug")
+        .env("OPENPIPE_BASE_URL", mock.base_url())
+        .env("OPENAI_API_KEY", OPENAI)
+        .env("SLUICE_VALVES__OPENPIPE_REPORTING__DEBUG_LOGGING", "true")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(&base).send().await.is_ok_and(|r| r.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "sluice did not start");
+    let post = |path: &str, body: Value| {
+        client.post(format!("{base}{path}")).bearer_auth(crate::helpers::KEY).json(&body).send()
+    };
+    for i in 0..3 {
+        let (chat, message) = (format!("c-{i}"), format!("m-{i}"));
+        let question = json!([{"role": "user", "content": "Tasmania private question"}]);
+        let inlet = json!({"user": user(), "body": inlet_body(&chat, &message, question)});
+        assert_eq!(post("/openpipe_reporting/filter/inlet", inlet).await.unwrap().status(), 200);
+        let history = json!([{"id": "q", "role": "user", "content": "Tasmania private question"}]);
+        let outlet = json!({"user": user(), "body": outlet_body(&chat, &message, history, "Tasmania private answer")});
+        assert_eq!(post("/openpipe_reporting/filter/outlet", outlet).await.unwrap().status(), 200);
+    }
+    mock.wait_for_reports(2, 10).await;
+    // A rotated key that OpenPipe refuses: the pause is logged, the key is not.
+    let update = post("/openpipe_reporting/valves/update", json!({"OPENPIPE_API_KEY": ROTATED})).await.unwrap();
+    assert_eq!(update.status(), 200);
+    let inlet = json!({"user": user(), "body": inlet_body("c-9", "m-9", json!([{"role": "user", "content": "Tasmania"}]))});
+    post("/openpipe_reporting/filter/inlet", inlet).await.unwrap();
+    let outlet = json!({"user": user(), "body": outlet_body("c-9", "m-9", json!([]), "Tasmania private answer")});
+    post("/openpipe_reporting/filter/outlet", outlet).await.unwrap();
+    let attempts = mock.attempts();
+    for _ in 0..200 {
+        if mock.attempts() > attempts {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("openpipe: refused; dead-lettered"), "the 400 is logged:\n{text}");
+    assert!(text.contains("deliveries paused"), "the 401 pause is logged:\n{text}");
+    assert!(text.contains("openpipe: report queued"), "debug logging is on:\n{text}");
+    for secret in [SECRET, ROTATED, OPENAI, &SECRET[..20], &ROTATED[..20], "Tasmania"] {
+        assert!(!text.contains(secret), "{secret:?} appears in the log:\n{text}");
+    }
 }

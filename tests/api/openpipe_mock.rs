@@ -43,8 +43,10 @@ pub struct MockOpenPipe {
     pub state: Arc<Mutex<State>>,
 }
 
-const REPORT_KEYS: &[&str] = &["requestedAt", "receivedAt", "reqPayload", "respPayload", "statusCode", "errorMessage", "tags"];
-const ENTRY_KEYS: &[&str] = &["messages", "rejected_message", "tools", "tool_choice", "response_format", "split", "metadata"];
+const REPORT_KEYS: &[&str] =
+    &["requestedAt", "receivedAt", "reqPayload", "respPayload", "statusCode", "errorMessage", "tags"];
+const ENTRY_KEYS: &[&str] =
+    &["messages", "rejected_message", "tools", "tool_choice", "response_format", "split", "metadata"];
 
 fn error(status: u16, message: &str, code: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({"message": message, "code": code}))
@@ -71,10 +73,13 @@ impl Responder {
         match state.faults.pop_front() {
             Some(Fault::Status(s)) => return error(s, "injected failure", "INTERNAL_SERVER_ERROR"),
             Some(Fault::RetryAfter(secs)) => {
-                return error(429, "rate limited", "TOO_MANY_REQUESTS").insert_header("retry-after", secs.to_string().as_str())
+                return error(429, "rate limited", "TOO_MANY_REQUESTS")
+                    .insert_header("retry-after", secs.to_string().as_str())
             }
             Some(Fault::StatusError) => return ResponseTemplate::new(200).set_body_json(json!({"status": "error"})),
-            Some(Fault::Delay(d)) => return ResponseTemplate::new(200).set_body_json(json!({"status": "ok"})).set_delay(d),
+            Some(Fault::Delay(d)) => {
+                return ResponseTemplate::new(200).set_body_json(json!({"status": "ok"})).set_delay(d)
+            }
             None => {}
         }
         state.reports.push(body);
@@ -94,10 +99,12 @@ impl Responder {
         for (i, e) in entries.iter().enumerate() {
             let bad_key = e.as_object().and_then(|o| o.keys().find(|k| !ENTRY_KEYS.contains(&k.as_str())).cloned());
             let bad_message = e["messages"].as_array().into_iter().flatten().find_map(|m| {
-                let allowed: &[&str] = &["role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"];
+                let allowed: &[&str] =
+                    &["role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"];
                 m.as_object().and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())).cloned())
             });
-            let rejected_ok = e.get("rejected_message").is_none_or(|r| r["content"].is_string() || r["content"].is_null());
+            let rejected_ok =
+                e.get("rejected_message").is_none_or(|r| r["content"].is_string() || r["content"].is_null());
             let message = match (bad_key, bad_message, rejected_ok) {
                 (Some(k), _, _) => Some(format!("Unrecognized key: {k}")),
                 (_, Some(k), _) => Some(format!("Unrecognized message key: {k}")),
@@ -105,7 +112,9 @@ impl Responder {
                 _ => None,
             };
             match message {
-                Some(m) => errors.push(json!({"object": "dataset.entries.creation.error", "entry_index": i, "message": m})),
+                Some(m) => {
+                    errors.push(json!({"object": "dataset.entries.creation.error", "entry_index": i, "message": m}))
+                }
                 None => {
                     created += 1;
                     state.entries.push((id.to_string(), e.clone()));
@@ -156,7 +165,8 @@ impl Respond for Responder {
                 let id = p.trim_start_matches("/datasets/").to_string();
                 let before = state.datasets.len();
                 state.datasets.retain(|d| d["id"] != id.as_str());
-                ResponseTemplate::new(200).set_body_json(json!({"id": id, "object": "dataset", "deleted": before != state.datasets.len()}))
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": id, "object": "dataset", "deleted": before != state.datasets.len()}))
             }
             _ => error(404, "Not found", "NOT_FOUND"),
         }

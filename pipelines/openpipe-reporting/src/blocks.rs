@@ -265,7 +265,8 @@ pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
             }
             Some("function_call") => {
                 let index = answer.calls.len();
-                let id = Some(str_of("call_id")).filter(|s| !s.is_empty()).unwrap_or(format!("call_{message_id}_{index}"));
+                let id =
+                    Some(str_of("call_id")).filter(|s| !s.is_empty()).unwrap_or(format!("call_{message_id}_{index}"));
                 let raw = str_of("arguments");
                 let arguments = match serde_json::from_str::<Value>(&raw) {
                     Ok(v @ Value::Object(_)) => v.to_string(),
@@ -304,7 +305,11 @@ mod tests {
     pub fn tool_block(id: &str, name: &str, args: &str, result: &str) -> String {
         let esc = |s: &str| {
             let json = serde_json::to_string(s).unwrap();
-            json.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#x27;")
+            json.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;")
         };
         format!(
             "<details type=\"tool_calls\" done=\"true\" id=\"{id}\" name=\"{name}\" arguments=\"{}\" result=\"{}\" files=\"\" embeds=\"\">\n<summary>Tool Executed</summary>\n</details>\n",
@@ -350,7 +355,10 @@ mod tests {
 
     #[test]
     fn entities_decode() {
-        assert_eq!(unescape("a &amp; b &lt;c&gt; &quot;d&quot; &#x27;e&#39; &#233; &bogus; & x"), "a & b <c> \"d\" 'e' é &bogus; & x");
+        assert_eq!(
+            unescape("a &amp; b &lt;c&gt; &quot;d&quot; &#x27;e&#39; &#233; &bogus; & x"),
+            "a & b <c> \"d\" 'e' é &bogus; & x"
+        );
     }
 
     #[test]

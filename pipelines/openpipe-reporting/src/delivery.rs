@@ -56,10 +56,19 @@ enum Outcome {
     Delivered,
     /// Entries of a dataset job that OpenPipe refused one by one; the rest were stored.
     PartlyDelivered(Vec<(Value, String)>),
-    Retry { status: Option<u16>, error: String, after: Option<Duration> },
-    Auth { status: u16 },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        after: Option<Duration>,
+    },
+    Auth {
+        status: u16,
+    },
     TooLarge,
-    Permanent { status: Option<u16>, error: String },
+    Permanent {
+        status: Option<u16>,
+        error: String,
+    },
 }
 
 pub struct Worker {
@@ -141,40 +150,35 @@ fn transport_error(e: reqwest::Error) -> Outcome {
 }
 
 impl Worker {
-    fn client(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    async fn post(&self, v: &ReportingValves, path: &str, body: &Value) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
-        let url = format!("{}{path}", v.base_url());
-        let resp = self
-            .client()
-            .post(url)
+    /// One authenticated call with the attempt timeout; the reply's status, headers and text.
+    async fn call(
+        &self,
+        v: &ReportingValves,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
+        let resp = request
             .bearer_auth(v.OPENPIPE_API_KEY.expose())
             .timeout(Duration::from_secs(v.TIMEOUT_SECONDS))
-            .json(body)
             .send()
             .await
-            .map_err(|e| transport_error(e))?;
+            .map_err(transport_error)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(|e| transport_error(e))?;
+        let text = resp.text().await.map_err(transport_error)?;
         Ok((status, headers, text))
+    }
+
+    async fn post(
+        &self,
+        v: &ReportingValves,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
+        self.call(v, self.http.post(format!("{}{path}", v.base_url())).json(body)).await
     }
 
     async fn get(&self, v: &ReportingValves, path: &str) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
-        let resp = self
-            .client()
-            .get(format!("{}{path}", v.base_url()))
-            .bearer_auth(v.OPENPIPE_API_KEY.expose())
-            .timeout(Duration::from_secs(v.TIMEOUT_SECONDS))
-            .send()
-            .await
-            .map_err(|e| transport_error(e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(|e| transport_error(e))?;
-        Ok((status, headers, text))
+        self.call(v, self.http.get(format!("{}{path}", v.base_url()))).await
     }
 
     async fn send_report(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
@@ -185,10 +189,17 @@ impl Worker {
         if !(200..300).contains(&status) {
             return classify_status(status, &headers, &text, &self.tuning);
         }
-        match serde_json::from_str::<Value>(&text).ok().and_then(|b| b.get("status").and_then(Value::as_str).map(str::to_string)) {
+        match serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|b| b.get("status").and_then(Value::as_str).map(str::to_string))
+        {
             Some(s) if s == "ok" => Outcome::Delivered,
-            Some(s) => Outcome::Retry { status: Some(status), error: format!("OpenPipe answered status {s:?}"), after: None },
-            None => Outcome::Retry { status: Some(status), error: "OpenPipe answered without a status".into(), after: None },
+            Some(s) => {
+                Outcome::Retry { status: Some(status), error: format!("OpenPipe answered status {s:?}"), after: None }
+            }
+            None => {
+                Outcome::Retry { status: Some(status), error: "OpenPipe answered without a status".into(), after: None }
+            }
         }
     }
 
@@ -202,8 +213,11 @@ impl Worker {
         if !(200..300).contains(&status) {
             return Err(classify_status(status, &headers, &text, &self.tuning));
         }
-        let list: Value = serde_json::from_str(&text)
-            .map_err(|_| Outcome::Retry { status: Some(status), error: "dataset list is not JSON".into(), after: None })?;
+        let list: Value = serde_json::from_str(&text).map_err(|_| Outcome::Retry {
+            status: Some(status),
+            error: "dataset list is not JSON".into(),
+            after: None,
+        })?;
         let mut matches: Vec<&Value> = list
             .get("data")
             .and_then(Value::as_array)
@@ -212,7 +226,10 @@ impl Worker {
             .filter(|d| d.get("name").and_then(Value::as_str) == Some(name))
             .collect();
         if matches.len() > 1 {
-            tracing::warn!(count = matches.len(), "several OpenPipe datasets share the DPO dataset name; using the newest");
+            tracing::warn!(
+                count = matches.len(),
+                "several OpenPipe datasets share the DPO dataset name; using the newest"
+            );
         }
         matches.sort_by_key(|d| d.get("updated").map(|u| u.to_string()).unwrap_or_default());
         let id = match matches.last().and_then(|d| d.get("id")).and_then(Value::as_str) {
@@ -225,10 +242,15 @@ impl Worker {
                 serde_json::from_str::<Value>(&text)
                     .ok()
                     .and_then(|d| d.get("id").and_then(Value::as_str).map(str::to_string))
-                    .ok_or(Outcome::Retry { status: Some(status), error: "created dataset has no id".into(), after: None })?
+                    .ok_or(Outcome::Retry {
+                        status: Some(status),
+                        error: "created dataset has no id".into(),
+                        after: None,
+                    })?
             }
         };
-        let _ = self.store.put(DATASETS_NS, &cache_key, &Value::String(id.clone()), Duration::from_secs(30 * 86_400)).await;
+        let _ =
+            self.store.put(DATASETS_NS, &cache_key, &Value::String(id.clone()), Duration::from_secs(30 * 86_400)).await;
         Ok(id)
     }
 
@@ -264,7 +286,9 @@ impl Worker {
                     Some((entries.get(i)?.clone(), msg))
                 })
                 .collect();
-            self.counters.dpo_pairs_submitted.fetch_add((entries.len() - failed.len().min(entries.len())) as u64, Ordering::Relaxed);
+            self.counters
+                .dpo_pairs_submitted
+                .fetch_add((entries.len() - failed.len().min(entries.len())) as u64, Ordering::Relaxed);
             return if failed.is_empty() { Outcome::Delivered } else { Outcome::PartlyDelivered(failed) };
         }
         Outcome::Permanent { status: Some(404), error: "dataset not found".into() }
@@ -279,7 +303,12 @@ impl Worker {
     }
 
     /// Applies an attempt's outcome to the store; returns whether OpenPipe refused the key.
-    async fn settle(&self, v: &ReportingValves, entry: &Entry, outcome: Outcome) -> Result<bool, sluice_sdk::StoreError> {
+    async fn settle(
+        &self,
+        v: &ReportingValves,
+        entry: &Entry,
+        outcome: Outcome,
+    ) -> Result<bool, sluice_sdk::StoreError> {
         let debug = v.DEBUG_LOGGING;
         match outcome {
             Outcome::Delivered => {
@@ -370,7 +399,8 @@ impl Worker {
 
     /// Sleeps until `until_ms`, a wake-up, or shutdown.
     async fn wait(&self, until_ms: Option<u64>) {
-        let wait = until_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or(self.tuning.probe_interval);
+        let wait =
+            until_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or(self.tuning.probe_interval);
         tokio::select! {
             _ = tokio::time::sleep(wait.min(self.tuning.probe_interval)) => {}
             _ = self.wake.notified() => {}
@@ -454,7 +484,9 @@ impl Worker {
             }
             if refused {
                 if paused.is_none() {
-                    tracing::warn!("openpipe: OpenPipe refused the key (401/403); deliveries paused until the key changes");
+                    tracing::warn!(
+                        "openpipe: OpenPipe refused the key (401/403); deliveries paused until the key changes"
+                    );
                 }
                 paused = Some((fp, now_ms() + self.tuning.probe_interval.as_millis() as u64));
             } else if delivered > 0 {
@@ -468,6 +500,7 @@ impl Worker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -489,14 +522,20 @@ mod tests {
         h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("99999"));
         assert_eq!(retry_after(&h, Duration::from_secs(3600)), Some(Duration::from_secs(3600)));
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_str(&date).unwrap_or(reqwest::header::HeaderValue::from_static("0")));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_str(&date).unwrap_or(reqwest::header::HeaderValue::from_static("0")),
+        );
         let wait = retry_after(&h, Duration::from_secs(3600)).unwrap_or_default();
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
     }
 
     #[test]
     fn errors_name_the_status_and_message_only() {
-        assert_eq!(error_text(400, r#"{"message":"Failed to parse tags","code":"BAD_REQUEST"}"#), "HTTP 400: Failed to parse tags");
+        assert_eq!(
+            error_text(400, r#"{"message":"Failed to parse tags","code":"BAD_REQUEST"}"#),
+            "HTTP 400: Failed to parse tags"
+        );
         assert_eq!(error_text(502, ""), "HTTP 502");
     }
 }

@@ -69,8 +69,12 @@ pub fn parent_key(messages: &[Value]) -> Option<String> {
             }
         }
     }
-    let canonical: Vec<Value> =
-        before.iter().map(|m| json!([m.get("role").cloned().unwrap_or(Value::Null), m.get("content").cloned().unwrap_or(Value::Null)])).collect();
+    let canonical: Vec<Value> = before
+        .iter()
+        .map(|m| {
+            json!([m.get("role").cloned().unwrap_or(Value::Null), m.get("content").cloned().unwrap_or(Value::Null)])
+        })
+        .collect();
     Some(format!("h:{}", sha256_hex(Value::Array(canonical).to_string().as_bytes())))
 }
 
@@ -199,7 +203,8 @@ mod tests {
 
     #[test]
     fn parent_is_parent_id_then_user_id_then_history_hash() {
-        let with_parent = [json!({"id": "u1", "role": "user"}), json!({"id": "a", "role": "assistant", "parentId": "p"})];
+        let with_parent =
+            [json!({"id": "u1", "role": "user"}), json!({"id": "a", "role": "assistant", "parentId": "p"})];
         assert_eq!(parent_key(&with_parent).unwrap(), "p");
         let plain = [json!({"id": "u1", "role": "user"}), json!({"id": "a", "role": "assistant"})];
         assert_eq!(parent_key(&plain).unwrap(), "u1");

@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sluice_sdk::outbox::{KvWrite, NewEntry};
 use sluice_sdk::{
-    async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind,
-    ValvesCell,
+    async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind, ValvesCell,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -27,8 +26,8 @@ use tokio::task::JoinHandle;
 pub use crate::counters::Counters;
 pub use crate::delivery::Tuning;
 use crate::report::{Gate, Turn};
-pub use crate::valves::ReportingValves;
 use crate::valves::ReportModelAs;
+pub use crate::valves::ReportingValves;
 
 /// The module id, also the outbox queue's name.
 pub const PIPELINE_ID: &str = "openpipe_reporting";
@@ -153,7 +152,13 @@ impl OpenPipeReporting {
         &self.counters
     }
 
-    fn capture(&self, rt: &Runtime, v: &ReportingValves, body: &Value, user: Option<&Value>) -> Option<(String, Capture)> {
+    fn capture(
+        &self,
+        rt: &Runtime,
+        v: &ReportingValves,
+        body: &Value,
+        user: Option<&Value>,
+    ) -> Option<(String, Capture)> {
         let obj = body.as_object()?;
         obj.get("messages")?.as_array()?;
         let meta = obj.get("metadata").and_then(Value::as_object);
@@ -197,7 +202,8 @@ impl OpenPipeReporting {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(obj) = body.as_object() else { return Ok(()) };
         let messages = obj.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        let Some((last, history)) = messages.split_last().filter(|(m, _)| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        let Some((last, history)) =
+            messages.split_last().filter(|(m, _)| m.get("role").and_then(Value::as_str) == Some("assistant"))
         else {
             self.counters.outlet_without_answer.fetch_add(1, Relaxed);
             return Ok(());
@@ -230,7 +236,9 @@ impl OpenPipeReporting {
         };
 
         // Dedupe and revisions (§5.5).
-        let hash = dpo::sha256_hex(format!("{content}\n{}", output.map(|o| Value::Array(o.clone())).unwrap_or_default()).as_bytes());
+        let hash = dpo::sha256_hex(
+            format!("{content}\n{}", output.map(|o| Value::Array(o.clone())).unwrap_or_default()).as_bytes(),
+        );
         let mut revision = 0;
         if ids_known {
             let previous: Option<Reported> =
@@ -342,15 +350,20 @@ impl OpenPipeReporting {
         // DPO bookkeeping (§10).
         let mut dataset_entries = Vec::new();
         if v.ENABLE_DPO_DETECTION && ids_known {
-            let session = capture.as_ref().and_then(|c| c.session_id.clone()).or(str_at(obj, "session_id").map(str::to_string));
+            let session =
+                capture.as_ref().and_then(|c| c.session_id.clone()).or(str_at(obj, "session_id").map(str::to_string));
             let chat = dpo::chat_key(&chat_id, session.as_deref());
             let parent = dpo::parent_key(messages).unwrap_or_default();
             let history_ids: Vec<&str> = history.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
             let window = Duration::from_secs(v.DPO_WINDOW_HOURS * 3600);
 
             // Confirmation: this turn continues from one sibling of an open pair.
-            let mut pending: dpo::PendingList =
-                rt.store.get(dpo::PENDING_NS, &chat).await?.and_then(|p| serde_json::from_value(p).ok()).unwrap_or_default();
+            let mut pending: dpo::PendingList = rt
+                .store
+                .get(dpo::PENDING_NS, &chat)
+                .await?
+                .and_then(|p| serde_json::from_value(p).ok())
+                .unwrap_or_default();
             let before = pending.parents.len();
             let mut still_open = Vec::new();
             for p in std::mem::take(&mut pending.parents) {
@@ -368,15 +381,24 @@ impl OpenPipeReporting {
                     dataset_entries.extend(dpo::entries(&chat_id, &p, &chosen, &rejected, v.DPO_SPLIT));
                 }
                 list.pending = false;
-                kv.push(KvWrite::Put { namespace: dpo::SIBLINGS_NS.into(), key: list_key, value: json!(list), ttl: window });
+                kv.push(KvWrite::Put {
+                    namespace: dpo::SIBLINGS_NS.into(),
+                    key: list_key,
+                    value: json!(list),
+                    ttl: window,
+                });
             }
             pending.parents = still_open;
 
             // Detection: this answer joins its siblings.
             if matches!(interaction.as_str(), "chat_message" | "function_calling") {
                 let list_key = format!("{chat}|{parent}");
-                let mut list: dpo::SiblingList =
-                    rt.store.get(dpo::SIBLINGS_NS, &list_key).await?.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default();
+                let mut list: dpo::SiblingList = rt
+                    .store
+                    .get(dpo::SIBLINGS_NS, &list_key)
+                    .await?
+                    .and_then(|l| serde_json::from_value(l).ok())
+                    .unwrap_or_default();
                 let mut final_messages = request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
                 final_messages.extend(report::call_pairs(&answer, answer.calls.len()));
                 let sibling = dpo::Sibling {
@@ -396,10 +418,20 @@ impl OpenPipeReporting {
                         pending.parents.push(parent.clone());
                     }
                 }
-                kv.push(KvWrite::Put { namespace: dpo::SIBLINGS_NS.into(), key: list_key, value: json!(list), ttl: window });
+                kv.push(KvWrite::Put {
+                    namespace: dpo::SIBLINGS_NS.into(),
+                    key: list_key,
+                    value: json!(list),
+                    ttl: window,
+                });
             }
             if before > 0 || !pending.parents.is_empty() {
-                kv.push(KvWrite::Put { namespace: dpo::PENDING_NS.into(), key: chat, value: json!(pending), ttl: window });
+                kv.push(KvWrite::Put {
+                    namespace: dpo::PENDING_NS.into(),
+                    key: chat,
+                    value: json!(pending),
+                    ttl: window,
+                });
             }
         }
 
@@ -436,7 +468,11 @@ impl OpenPipeReporting {
             });
         }
         let count = entries.len() as u64;
-        let sizes: Vec<usize> = if v.DEBUG_LOGGING { entries.iter().map(|e| report::serialized_len(&e.body)).collect() } else { Vec::new() };
+        let sizes: Vec<usize> = if v.DEBUG_LOGGING {
+            entries.iter().map(|e| report::serialized_len(&e.body)).collect()
+        } else {
+            Vec::new()
+        };
         rt.outbox.enqueue(QUEUE, entries, kv).await?;
         for id in &too_large {
             rt.outbox.dead_letter(QUEUE, id, None, "too_large").await?;
@@ -545,7 +581,9 @@ impl Pipeline for OpenPipeReporting {
                 Ok(()) => {
                     self.counters.captured.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(e) => tracing::warn!(error = %e, "openpipe: capture not stored; the outlet will report what it can"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "openpipe: capture not stored; the outlet will report what it can")
+                }
             }
         }
         Ok(body)
@@ -557,7 +595,9 @@ impl Pipeline for OpenPipeReporting {
         let (received_at, received_mono) = (now_ms(), rt.mono_ms());
         if let Err(e) = self.report_turn(rt, &v, &body, user.as_ref(), received_at, received_mono).await {
             self.counters.report_build_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let ids = body.as_object().map(|o| (str_at(o, "chat_id").unwrap_or_default(), str_at(o, "id").unwrap_or_default()));
+            let ids = body
+                .as_object()
+                .map(|o| (str_at(o, "chat_id").unwrap_or_default(), str_at(o, "id").unwrap_or_default()));
             let (chat_id, message_id) = ids.unwrap_or_default();
             tracing::warn!(chat_id, message_id, error = %e, "openpipe: report not queued");
         }

@@ -65,7 +65,9 @@ fn text_or_null(text: &str) -> Value {
 pub fn call_pairs(answer: &Answer, upto: usize) -> Vec<Value> {
     let mut out = Vec::with_capacity(upto * 2);
     for (j, call) in answer.calls.iter().take(upto).enumerate() {
-        out.push(json!({"role": "assistant", "content": text_or_null(&answer.texts[j]), "tool_calls": [call_json(call)]}));
+        out.push(
+            json!({"role": "assistant", "content": text_or_null(&answer.texts[j]), "tool_calls": [call_json(call)]}),
+        );
         out.push(json!({"role": "tool", "tool_call_id": call.id, "content": call.result.clone().unwrap_or_default()}));
     }
     out
@@ -197,9 +199,11 @@ pub fn tool_use_detected(request: &Map<String, Value>, answer: &Answer) -> bool 
         m.get("tool_calls").is_some()
             || m.get("function_call").is_some()
             || matches!(m.get("role").and_then(Value::as_str), Some("tool" | "function"))
-            || m.get("content").and_then(Value::as_array).into_iter().flatten().any(|p| {
-                p.get("type").and_then(Value::as_str) == Some("tool_use")
-            })
+            || m.get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| p.get("type").and_then(Value::as_str) == Some("tool_use"))
     })
 }
 

@@ -226,6 +226,7 @@ impl ReportingValves {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
