@@ -581,6 +581,99 @@ async fn invalid_valves_are_refused_before_anything_is_written() {
     assert_eq!(app.valves_file("openpipe_reporting"), before);
 }
 
+/// The real `sluice` binary in a child process, on a free port, logging to a file.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+    log_path: std::path::PathBuf,
+}
+
+impl Binary {
+    async fn start(dir: &std::path::Path, mock: &MockOpenPipe, env: &[(&str, &str)]) -> Binary {
+        std::fs::create_dir_all(dir.join("valves")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log_path = dir.join(format!("sluice-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .env_clear()
+            .env("SLUICE_HOST", "127.0.0.1")
+            .env("SLUICE_PORT", port.to_string())
+            .env("SLUICE_DATA_DIR", dir.join("data"))
+            .env("SLUICE_VALVES_DIR", dir.join("valves"))
+            .env("SLUICE_API_KEY", crate::helpers::KEY)
+            .env("OPENPIPE_BASE_URL", mock.base_url())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let server = Binary { child, base, log_path };
+        for _ in 0..400 {
+            if reqwest::get(&server.base).await.is_ok_and(|r| r.status().is_success()) {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("sluice did not start: {}", server.kill());
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(crate::helpers::KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn turn(&self, chat: &str, message: &str, question: &str, answer: &str) {
+        let inlet =
+            json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
+        assert_eq!(self.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
+        let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question}]);
+        let outlet = json!({"user": user(), "body": outlet_body(chat, message, history, answer)});
+        assert_eq!(self.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn reports_accepted_before_a_kill_9_are_delivered_once_after_it() {
+    const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
+    let mock = MockOpenPipe::start(SECRET).await;
+    mock.with(|s| s.down = Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OPENPIPE_API_KEY", SECRET)];
+    let first = Binary::start(dir.path(), &mock, &env).await;
+    for i in 0..5 {
+        first.turn(&format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+    }
+    // Killed the moment the last outlet answered, mid-retry.
+    first.kill();
+    assert!(mock.reports().is_empty());
+
+    mock.with(|s| s.down = None);
+    let second = Binary::start(dir.path(), &mock, &env).await;
+    mock.wait_for_reports(5, 20).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = second.kill();
+    assert_eq!(
+        completion_ids(&mock.reports()),
+        ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3", "chatcmpl-m-4"],
+        "each report exactly once\n{log}"
+    );
+}
+
 /// Runs the real binary with debug logs and reads everything it printed.
 #[tokio::test]
 async fn logs_never_show_a_key_or_the_conversation() {
@@ -594,56 +687,21 @@ async fn logs_never_show_a_key_or_the_conversation() {
     // In the file, not the environment: a key from the environment cannot be changed over REST.
     let file = format!("OPENPIPE_API_KEY = \"{SECRET}\"\n");
     std::fs::write(dir.path().join("valves/openpipe_reporting.toml"), file).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log_path = dir.path().join("sluice.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .env("SLUICE_HOST", "127.0.0.1")
-        .env("SLUICE_PORT", port.to_string())
-        .env("SLUICE_DATA_DIR", dir.path().join("data"))
-        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
-        .env("SLUICE_API_KEY", crate::helpers::KEY)
-        .env("SLUICE_LOG_LEVEL", "debug")
-        .env("OPENPIPE_BASE_URL", mock.base_url())
-        .env("OPENAI_API_KEY", OPENAI)
-        .env("SLUICE_VALVES__OPENPIPE_REPORTING__DEBUG_LOGGING", "true")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(&base).send().await.is_ok_and(|r| r.status().is_success()) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "sluice did not start");
-    let post = |path: &str, body: Value| {
-        client.post(format!("{base}{path}")).bearer_auth(crate::helpers::KEY).json(&body).send()
-    };
+    let env = [
+        ("SLUICE_LOG_LEVEL", "debug"),
+        ("OPENAI_API_KEY", OPENAI),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__DEBUG_LOGGING", "true"),
+    ];
+    let server = Binary::start(dir.path(), &mock, &env).await;
     for i in 0..3 {
-        let (chat, message) = (format!("c-{i}"), format!("m-{i}"));
-        let question = json!([{"role": "user", "content": "Tasmania private question"}]);
-        let inlet = json!({"user": user(), "body": inlet_body(&chat, &message, question)});
-        assert_eq!(post("/openpipe_reporting/filter/inlet", inlet).await.unwrap().status(), 200);
-        let history = json!([{"id": "q", "role": "user", "content": "Tasmania private question"}]);
-        let outlet = json!({"user": user(), "body": outlet_body(&chat, &message, history, "Tasmania private answer")});
-        assert_eq!(post("/openpipe_reporting/filter/outlet", outlet).await.unwrap().status(), 200);
+        server.turn(&format!("c-{i}"), &format!("m-{i}"), "Tasmania private question", "Tasmania private answer").await;
     }
     mock.wait_for_reports(2, 10).await;
     // A rotated key that OpenPipe refuses: the pause is logged, the key is not.
-    let update = post("/openpipe_reporting/valves/update", json!({"OPENPIPE_API_KEY": ROTATED})).await.unwrap();
+    let update = server.post("/openpipe_reporting/valves/update", json!({"OPENPIPE_API_KEY": ROTATED})).await;
     assert_eq!(update.status(), 200);
-    let inlet = json!({"user": user(), "body": inlet_body("c-9", "m-9", json!([{"role": "user", "content": "Tasmania"}]))});
-    post("/openpipe_reporting/filter/inlet", inlet).await.unwrap();
-    let outlet = json!({"user": user(), "body": outlet_body("c-9", "m-9", json!([]), "Tasmania private answer")});
-    post("/openpipe_reporting/filter/outlet", outlet).await.unwrap();
     let attempts = mock.attempts();
+    server.turn("c-9", "m-9", "Tasmania", "Tasmania private answer").await;
     for _ in 0..200 {
         if mock.attempts() > attempts {
             break;
@@ -651,14 +709,36 @@ async fn logs_never_show_a_key_or_the_conversation() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let text = server.kill();
 
-    let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("openpipe: refused; dead-lettered"), "the 400 is logged:\n{text}");
     assert!(text.contains("deliveries paused"), "the 401 pause is logged:\n{text}");
     assert!(text.contains("openpipe: report queued"), "debug logging is on:\n{text}");
     for secret in [SECRET, ROTATED, OPENAI, &SECRET[..20], &ROTATED[..20], "Tasmania"] {
         assert!(!text.contains(secret), "{secret:?} appears in the log:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_report_refused_as_too_large_is_shrunk_once() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.faults.extend([Fault::Status(413)]));
+    let app = app(&mock, "").await;
+    let image = format!("data:image/png;base64,{}", "iVBORw0KGgo".repeat(2000));
+    let question = json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": image}}
+    ]}]);
+    hook(&app, "inlet", &inlet_body("c-1", "m-1", question)).await;
+    hook(&app, "outlet", &outlet_body("c-1", "m-1", json!([]), "A logo.")).await;
+    let report = mock.wait_for_reports(1, 10).await.remove(0);
+    assert_eq!(report["reqPayload"]["messages"][0]["content"][1]["image_url"]["url"], "data:image/png;omitted");
+    assert_eq!(report["tags"]["images_omitted"], "1");
+    assert_eq!(report["reqPayload"]["metadata"]["images_omitted"], "1");
+
+    // Too large even without images: given up on, kept as a dead letter.
+    mock.with(|s| s.faults.extend([Fault::Status(413), Fault::Status(413)]));
+    turn(&app, "c-2", "m-2", "plain", "text").await;
+    let dead = wait_for_dead(&store_of(&app), 1).await;
+    assert_eq!((dead[0].last_status, dead[0].last_error.as_deref()), (Some(413), Some("too_large")));
 }
