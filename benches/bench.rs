@@ -62,7 +62,11 @@ async fn serve() {
     sluice::telemetry::init("warn", settings.log_format);
     let app = {
         let pipelines: Vec<Arc<dyn Pipeline>> =
-            vec![Arc::new(BenchPipe), Arc::new(sluice_openai_responses::OpenAIResponses::new())];
+            vec![
+                Arc::new(BenchPipe),
+                Arc::new(sluice_openai_responses::OpenAIResponses::new()),
+                Arc::new(sluice_openpipe_reporting::OpenPipeReporting::new()),
+            ];
         Application::build(settings, pipelines, ValvesEnv::Process).await.unwrap()
     };
     println!("PORT {}", app.port());
@@ -95,12 +99,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn drive() {
     let started = Instant::now();
     let (mock_url, deltas) = start_mock_upstream().await;
+    let ok = r#"{"status":"ok"}"#;
+    let (openpipe_url, reports_served) = start_canned_server(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ok}",
+        ok.len()
+    ))
+    .await;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("serve")
         .stdin(Stdio::piped())
         .env("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1"))
         .env("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench")
         .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
+        .env("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", "opk-bench")
+        .env("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_BASE_URL", format!("{openpipe_url}/api/v1"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");
@@ -136,6 +148,9 @@ async fn drive() {
     }
     for conns in [1usize, 16] {
         manifold(&client, &base, &mock_url, deltas, conns).await;
+    }
+    for conns in [1usize, 16] {
+        openpipe(&client, &base, &reports_served, conns).await;
     }
     println!("bench=rss_after_load kb={}", rss_kb(child.id()));
     let _ = child.kill();
@@ -237,21 +252,73 @@ async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
     );
 }
 
-/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
-/// the floor the manifold's overhead is measured against.
-async fn start_mock_upstream() -> (String, usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deltas = 200;
-    let mut body = String::from("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_b\",\"status\":\"in_progress\",\"output\":[]}}\n\n");
-    body.push_str("event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n");
-    for i in 0..deltas {
-        body.push_str(&format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_b\",\"output_index\":0,\"content_index\":0,\"delta\":\"token{i} \",\"logprobs\":[],\"obfuscation\":\"abcdef\"}}\n\n", i + 2));
+/// Reporting filter: an inlet + outlet pair per turn (each one durable write), then how long
+/// the worker takes to deliver everything the load queued.
+async fn openpipe(client: &reqwest::Client, base: &str, served: &std::sync::atomic::AtomicUsize, conns: usize) {
+    use std::sync::atomic::Ordering;
+    let before = served.load(Ordering::Relaxed);
+    let deadline = Instant::now() + WINDOW;
+    let tasks = (0..conns).map(|c| {
+        let client = client.clone();
+        let base = base.to_string();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            let user = json!({"id": "u", "email": "e", "name": "n", "role": "user"});
+            while Instant::now() < deadline {
+                let (chat, message) = (format!("c-{conns}-{c}"), format!("m-{conns}-{c}-{i}"));
+                i += 1;
+                let question = json!([{"role": "user", "content": "x".repeat(500)}]);
+                let inlet = json!({"user": user, "body": {"model": "m", "stream": true, "messages": question,
+                    "metadata": {"chat_id": chat, "message_id": message, "session_id": "s"}}});
+                let outlet = json!({"user": user, "body": {"model": "m", "chat_id": chat, "id": message, "messages": [
+                    {"id": format!("{message}-q"), "role": "user", "content": "x".repeat(500)},
+                    {"id": message, "role": "assistant", "content": "y".repeat(1000),
+                     "usage": {"prompt_tokens": 100, "completion_tokens": 200, "total_tokens": 300}}]}});
+                let t = Instant::now();
+                for (hook, body) in [("inlet", &inlet), ("outlet", &outlet)] {
+                    let res = client
+                        .post(format!("{base}/openpipe_reporting/filter/{hook}"))
+                        .bearer_auth(KEY)
+                        .json(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(res.status().is_success());
+                    res.bytes().await.unwrap();
+                }
+                latencies.push(t.elapsed());
+            }
+            latencies
+        })
+    });
+    let mut all: Vec<Duration> =
+        futures_util::future::join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
+    all.sort();
+    let load_end = Instant::now();
+    let delivered_during_load = served.load(Ordering::Relaxed) - before;
+    while served.load(Ordering::Relaxed) - before < all.len() && load_end.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    body.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_b\",\"status\":\"completed\",\"model\":\"gpt-4.1\",\"output\":[{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"...\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":10,\"output_tokens\":200,\"total_tokens\":210}}}\n\n");
-    let response = Arc::new(format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    ));
+    let drain = load_end.elapsed();
+    println!(
+        "bench=openpipe_turn conns={conns} turns={} turns_per_s={:.0} pair_p50_ms={:.3} pair_p99_ms={:.3} delivered_during_load={} drain_ms={:.0} delivered={}",
+        all.len(),
+        all.len() as f64 / WINDOW.as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        delivered_during_load,
+        drain.as_secs_f64() * 1000.0,
+        served.load(Ordering::Relaxed) - before,
+    );
+}
+
+/// Answers every HTTP/1.1 request on a kept-alive connection with the same bytes; counts them.
+async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let response = Arc::new(response);
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served_in = Arc::clone(&served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -259,6 +326,7 @@ async fn start_mock_upstream() -> (String, usize) {
             let Ok((mut socket, _)) = listener.accept().await else { return };
             let _ = socket.set_nodelay(true);
             let response = Arc::clone(&response);
+            let served = Arc::clone(&served_in);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 1 << 16];
                 let mut pending: Vec<u8> = Vec::new();
@@ -281,6 +349,7 @@ async fn start_mock_upstream() -> (String, usize) {
                             break;
                         }
                         pending.drain(..end + 4 + len);
+                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if socket.write_all(response.as_bytes()).await.is_err() {
                             return;
                         }
@@ -289,6 +358,24 @@ async fn start_mock_upstream() -> (String, usize) {
             });
         }
     });
+    (url, served)
+}
+
+/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
+/// the floor the manifold's overhead is measured against.
+async fn start_mock_upstream() -> (String, usize) {
+    let deltas = 200;
+    let mut body = String::from("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_b\",\"status\":\"in_progress\",\"output\":[]}}\n\n");
+    body.push_str("event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n");
+    for i in 0..deltas {
+        body.push_str(&format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_b\",\"output_index\":0,\"content_index\":0,\"delta\":\"token{i} \",\"logprobs\":[],\"obfuscation\":\"abcdef\"}}\n\n", i + 2));
+    }
+    body.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_b\",\"status\":\"completed\",\"model\":\"gpt-4.1\",\"output\":[{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"...\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":10,\"output_tokens\":200,\"total_tokens\":210}}}\n\n");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, _) = start_canned_server(response).await;
     (url, deltas)
 }
 
