@@ -61,12 +61,11 @@ async fn serve() {
     };
     sluice::telemetry::init("warn", settings.log_format);
     let app = {
-        let pipelines: Vec<Arc<dyn Pipeline>> =
-            vec![
-                Arc::new(BenchPipe),
-                Arc::new(sluice_openai_responses::OpenAIResponses::new()),
-                Arc::new(sluice_openpipe_reporting::OpenPipeReporting::new()),
-            ];
+        let pipelines: Vec<Arc<dyn Pipeline>> = vec![
+            Arc::new(BenchPipe),
+            Arc::new(sluice_openai_responses::OpenAIResponses::new()),
+            Arc::new(sluice_openpipe_reporting::OpenPipeReporting::new()),
+        ];
         Application::build(settings, pipelines, ValvesEnv::Process).await.unwrap()
     };
     println!("PORT {}", app.port());

@@ -80,6 +80,7 @@ impl Application {
             .map_err(|e| StartupError::Store(format!("{}: {e}", data_dir.join(STORE_FILE).display())))?;
         let store = Arc::new(store);
         let shutdown = Shutdown::default();
+        tokio::spawn(sweep_expired(Arc::clone(&store), shutdown.draining.clone()));
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -146,6 +147,23 @@ impl Application {
         }
         tracing::info!("sluice stopped");
         result
+    }
+}
+
+/// Expired records are never returned, but they take space: captures that never saw their
+/// outlet, replay records past their TTL. Swept every ten minutes.
+async fn sweep_expired(store: Arc<SqliteStore>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.purge_expired()).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(removed = n, "expired records swept"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "expired records could not be swept"),
+            _ => {}
+        }
     }
 }
 
