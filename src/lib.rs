@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod sse;

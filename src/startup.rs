@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub valves_lock: tokio::sync::Mutex<()>,
     pub stream_options: StreamOptions,
     pub max_body_bytes: usize,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<SqliteStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,8 @@ impl Application {
                 deadline: shutdown.deadline.clone(),
             },
             max_body_bytes: settings.max_body_bytes,
+            metrics: Arc::new(Metrics::default()),
+            store: Arc::clone(&store),
         });
 
         let address = format!("{}:{}", settings.host, settings.port);

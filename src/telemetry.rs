@@ -1,6 +1,7 @@
 //! Logging: `tracing` to stderr, as text or JSON lines, filtered by `SLUICE_LOG_LEVEL`
 //! (or `RUST_LOG` when set). One line per request with its id, route pattern and status.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -30,6 +31,7 @@ pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let metrics = req.app_data::<actix_web::web::Data<crate::startup::AppState>>().map(|s| Arc::clone(&s.metrics));
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let started = Instant::now();
@@ -40,6 +42,9 @@ pub async fn trace_requests(
             let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
             let status = res.status().as_u16();
             span.in_scope(|| tracing::info!(route = %route, status, elapsed_ms, "handled"));
+            if let Some(m) = metrics {
+                m.observe_request(&route, status, started.elapsed());
+            }
             if let Ok(value) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
             }

@@ -1,9 +1,13 @@
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use sluice_sdk::{PipeRequest, PipelineKind};
+use sluice_sdk::{PipeEvent, PipeRequest, PipelineKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
+use crate::metrics::Stage;
 use crate::sse::{self, Envelope};
 use crate::startup::AppState;
 
@@ -99,7 +103,23 @@ pub async fn chat_completions(
     let request =
         PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
-    let events = resolved.module.pipeline.pipe(request).await?;
+    let pipeline_id = resolved.module.id().to_string();
+    let metrics = Arc::clone(&state.metrics);
+    let events = match resolved.module.pipeline.pipe(request).await {
+        Ok(events) => events,
+        Err(e) => {
+            metrics.pipe_error(&pipeline_id, Stage::BeforeStream, e.kind);
+            return Err(e.into());
+        }
+    };
+    // Counts in-stream errors; for a stream, also holds the open-stream gauge until it ends.
+    let open = stream.then(|| metrics.stream_opened());
+    let events: sluice_sdk::PipeStream = Box::pin(events.inspect(move |event| {
+        let _open = &open;
+        if let PipeEvent::Error(e) = event {
+            metrics.pipe_error(&pipeline_id, Stage::InStream, e.kind);
+        }
+    }));
     let envelope = Envelope::new(&model);
     if stream {
         starting.disarm();

@@ -3,6 +3,7 @@
 mod chat;
 mod filter;
 mod health;
+mod metrics;
 mod models;
 mod pipelines;
 mod valves;
@@ -19,6 +20,7 @@ pub use health::health;
 /// Every route except the health check, relative to the mount point.
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(resource("/models").get(models::list_models))
+        .service(resource("/metrics").get(metrics::metrics))
         .service(resource("/pipelines").get(pipelines::list_pipelines))
         .service(resource("/pipelines/add").post(pipelines::refuse_python))
         .service(resource("/pipelines/upload").post(pipelines::refuse_python))

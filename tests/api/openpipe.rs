@@ -742,3 +742,44 @@ async fn a_report_refused_as_too_large_is_shrunk_once() {
     let dead = wait_for_dead(&store_of(&app), 1).await;
     assert_eq!((dead[0].last_status, dead[0].last_error.as_deref()), (Some(413), Some("too_large")));
 }
+
+#[tokio::test]
+async fn metrics_show_requests_streams_errors_and_the_queue() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.down = Some(503));
+    let app = app(&mock, "").await;
+    let chat = |said: &str| json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": said}]});
+    assert_eq!(app.get("/models").await.status(), 200);
+    let streamed = app.post_json("/chat/completions", &chat("hello")).await.text().await.unwrap();
+    assert!(streamed.ends_with("data: [DONE]\n\n"));
+    assert_eq!(app.post_json("/chat/completions", &chat("error-before")).await.status(), 429);
+    let _ = app.post_json("/chat/completions", &chat("error-mid")).await.text().await;
+    turn(&app, "c-1", "m-1", "q", "a").await;
+    while mock.attempts() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let anonymous = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 403, "metrics need the key like every route but GET /");
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "sluice_http_requests_total{route=\"/models\",status=\"200\"} 1",
+        "sluice_http_requests_total{route=\"/chat/completions\",status=\"429\"} 1",
+        "sluice_http_request_duration_seconds_count{route=\"/chat/completions\"} 3",
+        "sluice_open_streams 0",
+        "sluice_pipe_errors_total{pipeline=\"scripted_pipe\",stage=\"before_stream\",kind=\"rate_limit_error\"} 1",
+        "sluice_pipe_errors_total{pipeline=\"scripted_pipe\",stage=\"in_stream\",kind=\"upstream_error\"} 1",
+        "sluice_outbox_queued{queue=\"openpipe_reporting\"} 1",
+        "sluice_outbox_dead_letters{queue=\"openpipe_reporting\"} 0",
+        "sluice_pipeline_events_total{pipeline=\"openpipe_reporting\",event=\"queued\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("sluice_pipeline_events_total{pipeline=\"openpipe_reporting\",event=\"attempts\"}")));
+    assert!(text.lines().any(|l| l.starts_with("sluice_outbox_oldest_age_seconds{queue=\"openpipe_reporting\"}")));
+}

@@ -22,6 +22,7 @@ counters!(
     captured,
     reported,
     queued,
+    attempts,
     delivered,
     retried,
     dead_lettered,

@@ -295,6 +295,7 @@ impl Worker {
     }
 
     async fn attempt(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
+        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         match entry.kind.as_str() {
             KIND_REPORT => self.send_report(v, entry).await,
             KIND_DATASET => self.send_dataset_entries(v, entry).await,

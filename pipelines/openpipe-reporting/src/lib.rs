@@ -507,6 +507,10 @@ impl Pipeline for OpenPipeReporting {
         Some(Arc::new(self.valves.clone()))
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.counters.snapshot()
+    }
+
     async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
         let wake = Arc::new(Notify::new());
         let rt = Arc::new(Runtime {

@@ -73,6 +73,12 @@ pub trait Pipeline: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Counters the pipeline keeps, exported by the server's `/metrics` as
+    /// `sluice_pipeline_events_total{pipeline, event}`. Must be cheap (atomics).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Called when the server stops.
     async fn on_shutdown(&self) {}
 

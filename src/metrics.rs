@@ -1,0 +1,222 @@
+//! `GET /metrics` in the Prometheus text format: requests by route and status, latency
+//! histograms, open streams, pipe errors, the durable queues, and each pipeline's own counters.
+//! Hand-rolled (a few maps behind one mutex each) because the set is small and fixed; label
+//! values are escaped as the exposition format requires.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_sdk::ErrorKind;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    open_streams: AtomicI64,
+    pipe_errors: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+}
+
+/// Where a pipe's error happened: before the HTTP status was sent, or inside the stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    BeforeStream,
+    InStream,
+}
+
+/// Counts one open stream for as long as it lives.
+pub struct OpenStream(Arc<Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One queue of the store's outbox at scrape time.
+pub struct QueueFigures {
+    pub queue: String,
+    pub queued: u64,
+    pub dead: u64,
+    pub oldest_age_seconds: Option<f64>,
+}
+
+impl Metrics {
+    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route.to_string(), status)).or_default() += 1;
+        }
+        if let Ok(mut m) = self.latency.lock() {
+            m.entry(route.to_string()).or_default().observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(Arc::clone(self))
+    }
+
+    pub fn pipe_error(&self, pipeline: &str, stage: Stage, kind: ErrorKind) {
+        let stage = match stage {
+            Stage::BeforeStream => "before_stream",
+            Stage::InStream => "in_stream",
+        };
+        if let Ok(mut m) = self.pipe_errors.lock() {
+            *m.entry((pipeline.to_string(), stage, kind.as_str())).or_default() += 1;
+        }
+    }
+
+    /// The whole exposition. `queues` and `pipelines` are read by the caller at scrape time.
+    pub fn render(&self, queues: &[QueueFigures], pipelines: &[(String, Vec<(&'static str, u64)>)]) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP sluice_build_info The running version.\n# TYPE sluice_build_info gauge");
+        let _ = writeln!(out, "sluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+
+        header(&mut out, "sluice_http_requests_total", "counter", "Requests by route pattern and status.");
+        if let Ok(m) = self.requests.lock() {
+            for ((route, status), n) in m.iter() {
+                let _ =
+                    writeln!(out, "sluice_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
+            }
+        }
+        header(
+            &mut out,
+            "sluice_http_request_duration_seconds",
+            "histogram",
+            "Time to the response head by route (for streams: time to the first byte).",
+        );
+        if let Ok(m) = self.latency.lock() {
+            for (route, h) in m.iter() {
+                let route = escape(route);
+                for (le, n) in BUCKETS.iter().zip(h.counts.iter()) {
+                    let _ = writeln!(
+                        out,
+                        "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(out, "sluice_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+                let _ = writeln!(out, "sluice_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            }
+        }
+        header(&mut out, "sluice_open_streams", "gauge", "Streamed answers in progress.");
+        let _ = writeln!(out, "sluice_open_streams {}", self.open_streams.load(Ordering::Relaxed));
+        header(
+            &mut out,
+            "sluice_pipe_errors_total",
+            "counter",
+            "Errors of pipes (upstream failures included) by pipeline, stage and kind.",
+        );
+        if let Ok(m) = self.pipe_errors.lock() {
+            for ((pipeline, stage, kind), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "sluice_pipe_errors_total{{pipeline=\"{}\",stage=\"{stage}\",kind=\"{kind}\"}} {n}",
+                    escape(pipeline)
+                );
+            }
+        }
+        header(&mut out, "sluice_outbox_queued", "gauge", "Entries waiting for delivery, by queue.");
+        for q in queues {
+            let _ = writeln!(out, "sluice_outbox_queued{{queue=\"{}\"}} {}", escape(&q.queue), q.queued);
+        }
+        header(&mut out, "sluice_outbox_dead_letters", "gauge", "Entries given up on and kept, by queue.");
+        for q in queues {
+            let _ = writeln!(out, "sluice_outbox_dead_letters{{queue=\"{}\"}} {}", escape(&q.queue), q.dead);
+        }
+        header(&mut out, "sluice_outbox_oldest_age_seconds", "gauge", "Age of the oldest queued entry, by queue.");
+        for q in queues {
+            if let Some(age) = q.oldest_age_seconds {
+                let _ = writeln!(out, "sluice_outbox_oldest_age_seconds{{queue=\"{}\"}} {age}", escape(&q.queue));
+            }
+        }
+        header(
+            &mut out,
+            "sluice_pipeline_events_total",
+            "counter",
+            "Counters a pipeline keeps (for openpipe_reporting: captured, queued, attempts, delivered, retried, dead_lettered, ...).",
+        );
+        for (pipeline, counters) in pipelines {
+            for (event, n) in counters {
+                let _ = writeln!(
+                    out,
+                    "sluice_pipeline_events_total{{pipeline=\"{}\",event=\"{event}\"}} {n}",
+                    escape(pipeline)
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_counters_histograms_and_gauges() {
+        let m = Arc::new(Metrics::default());
+        m.observe_request("/models", 200, Duration::from_micros(700));
+        m.observe_request("/models", 200, Duration::from_millis(30));
+        m.observe_request("/{id}/valves/update", 422, Duration::from_millis(2));
+        let stream = m.stream_opened();
+        m.pipe_error("openai_responses", Stage::BeforeStream, ErrorKind::RateLimited);
+        let queues =
+            [QueueFigures { queue: "openpipe_reporting".into(), queued: 3, dead: 1, oldest_age_seconds: Some(4.5) }];
+        let text = m.render(&queues, &[("openpipe_reporting".into(), vec![("delivered", 7)])]);
+        for line in [
+            "sluice_http_requests_total{route=\"/models\",status=\"200\"} 2",
+            "sluice_http_requests_total{route=\"/{id}/valves/update\",status=\"422\"} 1",
+            "sluice_http_request_duration_seconds_bucket{route=\"/models\",le=\"0.001\"} 1",
+            "sluice_http_request_duration_seconds_bucket{route=\"/models\",le=\"0.05\"} 2",
+            "sluice_http_request_duration_seconds_count{route=\"/models\"} 2",
+            "sluice_open_streams 1",
+            "sluice_pipe_errors_total{pipeline=\"openai_responses\",stage=\"before_stream\",kind=\"rate_limit_error\"} 1",
+            "sluice_outbox_queued{queue=\"openpipe_reporting\"} 3",
+            "sluice_outbox_dead_letters{queue=\"openpipe_reporting\"} 1",
+            "sluice_pipeline_events_total{pipeline=\"openpipe_reporting\",event=\"delivered\"} 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        drop(stream);
+        assert!(m.render(&[], &[]).contains("sluice_open_streams 0"));
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
