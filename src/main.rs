@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use sluice::config::Settings;
-use sluice::registry::{self, Registry};
+use sluice::registry::{self, Registry, RegistryError};
 use sluice::startup::Application;
 use sluice::telemetry;
 use sluice::valves::ValvesEnv;
@@ -52,17 +52,57 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
+/// Every pipeline's valves file is checked on its own, so one run lists every problem; a
+/// field's problem names the line it is set on.
 fn check(settings: &Settings) -> ExitCode {
-    match Registry::build(registry::builtin(), &settings.valves_dir, &ValvesEnv::Process) {
-        Ok(registry) => {
-            eprintln!("sluice: settings and {} pipeline(s) are valid", registry.modules().len());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("sluice: {e}");
-            ExitCode::FAILURE
+    let mut problems = 0usize;
+    for pipeline in registry::builtin() {
+        let id = pipeline.id().to_string();
+        match Registry::build(vec![pipeline], &settings.valves_dir, &ValvesEnv::Process) {
+            Ok(_) => eprintln!("ok     {id}"),
+            Err(RegistryError::Valves { path, errors, .. }) => {
+                for e in errors {
+                    problems += 1;
+                    let line = line_of(&path, &e.field).map(|l| format!(":{l}")).unwrap_or_default();
+                    if e.field.is_empty() {
+                        eprintln!("error  {path}{line}: {}", e.message);
+                    } else {
+                        eprintln!("error  {path}{line}: {}: {}", e.field, e.message);
+                    }
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                eprintln!("error  {id}: {e}");
+            }
         }
     }
+    if problems == 0 {
+        if let Err(e) = Registry::build(registry::builtin(), &settings.valves_dir, &ValvesEnv::Process) {
+            problems += 1;
+            eprintln!("error  {e}");
+        }
+    }
+    if problems == 0 {
+        eprintln!("sluice: settings and every valves file are valid");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("sluice: {problems} problem(s)");
+        ExitCode::FAILURE
+    }
+}
+
+/// The 1-based line where `field` is assigned in a TOML file, if it is.
+fn line_of(path: &str, field: &str) -> Option<usize> {
+    let key = field.split(['.', '[']).next().filter(|k| !k.is_empty())?;
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let rest = l.strip_prefix(key).or_else(|| l.strip_prefix(&format!("\"{key}\"")));
+            rest.is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 const OUTBOX_USAGE: &str = "usage: sluice outbox [--dead QUEUE [LIMIT]] [--requeue QUEUE]";

@@ -7,6 +7,7 @@ mod pipelines;
 mod auth;
 mod bad_input;
 mod chat;
+mod cli;
 mod filter;
 mod manifold;
 mod models;

@@ -459,6 +459,29 @@ async fn refused_and_expired_reports_become_dead_letters() {
     let stats = sluice_sdk::Outbox::stats(&store, "openpipe_reporting").await.unwrap();
     assert_eq!((stats.depth, stats.dead), (0, 2));
     assert!(mock.reports().is_empty());
+
+    // What an operator sees, and putting the dead letters back in line once OpenPipe is fine.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env_clear()
+            .env("SLUICE_DATA_DIR", &app.data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = cli(&["outbox"]);
+    assert!(table.lines().any(|l| l.split_whitespace().take(3).eq(["openpipe_reporting", "0", "2"])), "{table}");
+    let dead = cli(&["outbox", "--dead", "openpipe_reporting"]);
+    assert_eq!(dead.lines().count(), 2, "{dead}");
+    assert!(dead.contains("\"last_status\":400") && !dead.contains("reqPayload"), "ids and errors, no content: {dead}");
+    mock.with(|s| s.down = None);
+    assert!(cli(&["outbox", "--requeue", "openpipe_reporting"]).starts_with("2 dead letter(s)"));
+    // The worker picks them up at its next look at the queue (a new turn wakes it).
+    turn(&app, "c-3", "m-3", "q", "a").await;
+    let reports = mock.wait_for_reports(3, 10).await;
+    assert_eq!(completion_ids(&reports), ["chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3"]);
 }
 
 async fn wait_for_dead(store: &SqliteStore, n: usize) -> Vec<sluice_sdk::outbox::Entry> {
