@@ -104,11 +104,30 @@ pub async fn require_key(
         let key = req.app_data::<web::Data<ApiKey>>().cloned();
         let header = req.headers().get(header::AUTHORIZATION).map(|h| h.as_bytes().to_vec());
         if let Err(refused) = check(key.as_ref().map(|k| k.get_ref()), header.as_deref()) {
+            log_refusal(&req, &refused);
             // Answered here, as a response, so the request log shows the status like any other.
             return Ok(req.error_response(refused).map_into_right_body());
         }
     }
     next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+/// Says why a request was refused (never what key it carried), so an operator whose Open WebUI
+/// shows no pipelines finds the cause; at most one warning per 10 s, the rest at debug level.
+fn log_refusal(req: &ServiceRequest, refused: &ApiError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARN: AtomicU64 = AtomicU64::new(0);
+    let now = crate::sse::unix_now();
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let last = LAST_WARN.load(Ordering::Relaxed);
+    if now >= last + 10 && LAST_WARN.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(
+            path = %req.path(), peer = %peer, reason = %refused,
+            "request refused: the key does not match SLUICE_API_KEY (check the key of the Open WebUI connection)"
+        );
+    } else {
+        tracing::debug!(path = %req.path(), peer = %peer, reason = %refused, "request refused");
+    }
 }
 
 fn check(key: Option<&ApiKey>, header: Option<&[u8]>) -> Result<(), ApiError> {

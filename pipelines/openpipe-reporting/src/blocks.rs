@@ -168,8 +168,36 @@ fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &
     Some(ToolCall { id, name, arguments, result })
 }
 
+/// Removes sluice's own replay markers (`[sluice:v1:turn:<id>]: #`, a Markdown link definition
+/// the manifold puts at the start of an answer): invisible in Open WebUI, noise in a report.
+pub fn strip_markers(text: &str) -> std::borrow::Cow<'_, str> {
+    const PREFIX: &str = "[sluice:v1:";
+    if !text.contains(PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(PREFIX) {
+        let tail = &rest[start..];
+        let end = tail.find("]: #").filter(|e| !tail[..*e].contains(char::is_whitespace));
+        match end {
+            Some(e) => {
+                out.push_str(&rest[..start]);
+                rest = tail[e + "]: #".len()..].trim_start_matches(['\r', '\n']);
+            }
+            None => {
+                out.push_str(&rest[..start + PREFIX.len()]);
+                rest = &tail[PREFIX.len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Splits an assistant message's display text into text and tool calls.
 pub fn parse(content: &str, message_id: &str) -> Answer {
+    let content = &*strip_markers(content);
     if !content.contains("<details") {
         return Answer::verbatim(content);
     }
@@ -351,6 +379,13 @@ mod tests {
         assert!(parse(nameless, "m").final_text().contains("<details"));
         let code = "<details type=\"code_interpreter\">\n<summary>Code</summary>\nx\n</details>";
         assert_eq!(parse(code, "m").texts, [code]);
+    }
+
+    #[test]
+    fn replay_markers_are_removed() {
+        let text = "[sluice:v1:turn:0123456789ABCDEF]: #\n\nHello [sluice:v1:x y";
+        assert_eq!(parse(text, "m").texts, ["Hello [sluice:v1:x y"]);
+        assert_eq!(strip_markers("plain"), "plain");
     }
 
     #[test]

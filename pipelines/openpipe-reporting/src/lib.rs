@@ -223,7 +223,7 @@ impl OpenPipeReporting {
         }
 
         // The answer as the model produced it.
-        let content = message_text(last);
+        let content = blocks::strip_markers(&message_text(last)).into_owned();
         let output = last.get("output").and_then(Value::as_array);
         let answer = if v.PARSE_OPENWEBUI_BLOCKS {
             let parsed = blocks::parse(&content, &message_id);
