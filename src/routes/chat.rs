@@ -3,13 +3,17 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use sluice_sdk::{PipeEvent, PipeRequest, PipelineKind};
+use sluice_sdk::{PipeEvent, PipeRequest, PipelineKind, ServedCompletion};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::metrics::Stage;
 use crate::sse::{self, Envelope};
 use crate::startup::AppState;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// `stream` as the reference parses it: lax booleans, absent means `true` (§6.1).
 fn stream_flag(value: Option<&Value>) -> Result<bool, ApiError> {
@@ -100,6 +104,9 @@ pub async fn chat_completions(
     let cancel = CancellationToken::new();
     // Cancels the pipe if the client leaves while it is still starting.
     let starting = cancel.clone().drop_guard();
+    let started_at_ms = unix_ms();
+    // Kept for the filters' view of a non-streamed answer (see below).
+    let observed_body = (!stream).then(|| body.clone());
     let request =
         PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
@@ -132,6 +139,30 @@ pub async fn chat_completions(
     } else {
         let completion = sse::collect(events, envelope).await?;
         drop(starting);
+        if let Some(request) = observed_body {
+            let served = ServedCompletion {
+                model: model.clone(),
+                request,
+                response: completion.clone(),
+                started_at_ms,
+                finished_at_ms: unix_ms(),
+            };
+            let filters: Vec<_> = state
+                .registry
+                .modules()
+                .iter()
+                .filter(|m| m.kind() == PipelineKind::Filter)
+                .map(|m| Arc::clone(&m.pipeline))
+                .collect();
+            if !filters.is_empty() {
+                // After the answer, off the request path.
+                tokio::spawn(async move {
+                    for f in filters {
+                        f.observe_completion(&served).await;
+                    }
+                });
+            }
+        }
         Ok(HttpResponse::Ok().json(completion))
     }
 }

@@ -806,3 +806,48 @@ async fn metrics_show_requests_streams_errors_and_the_queue() {
         .any(|l| l.starts_with("sluice_pipeline_events_total{pipeline=\"openpipe_reporting\",event=\"attempts\"}")));
     assert!(text.lines().any(|l| l.starts_with("sluice_outbox_oldest_age_seconds{queue=\"openpipe_reporting\"}")));
 }
+
+#[tokio::test]
+async fn a_background_task_is_reported_with_the_answer_this_server_gave() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "").await;
+    // Open WebUI: the task's inlet (metadata.task set), then the model call without metadata,
+    // stream false, and never an outlet.
+    let messages = json!([{"role": "user", "content": "hello"}]);
+    let mut inlet = inlet_body("c-7", "m-7", messages.clone());
+    inlet["model"] = json!("scripted_pipe");
+    inlet["stream"] = json!(false);
+    inlet["metadata"]["task"] = json!("title_generation");
+    hook(&app, "inlet", &inlet).await;
+    let chat = json!({"model": "scripted_pipe", "messages": messages, "stream": false, "max_tokens": 1000,
+                      "user": {"name": "Ada", "id": "u-123", "email": "ada@example.com", "role": "user"}});
+    let (status, answer) = json_of(app.post_json("/chat/completions", &chat).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello world");
+    // The same text from another user is not this task.
+    let mut other = chat.clone();
+    other["user"]["id"] = json!("u-999");
+    assert_eq!(app.post_json("/chat/completions", &other).await.status(), 200);
+
+    let report = mock.wait_for_reports(1, 10).await.remove(0);
+    assert_eq!(report["tags"]["interaction_type"], "title_generation");
+    assert_eq!(report["tags"]["capture"], "inlet_completion");
+    assert_eq!(report["tags"]["chat_id"], "c-7");
+    assert_eq!(report["tags"]["message_id"], "m-7");
+    assert_eq!(report["respPayload"]["id"], "chatcmpl-m-7-title_generation");
+    assert_eq!(report["respPayload"]["choices"][0]["message"]["content"], "Hello world");
+    assert_eq!(report["respPayload"]["usage"]["total_tokens"], 11);
+    assert_eq!(report["reqPayload"]["messages"], messages);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mock.reports().len(), 1);
+
+    // REPORT_SYSTEM_TASKS off: captured, answered, not reported.
+    let update = json!({"REPORT_SYSTEM_TASKS": false});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    hook(&app, "inlet", &inlet).await;
+    assert_eq!(app.post_json("/chat/completions", &chat).await.status(), 200);
+    turn(&app, "c-8", "m-8", "q", "a").await;
+    mock.wait_for_reports(2, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-7-title_generation", "chatcmpl-m-8"]);
+}

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sluice_sdk::outbox::{KvWrite, NewEntry};
 use sluice_sdk::{
-    async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind, ValvesCell,
+    async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind, ServedCompletion,
+    StoreError, ValvesCell,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -34,6 +35,10 @@ pub const PIPELINE_ID: &str = "openpipe_reporting";
 pub const QUEUE: &str = PIPELINE_ID;
 const CAPTURE_NS: &str = "openpipe_reporting.capture";
 const REPORTED_NS: &str = "openpipe_reporting.reported";
+/// Background-task inlets waiting for the completion this server answers for them.
+const TASK_NS: &str = "openpipe_reporting.task";
+/// Open WebUI asks for the task's answer right after its inlet.
+const TASK_TTL: Duration = Duration::from_secs(300);
 /// How long a reported turn's content hash is kept for dedupe (§4.4).
 const REPORTED_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// Outlets of one chat are serialised (dedupe and sibling lists are read-modify-write);
@@ -48,6 +53,10 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Capture {
     session_id: Option<String>,
+    #[serde(default)]
+    chat_id: Option<String>,
+    #[serde(default)]
+    message_id: Option<String>,
     user_id: Option<String>,
     task: Option<String>,
     model_id: String,
@@ -112,6 +121,17 @@ fn message_text(message: &Value) -> String {
     }
 }
 
+/// Identifies one model request across the inlet and `/chat/completions`: who, which model,
+/// and the messages' roles and texts (Open WebUI strips `metadata` in between, so no id is
+/// shared).
+fn task_key(user_id: Option<&str>, model: &str, messages: &[Value]) -> String {
+    let texts: Vec<Value> = messages
+        .iter()
+        .map(|m| json!([m.get("role").and_then(Value::as_str).unwrap_or_default(), message_text(m)]))
+        .collect();
+    dpo::sha256_hex(json!([user_id.unwrap_or_default(), model, texts]).to_string().as_bytes())
+}
+
 /// Shrinks a queued report after a 413 (§7.6): images out, long texts cut. Returns whether
 /// anything changed.
 pub fn shrink_report(body: &mut Value) -> bool {
@@ -158,17 +178,21 @@ impl OpenPipeReporting {
         v: &ReportingValves,
         body: &Value,
         user: Option<&Value>,
-    ) -> Option<(String, Capture)> {
+    ) -> Option<(&'static str, String, Capture)> {
         let obj = body.as_object()?;
-        obj.get("messages")?.as_array()?;
+        let messages = obj.get("messages")?.as_array()?;
         let meta = obj.get("metadata").and_then(Value::as_object);
         let meta_str = |k: &str| meta.and_then(|m| str_at(m, k)).map(str::to_string);
-        if meta_str("task").is_some() {
-            // Open WebUI never sends an outlet for a background task (§5.4).
-            self.counters.tasks_unobservable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return None;
-        }
-        let (chat_id, message_id) = (meta_str("chat_id")?, meta_str("message_id")?);
+        let user_id =
+            user.and_then(|u| u.get("id")).and_then(Value::as_str).map(str::to_string).or(meta_str("user_id"));
+        let task = meta_str("task");
+        let model_id = str_at(obj, "model").unwrap_or("unknown").to_string();
+        let (namespace, key) = match &task {
+            // Open WebUI never sends an outlet for a background task (§5.4): its answer is
+            // matched later, when this server answers the same request (`observe_completion`).
+            Some(_) => (TASK_NS, task_key(user_id.as_deref(), &model_id, messages)),
+            None => (CAPTURE_NS, format!("{}|{}", meta_str("chat_id")?, meta_str("message_id")?)),
+        };
         let base_model_id = meta
             .and_then(|m| m.get("model"))
             .and_then(|m| m.pointer("/info/base_model_id"))
@@ -177,16 +201,110 @@ impl OpenPipeReporting {
             .map(str::to_string);
         let capture = Capture {
             session_id: meta_str("session_id"),
-            user_id: user.and_then(|u| u.get("id")).and_then(Value::as_str).map(str::to_string).or(meta_str("user_id")),
-            task: None,
-            model_id: str_at(obj, "model").unwrap_or("unknown").to_string(),
+            user_id,
+            task,
+            chat_id: meta_str("chat_id"),
+            message_id: meta_str("message_id"),
+            model_id,
             base_model_id,
             requested_at_ms: now_ms(),
             run_id: rt.run_id.clone(),
             mono_ms: rt.mono_ms(),
             request: report::sanitize_request(obj, v.PARSE_OPENWEBUI_BLOCKS),
         };
-        Some((format!("{chat_id}|{message_id}"), capture))
+        Some((namespace, key, capture))
+    }
+
+    /// Reports a background task whose inlet was captured, with the answer this server gave.
+    async fn report_task(
+        &self,
+        rt: &Runtime,
+        v: &ReportingValves,
+        served: &ServedCompletion,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let user_id = served.request.get("user").and_then(|u| u.get("id")).and_then(Value::as_str);
+        let messages = served.request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let key = task_key(user_id, &served.model, messages);
+        let Some(capture) = rt.store.get(TASK_NS, &key).await?.and_then(|c| serde_json::from_value::<Capture>(c).ok())
+        else {
+            return Ok(());
+        };
+        let kv = vec![KvWrite::Delete { namespace: TASK_NS.into(), key }];
+        let task = capture.task.clone().unwrap_or_else(|| "unknown".into());
+        let interaction = if v.INCLUDE_INTERACTION_CLASSIFICATION { task.clone() } else { "unknown".into() };
+        let allowed = match report::gate(&interaction) {
+            Gate::Chat => v.REPORT_CHAT_MESSAGES,
+            Gate::Tools => v.REPORT_TOOL_INTERACTIONS,
+            Gate::Tasks => v.REPORT_SYSTEM_TASKS,
+            Gate::Always => true,
+        };
+        if !allowed {
+            self.counters.skipped_by_type.fetch_add(1, Relaxed);
+            return rt.outbox.enqueue(QUEUE, Vec::new(), kv).await;
+        }
+        let message = served.response.pointer("/choices/0/message").cloned().unwrap_or(Value::Null);
+        let content = message.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
+        let message_id = capture.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let model = match (v.REPORT_MODEL_AS, capture.base_model_id.clone()) {
+            (ReportModelAs::BaseModelId, Some(base)) => base,
+            _ => capture.model_id.clone(),
+        };
+        let mut head: Vec<(String, String)> = vec![
+            ("source".into(), "open-webui".into()),
+            ("capture".into(), "inlet_completion".into()),
+            ("interaction_type".into(), interaction.clone()),
+        ];
+        if let Some(u) = capture.user_id.clone().filter(|u| !u.is_empty()) {
+            head.push(("user_id".into(), u));
+        }
+        if let Some(c) = capture.chat_id.clone() {
+            head.push(("chat_id".into(), c));
+        }
+        head.push(("message_id".into(), message_id.clone()));
+        head.push(("model_id".into(), capture.model_id.clone()));
+        if v.INCLUDE_TIMING_METRICS {
+            let took = served.finished_at_ms.saturating_sub(capture.requested_at_ms);
+            head.push(("inference_time_ms".into(), took.to_string()));
+        }
+        if v.INCLUDE_TOOL_METRICS {
+            head.push(("has_tool_calls".into(), "false".into()));
+            head.push(("tool_call_count".into(), "0".into()));
+        }
+        let turn = Turn {
+            request: capture.request.clone(),
+            model,
+            // The chat's own answer uses `chatcmpl-<message id>`; the task gets its own id.
+            message_id: format!("{message_id}-{task}"),
+            head,
+            tail: Vec::new(),
+            custom: v.custom(),
+            answer: blocks::Answer { texts: vec![content], calls: Vec::new() },
+            usage: served.response.get("usage").and_then(|u| report::usage_of(&json!({ "usage": u }))),
+            revision: 0,
+            requested_at_ms: capture.requested_at_ms,
+            received_at_ms: served.finished_at_ms,
+        };
+        let entries: Vec<NewEntry> = turn
+            .reports(v.MAX_REPORT_BYTES as usize)
+            .into_iter()
+            .filter(|b| !b.too_large)
+            .map(|b| NewEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                kind: delivery::KIND_REPORT.into(),
+                target: "/report".into(),
+                body: b.body,
+            })
+            .collect();
+        let count = entries.len() as u64;
+        rt.outbox.enqueue(QUEUE, entries, kv).await?;
+        self.counters.task_reports.fetch_add(count, Relaxed);
+        self.counters.queued.fetch_add(count, Relaxed);
+        if v.DEBUG_LOGGING {
+            tracing::debug!(message_id = %message_id, task = %task, "openpipe: task report queued");
+        }
+        rt.wake.notify_one();
+        Ok(())
     }
 
     /// Builds and queues the reports of one finished turn (§5.2). Errors are the store's.
@@ -579,11 +697,13 @@ impl Pipeline for OpenPipeReporting {
     async fn inlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
         let v = self.valves.get();
         let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return Ok(body) };
-        if let Some((key, capture)) = self.capture(rt, &v, &body, user.as_ref()) {
-            let ttl = Duration::from_secs(v.PENDING_TTL_SECONDS);
-            match rt.store.put(CAPTURE_NS, &key, &json!(capture), ttl).await {
+        if let Some((namespace, key, capture)) = self.capture(rt, &v, &body, user.as_ref()) {
+            let ttl = if namespace == TASK_NS { TASK_TTL } else { Duration::from_secs(v.PENDING_TTL_SECONDS) };
+            match rt.store.put(namespace, &key, &json!(capture), ttl).await {
                 Ok(()) => {
-                    self.counters.captured.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let counter =
+                        if namespace == TASK_NS { &self.counters.task_captures } else { &self.counters.captured };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "openpipe: capture not stored; the outlet will report what it can")
@@ -591,6 +711,15 @@ impl Pipeline for OpenPipeReporting {
             }
         }
         Ok(body)
+    }
+
+    async fn observe_completion(&self, served: &ServedCompletion) {
+        let v = self.valves.get();
+        let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return };
+        if let Err(e) = self.report_task(rt, &v, served).await {
+            self.counters.report_build_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "openpipe: task report not queued");
+        }
     }
 
     async fn outlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {

@@ -20,7 +20,7 @@ pub use error::{ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use outbox::{Outbox, QueueStats};
 pub use pipeline::{Pipeline, PipelineKind, SubModel};
-pub use request::PipeRequest;
+pub use request::{PipeRequest, ServedCompletion};
 pub use secret::Secret;
 pub use store::{KvStore, StoreError};
 pub use valves::{DynValves, FieldError, Valves, ValvesCell};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{DynValves, PipeRequest, PipeStream, PipelineContext, PipelineError};
+use crate::{DynValves, PipeRequest, PipeStream, PipelineContext, PipelineError, ServedCompletion};
 
 /// How Open WebUI treats a module (pipelines-protocol.md §1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,10 @@ pub trait Pipeline: Send + Sync + 'static {
     async fn inlet(&self, body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {
         Ok(body)
     }
+
+    /// Sees a non-streamed completion a pipe of this server answered (background tasks are
+    /// answered that way). Runs after the answer was sent; must not block.
+    async fn observe_completion(&self, _completion: &ServedCompletion) {}
 
     /// Sees (and may change) the finished exchange.
     async fn outlet(&self, body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {

@@ -20,6 +20,22 @@ pub struct PipeRequest {
     pub cancel: CancellationToken,
 }
 
+/// A `stream: false` chat completion the server answered with one of its pipes, shown to the
+/// filters afterwards (Open WebUI never sends an outlet for its background tasks, so this is
+/// the only way a filter sees their answers).
+#[derive(Debug, Clone)]
+pub struct ServedCompletion {
+    /// The model id as requested.
+    pub model: String,
+    /// The request body as the pipe received it (with `user` when Open WebUI sent one).
+    pub request: Map<String, Value>,
+    /// The `chat.completion` object sent back.
+    pub response: Value,
+    /// Unix milliseconds when the request arrived and when the answer was complete.
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+}
+
 impl PipeRequest {
     /// `messages` of the body (always an array: the server checked it).
     pub fn messages(&self) -> &[Value] {
