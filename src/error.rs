@@ -92,6 +92,66 @@ impl ResponseError for ApiError {
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }
-        HttpResponse::build(status).json(self.body())
+        let mut response = HttpResponse::build(status);
+        // Open WebUI shows only the reason phrase of a failed inlet and logs only the reason
+        // phrase of a failed valves update (it reads the body too late): put the message there
+        // too. Auth refusals keep the standard phrase, as the reference does.
+        if !matches!(self, ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::InvalidKey) {
+            if let Some(phrase) = reason_phrase(&self.to_string()) {
+                response.reason(phrase);
+            }
+        }
+        response.json(self.body())
+    }
+}
+
+/// Distinct phrases kept; beyond this the standard phrase is used (the interned strings live
+/// for the whole process, so the set must stay bounded).
+const MAX_PHRASES: usize = 512;
+
+/// `message` as an HTTP reason phrase: visible ASCII only, at most 120 characters, interned.
+fn reason_phrase(message: &str) -> Option<&'static str> {
+    static PHRASES: std::sync::Mutex<Option<std::collections::HashMap<String, &'static str>>> =
+        std::sync::Mutex::new(None);
+    let mut phrase = String::with_capacity(message.len().min(120));
+    for c in message.chars() {
+        if phrase.len() >= 120 {
+            break;
+        }
+        phrase.push(match c {
+            ' '..='~' => c,
+            '\t' | '\n' | '\r' => ' ',
+            _ => '?',
+        });
+    }
+    let phrase = phrase.trim();
+    if phrase.is_empty() {
+        return None;
+    }
+    let mut guard = PHRASES.lock().ok()?;
+    let map = guard.get_or_insert_with(Default::default);
+    if let Some(p) = map.get(phrase) {
+        return Some(p);
+    }
+    if map.len() >= MAX_PHRASES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(phrase.to_string().into_boxed_str());
+    map.insert(phrase.to_string(), leaked);
+    Some(leaked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_phrases_are_ascii_short_and_interned() {
+        assert_eq!(reason_phrase("Blocked by policy: too long"), Some("Blocked by policy: too long"));
+        assert_eq!(reason_phrase("caf\u{e9}\r\nnext"), Some("caf?  next"));
+        assert_eq!(reason_phrase(&"x".repeat(500)).map(str::len), Some(120));
+        assert_eq!(reason_phrase("   "), None);
+        let a = reason_phrase("same").map(str::as_ptr);
+        assert_eq!(a, reason_phrase("same").map(str::as_ptr), "one allocation per distinct phrase");
     }
 }

@@ -69,6 +69,20 @@ async fn a_refusing_inlet_answers_a_json_error() {
     let (status, body) = json_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
     assert_eq!(status, 403);
     assert_eq!(body["detail"], json!("Blocked by policy"));
+
+    // Open WebUI shows a failed inlet's reason phrase and nothing else: it must carry the message.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let payload = serde_json::to_string(&request).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /scripted_filter/filter/inlet HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+        crate::helpers::KEY,
+        payload.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 403 Blocked by policy\r\n"), "{response}");
 }
 
 #[tokio::test]

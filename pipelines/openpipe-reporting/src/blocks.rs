@@ -288,7 +288,7 @@ pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
             }
             Some("message") => {
                 if let Some(t) = answer.texts.last_mut() {
-                    t.push_str(&parts_text(item, "content"));
+                    t.push_str(&strip_markers(&parts_text(item, "content")));
                 }
             }
             Some("function_call") => {
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn output_items_give_calls_when_the_text_has_none() {
         let output = serde_json::json!([
-            {"type": "message", "content": [{"type": "output_text", "text": "Checking."}]},
+            {"type": "message", "content": [{"type": "output_text", "text": "[sluice:v1:turn:0123456789ABCDEF]: #\n\nChecking."}]},
             {"type": "function_call", "call_id": "call_9", "name": "lookup", "arguments": "{\"q\": 1}"},
             {"type": "function_call_output", "call_id": "call_9", "output": "found"},
             {"type": "message", "content": [{"type": "output_text", "text": "Done."}]}

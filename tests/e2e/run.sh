@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The end-to-end test: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py).
+#
+#   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
+#
+# Open WebUI goes into a Python 3.11 virtual environment cached under
+# ${SLUICE_E2E_CACHE:-~/.cache/sluice-e2e}/venv-<version> (about 4 GB and a few minutes the
+# first time; reused while the version matches). Needs cargo, python3.11 and PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OWUI_VERSION=0.12.4
+CACHE=${SLUICE_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-e2e}
+VENV=$CACHE/venv-$OWUI_VERSION
+WANT="open-webui==$OWUI_VERSION"
+
+python=""
+for candidate in "${SLUICE_E2E_PYTHON:-}" python3.11 python3; do
+  if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
+     && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "e2e: Python 3.11 is needed (set SLUICE_E2E_PYTHON)" >&2
+  exit 2
+fi
+
+if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$WANT" ]; then
+  echo "e2e: installing $WANT into $VENV (first run: a few minutes)"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  "$python" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$WANT"
+  echo "$WANT" > "$VENV/.installed"
+else
+  echo "e2e: reusing $VENV"
+fi
+
+cargo build --locked --bin sluice
+target_dir=${CARGO_TARGET_DIR:-target}
+exec "$VENV/bin/python" tests/e2e/e2e.py --sluice "$target_dir/debug/sluice" --open-webui "$VENV/bin/open-webui" "$@"
