@@ -41,7 +41,8 @@ pub async fn trace_requests(
         Ok(mut res) => {
             let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
             let status = res.status().as_u16();
-            span.in_scope(|| tracing::info!(route = %route, status, elapsed_ms, "handled"));
+            let path = res.request().path().to_string();
+            span.in_scope(|| tracing::info!(route = %route, path = %path, status, elapsed_ms, "handled"));
             if let Some(m) = metrics {
                 m.observe_request(&route, status, started.elapsed());
             }

@@ -180,6 +180,20 @@ class Process:
         return pathlib.Path(self.log_path).read_text(errors="replace")
 
 
+def calls_since(log: str, offset: int):
+    """`METHOD path -> status` for each request sluice handled, from its JSON log lines."""
+    out = []
+    for line in log[offset:].splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("message") == "handled":
+            method = (entry.get("span") or {}).get("method", "?")
+            out.append(f"{method} {entry.get('path')} -> {entry.get('status')}")
+    return out
+
+
 async def wait_http(session, url, seconds):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -492,7 +506,7 @@ async def main(args) -> int:
             **base_env,
             "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(sluice_port), "SLUICE_API_KEY": SLUICE_KEY,
             "SLUICE_DATA_DIR": str(work / "sluice-data"), "SLUICE_VALVES_DIR": str(work / "valves"),
-            "SLUICE_LOG_LEVEL": "info",
+            "SLUICE_LOG_LEVEL": "info", "SLUICE_LOG_FORMAT": "json",
             "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_API_BASE_URL": f"http://127.0.0.1:{openai_port}/v1",
             "SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS": "false",
             "SLUICE_VALVES__OPENAI_RESPONSES__MAX_RETRIES": "1",
@@ -530,6 +544,7 @@ async def main(args) -> int:
                 if args.only and args.only not in fn.__name__:
                     continue
                 started = time.time()
+                log_offset = len(c.sluice.text())
                 try:
                     await fn(c)
                     results.append(True)
@@ -540,6 +555,10 @@ async def main(args) -> int:
                     print(f"FAIL {fn.__name__}: {detail[:800]}", flush=True)
                     if args.verbose:
                         traceback.print_exc()
+                if args.calls:
+                    await asyncio.sleep(0.5)
+                    for call in calls_since(c.sluice.text(), log_offset):
+                        print(f"    {call}", flush=True)
     except Exception as e:
         results.append(False)
         print(f"FAIL harness: {e}", flush=True)
@@ -569,4 +588,5 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--calls", action="store_true", help="list the requests sluice handled per scenario")
     sys.exit(asyncio.run(main(parser.parse_args())))
