@@ -26,8 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::counters::Counters;
 pub use crate::delivery::Tuning;
-use crate::report::{Gate, Turn};
-use crate::valves::ReportModelAs;
+use crate::report::Turn;
 pub use crate::valves::ReportingValves;
 
 /// The module id, also the outbox queue's name.
@@ -233,12 +232,7 @@ impl OpenPipeReporting {
         let kv = vec![KvWrite::Delete { namespace: TASK_NS.into(), key }];
         let task = capture.task.clone().unwrap_or_else(|| "unknown".into());
         let interaction = if v.INCLUDE_INTERACTION_CLASSIFICATION { task.clone() } else { "unknown".into() };
-        let allowed = match report::gate(&interaction) {
-            Gate::Chat => v.REPORT_CHAT_MESSAGES,
-            Gate::Tools => v.REPORT_TOOL_INTERACTIONS,
-            Gate::Tasks => v.REPORT_SYSTEM_TASKS,
-            Gate::Always => true,
-        };
+        let allowed = v.reports(&interaction);
         if !allowed {
             self.counters.skipped_by_type.fetch_add(1, Relaxed);
             return rt.outbox.enqueue(QUEUE, Vec::new(), kv).await;
@@ -246,10 +240,7 @@ impl OpenPipeReporting {
         let message = served.response.pointer("/choices/0/message").cloned().unwrap_or(Value::Null);
         let content = message.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
         let message_id = capture.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let model = match (v.REPORT_MODEL_AS, capture.base_model_id.clone()) {
-            (ReportModelAs::BaseModelId, Some(base)) => base,
-            _ => capture.model_id.clone(),
-        };
+        let model = v.reported_model(&capture.model_id, capture.base_model_id.as_deref());
         let mut head: Vec<(String, String)> = vec![
             ("source".into(), "open-webui".into()),
             ("capture".into(), "inlet_completion".into()),
@@ -402,20 +393,12 @@ impl OpenPipeReporting {
             .map(str::to_string)
             .or_else(|| capture.as_ref().map(|c| c.model_id.clone()))
             .unwrap_or_else(|| "unknown".into());
-        let model = match (v.REPORT_MODEL_AS, capture.as_ref().and_then(|c| c.base_model_id.clone())) {
-            (ReportModelAs::BaseModelId, Some(base)) => base,
-            _ => model_id.clone(),
-        };
+        let model = v.reported_model(&model_id, capture.as_ref().and_then(|c| c.base_model_id.as_deref()));
 
         // Classification and selective reporting (§6).
         let task = capture.as_ref().and_then(|c| c.task.clone());
         let interaction = report::classify(v.INCLUDE_INTERACTION_CLASSIFICATION, task.as_deref(), &request, &answer);
-        let allowed = match report::gate(&interaction) {
-            Gate::Chat => v.REPORT_CHAT_MESSAGES,
-            Gate::Tools => v.REPORT_TOOL_INTERACTIONS,
-            Gate::Tasks => v.REPORT_SYSTEM_TASKS,
-            Gate::Always => true,
-        };
+        let allowed = v.reports(&interaction);
         if !allowed {
             self.counters.skipped_by_type.fetch_add(1, Relaxed);
             if !kv.is_empty() {

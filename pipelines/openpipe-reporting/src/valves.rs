@@ -223,6 +223,24 @@ impl ReportingValves {
     pub fn base_url(&self) -> &str {
         self.OPENPIPE_BASE_URL.trim_end_matches('/')
     }
+
+    /// Selective reporting (§6.2): whether turns of this `interaction_type` are reported.
+    pub fn reports(&self, interaction: &str) -> bool {
+        match crate::report::gate(interaction) {
+            crate::report::Gate::Chat => self.REPORT_CHAT_MESSAGES,
+            crate::report::Gate::Tools => self.REPORT_TOOL_INTERACTIONS,
+            crate::report::Gate::Tasks => self.REPORT_SYSTEM_TASKS,
+            crate::report::Gate::Always => true,
+        }
+    }
+
+    /// `reqPayload.model` per `REPORT_MODEL_AS`: Open WebUI's id, or a workspace model's base.
+    pub fn reported_model(&self, model_id: &str, base_model_id: Option<&str>) -> String {
+        match (self.REPORT_MODEL_AS, base_model_id) {
+            (ReportModelAs::BaseModelId, Some(base)) => base.to_string(),
+            _ => model_id.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +257,17 @@ mod tests {
         }
         let long = format!(r#"{{"a":"{}"}}"#, "x".repeat(513));
         assert!(custom_metadata(&long).is_err());
+    }
+
+    #[test]
+    fn selective_reporting_and_the_reported_model() {
+        let v = ReportingValves { REPORT_SYSTEM_TASKS: false, ..Default::default() };
+        assert!(v.reports("chat_message") && v.reports("function_calling") && v.reports("memory_extraction"));
+        assert!(!v.reports("title_generation"));
+        assert_eq!(v.reported_model("my-assistant", Some("gpt-4o")), "my-assistant");
+        let v = ReportingValves { REPORT_MODEL_AS: ReportModelAs::BaseModelId, ..Default::default() };
+        assert_eq!(v.reported_model("my-assistant", Some("gpt-4o")), "gpt-4o");
+        assert_eq!(v.reported_model("gpt-4o-mini", None), "gpt-4o-mini");
     }
 
     #[test]
