@@ -4,18 +4,18 @@
 #   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
 #
 # Open WebUI goes into a Python 3.11 virtual environment cached under
-# ${SLUICE_E2E_CACHE:-~/.cache/sluice-e2e}/venv-<version> (about 4 GB and a few minutes the
+# ${E2E_OPEN_WEBUI_CACHE:-~/.cache/sluice-e2e}/venv-<version> (about 4 GB and a few minutes the
 # first time; reused while the version matches). Needs cargo, python3.11 and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OWUI_VERSION=0.12.4
-CACHE=${SLUICE_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-e2e}
+CACHE=${E2E_OPEN_WEBUI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-e2e}
 VENV=$CACHE/venv-$OWUI_VERSION
 WANT="open-webui==$OWUI_VERSION"
 
 python=""
-for candidate in "${SLUICE_E2E_PYTHON:-}" python3.11 python3; do
+for candidate in "${E2E_PYTHON:-}" python3.11 python3; do
   if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
      && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
     python=$candidate
@@ -23,7 +23,7 @@ for candidate in "${SLUICE_E2E_PYTHON:-}" python3.11 python3; do
   fi
 done
 if [ -z "$python" ]; then
-  echo "e2e: Python 3.11 is needed (set SLUICE_E2E_PYTHON)" >&2
+  echo "e2e: Python 3.11 is needed (set E2E_PYTHON)" >&2
   exit 2
 fi
 
