@@ -418,7 +418,15 @@ async def reporting_filter_reports_the_chat(c):
     assert tags["capture"] == "inlet_outlet" and tags["interaction_type"] in ("chat_message", "function_calling"), tags
     assert report["respPayload"]["id"] == f"chatcmpl-{answer_id}", report["respPayload"]["id"]
     assert "[sluice:" not in json.dumps(report), "replay marker leaked into the report"
-    assert report["reqPayload"]["messages"][-1]["role"] == "user", report["reqPayload"]["messages"]
+    assert report["reqPayload"]["messages"] == [{"role": "user", "content": "e2e:reasoning why is the sky blue"}], \
+        report["reqPayload"]["messages"]
+    choice = report["respPayload"]["choices"][0]
+    # 0.12 keeps the reasoning summary as an output item: it is reported as <think>…</think>.
+    content = choice["message"]["content"]
+    assert content.startswith("<think>**Checking the arithmetic**") and content.endswith("</think>17 × 23 = **391**."), choice
+    assert choice["finish_reason"] == "stop", choice
+    assert report["respPayload"]["usage"] == {"prompt_tokens": 30, "completion_tokens": 214, "total_tokens": 244}, report
+    assert report["tags"]["model_id"] == "openai_responses.o4-mini" and int(report["tags"]["inference_time_ms"]) >= 0
 
 
 @scenario

@@ -38,6 +38,11 @@ else
   echo "e2e: reusing $VENV"
 fi
 
-cargo build --locked --bin sluice
-target_dir=${CARGO_TARGET_DIR:-target}
-exec "$VENV/bin/python" tests/e2e/e2e.py --sluice "$target_dir/debug/sluice" --open-webui "$VENV/bin/open-webui" "$@"
+# E2E_SLUICE_BIN: a binary built already (CI passes the one `cargo test` built, which has other
+# dependency features than a plain `cargo build` and would otherwise be rebuilt).
+sluice=${E2E_SLUICE_BIN:-}
+if [ -z "$sluice" ]; then
+  cargo build --locked --bin sluice
+  sluice=${CARGO_TARGET_DIR:-target}/debug/sluice
+fi
+exec "$VENV/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$VENV/bin/open-webui" "$@"

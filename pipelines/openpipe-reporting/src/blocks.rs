@@ -264,11 +264,12 @@ fn parts_text(item: &Value, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Open WebUI 0.12 also keeps a reply as `output` items. When its tool calls are there but not
-/// in the text (no `tool_calls` blocks), the items are the only record of them.
+/// Open WebUI 0.12 also keeps a reply as `output` items. When its tool calls or reasoning are
+/// there but not in the text (no `<details>` blocks), the items are the only record of them.
 pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
-    let has_calls = output.iter().any(|i| i.get("type").and_then(Value::as_str) == Some("function_call"));
-    if !has_calls {
+    let informative =
+        output.iter().any(|i| matches!(i.get("type").and_then(Value::as_str), Some("function_call" | "reasoning")));
+    if !informative {
         return None;
     }
     let mut answer = Answer { texts: vec![String::new()], calls: Vec::new() };
@@ -409,5 +410,12 @@ mod tests {
         assert_eq!(a.calls[0].arguments, "{\"q\":1}");
         assert_eq!(a.calls[0].result.as_deref(), Some("found"));
         assert!(parse_output(&[], "m").is_none());
+        let only_text = serde_json::json!([{"type": "message", "content": [{"type": "output_text", "text": "x"}]}]);
+        assert!(parse_output(only_text.as_array().unwrap(), "m").is_none(), "plain replies keep their content");
+        let reasoning = serde_json::json!([
+            {"type": "reasoning", "content": [{"type": "output_text", "text": "hmm"}], "summary": null},
+            {"type": "message", "content": [{"type": "output_text", "text": "391."}]}
+        ]);
+        assert_eq!(parse_output(reasoning.as_array().unwrap(), "m").unwrap().texts, ["<think>hmm</think>391."]);
     }
 }

@@ -336,8 +336,10 @@ impl OpenPipeReporting {
         let output = last.get("output").and_then(Value::as_array);
         let answer = if v.PARSE_OPENWEBUI_BLOCKS {
             let parsed = blocks::parse(&content, &message_id);
-            match (parsed.calls.is_empty(), output) {
-                (true, Some(items)) => blocks::parse_output(items, &message_id).unwrap_or(parsed),
+            match output {
+                Some(items) if !content.contains("<details") => {
+                    blocks::parse_output(items, &message_id).unwrap_or(parsed)
+                }
                 _ => parsed,
             }
         } else {
