@@ -271,6 +271,18 @@ impl KvStore for SqliteStore {
         text.map(|t| serde_json::from_str(&t).map_err(err)).transpose()
     }
 
+    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
+        let ns = namespace.to_string();
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM kv WHERE namespace = ?1 AND key IN (
+                    SELECT key FROM kv WHERE namespace = ?1 ORDER BY expires_at DESC LIMIT -1 OFFSET ?2)",
+                params![ns, keep as i64],
+            )
+        })
+        .await
+    }
+
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
         let (ns, key) = (namespace.to_string(), key.to_string());
         self.write(move |c| c.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![ns, key]))
@@ -472,6 +484,15 @@ mod tests {
         assert_eq!(store.get("ns", "gone").await?, None);
         store.delete("ns", "a").await?;
         assert_eq!(store.get("ns", "a").await?, None);
+
+        for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
+            store.put("bounded", &format!("k{i}"), &serde_json::json!(i), Duration::from_secs(*ttl)).await?;
+        }
+        assert_eq!(store.trim("bounded", 2).await?, 2, "the two that expire first go");
+        assert_eq!(store.get("bounded", "k1").await?, None);
+        assert_eq!(store.get("bounded", "k2").await?, None);
+        assert_eq!(store.get("bounded", "k3").await?, Some(serde_json::json!(3)));
+        assert_eq!(store.trim("bounded", 2).await?, 0);
         Ok(())
     }
 

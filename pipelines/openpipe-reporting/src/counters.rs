@@ -28,6 +28,7 @@ counters!(
     dead_lettered,
     duplicates,
     skipped_by_type,
+    captures_evicted,
     task_captures,
     task_reports,
     outlet_without_answer,

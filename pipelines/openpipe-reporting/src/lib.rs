@@ -36,6 +36,8 @@ const CAPTURE_NS: &str = "openpipe_reporting.capture";
 const REPORTED_NS: &str = "openpipe_reporting.reported";
 /// Background-task inlets waiting for the completion this server answers for them.
 const TASK_NS: &str = "openpipe_reporting.task";
+/// Live captures kept at most (§4.1); the outlet-only path still reports an evicted turn.
+const MAX_CAPTURES: usize = 10_000;
 /// Open WebUI asks for the task's answer right after its inlet.
 const TASK_TTL: Duration = Duration::from_secs(300);
 /// How long a reported turn's content hash is kept for dedupe (§4.4).
@@ -212,6 +214,20 @@ impl OpenPipeReporting {
             request: report::sanitize_request(obj, v.PARSE_OPENWEBUI_BLOCKS),
         };
         Some((namespace, key, capture))
+    }
+
+    async fn trim_captures(&self, rt: &Runtime, namespace: &str) {
+        match rt.store.trim(namespace, MAX_CAPTURES).await {
+            Ok(0) => {}
+            Ok(evicted) => {
+                self.counters.captures_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    evicted,
+                    "openpipe: over {MAX_CAPTURES} captures wait for an outlet; the oldest were dropped"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "openpipe: captures could not be trimmed"),
+        }
     }
 
     /// Reports a background task whose inlet was captured, with the answer this server gave.
@@ -688,7 +704,11 @@ impl Pipeline for OpenPipeReporting {
                 Ok(()) => {
                     let counter =
                         if namespace == TASK_NS { &self.counters.task_captures } else { &self.counters.captured };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    // Bounded (§4.1): checked every 100 captures, the oldest go first.
+                    if n % 100 == 0 {
+                        self.trim_captures(rt, namespace).await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "openpipe: capture not stored; the outlet will report what it can")

@@ -22,4 +22,8 @@ pub trait KvStore: Send + Sync + 'static {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError>;
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Keeps at most `keep` live records in `namespace`, removing those that would expire
+    /// first; returns how many were removed. For bounded state such as pending captures.
+    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError>;
 }
