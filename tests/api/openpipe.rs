@@ -670,6 +670,14 @@ impl Binary {
     }
 }
 
+/// A failing assertion must not leave the server running.
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test]
 async fn reports_accepted_before_a_kill_9_are_delivered_once_after_it() {
     const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
