@@ -101,6 +101,11 @@ impl ResponseError for ApiError {
                 response.reason(phrase);
             }
         }
+        if let ApiError::Pipeline(PipelineError { retry_after: Some(wait), .. }) = self {
+            let ms = wait.as_millis();
+            response.insert_header(("retry-after", ms.div_ceil(1000).to_string()));
+            response.insert_header(("retry-after-ms", ms.to_string()));
+        }
         response.json(self.body())
     }
 }

@@ -483,6 +483,23 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
         json_of(app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
     assert_eq!((status, body["error"]["code"].clone()), (429, json!("insufficient_quota")));
     assert_eq!(mock.received_requests().await.unwrap().len(), 1);
+
+    // Not retried (MAX_RETRIES = 0): the wait OpenAI asked for goes on to the caller, whom Open
+    // WebUI passes it to.
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7").set_body_raw(
+            r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+            "application/json",
+        ))
+        .mount(&mock)
+        .await;
+    let app = manifold_app(&mock, "").await;
+    let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    assert_eq!(res.status().as_u16(), 429);
+    assert_eq!(res.headers()["retry-after"], "7");
+    assert_eq!(res.headers()["retry-after-ms"], "7000");
 }
 
 #[tokio::test]

@@ -113,6 +113,7 @@ pub async fn send(
         upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref()),
     );
     error.code = code;
+    error.retry_after = asked.filter(|_| matches!(status, 429 | 503));
     Err(Failure { error, retryable, delay: asked, replay })
 }
 

@@ -58,15 +58,23 @@ pub struct PipelineError {
     pub message: String,
     /// A machine-readable code from the upstream (`insufficient_quota`, `server_error`, ...).
     pub code: Option<String>,
+    /// How long the upstream asked callers to wait; sent on as `Retry-After` when the error
+    /// becomes an HTTP status (Open WebUI passes it on to API callers).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl PipelineError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), code: None }
+        Self { kind, message: message.into(), code: None, retry_after: None }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
         self
     }
 
