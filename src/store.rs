@@ -66,18 +66,24 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
         // Alone in its group, a write needs no savepoint: its failure rolls back the group.
         let alone = group.len() == 1;
         for job in group {
+            let Job { work, reply } = job;
+            // A write that panics fails alone instead of taking the writer thread down.
+            let run = |work: Work| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn)))
+                    .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery))
+            };
             if alone {
-                let result = (job.work)(&conn).map_err(err);
+                let result = run(work).map_err(err);
                 if result.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
-                    (job.reply)(result);
+                    reply(result);
                     break;
                 }
-                done.push((job.reply, result));
+                done.push((reply, result));
                 continue;
             }
             let result = match conn.execute_batch("SAVEPOINT job") {
-                Ok(()) => match (job.work)(&conn) {
+                Ok(()) => match run(work) {
                     Ok(n) => conn.execute_batch("RELEASE job").map(|_| n).map_err(err),
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
@@ -86,7 +92,7 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 },
                 Err(e) => Err(err(e)),
             };
-            done.push((job.reply, result));
+            done.push((reply, result));
         }
         if done.is_empty() {
             continue;
@@ -508,6 +514,13 @@ mod tests {
             }));
         }
         let broken = store.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", [])).await;
+        let panicked = store
+            .write(|_| {
+                let v: Vec<usize> = Vec::new();
+                Ok(v[1])
+            })
+            .await;
+        assert!(panicked.is_err(), "a panicking write fails alone");
         for t in tasks {
             t.await.map_err(err)??;
         }
@@ -515,6 +528,8 @@ mod tests {
         for i in 0..64 {
             assert_eq!(store.get("ns", &format!("k{i}")).await?, Some(serde_json::json!(i)));
         }
+        store.put("ns", "after", &serde_json::json!(true), Duration::from_secs(60)).await?;
+        assert_eq!(store.get("ns", "after").await?, Some(serde_json::json!(true)), "the writer lives on");
         Ok(())
     }
 
