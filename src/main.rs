@@ -123,14 +123,13 @@ fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = sluice::sse::unix_now_ms();
     let mut out = std::io::stdout().lock();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => store.queues().map(|queues| {
             let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", "queue", "queued", "dead", "oldest (s)");
             for q in queues {
-                let age = q.oldest_created_at_ms.map(|t| (now.saturating_sub(t) / 1000).to_string());
+                let age = q.oldest_age(now).map(|a| a.as_secs().to_string());
                 let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", q.queue, q.depth, q.dead, age.unwrap_or("-".into()));
             }
         }),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_sdk::ErrorKind;
+use sluice_sdk::{ErrorKind, QueueStats};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
@@ -65,14 +65,6 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// One queue of the store's outbox at scrape time.
-pub struct QueueFigures {
-    pub queue: String,
-    pub queued: u64,
-    pub dead: u64,
-    pub oldest_age_seconds: Option<f64>,
-}
-
 impl Metrics {
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
         if let Ok(mut m) = self.requests.lock() {
@@ -99,7 +91,12 @@ impl Metrics {
     }
 
     /// The whole exposition. `queues` and `pipelines` are read by the caller at scrape time.
-    pub fn render(&self, queues: &[QueueFigures], pipelines: &[(String, Vec<(&'static str, u64)>)]) -> String {
+    pub fn render(
+        &self,
+        queues: &[QueueStats],
+        now_ms: u64,
+        pipelines: &[(String, Vec<(&'static str, u64)>)],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP sluice_build_info The running version.\n# TYPE sluice_build_info gauge");
         let _ = writeln!(out, "sluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
@@ -154,7 +151,7 @@ impl Metrics {
         }
         header(&mut out, "sluice_outbox_queued", "gauge", "Entries waiting for delivery, by queue.");
         for q in queues {
-            let _ = writeln!(out, "sluice_outbox_queued{{queue=\"{}\"}} {}", escape(&q.queue), q.queued);
+            let _ = writeln!(out, "sluice_outbox_queued{{queue=\"{}\"}} {}", escape(&q.queue), q.depth);
         }
         header(&mut out, "sluice_outbox_dead_letters", "gauge", "Entries given up on and kept, by queue.");
         for q in queues {
@@ -162,7 +159,8 @@ impl Metrics {
         }
         header(&mut out, "sluice_outbox_oldest_age_seconds", "gauge", "Age of the oldest queued entry, by queue.");
         for q in queues {
-            if let Some(age) = q.oldest_age_seconds {
+            if let Some(age) = q.oldest_age(now_ms) {
+                let age = age.as_secs_f64();
                 let _ = writeln!(out, "sluice_outbox_oldest_age_seconds{{queue=\"{}\"}} {age}", escape(&q.queue));
             }
         }
@@ -199,8 +197,8 @@ mod tests {
         let stream = m.stream_opened();
         m.pipe_error("openai_responses", Stage::BeforeStream, ErrorKind::RateLimited);
         let queues =
-            [QueueFigures { queue: "openpipe_reporting".into(), queued: 3, dead: 1, oldest_age_seconds: Some(4.5) }];
-        let text = m.render(&queues, &[("openpipe_reporting".into(), vec![("delivered", 7)])]);
+            [QueueStats { queue: "openpipe_reporting".into(), depth: 3, dead: 1, oldest_created_at_ms: Some(500) }];
+        let text = m.render(&queues, 5_000, &[("openpipe_reporting".into(), vec![("delivered", 7)])]);
         for line in [
             "sluice_http_requests_total{route=\"/models\",status=\"200\"} 2",
             "sluice_http_requests_total{route=\"/{id}/valves/update\",status=\"422\"} 1",
@@ -211,12 +209,13 @@ mod tests {
             "sluice_pipe_errors_total{pipeline=\"openai_responses\",stage=\"before_stream\",kind=\"rate_limit_error\"} 1",
             "sluice_outbox_queued{queue=\"openpipe_reporting\"} 3",
             "sluice_outbox_dead_letters{queue=\"openpipe_reporting\"} 1",
+            "sluice_outbox_oldest_age_seconds{queue=\"openpipe_reporting\"} 4.5",
             "sluice_pipeline_events_total{pipeline=\"openpipe_reporting\",event=\"delivered\"} 7",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         drop(stream);
-        assert!(m.render(&[], &[]).contains("sluice_open_streams 0"));
+        assert!(m.render(&[], 0, &[]).contains("sluice_open_streams 0"));
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

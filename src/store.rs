@@ -18,11 +18,7 @@ use serde_json::Value;
 use sluice_sdk::outbox::{Entry, KvWrite, NewEntry};
 use sluice_sdk::{KvStore, Outbox, QueueStats, StoreError};
 
-use crate::sse::unix_now;
-
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::sse::{unix_now, unix_now_ms};
 
 /// File name inside the data dir.
 pub const STORE_FILE: &str = "sluice.db";

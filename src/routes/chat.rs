@@ -8,12 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::metrics::Stage;
-use crate::sse::{self, Envelope};
+use crate::sse::{self, unix_now_ms, Envelope};
 use crate::startup::AppState;
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// `stream` as the reference parses it: lax booleans, absent means `true` (§6.1).
 fn stream_flag(value: Option<&Value>) -> Result<bool, ApiError> {
@@ -104,7 +100,7 @@ pub async fn chat_completions(
     let cancel = CancellationToken::new();
     // Cancels the pipe if the client leaves while it is still starting.
     let starting = cancel.clone().drop_guard();
-    let started_at_ms = unix_ms();
+    let started_at_ms = unix_now_ms();
     // Kept for the filters' view of a non-streamed answer (see below).
     let observed_body = (!stream).then(|| body.clone());
     let request =
@@ -145,7 +141,7 @@ pub async fn chat_completions(
                 request,
                 response: completion.clone(),
                 started_at_ms,
-                finished_at_ms: unix_ms(),
+                finished_at_ms: unix_now_ms(),
             };
             let filters: Vec<_> = state
                 .registry

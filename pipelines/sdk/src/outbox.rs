@@ -57,6 +57,13 @@ pub struct QueueStats {
     pub oldest_created_at_ms: Option<u64>,
 }
 
+impl QueueStats {
+    /// How long the oldest waiting entry has waited, at `now_ms`.
+    pub fn oldest_age(&self, now_ms: u64) -> Option<Duration> {
+        self.oldest_created_at_ms.map(|t| Duration::from_millis(now_ms.saturating_sub(t)))
+    }
+}
+
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Queues `entries` and applies `kv` atomically; returns once all of it is durable.
