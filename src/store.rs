@@ -106,6 +106,10 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+fn writer_stopped() -> StoreError {
+    StoreError("the store's writer has stopped".into())
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
@@ -158,11 +162,7 @@ impl SqliteStore {
     pub fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
         let conn = self.reader.lock().map_err(err)?;
         let mut stmt = conn
-            .prepare(
-                "SELECT queue, SUM(dead_at_ms IS NULL), SUM(dead_at_ms IS NOT NULL),
-                        MIN(CASE WHEN dead_at_ms IS NULL THEN created_at_ms END)
-                 FROM outbox GROUP BY queue ORDER BY queue",
-            )
+            .prepare(&format!("SELECT queue, {QUEUE_STATS} FROM outbox GROUP BY queue ORDER BY queue"))
             .map_err(err)?;
         let rows = stmt.query_map([], stats_row).map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
@@ -198,9 +198,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection) -> rusqlite::Result<usize> + Send + 'static,
         reply: impl FnOnce(Result<usize, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.writer
-            .send(Job { work: Box::new(work), reply: Box::new(reply) })
-            .map_err(|_| StoreError("the store's writer has stopped".into()))
+        self.writer.send(Job { work: Box::new(work), reply: Box::new(reply) }).map_err(|_| writer_stopped())
     }
 
     /// A write, answered once it is durable.
@@ -212,7 +210,7 @@ impl SqliteStore {
         self.submit(work, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.await.map_err(|_| StoreError("the store's writer has stopped".into()))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     /// The same for callers outside the runtime (start-up, the CLI, the sweeper's thread).
@@ -224,7 +222,7 @@ impl SqliteStore {
         self.submit(work, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.recv().map_err(|_| StoreError("the store's writer has stopped".into()))?
+        rx.recv().map_err(|_| writer_stopped())?
     }
 
     async fn read<T: Send + 'static>(
@@ -244,17 +242,8 @@ impl SqliteStore {
 #[async_trait]
 impl KvStore for SqliteStore {
     async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
-        let (ns, key, text) = (namespace.to_string(), key.to_string(), value.to_string());
-        let expires = unix_now().saturating_add(ttl.as_secs()) as i64;
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                params![ns, key, text, expires],
-            )
-        })
-        .await
-        .map(|_| ())
+        let row = KvRow::put(namespace, key, value, ttl, unix_now());
+        self.write(move |c| row.apply(c)).await.map(|_| ())
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
@@ -286,12 +275,52 @@ impl KvStore for SqliteStore {
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        let (ns, key) = (namespace.to_string(), key.to_string());
-        self.write(move |c| c.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![ns, key]))
-            .await
-            .map(|_| ())
+        let row = KvRow::Delete { namespace: namespace.to_string(), key: key.to_string() };
+        self.write(move |c| row.apply(c)).await.map(|_| ())
     }
 }
+
+/// A key/value change ready for the writer thread: values are serialised (and expiries
+/// computed) by the caller, so the one writer spends its time on SQL only.
+enum KvRow {
+    Put { namespace: String, key: String, text: String, expires_at: i64 },
+    Delete { namespace: String, key: String },
+}
+
+impl KvRow {
+    fn put(namespace: &str, key: &str, value: &Value, ttl: Duration, now: u64) -> KvRow {
+        KvRow::Put {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            text: value.to_string(),
+            expires_at: now.saturating_add(ttl.as_secs()) as i64,
+        }
+    }
+
+    fn from_write(write: KvWrite, now: u64) -> KvRow {
+        match write {
+            KvWrite::Put { namespace, key, value, ttl } => KvRow::put(&namespace, &key, &value, ttl, now),
+            KvWrite::Delete { namespace, key } => KvRow::Delete { namespace, key },
+        }
+    }
+
+    fn apply(&self, c: &Connection) -> rusqlite::Result<usize> {
+        match self {
+            KvRow::Put { namespace, key, text, expires_at } => c.execute(
+                "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                params![namespace, key, text, expires_at],
+            ),
+            KvRow::Delete { namespace, key } => {
+                c.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![namespace, key])
+            }
+        }
+    }
+}
+
+/// Waiting, dead, and the birth of the oldest waiting entry: the columns of [`QueueStats`].
+const QUEUE_STATS: &str = "SUM(dead_at_ms IS NULL), SUM(dead_at_ms IS NOT NULL),
+     MIN(CASE WHEN dead_at_ms IS NULL THEN created_at_ms END)";
 
 const ENTRY_COLUMNS: &str =
     "id, kind, target, body, created_at_ms, attempts, next_attempt_at_ms, last_status, last_error, dead_at_ms";
@@ -338,29 +367,26 @@ impl Outbox for SqliteStore {
         let queue = queue.to_string();
         let now_ms = unix_now_ms() as i64;
         let now = unix_now();
+        let entries: Vec<(NewEntry, String)> = entries
+            .into_iter()
+            .map(|e| {
+                let body = e.body.to_string();
+                (e, body)
+            })
+            .collect();
+        let rows: Vec<KvRow> = kv.into_iter().map(|w| KvRow::from_write(w, now)).collect();
         // One savepoint in the writer's group: all of it or none of it.
         self.write(move |tx| {
-            for e in &entries {
+            for (e, body) in &entries {
                 tx.execute(
                     "INSERT INTO outbox (queue, id, kind, target, body, created_at_ms, next_attempt_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                      ON CONFLICT (queue, id) DO NOTHING",
-                    params![queue, e.id, e.kind, e.target, e.body.to_string(), now_ms],
+                    params![queue, e.id, e.kind, e.target, body, now_ms],
                 )?;
             }
-            for w in &kv {
-                match w {
-                    KvWrite::Put { namespace, key, value, ttl } => {
-                        tx.execute(
-                            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                            params![namespace, key, value.to_string(), now.saturating_add(ttl.as_secs()) as i64],
-                        )?;
-                    }
-                    KvWrite::Delete { namespace, key } => {
-                        tx.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![namespace, key])?;
-                    }
-                }
+            for row in &rows {
+                row.apply(tx)?;
             }
             Ok(entries.len())
         })
@@ -450,13 +476,7 @@ impl Outbox for SqliteStore {
         let q = queue.to_string();
         let stats = self
             .read(move |c| {
-                c.query_row(
-                    "SELECT ?1, SUM(dead_at_ms IS NULL), SUM(dead_at_ms IS NOT NULL),
-                            MIN(CASE WHEN dead_at_ms IS NULL THEN created_at_ms END)
-                     FROM outbox WHERE queue = ?1",
-                    params![q],
-                    stats_row,
-                )
+                c.query_row(&format!("SELECT ?1, {QUEUE_STATS} FROM outbox WHERE queue = ?1"), params![q], stats_row)
             })
             .await?;
         Ok(stats)
