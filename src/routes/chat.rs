@@ -3,7 +3,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use sluice_sdk::{PipeEvent, PipeRequest, PipelineKind, ServedCompletion};
+use sluice_sdk::{PipeEvent, PipeRequest, Pipeline, PipelineKind, ServedCompletion};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -101,8 +101,20 @@ pub async fn chat_completions(
     // Cancels the pipe if the client leaves while it is still starting.
     let starting = cancel.clone().drop_guard();
     let started_at_ms = unix_now_ms();
-    // Kept for the filters' view of a non-streamed answer (see below).
-    let observed_body = (!stream).then(|| body.clone());
+    // Filters see a non-streamed answer afterwards (background tasks are answered that way);
+    // the body is kept only when there is a filter to show it to.
+    let observers: Vec<Arc<dyn Pipeline>> = if stream {
+        Vec::new()
+    } else {
+        state
+            .registry
+            .modules()
+            .iter()
+            .filter(|m| m.kind() == PipelineKind::Filter)
+            .map(|m| Arc::clone(&m.pipeline))
+            .collect()
+    };
+    let observed_body = (!observers.is_empty()).then(|| body.clone());
     let request =
         PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
@@ -143,21 +155,12 @@ pub async fn chat_completions(
                 started_at_ms,
                 finished_at_ms: unix_now_ms(),
             };
-            let filters: Vec<_> = state
-                .registry
-                .modules()
-                .iter()
-                .filter(|m| m.kind() == PipelineKind::Filter)
-                .map(|m| Arc::clone(&m.pipeline))
-                .collect();
-            if !filters.is_empty() {
-                // After the answer, off the request path.
-                tokio::spawn(async move {
-                    for f in filters {
-                        f.observe_completion(&served).await;
-                    }
-                });
-            }
+            // After the answer, off the request path.
+            tokio::spawn(async move {
+                for f in observers {
+                    f.observe_completion(&served).await;
+                }
+            });
         }
         Ok(HttpResponse::Ok().json(completion))
     }
