@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::counters::Counters;
 pub use crate::delivery::Tuning;
-use crate::report::Turn;
+use crate::report::{Head, Turn};
 pub use crate::valves::ReportingValves;
 
 /// The module id, also the outbox queue's name.
@@ -257,27 +257,18 @@ impl OpenPipeReporting {
         let content = message.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
         let message_id = capture.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let model = v.reported_model(&capture.model_id, capture.base_model_id.as_deref());
-        let mut head: Vec<(String, String)> = vec![
-            ("source".into(), "open-webui".into()),
-            ("capture".into(), "inlet_completion".into()),
-            ("interaction_type".into(), interaction.clone()),
-        ];
-        if let Some(u) = capture.user_id.clone().filter(|u| !u.is_empty()) {
-            head.push(("user_id".into(), u));
+        let head = Head {
+            capture: "inlet_completion",
+            interaction: &interaction,
+            user_id: capture.user_id.as_deref(),
+            chat_id: capture.chat_id.as_deref(),
+            message_id: &message_id,
+            model_id: &capture.model_id,
+            inference_ms: Some(served.finished_at_ms.saturating_sub(capture.requested_at_ms)),
+            tools: BTreeSet::new(),
+            calls: 0,
         }
-        if let Some(c) = capture.chat_id.clone() {
-            head.push(("chat_id".into(), c));
-        }
-        head.push(("message_id".into(), message_id.clone()));
-        head.push(("model_id".into(), capture.model_id.clone()));
-        if v.INCLUDE_TIMING_METRICS {
-            let took = served.finished_at_ms.saturating_sub(capture.requested_at_ms);
-            head.push(("inference_time_ms".into(), took.to_string()));
-        }
-        if v.INCLUDE_TOOL_METRICS {
-            head.push(("has_tool_calls".into(), "false".into()));
-            head.push(("tool_call_count".into(), "0".into()));
-        }
+        .pairs(v);
         let turn = Turn {
             request: capture.request.clone(),
             model,
@@ -292,26 +283,52 @@ impl OpenPipeReporting {
             requested_at_ms: capture.requested_at_ms,
             received_at_ms: served.finished_at_ms,
         };
-        let entries: Vec<NewEntry> = turn
-            .reports(v.MAX_REPORT_BYTES as usize)
-            .into_iter()
-            .filter(|b| !b.too_large)
-            .map(|b| NewEntry {
-                id: uuid::Uuid::new_v4().to_string(),
-                kind: delivery::KIND_REPORT.into(),
-                target: "/report".into(),
-                body: b.body,
-            })
-            .collect();
-        let count = entries.len() as u64;
-        rt.outbox.enqueue(QUEUE, entries, kv).await?;
+        let count = self.queue_reports(rt, v, &turn, Vec::new(), kv).await?;
         self.counters.task_reports.fetch_add(count, Relaxed);
+        Ok(())
+    }
+
+    /// Writes a turn's reports (plus `extra` work and `kv` changes) to the outbox in one
+    /// transaction and wakes the worker; a report over `MAX_REPORT_BYTES` even after shrinking
+    /// is kept as a dead letter (§7.6). Returns how many reports were queued.
+    async fn queue_reports(
+        &self,
+        rt: &Runtime,
+        v: &ReportingValves,
+        turn: &Turn,
+        extra: Vec<NewEntry>,
+        kv: Vec<KvWrite>,
+    ) -> Result<u64, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut entries = Vec::new();
+        let mut too_large = Vec::new();
+        for b in turn.reports(v.MAX_REPORT_BYTES as usize) {
+            let id = uuid::Uuid::new_v4().to_string();
+            if b.too_large {
+                too_large.push(id.clone());
+            }
+            entries.push(NewEntry { id, kind: delivery::KIND_REPORT.into(), target: "/report".into(), body: b.body });
+        }
+        let reports = entries.len() as u64;
+        entries.extend(extra);
+        let count = entries.len() as u64;
+        let sizes: Vec<usize> = if v.DEBUG_LOGGING {
+            entries.iter().map(|e| report::serialized_len(&e.body)).collect()
+        } else {
+            Vec::new()
+        };
+        rt.outbox.enqueue(QUEUE, entries, kv).await?;
+        for id in &too_large {
+            rt.outbox.dead_letter(QUEUE, id, None, "too_large").await?;
+            self.counters.dead_lettered.fetch_add(1, Relaxed);
+            tracing::warn!(id = %id, "openpipe: report larger than MAX_REPORT_BYTES after shrinking; dead-lettered");
+        }
         self.counters.queued.fetch_add(count, Relaxed);
         if v.DEBUG_LOGGING {
-            tracing::debug!(message_id = %message_id, task = %task, "openpipe: task report queued");
+            tracing::debug!(message_id = %turn.message_id, ?sizes, "openpipe: report queued");
         }
         rt.wake.notify_one();
-        Ok(())
+        Ok(reports)
     }
 
     /// Builds and queues the reports of one finished turn (§5.2). Errors are the store's.
@@ -435,32 +452,20 @@ impl OpenPipeReporting {
             .and_then(Value::as_str)
             .map(str::to_string)
             .or_else(|| capture.as_ref().and_then(|c| c.user_id.clone()));
-        let mut head: Vec<(String, String)> = vec![
-            ("source".into(), "open-webui".into()),
-            ("capture".into(), if capture.is_some() { "inlet_outlet" } else { "outlet_only" }.into()),
-            ("interaction_type".into(), interaction.clone()),
-        ];
-        if let Some(u) = user_id.clone().filter(|u| !u.is_empty()) {
-            head.push(("user_id".into(), u));
+        let mut tools: BTreeSet<String> = report::request_tools(&request);
+        tools.extend(answer.calls.iter().map(|c| c.name.clone()));
+        let head = Head {
+            capture: if capture.is_some() { "inlet_outlet" } else { "outlet_only" },
+            interaction: &interaction,
+            user_id: user_id.as_deref(),
+            chat_id: Some(&chat_id),
+            message_id: &message_id,
+            model_id: &model_id,
+            inference_ms,
+            tools,
+            calls: answer.calls.len(),
         }
-        if !chat_id.is_empty() {
-            head.push(("chat_id".into(), chat_id.clone()));
-        }
-        head.push(("message_id".into(), message_id.clone()));
-        head.push(("model_id".into(), model_id.clone()));
-        if let (true, Some(ms)) = (v.INCLUDE_TIMING_METRICS, inference_ms) {
-            head.push(("inference_time_ms".into(), ms.to_string()));
-        }
-        if v.INCLUDE_TOOL_METRICS {
-            let mut tools: BTreeSet<String> = report::request_tools(&request);
-            tools.extend(answer.calls.iter().map(|c| c.name.clone()));
-            if !tools.is_empty() {
-                head.push(("tools_used".into(), tools.iter().cloned().collect::<Vec<_>>().join(",")));
-            }
-            let has = !tools.is_empty() || !answer.calls.is_empty();
-            head.push(("has_tool_calls".into(), has.to_string()));
-            head.push(("tool_call_count".into(), answer.calls.len().to_string()));
-        }
+        .pairs(v);
         let mut tail: Vec<(String, String)> = Vec::new();
         if revision > 0 {
             tail.push(("revision".into(), revision.to_string()));
@@ -568,42 +573,17 @@ impl OpenPipeReporting {
             requested_at_ms,
             received_at_ms,
         };
-        let built = turn.reports(v.MAX_REPORT_BYTES as usize);
-        let mut entries = Vec::with_capacity(built.len() + 1);
-        let mut too_large = Vec::new();
-        for b in built {
-            let id = uuid::Uuid::new_v4().to_string();
-            if b.too_large {
-                too_large.push(id.clone());
-            }
-            entries.push(NewEntry { id, kind: delivery::KIND_REPORT.into(), target: "/report".into(), body: b.body });
-        }
-        for chunk in dataset_entries.chunks(100) {
-            entries.push(NewEntry {
+        let dataset_jobs: Vec<NewEntry> = dataset_entries
+            .chunks(100)
+            .map(|chunk| NewEntry {
                 id: uuid::Uuid::new_v4().to_string(),
                 kind: delivery::KIND_DATASET.into(),
                 target: v.DPO_DATASET_NAME.clone(),
                 body: json!({"entries": chunk}),
-            });
-        }
-        let count = entries.len() as u64;
-        let sizes: Vec<usize> = if v.DEBUG_LOGGING {
-            entries.iter().map(|e| report::serialized_len(&e.body)).collect()
-        } else {
-            Vec::new()
-        };
-        rt.outbox.enqueue(QUEUE, entries, kv).await?;
-        for id in &too_large {
-            rt.outbox.dead_letter(QUEUE, id, None, "too_large").await?;
-            self.counters.dead_lettered.fetch_add(1, Relaxed);
-            tracing::warn!(id = %id, "openpipe: report larger than MAX_REPORT_BYTES after shrinking; dead-lettered");
-        }
+            })
+            .collect();
+        self.queue_reports(rt, v, &turn, dataset_jobs, kv).await?;
         self.counters.reported.fetch_add(1, Relaxed);
-        self.counters.queued.fetch_add(count, Relaxed);
-        if v.DEBUG_LOGGING {
-            tracing::debug!(chat_id = %chat_id, message_id = %message_id, interaction = %interaction, ?sizes, "openpipe: report queued");
-        }
-        rt.wake.notify_one();
         Ok(())
     }
 }

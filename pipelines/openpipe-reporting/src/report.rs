@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::blocks::{self, Answer, ToolCall};
+use crate::valves::ReportingValves;
 
 /// OpenAI chat-completions request keys kept in `reqPayload` (§7.2); everything Open WebUI adds
 /// (metadata, files, features, ...) is dropped.
@@ -252,6 +253,53 @@ pub fn usage_of(message: &Value) -> Option<Value> {
         }
     }
     None
+}
+
+/// The reserved metadata keys up to `tool_call_count` (§7.3), for a turn or a task.
+pub struct Head<'a> {
+    /// `inlet_outlet`, `outlet_only` or `inlet_completion`.
+    pub capture: &'static str,
+    pub interaction: &'a str,
+    pub user_id: Option<&'a str>,
+    pub chat_id: Option<&'a str>,
+    pub message_id: &'a str,
+    pub model_id: &'a str,
+    pub inference_ms: Option<u64>,
+    /// Tool names seen in the request and the answer.
+    pub tools: BTreeSet<String>,
+    /// Tool calls in the answer.
+    pub calls: usize,
+}
+
+impl Head<'_> {
+    /// The pairs in §7.3 order, as the valves select them.
+    pub fn pairs(&self, v: &ReportingValves) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = vec![
+            ("source".into(), "open-webui".into()),
+            ("capture".into(), self.capture.into()),
+            ("interaction_type".into(), self.interaction.into()),
+        ];
+        if let Some(u) = self.user_id.filter(|u| !u.is_empty()) {
+            out.push(("user_id".into(), u.into()));
+        }
+        if let Some(c) = self.chat_id.filter(|c| !c.is_empty()) {
+            out.push(("chat_id".into(), c.into()));
+        }
+        out.push(("message_id".into(), self.message_id.into()));
+        out.push(("model_id".into(), self.model_id.into()));
+        if let (true, Some(ms)) = (v.INCLUDE_TIMING_METRICS, self.inference_ms) {
+            out.push(("inference_time_ms".into(), ms.to_string()));
+        }
+        if v.INCLUDE_TOOL_METRICS {
+            if !self.tools.is_empty() {
+                out.push(("tools_used".into(), self.tools.iter().cloned().collect::<Vec<_>>().join(",")));
+            }
+            let has = !self.tools.is_empty() || self.calls > 0;
+            out.push(("has_tool_calls".into(), has.to_string()));
+            out.push(("tool_call_count".into(), self.calls.to_string()));
+        }
+        out
+    }
 }
 
 /// Everything one turn's reports are made of.
