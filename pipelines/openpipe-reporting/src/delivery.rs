@@ -149,13 +149,27 @@ fn transport_error(e: reqwest::Error) -> Outcome {
     Outcome::Retry { status: None, error: format!("{what}: {}", e.without_url()), after: None }
 }
 
+/// Dataset ids are cached per API root and name (§11.4).
+fn dataset_cache_key(v: &ReportingValves, name: &str) -> String {
+    format!("{}|{name}", v.base_url())
+}
+
+/// Status, headers and text of one OpenPipe answer.
+type Reply = (u16, reqwest::header::HeaderMap, String);
+
+/// A 2xx answer as is; anything else as the outcome its status calls for.
+fn success(reply: Reply, tuning: &Tuning) -> Result<Reply, Outcome> {
+    let (status, headers, text) = &reply;
+    if (200..300).contains(status) {
+        Ok(reply)
+    } else {
+        Err(classify_status(*status, headers, text, tuning))
+    }
+}
+
 impl Worker {
     /// One authenticated call with the attempt timeout; the reply's status, headers and text.
-    async fn call(
-        &self,
-        v: &ReportingValves,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
+    async fn call(&self, v: &ReportingValves, request: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
         let resp = request
             .bearer_auth(v.OPENPIPE_API_KEY.expose())
             .timeout(Duration::from_secs(v.TIMEOUT_SECONDS))
@@ -168,27 +182,20 @@ impl Worker {
         Ok((status, headers, text))
     }
 
-    async fn post(
-        &self,
-        v: &ReportingValves,
-        path: &str,
-        body: &Value,
-    ) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
+    async fn post(&self, v: &ReportingValves, path: &str, body: &Value) -> Result<Reply, Outcome> {
         self.call(v, self.http.post(format!("{}{path}", v.base_url())).json(body)).await
     }
 
-    async fn get(&self, v: &ReportingValves, path: &str) -> Result<(u16, reqwest::header::HeaderMap, String), Outcome> {
+    async fn get(&self, v: &ReportingValves, path: &str) -> Result<Reply, Outcome> {
         self.call(v, self.http.get(format!("{}{path}", v.base_url()))).await
     }
 
     async fn send_report(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
-        let (status, headers, text) = match self.post(v, &entry.target, &entry.body).await {
-            Ok(r) => r,
-            Err(o) => return o,
-        };
-        if !(200..300).contains(&status) {
-            return classify_status(status, &headers, &text, &self.tuning);
-        }
+        let (status, _, text) =
+            match self.post(v, &entry.target, &entry.body).await.and_then(|r| success(r, &self.tuning)) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
         match serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|b| b.get("status").and_then(Value::as_str).map(str::to_string))
@@ -205,14 +212,11 @@ impl Worker {
 
     /// The dataset's id: cached, else looked up by exact name, else created (§11.4).
     async fn dataset_id(&self, v: &ReportingValves, name: &str) -> Result<String, Outcome> {
-        let cache_key = format!("{}|{name}", v.base_url());
+        let cache_key = dataset_cache_key(v, name);
         if let Ok(Some(Value::String(id))) = self.store.get(DATASETS_NS, &cache_key).await {
             return Ok(id);
         }
-        let (status, headers, text) = self.get(v, "/datasets").await?;
-        if !(200..300).contains(&status) {
-            return Err(classify_status(status, &headers, &text, &self.tuning));
-        }
+        let (status, _, text) = self.get(v, "/datasets").await.and_then(|r| success(r, &self.tuning))?;
         let list: Value = serde_json::from_str(&text).map_err(|_| Outcome::Retry {
             status: Some(status),
             error: "dataset list is not JSON".into(),
@@ -235,10 +239,8 @@ impl Worker {
         let id = match matches.last().and_then(|d| d.get("id")).and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => {
-                let (status, headers, text) = self.post(v, "/datasets", &json!({"name": name})).await?;
-                if !(200..300).contains(&status) {
-                    return Err(classify_status(status, &headers, &text, &self.tuning));
-                }
+                let (status, _, text) =
+                    self.post(v, "/datasets", &json!({"name": name})).await.and_then(|r| success(r, &self.tuning))?;
                 serde_json::from_str::<Value>(&text)
                     .ok()
                     .and_then(|d| d.get("id").and_then(Value::as_str).map(str::to_string))
@@ -261,18 +263,19 @@ impl Worker {
                 Ok(id) => id,
                 Err(o) => return o,
             };
-            let (status, headers, text) = match self.post(v, &format!("/datasets/{id}/entries"), &entry.body).await {
+            let reply = match self.post(v, &format!("/datasets/{id}/entries"), &entry.body).await {
                 Ok(r) => r,
                 Err(o) => return o,
             };
-            if status == 404 && round == 0 {
+            if reply.0 == 404 && round == 0 {
                 // The cached dataset is gone: resolve the name again, once.
-                let _ = self.store.delete(DATASETS_NS, &format!("{}|{name}", v.base_url())).await;
+                let _ = self.store.delete(DATASETS_NS, &dataset_cache_key(v, name)).await;
                 continue;
             }
-            if !(200..300).contains(&status) {
-                return classify_status(status, &headers, &text, &self.tuning);
-            }
+            let (_, _, text) = match success(reply, &self.tuning) {
+                Ok(r) => r,
+                Err(o) => return o,
+            };
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let entries = entry.body.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
             let failed: Vec<(Value, String)> = body
