@@ -155,6 +155,39 @@ fn is_terminal(event: &Value) -> bool {
     )
 }
 
+/// How the start of an upstream stream went.
+enum Prefetch {
+    /// The first output item (or the end) arrived: the answer can start.
+    Ready,
+    /// A failure event worth retrying came before any output.
+    RetryableFailure,
+    /// The stream broke before any output.
+    Broken(PipelineError),
+}
+
+/// Reads up to the first output item into `into`, so a failure before any output can still
+/// be retried without the user seeing anything.
+async fn prefetch(events: &mut Events, into: &mut Vec<Value>) -> Prefetch {
+    loop {
+        match events.next().await {
+            Ok(Some(ev)) => {
+                let output = ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
+                let terminal = is_terminal(&ev);
+                let retry = terminal && is_retryable_event(&ev);
+                into.push(ev);
+                if retry {
+                    return Prefetch::RetryableFailure;
+                }
+                if output || terminal {
+                    return Prefetch::Ready;
+                }
+            }
+            Ok(None) => return Prefetch::Ready,
+            Err(e) => return Prefetch::Broken(e),
+        }
+    }
+}
+
 /// What the answer task needs once the upstream stream is open.
 struct Answer {
     events: Events,
@@ -368,39 +401,18 @@ impl Pipeline for OpenAIResponses {
             let failure = match upstream::send(&client, &valves, &conversion.body).await {
                 Ok(resp) => {
                     let mut events = Events::new(resp, Duration::from_secs(valves.STREAM_IDLE_TIMEOUT_S));
-                    // Read up to the first output item, so a failure before any output can
-                    // still be retried without the user seeing anything.
                     let mut prefetched = Vec::new();
-                    let outcome = loop {
-                        match events.next().await {
-                            Ok(Some(ev)) => {
-                                let output =
-                                    ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
-                                let terminal = is_terminal(&ev);
-                                let retry = terminal && is_retryable_event(&ev);
-                                prefetched.push(ev);
-                                if retry {
-                                    break Err(None);
-                                }
-                                if output || terminal {
-                                    break Ok(());
-                                }
-                            }
-                            Ok(None) => break Ok(()),
-                            Err(e) => break Err(Some(e)),
-                        }
-                    };
-                    match outcome {
-                        Ok(()) => break (events, prefetched, conversion),
-                        Err(None) if attempt < valves.MAX_RETRIES => Failure {
+                    match prefetch(&mut events, &mut prefetched).await {
+                        Prefetch::Ready => break (events, prefetched, conversion),
+                        Prefetch::RetryableFailure if attempt < valves.MAX_RETRIES => Failure {
                             error: PipelineError::upstream("retryable stream failure"),
                             retryable: true,
                             delay: None,
                             replay: false,
                         },
                         // Out of retries: the converter reports the failure event in the stream.
-                        Err(None) => break (events, prefetched, conversion),
-                        Err(Some(e)) => Failure { error: e, retryable: true, delay: None, replay: false },
+                        Prefetch::RetryableFailure => break (events, prefetched, conversion),
+                        Prefetch::Broken(e) => Failure { error: e, retryable: true, delay: None, replay: false },
                     }
                 }
                 Err(f) => f,
