@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
 use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
 
@@ -25,6 +25,11 @@ fn expected_chunks(name: &str) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Every call the manifold makes to the model: `POST /v1/responses`.
+fn on_responses() -> MockBuilder {
+    Mock::given(method("POST")).and(path("/v1/responses"))
 }
 
 pub fn sse_response(name: &str) -> ResponseTemplate {
@@ -129,11 +134,7 @@ async fn run_fixture(
     valves: &str,
 ) -> (Vec<Value>, Value) {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response(&format!("{fixture_name}.sse")))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response(&format!("{fixture_name}.sse"))).mount(&mock).await;
     let app = manifold_app(&mock, valves).await;
     let res = app.post_json("/v1/chat/completions", &chat(model, system_and(user), extra)).await;
     assert_eq!(res.status().as_u16(), 200);
@@ -223,18 +224,13 @@ async fn both_error_event_shapes_are_readable_errors() {
 #[tokio::test]
 async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .and(body_string_contains("function_call_output"))
         .respond_with(sse_response("3b_function_call_followup.sse"))
         .with_priority(1)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("3a_function_call.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
 
@@ -282,18 +278,13 @@ async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
 #[tokio::test]
 async fn a_marker_of_another_user_or_a_lost_record_replays_degraded() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .and(body_string_contains("function_call_output"))
         .respond_with(sse_response("3b_function_call_followup.sse"))
         .with_priority(1)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("3a_function_call.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     let extra = json!({"tools": weather_tool(), "reasoning_effort": "low"});
     let res =
@@ -330,11 +321,7 @@ async fn a_marker_of_another_user_or_a_lost_record_replays_degraded() {
 #[tokio::test]
 async fn the_hidden_marker_is_invisible_when_rendered_as_markdown() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     let text =
         app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
@@ -354,11 +341,7 @@ async fn the_hidden_marker_is_invisible_when_rendered_as_markdown() {
 #[tokio::test]
 async fn non_streaming_task_requests_get_one_completion_without_tools_or_markers() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     let body = chat(
         "gpt-5-mini",
@@ -379,11 +362,7 @@ async fn non_streaming_task_requests_get_one_completion_without_tools_or_markers
 #[tokio::test]
 async fn the_worked_example_and_image_and_file_parts_convert_as_specified() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     // responses-manifold.md §4.7
     let body = json!({"model": "openai_responses.gpt-5-mini-high", "stream": true, "stream_options": {"include_usage": true},
@@ -425,8 +404,7 @@ async fn the_worked_example_and_image_and_file_parts_convert_as_specified() {
 #[tokio::test]
 async fn upstream_errors_before_the_stream_are_statuses_with_openai_s_message() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .respond_with(ResponseTemplate::new(400).insert_header("x-request-id", "req_abc").set_body_raw(
             r#"{"error":{"message":"Unsupported parameter: 'temperature' is not supported with this model.","type":"invalid_request_error","param":"temperature","code":"unsupported_parameter"}}"#,
             "application/json",
@@ -447,8 +425,7 @@ async fn upstream_errors_before_the_stream_are_statuses_with_openai_s_message() 
 #[tokio::test]
 async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after-ms", "50").set_body_raw(
             r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
             "application/json",
@@ -457,11 +434,7 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
         .with_priority(1)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "MAX_RETRIES = 2\n").await;
     let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
     assert_eq!(res.status().as_u16(), 200);
@@ -470,8 +443,7 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
     assert_eq!(mock.received_requests().await.unwrap().len(), 3);
 
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .respond_with(ResponseTemplate::new(429).set_body_raw(
             r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
             "application/json",
@@ -487,8 +459,7 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
     // Not retried (MAX_RETRIES = 0): the wait OpenAI asked for goes on to the caller, whom Open
     // WebUI passes it to.
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7").set_body_raw(
             r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
             "application/json",
@@ -505,8 +476,7 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
 #[tokio::test]
 async fn server_errors_are_retried_and_a_failure_event_before_output_too() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .respond_with(ResponseTemplate::new(500).set_body_raw(
             r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
             "application/json",
@@ -515,19 +485,8 @@ async fn server_errors_are_retried_and_a_failure_event_before_output_too() {
         .with_priority(1)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("5a_failed.sse"))
-        .up_to_n_times(1)
-        .with_priority(2)
-        .mount(&mock)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .with_priority(3)
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("5a_failed.sse")).up_to_n_times(1).with_priority(2).mount(&mock).await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).with_priority(3).mount(&mock).await;
     let app = manifold_app(&mock, "MAX_RETRIES = 2\n").await;
     let text =
         app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
@@ -623,33 +582,26 @@ async fn the_api_key_is_masked_and_required() {
 /// Open WebUI 0.12 would send back on the next turn.
 async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -> (TestApp, MockServer, Vec<Value>) {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .and(body_string_contains("Thanks"))
         .respond_with(third)
         .up_to_n_times(times)
         .with_priority(1)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .and(body_string_contains("Thanks"))
         .respond_with(sse_response("1_plain_text.sse"))
         .with_priority(2)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
+    on_responses()
         .and(body_string_contains("function_call_output"))
         .respond_with(sse_response("3b_function_call_followup.sse"))
         .with_priority(3)
         .mount(&mock)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("3a_function_call.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
     let app = manifold_app(&mock, valves).await;
     let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
     let res = app
@@ -778,11 +730,7 @@ async fn generated_images_arrive_as_delta_images_with_progress_statuses() {
     ];
     let sse: String = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream")).mount(&mock).await;
     let app = manifold_app(&mock, "ENABLE_IMAGE_GENERATION = true\n").await;
     let text = app
         .post_json("/chat/completions", &chat("gpt-4.1", system_and("Draw a cat"), json!({})))
@@ -804,11 +752,7 @@ async fn generated_images_arrive_as_delta_images_with_progress_statuses() {
 #[tokio::test]
 async fn usage_carries_an_estimated_cost_when_enabled() {
     let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "SHOW_USAGE_COST = true\n").await;
     let text =
         app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await.text().await.unwrap();
