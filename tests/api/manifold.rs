@@ -205,7 +205,7 @@ async fn failed_and_incomplete_transcripts() {
 async fn both_error_event_shapes_are_readable_errors() {
     for (name, code) in [("5c_error_event.sse", "server_error"), ("5d_error_event_nested.sse", "too_many_requests")] {
         let mock = MockServer::start().await;
-        Mock::given(method("POST")).and(path("/v1/responses")).respond_with(sse_response(name)).mount(&mock).await;
+        on_responses().respond_with(sse_response(name)).mount(&mock).await;
         let app = manifold_app(&mock, "").await;
         let text = app
             .post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({})))
