@@ -158,24 +158,22 @@ async fn drive() {
 
 const WINDOW: Duration = Duration::from_secs(3);
 
-async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, name: &str, conns: usize) {
+/// `conns` clients, each running `op(client, iteration)` back to back for [`WINDOW`]; every
+/// op times itself (so set-up it does first is not counted). The durations, sorted.
+async fn timed_load<F, Fut>(conns: usize, op: F) -> Vec<Duration>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Duration> + Send,
+{
     let deadline = Instant::now() + WINDOW;
-    let tasks = (0..conns).map(|_| {
-        let client = client.clone();
-        let url = url.to_string();
-        let body = body.clone();
+    let tasks = (0..conns).map(|c| {
+        let op = op.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut i = 0;
             while Instant::now() < deadline {
-                let t = Instant::now();
-                let req = match &body {
-                    Some(b) => client.post(&url).header("content-type", "application/json").body(b.as_ref().clone()),
-                    None => client.get(&url),
-                };
-                let res = req.bearer_auth(KEY).send().await.unwrap();
-                assert!(res.status().is_success());
-                res.bytes().await.unwrap();
-                latencies.push(t.elapsed());
+                latencies.push(op(c, i).await);
+                i += 1;
             }
             latencies
         })
@@ -183,6 +181,26 @@ async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, na
     let mut all: Vec<Duration> =
         futures_util::future::join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
     all.sort();
+    all
+}
+
+async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, name: &str, conns: usize) {
+    let (client, url) = (client.clone(), url.to_string());
+    let all = timed_load(conns, move |_, _| {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        async move {
+            let t = Instant::now();
+            let req = match &body {
+                Some(b) => client.post(&url).header("content-type", "application/json").body(b.as_ref().clone()),
+                None => client.get(&url),
+            };
+            let res = req.bearer_auth(KEY).send().await.unwrap();
+            assert!(res.status().is_success());
+            res.bytes().await.unwrap();
+            t.elapsed()
+        }
+    })
+    .await;
     println!(
         "bench={name} conns={conns} requests={} rps={:.0} p50_ms={:.3} p99_ms={:.3}",
         all.len(),
@@ -256,44 +274,35 @@ async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
 async fn openpipe(client: &reqwest::Client, base: &str, served: &std::sync::atomic::AtomicUsize, conns: usize) {
     use std::sync::atomic::Ordering;
     let before = served.load(Ordering::Relaxed);
-    let deadline = Instant::now() + WINDOW;
-    let tasks = (0..conns).map(|c| {
-        let client = client.clone();
-        let base = base.to_string();
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = 0;
+    let (client, base) = (client.clone(), base.to_string());
+    let all = timed_load(conns, move |c, i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
             let user = json!({"id": "u", "email": "e", "name": "n", "role": "user"});
-            while Instant::now() < deadline {
-                let (chat, message) = (format!("c-{conns}-{c}"), format!("m-{conns}-{c}-{i}"));
-                i += 1;
-                let question = json!([{"role": "user", "content": "x".repeat(500)}]);
-                let inlet = json!({"user": user, "body": {"model": "m", "stream": true, "messages": question,
-                    "metadata": {"chat_id": chat, "message_id": message, "session_id": "s"}}});
-                let outlet = json!({"user": user, "body": {"model": "m", "chat_id": chat, "id": message, "messages": [
-                    {"id": format!("{message}-q"), "role": "user", "content": "x".repeat(500)},
-                    {"id": message, "role": "assistant", "content": "y".repeat(1000),
-                     "usage": {"prompt_tokens": 100, "completion_tokens": 200, "total_tokens": 300}}]}});
-                let t = Instant::now();
-                for (hook, body) in [("inlet", &inlet), ("outlet", &outlet)] {
-                    let res = client
-                        .post(format!("{base}/openpipe_reporting/filter/{hook}"))
-                        .bearer_auth(KEY)
-                        .json(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(res.status().is_success());
-                    res.bytes().await.unwrap();
-                }
-                latencies.push(t.elapsed());
+            let (chat, message) = (format!("c-{conns}-{c}"), format!("m-{conns}-{c}-{i}"));
+            let question = json!([{"role": "user", "content": "x".repeat(500)}]);
+            let inlet = json!({"user": user, "body": {"model": "m", "stream": true, "messages": question,
+                "metadata": {"chat_id": chat, "message_id": message, "session_id": "s"}}});
+            let outlet = json!({"user": user, "body": {"model": "m", "chat_id": chat, "id": message, "messages": [
+                {"id": format!("{message}-q"), "role": "user", "content": "x".repeat(500)},
+                {"id": message, "role": "assistant", "content": "y".repeat(1000),
+                 "usage": {"prompt_tokens": 100, "completion_tokens": 200, "total_tokens": 300}}]}});
+            let t = Instant::now();
+            for (hook, body) in [("inlet", &inlet), ("outlet", &outlet)] {
+                let res = client
+                    .post(format!("{base}/openpipe_reporting/filter/{hook}"))
+                    .bearer_auth(KEY)
+                    .json(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success());
+                res.bytes().await.unwrap();
             }
-            latencies
-        })
-    });
-    let mut all: Vec<Duration> =
-        futures_util::future::join_all(tasks).await.into_iter().flat_map(Result::unwrap).collect();
-    all.sort();
+            t.elapsed()
+        }
+    })
+    .await;
     let load_end = Instant::now();
     let delivered_during_load = served.load(Ordering::Relaxed) - before;
     while served.load(Ordering::Relaxed) - before < all.len() && load_end.elapsed() < Duration::from_secs(60) {
