@@ -223,14 +223,7 @@ async fn both_error_event_shapes_are_readable_errors() {
 
 #[tokio::test]
 async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
-    let mock = MockServer::start().await;
-    on_responses()
-        .and(body_string_contains("function_call_output"))
-        .respond_with(sse_response("3b_function_call_followup.sse"))
-        .with_priority(1)
-        .mount(&mock)
-        .await;
-    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
+    let mock = tool_round_mock().await;
     let app = manifold_app(&mock, "").await;
     let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
 
@@ -246,11 +239,7 @@ async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
     // re-serialised arguments, and the results.
     let mut messages = system_and("Weather in Paris and London?");
     let list = messages.as_array_mut().unwrap();
-    list.push(json!({"role": "assistant", "content": marker.trim(), "tool_calls": [
-        {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},
-        {"index": 1, "id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"London\", \"unit\": \"c\"}"}}]}));
-    list.push(json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "{\"temp_c\":18,\"conditions\":\"sunny\"}"}));
-    list.push(json!({"role": "tool", "tool_call_id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "content": "{\"temp_c\":14,\"conditions\":\"light rain\"}"}));
+    list.extend(weather_round(&marker));
     let res = app.post_json("/chat/completions", &chat("gpt-5-mini", Value::Array(list.clone()), extra)).await;
     let (got, _, _) = payloads(&res.text().await.unwrap());
     assert_eq!(got, expected_chunks("3b_function_call_followup.expected-chunks.jsonl"));
@@ -277,14 +266,7 @@ async fn a_tool_round_replays_the_stored_items_byte_for_byte() {
 
 #[tokio::test]
 async fn a_marker_of_another_user_or_a_lost_record_replays_degraded() {
-    let mock = MockServer::start().await;
-    on_responses()
-        .and(body_string_contains("function_call_output"))
-        .respond_with(sse_response("3b_function_call_followup.sse"))
-        .with_priority(1)
-        .mount(&mock)
-        .await;
-    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
+    let mock = tool_round_mock().await;
     let app = manifold_app(&mock, "").await;
     let extra = json!({"tools": weather_tool(), "reasoning_effort": "low"});
     let res =
@@ -578,6 +560,32 @@ async fn the_api_key_is_masked_and_required() {
     assert_eq!(status, 422, "{body}");
 }
 
+/// Answers 3a (the model calls get_weather for Paris and London), then 3b once the results
+/// come back.
+async fn tool_round_mock() -> MockServer {
+    let mock = MockServer::start().await;
+    on_responses()
+        .and(body_string_contains("function_call_output"))
+        .respond_with(sse_response("3b_function_call_followup.sse"))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
+    mock
+}
+
+/// The messages Open WebUI sends back after 3a: the streamed text (the marker), its two tool
+/// calls with re-serialised arguments, and their results.
+fn weather_round(marker: &str) -> Vec<Value> {
+    vec![
+        json!({"role": "assistant", "content": marker.trim(), "tool_calls": [
+            {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},
+            {"index": 1, "id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"London\", \"unit\": \"c\"}"}}]}),
+        json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "{\"temp_c\":18,\"conditions\":\"sunny\"}"}),
+        json!({"role": "tool", "tool_call_id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "content": "{\"temp_c\":14,\"conditions\":\"light rain\"}"}),
+    ]
+}
+
 /// Runs the 3a → 3b tool round and returns the app, the mock and the assistant messages
 /// Open WebUI 0.12 would send back on the next turn.
 async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -> (TestApp, MockServer, Vec<Value>) {
@@ -608,14 +616,7 @@ async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -
         .post_json("/chat/completions", &chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
         .await;
     let (_, marker1, _) = payloads(&res.text().await.unwrap());
-    let calls = json!([
-        {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},
-        {"index": 1, "id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"London\", \"unit\": \"c\"}"}}]);
-    let round: Vec<Value> = vec![
-        json!({"role": "assistant", "content": marker1.unwrap().trim(), "tool_calls": calls}),
-        json!({"role": "tool", "tool_call_id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "content": "{\"temp_c\":18,\"conditions\":\"sunny\"}"}),
-        json!({"role": "tool", "tool_call_id": "call_Ht4nY8cJ2oWd6FgS1uMx5vBk", "content": "{\"temp_c\":14,\"conditions\":\"light rain\"}"}),
-    ];
+    let round = weather_round(&marker1.unwrap());
     let mut messages = system_and("Weather in Paris and London?").as_array().unwrap().clone();
     messages.extend(round.clone());
     let text = app
