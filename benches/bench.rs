@@ -211,53 +211,12 @@ async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, na
 }
 
 async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
-    let deadline = Instant::now() + WINDOW;
     let url = format!("{base}/v1/chat/completions");
     let body = serde_json::to_vec(
         &json!({"model": "bench_pipe", "chunks": 200, "messages": [{"role": "user", "content": "go"}]}),
     )
     .unwrap();
-    let tasks = (0..conns).map(|_| {
-        let client = client.clone();
-        let url = url.clone();
-        let body = body.clone();
-        tokio::spawn(async move {
-            let (mut ttfb, mut total, mut chunks) = (Vec::new(), Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let res = client
-                    .post(&url)
-                    .bearer_auth(KEY)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                let mut s = res.bytes_stream();
-                let mut first = true;
-                let mut text = Vec::new();
-                while let Some(part) = s.next().await {
-                    if first {
-                        ttfb.push(t.elapsed());
-                        first = false;
-                    }
-                    text.extend_from_slice(&part.unwrap());
-                }
-                total.push(t.elapsed());
-                chunks += text.windows(6).filter(|w| w == b"data: ").count() as u64;
-            }
-            (ttfb, total, chunks)
-        })
-    });
-    let (mut ttfb, mut total, mut chunks) = (Vec::new(), Vec::new(), 0);
-    for r in futures_util::future::join_all(tasks).await {
-        let (a, b, c) = r.unwrap();
-        ttfb.extend(a);
-        total.extend(b);
-        chunks += c;
-    }
-    ttfb.sort();
-    total.sort();
+    let (ttfb, total, chunks) = timed_streams(client, &url, body, conns).await;
     println!(
         "bench=stream_200_chunks conns={conns} streams={} ttfb_p50_ms={:.3} ttfb_p99_ms={:.3} total_p50_ms={:.3} total_p99_ms={:.3} chunks_per_s={:.0}",
         total.len(),
@@ -403,17 +362,19 @@ async fn manifold(client: &reqwest::Client, base: &str, mock: &str, deltas: usiz
     );
 }
 
+/// `conns` clients streaming answers back to back for [`WINDOW`]: time to first byte and
+/// total time of each (sorted), and how many `data:` lines arrived in all.
 async fn timed_streams(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
     conns: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+) -> (Vec<Duration>, Vec<Duration>, u64) {
     let deadline = Instant::now() + WINDOW;
     let tasks = (0..conns).map(|_| {
         let (client, url, body) = (client.clone(), url.to_string(), body.clone());
         tokio::spawn(async move {
-            let (mut ttfb, mut total) = (Vec::new(), Vec::new());
+            let (mut ttfb, mut total, mut chunks) = (Vec::new(), Vec::new(), 0u64);
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let res = client
@@ -427,25 +388,28 @@ async fn timed_streams(
                 assert!(res.status().is_success(), "{}", res.status());
                 let mut s = res.bytes_stream();
                 let mut first = true;
+                let mut text = Vec::new();
                 while let Some(part) = s.next().await {
-                    part.unwrap();
                     if first {
                         ttfb.push(t.elapsed());
                         first = false;
                     }
+                    text.extend_from_slice(&part.unwrap());
                 }
                 total.push(t.elapsed());
+                chunks += text.windows(6).filter(|w| w == b"data: ").count() as u64;
             }
-            (ttfb, total)
+            (ttfb, total, chunks)
         })
     });
-    let (mut ttfb, mut total) = (Vec::new(), Vec::new());
+    let (mut ttfb, mut total, mut chunks) = (Vec::new(), Vec::new(), 0);
     for r in futures_util::future::join_all(tasks).await {
-        let (a, b) = r.unwrap();
+        let (a, b, c) = r.unwrap();
         ttfb.extend(a);
         total.extend(b);
+        chunks += c;
     }
     ttfb.sort();
     total.sort();
-    (ttfb, total)
+    (ttfb, total, chunks)
 }
