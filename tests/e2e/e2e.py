@@ -393,19 +393,22 @@ async def tool_call_round_trip(c):
     assert [m["role"] for m in last[-4:]] == ["assistant", "tool", "assistant", "tool"], last
 
 
+async def chat_error(c, text):
+    """A UI chat that fails upstream: the stored message and its error as JSON text."""
+    _, _, _, message, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", text)
+    c.show(f"message of {text!r}", message)
+    return message, json.dumps(message.get("error") or {})
+
+
 @scenario
 async def upstream_429_shown_as_readable_error(c):
-    _, _, _, message, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", "e2e:429 please")
-    error = json.dumps(message.get("error") or {})
-    c.show("429 message", message)
+    message, error = await chat_error(c, "e2e:429 please")
     assert "Rate limit reached" in error, message
 
 
 @scenario
 async def mid_stream_failure_shown_as_readable_error(c):
-    _, _, _, message, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", "e2e:midfail go")
-    error = json.dumps(message.get("error") or {})
-    c.show("mid-stream failure message", message)
+    message, error = await chat_error(c, "e2e:midfail go")
     assert "The model failed to generate a response" in error, message
 
 
