@@ -467,9 +467,6 @@ impl OpenPipeReporting {
         }
         .pairs(v);
         let mut tail: Vec<(String, String)> = Vec::new();
-        if revision > 0 {
-            tail.push(("revision".into(), revision.to_string()));
-        }
 
         // DPO bookkeeping (§10).
         let mut dataset_entries = Vec::new();

@@ -309,11 +309,12 @@ pub struct Turn {
     pub message_id: String,
     /// Reserved keys up to `tool_call_count`, in §7.3 order.
     pub head: Vec<(String, String)>,
-    /// `revision`, `regenerated_from`, `regeneration_index` when they apply.
+    /// `regenerated_from`, `regeneration_index` when they apply.
     pub tail: Vec<(String, String)>,
     pub custom: Vec<(String, String)>,
     pub answer: Answer,
     pub usage: Option<Value>,
+    /// Above 0: the id gets `-r<revision>` and the metadata `revision` (§5.5).
     pub revision: u32,
     pub requested_at_ms: u64,
     pub received_at_ms: u64,
@@ -346,6 +347,9 @@ impl Turn {
         if let Some((index, count)) = step {
             out.push(("step_index".into(), index.to_string()));
             out.push(("step_count".into(), count.to_string()));
+        }
+        if self.revision > 0 {
+            out.push(("revision".into(), self.revision.to_string()));
         }
         out.extend(self.tail.iter().cloned());
         out.extend(cap.iter().cloned());
