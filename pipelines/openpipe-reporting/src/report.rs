@@ -101,8 +101,17 @@ fn sanitize_part(part: &Value) -> Value {
 /// One message as a model saw it; assistant history is un-rendered when `parse_blocks`.
 fn sanitize_message(message: &Value, parse_blocks: bool, out: &mut Vec<Value>) {
     let Some(obj) = message.as_object() else { return };
-    let role = obj.get("role").and_then(Value::as_str).unwrap_or_default();
-    if parse_blocks && role == "assistant" {
+    let mut m: Map<String, Value> = MESSAGE_KEYS
+        .iter()
+        .filter_map(|k| {
+            let v = match (*k, obj.get(*k)?) {
+                ("content", Value::Array(parts)) => Value::Array(parts.iter().map(sanitize_part).collect()),
+                (_, v) => v.clone(),
+            };
+            Some(((*k).to_string(), v))
+        })
+        .collect();
+    if parse_blocks && obj.get("role").and_then(Value::as_str) == Some("assistant") {
         if let Some(Value::String(content)) = obj.get("content") {
             let id = obj.get("id").and_then(Value::as_str).unwrap_or("history");
             let answer = blocks::parse(content, id);
@@ -111,25 +120,8 @@ fn sanitize_message(message: &Value, parse_blocks: bool, out: &mut Vec<Value>) {
                 out.push(json!({"role": "assistant", "content": answer.final_text()}));
                 return;
             }
-            let mut m = Map::new();
-            for k in MESSAGE_KEYS {
-                if let Some(v) = obj.get(*k) {
-                    m.insert((*k).into(), v.clone());
-                }
-            }
             m.insert("content".into(), Value::String(answer.final_text().to_string()));
-            out.push(Value::Object(m));
-            return;
         }
-    }
-    let mut m = Map::new();
-    for k in MESSAGE_KEYS {
-        let Some(v) = obj.get(*k) else { continue };
-        let v = match (*k, v) {
-            ("content", Value::Array(parts)) => Value::Array(parts.iter().map(sanitize_part).collect()),
-            _ => v.clone(),
-        };
-        m.insert((*k).into(), v);
     }
     out.push(Value::Object(m));
 }
