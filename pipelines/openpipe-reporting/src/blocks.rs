@@ -15,6 +15,19 @@ pub struct ToolCall {
     pub result: Option<String>,
 }
 
+impl ToolCall {
+    /// A call without its result yet: a missing id becomes `call_<message id>_<index>`, and
+    /// arguments that are a JSON object are re-serialised compactly (§7.5).
+    fn new(id: Option<String>, name: String, arguments: String, message_id: &str, index: usize) -> ToolCall {
+        let id = id.filter(|i| !i.is_empty()).unwrap_or_else(|| format!("call_{message_id}_{index}"));
+        let arguments = match serde_json::from_str::<Value>(&arguments) {
+            Ok(v @ Value::Object(_)) => v.to_string(),
+            _ => arguments,
+        };
+        ToolCall { id, name, arguments, result: None }
+    }
+}
+
 /// Text (reasoning already turned into `<think>` blocks) interleaved with tool calls.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Answer {
@@ -148,13 +161,9 @@ fn unwrap_json_string(text: String) -> String {
 fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &str) -> Option<ToolCall> {
     let get = |k: &str| attrs.iter().find(|(key, _)| key == k).map(|(_, v)| unescape(v));
     let name = get("name").filter(|n| !n.is_empty())?;
-    let id = get("id").filter(|i| !i.is_empty()).unwrap_or_else(|| format!("call_{message_id}_{index}"));
     let raw_args = unwrap_json_string(get("arguments").unwrap_or_default());
-    let arguments = match serde_json::from_str::<Value>(&raw_args) {
-        Ok(v @ Value::Object(_)) => v.to_string(),
-        _ => raw_args,
-    };
-    let result = if get("done").as_deref() == Some("false") {
+    let mut call = ToolCall::new(get("id"), name, raw_args, message_id, index);
+    call.result = if get("done").as_deref() == Some("false") {
         None
     } else {
         match get("result") {
@@ -165,7 +174,7 @@ fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &
             }
         }
     };
-    Some(ToolCall { id, name, arguments, result })
+    Some(call)
 }
 
 /// Removes sluice's own replay markers (`[sluice:v1:turn:<id>]: #`, a Markdown link definition
@@ -294,14 +303,9 @@ pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
             }
             Some("function_call") => {
                 let index = answer.calls.len();
-                let id =
-                    Some(str_of("call_id")).filter(|s| !s.is_empty()).unwrap_or(format!("call_{message_id}_{index}"));
-                let raw = str_of("arguments");
-                let arguments = match serde_json::from_str::<Value>(&raw) {
-                    Ok(v @ Value::Object(_)) => v.to_string(),
-                    _ => raw,
-                };
-                answer.calls.push(ToolCall { id, name: str_of("name"), arguments, result: None });
+                let call =
+                    ToolCall::new(Some(str_of("call_id")), str_of("name"), str_of("arguments"), message_id, index);
+                answer.calls.push(call);
                 answer.texts.push(String::new());
             }
             Some("function_call_output") => {
