@@ -265,8 +265,8 @@ pub fn parse(content: &str, message_id: &str) -> Answer {
     answer
 }
 
-/// Text of a Responses-style `output` item's parts.
-fn parts_text(item: &Value, key: &str) -> String {
+/// The `text` of every part in the array at `key`, joined (message content, output items).
+pub fn parts_text(item: &Value, key: &str) -> String {
     item.get(key)
         .and_then(Value::as_array)
         .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))

@@ -117,8 +117,7 @@ fn str_at<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 fn message_text(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
-        _ => String::new(),
+        _ => blocks::parts_text(message, "content"),
     }
 }
 
