@@ -297,6 +297,13 @@ impl Worker {
         Outcome::Permanent { status: Some(404), error: "dataset not found".into() }
     }
 
+    /// Moves an entry to the dead letters (kept, never dropped) and counts it.
+    async fn bury(&self, id: &str, status: Option<u16>, reason: &str) -> Result<(), sluice_sdk::StoreError> {
+        self.outbox.dead_letter(QUEUE, id, status, reason).await?;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn attempt(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         match entry.kind.as_str() {
@@ -336,8 +343,7 @@ impl Worker {
                 let ids: Vec<String> = dead.iter().map(|d| d.id.clone()).collect();
                 self.outbox.enqueue(QUEUE, dead, Vec::new()).await?;
                 for (id, (_, msg)) in ids.iter().zip(&failed) {
-                    self.outbox.dead_letter(QUEUE, id, Some(200), &format!("entry refused: {msg}")).await?;
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.bury(id, Some(200), &format!("entry refused: {msg}")).await?;
                 }
                 self.outbox.complete(QUEUE, &entry.id).await?;
                 tracing::warn!(id = %entry.id, refused = failed.len(), "openpipe: some dataset entries were refused; kept as dead letters");
@@ -365,14 +371,12 @@ impl Worker {
                     self.outbox.replace_body(QUEUE, &entry.id, &body).await?;
                     self.outbox.retry_later(QUEUE, &entry.id, now_ms(), Some(413), "HTTP 413: shrunk").await?;
                 } else {
-                    self.outbox.dead_letter(QUEUE, &entry.id, Some(413), "too_large").await?;
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.bury(&entry.id, Some(413), "too_large").await?;
                     tracing::warn!(id = %entry.id, "openpipe: report too large even after shrinking; dead-lettered");
                 }
             }
             Outcome::Permanent { status, error } => {
-                self.outbox.dead_letter(QUEUE, &entry.id, status, &error).await?;
-                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.bury(&entry.id, status, &error).await?;
                 tracing::warn!(id = %entry.id, kind = %entry.kind, status = ?status, error = %error, "openpipe: refused; dead-lettered");
             }
         }
@@ -391,8 +395,7 @@ impl Worker {
                     v.DELIVERY_MAX_AGE_HOURS,
                     e.last_error.as_deref().unwrap_or("none")
                 );
-                self.outbox.dead_letter(QUEUE, &e.id, None, &reason).await?;
-                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.bury(&e.id, None, &reason).await?;
                 tracing::warn!(id = %e.id, "openpipe: report expired undelivered; dead-lettered");
             } else {
                 live.push(e);
