@@ -4,10 +4,10 @@
 //! response's items verbatim so a tool round or a later turn can send them back byte for byte.
 
 use serde_json::{json, Value};
+use sluice_sdk::marker;
 
 /// Store namespace of turn records.
 pub const NAMESPACE: &str = "openai_responses.turn";
-const PREFIX: &str = "[sluice:v1:";
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// 16 Crockford base32 characters from the OS CSPRNG (80 bits).
@@ -23,10 +23,9 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| CROCKFORD[(*b & 31) as usize] as char).collect()
 }
 
-/// The text sent as the first content of an answer: at the start of the text a link-reference
-/// definition is always invisible, and the blank line keeps the answer's first paragraph apart.
+/// The text sent as the first content of an answer (see [`sluice_sdk::marker`]).
 pub fn marker(id: &str) -> String {
-    format!("[sluice:v1:turn:{id}]: #\n\n")
+    marker::format("turn", id)
 }
 
 fn is_id(s: &str) -> bool {
@@ -35,44 +34,21 @@ fn is_id(s: &str) -> bool {
 
 /// Marker ids in `text`, in order.
 pub fn find_markers(text: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(PREFIX) {
-        let after = &rest[start + PREFIX.len()..];
-        if let Some(end) = after.find("]: #") {
-            let inner = &after[..end];
-            if let Some((kind, id)) = inner.split_once(':') {
-                let kind_ok = (2..=30).contains(&kind.len())
-                    && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                if kind_ok && is_id(id) {
-                    ids.push(id.to_string());
-                }
-            }
-        }
-        rest = after;
-    }
-    ids
+    marker::contents(text)
+        .into_iter()
+        .filter_map(|inner| {
+            let (kind, id) = inner.split_once(':')?;
+            let kind_ok = (2..=30).contains(&kind.len())
+                && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            (kind_ok && is_id(id)).then(|| id.to_string())
+        })
+        .collect()
 }
 
 /// Removes our markers and the Function manifold's (`[openai_responses:v2:…]: #`), wherever
 /// they stand, then trims.
 pub fn strip_markers(text: &str) -> String {
-    let mut out = text.to_string();
-    for prefix in [PREFIX, "[openai_responses:v2:"] {
-        let mut from = 0;
-        while let Some(pos) = out[from..].find(prefix) {
-            let start = from + pos;
-            let end = out[start..]
-                .find("]: #")
-                .map(|e| start + e + 4)
-                .filter(|e| !out[start..*e].contains('\n') && e - start < 256);
-            match end {
-                Some(end) => out.replace_range(start..end, ""),
-                None => from = start + prefix.len(),
-            }
-        }
-    }
-    out.trim().to_string()
+    marker::strip(text, false).trim().to_string()
 }
 
 /// Removes reasoning the UI may have left in assistant text: `<details type="reasoning" …>…</details>`

@@ -177,31 +177,14 @@ fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &
     Some(call)
 }
 
-/// Removes sluice's own replay markers (`[sluice:v1:turn:<id>]: #`, a Markdown link definition
-/// the manifold puts at the start of an answer): invisible in Open WebUI, noise in a report.
+/// Removes sluice's markers (see [`sluice_sdk::marker`]) and the line breaks after them:
+/// invisible in Open WebUI, noise in a report.
 pub fn strip_markers(text: &str) -> std::borrow::Cow<'_, str> {
-    const PREFIX: &str = "[sluice:v1:";
-    if !text.contains(PREFIX) {
-        return std::borrow::Cow::Borrowed(text);
+    if text.contains(sluice_sdk::marker::PREFIX) {
+        std::borrow::Cow::Owned(sluice_sdk::marker::strip(text, true))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(PREFIX) {
-        let tail = &rest[start..];
-        let end = tail.find("]: #").filter(|e| !tail[..*e].contains(char::is_whitespace));
-        match end {
-            Some(e) => {
-                out.push_str(&rest[..start]);
-                rest = tail[e + "]: #".len()..].trim_start_matches(['\r', '\n']);
-            }
-            None => {
-                out.push_str(&rest[..start + PREFIX.len()]);
-                rest = &tail[PREFIX.len()..];
-            }
-        }
-    }
-    out.push_str(rest);
-    std::borrow::Cow::Owned(out)
 }
 
 /// Splits an assistant message's display text into text and tool calls.

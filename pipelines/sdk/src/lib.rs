@@ -8,6 +8,7 @@
 mod context;
 mod error;
 mod event;
+pub mod marker;
 pub mod outbox;
 mod pipeline;
 mod request;
