@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+/// Runs `sluice <args>` with `dir/valves` and `dir/data`: exit code, stdout, stderr.
+pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env_clear()

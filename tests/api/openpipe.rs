@@ -462,14 +462,9 @@ async fn refused_and_expired_reports_become_dead_letters() {
 
     // What an operator sees, and putting the dead letters back in line once OpenPipe is fine.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .env_clear()
-            .env("SLUICE_DATA_DIR", &app.data_dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (code, out, err) = crate::cli::sluice(app.data_dir.parent().unwrap(), args);
+        assert_eq!(code, 0, "{err}");
+        out
     };
     let table = cli(&["outbox"]);
     assert!(table.lines().any(|l| l.split_whitespace().take(3).eq(["openpipe_reporting", "0", "2"])), "{table}");
