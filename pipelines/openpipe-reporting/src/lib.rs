@@ -69,6 +69,37 @@ struct Capture {
     request: Map<String, Value>,
 }
 
+/// One turn as the regeneration bookkeeping sees it.
+struct DpoTurn<'a> {
+    chat_id: &'a str,
+    session: Option<&'a str>,
+    messages: &'a [Value],
+    history: &'a [Value],
+    interaction: &'a str,
+    message_id: &'a str,
+    answer: &'a blocks::Answer,
+    request: &'a Map<String, Value>,
+    model: &'a str,
+    user_id: Option<&'a str>,
+}
+
+/// Metadata to add, dataset entries to submit, records to write.
+#[derive(Default)]
+struct DpoOutcome {
+    tail: Vec<(String, String)>,
+    entries: Vec<Value>,
+    kv: Vec<KvWrite>,
+}
+
+/// A record of ours; one that no longer parses counts as absent.
+async fn load<T: serde::de::DeserializeOwned>(
+    rt: &Runtime,
+    namespace: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    Ok(rt.store.get(namespace, key).await?.and_then(|v| serde_json::from_value(v).ok()))
+}
+
 /// Dedupe record (§4.4).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Reported {
@@ -240,10 +271,7 @@ impl OpenPipeReporting {
         let user_id = served.request.get("user").and_then(|u| u.get("id")).and_then(Value::as_str);
         let messages = served.request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         let key = task_key(user_id, &served.model, messages);
-        let Some(capture) = rt.store.get(TASK_NS, &key).await?.and_then(|c| serde_json::from_value::<Capture>(c).ok())
-        else {
-            return Ok(());
-        };
+        let Some(capture) = load::<Capture>(rt, TASK_NS, &key).await? else { return Ok(()) };
         let kv = vec![KvWrite::Delete { namespace: TASK_NS.into(), key }];
         let task = capture.task.clone().unwrap_or_else(|| "unknown".into());
         let interaction = if v.INCLUDE_INTERACTION_CLASSIFICATION { task.clone() } else { "unknown".into() };
@@ -285,6 +313,74 @@ impl OpenPipeReporting {
         let count = self.queue_reports(rt, v, &turn, Vec::new(), kv).await?;
         self.counters.task_reports.fetch_add(count, Relaxed);
         Ok(())
+    }
+
+    /// Regeneration bookkeeping of one turn (§10): confirms open pairs this turn continues
+    /// from, adds the answer to its siblings, and says what to tag and what to submit.
+    async fn dpo_turn(&self, rt: &Runtime, v: &ReportingValves, t: DpoTurn<'_>) -> Result<DpoOutcome, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = DpoOutcome::default();
+        let chat = dpo::chat_key(t.chat_id, t.session);
+        let parent = dpo::parent_key(t.messages).unwrap_or_default();
+        let history_ids: Vec<&str> = t.history.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
+        let window = Duration::from_secs(v.DPO_WINDOW_HOURS * 3600);
+        let put = |key: String, namespace: &str, value: Value| KvWrite::Put {
+            namespace: namespace.into(),
+            key,
+            value,
+            ttl: window,
+        };
+
+        // Confirmation: this turn continues from one sibling of an open pair.
+        let mut pending: dpo::PendingList = load(rt, dpo::PENDING_NS, &chat).await?.unwrap_or_default();
+        let before = pending.parents.len();
+        let mut still_open = Vec::new();
+        for p in std::mem::take(&mut pending.parents) {
+            let list_key = format!("{chat}|{p}");
+            let Some(mut list) = load::<dpo::SiblingList>(rt, dpo::SIBLINGS_NS, &list_key).await? else { continue };
+            let Some(chosen) = list.chosen(&history_ids).cloned() else {
+                still_open.push(p);
+                continue;
+            };
+            self.counters.dpo_pairs_confirmed.fetch_add(1, Relaxed);
+            if v.AUTO_SUBMIT_DPO_PAIRS {
+                let rejected = list.rejected(&chosen);
+                out.entries.extend(dpo::entries(t.chat_id, &p, &chosen, &rejected, v.DPO_SPLIT));
+            }
+            list.pending = false;
+            out.kv.push(put(list_key, dpo::SIBLINGS_NS, json!(list)));
+        }
+        pending.parents = still_open;
+
+        // Detection: this answer joins its siblings.
+        if matches!(t.interaction, "chat_message" | "function_calling") {
+            let list_key = format!("{chat}|{parent}");
+            let mut list: dpo::SiblingList = load(rt, dpo::SIBLINGS_NS, &list_key).await?.unwrap_or_default();
+            let mut final_messages = t.request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+            final_messages.extend(report::call_pairs(t.answer, t.answer.calls.len()));
+            let sibling = dpo::Sibling {
+                message_id: t.message_id.to_string(),
+                text: dpo::normalize(&t.answer.texts),
+                final_text: dpo::strip_think(t.answer.final_text()),
+                has_tool_calls: !t.answer.calls.is_empty(),
+                model: t.model.to_string(),
+                request_messages: final_messages,
+                user_id: t.user_id.map(str::to_string),
+            };
+            if let Some(regen) = list.add(sibling) {
+                self.counters.dpo_pairs_detected.fetch_add(1, Relaxed);
+                out.tail.push(("regenerated_from".into(), regen.regenerated_from));
+                out.tail.push(("regeneration_index".into(), regen.index.to_string()));
+                if !pending.parents.contains(&parent) {
+                    pending.parents.push(parent.clone());
+                }
+            }
+            out.kv.push(put(list_key, dpo::SIBLINGS_NS, json!(list)));
+        }
+        if before > 0 || !pending.parents.is_empty() {
+            out.kv.push(put(chat, dpo::PENDING_NS, json!(pending)));
+        }
+        Ok(out)
     }
 
     /// Writes a turn's reports (plus `extra` work and `kv` changes) to the outbox in one
@@ -357,8 +453,7 @@ impl OpenPipeReporting {
 
         let _serial = rt.stripe(&chat_id).lock().await;
         let mut kv = Vec::new();
-        let capture = if ids_known { rt.store.get(CAPTURE_NS, &key).await? } else { None };
-        let capture: Option<Capture> = capture.and_then(|c| serde_json::from_value(c).ok());
+        let capture: Option<Capture> = if ids_known { load(rt, CAPTURE_NS, &key).await? } else { None };
         if capture.is_some() {
             kv.push(KvWrite::Delete { namespace: CAPTURE_NS.into(), key: key.clone() });
         }
@@ -384,8 +479,7 @@ impl OpenPipeReporting {
         );
         let mut revision = 0;
         if ids_known {
-            let previous: Option<Reported> =
-                rt.store.get(REPORTED_NS, &key).await?.and_then(|r| serde_json::from_value(r).ok());
+            let previous: Option<Reported> = load(rt, REPORTED_NS, &key).await?;
             if let Some(prev) = previous {
                 if prev.hash == hash {
                     self.counters.duplicates.fetch_add(1, Relaxed);
@@ -465,95 +559,28 @@ impl OpenPipeReporting {
             calls: answer.calls.len(),
         }
         .pairs(v);
-        let mut tail: Vec<(String, String)> = Vec::new();
 
         // DPO bookkeeping (§10).
-        let mut dataset_entries = Vec::new();
-        if v.ENABLE_DPO_DETECTION && ids_known {
+        let dpo = if v.ENABLE_DPO_DETECTION && ids_known {
             let session =
                 capture.as_ref().and_then(|c| c.session_id.clone()).or(str_at(obj, "session_id").map(str::to_string));
-            let chat = dpo::chat_key(&chat_id, session.as_deref());
-            let parent = dpo::parent_key(messages).unwrap_or_default();
-            let history_ids: Vec<&str> = history.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).collect();
-            let window = Duration::from_secs(v.DPO_WINDOW_HOURS * 3600);
-
-            // Confirmation: this turn continues from one sibling of an open pair.
-            let mut pending: dpo::PendingList = rt
-                .store
-                .get(dpo::PENDING_NS, &chat)
-                .await?
-                .and_then(|p| serde_json::from_value(p).ok())
-                .unwrap_or_default();
-            let before = pending.parents.len();
-            let mut still_open = Vec::new();
-            for p in std::mem::take(&mut pending.parents) {
-                let list_key = format!("{chat}|{p}");
-                let list: Option<dpo::SiblingList> =
-                    rt.store.get(dpo::SIBLINGS_NS, &list_key).await?.and_then(|l| serde_json::from_value(l).ok());
-                let Some(mut list) = list else { continue };
-                let Some(chosen) = list.chosen(&history_ids).cloned() else {
-                    still_open.push(p);
-                    continue;
-                };
-                self.counters.dpo_pairs_confirmed.fetch_add(1, Relaxed);
-                if v.AUTO_SUBMIT_DPO_PAIRS {
-                    let rejected = list.rejected(&chosen);
-                    dataset_entries.extend(dpo::entries(&chat_id, &p, &chosen, &rejected, v.DPO_SPLIT));
-                }
-                list.pending = false;
-                kv.push(KvWrite::Put {
-                    namespace: dpo::SIBLINGS_NS.into(),
-                    key: list_key,
-                    value: json!(list),
-                    ttl: window,
-                });
-            }
-            pending.parents = still_open;
-
-            // Detection: this answer joins its siblings.
-            if matches!(interaction.as_str(), "chat_message" | "function_calling") {
-                let list_key = format!("{chat}|{parent}");
-                let mut list: dpo::SiblingList = rt
-                    .store
-                    .get(dpo::SIBLINGS_NS, &list_key)
-                    .await?
-                    .and_then(|l| serde_json::from_value(l).ok())
-                    .unwrap_or_default();
-                let mut final_messages = request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-                final_messages.extend(report::call_pairs(&answer, answer.calls.len()));
-                let sibling = dpo::Sibling {
-                    message_id: message_id.clone(),
-                    text: dpo::normalize(&answer.texts),
-                    final_text: dpo::strip_think(answer.final_text()),
-                    has_tool_calls: !answer.calls.is_empty(),
-                    model: model.clone(),
-                    request_messages: final_messages,
-                    user_id: user_id.clone(),
-                };
-                if let Some(regen) = list.add(sibling) {
-                    self.counters.dpo_pairs_detected.fetch_add(1, Relaxed);
-                    tail.push(("regenerated_from".into(), regen.regenerated_from));
-                    tail.push(("regeneration_index".into(), regen.index.to_string()));
-                    if !pending.parents.contains(&parent) {
-                        pending.parents.push(parent.clone());
-                    }
-                }
-                kv.push(KvWrite::Put {
-                    namespace: dpo::SIBLINGS_NS.into(),
-                    key: list_key,
-                    value: json!(list),
-                    ttl: window,
-                });
-            }
-            if before > 0 || !pending.parents.is_empty() {
-                kv.push(KvWrite::Put {
-                    namespace: dpo::PENDING_NS.into(),
-                    key: chat,
-                    value: json!(pending),
-                    ttl: window,
-                });
-            }
-        }
+            let turn = DpoTurn {
+                chat_id: &chat_id,
+                session: session.as_deref(),
+                messages,
+                history,
+                interaction: &interaction,
+                message_id: &message_id,
+                answer: &answer,
+                request: &request,
+                model: &model,
+                user_id: user_id.as_deref(),
+            };
+            self.dpo_turn(rt, v, turn).await?
+        } else {
+            DpoOutcome::default()
+        };
+        kv.extend(dpo.kv);
 
         // Reports (§7) and the one write that makes them durable (§5.2 step 8).
         let turn = Turn {
@@ -561,7 +588,7 @@ impl OpenPipeReporting {
             model,
             message_id: message_id.clone(),
             head,
-            tail,
+            tail: dpo.tail,
             custom: v.custom(),
             answer,
             usage: report::usage_of(last),
@@ -569,7 +596,8 @@ impl OpenPipeReporting {
             requested_at_ms,
             received_at_ms,
         };
-        let dataset_jobs: Vec<NewEntry> = dataset_entries
+        let dataset_jobs: Vec<NewEntry> = dpo
+            .entries
             .chunks(100)
             .map(|chunk| NewEntry {
                 id: uuid::Uuid::new_v4().to_string(),
