@@ -1,6 +1,6 @@
 //! `GET /metrics` in the Prometheus text format: requests by route and status, latency
 //! histograms, open streams, pipe errors, the durable queues, and each pipeline's own counters.
-//! Hand-rolled (a few maps behind one mutex each) because the set is small and fixed; label
+//! Hand-rolled (a few maps behind a mutex each) because the set is small and fixed; label
 //! values are escaped as the exposition format requires.
 
 use std::collections::BTreeMap;
@@ -33,10 +33,17 @@ impl Histogram {
     }
 }
 
+/// What one route pattern saw.
+#[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// By route pattern: one lock per request, and the key is allocated only for a new route.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     open_streams: AtomicI64,
     pipe_errors: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
 }
@@ -67,11 +74,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 impl Metrics {
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route.to_string(), status)).or_default() += 1;
+        let Ok(mut routes) = self.routes.lock() else { return };
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), RouteStats::default());
         }
-        if let Ok(mut m) = self.latency.lock() {
-            m.entry(route.to_string()).or_default().observe(elapsed.as_secs_f64());
+        if let Some(stats) = routes.get_mut(route) {
+            *stats.by_status.entry(status).or_default() += 1;
+            stats.latency.observe(elapsed.as_secs_f64());
         }
     }
 
@@ -102,10 +111,14 @@ impl Metrics {
         let _ = writeln!(out, "sluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
 
         header(&mut out, "sluice_http_requests_total", "counter", "Requests by route pattern and status.");
-        if let Ok(m) = self.requests.lock() {
-            for ((route, status), n) in m.iter() {
-                let _ =
-                    writeln!(out, "sluice_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
+        let guard = self.routes.lock();
+        let routes: Vec<(String, &RouteStats)> = match &guard {
+            Ok(m) => m.iter().map(|(route, stats)| (escape(route), stats)).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (route, stats) in &routes {
+            for (status, n) in &stats.by_status {
+                let _ = writeln!(out, "sluice_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
             }
         }
         header(
@@ -114,24 +127,23 @@ impl Metrics {
             "histogram",
             "Time to the response head by route (for streams: time to the first byte).",
         );
-        if let Ok(m) = self.latency.lock() {
-            for (route, h) in m.iter() {
-                let route = escape(route);
-                for (le, n) in BUCKETS.iter().zip(h.counts.iter()) {
-                    let _ = writeln!(
-                        out,
-                        "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {n}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(out, "sluice_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(out, "sluice_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+        for (route, stats) in &routes {
+            let h = &stats.latency;
+            for (le, n) in BUCKETS.iter().zip(h.counts.iter()) {
+                let _ =
+                    writeln!(out, "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {n}");
             }
+            let _ = writeln!(
+                out,
+                "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "sluice_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+            let _ = writeln!(out, "sluice_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
         }
+        // Requests are recorded again while the rest is written.
+        drop(routes);
+        drop(guard);
         header(&mut out, "sluice_open_streams", "gauge", "Streamed answers in progress.");
         let _ = writeln!(out, "sluice_open_streams {}", self.open_streams.load(Ordering::Relaxed));
         header(
