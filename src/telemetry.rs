@@ -41,8 +41,9 @@ pub async fn trace_requests(
         Ok(mut res) => {
             let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
             let status = res.status().as_u16();
-            let path = res.request().path().to_string();
-            span.in_scope(|| tracing::info!(route = %route, path = %path, status, elapsed_ms, "handled"));
+            span.in_scope(
+                || tracing::info!(route = %route, path = %res.request().path(), status, elapsed_ms, "handled"),
+            );
             if let Some(m) = metrics {
                 m.observe_request(&route, status, started.elapsed());
             }
