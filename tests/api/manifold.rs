@@ -561,13 +561,13 @@ async fn the_api_key_is_masked_and_required() {
 }
 
 /// Answers 3a (the model calls get_weather for Paris and London), then 3b once the results
-/// come back.
+/// come back. Priorities 1 and 2 are left for a test's own mocks.
 async fn tool_round_mock() -> MockServer {
     let mock = MockServer::start().await;
     on_responses()
         .and(body_string_contains("function_call_output"))
         .respond_with(sse_response("3b_function_call_followup.sse"))
-        .with_priority(1)
+        .with_priority(3)
         .mount(&mock)
         .await;
     on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
@@ -589,7 +589,7 @@ fn weather_round(marker: &str) -> Vec<Value> {
 /// Runs the 3a → 3b tool round and returns the app, the mock and the assistant messages
 /// Open WebUI 0.12 would send back on the next turn.
 async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -> (TestApp, MockServer, Vec<Value>) {
-    let mock = MockServer::start().await;
+    let mock = tool_round_mock().await;
     on_responses()
         .and(body_string_contains("Thanks"))
         .respond_with(third)
@@ -603,13 +603,6 @@ async fn after_a_tool_round(valves: &str, third: ResponseTemplate, times: u64) -
         .with_priority(2)
         .mount(&mock)
         .await;
-    on_responses()
-        .and(body_string_contains("function_call_output"))
-        .respond_with(sse_response("3b_function_call_followup.sse"))
-        .with_priority(3)
-        .mount(&mock)
-        .await;
-    on_responses().respond_with(sse_response("3a_function_call.sse")).mount(&mock).await;
     let app = manifold_app(&mock, valves).await;
     let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
     let res = app
