@@ -34,7 +34,18 @@ impl Pipeline for BenchPipe {
     }
     async fn pipe(&self, request: PipeRequest) -> Result<PipeStream, PipelineError> {
         let n = request.body.get("chunks").and_then(Value::as_u64).unwrap_or(200);
-        Ok(futures_util::stream::iter((0..n).map(|i| PipeEvent::text(format!("token {i} ")))).boxed())
+        match request.body.get("interval_ms").and_then(Value::as_u64) {
+            // A long answer: one chunk per interval, like a model that thinks between tokens.
+            Some(ms) => Ok(futures_util::stream::unfold(0, move |i| async move {
+                if i == n {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Some((PipeEvent::text(format!("token {i} ")), i + 1))
+            })
+            .boxed()),
+            None => Ok(futures_util::stream::iter((0..n).map(|i| PipeEvent::text(format!("token {i} ")))).boxed()),
+        }
     }
 }
 
@@ -42,6 +53,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         serve();
+    } else if args.get(1).map(String::as_str) == Some("floor") {
+        floor(&args[2]);
     } else {
         drive();
     }
@@ -77,6 +90,30 @@ async fn serve() {
     app.run_until_stopped().await.unwrap();
 }
 
+/// The floor in a process of its own, like sluice, so both pay the same cross-process costs.
+#[tokio::main]
+async fn floor(models_file: &str) {
+    let url = start_floor(std::fs::read(models_file).unwrap()).await;
+    println!("PORT {}", url.rsplit(':').next().unwrap());
+    // Until the driver closes our stdin.
+    let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
+}
+
+/// Starts `sluice-bench <args>` and reads the `PORT n` line it prints first.
+fn start_child(args: &[&str], env: &[(&str, String)]) -> (std::process::Child, u16) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    (child, port)
+}
+
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -104,20 +141,16 @@ async fn drive() {
         ok.len()
     ))
     .await;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("serve")
-        .stdin(Stdio::piped())
-        .env("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1"))
-        .env("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench")
-        .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
-        .env("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", "opk-bench")
-        .env("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_BASE_URL", format!("{openpipe_url}/api/v1"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    let (mut child, port) = start_child(
+        &["serve"],
+        &[
+            ("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1")),
+            ("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench".into()),
+            ("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false".into()),
+            ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", "opk-bench".into()),
+            ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_BASE_URL", format!("{openpipe_url}/api/v1")),
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     println!("bench=cold_start ms={:.1}", started.elapsed().as_secs_f64() * 1000.0);
@@ -135,23 +168,44 @@ async fn drive() {
     println!("bench=payload name=inlet_2kb bytes={}", small.len());
     println!("bench=payload name=inlet_200kb bytes={}", large.len());
 
-    for conns in [1usize, 32] {
-        run(&client, &format!("{base}/v1/models"), None, "models", conns).await;
-        run(&client, &format!("{base}/bench_pipe/filter/inlet"), Some(small.clone()), "inlet_2kb", conns).await;
+    let models = client.get(format!("{base}/v1/models")).bearer_auth(KEY).send().await.unwrap().bytes().await.unwrap();
+    let models_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(models_file.path(), &models).unwrap();
+    let (mut floor_child, floor_port) = start_child(&["floor", models_file.path().to_str().unwrap()], &[]);
+    let floor = format!("http://127.0.0.1:{floor_port}");
+    // `sluice-bench requests streams manifold openpipe long`: only those groups (default: all).
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |group: &str| only.is_empty() || only.iter().any(|o| o == group);
+    for (name, path, body) in [
+        ("models", "/v1/models", None),
+        ("inlet_2kb", "/bench_pipe/filter/inlet", Some(small.clone())),
+        ("inlet_200kb", "/bench_pipe/filter/inlet", Some(large.clone())),
+    ] {
+        for conns in [1usize, 32].into_iter().filter(|_| wants("requests")) {
+            let ours = run(&client, &format!("{base}{path}"), body.clone(), name, conns).await;
+            let least = run(&client, &format!("{floor}{path}"), body.clone(), &format!("floor_{name}"), conns).await;
+            println!(
+                "bench=vs_floor name={name} conns={conns} sluice_rps={ours:.0} floor_rps={least:.0} floor_over_sluice={:.2}",
+                least / ours
+            );
+        }
     }
-    for conns in [1usize, 8] {
-        run(&client, &format!("{base}/bench_pipe/filter/inlet"), Some(large.clone()), "inlet_200kb", conns).await;
-    }
-    for conns in [1usize, 16] {
+    for conns in [1usize, 16].into_iter().filter(|_| wants("streams")) {
         stream(&client, &base, conns).await;
     }
-    for conns in [1usize, 16] {
+    for conns in [1usize, 16].into_iter().filter(|_| wants("manifold")) {
         manifold(&client, &base, &mock_url, deltas, conns).await;
     }
-    for conns in [1usize, 16] {
+    for conns in [1usize, 16].into_iter().filter(|_| wants("openpipe")) {
         openpipe(&client, &base, &reports_served, conns).await;
     }
+    let _ = floor_child.kill();
+    let _ = floor_child.wait();
     println!("bench=rss_after_load kb={}", rss_kb(child.id()));
+    for n in [1_000usize, 10_000].into_iter().filter(|_| wants("long")) {
+        long_streams(port, child.id(), n).await;
+    }
+    println!("bench=rss_after_long_streams kb={}", rss_kb(child.id()));
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -184,7 +238,8 @@ where
     all
 }
 
-async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, name: &str, conns: usize) {
+/// Requests per second of `url` under `conns` back-to-back clients; prints the line.
+async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, name: &str, conns: usize) -> f64 {
     let (client, url) = (client.clone(), url.to_string());
     let all = timed_load(conns, move |_, _| {
         let (client, url, body) = (client.clone(), url.clone(), body.clone());
@@ -201,13 +256,14 @@ async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, na
         }
     })
     .await;
+    let rps = all.len() as f64 / WINDOW.as_secs_f64();
     println!(
-        "bench={name} conns={conns} requests={} rps={:.0} p50_ms={:.3} p99_ms={:.3}",
+        "bench={name} conns={conns} requests={} rps={rps:.0} p50_ms={:.3} p99_ms={:.3}",
         all.len(),
-        all.len() as f64 / WINDOW.as_secs_f64(),
         percentile(&all, 0.5),
         percentile(&all, 0.99)
     );
+    rps
 }
 
 async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
@@ -282,8 +338,19 @@ async fn openpipe(client: &reqwest::Client, base: &str, served: &std::sync::atom
 
 /// Answers every HTTP/1.1 request on a kept-alive connection with the same bytes; counts them.
 async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let response = Arc::new(response.into_bytes());
+    start_raw_server(move |_| Arc::clone(&response)).await
+}
+
+/// A minimal HTTP/1.1 server on loopback: finds the end of the headers and the Content-Length,
+/// takes the body without parsing it, writes `respond(body)`. Counts requests. It does the
+/// least an HTTP server can do, so it is also the floor sluice is measured against.
+async fn start_raw_server<F>(respond: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(&[u8]) -> Arc<Vec<u8>> + Send + Sync + 'static,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let response = Arc::new(response);
+    let respond = Arc::new(respond);
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let served_in = Arc::clone(&served);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -292,7 +359,7 @@ async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { return };
             let _ = socket.set_nodelay(true);
-            let response = Arc::clone(&response);
+            let respond = Arc::clone(&respond);
             let served = Arc::clone(&served_in);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 1 << 16];
@@ -305,19 +372,14 @@ async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic
                     };
                     pending.extend_from_slice(&buf[..n]);
                     while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
+                        let len = content_length(&pending[..end]);
                         if pending.len() < end + 4 + len {
                             break;
                         }
+                        let response = respond(&pending[end + 4..end + 4 + len]);
                         pending.drain(..end + 4 + len);
                         served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if socket.write_all(response.as_bytes()).await.is_err() {
+                        if socket.write_all(&response).await.is_err() {
                             return;
                         }
                     }
@@ -326,6 +388,38 @@ async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic
         }
     });
     (url, served)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    head.split(|&b| b == b'\n')
+        .find_map(|line| {
+            let line = std::str::from_utf8(line).ok()?;
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// The floor: GET answers `models` (the bytes sluice answered, so both send the same), a POST
+/// gets its own body back with a JSON content type, as an inlet that changes nothing would.
+async fn start_floor(models: Vec<u8>) -> String {
+    let models = Arc::new(http_response("application/json", &models));
+    let (url, _) = start_raw_server(move |body| {
+        if body.is_empty() {
+            Arc::clone(&models)
+        } else {
+            Arc::new(http_response("application/json", body))
+        }
+    })
+    .await;
+    url
+}
+
+fn http_response(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n", body.len())
+        .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// A Responses API stand-in that answers every request at once with a 200-delta transcript:
@@ -354,9 +448,10 @@ async fn manifold(client: &reqwest::Client, base: &str, mock: &str, deltas: usiz
     let via = timed_streams(client, &format!("{base}/v1/chat/completions"), via_body, conns).await;
     let p = |v: &[Duration], q: f64| percentile(v, q);
     println!(
-        "bench=manifold_200_deltas conns={conns} direct_ttfb_p50_ms={:.3} direct_ttfb_p99_ms={:.3} via_ttfb_p50_ms={:.3} via_ttfb_p99_ms={:.3} direct_total_p50_ms={:.3} via_total_p50_ms={:.3} via_total_p99_ms={:.3} added_us_per_delta_p50={:.2} streams={}",
+        "bench=manifold_200_deltas conns={conns} direct_ttfb_p50_ms={:.3} direct_ttfb_p99_ms={:.3} via_ttfb_p50_ms={:.3} via_ttfb_p99_ms={:.3} added_ttfb_p50_ms={:.3} added_ttfb_p99_ms={:.3} direct_total_p50_ms={:.3} via_total_p50_ms={:.3} via_total_p99_ms={:.3} added_total_p50_ms={:.3} added_us_per_delta_p50={:.2} streams={}",
         p(&direct.0, 0.5), p(&direct.0, 0.99), p(&via.0, 0.5), p(&via.0, 0.99),
-        p(&direct.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99),
+        p(&via.0, 0.5) - p(&direct.0, 0.5), p(&via.0, 0.99) - p(&direct.0, 0.99),
+        p(&direct.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99), p(&via.1, 0.5) - p(&direct.1, 0.5),
         (p(&via.1, 0.5) - p(&direct.1, 0.5)) * 1000.0 / deltas as f64,
         via.1.len(),
     );
@@ -412,4 +507,68 @@ async fn timed_streams(
     ttfb.sort();
     total.sort();
     (ttfb, total, chunks)
+}
+
+/// `n` concurrent answers of 10 chunks, one a second (about 10 s each), opened over about a
+/// second on raw connections (a reqwest client per stream would weigh more than sluice). Peak
+/// RSS of sluice while they run, and the stretch: how much longer than the paced 10 s each took.
+async fn long_streams(port: u16, pid: u32, n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PACE: Duration = Duration::from_secs(10);
+    let body = r#"{"model":"bench_pipe","chunks":10,"interval_ms":1000,"messages":[{"role":"user","content":"go"}]}"#;
+    let request = Arc::new(format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let before = rss_kb(pid);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kb(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let batch = (n / 20).max(1);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 && i % batch == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let request = Arc::clone(&request);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            socket.write_all(request.as_bytes()).await.ok()?;
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 2048];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => {
+                        seen.extend_from_slice(&buf[..k]);
+                        if seen.windows(12).any(|w| w == b"data: [DONE]") {
+                            break;
+                        }
+                    }
+                }
+            }
+            seen.windows(12).any(|w| w == b"data: [DONE]").then(|| t.elapsed())
+        }));
+    }
+    let mut took: Vec<Duration> =
+        futures_util::future::join_all(tasks).await.into_iter().filter_map(|r| r.ok().flatten()).collect();
+    sampling.abort();
+    took.sort();
+    let stretch = |q: f64| (percentile(&took, q) / PACE.as_secs_f64() / 1000.0 - 1.0) * 100.0;
+    println!(
+        "bench=long_streams n={n} completed={} rss_before_kb={before} rss_peak_kb={} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2}",
+        took.len(),
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+        stretch(0.5),
+        stretch(0.99),
+        stretch(1.0),
+    );
 }

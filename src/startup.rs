@@ -120,8 +120,7 @@ impl Application {
         });
 
         let address = format!("{}:{}", settings.host, settings.port);
-        let listener =
-            TcpListener::bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
+        let listener = bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let server = run(listener, state.clone(), api_key.clone(), &settings, grace)?;
@@ -206,6 +205,25 @@ async fn signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Binds with a deep accept queue. std's `TcpListener::bind` asks for 128: when thousands of
+/// clients connect at once (10,000 streams in the benchmark) the queue overflows, SYNs are
+/// dropped and those clients wait a full second to retry. The kernel caps this at somaxconn.
+fn bind(address: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for addr in address.to_socket_addrs()? {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if let Err(e) = socket.bind(&addr.into()) {
+            last = e;
+            continue;
+        }
+        socket.listen(4096)?;
+        return Ok(socket.into());
+    }
+    Err(last)
 }
 
 fn run(

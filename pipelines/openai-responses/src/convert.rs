@@ -335,3 +335,73 @@ mod tests {
         assert_eq!(upstream_message("boom", None, None), "OpenAI: boom");
     }
 }
+
+/// Fuzzing the converter with upstream events: the recorded transcripts with events mutated,
+/// dropped or duplicated, and arbitrary JSON. Whatever OpenAI (or a proxy) sends, an event
+/// gives events, an end or an error; never a panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use sluice_sdk::fuzz::{arb_json, cases, mutate};
+
+    const TRANSCRIPTS: [&str; 9] = [
+        include_str!("../../../tests/api/fixtures/responses-api/1_plain_text.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/2_reasoning_summary.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/3a_function_call.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/3b_function_call_followup.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/4_web_search.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/5a_failed.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/5b_incomplete.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/5c_error_event.sse"),
+        include_str!("../../../tests/api/fixtures/responses-api/5d_error_event_nested.sse"),
+    ];
+
+    fn events(transcript: &str) -> Value {
+        let mut reader = crate::sse::SseReader::default();
+        let mut data = reader.push(transcript.as_bytes()).unwrap_or_default();
+        data.extend(reader.flush());
+        Value::Array(data.iter().filter_map(|d| serde_json::from_str(d).ok()).collect())
+    }
+
+    fn run(events: &Value, options: Options) {
+        let mut converter = Converter::new(options);
+        for event in events.as_array().into_iter().flatten() {
+            match converter.on_event(event) {
+                Outcome::Continue(_) => {}
+                Outcome::Finished { .. } | Outcome::Failed(_) => return,
+            }
+        }
+    }
+
+    fn options(flags: u8) -> Options {
+        Options {
+            status_updates: flags & 1 != 0,
+            reasoning_display: match (flags >> 1) % 3 {
+                0 => ReasoningDisplay::ReasoningContent,
+                1 => ReasoningDisplay::Status,
+                _ => ReasoningDisplay::None,
+            },
+            reasoning_model: flags & 8 != 0,
+            show_cost: flags & 16 != 0,
+            custom_pricing: (flags & 32 != 0).then(|| serde_json::json!({"gpt-4.1": {"input": 2.0, "output": "x"}})),
+        }
+    }
+
+    fn mutated_transcript() -> impl Strategy<Value = Value> {
+        (0..TRANSCRIPTS.len()).prop_flat_map(|i| mutate(events(TRANSCRIPTS[i])))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #[test]
+        fn mutated_transcripts_never_panic(events in mutated_transcript(), flags in any::<u8>()) {
+            run(&events, options(flags));
+        }
+
+        #[test]
+        fn arbitrary_events_never_panic(events in proptest::collection::vec(arb_json(), 0..12), flags in any::<u8>()) {
+            run(&Value::Array(events), options(flags));
+        }
+    }
+}

@@ -167,6 +167,42 @@ fn success(reply: Reply, tuning: &Tuning) -> Result<Reply, Outcome> {
     }
 }
 
+/// What OpenPipe's answer to `/report` means: only a 2xx with `"status": "ok"` is delivered.
+fn report_outcome(reply: Reply, tuning: &Tuning) -> Outcome {
+    let (status, _, text) = match success(reply, tuning) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    match serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|b| b.get("status").and_then(Value::as_str).map(str::to_string))
+    {
+        Some(s) if s == "ok" => Outcome::Delivered,
+        Some(s) => {
+            Outcome::Retry { status: Some(status), error: format!("OpenPipe answered status {s:?}"), after: None }
+        }
+        None => {
+            Outcome::Retry { status: Some(status), error: "OpenPipe answered without a status".into(), after: None }
+        }
+    }
+}
+
+/// The entries OpenPipe refused in its answer to `/datasets/{id}/entries` (index into
+/// `entries` and its message); indexes it cannot have sent back are ignored.
+fn refused_entries(text: &str, entries: &[Value]) -> Vec<(Value, String)> {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    body.pointer("/errors/data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let i = usize::try_from(e.get("entry_index")?.as_u64()?).ok()?;
+            let msg = e.get("message").and_then(Value::as_str).unwrap_or("refused").to_string();
+            Some((entries.get(i)?.clone(), msg))
+        })
+        .collect()
+}
+
 impl Worker {
     /// One authenticated call with the attempt timeout; the reply's status, headers and text.
     async fn call(&self, v: &ReportingValves, request: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
@@ -191,22 +227,9 @@ impl Worker {
     }
 
     async fn send_report(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
-        let (status, _, text) =
-            match self.post(v, &entry.target, &entry.body).await.and_then(|r| success(r, &self.tuning)) {
-                Ok(r) => r,
-                Err(o) => return o,
-            };
-        match serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|b| b.get("status").and_then(Value::as_str).map(str::to_string))
-        {
-            Some(s) if s == "ok" => Outcome::Delivered,
-            Some(s) => {
-                Outcome::Retry { status: Some(status), error: format!("OpenPipe answered status {s:?}"), after: None }
-            }
-            None => {
-                Outcome::Retry { status: Some(status), error: "OpenPipe answered without a status".into(), after: None }
-            }
+        match self.post(v, &entry.target, &entry.body).await {
+            Ok(reply) => report_outcome(reply, &self.tuning),
+            Err(o) => o,
         }
     }
 
@@ -276,19 +299,8 @@ impl Worker {
                 Ok(r) => r,
                 Err(o) => return o,
             };
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let entries = entry.body.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
-            let failed: Vec<(Value, String)> = body
-                .pointer("/errors/data")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    let i = e.get("entry_index")?.as_u64()? as usize;
-                    let msg = e.get("message").and_then(Value::as_str).unwrap_or("refused").to_string();
-                    Some((entries.get(i)?.clone(), msg))
-                })
-                .collect();
+            let failed = refused_entries(&text, &entries);
             self.counters
                 .dpo_pairs_submitted
                 .fetch_add((entries.len() - failed.len().min(entries.len())) as u64, Ordering::Relaxed);
@@ -544,5 +556,49 @@ mod tests {
             "HTTP 400: Failed to parse tags"
         );
         assert_eq!(error_text(502, ""), "HTTP 502");
+    }
+}
+
+/// Fuzzing what OpenPipe (or whatever answers at its address) can send back: any status, any
+/// Retry-After, any body, and mutations of its real answers. Every answer has an outcome; the
+/// worker never panics on one.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use sluice_sdk::fuzz::{arb_json, cases, mutate};
+
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            arb_json().prop_map(|v| v.to_string()),
+            mutate(json!({"status": "ok"})).prop_map(|v| v.to_string()),
+            mutate(json!({"message": "Invalid API key", "code": "UNAUTHORIZED"})).prop_map(|v| v.to_string()),
+            mutate(json!({"errors": {"object": "list", "data": [{"entry_index": 0, "message": "bad"}]}}))
+                .prop_map(|v| v.to_string()),
+        ]
+    }
+
+    fn tuning() -> Tuning {
+        Tuning::default()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #[test]
+        fn every_answer_has_an_outcome(status in 100u16..600, retry_after in any::<String>(), text in body()) {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&retry_after) {
+                headers.insert(reqwest::header::RETRY_AFTER, value);
+            }
+            let outcome = report_outcome((status, headers.clone(), text.clone()), &tuning());
+            if let Outcome::Retry { after: Some(wait), .. } = outcome {
+                prop_assert!(wait <= tuning().retry_after_cap);
+            }
+            let entries = vec![json!({"a": 1}), json!({"b": 2})];
+            let refused = refused_entries(&text, &entries);
+            prop_assert!(refused.len() <= entries.len() * 64);
+            let _ = classify_status(status, &headers, &text, &tuning());
+        }
     }
 }

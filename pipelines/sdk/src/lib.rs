@@ -8,6 +8,8 @@
 mod context;
 mod error;
 mod event;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod marker;
 pub mod outbox;
 mod pipeline;
