@@ -9,6 +9,7 @@ mod bad_input;
 mod chat;
 mod cli;
 mod filter;
+mod fuzz;
 mod manifold;
 mod models;
 mod openpipe;
