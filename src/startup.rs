@@ -77,6 +77,7 @@ impl Application {
         let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
+        crate::valves::file::remove_stale_temps(&settings.valves_dir);
         let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
 
         let store = SqliteStore::open(&data_dir.join(STORE_FILE))

@@ -102,6 +102,22 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes temporary files a crash left in the middle of [`write_atomic`] (the rename never
+/// happened, so they hold nothing that was acknowledged). Called once at start, before any write.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".valves-") && name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed a valves temp file left by a crash"),
+                Err(e) => tracing::warn!(file = %name, error = %e, "cannot remove a stale valves temp file"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,10 @@ mod pipelines;
 
 mod auth;
 mod bad_input;
+mod binary;
 mod chat;
 mod cli;
+mod crash;
 mod filter;
 mod fuzz;
 mod manifold;

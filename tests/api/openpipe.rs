@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use sluice::store::SqliteStore;
 use sluice_openpipe_reporting::Tuning;
 
+use crate::binary::Binary;
 use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
 use crate::openpipe_mock::{Fault, MockOpenPipe};
 
@@ -599,78 +600,19 @@ async fn invalid_valves_are_refused_before_anything_is_written() {
     assert_eq!(app.valves_file("openpipe_reporting"), before);
 }
 
-/// The real `sluice` binary in a child process, on a free port, logging to a file.
-struct Binary {
-    child: std::process::Child,
-    base: String,
-    log_path: std::path::PathBuf,
+fn with_openpipe<'a>(mock: &MockOpenPipe, env: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
+    let mut all: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    all.push(("OPENPIPE_BASE_URL", mock.base_url()));
+    all
 }
 
-impl Binary {
-    async fn start(dir: &std::path::Path, mock: &MockOpenPipe, env: &[(&str, &str)]) -> Binary {
-        std::fs::create_dir_all(dir.join("valves")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log_path = dir.join(format!("sluice-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .env_clear()
-            .env("SLUICE_HOST", "127.0.0.1")
-            .env("SLUICE_PORT", port.to_string())
-            .env("SLUICE_DATA_DIR", dir.join("data"))
-            .env("SLUICE_VALVES_DIR", dir.join("valves"))
-            .env("SLUICE_API_KEY", crate::helpers::KEY)
-            .env("OPENPIPE_BASE_URL", mock.base_url())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let server = Binary { child, base, log_path };
-        for _ in 0..400 {
-            if reqwest::get(&server.base).await.is_ok_and(|r| r.status().is_success()) {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("sluice did not start: {}", server.kill());
-    }
-
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(crate::helpers::KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn turn(&self, chat: &str, message: &str, question: &str, answer: &str) {
-        let inlet =
-            json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
-        assert_eq!(self.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
-        let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question}]);
-        let outlet = json!({"user": user(), "body": outlet_body(chat, message, history, answer)});
-        assert_eq!(self.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
-    }
-
-    /// SIGKILL: no shutdown hook runs.
-    fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-/// A failing assertion must not leave the server running.
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One plain turn through the binary's hooks.
+async fn binary_turn(server: &Binary, chat: &str, message: &str, question: &str, answer: &str) {
+    let inlet = json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
+    assert_eq!(server.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
+    let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question}]);
+    let outlet = json!({"user": user(), "body": outlet_body(chat, message, history, answer)});
+    assert_eq!(server.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
 }
 
 #[tokio::test]
@@ -680,16 +622,16 @@ async fn reports_accepted_before_a_kill_9_are_delivered_once_after_it() {
     mock.with(|s| s.down = Some(503));
     let dir = tempfile::tempdir().unwrap();
     let env = [("OPENPIPE_API_KEY", SECRET)];
-    let first = Binary::start(dir.path(), &mock, &env).await;
+    let first = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
     for i in 0..5 {
-        first.turn(&format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+        binary_turn(&first, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
     }
     // Killed the moment the last outlet answered, mid-retry.
     first.kill();
     assert!(mock.reports().is_empty());
 
     mock.with(|s| s.down = None);
-    let second = Binary::start(dir.path(), &mock, &env).await;
+    let second = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
     mock.wait_for_reports(5, 20).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = second.kill();
@@ -718,16 +660,16 @@ async fn logs_never_show_a_key_or_the_conversation() {
         ("OPENAI_API_KEY", OPENAI),
         ("SLUICE_VALVES__OPENPIPE_REPORTING__DEBUG_LOGGING", "true"),
     ];
-    let server = Binary::start(dir.path(), &mock, &env).await;
+    let server = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
     for i in 0..3 {
-        server.turn(&format!("c-{i}"), &format!("m-{i}"), "Tasmania private question", "Tasmania private answer").await;
+        binary_turn(&server, &format!("c-{i}"), &format!("m-{i}"), "Tasmania private question", "Tasmania private answer").await;
     }
     mock.wait_for_reports(2, 10).await;
     // A rotated key that OpenPipe refuses: the pause is logged, the key is not.
     let update = server.post("/openpipe_reporting/valves/update", json!({"OPENPIPE_API_KEY": ROTATED})).await;
     assert_eq!(update.status(), 200);
     let attempts = mock.attempts();
-    server.turn("c-9", "m-9", "Tasmania", "Tasmania private answer").await;
+    binary_turn(&server, "c-9", "m-9", "Tasmania", "Tasmania private answer").await;
     for _ in 0..200 {
         if mock.attempts() > attempts {
             break;
