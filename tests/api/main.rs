@@ -10,6 +10,7 @@ mod binary;
 mod chat;
 mod cli;
 mod crash;
+mod fault_leaks;
 mod filter;
 mod fuzz;
 mod manifold;

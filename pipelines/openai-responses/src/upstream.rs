@@ -55,9 +55,19 @@ pub async fn send(
     if let Some(project) = valves.PROJECT.as_deref().filter(|s| !s.is_empty()) {
         req = req.header("OpenAI-Project", project);
     }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
+    // Waiting for the status line is waiting for the first event: the idle bound applies, or an
+    // upstream that accepts the connection and never answers would hold the chat forever.
+    let idle = Duration::from_secs(valves.STREAM_IDLE_TIMEOUT_S);
+    let resp = match tokio::time::timeout(idle, req.send()).await {
+        Err(_) => {
+            let error = PipelineError::new(
+                ErrorKind::Timeout,
+                format!("OpenAI: no answer from {url} for {} s", valves.STREAM_IDLE_TIMEOUT_S),
+            );
+            return Err(Failure { error, retryable: true, delay: None, replay: false });
+        }
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Unavailable };
             // reqwest's message names the URL, never headers, so the key cannot leak here.
             let error = PipelineError::new(kind, format!("OpenAI: could not reach {url}: {}", error_chain(&e)));
@@ -79,7 +89,7 @@ pub async fn send(
     let asked = header("retry-after-ms")
         .and_then(|v| v.parse::<f64>().ok().map(|ms| Duration::from_secs_f64(ms / 1000.0)))
         .or_else(|| header("retry-after").and_then(|v| v.parse::<f64>().ok().map(Duration::from_secs_f64)));
-    let text = resp.text().await.unwrap_or_default();
+    let text = error_body(resp, idle).await;
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let err = parsed.get("error").unwrap_or(&Value::Null);
     let code = err.get("code").and_then(Value::as_str).map(str::to_owned);
@@ -115,6 +125,24 @@ pub async fn send(
     error.code = code;
     error.retry_after = asked.filter(|_| matches!(status, 429 | 503));
     Err(Failure { error, retryable, delay: asked, replay })
+}
+
+/// Largest error body read; OpenAI's are a few hundred bytes, a misbehaving proxy's need not be.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The text of an error answer, at most [`MAX_ERROR_BODY`] bytes and no longer than `idle`
+/// between reads: whatever arrived by then.
+async fn error_body(resp: reqwest::Response, idle: Duration) -> String {
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::new();
+    while out.len() < MAX_ERROR_BODY {
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    out.truncate(MAX_ERROR_BODY);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn truncate(text: &str, max: usize) -> String {

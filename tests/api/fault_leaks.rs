@@ -1,0 +1,238 @@
+//! The real binary against an OpenAI stand-in that fails in every way a network and a server
+//! can: no answer at all, a stall mid-stream, a connection reset, 429 storms, 5xx, malformed
+//! events, an event larger than any sane one. Each must reach the user as a specific error
+//! within the configured timeouts; afterwards sluice must hold no more descriptors, upstream
+//! connections, open streams or memory than before.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::binary::Binary;
+use crate::manifold::{fixture, payloads, OPENAI_KEY};
+
+/// Reads one request; the user's message picks the fault.
+async fn read_request(socket: &mut TcpStream) -> Option<String> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = socket.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            if request.len() >= end + 4 + len {
+                return Some(text[end + 4..].to_string());
+            }
+        }
+    }
+}
+
+fn sse_head() -> &'static str {
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\nconnection: close\r\n\r\n"
+}
+
+async fn serve(mut socket: TcpStream) {
+    let Some(body) = read_request(&mut socket).await else { return };
+    let fault = ["slow", "stall", "reset", "storm", "five", "garbage", "giant", "fine"]
+        .into_iter()
+        .find(|f| body.contains(&format!("fault:{f}")))
+        .unwrap_or("fine");
+    let transcript = String::from_utf8(fixture("1_plain_text.sse")).unwrap();
+    let first_events: String = transcript.split_inclusive("\n\n").take(5).collect();
+    let mut hold = [0u8; 1];
+    match fault {
+        "slow" => {
+            // Accepts the request, never answers: until the peer hangs up.
+            let _ = socket.read(&mut hold).await;
+        }
+        "stall" => {
+            let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
+            let _ = socket.read(&mut hold).await;
+        }
+        "reset" => {
+            let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // SO_LINGER 0: close sends RST instead of FIN.
+            let _ = socket.set_linger(Some(Duration::ZERO));
+        }
+        "storm" => {
+            let body = r#"{"error":{"message":"Rate limit reached for gpt-4.1","type":"requests","code":"rate_limit_exceeded"}}"#;
+            let _ = socket.write_all(format!("HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after-ms: 20\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
+        }
+        "five" => {
+            let body = r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error"}}"#;
+            let _ = socket.write_all(format!("HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
+        }
+        "garbage" => {
+            let junk: String = (0..10).map(|i| format!("data: {{not json {i}\n\n")).collect();
+            let _ = socket.write_all(format!("{}{first_events}{junk}", sse_head()).as_bytes()).await;
+            let _ = socket.read(&mut hold).await;
+        }
+        "giant" => {
+            let _ = socket.write_all(format!("{}{first_events}data: {{\"type\":\"x\",\"d\":\"", sse_head()).as_bytes()).await;
+            let block = vec![b'a'; 1 << 20];
+            for _ in 0..80 {
+                if socket.write_all(&block).await.is_err() {
+                    return;
+                }
+            }
+        }
+        _ => {
+            let _ = socket.write_all(format!("{}{transcript}", sse_head()).as_bytes()).await;
+        }
+    }
+}
+
+/// The stand-in and the number of connections it has open right now.
+async fn faulty_openai() -> (String, Arc<AtomicI64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let open = Arc::new(AtomicI64::new(0));
+    let counter = Arc::clone(&open);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                serve(socket).await;
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, open)
+}
+
+async fn ask(server: &Binary, fault: &str, stream: bool) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let body = json!({"model": "openai_responses.gpt-4.1", "stream": stream,
+        "messages": [{"role": "user", "content": format!("fault:{fault}")}], "user": {"id": "u1"}});
+    let res = server.post("/chat/completions", body).await;
+    let status = res.status().as_u16();
+    let text = tokio::time::timeout(Duration::from_secs(20), res.text()).await.expect("the answer ends").unwrap();
+    (status, text, started.elapsed())
+}
+
+/// The error a streamed answer ended with.
+fn stream_error(text: &str) -> Value {
+    let (got, _, done) = payloads(text);
+    assert!(done, "no [DONE]: {text}");
+    got.last().and_then(|c| c.get("error")).cloned().unwrap_or_else(|| panic!("no error event: {text}"))
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
+    let (url, upstream_open) = faulty_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    std::fs::write(
+        dir.path().join("valves/openai_responses.toml"),
+        format!("BASE_URL = \"{url}/v1\"\nFETCH_MODELS = false\nSTREAM_IDLE_TIMEOUT_S = 1\nMAX_RETRIES = 2\nSHOW_USAGE_COST = false\n"),
+    )
+    .unwrap();
+    let server = Binary::start(dir.path(), &[("OPENAI_API_KEY", OPENAI_KEY.to_string())]).await;
+
+    // Warm up (HTTP client, store, thread pools), then take the baseline.
+    for _ in 0..3 {
+        let (status, text, _) = ask(&server, "fine", true).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(payloads(&text).2);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fds_before, rss_before) = (server.open_fds(), rss_kb(server.pid()));
+
+    for round in 0..2 {
+        // No answer at all: the idle bound covers the wait for the status line; retried twice.
+        let (status, text, took) = ask(&server, "slow", true).await;
+        assert_eq!(status, 504, "{text}");
+        assert!(text.contains("no answer from") && text.contains("for 1 s"), "{text}");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+
+        let (status, text, took) = ask(&server, "stall", true).await;
+        assert_eq!(status, 200);
+        let error = stream_error(&text);
+        assert!(error["message"].as_str().unwrap().contains("no event for 1 s"), "{text}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+
+        let (_, text, _) = ask(&server, "reset", true).await;
+        let message = stream_error(&text)["message"].as_str().unwrap().to_string();
+        assert!(message.contains("connection broke") || message.contains("ended unexpectedly"), "{message}");
+
+        let (_, text, _) = ask(&server, "garbage", true).await;
+        assert_eq!(stream_error(&text)["message"], json!("OpenAI: the event stream is malformed"), "{text}");
+
+        let (_, text, _) = ask(&server, "giant", true).await;
+        assert_eq!(stream_error(&text)["message"], json!("OpenAI: an event exceeded the size limit"), "{text}");
+
+        let (status, text, _) = ask(&server, "five", false).await;
+        assert_eq!(status, 502, "{text}");
+        assert!(text.contains("The server had an error"), "{text}");
+
+        // A storm of 429s: each retried twice after the asked 20 ms, then the user gets the 429.
+        let storm = (0..20).map(|_| ask(&server, "storm", round == 0));
+        for (status, text, took) in futures_util::future::join_all(storm).await {
+            assert_eq!(status, 429, "{text}");
+            assert!(text.contains("Rate limit reached"), "{text}");
+            assert!(took < Duration::from_secs(5), "{took:?}");
+        }
+
+        // Fifty streams stalled at once, then all abandoned by their clients.
+        let stalled = (0..50).map(|_| {
+            let client = reqwest::Client::new();
+            let url = format!("{}/chat/completions", server.base);
+            async move {
+                let body = json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "fault:stall"}]});
+                let res = client.post(url).bearer_auth(crate::helpers::KEY).json(&body).send().await.unwrap();
+                drop(res);
+            }
+        });
+        futures_util::future::join_all(stalled).await;
+    }
+
+    // Everything above has ended: the descriptors, upstream connections and streams are back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut fds, mut open, mut streams);
+    loop {
+        fds = server.open_fds();
+        open = upstream_open.load(Ordering::SeqCst);
+        streams = metric(&server.get("/metrics").await.text().await.unwrap(), "sluice_open_streams");
+        if (fds <= fds_before + 2 && open == 0 && streams == 0.0) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fds <= fds_before + 2, "descriptors: {fds_before} before, {fds} after");
+    assert_eq!(open, 0, "upstream connections still open");
+    assert_eq!(streams, 0.0, "streams still counted open");
+    let rss_after = rss_kb(server.pid());
+    // Two 64 MB events were buffered and refused; what stays is allocator slack, not the events.
+    assert!(rss_after < rss_before + 24 * 1024, "RSS {rss_before} kB before, {rss_after} kB after");
+    let (status, text, _) = ask(&server, "fine", true).await;
+    assert_eq!(status, 200, "{text}");
+    let log = server.kill();
+    assert!(!log.contains(OPENAI_KEY), "the OpenAI key reached the log");
+}
