@@ -87,11 +87,15 @@ impl Binary {
         None
     }
 
-    /// SIGKILL: no shutdown hook runs. The log.
+    /// SIGKILL: no shutdown hook runs. The log, checked for secrets.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.log()
+        let log = self.log();
+        if !std::thread::panicking() {
+            crate::helpers::assert_no_secret_in(&log);
+        }
+        log
     }
 }
 
@@ -100,5 +104,8 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            crate::helpers::assert_no_secret_in(&self.log());
+        }
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::Value;
 use sluice::config::Settings;
@@ -12,11 +12,67 @@ use crate::pipelines::{BareFilter, Probe, ScriptedFilter, ScriptedManifold, Scri
 
 pub const KEY: &str = "test-key-1234567890";
 
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        sluice::telemetry::init("debug", sluice::config::LogFormat::Text);
+/// Every secret the tests give sluice. No log line, at any level, may contain one.
+pub const SECRETS: &[&str] = &[
+    KEY,
+    crate::manifold::OPENAI_KEY,
+    "opk-test-7f3a9c51e2d84b06",
+    "opk-crash-test-5e6f7a8b9c0d",
+    "opk-kill-test-0a1b2c3d4e5f",
+    "opk-live-5d41402abc4b2a76b9719d911017c592",
+    "opk-rotated-7215ee9c7d9dc229d2921a40e899ec5f",
+    "sk-openai-secret-0cc175b9c0f1b6a831c399e269772661",
+    "opk-fuzz-9b2e4d6f8a1c3e5d",
+    "opk-the-right-one",
+    "opk-a-wrong-one",
+    "sk-very-long-secret-value-1234",
+];
+
+/// Log lines that contained a secret, from any app of this test process.
+static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Where the in-process apps' logs go: every line is scanned for [`SECRETS`]; with `TEST_LOG`
+/// set it is also printed.
+struct ScanningWriter;
+
+impl std::io::Write for ScanningWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf);
+        if SECRETS.iter().any(|s| line.contains(s)) {
+            LEAKS.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone().into_owned());
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprint!("{line}");
+        }
+        Ok(buf.len())
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The whole suite runs with sluice's crates logging at `trace` and every dependency at
+/// `debug` (HTTP server and clients, wiremock), so a secret logged anywhere fails a test.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    let filter = tracing_subscriber::EnvFilter::new(
+        "debug,sluice=trace,sluice_sdk=trace,sluice_openai_responses=trace,sluice_openpipe_reporting=trace",
+    );
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScanningWriter).try_init();
 });
+
+/// Fails the calling test if any log line so far held a secret.
+pub fn assert_no_secret_logged() {
+    let leaks = LEAKS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(leaks.is_empty(), "secrets reached the log:\n{}", leaks.join(""));
+}
+
+/// The same check for a log file of the real binary.
+pub fn assert_no_secret_in(log: &str) {
+    for secret in SECRETS {
+        assert!(!log.contains(secret), "a secret ({}…) reached the log:\n{log}", &secret[..6]);
+    }
+}
 
 pub struct TestApp {
     pub address: String,
@@ -98,11 +154,20 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
     Ok(TestApp { address, client: reqwest::Client::new(), valves_dir, probe, shutdown, data_dir, running, _dirs: dirs })
 }
 
+/// Every test that started an app checks the log when it is done with it.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_secret_logged();
+        }
+    }
+}
+
 impl TestApp {
     /// Stops the app as SIGTERM would and waits until every pipeline has shut down.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.draining.cancel();
-        let _ = self.running.await;
+        let _ = (&mut self.running).await;
     }
 
     pub fn url(&self, path: &str) -> String {
