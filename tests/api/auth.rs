@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/scripted_filter/filter/inlet"),
     ("POST", "/scripted_filter/filter/outlet"),
     ("GET", "/does/not/exist"),
+    ("GET", "/metrics"),
 ];
 
 #[tokio::test]

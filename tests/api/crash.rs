@@ -20,7 +20,8 @@ fn update(i: u64) -> Value {
 fn round_in(file: &str) -> u64 {
     let table: toml::Table = toml::from_str(file).unwrap_or_else(|e| panic!("torn valves file ({e}):\n{file}"));
     let bytes = table.get("MAX_REPORT_BYTES").and_then(toml::Value::as_integer).unwrap() as u64;
-    let metadata: Value = serde_json::from_str(table.get("CUSTOM_METADATA").and_then(toml::Value::as_str).unwrap()).unwrap();
+    let metadata: Value =
+        serde_json::from_str(table.get("CUSTOM_METADATA").and_then(toml::Value::as_str).unwrap()).unwrap();
     let round: u64 = metadata["round"].as_str().unwrap().parse().unwrap();
     assert_eq!(bytes, 100_000 + round, "fields from two different updates:\n{file}");
     round
@@ -44,7 +45,11 @@ async fn kill_9_during_valves_writes_and_queued_reports_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("valves/openpipe_reporting.toml");
     std::fs::create_dir_all(dir.path().join("valves")).unwrap();
-    std::fs::write(&file, "# kept across rewrites\nMAX_REPORT_BYTES = 100000\nCUSTOM_METADATA = '{\"round\": \"0\"}'\n").unwrap();
+    std::fs::write(
+        &file,
+        "# kept across rewrites\nMAX_REPORT_BYTES = 100000\nCUSTOM_METADATA = '{\"round\": \"0\"}'\n",
+    )
+    .unwrap();
     let env = [("OPENPIPE_API_KEY", SECRET.to_string()), ("OPENPIPE_BASE_URL", mock.base_url())];
 
     let mut acked = 0u64;
@@ -91,7 +96,10 @@ async fn kill_9_during_valves_writes_and_queued_reports_loses_nothing() {
         }
         sent = in_flight;
         let round = round_in(&std::fs::read_to_string(&file).unwrap());
-        assert!(round == acked || round == in_flight, "file holds round {round}; acknowledged {acked}, in flight {in_flight}");
+        assert!(
+            round == acked || round == in_flight,
+            "file holds round {round}; acknowledged {acked}, in flight {in_flight}"
+        );
         assert!(std::fs::read_to_string(&file).unwrap().starts_with("# kept across rewrites"));
     }
     assert!(acked > 4, "the updates did not run long enough to test anything ({acked})");

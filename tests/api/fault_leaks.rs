@@ -29,7 +29,9 @@ async fn read_request(socket: &mut TcpStream) -> Option<String> {
         if let Some(end) = text.find("\r\n\r\n") {
             let len: usize = text[..end]
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if request.len() >= end + 4 + len {
                 return Some(text[end + 4..].to_string());
@@ -80,7 +82,9 @@ async fn serve(mut socket: TcpStream) {
             let _ = socket.read(&mut hold).await;
         }
         "giant" => {
-            let _ = socket.write_all(format!("{}{first_events}data: {{\"type\":\"x\",\"d\":\"", sse_head()).as_bytes()).await;
+            let _ = socket
+                .write_all(format!("{}{first_events}data: {{\"type\":\"x\",\"d\":\"", sse_head()).as_bytes())
+                .await;
             let block = vec![b'a'; 1 << 20];
             for _ in 0..80 {
                 if socket.write_all(&block).await.is_err() {
@@ -131,10 +135,7 @@ fn stream_error(text: &str) -> Value {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 fn rss_kb(pid: u32) -> u64 {

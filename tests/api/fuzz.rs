@@ -126,7 +126,10 @@ async fn fuzz_app(openai: &MockServer, openpipe: &MockServer) -> TestApp {
         "BASE_URL = \"{}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nMAX_RETRIES = 0\nSTREAM_IDLE_TIMEOUT_S = 5\n",
         openai.uri()
     );
-    let reporting = format!("OPENPIPE_API_KEY = \"opk-fuzz-9b2e4d6f8a1c3e5d\"\nOPENPIPE_BASE_URL = \"{}/api/v1\"\n", openpipe.uri());
+    let reporting = format!(
+        "OPENPIPE_API_KEY = \"opk-fuzz-9b2e4d6f8a1c3e5d\"\nOPENPIPE_BASE_URL = \"{}/api/v1\"\n",
+        openpipe.uri()
+    );
     spawn_app_with(Options {
         manifold: true,
         openpipe: Some(sluice_openpipe_reporting::Tuning::default()),

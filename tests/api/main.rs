@@ -3,6 +3,7 @@
 
 mod helpers;
 mod pipelines;
+mod security;
 
 mod auth;
 mod bad_input;

@@ -608,7 +608,8 @@ fn with_openpipe<'a>(mock: &MockOpenPipe, env: &[(&'a str, &'a str)]) -> Vec<(&'
 
 /// One plain turn through the binary's hooks.
 async fn binary_turn(server: &Binary, chat: &str, message: &str, question: &str, answer: &str) {
-    let inlet = json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
+    let inlet =
+        json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
     assert_eq!(server.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
     let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question}]);
     let outlet = json!({"user": user(), "body": outlet_body(chat, message, history, answer)});
@@ -662,7 +663,14 @@ async fn logs_never_show_a_key_or_the_conversation() {
     ];
     let server = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
     for i in 0..3 {
-        binary_turn(&server, &format!("c-{i}"), &format!("m-{i}"), "Tasmania private question", "Tasmania private answer").await;
+        binary_turn(
+            &server,
+            &format!("c-{i}"),
+            &format!("m-{i}"),
+            "Tasmania private question",
+            "Tasmania private answer",
+        )
+        .await;
     }
     mock.wait_for_reports(2, 10).await;
     // A rotated key that OpenPipe refuses: the pause is logged, the key is not.

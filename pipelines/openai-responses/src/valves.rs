@@ -221,9 +221,8 @@ impl ResponsesValves {
 impl Valves for ResponsesValves {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
-        match url::Url::parse(&self.BASE_URL) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => errors.push(FieldError::new("BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1")),
+        if let Err(e) = sluice_sdk::valves::check_url(&self.BASE_URL, true) {
+            errors.push(FieldError::new("BASE_URL", format!("{e}; for example https://api.openai.com/v1")));
         }
         if self.MODEL_FETCH_TTL_SECONDS < 60 {
             errors.push(FieldError::new("MODEL_FETCH_TTL_SECONDS", "must be at least 60"));
@@ -259,6 +258,10 @@ impl Valves for ResponsesValves {
                         "REMOTE_MCP_SERVERS_JSON",
                         format!("server {i} needs server_label and server_url"),
                     ));
+                } else if let Some(Err(e)) =
+                    server.get("server_url").and_then(Value::as_str).map(|u| sluice_sdk::valves::check_url(u, false))
+                {
+                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i}: server_url {e}")));
                 }
             }
         }

@@ -171,16 +171,9 @@ fn check_range(errors: &mut Vec<FieldError>, field: &str, value: u64, min: u64, 
 impl Valves for ReportingValves {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
-        match url::Url::parse(&self.OPENPIPE_BASE_URL) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                if u.query().is_some() || u.fragment().is_some() {
-                    errors.push(FieldError::new("OPENPIPE_BASE_URL", "must not have a query or a fragment"));
-                }
-            }
-            _ => errors.push(FieldError::new(
-                "OPENPIPE_BASE_URL",
-                "must be an http(s) URL such as https://api.openpipe.ai/api/v1",
-            )),
+        if let Err(e) = sluice_sdk::valves::check_url(&self.OPENPIPE_BASE_URL, true) {
+            errors
+                .push(FieldError::new("OPENPIPE_BASE_URL", format!("{e}; for example https://api.openpipe.ai/api/v1")));
         }
         if let Err(e) = custom_metadata(&self.CUSTOM_METADATA) {
             errors.push(FieldError::new("CUSTOM_METADATA", e));

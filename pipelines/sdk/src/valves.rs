@@ -115,3 +115,44 @@ impl<V: Valves> DynValves for ValvesCell<V> {
         Ok(Box::new(move || live.store(Arc::new(parsed))))
     }
 }
+
+/// Checks a valve that names an upstream: `http(s)://host[/path]`. Credentials in the URL are
+/// refused (they would travel into error messages and logs, where a URL is not treated as a
+/// secret), and so are a query and a fragment when the URL is a base that paths get appended to.
+pub fn check_url(value: &str, is_base: bool) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http(s) URL with a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials; set the API key valve instead".into());
+    }
+    if is_base && (url.query().is_some() || url.fragment().is_some()) {
+        return Err("must not have a query or a fragment".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::check_url;
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        assert!(check_url("https://api.openai.com/v1", true).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/v1", true).is_ok());
+        for bad in [
+            "ftp://x/v1",
+            "file:///etc/passwd",
+            "https://user:pw@api.openai.com/v1",
+            "https://k@h/v1",
+            "no url",
+            "https://h/v1?x=1",
+            "https://h/v1#f",
+            "unix:/run/x.sock",
+        ] {
+            assert!(check_url(bad, true).is_err(), "{bad}");
+        }
+        assert!(check_url("https://mcp.example.com/sse?team=1", false).is_ok());
+    }
+}
