@@ -46,7 +46,7 @@ fn sse_head() -> &'static str {
 
 async fn serve(mut socket: TcpStream) {
     let Some(body) = read_request(&mut socket).await else { return };
-    let fault = ["slow", "stall", "reset", "storm", "five", "garbage", "giant", "fine"]
+    let fault = ["slow", "stall", "reset", "storm", "five", "garbage", "giant", "drip", "fine"]
         .into_iter()
         .find(|f| body.contains(&format!("fault:{f}")))
         .unwrap_or("fine");
@@ -92,6 +92,16 @@ async fn serve(mut socket: TcpStream) {
                 }
             }
         }
+        "drip" => {
+            // The whole answer, an event every 50 ms (about a second in all).
+            let _ = socket.write_all(sse_head().as_bytes()).await;
+            for event in transcript.split_inclusive("\n\n") {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if socket.write_all(event.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
         _ => {
             let _ = socket.write_all(format!("{}{transcript}", sse_head()).as_bytes()).await;
         }
@@ -115,6 +125,15 @@ async fn faulty_openai() -> (String, Arc<AtomicI64>) {
         }
     });
     (url, open)
+}
+
+fn openai_valves(dir: &std::path::Path, url: &str, idle_secs: u64) {
+    std::fs::create_dir_all(dir.join("valves")).unwrap();
+    std::fs::write(
+        dir.join("valves/openai_responses.toml"),
+        format!("BASE_URL = \"{url}/v1\"\nFETCH_MODELS = false\nSTREAM_IDLE_TIMEOUT_S = {idle_secs}\nMAX_RETRIES = 2\nSHOW_USAGE_COST = false\n"),
+    )
+    .unwrap();
 }
 
 async fn ask(server: &Binary, fault: &str, stream: bool) -> (u16, String, Duration) {
@@ -149,12 +168,7 @@ fn rss_kb(pid: u32) -> u64 {
 async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     let (url, upstream_open) = faulty_openai().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
-    std::fs::write(
-        dir.path().join("valves/openai_responses.toml"),
-        format!("BASE_URL = \"{url}/v1\"\nFETCH_MODELS = false\nSTREAM_IDLE_TIMEOUT_S = 1\nMAX_RETRIES = 2\nSHOW_USAGE_COST = false\n"),
-    )
-    .unwrap();
+    openai_valves(dir.path(), &url, 1);
     let server = Binary::start(dir.path(), &[("OPENAI_API_KEY", OPENAI_KEY.to_string())]).await;
 
     // Warm up (HTTP client, store, thread pools), then take the baseline.
@@ -236,4 +250,79 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     assert_eq!(status, 200, "{text}");
     let log = server.kill();
     assert!(!log.contains(OPENAI_KEY), "the OpenAI key reached the log");
+}
+
+/// SIGTERM with answers in flight and reports queued: a short answer finishes, a long one ends
+/// with an error line when the grace period is over, the process exits cleanly, and the queued
+/// reports are still there for the next start, which sends each once.
+#[tokio::test]
+async fn sigterm_drains_streams_and_keeps_queued_reports() {
+    const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
+    let (url, upstream_open) = faulty_openai().await;
+    let openpipe = crate::openpipe_mock::MockOpenPipe::start(SECRET).await;
+    openpipe.with(|s| s.down = Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    openai_valves(dir.path(), &url, 30);
+    let env = [
+        ("OPENAI_API_KEY", OPENAI_KEY.to_string()),
+        ("OPENPIPE_API_KEY", SECRET.to_string()),
+        ("OPENPIPE_BASE_URL", openpipe.base_url()),
+        ("SLUICE_SHUTDOWN_GRACE_SECS", "2".to_string()),
+    ];
+    let mut server = Binary::start(dir.path(), &env).await;
+    for i in 0..3 {
+        let user = json!({"id": "u-1", "email": "a@example.com", "name": "A", "role": "user"});
+        let outlet = json!({"user": user, "body": {"model": "m", "chat_id": "c", "id": format!("m-{i}"), "messages": [
+            {"id": format!("q-{i}"), "role": "user", "content": "q"}, {"id": format!("m-{i}"), "role": "assistant", "content": "a"}]}});
+        assert_eq!(server.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
+    }
+    let short = tokio::spawn({
+        let base = server.base.clone();
+        async move { stream_text(&base, "fault:drip").await }
+    });
+    let long = tokio::spawn({
+        let base = server.base.clone();
+        async move { stream_text(&base, "fault:stall").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = Instant::now();
+    server.terminate();
+
+    let short = short.await.unwrap();
+    let (got, _, done) = payloads(&short);
+    assert!(done && got.iter().all(|c| c.get("error").is_none()), "the short answer was cut: {short}");
+    assert!(short.contains("Bonjour") || got.len() > 3, "{short}");
+    let long = long.await.unwrap();
+    let error = stream_error(&long);
+    assert!(error["message"].as_str().unwrap().contains("shutting down"), "{long}");
+    let ended = stopped.elapsed();
+    assert!(
+        ended >= Duration::from_millis(1500) && ended < Duration::from_secs(5),
+        "long stream ended after {ended:?}"
+    );
+    let code = server.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "exit after SIGTERM\n{}", server.log());
+    assert_eq!(upstream_open.load(Ordering::SeqCst), 0, "an upstream request outlived the process");
+    assert!(openpipe.reports().is_empty());
+    crate::helpers::assert_no_secret_in(&server.log());
+
+    openpipe.with(|s| s.down = None);
+    let again = Binary::start(dir.path(), &env).await;
+    openpipe.wait_for_reports(3, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(openpipe.reports().len(), 3, "each queued report exactly once\n{}", again.kill());
+}
+
+/// A streamed answer's whole text.
+async fn stream_text(base: &str, content: &str) -> String {
+    let body = json!({"model": "openai_responses.gpt-4.1", "stream": true,
+        "messages": [{"role": "user", "content": content}], "user": {"id": "u1"}});
+    let res = reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(crate::helpers::KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), res.text()).await.expect("the stream ends").unwrap()
 }
