@@ -66,7 +66,7 @@ async fn serve(mut socket: TcpStream) {
             let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             // SO_LINGER 0: close sends RST instead of FIN.
-            let _ = socket.set_linger(Some(Duration::ZERO));
+            let _ = socket.set_zero_linger();
         }
         "storm" => {
             let body = r#"{"error":{"message":"Rate limit reached for gpt-4.1","type":"requests","code":"rate_limit_exceeded"}}"#;
