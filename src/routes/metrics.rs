@@ -17,9 +17,15 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .map(|m| (m.id().to_string(), m.pipeline.counters()))
         .filter(|(_, c)| !c.is_empty())
         .collect();
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render(
-        &queues,
-        unix_now_ms(),
-        &pipelines,
-    )))
+    let mut text = state.metrics.render(&queues, unix_now_ms(), &pipelines);
+    // Tasks on this HTTP worker's runtime: answers' upstream readers, upstream connections,
+    // timers. With one worker (`SLUICE_WORKERS=1`) that is all of them: a count that only
+    // grows under steady load is a leak.
+    let tasks = tokio::runtime::Handle::try_current().map(|h| h.metrics().num_alive_tasks()).unwrap_or(0);
+    text.push_str(
+        "# HELP sluice_worker_tasks_alive Tasks alive on the HTTP worker that answered this scrape.\n\
+         # TYPE sluice_worker_tasks_alive gauge\n",
+    );
+    text.push_str(&format!("sluice_worker_tasks_alive {tasks}\n"));
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }

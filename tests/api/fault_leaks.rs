@@ -169,7 +169,9 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     let (url, upstream_open) = faulty_openai().await;
     let dir = tempfile::tempdir().unwrap();
     openai_valves(dir.path(), &url, 1);
-    let server = Binary::start(dir.path(), &[("OPENAI_API_KEY", OPENAI_KEY.to_string())]).await;
+    // One HTTP worker, so the task gauge of /metrics counts every task of the server.
+    let server =
+        Binary::start(dir.path(), &[("OPENAI_API_KEY", OPENAI_KEY.to_string()), ("SLUICE_WORKERS", "1".into())]).await;
 
     // Warm up (HTTP client, store, thread pools), then take the baseline.
     for _ in 0..3 {
@@ -179,6 +181,7 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (fds_before, rss_before) = (server.open_fds(), rss_kb(server.pid()));
+    let tasks_before = metric(&server.get("/metrics").await.text().await.unwrap(), "sluice_worker_tasks_alive");
 
     for round in 0..2 {
         // No answer at all: the idle bound covers the wait for the status line; retried twice.
@@ -221,21 +224,28 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
             let url = format!("{}/chat/completions", server.base);
             async move {
                 let body = json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "fault:stall"}]});
-                let res = client.post(url).bearer_auth(crate::helpers::KEY).json(&body).send().await.unwrap();
-                drop(res);
+                client.post(url).bearer_auth(crate::helpers::KEY).json(&body).send().await.unwrap()
             }
         });
-        futures_util::future::join_all(stalled).await;
+        let held = futures_util::future::join_all(stalled).await;
+        // While they are open the gauges see them (so the checks below can fail).
+        let metrics = server.get("/metrics").await.text().await.unwrap();
+        assert_eq!(metric(&metrics, "sluice_open_streams"), 50.0);
+        assert!(metric(&metrics, "sluice_worker_tasks_alive") >= tasks_before + 50.0, "{metrics}");
+        drop(held);
     }
 
     // Everything above has ended: the descriptors, upstream connections and streams are back.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut fds, mut open, mut streams);
+    let (mut fds, mut open, mut streams, mut tasks);
     loop {
         fds = server.open_fds();
         open = upstream_open.load(Ordering::SeqCst);
-        streams = metric(&server.get("/metrics").await.text().await.unwrap(), "sluice_open_streams");
-        if (fds <= fds_before + 2 && open == 0 && streams == 0.0) || Instant::now() > deadline {
+        let metrics = server.get("/metrics").await.text().await.unwrap();
+        streams = metric(&metrics, "sluice_open_streams");
+        tasks = metric(&metrics, "sluice_worker_tasks_alive");
+        if (fds <= fds_before + 2 && open == 0 && streams == 0.0 && tasks <= tasks_before) || Instant::now() > deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,6 +253,7 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     assert!(fds <= fds_before + 2, "descriptors: {fds_before} before, {fds} after");
     assert_eq!(open, 0, "upstream connections still open");
     assert_eq!(streams, 0.0, "streams still counted open");
+    assert!(tasks <= tasks_before, "tasks: {tasks_before} before, {tasks} after");
     let rss_after = rss_kb(server.pid());
     // Two 64 MB events were buffered and refused; what stays is allocator slack, not the events.
     assert!(rss_after < rss_before + 24 * 1024, "RSS {rss_before} kB before, {rss_after} kB after");
