@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod pg_store;
 pub mod registry;
 pub mod routes;
 pub mod sse;

@@ -18,6 +18,7 @@ mod manifold;
 mod models;
 mod openpipe;
 mod openpipe_mock;
+mod store_contract;
 mod streaming;
 mod upstream_faults;
 mod valves;

@@ -1,0 +1,373 @@
+//! The shared store for several replicas (issue 7, first part): [`KvStore`] and [`Outbox`] on
+//! PostgreSQL, with the same contract as the embedded [`crate::store::SqliteStore`] plus what
+//! several workers on one database need: `due` *claims* the entries it hands out (row locks
+//! with `SKIP LOCKED`, then a lease), so two replicas never deliver the same report at once,
+//! and a replica that dies holding entries releases them when the lease runs out.
+//!
+//! Not wired into the server yet: the server still opens the embedded store. What is here is
+//! the storage half, tested against a real PostgreSQL (tests/api/store_contract.rs).
+//!
+//! Values and bodies are TEXT, not JSONB: JSONB reorders keys, and reports must reach OpenPipe
+//! byte for byte as they were built.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use sluice_sdk::outbox::{Entry, KvWrite, NewEntry, Outbox, QueueStats};
+use sluice_sdk::{KvStore, StoreError};
+use tokio_postgres::{NoTls, Row};
+
+use crate::sse::{unix_now, unix_now_ms};
+
+/// The schema, one step per version. Append; never edit a released step.
+const MIGRATIONS: &[&str] = &[
+    // 1: key/value records and the outbox, as in the embedded store.
+    "CREATE TABLE kv (
+         namespace TEXT NOT NULL,
+         key TEXT NOT NULL,
+         value TEXT NOT NULL,
+         expires_at BIGINT NOT NULL,
+         PRIMARY KEY (namespace, key)
+     );
+     CREATE INDEX kv_expiry ON kv (expires_at);
+     CREATE TABLE outbox (
+         queue TEXT NOT NULL,
+         id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         target TEXT NOT NULL,
+         body TEXT NOT NULL,
+         created_at_ms BIGINT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at_ms BIGINT NOT NULL,
+         last_status INTEGER,
+         last_error TEXT,
+         dead_at_ms BIGINT,
+         PRIMARY KEY (queue, id)
+     );
+     CREATE INDEX outbox_due ON outbox (queue, next_attempt_at_ms) WHERE dead_at_ms IS NULL;",
+];
+
+/// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x736c_7569_6365; // "sluice"
+
+/// How long an entry handed out by `due` stays with its worker before another may take it.
+/// Longer than a batch of attempts can take (attempt timeouts are at most 120 s).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgStoreError {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error("the database's schema is version {found}, newer than this sluice knows ({known}); upgrade sluice")]
+    NewerSchema { found: i32, known: i32 },
+    #[error("migrating the schema failed: {0}")]
+    Migration(String),
+}
+
+pub struct PgStore {
+    pool: Pool,
+    lease: Duration,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+const ENTRY_COLUMNS: &str = "id, kind, target, body, created_at_ms, attempts, next_attempt_at_ms, last_status, \
+                             last_error, dead_at_ms";
+
+fn entry(row: &Row) -> Result<Entry, StoreError> {
+    let body: String = row.try_get(3).map_err(err)?;
+    let ms = |i: usize| -> Result<u64, StoreError> { row.try_get::<_, i64>(i).map(|v| v.max(0) as u64).map_err(err) };
+    Ok(Entry {
+        id: row.try_get(0).map_err(err)?,
+        kind: row.try_get(1).map_err(err)?,
+        target: row.try_get(2).map_err(err)?,
+        body: serde_json::from_str(&body).map_err(err)?,
+        created_at_ms: ms(4)?,
+        attempts: row.try_get::<_, i32>(5).map(|v| v.max(0) as u32).map_err(err)?,
+        next_attempt_at_ms: ms(6)?,
+        last_status: row.try_get::<_, Option<i32>>(7).map_err(err)?.and_then(|s| u16::try_from(s).ok()),
+        last_error: row.try_get(8).map_err(err)?,
+        dead_at_ms: row.try_get::<_, Option<i64>>(9).map_err(err)?.map(|v| v.max(0) as u64),
+    })
+}
+
+impl PgStore {
+    /// Connects (a small pool), creates or upgrades the schema, and refuses a newer one.
+    pub async fn connect(url: &str) -> Result<PgStore, PgStoreError> {
+        Self::connect_with_lease(url, DEFAULT_LEASE).await
+    }
+
+    pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<PgStore, PgStoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| PgStoreError::Connect(format!("{e}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(16).build().map_err(|e| PgStoreError::Connect(e.to_string()))?;
+        let store = PgStore { pool, lease };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema version this binary brings.
+    pub fn known_version() -> i32 {
+        MIGRATIONS.len() as i32
+    }
+
+    async fn migrate(&self) -> Result<(), PgStoreError> {
+        let mut client = self.pool.get().await.map_err(|e| PgStoreError::Connect(e.to_string()))?;
+        let tx = client.transaction().await.map_err(|e| PgStoreError::Migration(e.to_string()))?;
+        let step = |e: tokio_postgres::Error| PgStoreError::Migration(e.to_string());
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS sluice_schema (version INTEGER NOT NULL)").await.map_err(step)?;
+        let found: i32 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM sluice_schema", &[]).await.map_err(step)?.get(0);
+        let known = Self::known_version();
+        if found > known {
+            return Err(PgStoreError::NewerSchema { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await.map_err(step)?;
+            tx.execute("INSERT INTO sluice_schema (version) VALUES ($1)", &[&(i as i32 + 1)]).await.map_err(step)?;
+            tracing::info!(version = i + 1, "store schema migrated");
+        }
+        tx.commit().await.map_err(step)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(err)
+    }
+
+    /// Queued entries, dead letters and the oldest queued entry of every queue.
+    pub async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT queue, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
+                        MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
+                 FROM outbox GROUP BY queue ORDER BY queue",
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        rows.iter().map(stats).collect()
+    }
+
+    /// Deletes expired key/value records; how many.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = unix_now() as i64;
+        self.client().await?.execute("DELETE FROM kv WHERE expires_at <= $1", &[&now]).await.map_err(err)
+    }
+}
+
+fn stats(row: &Row) -> Result<QueueStats, StoreError> {
+    Ok(QueueStats {
+        queue: row.try_get(0).map_err(err)?,
+        depth: row.try_get::<_, i64>(1).map_err(err)?.max(0) as u64,
+        dead: row.try_get::<_, i64>(2).map_err(err)?.max(0) as u64,
+        oldest_created_at_ms: row.try_get::<_, Option<i64>>(3).map_err(err)?.map(|v| v.max(0) as u64),
+    })
+}
+
+async fn apply(tx: &impl deadpool_postgres::GenericClient, write: &KvWrite, now: u64) -> Result<(), StoreError> {
+    match write {
+        KvWrite::Put { namespace, key, value, ttl } => {
+            let expires = now.saturating_add(ttl.as_secs()) as i64;
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                &[namespace, key, &value.to_string(), &expires],
+            )
+            .await
+            .map_err(err)?;
+        }
+        KvWrite::Delete { namespace, key } => {
+            tx.execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[namespace, key]).await.map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KvStore for PgStore {
+    async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
+        let write = KvWrite::Put { namespace: namespace.to_string(), key: key.to_string(), value: value.clone(), ttl };
+        apply(&self.client().await?, &write, unix_now()).await
+    }
+
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let now = unix_now() as i64;
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT value FROM kv WHERE namespace = $1 AND key = $2 AND expires_at > $3",
+                &[&namespace, &key, &now],
+            )
+            .await
+            .map_err(err)?;
+        row.map(|r| serde_json::from_str(&r.try_get::<_, String>(0).map_err(err)?).map_err(err)).transpose()
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let write = KvWrite::Delete { namespace: namespace.to_string(), key: key.to_string() };
+        apply(&self.client().await?, &write, unix_now()).await
+    }
+
+    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM kv WHERE namespace = $1 AND key IN (
+                     SELECT key FROM kv WHERE namespace = $1 ORDER BY expires_at DESC OFFSET $2)",
+                &[&namespace, &(keep as i64)],
+            )
+            .await
+            .map_err(err)?;
+        Ok(n as usize)
+    }
+}
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn enqueue(&self, queue: &str, entries: Vec<NewEntry>, kv: Vec<KvWrite>) -> Result<(), StoreError> {
+        let (now, now_ms) = (unix_now(), unix_now_ms() as i64);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        for e in &entries {
+            tx.execute(
+                "INSERT INTO outbox (queue, id, kind, target, body, created_at_ms, next_attempt_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (queue, id) DO NOTHING",
+                &[&queue, &e.id, &e.kind, &e.target, &e.body.to_string(), &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        }
+        for w in &kv {
+            apply(&tx, w, now).await?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// Claims up to `limit` due entries for this worker: locked rows of other workers are
+    /// skipped, and the claimed ones are not due again until the lease has passed (or the
+    /// worker reschedules, completes or buries them).
+    async fn due(&self, queue: &str, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let lease_until = now_ms.saturating_add(self.lease.as_millis() as u64) as i64;
+        let sql = format!(
+            "UPDATE outbox o SET next_attempt_at_ms = $4
+             FROM (SELECT queue, id FROM outbox
+                   WHERE queue = $1 AND dead_at_ms IS NULL AND next_attempt_at_ms <= $2
+                   ORDER BY next_attempt_at_ms, created_at_ms LIMIT $3
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE o.queue = due.queue AND o.id = due.id
+             RETURNING {}",
+            ENTRY_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&queue, &(now_ms as i64), &(limit as i64), &lease_until])
+            .await
+            .map_err(err)?;
+        let mut out: Vec<Entry> = rows.iter().map(entry).collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT MIN(next_attempt_at_ms) FROM outbox WHERE queue = $1 AND dead_at_ms IS NULL", &[&queue])
+            .await
+            .map_err(err)?;
+        Ok(row.try_get::<_, Option<i64>>(0).map_err(err)?.map(|v| v.max(0) as u64))
+    }
+
+    async fn retry_later(
+        &self,
+        queue: &str,
+        id: &str,
+        next_attempt_at_ms: u64,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $3, last_status = $4, last_error = $5
+                 WHERE queue = $1 AND id = $2",
+                &[&queue, &id, &(next_attempt_at_ms as i64), &status.map(i32::from), &error],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("UPDATE outbox SET body = $3 WHERE queue = $1 AND id = $2", &[&queue, &id, &body.to_string()])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM outbox WHERE queue = $1 AND id = $2", &[&queue, &id])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, queue: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError> {
+        let now_ms = unix_now_ms() as i64;
+        self.client()
+            .await?
+            .execute(
+                "UPDATE outbox SET dead_at_ms = $3, last_status = COALESCE($4, last_status), last_error = $5
+                 WHERE queue = $1 AND id = $2",
+                &[&queue, &id, &now_ms, &status.map(i32::from), &reason],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT $1::TEXT, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
+                        MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
+                 FROM outbox WHERE queue = $1",
+                &[&queue],
+            )
+            .await
+            .map_err(err)?;
+        stats(&row)
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM outbox WHERE queue = $1 AND dead_at_ms IS NOT NULL
+                     ORDER BY dead_at_ms DESC LIMIT $2"
+                ),
+                &[&queue, &(limit as i64)],
+            )
+            .await
+            .map_err(err)?;
+        rows.iter().map(entry).collect()
+    }
+}

@@ -1,0 +1,188 @@
+//! One contract for both stores: the embedded SQLite file and PostgreSQL (for several
+//! replicas). The PostgreSQL half needs a server: `.ci/run` starts a throwaway one
+//! (tests/pg/start.sh) and sets `TEST_PG_URL`; without it those tests say so and pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice::pg_store::{PgStore, PgStoreError};
+use sluice::sse::unix_now_ms;
+use sluice::store::SqliteStore;
+use sluice_sdk::outbox::{KvWrite, NewEntry, Outbox};
+use sluice_sdk::KvStore;
+
+/// A fresh database on the test server, or `None` (and a note) when there is no server.
+async fn pg_database() -> Option<String> {
+    let Ok(url) = std::env::var("TEST_PG_URL") else {
+        // CI starts a server; there a missing one is a failure, not a skip.
+        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_PG_URL (tests/pg/start.sh)");
+        eprintln!("TEST_PG_URL is not set: the PostgreSQL store is not tested in this run");
+        return None;
+    };
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test server answers");
+    tokio::spawn(conn);
+    let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let base = url.rsplit_once('/').unwrap().0;
+    Some(format!("{base}/{name}"))
+}
+
+fn entry(id: &str, body: serde_json::Value) -> NewEntry {
+    NewEntry { id: id.into(), kind: "report".into(), target: "/report".into(), body }
+}
+
+/// What both stores must do alike.
+async fn contract(store: &(impl KvStore + Outbox)) {
+    // Key/value records: replace, expire, delete, trim the soonest-expiring.
+    store.put("ns", "a", &json!({"z": 1, "a": 2}), Duration::from_secs(60)).await.unwrap();
+    store.put("ns", "a", &json!({"z": 3, "a": 4}), Duration::from_secs(60)).await.unwrap();
+    store.put("ns", "gone", &json!(1), Duration::ZERO).await.unwrap();
+    let got = store.get("ns", "a").await.unwrap().unwrap();
+    assert_eq!(got.to_string(), r#"{"z":3,"a":4}"#, "values keep their key order");
+    assert_eq!(store.get("ns", "gone").await.unwrap(), None);
+    assert_eq!(store.get("other", "a").await.unwrap(), None);
+    store.delete("ns", "a").await.unwrap();
+    assert_eq!(store.get("ns", "a").await.unwrap(), None);
+    for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
+        store.put("bounded", &format!("k{i}"), &json!(i), Duration::from_secs(*ttl)).await.unwrap();
+    }
+    assert_eq!(store.trim("bounded", 2).await.unwrap(), 2);
+    assert_eq!(store.get("bounded", "k1").await.unwrap(), None);
+    assert_eq!(store.get("bounded", "k3").await.unwrap(), Some(json!(3)));
+
+    // Entries and key/value writes in one step; enqueueing an id again changes nothing.
+    let body = json!({"reqPayload": {"model": "m"}, "respPayload": {"id": "chatcmpl-1"}, "b": 1, "a": 0});
+    store
+        .enqueue(
+            "q",
+            vec![entry("e1", body.clone()), entry("e2", json!({"n": 2}))],
+            vec![
+                KvWrite::Put {
+                    namespace: "dedupe".into(),
+                    key: "k".into(),
+                    value: json!(true),
+                    ttl: Duration::from_secs(60),
+                },
+                KvWrite::Delete { namespace: "bounded".into(), key: "k3".into() },
+            ],
+        )
+        .await
+        .unwrap();
+    store.enqueue("q", vec![entry("e1", json!({"other": true}))], vec![]).await.unwrap();
+    assert_eq!(store.get("dedupe", "k").await.unwrap(), Some(json!(true)));
+    assert_eq!(store.get("bounded", "k3").await.unwrap(), None);
+    let stats = store.stats("q").await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (2, 0));
+    assert!(stats.oldest_created_at_ms.is_some());
+
+    let now = unix_now_ms() + 1;
+    let due = store.due("q", now, 10).await.unwrap();
+    assert_eq!(due.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
+    assert_eq!(due[0].body.to_string(), body.to_string(), "bodies are returned byte for byte");
+    assert_eq!(due[0].attempts, 0);
+
+    // Rescheduled, rewritten, buried, completed.
+    store.retry_later("q", "e1", now + 60_000, Some(503), "HTTP 503").await.unwrap();
+    store.replace_body("q", "e1", &json!({"smaller": true})).await.unwrap();
+    store.dead_letter("q", "e2", Some(400), "HTTP 400: bad").await.unwrap();
+    assert_eq!(store.next_due_at("q").await.unwrap(), Some(now + 60_000), "dead letters are not due");
+    let dead = store.dead_letters("q", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].last_status, dead[0].last_error.as_deref()),
+        ("e2", Some(400), Some("HTTP 400: bad"))
+    );
+    let later = store.due("q", now + 60_001, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!((later[0].attempts, later[0].last_status, &later[0].body), (1, Some(503), &json!({"smaller": true})));
+    store.complete("q", "e1").await.unwrap();
+    let stats = store.stats("q").await.unwrap();
+    assert_eq!((stats.depth, stats.dead), (0, 1));
+    assert_eq!(store.next_due_at("q").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.sqlite3")).unwrap();
+    contract(&store).await;
+}
+
+#[tokio::test]
+async fn the_postgres_store_keeps_the_contract() {
+    let Some(url) = pg_database().await else { return };
+    let store = PgStore::connect(&url).await.unwrap();
+    contract(&store).await;
+    // A second start on the same database finds the schema in place.
+    let again = PgStore::connect(&url).await.unwrap();
+    assert_eq!(again.queues().await.unwrap().len(), 1);
+}
+
+/// Two replicas' workers on one queue: every entry is handed to exactly one of them.
+#[tokio::test]
+async fn two_workers_never_get_the_same_entry() {
+    let Some(url) = pg_database().await else { return };
+    let a = Arc::new(PgStore::connect(&url).await.unwrap());
+    let b = Arc::new(PgStore::connect(&url).await.unwrap());
+    let entries: Vec<NewEntry> = (0..300).map(|i| entry(&format!("r{i:03}"), json!({"i": i}))).collect();
+    a.enqueue("q", entries, vec![]).await.unwrap();
+    let handed: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let workers = [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().map(|store| {
+        let handed = Arc::clone(&handed);
+        tokio::spawn(async move {
+            loop {
+                let due = store.due("q", unix_now_ms(), 7).await.unwrap();
+                if due.is_empty() {
+                    return;
+                }
+                for e in due {
+                    *handed.lock().unwrap().entry(e.id.clone()).or_default() += 1;
+                    store.complete("q", &e.id).await.unwrap();
+                }
+            }
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w.unwrap();
+    }
+    let handed = handed.lock().unwrap();
+    assert_eq!(handed.len(), 300);
+    assert!(
+        handed.values().all(|&n| n == 1),
+        "handed out twice: {:?}",
+        handed.iter().filter(|(_, &n)| n > 1).collect::<Vec<_>>()
+    );
+}
+
+/// A worker that dies holding entries: another gets them once the lease has run out, not before.
+#[tokio::test]
+async fn entries_of_a_dead_worker_come_back_after_the_lease() {
+    let Some(url) = pg_database().await else { return };
+    let dying = PgStore::connect_with_lease(&url, Duration::from_millis(400)).await.unwrap();
+    let other = PgStore::connect_with_lease(&url, Duration::from_millis(400)).await.unwrap();
+    dying.enqueue("q", vec![entry("held", json!({}))], vec![]).await.unwrap();
+    assert_eq!(dying.due("q", unix_now_ms(), 10).await.unwrap().len(), 1);
+    drop(dying);
+    assert!(other.due("q", unix_now_ms(), 10).await.unwrap().is_empty(), "taken while leased");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = other.due("q", unix_now_ms(), 10).await.unwrap();
+    assert_eq!(back.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["held"]);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let Some(url) = pg_database().await else { return };
+    drop(PgStore::connect(&url).await.unwrap());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.execute("INSERT INTO sluice_schema (version) VALUES (99)", &[]).await.unwrap();
+    match PgStore::connect(&url).await {
+        Err(e @ PgStoreError::NewerSchema { found: 99, .. }) => {
+            assert!(e.to_string().contains("upgrade sluice"), "{e}")
+        }
+        Err(e) => panic!("wrong refusal: {e}"),
+        Ok(_) => panic!("started against a newer schema"),
+    }
+}
