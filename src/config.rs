@@ -39,6 +39,13 @@ pub struct Settings {
     pub keepalive_secs: u64,
     /// Worker threads for HTTP; 0 = one per core.
     pub workers: usize,
+    /// `postgres://user:password@host/db`: keep state in PostgreSQL, shared by several
+    /// replicas. Unset: the embedded SQLite file in the data dir.
+    #[serde(skip_serializing)]
+    pub store_url: Option<Secret>,
+    /// With PostgreSQL: how long a replica holds reports it took for delivery before another
+    /// may take them (a replica that died releases them after this).
+    pub store_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +63,8 @@ impl Default for Settings {
             valves_dir: PathBuf::from("valves"),
             data_dir: PathBuf::from("data"),
             api_key: None,
+            store_url: None,
+            store_lease_secs: 300,
             allow_reference_key: false,
             log_level: "info".into(),
             log_format: LogFormat::Text,

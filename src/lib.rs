@@ -1,6 +1,7 @@
 //! sluice: a compiled server for Open WebUI's Pipelines protocol.
 
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod json;

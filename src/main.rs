@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
         None | Some("serve") => serve(settings).await,
         Some("check") => check(&settings),
         Some("healthcheck") => healthcheck(&settings).await,
-        Some("outbox") => outbox(&settings, std::env::args().skip(2).collect()),
+        Some("outbox") => outbox(&settings, std::env::args().skip(2).collect()).await,
         Some(other) => {
             eprintln!(
                 "sluice: unknown command {other:?}; use `sluice`, `sluice check`, `sluice healthcheck` or `sluice outbox`"
@@ -107,26 +107,27 @@ fn line_of(path: &str, field: &str) -> Option<usize> {
 
 const OUTBOX_USAGE: &str = "usage: sluice outbox [--dead QUEUE [LIMIT]] [--requeue QUEUE]";
 
-/// Queue depths, dead letters, and putting dead letters back in line. Safe while the server
-/// runs (SQLite WAL lets a second process read and write).
-fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
+/// Queue depths, dead letters, and putting dead letters back in line, in whichever store the
+/// settings name. Safe while the server runs (SQLite WAL lets a second process read and write;
+/// PostgreSQL is shared anyway).
+async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
     use std::io::Write;
     let path = settings.data_dir.join(sluice::store::STORE_FILE);
-    if !path.exists() {
+    if settings.store_url.is_none() && !path.exists() {
         eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
         return ExitCode::FAILURE;
     }
-    let store = match sluice::store::SqliteStore::open(&path) {
-        Ok(s) => s,
+    let store = match sluice::backend::Stores::open(settings, &settings.data_dir).await {
+        Ok(s) => s.backend,
         Err(e) => {
-            eprintln!("sluice: {}: {e}", path.display());
+            eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
     let now = sluice::sse::unix_now_ms();
     let mut out = std::io::stdout().lock();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => store.queues().map(|queues| {
+        [] => store.queues().await.map(|queues| {
             let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", "queue", "queued", "dead", "oldest (s)");
             for q in queues {
                 let age = q.oldest_age(now).map(|a| a.as_secs().to_string());
@@ -135,7 +136,7 @@ fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
         }),
         ["--dead", queue, rest @ ..] => {
             let limit = rest.first().and_then(|l| l.parse().ok()).unwrap_or(50);
-            store.dead_letters_blocking(queue, limit).map(|dead| {
+            store.dead_letters(queue, limit).await.map(|dead| {
                 for e in dead {
                     let line = serde_json::json!({
                         "id": e.id, "kind": e.kind, "target": e.target, "created_at_ms": e.created_at_ms,
@@ -146,7 +147,7 @@ fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
                 }
             })
         }
-        ["--requeue", queue] => store.requeue_dead(queue).map(|n| {
+        ["--requeue", queue] => store.requeue_dead(queue).await.map(|n| {
             let _ = writeln!(out, "{n} dead letter(s) of {queue} queued again");
         }),
         _ => {

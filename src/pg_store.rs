@@ -4,8 +4,7 @@
 //! with `SKIP LOCKED`, then a lease), so two replicas never deliver the same report at once,
 //! and a replica that dies holding entries releases them when the lease runs out.
 //!
-//! Not wired into the server yet: the server still opens the embedded store. What is here is
-//! the storage half, tested against a real PostgreSQL (tests/api/store_contract.rs).
+//! Chosen with `store_url` (`SLUICE_STORE_URL=postgres://...`, see `crate::backend`).
 //!
 //! Values and bodies are TEXT, not JSONB: JSONB reorders keys, and reports must reach OpenPipe
 //! byte for byte as they were built.
@@ -153,6 +152,20 @@ impl PgStore {
             .await
             .map_err(err)?;
         rows.iter().map(stats).collect()
+    }
+
+    /// Puts a queue's dead letters back in line with a fresh age; how many.
+    pub async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
+        let now = unix_now_ms() as i64;
+        self.client()
+            .await?
+            .execute(
+                "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_at_ms = $2, created_at_ms = $2
+                 WHERE queue = $1 AND dead_at_ms IS NOT NULL",
+                &[&queue, &now],
+            )
+            .await
+            .map_err(err)
     }
 
     /// Deletes expired key/value records; how many.

@@ -9,16 +9,16 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
-use sluice_sdk::{KvStore, Outbox, Pipeline, PipelineContext};
+use sluice_sdk::{Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
+use crate::backend::{StoreBackend, Stores};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
-use crate::store::{SqliteStore, STORE_FILE};
 use crate::telemetry::trace_requests;
 use crate::valves::ValvesEnv;
 
@@ -31,7 +31,7 @@ pub struct AppState {
     pub stream_options: StreamOptions,
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn StoreBackend>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +80,10 @@ impl Application {
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
         let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
 
-        let store = SqliteStore::open(&data_dir.join(STORE_FILE))
-            .map_err(|e| StartupError::Store(format!("{}: {e}", data_dir.join(STORE_FILE).display())))?;
-        let store = Arc::new(store);
+        let stores = Stores::open(&settings, &data_dir).await.map_err(StartupError::Store)?;
+        tracing::info!(store = stores.backend.kind(), "store opened");
         let shutdown = Shutdown::default();
-        tokio::spawn(sweep_expired(Arc::clone(&store), shutdown.draining.clone()));
+        tokio::spawn(sweep_expired(Arc::clone(&stores.backend), shutdown.draining.clone()));
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -95,8 +94,8 @@ impl Application {
             let ctx = PipelineContext {
                 http: http.clone(),
                 data_dir: dir,
-                store: Arc::clone(&store) as Arc<dyn KvStore>,
-                outbox: Arc::clone(&store) as Arc<dyn Outbox>,
+                store: Arc::clone(&stores.kv),
+                outbox: Arc::clone(&stores.outbox),
                 shutdown: shutdown.draining.clone(),
             };
             module
@@ -117,7 +116,7 @@ impl Application {
             },
             max_body_bytes: settings.max_body_bytes,
             metrics: Arc::new(Metrics::default()),
-            store: Arc::clone(&store),
+            store: Arc::clone(&stores.backend),
         });
 
         let address = format!("{}:{}", settings.host, settings.port);
@@ -157,16 +156,15 @@ impl Application {
 
 /// Expired records are never returned, but they take space: captures that never saw their
 /// outlet, replay records past their TTL. Swept every ten minutes.
-async fn sweep_expired(store: Arc<SqliteStore>, stop: CancellationToken) {
+async fn sweep_expired(store: Arc<dyn StoreBackend>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
             _ = stop.cancelled() => return,
         }
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.purge_expired()).await {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(removed = n, "expired records swept"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "expired records could not be swept"),
+        match store.purge_expired().await {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, "expired records swept"),
+            Err(e) => tracing::warn!(error = %e, "expired records could not be swept"),
             _ => {}
         }
     }

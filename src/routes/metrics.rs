@@ -8,8 +8,7 @@ use crate::sse::unix_now_ms;
 use crate::startup::AppState;
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = std::sync::Arc::clone(&state.store);
-    let queues = web::block(move || store.queues()).await.ok().and_then(Result::ok).unwrap_or_default();
+    let queues = state.store.queues().await.unwrap_or_default();
     let pipelines: Vec<(String, Vec<(&'static str, u64)>)> = state
         .registry
         .modules()

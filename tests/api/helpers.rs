@@ -98,6 +98,9 @@ pub struct Options {
     pub openpipe: Option<sluice_openpipe_reporting::Tuning>,
     /// Use this directory (valves/ and data/ inside) instead of a fresh one, to restart an app.
     pub root: Option<PathBuf>,
+    /// Keep state in this PostgreSQL database (replica tests), with this lease.
+    pub store_url: Option<String>,
+    pub store_lease_secs: Option<u64>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -130,6 +133,8 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         workers: 1,
         max_body_bytes: options.max_body_bytes.unwrap_or(Settings::default().max_body_bytes),
         shutdown_grace_secs: options.grace_secs.unwrap_or(5),
+        store_url: options.store_url.as_deref().map(sluice_sdk::Secret::new),
+        store_lease_secs: options.store_lease_secs.unwrap_or(300),
         ..Settings::default()
     };
     let probe = Arc::new(Probe::default());

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod pipelines;
+mod replicas;
 mod security;
 
 mod auth;

@@ -14,11 +14,11 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/api/fixtures/responses-api/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-fn fixture_requests() -> Value {
+pub fn fixture_requests() -> Value {
     serde_json::from_slice(&fixture("requests.json")).unwrap()
 }
 
-fn expected_chunks(name: &str) -> Vec<Value> {
+pub fn expected_chunks(name: &str) -> Vec<Value> {
     String::from_utf8(fixture(name))
         .unwrap()
         .lines()
@@ -59,7 +59,7 @@ pub async fn manifold_app(mock: &MockServer, extra_valves: &str) -> TestApp {
     .unwrap()
 }
 
-fn chat(model: &str, messages: Value, extra: Value) -> Value {
+pub fn chat(model: &str, messages: Value, extra: Value) -> Value {
     let mut body = json!({"model": format!("openai_responses.{model}"), "stream": true, "messages": messages,
                           "user": serde_json::from_str::<Value>(USER).unwrap()});
     for (k, v) in extra.as_object().unwrap() {
@@ -68,7 +68,7 @@ fn chat(model: &str, messages: Value, extra: Value) -> Value {
     body
 }
 
-fn system_and(user: &str) -> Value {
+pub fn system_and(user: &str) -> Value {
     json!([{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": user}])
 }
 
@@ -114,14 +114,14 @@ pub fn payloads(text: &str) -> (Vec<Value>, Option<String>, bool) {
 }
 
 /// The upstream request minus the two ids that are hashes of the user here and synthetic there.
-fn without_ids(mut body: Value) -> Value {
+pub fn without_ids(mut body: Value) -> Value {
     let map = body.as_object_mut().unwrap();
     assert!(map.shift_remove("prompt_cache_key").is_some_and(|k| k.as_str().unwrap().starts_with("owui:")));
     assert!(map.shift_remove("safety_identifier").is_some_and(|k| k.as_str().unwrap().len() == 64));
     body
 }
 
-async fn upstream_bodies(mock: &MockServer) -> Vec<Value> {
+pub async fn upstream_bodies(mock: &MockServer) -> Vec<Value> {
     mock.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
 }
 
@@ -173,7 +173,7 @@ async fn reasoning_summary_transcript_becomes_reasoning_content() {
     assert_eq!(got, expected_chunks("2_reasoning_summary.expected-chunks.jsonl"));
 }
 
-fn weather_tool() -> Value {
+pub fn weather_tool() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather for a city.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
             "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}}])
@@ -562,7 +562,7 @@ async fn the_api_key_is_masked_and_required() {
 
 /// Answers 3a (the model calls get_weather for Paris and London), then 3b once the results
 /// come back. Priorities 1 and 2 are left for a test's own mocks.
-async fn tool_round_mock() -> MockServer {
+pub async fn tool_round_mock() -> MockServer {
     let mock = MockServer::start().await;
     on_responses()
         .and(body_string_contains("function_call_output"))
@@ -576,7 +576,7 @@ async fn tool_round_mock() -> MockServer {
 
 /// The messages Open WebUI sends back after 3a: the streamed text (the marker), its two tool
 /// calls with re-serialised arguments, and their results.
-fn weather_round(marker: &str) -> Vec<Value> {
+pub fn weather_round(marker: &str) -> Vec<Value> {
     vec![
         json!({"role": "assistant", "content": marker.trim(), "tool_calls": [
             {"index": 0, "id": "call_9sKq2VbQm1Xw7LhT0pRz3aEe", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}},

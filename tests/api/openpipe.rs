@@ -10,10 +10,10 @@ use crate::binary::Binary;
 use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
 use crate::openpipe_mock::{Fault, MockOpenPipe};
 
-const OP_KEY: &str = "opk-test-7f3a9c51e2d84b06";
+pub const OP_KEY: &str = "opk-test-7f3a9c51e2d84b06";
 
 /// Production behaviour, shorter waits: backoff in tens of milliseconds, a long auth probe.
-fn fast() -> Tuning {
+pub fn fast() -> Tuning {
     Tuning {
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
@@ -23,7 +23,7 @@ fn fast() -> Tuning {
     }
 }
 
-fn valves(mock: &MockOpenPipe, key: &str, extra: &str) -> String {
+pub fn valves(mock: &MockOpenPipe, key: &str, extra: &str) -> String {
     format!("OPENPIPE_API_KEY = \"{key}\"\nOPENPIPE_BASE_URL = \"{}\"\n{extra}\n", mock.base_url())
 }
 
@@ -41,7 +41,7 @@ async fn app(mock: &MockOpenPipe, extra: &str) -> TestApp {
     app_in(mock, OP_KEY, extra, None).await
 }
 
-fn user() -> Value {
+pub fn user() -> Value {
     json!({"id": "u-123", "email": "ada@example.com", "name": "Ada", "role": "user"})
 }
 
@@ -55,7 +55,7 @@ async fn hook(app: &TestApp, which: &str, body: &Value) -> Value {
     echoed
 }
 
-fn inlet_body(chat: &str, message: &str, messages: Value) -> Value {
+pub fn inlet_body(chat: &str, message: &str, messages: Value) -> Value {
     json!({
         "stream": true,
         "model": "gpt-4o-mini",
@@ -68,7 +68,7 @@ fn inlet_body(chat: &str, message: &str, messages: Value) -> Value {
     })
 }
 
-fn outlet_body(chat: &str, message: &str, history: Value, answer: &str) -> Value {
+pub fn outlet_body(chat: &str, message: &str, history: Value, answer: &str) -> Value {
     let mut messages = history.as_array().cloned().unwrap_or_default();
     messages.push(json!({"id": message, "role": "assistant", "content": answer, "timestamp": 1754827200}));
     json!({"model": "gpt-4o-mini", "messages": messages, "chat_id": chat, "session_id": "s-abc", "id": message})
@@ -81,7 +81,7 @@ async fn turn(app: &TestApp, chat: &str, message: &str, question: &str, answer: 
     hook(app, "outlet", &outlet_body(chat, message, history, answer)).await;
 }
 
-fn completion_ids(reports: &[Value]) -> Vec<String> {
+pub fn completion_ids(reports: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = reports.iter().map(|r| r["respPayload"]["id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     ids

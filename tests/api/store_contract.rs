@@ -14,7 +14,7 @@ use sluice_sdk::outbox::{KvWrite, NewEntry, Outbox};
 use sluice_sdk::KvStore;
 
 /// A fresh database on the test server, or `None` (and a note) when there is no server.
-async fn pg_database() -> Option<String> {
+pub async fn pg_database() -> Option<String> {
     let Ok(url) = std::env::var("TEST_PG_URL") else {
         // CI starts a server; there a missing one is a failure, not a skip.
         assert!(std::env::var_os("CI").is_none(), "CI must set TEST_PG_URL (tests/pg/start.sh)");

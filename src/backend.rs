@@ -1,0 +1,113 @@
+//! Which store sluice keeps its state in: the embedded SQLite file (default, nothing to
+//! install) or PostgreSQL when `store_url` is set (several replicas sharing captures, replay
+//! records and the reporting outbox). Pipelines see only [`KvStore`] and [`Outbox`]; the
+//! server's own needs (metrics, sweeping, `sluice outbox`) are [`StoreBackend`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_sdk::outbox::{Entry, Outbox, QueueStats};
+use sluice_sdk::{KvStore, StoreError};
+
+use crate::config::Settings;
+use crate::pg_store::PgStore;
+use crate::store::{SqliteStore, STORE_FILE};
+
+#[async_trait]
+pub trait StoreBackend: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for the start-up log.
+    fn kind(&self) -> &'static str;
+    /// Every queue with live or dead entries.
+    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError>;
+    /// Deletes expired key/value records; how many.
+    async fn purge_expired(&self) -> Result<u64, StoreError>;
+    /// Puts a queue's dead letters back in line; how many.
+    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError>;
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
+}
+
+/// One store seen three ways.
+#[derive(Clone)]
+pub struct Stores {
+    pub kv: Arc<dyn KvStore>,
+    pub outbox: Arc<dyn Outbox>,
+    pub backend: Arc<dyn StoreBackend>,
+}
+
+impl Stores {
+    fn of<T: KvStore + Outbox + StoreBackend>(store: T) -> Stores {
+        let store = Arc::new(store);
+        Stores { kv: Arc::clone(&store) as _, outbox: Arc::clone(&store) as _, backend: store as _ }
+    }
+
+    /// PostgreSQL when `store_url` is set, else `data_dir/store.sqlite3`.
+    pub async fn open(settings: &Settings, data_dir: &Path) -> Result<Stores, String> {
+        match &settings.store_url {
+            Some(url) => {
+                let lease = Duration::from_secs(settings.store_lease_secs);
+                let store = PgStore::connect_with_lease(url.expose(), lease).await.map_err(|e| e.to_string())?;
+                Ok(Stores::of(store))
+            }
+            None => {
+                let path = data_dir.join(STORE_FILE);
+                let store = SqliteStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Stores::of(store))
+            }
+        }
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+#[async_trait]
+impl StoreBackend for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.queues()).await.map_err(blocking_err)?
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.purge_expired().map(|n| n as u64)).await.map_err(blocking_err)?
+    }
+
+    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
+        let (this, queue) = (self.clone(), queue.to_string());
+        tokio::task::spawn_blocking(move || this.requeue_dead(&queue).map(|n| n as u64)).await.map_err(blocking_err)?
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Outbox::dead_letters(self, queue, limit).await
+    }
+}
+
+#[async_trait]
+impl StoreBackend for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        PgStore::queues(self).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        PgStore::purge_expired(self).await
+    }
+
+    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
+        PgStore::requeue_dead(self, queue).await
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Outbox::dead_letters(self, queue, limit).await
+    }
+}
