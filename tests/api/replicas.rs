@@ -105,3 +105,45 @@ async fn a_tool_round_can_go_to_one_replica_and_its_follow_up_to_the_other() {
         serde_json::to_string(&fixture_requests()["3b"]["input"]).unwrap()
     );
 }
+
+/// A replica killed with `kill -9` while its worker holds reports (attempts in flight): the
+/// other replica delivers them once the lease has run out, each exactly once.
+#[tokio::test]
+async fn reports_held_by_a_killed_replica_are_delivered_by_the_other() {
+    use crate::binary::Binary;
+    use crate::openpipe_mock::Fault;
+    let Some(url) = pg_database().await else { return };
+    const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
+    let mock = MockOpenPipe::start(SECRET).await;
+    // The first three attempts hang (answers after 30 s): the worker holds those reports.
+    mock.with(|s| s.faults.extend((0..3).map(|_| Fault::Delay(Duration::from_secs(30)))));
+    let env = [
+        ("OPENPIPE_API_KEY", SECRET.to_string()),
+        ("OPENPIPE_BASE_URL", mock.base_url()),
+        ("SLUICE_STORE_URL", url.clone()),
+        ("SLUICE_STORE_LEASE_SECS", "3".to_string()),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Binary::start(dir_a.path(), &env).await;
+    for i in 0..3 {
+        let inlet = json!({"user": user(), "body": inlet_body("c", &format!("m-{i}"), json!([{"role": "user", "content": "q"}]))});
+        assert_eq!(a.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
+        let history = json!([{"id": format!("m-{i}-q"), "role": "user", "content": "q"}]);
+        let outlet = json!({"user": user(), "body": outlet_body("c", &format!("m-{i}"), history, "a")});
+        assert_eq!(a.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
+    }
+    // Wait until all three attempts are in flight, then kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mock.attempts() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the worker never took the reports");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill();
+    let killed = std::time::Instant::now();
+    let b = Binary::start(dir_b.path(), &env).await;
+    mock.wait_for_reports(3, 20).await;
+    let took = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2"], "{}", b.kill());
+    assert!(took >= Duration::from_secs(2), "taken over before the lease ran out ({took:?})");
+}
