@@ -26,6 +26,23 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// Puts a queue's dead letters back in line; how many.
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError>;
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Shared valves (several replicas): the text `pipeline_id`'s file must hold and its
+    /// version, seeding it with `local` if nobody has. `None`: valves are not shared.
+    async fn seed_valves(&self, _pipeline_id: &str, _local: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(None)
+    }
+    /// Shares an update accepted here; its version (`None`: not shared).
+    async fn publish_valves(&self, _pipeline_id: &str, _toml: &str) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+    /// Every shared valves text and version.
+    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn shares_valves(&self) -> bool {
+        false
+    }
 }
 
 /// One store seen three ways.
@@ -105,6 +122,22 @@ impl StoreBackend for PgStore {
 
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         PgStore::requeue_dead(self, queue).await
+    }
+
+    async fn seed_valves(&self, pipeline_id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
+        PgStore::seed_valves(self, pipeline_id, local).await.map(Some)
+    }
+
+    async fn publish_valves(&self, pipeline_id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
+        PgStore::publish_valves(self, pipeline_id, toml).await.map(Some)
+    }
+
+    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        PgStore::all_valves(self).await
+    }
+
+    fn shares_valves(&self) -> bool {
+        true
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {

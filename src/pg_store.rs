@@ -46,6 +46,13 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (queue, id)
      );
      CREATE INDEX outbox_due ON outbox (queue, next_attempt_at_ms) WHERE dead_at_ms IS NULL;",
+    // 2: valves shared by the replicas: the TOML text of each pipeline's file, versioned.
+    "CREATE TABLE valves (
+         pipeline_id TEXT PRIMARY KEY,
+         toml TEXT NOT NULL,
+         version BIGINT NOT NULL,
+         updated_at_ms BIGINT NOT NULL
+     );",
 ];
 
 /// Serialises concurrent migrations of replicas starting together (`pg_advisory_xact_lock`).
@@ -166,6 +173,53 @@ impl PgStore {
             )
             .await
             .map_err(err)
+    }
+
+    /// The shared valves of `pipeline_id`, seeding them with `local` (the replica's file) when
+    /// no replica has yet: the text every replica must use, and its version.
+    pub async fn seed_valves(&self, pipeline_id: &str, local: &str) -> Result<(String, i64), StoreError> {
+        let client = self.client().await?;
+        let now = unix_now_ms() as i64;
+        client
+            .execute(
+                "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
+                 ON CONFLICT (pipeline_id) DO NOTHING",
+                &[&pipeline_id, &local, &now],
+            )
+            .await
+            .map_err(err)?;
+        let row = client
+            .query_one("SELECT toml, version FROM valves WHERE pipeline_id = $1", &[&pipeline_id])
+            .await
+            .map_err(err)?;
+        Ok((row.try_get(0).map_err(err)?, row.try_get(1).map_err(err)?))
+    }
+
+    /// Records an update accepted by this replica; its new version.
+    pub async fn publish_valves(&self, pipeline_id: &str, toml: &str) -> Result<i64, StoreError> {
+        let now = unix_now_ms() as i64;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
+                 ON CONFLICT (pipeline_id) DO UPDATE
+                     SET toml = EXCLUDED.toml, version = valves.version + 1, updated_at_ms = EXCLUDED.updated_at_ms
+                 RETURNING version",
+                &[&pipeline_id, &toml, &now],
+            )
+            .await
+            .map_err(err)?;
+        row.try_get(0).map_err(err)
+    }
+
+    /// Every pipeline's shared valves and version.
+    pub async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows =
+            self.client().await?.query("SELECT pipeline_id, toml, version FROM valves", &[]).await.map_err(err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?, r.try_get(2).map_err(err)?)))
+            .collect()
     }
 
     /// Deletes expired key/value records; how many.

@@ -32,6 +32,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn StoreBackend>,
+    /// Versions of the shared valves this replica runs (several replicas only).
+    pub valves_versions: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +80,13 @@ impl Application {
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
-        let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
-
         let stores = Stores::open(&settings, &data_dir).await.map_err(StartupError::Store)?;
         tracing::info!(store = stores.backend.kind(), "store opened");
+        // Several replicas: the valves files become the shared text before they are read.
+        let valves_versions = crate::valves_sync::pull(stores.backend.as_ref(), &pipelines, &settings.valves_dir)
+            .await
+            .map_err(StartupError::Store)?;
+        let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
         let shutdown = Shutdown::default();
         tokio::spawn(sweep_expired(Arc::clone(&stores.backend), shutdown.draining.clone()));
         let http = reqwest::Client::builder()
@@ -117,7 +122,9 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             metrics: Arc::new(Metrics::default()),
             store: Arc::clone(&stores.backend),
+            valves_versions: std::sync::Mutex::new(valves_versions),
         });
+        tokio::spawn(crate::valves_sync::follow(state.clone(), shutdown.draining.clone()));
 
         let address = format!("{}:{}", settings.host, settings.port);
         let listener = bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;

@@ -48,6 +48,24 @@ pub async fn update_valves(
     .map_err(|e| ApiError::Internal(format!("valves update failed: {e}")))??;
     let (module, entry) = valves_of(&state, &id)?;
     tracing::info!(pipeline = module.id(), path = %entry.path().display(), "valves updated");
+    if state.store.shares_valves() {
+        // Several replicas: the others apply it within a second (crate::valves_sync).
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        match state.store.publish_valves(module.id(), &text).await {
+            Ok(Some(version)) => {
+                if let Ok(mut v) = state.valves_versions.lock() {
+                    v.insert(module.id().to_string(), version);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(pipeline = module.id(), error = %e, "valves update not shared with the other replicas");
+                return Err(ApiError::Internal(format!(
+                    "the valves were saved on this replica but could not be shared with the others: {e}"
+                )));
+            }
+        }
+    }
     if let Err(e) = module.pipeline.on_valves_updated().await {
         tracing::error!(pipeline = module.id(), error = %e, "pipeline failed to apply new valves");
         return Err(ApiError::Internal(format!(

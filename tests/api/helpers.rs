@@ -58,6 +58,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     let filter = tracing_subscriber::EnvFilter::new(
         "debug,sluice=trace,sluice_sdk=trace,sluice_openai_responses=trace,sluice_openpipe_reporting=trace",
     );
+    // The same caps as the binary's logging (sluice::telemetry), so the scan checks them.
+    let filter = sluice::telemetry::without_secret_leaks(filter);
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScanningWriter).try_init();
 });
 

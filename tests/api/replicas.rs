@@ -147,3 +147,40 @@ async fn reports_held_by_a_killed_replica_are_delivered_by_the_other() {
     assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2"], "{}", b.kill());
     assert!(took >= Duration::from_secs(2), "taken over before the lease ran out ({took:?})");
 }
+
+/// An update accepted by one replica is in effect on the other within a second, file included;
+/// a replica started later takes the shared valves, not its own stale file.
+#[tokio::test]
+async fn a_valves_update_on_one_replica_is_live_on_the_other_within_a_second() {
+    let Some(url) = pg_database().await else { return };
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, "# the operator's note\nTIMEOUT_SECONDS = 10"))];
+    let (a, b) = (replica(&url, files.clone(), true, false).await, replica(&url, files.clone(), true, false).await);
+    let update = json!({"TIMEOUT_SECONDS": 42, "CUSTOM_METADATA": "{\"team\": \"core\"}"});
+    assert_eq!(a.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    let started = std::time::Instant::now();
+    loop {
+        let (_, live) = crate::helpers::json_of(b.get("/openpipe_reporting/valves").await).await;
+        if live["TIMEOUT_SECONDS"] == json!(42) {
+            assert_eq!(live["CUSTOM_METADATA"], json!("{\"team\": \"core\"}"));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "not live on the other replica after a second: {live}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, on_a) = crate::helpers::json_of(a.get("/openpipe_reporting/valves").await).await;
+    let (_, on_b) = crate::helpers::json_of(b.get("/openpipe_reporting/valves").await).await;
+    assert_eq!(on_a, on_b, "GET /valves answers the same on both");
+    assert!(b.valves_file("openpipe_reporting").contains("TIMEOUT_SECONDS = 42"));
+    assert!(b.valves_file("openpipe_reporting").contains("# the operator's note"), "comments travel too");
+
+    // A third replica with the old file starts on the shared values.
+    let c = replica(&url, files, true, false).await;
+    let (_, on_c) = crate::helpers::json_of(c.get("/openpipe_reporting/valves").await).await;
+    assert_eq!(on_c, on_a);
+    // A refused update is refused everywhere and shares nothing.
+    assert_eq!(b.post_json("/openpipe_reporting/valves/update", &json!({"TIMEOUT_SECONDS": 0})).await.status(), 422);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, after) = crate::helpers::json_of(a.get("/openpipe_reporting/valves").await).await;
+    assert_eq!(after["TIMEOUT_SECONDS"], json!(42));
+}
