@@ -5,6 +5,7 @@
 //! - an update accepted over REST is written locally as always, then published (version + 1);
 //! - every replica polls the versions twice a second and applies a newer text exactly as a
 //!   local update: file written atomically, checked, installed, the pipeline's hook called.
+//!
 //! Polling rather than LISTEN/NOTIFY: no dedicated connection to keep and re-establish, nothing
 //! missed across a reconnect, and the bound (under a second) holds by construction.
 
