@@ -13,7 +13,9 @@ use sluice_sdk::{KvStore, StoreError};
 
 use crate::config::Settings;
 use crate::pg_store::PgStore;
+use crate::spill::{SpillLimits, SpillingStore};
 use crate::store::{SqliteStore, STORE_FILE};
+use tokio_util::sync::CancellationToken;
 
 #[async_trait]
 pub trait StoreBackend: Send + Sync + 'static {
@@ -43,6 +45,19 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn shares_valves(&self) -> bool {
         false
     }
+    /// Reachability and what is held in memory meanwhile; `None` for the embedded store.
+    fn health(&self) -> Option<StoreHealth> {
+        None
+    }
+}
+
+/// A shared store's state for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreHealth {
+    pub up: bool,
+    pub held_entries: u64,
+    pub held_oldest_secs: f64,
+    pub dropped: u64,
 }
 
 /// One store seen three ways.
@@ -54,23 +69,25 @@ pub struct Stores {
 }
 
 impl Stores {
-    fn of<T: KvStore + Outbox + StoreBackend>(store: T) -> Stores {
-        let store = Arc::new(store);
+    fn of<T: KvStore + Outbox + StoreBackend>(store: Arc<T>) -> Stores {
         Stores { kv: Arc::clone(&store) as _, outbox: Arc::clone(&store) as _, backend: store as _ }
     }
 
     /// PostgreSQL when `store_url` is set, else `data_dir/store.sqlite3`.
-    pub async fn open(settings: &Settings, data_dir: &Path) -> Result<Stores, String> {
+    /// `stop` ends background work (the PostgreSQL store's retry of held reports).
+    pub async fn open(settings: &Settings, data_dir: &Path, stop: CancellationToken) -> Result<Stores, String> {
         match &settings.store_url {
             Some(url) => {
                 let lease = Duration::from_secs(settings.store_lease_secs);
-                let store = PgStore::connect_with_lease(url.expose(), lease).await.map_err(|e| e.to_string())?;
+                let pg = PgStore::connect_with_lease(url.expose(), lease).await.map_err(|e| e.to_string())?;
+                let store = Arc::new(SpillingStore::new(pg, SpillLimits::default()));
+                tokio::spawn(Arc::clone(&store).run_flusher(stop));
                 Ok(Stores::of(store))
             }
             None => {
                 let path = data_dir.join(STORE_FILE);
                 let store = SqliteStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(Stores::of(store))
+                Ok(Stores::of(Arc::new(store)))
             }
         }
     }
@@ -99,45 +116,6 @@ impl StoreBackend for SqliteStore {
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         let (this, queue) = (self.clone(), queue.to_string());
         tokio::task::spawn_blocking(move || this.requeue_dead(&queue).map(|n| n as u64)).await.map_err(blocking_err)?
-    }
-
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        Outbox::dead_letters(self, queue, limit).await
-    }
-}
-
-#[async_trait]
-impl StoreBackend for PgStore {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
-        PgStore::queues(self).await
-    }
-
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        PgStore::purge_expired(self).await
-    }
-
-    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
-        PgStore::requeue_dead(self, queue).await
-    }
-
-    async fn seed_valves(&self, pipeline_id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
-        PgStore::seed_valves(self, pipeline_id, local).await.map(Some)
-    }
-
-    async fn publish_valves(&self, pipeline_id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
-        PgStore::publish_valves(self, pipeline_id, toml).await.map(Some)
-    }
-
-    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        PgStore::all_valves(self).await
-    }
-
-    fn shares_valves(&self) -> bool {
-        true
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {

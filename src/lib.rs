@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod pg_store;
 pub mod registry;
 pub mod routes;
+pub mod spill;
 pub mod sse;
 pub mod startup;
 pub mod store;

@@ -117,7 +117,7 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
         eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
         return ExitCode::FAILURE;
     }
-    let store = match sluice::backend::Stores::open(settings, &settings.data_dir).await {
+    let store = match sluice::backend::Stores::open(settings, &settings.data_dir, Default::default()).await {
         Ok(s) => s.backend,
         Err(e) => {
             eprintln!("sluice: {e}");

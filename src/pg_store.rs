@@ -62,6 +62,9 @@ const MIGRATION_LOCK: i64 = 0x736c_7569_6365; // "sluice"
 /// Longer than a batch of attempts can take (attempt timeouts are at most 120 s).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
+/// Longest wait for a connection from the pool or a new one.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgStoreError {
     #[error("cannot connect to PostgreSQL: {0}")]
@@ -108,9 +111,19 @@ impl PgStore {
     }
 
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<PgStore, PgStoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| PgStoreError::Connect(format!("{e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| PgStoreError::Connect(format!("{e}")))?;
+        config.connect_timeout(OP_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(30));
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(16).build().map_err(|e| PgStoreError::Connect(e.to_string()))?;
+        // Bounded waits: with the database gone, a hook or an answer fails over in seconds
+        // instead of queueing behind connection attempts.
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(OP_TIMEOUT))
+            .recycle_timeout(Some(OP_TIMEOUT))
+            .build()
+            .map_err(|e| PgStoreError::Connect(e.to_string()))?;
         let store = PgStore { pool, lease };
         store.migrate().await?;
         Ok(store)

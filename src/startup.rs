@@ -80,14 +80,15 @@ impl Application {
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
-        let stores = Stores::open(&settings, &data_dir).await.map_err(StartupError::Store)?;
+        let shutdown = Shutdown::default();
+        let stores =
+            Stores::open(&settings, &data_dir, shutdown.draining.clone()).await.map_err(StartupError::Store)?;
         tracing::info!(store = stores.backend.kind(), "store opened");
         // Several replicas: the valves files become the shared text before they are read.
         let valves_versions = crate::valves_sync::pull(stores.backend.as_ref(), &pipelines, &settings.valves_dir)
             .await
             .map_err(StartupError::Store)?;
         let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
-        let shutdown = Shutdown::default();
         tokio::spawn(sweep_expired(Arc::clone(&stores.backend), shutdown.draining.clone()));
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))

@@ -2,6 +2,8 @@
 //! same database, as two sluice processes behind a load balancer would run. Needs
 //! `TEST_PG_URL` (CI starts a server; see store_contract.rs).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -183,4 +185,116 @@ async fn a_valves_update_on_one_replica_is_live_on_the_other_within_a_second() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (_, after) = crate::helpers::json_of(a.get("/openpipe_reporting/valves").await).await;
     assert_eq!(after["TIMEOUT_SECONDS"], json!(42));
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut (closing every connection and
+/// refusing new ones) and restore: a database that goes away and comes back.
+struct CuttableProxy {
+    url: String,
+    up: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(db_url: &str) -> CuttableProxy {
+        let target = db_url.split('@').nth(1).unwrap().split('/').next().unwrap().to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = db_url.replacen(&target, &format!("127.0.0.1:{port}"), 1);
+        let up = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, live2) = (Arc::clone(&up), Arc::clone(&live));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                live2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttableProxy { url, up, live }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.live.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// PostgreSQL goes away: answers that do not need it keep working, reports are held in memory
+/// (the operator sees it in /metrics and the log), and they are all delivered once it is back.
+#[tokio::test]
+async fn while_the_database_is_away_chats_work_and_reports_wait_in_memory() {
+    let Some(url) = pg_database().await else { return };
+    let proxy = CuttableProxy::start(&url).await;
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
+    let app = replica(&proxy.url, files, true, false).await;
+    let turn = |i: usize| {
+        let app = &app;
+        async move {
+            let (chat_id, message) = (format!("c-{i}"), format!("m-{i}"));
+            hook(app, "inlet", inlet_body(&chat_id, &message, json!([{"role": "user", "content": "q"}]))).await;
+            let history = json!([{"id": format!("{message}-q"), "role": "user", "content": "q"}]);
+            hook(app, "outlet", outlet_body(&chat_id, &message, history, "a")).await;
+        }
+    };
+    turn(0).await;
+    mock.wait_for_reports(1, 10).await;
+
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let res = app
+        .post_json(
+            "/chat/completions",
+            &json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("data: [DONE]"));
+    for i in 1..=4 {
+        turn(i).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "hooks waited on the missing database: {:?}",
+        started.elapsed()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(gauge(&metrics, "sluice_store_up"), 0.0, "{metrics}");
+    assert_eq!(gauge(&metrics, "sluice_store_held_entries"), 4.0, "{metrics}");
+    assert_eq!(mock.reports().len(), 1);
+
+    proxy.restore();
+    mock.wait_for_reports(5, 20).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        completion_ids(&mock.reports()),
+        ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3", "chatcmpl-m-4"],
+        "each report exactly once"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(gauge(&metrics, "sluice_store_up"), 1.0, "{metrics}");
+    assert_eq!(gauge(&metrics, "sluice_store_held_entries"), 0.0);
+    assert_eq!(gauge(&metrics, "sluice_store_held_dropped_total"), 0.0);
 }

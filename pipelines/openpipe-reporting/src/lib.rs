@@ -100,6 +100,14 @@ async fn load<T: serde::de::DeserializeOwned>(
     Ok(rt.store.get(namespace, key).await?.and_then(|v| serde_json::from_value(v).ok()))
 }
 
+/// A record that could not be read is treated as absent, with a warning.
+fn degrade<T>(read: Result<Option<T>, StoreError>, what: &str) -> Option<T> {
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "openpipe: {what} unreadable; reporting without it");
+        None
+    })
+}
+
 /// Dedupe record (§4.4).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Reported {
@@ -453,7 +461,10 @@ impl OpenPipeReporting {
 
         let _serial = rt.stripe(&chat_id).lock().await;
         let mut kv = Vec::new();
-        let capture: Option<Capture> = if ids_known { load(rt, CAPTURE_NS, &key).await? } else { None };
+        // A store that cannot be read (a shared database away) costs the timing and the dedupe,
+        // not the report: it goes out as an outlet-only report, deduplicated by its id.
+        let capture: Option<Capture> =
+            if ids_known { degrade(load(rt, CAPTURE_NS, &key).await, "capture") } else { None };
         if capture.is_some() {
             kv.push(KvWrite::Delete { namespace: CAPTURE_NS.into(), key: key.clone() });
         }
@@ -479,7 +490,7 @@ impl OpenPipeReporting {
         );
         let mut revision = 0;
         if ids_known {
-            let previous: Option<Reported> = load(rt, REPORTED_NS, &key).await?;
+            let previous: Option<Reported> = degrade(load(rt, REPORTED_NS, &key).await, "dedupe record");
             if let Some(prev) = previous {
                 if prev.hash == hash {
                     self.counters.duplicates.fetch_add(1, Relaxed);
@@ -576,7 +587,11 @@ impl OpenPipeReporting {
                 model: &model,
                 user_id: user_id.as_deref(),
             };
-            self.dpo_turn(rt, v, turn).await?
+            // Sibling lists are rewritten whole: unreadable, they are left alone this turn.
+            self.dpo_turn(rt, v, turn).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "openpipe: store unreadable; regeneration bookkeeping skipped this turn");
+                DpoOutcome::default()
+            })
         } else {
             DpoOutcome::default()
         };

@@ -1,0 +1,247 @@
+//! What happens to reports while PostgreSQL is unreachable: an outlet's enqueue that fails is
+//! kept in memory, in order, and retried every second until the database takes it. Bounded
+//! (entries, bytes and age); anything dropped at a bound is logged as an error and counted,
+//! never silently. Key/value reads and writes are not held: captures and replay records are
+//! optional for an answer, and the callers already go on without them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sluice_sdk::outbox::{Entry, KvWrite, NewEntry, Outbox, QueueStats};
+use sluice_sdk::{KvStore, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{StoreBackend, StoreHealth};
+use crate::pg_store::PgStore;
+
+/// Bounds of what is held in memory while the database is away.
+#[derive(Debug, Clone, Copy)]
+pub struct SpillLimits {
+    pub entries: usize,
+    pub bytes: usize,
+    pub age: Duration,
+}
+
+impl Default for SpillLimits {
+    fn default() -> Self {
+        SpillLimits { entries: 10_000, bytes: 64 * 1024 * 1024, age: Duration::from_secs(3600) }
+    }
+}
+
+struct Held {
+    queue: String,
+    entries: Vec<NewEntry>,
+    kv: Vec<KvWrite>,
+    bytes: usize,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Spill {
+    held: VecDeque<Held>,
+    entries: usize,
+    bytes: usize,
+}
+
+pub struct SpillingStore {
+    pg: PgStore,
+    spill: Mutex<Spill>,
+    limits: SpillLimits,
+    up: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl SpillingStore {
+    pub fn new(pg: PgStore, limits: SpillLimits) -> Self {
+        SpillingStore { pg, spill: Mutex::default(), limits, up: AtomicBool::new(true), dropped: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spill> {
+        self.spill.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("store reachable again; held reports are being written");
+            } else {
+                tracing::error!("store unreachable; reports are held in memory until it is back");
+            }
+        }
+    }
+
+    /// Keeps an enqueue that failed; refuses it when a bound is reached.
+    fn hold(&self, queue: &str, entries: Vec<NewEntry>, kv: Vec<KvWrite>, why: &StoreError) -> Result<(), StoreError> {
+        let bytes: usize = entries.iter().map(|e| e.body.to_string().len()).sum();
+        let mut spill = self.lock();
+        if spill.entries + entries.len() > self.limits.entries || spill.bytes + bytes > self.limits.bytes {
+            self.dropped.fetch_add(entries.len() as u64, Ordering::Relaxed);
+            tracing::error!(
+                queue,
+                dropped = entries.len(),
+                held = spill.entries,
+                "store unreachable and the in-memory hold is full: reports dropped"
+            );
+            return Err(StoreError(format!("store unreachable ({why}) and the in-memory hold is full")));
+        }
+        spill.entries += entries.len();
+        spill.bytes += bytes;
+        spill.held.push_back(Held { queue: queue.to_string(), entries, kv, bytes, since: Instant::now() });
+        tracing::warn!(queue, held = spill.entries, error = %why, "report held in memory: store unreachable");
+        Ok(())
+    }
+
+    /// Writes what is held, oldest first, until the database refuses; drops what is too old.
+    pub async fn flush(&self) {
+        loop {
+            let next = {
+                let mut spill = self.lock();
+                while spill.held.front().is_some_and(|h| h.since.elapsed() > self.limits.age) {
+                    if let Some(old) = spill.held.pop_front() {
+                        spill.entries -= old.entries.len();
+                        spill.bytes -= old.bytes;
+                        self.dropped.fetch_add(old.entries.len() as u64, Ordering::Relaxed);
+                        tracing::error!(queue = %old.queue, dropped = old.entries.len(), "held reports dropped: the store stayed unreachable too long");
+                    }
+                }
+                spill.held.pop_front()
+            };
+            let Some(h) = next else { return };
+            match self.pg.enqueue(&h.queue, h.entries.clone(), h.kv.clone()).await {
+                Ok(()) => {
+                    self.mark(true);
+                    let mut spill = self.lock();
+                    spill.entries -= h.entries.len();
+                    spill.bytes -= h.bytes;
+                }
+                Err(_) => {
+                    self.mark(false);
+                    self.lock().held.push_front(h);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retries what is held every second until `stop`.
+    pub async fn run_flusher(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return,
+            }
+            if !self.lock().held.is_empty() {
+                self.flush().await;
+            }
+        }
+    }
+
+    fn observe<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.mark(r.is_ok());
+        r
+    }
+}
+
+#[async_trait]
+impl KvStore for SpillingStore {
+    async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
+        self.observe(self.pg.put(namespace, key, value, ttl).await)
+    }
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        self.observe(self.pg.get(namespace, key).await)
+    }
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        self.observe(self.pg.delete(namespace, key).await)
+    }
+    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
+        self.observe(self.pg.trim(namespace, keep).await)
+    }
+}
+
+#[async_trait]
+impl Outbox for SpillingStore {
+    async fn enqueue(&self, queue: &str, entries: Vec<NewEntry>, kv: Vec<KvWrite>) -> Result<(), StoreError> {
+        // Behind what is already held: keep the order.
+        if !self.lock().held.is_empty() {
+            return self.hold(queue, entries, kv, &StoreError("earlier reports are still held".into()));
+        }
+        match self.pg.enqueue(queue, entries.clone(), kv.clone()).await {
+            Ok(()) => {
+                self.mark(true);
+                Ok(())
+            }
+            Err(e) => {
+                self.mark(false);
+                self.hold(queue, entries, kv, &e)
+            }
+        }
+    }
+    async fn due(&self, queue: &str, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.observe(self.pg.due(queue, now_ms, limit).await)
+    }
+    async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
+        self.observe(self.pg.next_due_at(queue).await)
+    }
+    async fn retry_later(&self, q: &str, id: &str, at: u64, status: Option<u16>, e: &str) -> Result<(), StoreError> {
+        self.observe(self.pg.retry_later(q, id, at, status, e).await)
+    }
+    async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
+        self.observe(self.pg.replace_body(queue, id, body).await)
+    }
+    async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
+        self.observe(self.pg.complete(queue, id).await)
+    }
+    async fn dead_letter(&self, q: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError> {
+        self.observe(self.pg.dead_letter(q, id, status, reason).await)
+    }
+    async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        self.observe(Outbox::stats(&self.pg, queue).await)
+    }
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.observe(Outbox::dead_letters(&self.pg, queue, limit).await)
+    }
+}
+
+#[async_trait]
+impl StoreBackend for SpillingStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        self.observe(self.pg.queues().await)
+    }
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.observe(self.pg.purge_expired().await)
+    }
+    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
+        self.observe(self.pg.requeue_dead(queue).await)
+    }
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.observe(Outbox::dead_letters(&self.pg, queue, limit).await)
+    }
+    async fn seed_valves(&self, id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.observe(self.pg.seed_valves(id, local).await.map(Some))
+    }
+    async fn publish_valves(&self, id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
+        self.observe(self.pg.publish_valves(id, toml).await.map(Some))
+    }
+    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.observe(self.pg.all_valves().await)
+    }
+    fn shares_valves(&self) -> bool {
+        true
+    }
+    fn health(&self) -> Option<StoreHealth> {
+        let spill = self.lock();
+        Some(StoreHealth {
+            up: self.up.load(Ordering::Relaxed),
+            held_entries: spill.entries as u64,
+            held_oldest_secs: spill.held.front().map_or(0.0, |h| h.since.elapsed().as_secs_f64()),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        })
+    }
+}
