@@ -72,6 +72,7 @@ async fn serve() {
         data_dir: dir.path().join("data"),
         api_key: Some(sluice_sdk::Secret::new(KEY)),
         log_level: "warn".into(),
+        store_url: std::env::var("SLUICE_STORE_URL").ok().map(sluice_sdk::Secret::new),
         workers: std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(0),
         ..Settings::default()
     };
@@ -154,16 +155,19 @@ async fn drive() {
         ok.len()
     ))
     .await;
-    let (mut child, port) = start_child(
-        &["serve"],
-        &[
-            ("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1")),
-            ("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench".into()),
-            ("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false".into()),
-            ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", "opk-bench".into()),
-            ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_BASE_URL", format!("{openpipe_url}/api/v1")),
-        ],
-    );
+    // BENCH_STORE_URL=postgres://...: sluice keeps its state there instead of the embedded file.
+    let store: Vec<(&str, String)> =
+        std::env::var("BENCH_STORE_URL").map(|u| vec![("SLUICE_STORE_URL", u)]).unwrap_or_default();
+    println!("bench=store kind={}", if store.is_empty() { "sqlite" } else { "postgres" });
+    let mut env = store;
+    env.extend([
+        ("SLUICE_VALVES__OPENAI_RESPONSES__BASE_URL", format!("{mock_url}/v1")),
+        ("SLUICE_VALVES__OPENAI_RESPONSES__API_KEY", "sk-bench".into()),
+        ("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false".into()),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", "opk-bench".into()),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_BASE_URL", format!("{openpipe_url}/api/v1")),
+    ]);
+    let (mut child, port) = start_child(&["serve"], &env);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     println!("bench=cold_start ms={:.1}", started.elapsed().as_secs_f64() * 1000.0);
