@@ -298,3 +298,85 @@ async fn while_the_database_is_away_chats_work_and_reports_wait_in_memory() {
     assert_eq!(gauge(&metrics, "sluice_store_held_entries"), 0.0);
     assert_eq!(gauge(&metrics, "sluice_store_held_dropped_total"), 0.0);
 }
+
+/// The same as the tests above with two real `sluice` processes on one database: a turn split
+/// across them, a valves update crossing over, a 3a → 3b tool round split; and a third process
+/// refusing a schema newer than it knows.
+#[tokio::test]
+async fn two_processes_share_turns_valves_and_tool_rounds() {
+    use crate::binary::Binary;
+    let Some(url) = pg_database().await else { return };
+    let openpipe = MockOpenPipe::start(OP_KEY).await;
+    let openai = tool_round_mock().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for d in &dirs {
+        std::fs::create_dir_all(d.path().join("valves")).unwrap();
+        std::fs::write(
+            d.path().join("valves/openai_responses.toml"),
+            format!("BASE_URL = \"{}/v1\"\nFETCH_MODELS = false\nSHOW_USAGE_COST = false\nMAX_RETRIES = 0\nMODEL_ID = [\"gpt-5-mini\"]\n", openai.uri()),
+        )
+        .unwrap();
+    }
+    let env = [
+        ("SLUICE_STORE_URL", url.clone()),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_string()),
+        ("OPENPIPE_API_KEY", OP_KEY.to_string()),
+        ("OPENPIPE_BASE_URL", openpipe.base_url()),
+    ];
+    let a = Binary::start(dirs[0].path(), &env).await;
+    let b = Binary::start(dirs[1].path(), &env).await;
+
+    // A turn split across the processes.
+    let inlet =
+        json!({"user": user(), "body": inlet_body("c-9", "m-9", json!([{"role": "user", "content": "hello"}]))});
+    assert_eq!(a.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
+    let outlet = json!({"user": user(), "body": outlet_body("c-9", "m-9", json!([{"id": "q", "role": "user", "content": "hello"}]), "hi")});
+    assert_eq!(b.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
+    let reports = openpipe.wait_for_reports(1, 10).await;
+    assert_eq!(reports[0]["tags"]["capture"], "inlet_outlet");
+
+    // A valves update crossing over.
+    assert_eq!(a.post("/openpipe_reporting/valves/update", json!({"MAX_REPORT_BYTES": 123456})).await.status(), 200);
+    let started = std::time::Instant::now();
+    loop {
+        let live: Value = b.get("/openpipe_reporting/valves").await.json().await.unwrap();
+        if live["MAX_REPORT_BYTES"] == json!(123456) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "not on the other process after a second: {live}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A tool round split.
+    let extra = json!({"tools": weather_tool(), "tool_choice": "auto", "reasoning_effort": "low"});
+    let res = a
+        .post("/chat/completions", chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
+        .await;
+    let (got, marker, _) = payloads(&res.text().await.unwrap());
+    assert_eq!(got, expected_chunks("3a_function_call.expected-chunks.jsonl"));
+    let mut messages = system_and("Weather in Paris and London?");
+    messages.as_array_mut().unwrap().extend(weather_round(&marker.unwrap()));
+    let res = b.post("/chat/completions", chat("gpt-5-mini", messages, extra)).await;
+    let (got, _, _) = payloads(&res.text().await.unwrap());
+    assert_eq!(got, expected_chunks("3b_function_call_followup.expected-chunks.jsonl"));
+
+    // A schema from the future: the next process refuses to start, saying why.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.execute("INSERT INTO sluice_schema (version) VALUES (99)", &[]).await.unwrap();
+    let third = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .env("SLUICE_STORE_URL", &url)
+        .env("SLUICE_PORT", "0")
+        .env("SLUICE_DATA_DIR", third.path().join("data"))
+        .env("SLUICE_VALVES_DIR", third.path().join("valves"))
+        .env("SLUICE_API_KEY", crate::helpers::KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "started against a newer schema: {text}");
+    assert!(text.contains("newer than this sluice knows"), "{text}");
+    assert!(!text.contains("PASSWORD") && !text.contains(OP_KEY), "{text}");
+    drop((a, b));
+}
