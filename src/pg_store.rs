@@ -160,32 +160,29 @@ impl PgStore {
 
     /// Queued entries, dead letters and the oldest queued entry of every queue.
     pub async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT queue, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
+        let rows = query_cached(
+            &self.client().await?,
+            "SELECT queue, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
                         MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
                  FROM outbox GROUP BY queue ORDER BY queue",
-                &[],
-            )
-            .await
-            .map_err(err)?;
+            &[],
+        )
+        .await
+        .map_err(err)?;
         rows.iter().map(stats).collect()
     }
 
     /// Puts a queue's dead letters back in line with a fresh age; how many.
     pub async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         let now = unix_now_ms() as i64;
-        self.client()
-            .await?
-            .execute(
-                "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_at_ms = $2, created_at_ms = $2
+        execute_cached(
+            &self.client().await?,
+            "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_at_ms = $2, created_at_ms = $2
                  WHERE queue = $1 AND dead_at_ms IS NOT NULL",
-                &[&queue, &now],
-            )
-            .await
-            .map_err(err)
+            &[&queue, &now],
+        )
+        .await
+        .map_err(err)
     }
 
     /// The shared valves of `pipeline_id`, seeding them with `local` (the replica's file) when
@@ -211,25 +208,24 @@ impl PgStore {
     /// Records an update accepted by this replica; its new version.
     pub async fn publish_valves(&self, pipeline_id: &str, toml: &str) -> Result<i64, StoreError> {
         let now = unix_now_ms() as i64;
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
+        let row = query_one_cached(
+            &self.client().await?,
+            "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
                  ON CONFLICT (pipeline_id) DO UPDATE
                      SET toml = EXCLUDED.toml, version = valves.version + 1, updated_at_ms = EXCLUDED.updated_at_ms
                  RETURNING version",
-                &[&pipeline_id, &toml, &now],
-            )
-            .await
-            .map_err(err)?;
+            &[&pipeline_id, &toml, &now],
+        )
+        .await
+        .map_err(err)?;
         row.try_get(0).map_err(err)
     }
 
     /// Every pipeline's shared valves and version.
     pub async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows =
-            self.client().await?.query("SELECT pipeline_id, toml, version FROM valves", &[]).await.map_err(err)?;
+        let rows = query_cached(&self.client().await?, "SELECT pipeline_id, toml, version FROM valves", &[])
+            .await
+            .map_err(err)?;
         rows.iter()
             .map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?, r.try_get(2).map_err(err)?)))
             .collect()
@@ -238,8 +234,48 @@ impl PgStore {
     /// Deletes expired key/value records; how many.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let now = unix_now() as i64;
-        self.client().await?.execute("DELETE FROM kv WHERE expires_at <= $1", &[&now]).await.map_err(err)
+        execute_cached(&self.client().await?, "DELETE FROM kv WHERE expires_at <= $1", &[&now]).await.map_err(err)
     }
+}
+
+// Every statement is prepared once per connection and reused: preparing on each call doubled
+// the round trips of every store operation (measured in the benchmark, docs/performance.md).
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+async fn execute_cached(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<u64, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(err)?;
+    c.execute(&statement, p).await.map_err(err)
+}
+
+async fn query_cached(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(err)?;
+    c.query(&statement, p).await.map_err(err)
+}
+
+async fn query_one_cached(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Row, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(err)?;
+    c.query_one(&statement, p).await.map_err(err)
+}
+
+async fn query_opt_cached(
+    c: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(err)?;
+    c.query_opt(&statement, p).await.map_err(err)
 }
 
 fn stats(row: &Row) -> Result<QueueStats, StoreError> {
@@ -255,7 +291,8 @@ async fn apply(tx: &impl deadpool_postgres::GenericClient, write: &KvWrite, now:
     match write {
         KvWrite::Put { namespace, key, value, ttl } => {
             let expires = now.saturating_add(ttl.as_secs()) as i64;
-            tx.execute(
+            execute_cached(
+                tx,
                 "INSERT INTO kv (namespace, key, value, expires_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                 &[namespace, key, &value.to_string(), &expires],
@@ -264,7 +301,7 @@ async fn apply(tx: &impl deadpool_postgres::GenericClient, write: &KvWrite, now:
             .map_err(err)?;
         }
         KvWrite::Delete { namespace, key } => {
-            tx.execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[namespace, key]).await.map_err(err)?;
+            execute_cached(tx, "DELETE FROM kv WHERE namespace = $1 AND key = $2", &[namespace, key]).await?;
         }
     }
     Ok(())
@@ -279,15 +316,13 @@ impl KvStore for PgStore {
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let now = unix_now() as i64;
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT value FROM kv WHERE namespace = $1 AND key = $2 AND expires_at > $3",
-                &[&namespace, &key, &now],
-            )
-            .await
-            .map_err(err)?;
+        let row = query_opt_cached(
+            &self.client().await?,
+            "SELECT value FROM kv WHERE namespace = $1 AND key = $2 AND expires_at > $3",
+            &[&namespace, &key, &now],
+        )
+        .await
+        .map_err(err)?;
         row.map(|r| serde_json::from_str(&r.try_get::<_, String>(0).map_err(err)?).map_err(err)).transpose()
     }
 
@@ -297,16 +332,14 @@ impl KvStore for PgStore {
     }
 
     async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "DELETE FROM kv WHERE namespace = $1 AND key IN (
+        let n = execute_cached(
+            &self.client().await?,
+            "DELETE FROM kv WHERE namespace = $1 AND key IN (
                      SELECT key FROM kv WHERE namespace = $1 ORDER BY expires_at DESC OFFSET $2)",
-                &[&namespace, &(keep as i64)],
-            )
-            .await
-            .map_err(err)?;
+            &[&namespace, &(keep as i64)],
+        )
+        .await
+        .map_err(err)?;
         Ok(n as usize)
     }
 }
@@ -318,7 +351,8 @@ impl Outbox for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
         for e in &entries {
-            tx.execute(
+            execute_cached(
+                &tx,
                 "INSERT INTO outbox (queue, id, kind, target, body, created_at_ms, next_attempt_at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (queue, id) DO NOTHING",
                 &[&queue, &e.id, &e.kind, &e.target, &e.body.to_string(), &now_ms],
@@ -347,24 +381,23 @@ impl Outbox for PgStore {
              RETURNING {}",
             ENTRY_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
         );
-        let rows = self
-            .client()
-            .await?
-            .query(&sql, &[&queue, &(now_ms as i64), &(limit as i64), &lease_until])
-            .await
-            .map_err(err)?;
+        let rows =
+            query_cached(&self.client().await?, &sql, &[&queue, &(now_ms as i64), &(limit as i64), &lease_until])
+                .await
+                .map_err(err)?;
         let mut out: Vec<Entry> = rows.iter().map(entry).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
     }
 
     async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT MIN(next_attempt_at_ms) FROM outbox WHERE queue = $1 AND dead_at_ms IS NULL", &[&queue])
-            .await
-            .map_err(err)?;
+        let row = query_one_cached(
+            &self.client().await?,
+            "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE queue = $1 AND dead_at_ms IS NULL",
+            &[&queue],
+        )
+        .await
+        .map_err(err)?;
         Ok(row.try_get::<_, Option<i64>>(0).map_err(err)?.map(|v| v.max(0) as u64))
     }
 
@@ -376,31 +409,30 @@ impl Outbox for PgStore {
         status: Option<u16>,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $3, last_status = $4, last_error = $5
+        execute_cached(
+            &self.client().await?,
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = $3, last_status = $4, last_error = $5
                  WHERE queue = $1 AND id = $2",
-                &[&queue, &id, &(next_attempt_at_ms as i64), &status.map(i32::from), &error],
-            )
-            .await
-            .map_err(err)?;
+            &[&queue, &id, &(next_attempt_at_ms as i64), &status.map(i32::from), &error],
+        )
+        .await
+        .map_err(err)?;
         Ok(())
     }
 
     async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute("UPDATE outbox SET body = $3 WHERE queue = $1 AND id = $2", &[&queue, &id, &body.to_string()])
-            .await
-            .map_err(err)?;
+        execute_cached(
+            &self.client().await?,
+            "UPDATE outbox SET body = $3 WHERE queue = $1 AND id = $2",
+            &[&queue, &id, &body.to_string()],
+        )
+        .await
+        .map_err(err)?;
         Ok(())
     }
 
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute("DELETE FROM outbox WHERE queue = $1 AND id = $2", &[&queue, &id])
+        execute_cached(&self.client().await?, "DELETE FROM outbox WHERE queue = $1 AND id = $2", &[&queue, &id])
             .await
             .map_err(err)?;
         Ok(())
@@ -408,23 +440,19 @@ impl Outbox for PgStore {
 
     async fn dead_letter(&self, queue: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError> {
         let now_ms = unix_now_ms() as i64;
-        self.client()
-            .await?
-            .execute(
-                "UPDATE outbox SET dead_at_ms = $3, last_status = COALESCE($4, last_status), last_error = $5
+        execute_cached(
+            &self.client().await?,
+            "UPDATE outbox SET dead_at_ms = $3, last_status = COALESCE($4, last_status), last_error = $5
                  WHERE queue = $1 AND id = $2",
-                &[&queue, &id, &now_ms, &status.map(i32::from), &reason],
-            )
-            .await
-            .map_err(err)?;
+            &[&queue, &id, &now_ms, &status.map(i32::from), &reason],
+        )
+        .await
+        .map_err(err)?;
         Ok(())
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
+        let row = query_one_cached(&self.client().await?,
                 "SELECT $1::TEXT, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
                         MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
                  FROM outbox WHERE queue = $1",
@@ -436,18 +464,16 @@ impl Outbox for PgStore {
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM outbox WHERE queue = $1 AND dead_at_ms IS NOT NULL
+        let rows = query_cached(
+            &self.client().await?,
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE queue = $1 AND dead_at_ms IS NOT NULL
                      ORDER BY dead_at_ms DESC LIMIT $2"
-                ),
-                &[&queue, &(limit as i64)],
-            )
-            .await
-            .map_err(err)?;
+            ),
+            &[&queue, &(limit as i64)],
+        )
+        .await
+        .map_err(err)?;
         rows.iter().map(entry).collect()
     }
 }
