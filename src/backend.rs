@@ -38,9 +38,13 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn publish_valves(&self, _pipeline_id: &str, _toml: &str) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
-    /// Every shared valves text and version.
-    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    /// Every pipeline's shared valves version.
+    async fn valves_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(Vec::new())
+    }
+    /// One pipeline's shared valves text and version.
+    async fn valves_text(&self, _pipeline_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(None)
     }
     fn shares_valves(&self) -> bool {
         false

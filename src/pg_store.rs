@@ -221,14 +221,21 @@ impl PgStore {
         row.try_get(0).map_err(err)
     }
 
-    /// Every pipeline's shared valves and version.
-    pub async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = query_cached(&self.client().await?, "SELECT pipeline_id, toml, version FROM valves", &[])
-            .await
-            .map_err(err)?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?, r.try_get(2).map_err(err)?)))
-            .collect()
+    /// Every pipeline's shared valves version (polled often: no text).
+    pub async fn valves_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = query_cached(&self.client().await?, "SELECT pipeline_id, version FROM valves", &[]).await?;
+        rows.iter().map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?))).collect()
+    }
+
+    /// One pipeline's shared valves text and its version.
+    pub async fn valves_text(&self, pipeline_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row = query_opt_cached(
+            &self.client().await?,
+            "SELECT toml, version FROM valves WHERE pipeline_id = $1",
+            &[&pipeline_id],
+        )
+        .await?;
+        row.map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?))).transpose()
     }
 
     /// Deletes expired key/value records; how many.

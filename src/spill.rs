@@ -229,8 +229,11 @@ impl StoreBackend for SpillingStore {
     async fn publish_valves(&self, id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
         self.observe(self.pg.publish_valves(id, toml).await.map(Some))
     }
-    async fn all_valves(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        self.observe(self.pg.all_valves().await)
+    async fn valves_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.observe(self.pg.valves_versions().await)
+    }
+    async fn valves_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.observe(self.pg.valves_text(id).await)
     }
     fn shares_valves(&self) -> bool {
         true

@@ -3,7 +3,7 @@
 //! - at start, a replica takes the shared text (the first replica to start seeds it from its
 //!   own file), then loads its files as usual, environment overrides on top;
 //! - an update accepted over REST is written locally as always, then published (version + 1);
-//! - every replica polls the versions twice a second and applies a newer text exactly as a
+//! - every replica polls the versions four times a second and applies a newer text exactly as a
 //!   local update: file written atomically, checked, installed, the pipeline's hook called.
 //!
 //! Polling rather than LISTEN/NOTIFY: no dedicated connection to keep and re-establish, nothing
@@ -22,7 +22,9 @@ use crate::backend::StoreBackend;
 use crate::startup::AppState;
 use crate::valves::file;
 
-const POLL: Duration = Duration::from_millis(500);
+/// A version query (a few bytes per pipeline) four times a second: under a second to every
+/// replica with room for a slow apply.
+const POLL: Duration = Duration::from_millis(250);
 
 /// Makes every pipeline's valves file the shared text before the registry reads the files.
 /// The versions taken, for [`follow`].
@@ -60,18 +62,26 @@ pub async fn follow(state: web::Data<AppState>, stop: CancellationToken) {
             _ = tokio::time::sleep(POLL) => {}
             _ = stop.cancelled() => return,
         }
-        let rows = match state.store.all_valves().await {
+        let versions = match state.store.valves_versions().await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "shared valves could not be read; retrying");
                 continue;
             }
         };
-        for (id, text, version) in rows {
+        for (id, version) in versions {
             let known = state.valves_versions.lock().map(|v| v.get(&id).copied()).unwrap_or(None);
             if known.is_some_and(|k| k >= version) {
                 continue;
             }
+            let (text, version) = match state.store.valves_text(&id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(pipeline = %id, error = %e, "shared valves could not be read; retrying");
+                    continue;
+                }
+            };
             apply(&state, &id, &text).await;
             if let Ok(mut v) = state.valves_versions.lock() {
                 v.insert(id, version);
