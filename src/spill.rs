@@ -5,6 +5,7 @@
 //! optional for an answer, and the callers already go on without them.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,8 +48,14 @@ struct Spill {
     bytes: usize,
 }
 
+/// Longest a single store call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// While the store is away, how often a call may try it.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 pub struct SpillingStore {
     pg: PgStore,
+    last_probe: Mutex<Option<Instant>>,
     spill: Mutex<Spill>,
     limits: SpillLimits,
     up: AtomicBool,
@@ -57,7 +64,14 @@ pub struct SpillingStore {
 
 impl SpillingStore {
     pub fn new(pg: PgStore, limits: SpillLimits) -> Self {
-        SpillingStore { pg, spill: Mutex::default(), limits, up: AtomicBool::new(true), dropped: AtomicU64::new(0) }
+        SpillingStore {
+            pg,
+            last_probe: Mutex::new(None),
+            spill: Mutex::default(),
+            limits,
+            up: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Spill> {
@@ -111,15 +125,13 @@ impl SpillingStore {
                 spill.held.pop_front()
             };
             let Some(h) = next else { return };
-            match self.pg.enqueue(&h.queue, h.entries.clone(), h.kv.clone()).await {
+            match self.guarded(self.pg.enqueue(&h.queue, h.entries.clone(), h.kv.clone())).await {
                 Ok(()) => {
-                    self.mark(true);
                     let mut spill = self.lock();
                     spill.entries -= h.entries.len();
                     spill.bytes -= h.bytes;
                 }
                 Err(_) => {
-                    self.mark(false);
                     self.lock().held.push_front(h);
                     return;
                 }
@@ -140,7 +152,25 @@ impl SpillingStore {
         }
     }
 
-    fn observe<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// One call on the database: bounded in time and, while the database is known to be away,
+    /// refused at once except for one probe a second. A hook then pays one timeout at the moment
+    /// the database stalls, not one per statement for as long as it is gone.
+    async fn guarded<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        if !self.up.load(Ordering::Relaxed) {
+            let mut last = self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+                return Err(StoreError("the store is unreachable".into()));
+            }
+            *last = Some(Instant::now());
+        }
+        let r = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError(format!("no answer from the store in {} s", CALL_TIMEOUT.as_secs()))),
+        };
+        if r.is_err() {
+            // The next try is a second away, whoever makes it.
+            *self.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
         self.mark(r.is_ok());
         r
     }
@@ -149,16 +179,16 @@ impl SpillingStore {
 #[async_trait]
 impl KvStore for SpillingStore {
     async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
-        self.observe(self.pg.put(namespace, key, value, ttl).await)
+        self.guarded(self.pg.put(namespace, key, value, ttl)).await
     }
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        self.observe(self.pg.get(namespace, key).await)
+        self.guarded(self.pg.get(namespace, key)).await
     }
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        self.observe(self.pg.delete(namespace, key).await)
+        self.guarded(self.pg.delete(namespace, key)).await
     }
     async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
-        self.observe(self.pg.trim(namespace, keep).await)
+        self.guarded(self.pg.trim(namespace, keep)).await
     }
 }
 
@@ -169,40 +199,34 @@ impl Outbox for SpillingStore {
         if !self.lock().held.is_empty() {
             return self.hold(queue, entries, kv, &StoreError("earlier reports are still held".into()));
         }
-        match self.pg.enqueue(queue, entries.clone(), kv.clone()).await {
-            Ok(()) => {
-                self.mark(true);
-                Ok(())
-            }
-            Err(e) => {
-                self.mark(false);
-                self.hold(queue, entries, kv, &e)
-            }
+        match self.guarded(self.pg.enqueue(queue, entries.clone(), kv.clone())).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.hold(queue, entries, kv, &e),
         }
     }
     async fn due(&self, queue: &str, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.observe(self.pg.due(queue, now_ms, limit).await)
+        self.guarded(self.pg.due(queue, now_ms, limit)).await
     }
     async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
-        self.observe(self.pg.next_due_at(queue).await)
+        self.guarded(self.pg.next_due_at(queue)).await
     }
     async fn retry_later(&self, q: &str, id: &str, at: u64, status: Option<u16>, e: &str) -> Result<(), StoreError> {
-        self.observe(self.pg.retry_later(q, id, at, status, e).await)
+        self.guarded(self.pg.retry_later(q, id, at, status, e)).await
     }
     async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
-        self.observe(self.pg.replace_body(queue, id, body).await)
+        self.guarded(self.pg.replace_body(queue, id, body)).await
     }
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
-        self.observe(self.pg.complete(queue, id).await)
+        self.guarded(self.pg.complete(queue, id)).await
     }
     async fn dead_letter(&self, q: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError> {
-        self.observe(self.pg.dead_letter(q, id, status, reason).await)
+        self.guarded(self.pg.dead_letter(q, id, status, reason)).await
     }
     async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
-        self.observe(Outbox::stats(&self.pg, queue).await)
+        self.guarded(Outbox::stats(&self.pg, queue)).await
     }
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.observe(Outbox::dead_letters(&self.pg, queue, limit).await)
+        self.guarded(Outbox::dead_letters(&self.pg, queue, limit)).await
     }
 }
 
@@ -212,28 +236,28 @@ impl StoreBackend for SpillingStore {
         "postgres"
     }
     async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
-        self.observe(self.pg.queues().await)
+        self.guarded(self.pg.queues()).await
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.observe(self.pg.purge_expired().await)
+        self.guarded(self.pg.purge_expired()).await
     }
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
-        self.observe(self.pg.requeue_dead(queue).await)
+        self.guarded(self.pg.requeue_dead(queue)).await
     }
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.observe(Outbox::dead_letters(&self.pg, queue, limit).await)
+        self.guarded(Outbox::dead_letters(&self.pg, queue, limit)).await
     }
     async fn seed_valves(&self, id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
-        self.observe(self.pg.seed_valves(id, local).await.map(Some))
+        self.guarded(self.pg.seed_valves(id, local)).await.map(Some)
     }
     async fn publish_valves(&self, id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
-        self.observe(self.pg.publish_valves(id, toml).await.map(Some))
+        self.guarded(self.pg.publish_valves(id, toml)).await.map(Some)
     }
     async fn valves_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.observe(self.pg.valves_versions().await)
+        self.guarded(self.pg.valves_versions()).await
     }
     async fn valves_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
-        self.observe(self.pg.valves_text(id).await)
+        self.guarded(self.pg.valves_text(id)).await
     }
     fn shares_valves(&self) -> bool {
         true

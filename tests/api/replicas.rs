@@ -192,7 +192,31 @@ async fn a_valves_update_on_one_replica_is_live_on_the_other_within_a_second() {
 struct CuttableProxy {
     url: String,
     up: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// Copies one direction, holding the bytes while `frozen` (a network that stops answering
+/// without closing anything).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl CuttableProxy {
@@ -202,23 +226,22 @@ impl CuttableProxy {
         let port = listener.local_addr().unwrap().port();
         let url = db_url.replacen(&target, &format!("127.0.0.1:{port}"), 1);
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (up2, live2) = (Arc::clone(&up), Arc::clone(&live));
+        let (up2, frozen2, live2) = (Arc::clone(&up), Arc::clone(&frozen), Arc::clone(&live));
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: refused
                 }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                live2.lock().unwrap().push(task.abort_handle());
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let ((cr, cw), (sr, sw)) = (client.into_split(), server.into_split());
+                let a = tokio::spawn(pump(cr, sw, Arc::clone(&frozen2)));
+                let b = tokio::spawn(pump(sr, cw, Arc::clone(&frozen2)));
+                live2.lock().unwrap().extend([a.abort_handle(), b.abort_handle()]);
             }
         });
-        CuttableProxy { url, up, live }
+        CuttableProxy { url, up, frozen, live }
     }
 
     fn cut(&self) {
@@ -230,6 +253,10 @@ impl CuttableProxy {
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
     }
 }
 
@@ -379,4 +406,49 @@ async fn two_processes_share_turns_valves_and_tool_rounds() {
     assert!(text.contains("newer than this sluice knows"), "{text}");
     assert!(!text.contains("PASSWORD") && !text.contains(OP_KEY), "{text}");
     drop((a, b));
+}
+
+/// PostgreSQL stops answering without closing anything (a network partition): the first call
+/// pays one bounded wait, the following ones fail at once, reports are held, and everything is
+/// delivered once the database answers again.
+#[tokio::test]
+async fn a_database_that_stops_answering_costs_one_bounded_wait() {
+    let Some(url) = pg_database().await else { return };
+    let proxy = CuttableProxy::start(&url).await;
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
+    let app = replica(&proxy.url, files, true, false).await;
+    let turn = |i: usize| {
+        let app = &app;
+        async move {
+            let (chat_id, message) = (format!("c-{i}"), format!("m-{i}"));
+            hook(app, "inlet", inlet_body(&chat_id, &message, json!([{"role": "user", "content": "q"}]))).await;
+            let history = json!([{"id": format!("{message}-q"), "role": "user", "content": "q"}]);
+            hook(app, "outlet", outlet_body(&chat_id, &message, history, "a")).await;
+        }
+    };
+    turn(0).await;
+    mock.wait_for_reports(1, 10).await;
+
+    proxy.freeze(true);
+    let started = std::time::Instant::now();
+    turn(1).await;
+    let first = started.elapsed();
+    turn(2).await;
+    turn(3).await;
+    let all = started.elapsed();
+    assert!(first < Duration::from_secs(7), "one turn waited {first:?}");
+    assert!(all - first < Duration::from_secs(2), "later turns waited too: {:?}", all - first);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(gauge(&metrics, "sluice_store_up"), 0.0, "{metrics}");
+    assert_eq!(gauge(&metrics, "sluice_store_held_entries"), 3.0, "{metrics}");
+
+    proxy.freeze(false);
+    mock.wait_for_reports(4, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        completion_ids(&mock.reports()),
+        ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3"],
+        "each report exactly once"
+    );
 }

@@ -24,6 +24,9 @@ const DATASETS_NS: &str = "openpipe_reporting.datasets";
 const CONCURRENCY: usize = 4;
 const BATCH: usize = 32;
 
+/// How often an idle worker looks at the queue without being woken.
+const IDLE_LOOK: Duration = Duration::from_secs(2);
+
 /// Timing knobs; tests shorten them, production uses the spec's values.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
@@ -418,8 +421,10 @@ impl Worker {
 
     /// Sleeps until `until_ms`, a wake-up, or shutdown.
     async fn wait(&self, until_ms: Option<u64>) {
-        let wait =
-            until_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or(self.tuning.probe_interval);
+        // Nothing due: look again soon anyway. Reports can appear without waking this worker:
+        // queued by another replica that died before sending them, or written late by the
+        // store (held while a shared database was away).
+        let wait = until_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or(IDLE_LOOK);
         tokio::select! {
             _ = tokio::time::sleep(wait.min(self.tuning.probe_interval)) => {}
             _ = self.wake.notified() => {}
