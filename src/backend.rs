@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sluice_sdk::outbox::{Entry, Outbox, QueueStats};
+use sluice_sdk::outbox::{Outbox, QueueStats};
 use sluice_sdk::{KvStore, StoreError};
 
 use crate::config::Settings;
@@ -27,7 +27,6 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn purge_expired(&self) -> Result<u64, StoreError>;
     /// Puts a queue's dead letters back in line; how many.
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError>;
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
 
     /// Shared valves (several replicas): the text `pipeline_id`'s file must hold and its
     /// version, seeding it with `local` if nobody has. `None`: valves are not shared.
@@ -120,9 +119,5 @@ impl StoreBackend for SqliteStore {
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         let (this, queue) = (self.clone(), queue.to_string());
         tokio::task::spawn_blocking(move || this.requeue_dead(&queue).map(|n| n as u64)).await.map_err(blocking_err)?
-    }
-
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        Outbox::dead_letters(self, queue, limit).await
     }
 }

@@ -117,8 +117,8 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
         eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
         return ExitCode::FAILURE;
     }
-    let store = match sluice::backend::Stores::open(settings, &settings.data_dir, Default::default()).await {
-        Ok(s) => s.backend,
+    let stores = match sluice::backend::Stores::open(settings, &settings.data_dir, Default::default()).await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
@@ -127,7 +127,7 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
     let now = sluice::sse::unix_now_ms();
     let mut out = std::io::stdout().lock();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => store.queues().await.map(|queues| {
+        [] => stores.backend.queues().await.map(|queues| {
             let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", "queue", "queued", "dead", "oldest (s)");
             for q in queues {
                 let age = q.oldest_age(now).map(|a| a.as_secs().to_string());
@@ -136,7 +136,7 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
         }),
         ["--dead", queue, rest @ ..] => {
             let limit = rest.first().and_then(|l| l.parse().ok()).unwrap_or(50);
-            store.dead_letters(queue, limit).await.map(|dead| {
+            stores.outbox.dead_letters(queue, limit).await.map(|dead| {
                 for e in dead {
                     let line = serde_json::json!({
                         "id": e.id, "kind": e.kind, "target": e.target, "created_at_ms": e.created_at_ms,
@@ -147,7 +147,7 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
                 }
             })
         }
-        ["--requeue", queue] => store.requeue_dead(queue).await.map(|n| {
+        ["--requeue", queue] => stores.backend.requeue_dead(queue).await.map(|n| {
             let _ = writeln!(out, "{n} dead letter(s) of {queue} queued again");
         }),
         _ => {

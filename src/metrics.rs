@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use sluice_sdk::{ErrorKind, QueueStats};
 
+use crate::backend::StoreHealth;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
 
@@ -193,6 +195,22 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The gauges read at scrape time from outside the request counters: tasks alive on the HTTP
+/// worker that answers the scrape, and a shared store's reachability and in-memory hold.
+pub fn render_runtime(out: &mut String, tasks: usize, store: Option<StoreHealth>) {
+    header(out, "sluice_worker_tasks_alive", "gauge", "Tasks alive on the HTTP worker that answered this scrape.");
+    let _ = writeln!(out, "sluice_worker_tasks_alive {tasks}");
+    let Some(h) = store else { return };
+    header(out, "sluice_store_up", "gauge", "Whether the shared store answered its last call.");
+    let _ = writeln!(out, "sluice_store_up {}", u8::from(h.up));
+    header(out, "sluice_store_held_entries", "gauge", "Reports held in memory while the shared store is unreachable.");
+    let _ = writeln!(out, "sluice_store_held_entries {}", h.held_entries);
+    header(out, "sluice_store_held_oldest_seconds", "gauge", "Age of the oldest report held in memory.");
+    let _ = writeln!(out, "sluice_store_held_oldest_seconds {:.3}", h.held_oldest_secs);
+    header(out, "sluice_store_held_dropped_total", "counter", "Reports dropped at the in-memory hold's bounds.");
+    let _ = writeln!(out, "sluice_store_held_dropped_total {}", h.dropped);
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// Waiting, dead, and the birth of the oldest waiting entry: the columns of [`QueueStats`].
+const QUEUE_STATS: &str = "COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
+     MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)";
+
 const ENTRY_COLUMNS: &str = "id, kind, target, body, created_at_ms, attempts, next_attempt_at_ms, last_status, \
                              last_error, dead_at_ms";
 
@@ -162,13 +166,10 @@ impl PgStore {
     pub async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
         let rows = query_cached(
             &self.client().await?,
-            "SELECT queue, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
-                        MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
-                 FROM outbox GROUP BY queue ORDER BY queue",
+            &format!("SELECT queue, {QUEUE_STATS} FROM outbox GROUP BY queue ORDER BY queue"),
             &[],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         rows.iter().map(stats).collect()
     }
 
@@ -182,27 +183,19 @@ impl PgStore {
             &[&queue, &now],
         )
         .await
-        .map_err(err)
     }
 
     /// The shared valves of `pipeline_id`, seeding them with `local` (the replica's file) when
     /// no replica has yet: the text every replica must use, and its version.
     pub async fn seed_valves(&self, pipeline_id: &str, local: &str) -> Result<(String, i64), StoreError> {
-        let client = self.client().await?;
-        let now = unix_now_ms() as i64;
-        client
-            .execute(
-                "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
-                 ON CONFLICT (pipeline_id) DO NOTHING",
-                &[&pipeline_id, &local, &now],
-            )
-            .await
-            .map_err(err)?;
-        let row = client
-            .query_one("SELECT toml, version FROM valves WHERE pipeline_id = $1", &[&pipeline_id])
-            .await
-            .map_err(err)?;
-        Ok((row.try_get(0).map_err(err)?, row.try_get(1).map_err(err)?))
+        execute_cached(
+            &self.client().await?,
+            "INSERT INTO valves (pipeline_id, toml, version, updated_at_ms) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (pipeline_id) DO NOTHING",
+            &[&pipeline_id, &local, &(unix_now_ms() as i64)],
+        )
+        .await?;
+        self.valves_text(pipeline_id).await?.ok_or_else(|| StoreError(format!("no shared valves for {pipeline_id}")))
     }
 
     /// Records an update accepted by this replica; its new version.
@@ -216,8 +209,7 @@ impl PgStore {
                  RETURNING version",
             &[&pipeline_id, &toml, &now],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         row.try_get(0).map_err(err)
     }
 
@@ -241,7 +233,7 @@ impl PgStore {
     /// Deletes expired key/value records; how many.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let now = unix_now() as i64;
-        execute_cached(&self.client().await?, "DELETE FROM kv WHERE expires_at <= $1", &[&now]).await.map_err(err)
+        execute_cached(&self.client().await?, "DELETE FROM kv WHERE expires_at <= $1", &[&now]).await
     }
 }
 
@@ -304,8 +296,7 @@ async fn apply(tx: &impl deadpool_postgres::GenericClient, write: &KvWrite, now:
                  ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                 &[namespace, key, &value.to_string(), &expires],
             )
-            .await
-            .map_err(err)?;
+            .await?;
         }
         KvWrite::Delete { namespace, key } => {
             execute_cached(tx, "DELETE FROM kv WHERE namespace = $1 AND key = $2", &[namespace, key]).await?;
@@ -328,8 +319,7 @@ impl KvStore for PgStore {
             "SELECT value FROM kv WHERE namespace = $1 AND key = $2 AND expires_at > $3",
             &[&namespace, &key, &now],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         row.map(|r| serde_json::from_str(&r.try_get::<_, String>(0).map_err(err)?).map_err(err)).transpose()
     }
 
@@ -345,8 +335,7 @@ impl KvStore for PgStore {
                      SELECT key FROM kv WHERE namespace = $1 ORDER BY expires_at DESC OFFSET $2)",
             &[&namespace, &(keep as i64)],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         Ok(n as usize)
     }
 }
@@ -364,8 +353,7 @@ impl Outbox for PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (queue, id) DO NOTHING",
                 &[&queue, &e.id, &e.kind, &e.target, &e.body.to_string(), &now_ms],
             )
-            .await
-            .map_err(err)?;
+            .await?;
         }
         for w in &kv {
             apply(&tx, w, now).await?;
@@ -390,8 +378,7 @@ impl Outbox for PgStore {
         );
         let rows =
             query_cached(&self.client().await?, &sql, &[&queue, &(now_ms as i64), &(limit as i64), &lease_until])
-                .await
-                .map_err(err)?;
+                .await?;
         let mut out: Vec<Entry> = rows.iter().map(entry).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
@@ -403,8 +390,7 @@ impl Outbox for PgStore {
             "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE queue = $1 AND dead_at_ms IS NULL",
             &[&queue],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         Ok(row.try_get::<_, Option<i64>>(0).map_err(err)?.map(|v| v.max(0) as u64))
     }
 
@@ -422,8 +408,7 @@ impl Outbox for PgStore {
                  WHERE queue = $1 AND id = $2",
             &[&queue, &id, &(next_attempt_at_ms as i64), &status.map(i32::from), &error],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         Ok(())
     }
 
@@ -433,15 +418,13 @@ impl Outbox for PgStore {
             "UPDATE outbox SET body = $3 WHERE queue = $1 AND id = $2",
             &[&queue, &id, &body.to_string()],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         Ok(())
     }
 
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
         execute_cached(&self.client().await?, "DELETE FROM outbox WHERE queue = $1 AND id = $2", &[&queue, &id])
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(())
     }
 
@@ -453,20 +436,17 @@ impl Outbox for PgStore {
                  WHERE queue = $1 AND id = $2",
             &[&queue, &id, &now_ms, &status.map(i32::from), &reason],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         Ok(())
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
-        let row = query_one_cached(&self.client().await?,
-                "SELECT $1::TEXT, COUNT(*) FILTER (WHERE dead_at_ms IS NULL), COUNT(*) FILTER (WHERE dead_at_ms IS NOT NULL),
-                        MIN(created_at_ms) FILTER (WHERE dead_at_ms IS NULL)
-                 FROM outbox WHERE queue = $1",
-                &[&queue],
-            )
-            .await
-            .map_err(err)?;
+        let row = query_one_cached(
+            &self.client().await?,
+            &format!("SELECT $1::TEXT, {QUEUE_STATS} FROM outbox WHERE queue = $1"),
+            &[&queue],
+        )
+        .await?;
         stats(&row)
     }
 
@@ -479,8 +459,7 @@ impl Outbox for PgStore {
             ),
             &[&queue, &(limit as i64)],
         )
-        .await
-        .map_err(err)?;
+        .await?;
         rows.iter().map(entry).collect()
     }
 }

@@ -244,9 +244,6 @@ impl StoreBackend for SpillingStore {
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         self.guarded(self.pg.requeue_dead(queue)).await
     }
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        self.guarded(Outbox::dead_letters(&self.pg, queue, limit)).await
-    }
     async fn seed_valves(&self, id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
         self.guarded(self.pg.seed_valves(id, local)).await.map(Some)
     }

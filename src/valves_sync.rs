@@ -38,7 +38,7 @@ pub async fn pull(
         return Ok(versions);
     }
     for p in pipelines.iter().filter(|p| p.valves().is_some()) {
-        let path = dir.join(format!("{}.toml", p.id()));
+        let path = crate::valves::file_path(dir, p.id());
         let local = std::fs::read_to_string(&path).unwrap_or_default();
         let Some((shared, version)) = store.seed_valves(p.id(), &local).await.map_err(|e| e.to_string())? else {
             continue;
@@ -94,10 +94,8 @@ async fn apply(state: &web::Data<AppState>, id: &str, text: &str) {
     let Some(module) = state.registry.module(id) else { return };
     let Some(entry) = &module.valves else { return };
     let _writing = state.valves_lock.lock().await;
-    if std::fs::read_to_string(entry.path()).ok().as_deref() != Some(text) {
-        if let Err(e) = file::write_atomic(entry.path(), text) {
-            tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
-        }
+    if let Err(e) = file::replace_if_changed(entry.path(), text) {
+        tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
     }
     match entry.load(&state.valves_env) {
         Ok(loaded) => {

@@ -75,6 +75,10 @@ fn to_toml(value: &Value) -> Option<toml_edit::Value> {
     })
 }
 
+/// How [`write_atomic`]'s temporary files are named, so a crash's leftovers can be found.
+const TEMP_PREFIX: &str = ".valves-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Replaces `path` with `contents`, keeping the old file's permissions (new files are 0600:
 /// they may hold API keys).
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -83,7 +87,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".valves-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir)?;
     tmp.write_all(contents.as_bytes())?;
     match std::fs::metadata(path) {
         Ok(meta) => tmp.as_file().set_permissions(meta.permissions())?,
@@ -102,6 +106,15 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `contents` (atomically) unless it already holds exactly that; whether
+/// it wrote.
+pub fn replace_if_changed(path: &Path, contents: &str) -> std::io::Result<bool> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(contents) {
+        return Ok(false);
+    }
+    write_atomic(path, contents).map(|()| true)
+}
+
 /// Removes temporary files a crash left in the middle of [`write_atomic`] (the rename never
 /// happened, so they hold nothing that was acknowledged). Called once at start, before any write.
 pub fn remove_stale_temps(dir: &Path) {
@@ -109,7 +122,7 @@ pub fn remove_stale_temps(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".valves-") && name.ends_with(".tmp") {
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => tracing::info!(file = %name, "removed a valves temp file left by a crash"),
                 Err(e) => tracing::warn!(file = %name, error = %e, "cannot remove a stale valves temp file"),

@@ -46,6 +46,11 @@ pub fn env_var_name(pipeline_id: &str, field: &str) -> String {
     format!("SLUICE_VALVES__{}__{}", pipeline_id.to_uppercase().replace('-', "_"), field.to_uppercase())
 }
 
+/// Where a pipeline's valves file lives in `dir`.
+pub fn file_path(dir: &Path, pipeline_id: &str) -> PathBuf {
+    dir.join(format!("{pipeline_id}.toml"))
+}
+
 /// A value fixed by the environment: shown, never written, and not editable over REST.
 #[derive(Debug, Clone)]
 pub struct Pinned {
@@ -79,7 +84,7 @@ impl ValvesEntry {
             pipeline_id: pipeline_id.to_string(),
             cell,
             schema,
-            path: dir.join(format!("{pipeline_id}.toml")),
+            path: file_path(dir, pipeline_id),
             pinned: ArcSwap::from_pointee(BTreeMap::new()),
             snapshot,
         }
