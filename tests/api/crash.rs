@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::binary::Binary;
+use crate::openpipe::binary_turn;
 use crate::openpipe_mock::MockOpenPipe;
 
 const SECRET: &str = "opk-crash-test-5e6f7a8b9c0d";
@@ -25,17 +26,6 @@ fn round_in(file: &str) -> u64 {
     let round: u64 = metadata["round"].as_str().unwrap().parse().unwrap();
     assert_eq!(bytes, 100_000 + round, "fields from two different updates:\n{file}");
     round
-}
-
-async fn report(server: &Binary, chat: &str, message: &str) {
-    let user = json!({"id": "u-1", "email": "a@example.com", "name": "A", "role": "user"});
-    let inlet = json!({"user": user, "body": {"model": "m", "messages": [{"role": "user", "content": "q"}],
-        "metadata": {"chat_id": chat, "message_id": message, "session_id": "s"}}});
-    assert_eq!(server.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
-    let outlet = json!({"user": user, "body": {"model": "m", "chat_id": chat, "id": message, "messages": [
-        {"id": format!("{message}-q"), "role": "user", "content": "q"},
-        {"id": message, "role": "assistant", "content": "a"}]}});
-    assert_eq!(server.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
 }
 
 #[tokio::test]
@@ -62,7 +52,7 @@ async fn kill_9_during_valves_writes_and_queued_reports_loses_nothing() {
         assert_eq!(live["MAX_REPORT_BYTES"], json!(100_000 + round_in(&std::fs::read_to_string(&file).unwrap())));
         for k in 0..3 {
             let (chat, message) = (format!("c-{life}"), format!("m-{life}-{k}"));
-            report(&server, &chat, &message).await;
+            binary_turn(&server, &chat, &message, "q", "a").await;
             messages.push(format!("chatcmpl-{message}"));
         }
         // Updates back to back; the kill lands at a different point in each life.

@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::binary::Binary;
 use crate::manifold::{fixture, payloads, OPENAI_KEY};
 
-/// Reads one request; the user's message picks the fault.
-async fn read_request(socket: &mut TcpStream) -> Option<String> {
+/// Reads one HTTP/1.1 request (headers, then the body by Content-Length); its body.
+pub async fn read_request(socket: &mut TcpStream) -> Option<String> {
     let mut request = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {

@@ -75,7 +75,7 @@ pub fn outlet_body(chat: &str, message: &str, history: Value, answer: &str) -> V
 }
 
 /// One plain turn through both hooks.
-async fn turn(app: &TestApp, chat: &str, message: &str, question: &str, answer: &str) {
+pub async fn turn(app: &TestApp, chat: &str, message: &str, question: &str, answer: &str) {
     hook(app, "inlet", &inlet_body(chat, message, json!([{"role": "user", "content": question}]))).await;
     let history = json!([{"id": format!("{message}-q"), "role": "user", "content": question, "timestamp": 1754827200}]);
     hook(app, "outlet", &outlet_body(chat, message, history, answer)).await;
@@ -607,7 +607,7 @@ fn with_openpipe<'a>(mock: &MockOpenPipe, env: &[(&'a str, &'a str)]) -> Vec<(&'
 }
 
 /// One plain turn through the binary's hooks.
-async fn binary_turn(server: &Binary, chat: &str, message: &str, question: &str, answer: &str) {
+pub async fn binary_turn(server: &Binary, chat: &str, message: &str, question: &str, answer: &str) {
     let inlet =
         json!({"user": user(), "body": inlet_body(chat, message, json!([{"role": "user", "content": question}]))});
     assert_eq!(server.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);

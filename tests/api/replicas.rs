@@ -13,7 +13,7 @@ use crate::manifold::{
     chat, expected_chunks, fixture_requests, payloads, system_and, tool_round_mock, upstream_bodies, weather_round,
     weather_tool, OPENAI_KEY,
 };
-use crate::openpipe::{completion_ids, fast, inlet_body, outlet_body, user, valves, OP_KEY};
+use crate::openpipe::{binary_turn, completion_ids, fast, inlet_body, outlet_body, turn, user, valves, OP_KEY};
 use crate::openpipe_mock::MockOpenPipe;
 use crate::store_contract::pg_database;
 
@@ -65,11 +65,8 @@ async fn reports_queued_on_both_replicas_are_delivered_once_by_both_workers() {
     let mut expected = Vec::new();
     for i in 0..30 {
         let app = if i % 2 == 0 { &a } else { &b };
-        let (chat_id, message) = (format!("c-{i}"), format!("m-{i}"));
-        hook(app, "inlet", inlet_body(&chat_id, &message, json!([{"role": "user", "content": "q"}]))).await;
-        let history = json!([{"id": format!("{message}-q"), "role": "user", "content": "q"}]);
-        hook(app, "outlet", outlet_body(&chat_id, &message, history, "a")).await;
-        expected.push(format!("chatcmpl-{message}"));
+        turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+        expected.push(format!("chatcmpl-m-{i}"));
     }
     mock.with(|s| s.down = None);
     mock.wait_for_reports(30, 30).await;
@@ -128,11 +125,7 @@ async fn reports_held_by_a_killed_replica_are_delivered_by_the_other() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Binary::start(dir_a.path(), &env).await;
     for i in 0..3 {
-        let inlet = json!({"user": user(), "body": inlet_body("c", &format!("m-{i}"), json!([{"role": "user", "content": "q"}]))});
-        assert_eq!(a.post("/openpipe_reporting/filter/inlet", inlet).await.status(), 200);
-        let history = json!([{"id": format!("m-{i}-q"), "role": "user", "content": "q"}]);
-        let outlet = json!({"user": user(), "body": outlet_body("c", &format!("m-{i}"), history, "a")});
-        assert_eq!(a.post("/openpipe_reporting/filter/outlet", outlet).await.status(), 200);
+        binary_turn(&a, "c", &format!("m-{i}"), "q", "a").await;
     }
     // Wait until all three attempts are in flight, then kill.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -279,12 +272,7 @@ async fn while_the_database_is_away_chats_work_and_reports_wait_in_memory() {
     let app = replica(&proxy.url, files, true, false).await;
     let turn = |i: usize| {
         let app = &app;
-        async move {
-            let (chat_id, message) = (format!("c-{i}"), format!("m-{i}"));
-            hook(app, "inlet", inlet_body(&chat_id, &message, json!([{"role": "user", "content": "q"}]))).await;
-            let history = json!([{"id": format!("{message}-q"), "role": "user", "content": "q"}]);
-            hook(app, "outlet", outlet_body(&chat_id, &message, history, "a")).await;
-        }
+        async move { turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await }
     };
     turn(0).await;
     mock.wait_for_reports(1, 10).await;
@@ -420,12 +408,7 @@ async fn a_database_that_stops_answering_costs_one_bounded_wait() {
     let app = replica(&proxy.url, files, true, false).await;
     let turn = |i: usize| {
         let app = &app;
-        async move {
-            let (chat_id, message) = (format!("c-{i}"), format!("m-{i}"));
-            hook(app, "inlet", inlet_body(&chat_id, &message, json!([{"role": "user", "content": "q"}]))).await;
-            let history = json!([{"id": format!("{message}-q"), "role": "user", "content": "q"}]);
-            hook(app, "outlet", outlet_body(&chat_id, &message, history, "a")).await;
-        }
+        async move { turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await }
     };
     turn(0).await;
     mock.wait_for_reports(1, 10).await;

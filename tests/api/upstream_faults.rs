@@ -43,29 +43,8 @@ async fn faulty_upstream(events: usize, after: After) -> FaultyUpstream {
             let head = head.clone();
             let (notify, count) = (Arc::clone(&notify), Arc::clone(&count));
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 8192];
-                // Headers, then the body by Content-Length.
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request);
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
+                if crate::fault_leaks::read_request(&mut socket).await.is_none() {
+                    return;
                 }
                 let response = format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\nconnection: close\r\n\r\n{head}");
                 if socket.write_all(response.as_bytes()).await.is_err() {
@@ -74,7 +53,7 @@ async fn faulty_upstream(events: usize, after: After) -> FaultyUpstream {
                 match after {
                     After::Cut => {}
                     After::Hold => {
-                        let _ = socket.read(&mut buf).await;
+                        let _ = socket.read(&mut [0u8; 1]).await;
                         count.fetch_add(1, Ordering::SeqCst);
                         notify.notify_waiters();
                     }
