@@ -97,17 +97,19 @@ async fn serve() {
 /// The floor in a process of its own, like sluice, so both pay the same cross-process costs.
 #[tokio::main]
 async fn floor(models_file: &str) {
-    let url = start_floor(std::fs::read(models_file).unwrap()).await;
-    println!("PORT {}", url.rsplit(':').next().unwrap());
-    // Until the driver closes our stdin.
-    let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
+    serve_as_child(&start_floor(std::fs::read(models_file).unwrap()).await).await;
 }
 
 /// The Responses API stand-in in a process of its own: a direct call to it then crosses a
 /// process boundary as a call through sluice does, so "added" is sluice's own share.
 #[tokio::main]
 async fn upstream() {
-    let (url, _) = start_mock_upstream().await;
+    serve_as_child(&start_mock_upstream().await).await;
+}
+
+/// Tells the driver the port ([`start_child`] reads it), then serves until the driver closes
+/// our stdin.
+async fn serve_as_child(url: &str) {
     println!("PORT {}", url.rsplit(':').next().unwrap());
     let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
 }
@@ -148,7 +150,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn drive() {
     let started = Instant::now();
     let (mut upstream_child, upstream_port) = start_child(&["upstream"], &[]);
-    let (mock_url, deltas) = (format!("http://127.0.0.1:{upstream_port}"), MOCK_DELTAS);
+    let mock_url = format!("http://127.0.0.1:{upstream_port}");
     let ok = r#"{"status":"ok"}"#;
     let (openpipe_url, reports_served) = start_canned_server(format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ok}",
@@ -211,7 +213,7 @@ async fn drive() {
         stream(&client, &base, conns).await;
     }
     for conns in [1usize, 16].into_iter().filter(|_| wants("manifold")) {
-        manifold(&client, &base, &mock_url, deltas, conns).await;
+        manifold(&client, &base, &mock_url, conns).await;
     }
     for conns in [1usize, 16].into_iter().filter(|_| wants("openpipe")) {
         openpipe(&client, &base, &reports_served, conns).await;
@@ -441,15 +443,14 @@ fn http_response(content_type: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
-/// the floor the manifold's overhead is measured against.
 const MOCK_DELTAS: usize = 200;
 
-async fn start_mock_upstream() -> (String, usize) {
-    let deltas = MOCK_DELTAS;
+/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
+/// the floor the manifold's overhead is measured against.
+async fn start_mock_upstream() -> String {
     let mut body = String::from("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_b\",\"status\":\"in_progress\",\"output\":[]}}\n\n");
     body.push_str("event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n");
-    for i in 0..deltas {
+    for i in 0..MOCK_DELTAS {
         body.push_str(&format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_b\",\"output_index\":0,\"content_index\":0,\"delta\":\"token{i} \",\"logprobs\":[],\"obfuscation\":\"abcdef\"}}\n\n", i + 2));
     }
     body.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_b\",\"status\":\"completed\",\"model\":\"gpt-4.1\",\"output\":[{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"...\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":10,\"output_tokens\":200,\"total_tokens\":210}}}\n\n");
@@ -458,11 +459,11 @@ async fn start_mock_upstream() -> (String, usize) {
         body.len()
     );
     let (url, _) = start_canned_server(response).await;
-    (url, deltas)
+    url
 }
 
 /// Time to first byte and total time, direct to the mock and through the manifold.
-async fn manifold(client: &reqwest::Client, base: &str, mock: &str, deltas: usize, conns: usize) {
+async fn manifold(client: &reqwest::Client, base: &str, mock: &str, conns: usize) {
     let direct_body = serde_json::to_vec(&json!({"model": "gpt-4.1", "stream": true, "input": "go"})).unwrap();
     let via_body = serde_json::to_vec(&json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "go"}], "user": {"id": "bench"}})).unwrap();
     let direct = timed_streams(client, &format!("{mock}/v1/responses"), direct_body, conns).await;
@@ -473,7 +474,7 @@ async fn manifold(client: &reqwest::Client, base: &str, mock: &str, deltas: usiz
         p(&direct.0, 0.5), p(&direct.0, 0.99), p(&via.0, 0.5), p(&via.0, 0.9), p(&via.0, 0.99),
         p(&via.0, 0.5) - p(&direct.0, 0.5), p(&via.0, 0.99) - p(&direct.0, 0.99),
         p(&direct.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99), p(&via.1, 0.5) - p(&direct.1, 0.5),
-        (p(&via.1, 0.5) - p(&direct.1, 0.5)) * 1000.0 / deltas as f64,
+        (p(&via.1, 0.5) - p(&direct.1, 0.5)) * 1000.0 / MOCK_DELTAS as f64,
         via.1.len(),
     );
 }
