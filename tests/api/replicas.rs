@@ -65,7 +65,7 @@ async fn reports_queued_on_both_replicas_are_delivered_once_by_both_workers() {
     let mut expected = Vec::new();
     for i in 0..30 {
         let app = if i % 2 == 0 { &a } else { &b };
-        turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await;
+        numbered_turn(app, i).await;
         expected.push(format!("chatcmpl-m-{i}"));
     }
     mock.with(|s| s.down = None);
@@ -253,6 +253,24 @@ impl CuttableProxy {
     }
 }
 
+/// A reporting replica whose database connection goes through a [`CuttableProxy`], after one
+/// turn reported while everything is up.
+async fn reporting_behind_a_proxy() -> Option<(CuttableProxy, MockOpenPipe, TestApp)> {
+    let url = pg_database().await?;
+    let proxy = CuttableProxy::start(&url).await;
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
+    let app = replica(&proxy.url, files, true, false).await;
+    numbered_turn(&app, 0).await;
+    mock.wait_for_reports(1, 10).await;
+    Some((proxy, mock, app))
+}
+
+/// Turn `i`: chat `c-i`, answer `m-i`, reported as `chatcmpl-m-i`.
+async fn numbered_turn(app: &TestApp, i: usize) {
+    turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await
+}
+
 fn gauge(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
@@ -265,17 +283,8 @@ fn gauge(metrics: &str, name: &str) -> f64 {
 /// (the operator sees it in /metrics and the log), and they are all delivered once it is back.
 #[tokio::test]
 async fn while_the_database_is_away_chats_work_and_reports_wait_in_memory() {
-    let Some(url) = pg_database().await else { return };
-    let proxy = CuttableProxy::start(&url).await;
-    let mock = MockOpenPipe::start(OP_KEY).await;
-    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
-    let app = replica(&proxy.url, files, true, false).await;
-    let turn = |i: usize| {
-        let app = &app;
-        async move { turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await }
-    };
-    turn(0).await;
-    mock.wait_for_reports(1, 10).await;
+    let Some((proxy, mock, app)) = reporting_behind_a_proxy().await else { return };
+    let turn = |i: usize| numbered_turn(&app, i);
 
     proxy.cut();
     let started = std::time::Instant::now();
@@ -401,17 +410,8 @@ async fn two_processes_share_turns_valves_and_tool_rounds() {
 /// delivered once the database answers again.
 #[tokio::test]
 async fn a_database_that_stops_answering_costs_one_bounded_wait() {
-    let Some(url) = pg_database().await else { return };
-    let proxy = CuttableProxy::start(&url).await;
-    let mock = MockOpenPipe::start(OP_KEY).await;
-    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
-    let app = replica(&proxy.url, files, true, false).await;
-    let turn = |i: usize| {
-        let app = &app;
-        async move { turn(app, &format!("c-{i}"), &format!("m-{i}"), "q", "a").await }
-    };
-    turn(0).await;
-    mock.wait_for_reports(1, 10).await;
+    let Some((proxy, mock, app)) = reporting_behind_a_proxy().await else { return };
+    let turn = |i: usize| numbered_turn(&app, i);
 
     proxy.freeze(true);
     let started = std::time::Instant::now();
