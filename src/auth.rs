@@ -49,7 +49,11 @@ impl ApiKey {
             warn_reference_key("SLUICE_ALLOW_REFERENCE_KEY=true: using");
             return Ok(ApiKey::new(REFERENCE_DEFAULT_KEY));
         }
-        load_or_generate(&settings.data_dir.join(KEY_FILE))
+        // The key itself goes only to a person at a terminal: a log file, journald or a
+        // container's log collector would keep it. They are told where to read it instead.
+        let show = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && settings.log_format == crate::config::LogFormat::Text;
+        load_or_generate(&settings.data_dir.join(KEY_FILE), show)
     }
 }
 
@@ -60,7 +64,7 @@ fn warn_reference_key(why: &str) {
     );
 }
 
-fn load_or_generate(path: &Path) -> std::io::Result<ApiKey> {
+fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let key = text.trim();
         if !key.is_empty() {
@@ -72,7 +76,7 @@ fn load_or_generate(path: &Path) -> std::io::Result<ApiKey> {
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     let key = format!("sk-sluice-{}", hex::encode(bytes));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private::dir(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -81,18 +85,25 @@ fn load_or_generate(path: &Path) -> std::io::Result<ApiKey> {
     let mut file = options.open(path)?;
     file.write_all(key.as_bytes())?;
     file.sync_all()?;
-    // Printed once, to the terminal only: logs never carry the key.
-    eprintln!(
-        "\nsluice: no API key was configured, so one was generated and saved to {}:\n\n    {key}\n\n\
-         Use it as the key of the Open WebUI connection, or set SLUICE_API_KEY.\n",
-        path.display()
-    );
+    if show {
+        eprintln!(
+            "\nsluice: no API key was configured, so one was generated and saved to {}:\n\n    {key}\n\n\
+             Use it as the key of the Open WebUI connection, or set SLUICE_API_KEY.\n",
+            path.display()
+        );
+    } else {
+        tracing::warn!(
+            path = %path.display(),
+            "no API key was configured, so one was generated and saved to this file (mode 0600); \
+             read it there for the Open WebUI connection, or set SLUICE_API_KEY"
+        );
+    }
     Ok(ApiKey::new(key))
 }
 
-/// Routes that answer without a key: the health check only.
+/// Routes that answer without a key: the health check only (GET, and HEAD for probes).
 fn is_open(req: &ServiceRequest) -> bool {
-    req.method() == Method::GET && matches!(req.path(), "/" | "/v1" | "/v1/")
+    (req.method() == Method::GET || req.method() == Method::HEAD) && matches!(req.path(), "/" | "/v1" | "/v1/")
 }
 
 /// Checks `Authorization: Bearer <key>` before any handler runs.
@@ -102,8 +113,15 @@ pub async fn require_key(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     if !is_open(&req) {
         let key = req.app_data::<web::Data<ApiKey>>().cloned();
-        let header = req.headers().get(header::AUTHORIZATION).map(|h| h.as_bytes().to_vec());
-        if let Err(refused) = check(key.as_ref().map(|k| k.get_ref()), header.as_deref()) {
+        let mut headers = req.headers().get_all(header::AUTHORIZATION);
+        let header = headers.next().map(|h| h.as_bytes().to_vec());
+        // Two keys: which one a proxy or a client meant is not for sluice to guess.
+        let checked = if headers.next().is_some() {
+            Err(ApiError::DuplicateAuthorization)
+        } else {
+            check(key.as_ref().map(|k| k.get_ref()), header.as_deref())
+        };
+        if let Err(refused) = checked {
             log_refusal(&req, &refused);
             // Answered here, as a response, so the request log shows the status like any other.
             return Ok(req.error_response(refused).map_into_right_body());

@@ -33,6 +33,14 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most JSON values (objects, lists, strings, numbers...) in one request body.
+    pub max_json_values: usize,
+    /// Seconds a request body may take to arrive once its headers have.
+    pub body_timeout_secs: u64,
+    /// Browser origins allowed to call sluice directly (CORS), e.g.
+    /// `["https://openwebui.example.com"]`. Empty: no CORS headers at all; Open WebUI's server
+    /// calls sluice itself and needs none.
+    pub cors_allowed_origins: Vec<String>,
     /// How long open streams may run on after SIGTERM/SIGINT before they are ended.
     pub shutdown_grace_secs: u64,
     /// Seconds of pipe silence after which a `: ping` comment keeps the stream alive; 0 = never.
@@ -69,6 +77,9 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 32 * 1024 * 1024,
+            max_json_values: 250_000,
+            body_timeout_secs: 60,
+            cors_allowed_origins: Vec::new(),
             shutdown_grace_secs: 30,
             keepalive_secs: 15,
             workers: 0,
@@ -111,6 +122,19 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return Err(SettingsError("max_body_bytes must be at least 1024".into()));
         }
+        if self.max_json_values < 1000 {
+            return Err(SettingsError("max_json_values must be at least 1000".into()));
+        }
+        if self.body_timeout_secs == 0 {
+            return Err(SettingsError("body_timeout_secs must be at least 1".into()));
+        }
+        for origin in &self.cors_allowed_origins {
+            if !valid_origin(origin) {
+                return Err(SettingsError(format!(
+                    "cors_allowed_origins: {origin:?} is not an origin such as https://openwebui.example.com"
+                )));
+            }
+        }
         if let Some(key) = &self.api_key {
             if key.expose().trim().is_empty() {
                 return Err(SettingsError("api_key is set but empty".into()));
@@ -118,6 +142,12 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]`, nothing after: what a browser sends as `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else { return false };
+    !rest.is_empty() && !rest.contains(['/', '*', '?', '#', '@', ' '])
 }
 
 #[cfg(test)]

@@ -24,6 +24,18 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("Request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// A body within the byte limit with too many values, messages or parts.
+    #[error("{0}")]
+    TooComplex(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("The request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    /// Refused for now, to keep the server responsive; worth retrying.
+    #[error("{0}")]
+    Busy(String),
+    #[error("More than one Authorization header")]
+    DuplicateAuthorization,
     #[error("Invalid valves: {}", join_fields(.0))]
     InvalidValves(Vec<FieldError>),
     #[error("{}", join_fields(.0))]
@@ -77,7 +89,11 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) | ApiError::InvalidValves(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::TooComplex(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DuplicateAuthorization => StatusCode::BAD_REQUEST,
             ApiError::PinnedValves(_) => StatusCode::CONFLICT,
             ApiError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Pipeline(e) => StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -96,10 +112,19 @@ impl ResponseError for ApiError {
         // Open WebUI shows only the reason phrase of a failed inlet and logs only the reason
         // phrase of a failed valves update (it reads the body too late): put the message there
         // too. Auth refusals keep the standard phrase, as the reference does.
-        if !matches!(self, ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::InvalidKey) {
+        if !matches!(
+            self,
+            ApiError::NotAuthenticated
+                | ApiError::InvalidCredentials
+                | ApiError::InvalidKey
+                | ApiError::DuplicateAuthorization
+        ) {
             if let Some(phrase) = reason_phrase(&self.to_string()) {
                 response.reason(phrase);
             }
+        }
+        if let ApiError::Busy(_) = self {
+            response.insert_header(("retry-after", "5"));
         }
         if let ApiError::Pipeline(PipelineError { retry_after: Some(wait), .. }) = self {
             let ms = wait.as_millis();

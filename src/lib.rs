@@ -2,11 +2,13 @@
 
 pub mod auth;
 pub mod backend;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod pg_store;
+pub mod private;
 pub mod registry;
 pub mod routes;
 pub mod spill;

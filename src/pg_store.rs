@@ -328,12 +328,17 @@ impl KvStore for PgStore {
         apply(&self.client().await?, &write, unix_now()).await
     }
 
-    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
+    async fn trim(&self, namespace: &str, keep: usize, max_bytes: u64) -> Result<usize, StoreError> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         let n = execute_cached(
             &self.client().await?,
             "DELETE FROM kv WHERE namespace = $1 AND key IN (
-                     SELECT key FROM kv WHERE namespace = $1 ORDER BY expires_at DESC OFFSET $2)",
-            &[&namespace, &(keep as i64)],
+                 SELECT key FROM (
+                     SELECT key, ROW_NUMBER() OVER w AS n, SUM(octet_length(value)) OVER w AS total
+                     FROM kv WHERE namespace = $1
+                     WINDOW w AS (ORDER BY expires_at DESC, key ROWS UNBOUNDED PRECEDING)) ranked
+                 WHERE n > $2 OR total > $3)",
+            &[&namespace, &(keep as i64), &max_bytes],
         )
         .await?;
         Ok(n as usize)

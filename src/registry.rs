@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use sluice_sdk::{FieldError, Pipeline, PipelineKind};
+use sluice_sdk::{FieldError, Pipeline, PipelineError, PipelineKind};
 
 use crate::valves::{ValvesEntry, ValvesEnv};
 
@@ -97,6 +97,18 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// `error` without any secret of any pipeline's valves: the last line of defence for a
+    /// pipeline that passes on an upstream text quoting a key.
+    pub fn redact(&self, mut error: PipelineError) -> PipelineError {
+        let secrets: Vec<String> =
+            self.modules.iter().filter_map(|m| m.valves.as_ref()).flat_map(|v| v.secrets()).collect();
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        if let std::borrow::Cow::Owned(clean) = sluice_sdk::secret::redact(&error.message, &refs) {
+            error.message = clean;
+        }
+        error
     }
 
     pub fn modules(&self) -> &[Module] {

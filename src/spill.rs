@@ -187,8 +187,8 @@ impl KvStore for SpillingStore {
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
         self.guarded(self.pg.delete(namespace, key)).await
     }
-    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
-        self.guarded(self.pg.trim(namespace, keep)).await
+    async fn trim(&self, namespace: &str, keep: usize, max_bytes: u64) -> Result<usize, StoreError> {
+        self.guarded(self.pg.trim(namespace, keep, max_bytes)).await
     }
 }
 

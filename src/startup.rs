@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
+use actix_web::middleware::{from_fn, Condition, NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
 use sluice_sdk::{Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
 use crate::backend::{StoreBackend, Stores};
+use crate::body::BodyConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
@@ -29,7 +30,6 @@ pub struct AppState {
     /// Valves writes and reloads go one at a time.
     pub valves_lock: tokio::sync::Mutex<()>,
     pub stream_options: StreamOptions,
-    pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn StoreBackend>,
     /// Versions of the shared valves this replica runs (several replicas only).
@@ -77,7 +77,7 @@ impl Application {
     ) -> Result<Application, StartupError> {
         let data_dir = settings.data_dir.clone();
         let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
-        std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        crate::private::dir(&data_dir).map_err(dir_error)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
         let shutdown = Shutdown::default();
@@ -96,7 +96,7 @@ impl Application {
             .map_err(|e| StartupError::Http(e.to_string()))?;
         for module in registry.modules() {
             let dir = data_dir.join("pipelines").join(module.id());
-            std::fs::create_dir_all(&dir).map_err(dir_error)?;
+            crate::private::dir(&dir).map_err(dir_error)?;
             let ctx = PipelineContext {
                 http: http.clone(),
                 data_dir: dir,
@@ -120,7 +120,6 @@ impl Application {
                 keepalive: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
                 deadline: shutdown.deadline.clone(),
             },
-            max_body_bytes: settings.max_body_bytes,
             metrics: Arc::new(Metrics::default()),
             store: Arc::clone(&stores.backend),
             valves_versions: std::sync::Mutex::new(valves_versions),
@@ -233,6 +232,22 @@ fn bind(address: &str) -> std::io::Result<TcpListener> {
     Err(last)
 }
 
+/// The valves editor sends a few kilobytes; nothing else small takes a body.
+const SMALL_BODY_BYTES: usize = 1024 * 1024;
+
+/// Cross-origin access for the configured origins only, with the one header a browser must be
+/// allowed to send (the key) and the methods the routes take.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "DELETE"])
+        .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
 fn run(
     listener: TcpListener,
     state: web::Data<AppState>,
@@ -241,25 +256,40 @@ fn run(
     grace: Duration,
 ) -> Result<Server, StartupError> {
     let key = web::Data::new(api_key);
+    let body = BodyConfig::new(
+        settings.max_body_bytes,
+        settings.max_json_values,
+        Duration::from_secs(settings.body_timeout_secs),
+        // Large bodies in flight at once: room for a few of the largest, never less than 64 MiB.
+        (settings.max_body_bytes.saturating_mul(4)).max(64 << 20),
+    );
+    let small_body = web::Data::new(body.with_limit(SMALL_BODY_BYTES.min(settings.max_body_bytes)));
+    let body = web::Data::new(body);
+    let origins = settings.cors_allowed_origins.clone();
     let mut server = HttpServer::new(move || {
         // Outermost last: trace → CORS (answers preflights) → path normalising → key check.
         App::new()
             .app_data(state.clone())
             .app_data(key.clone())
+            .app_data(body.clone())
             .wrap(from_fn(require_key))
             .wrap(NormalizePath::new(TrailingSlash::Trim))
-            .wrap(Cors::default().allow_any_origin().allow_any_method().allow_any_header().max_age(600))
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(trace_requests))
-            .service(web::resource("/").get(routes::health))
+            .service(web::resource("/").get(routes::health).head(routes::health))
             .service(
                 web::scope("/v1")
-                    .service(web::resource("").get(routes::health))
-                    .configure(routes::configure)
+                    .service(web::resource("").get(routes::health).head(routes::health))
+                    .configure(|cfg| routes::configure(cfg, &small_body))
                     .default_service(web::to(routes::not_found)),
             )
-            .configure(routes::configure)
+            .configure(|cfg| routes::configure(cfg, &small_body))
             .default_service(web::to(routes::not_found))
     })
+    // A client that closes its side has gone (nginx sees it the same way): its handler is
+    // dropped, and with it every wait of the pipe (the first upstream event, retries, backoff),
+    // instead of running on for a client that will never read the answer.
+    .h1_allow_half_closed(false)
     // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm and delayed ACKs
     // hold each one back (measured: 44 ms for a 200-chunk answer instead of about 1 ms).
     .on_connect(|conn, _| {

@@ -116,6 +116,13 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // SQLite gives the -wal and -shm files the database file's permissions.
+        crate::private::file(path).map_err(err)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::private::tighten(Path::new(&side), 0o600).map_err(err)?;
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -262,13 +269,18 @@ impl KvStore for SqliteStore {
         text.map(|t| serde_json::from_str(&t).map_err(err)).transpose()
     }
 
-    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError> {
+    async fn trim(&self, namespace: &str, keep: usize, max_bytes: u64) -> Result<usize, StoreError> {
         let ns = namespace.to_string();
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         self.write(move |c| {
             c.execute(
                 "DELETE FROM kv WHERE namespace = ?1 AND key IN (
-                    SELECT key FROM kv WHERE namespace = ?1 ORDER BY expires_at DESC LIMIT -1 OFFSET ?2)",
-                params![ns, keep as i64],
+                    SELECT key FROM (
+                        SELECT key, ROW_NUMBER() OVER w AS n, SUM(length(CAST(value AS BLOB))) OVER w AS total
+                        FROM kv WHERE namespace = ?1
+                        WINDOW w AS (ORDER BY expires_at DESC, key ROWS UNBOUNDED PRECEDING))
+                    WHERE n > ?2 OR total > ?3)",
+                params![ns, keep as i64, max_bytes],
             )
         })
         .await
@@ -510,11 +522,11 @@ mod tests {
         for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
             store.put("bounded", &format!("k{i}"), &serde_json::json!(i), Duration::from_secs(*ttl)).await?;
         }
-        assert_eq!(store.trim("bounded", 2).await?, 2, "the two that expire first go");
+        assert_eq!(store.trim("bounded", 2, u64::MAX).await?, 2, "the two that expire first go");
         assert_eq!(store.get("bounded", "k1").await?, None);
         assert_eq!(store.get("bounded", "k2").await?, None);
         assert_eq!(store.get("bounded", "k3").await?, Some(serde_json::json!(3)));
-        assert_eq!(store.trim("bounded", 2).await?, 0);
+        assert_eq!(store.trim("bounded", 2, u64::MAX).await?, 0);
         Ok(())
     }
 

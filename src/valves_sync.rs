@@ -37,14 +37,17 @@ pub async fn pull(
     if !store.shares_valves() {
         return Ok(versions);
     }
-    for p in pipelines.iter().filter(|p| p.valves().is_some()) {
-        let path = crate::valves::file_path(dir, p.id());
+    for p in pipelines {
+        let Some(cell) = p.valves() else { continue };
+        let entry = crate::valves::ValvesEntry::new(p.id(), cell, dir);
+        let path = entry.path().to_path_buf();
         let local = std::fs::read_to_string(&path).unwrap_or_default();
         let Some((shared, version)) = store.seed_valves(p.id(), &local).await.map_err(|e| e.to_string())? else {
             continue;
         };
         if shared != local {
-            file::write_atomic(&path, &shared).map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+            file::write_atomic(&path, &shared, entry.text_holds_secret(&shared))
+                .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
             tracing::info!(pipeline = p.id(), version, "valves taken from the shared store");
         }
         versions.insert(p.id().to_string(), version);
@@ -94,7 +97,7 @@ async fn apply(state: &web::Data<AppState>, id: &str, text: &str) {
     let Some(module) = state.registry.module(id) else { return };
     let Some(entry) = &module.valves else { return };
     let _writing = state.valves_lock.lock().await;
-    if let Err(e) = file::replace_if_changed(entry.path(), text) {
+    if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {
         tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
     }
     match entry.load(&state.valves_env) {

@@ -41,6 +41,7 @@ fn validate(form: &Map<String, Value>) -> Result<(String, bool), ApiError> {
         Some(_) => return Err(ApiError::Unprocessable("messages: must be a list".into())),
         None => return Err(ApiError::Unprocessable("messages: field required".into())),
     };
+    crate::body::check_messages(messages)?;
     for (i, message) in messages.iter().enumerate() {
         let Value::Object(message) = message else {
             return Err(ApiError::Unprocessable(format!("messages[{i}]: must be an object")));
@@ -74,7 +75,8 @@ pub async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let Value::Object(mut form) = super::json_body(&req, payload).await? else {
+    let (form, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
+    let Value::Object(mut form) = form else {
         return Err(ApiError::Unprocessable("the request body must be a JSON object".into()));
     };
     let (model, stream) = validate(&form)?;
@@ -124,15 +126,20 @@ pub async fn chat_completions(
         Ok(events) => events,
         Err(e) => {
             metrics.pipe_error(&pipeline_id, Stage::BeforeStream, e.kind);
-            return Err(e.into());
+            return Err(state.registry.redact(e).into());
         }
     };
     // Counts in-stream errors; for a stream, also holds the open-stream gauge until it ends.
     let open = stream.then(|| metrics.stream_opened());
-    let events: sluice_sdk::PipeStream = Box::pin(events.inspect(move |event| {
+    let registry = state.clone();
+    let events: sluice_sdk::PipeStream = Box::pin(events.map(move |event| {
         let _open = &open;
-        if let PipeEvent::Error(e) = event {
-            metrics.pipe_error(&pipeline_id, Stage::InStream, e.kind);
+        match event {
+            PipeEvent::Error(e) => {
+                metrics.pipe_error(&pipeline_id, Stage::InStream, e.kind);
+                PipeEvent::Error(registry.registry.redact(e))
+            }
+            other => other,
         }
     }));
     let envelope = Envelope::new(&model);

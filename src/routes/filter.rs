@@ -41,12 +41,17 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let resolved =
         state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
-    let form = super::json_body(&req, payload).await?;
+    let (form, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
     let Value::Object(mut form) = form else {
         return Err(ApiError::Unprocessable("the request must be a JSON object with a \"body\" object".into()));
     };
     let body = match form.remove("body") {
-        Some(body @ Value::Object(_)) => body,
+        Some(body @ Value::Object(_)) => {
+            if let Some(Value::Array(messages)) = body.get("messages") {
+                crate::body::check_messages(messages)?;
+            }
+            body
+        }
         Some(_) => return Err(ApiError::Unprocessable("body: must be a JSON object".into())),
         None => return Err(ApiError::Unprocessable("body: field required".into())),
     };
@@ -60,5 +65,6 @@ async fn run(
         Hook::Inlet => pipeline.inlet(body, user).await,
         Hook::Outlet => pipeline.outlet(body, user).await,
     };
-    Ok(HttpResponse::Ok().json(result?))
+    let body = result.map_err(|e| state.registry.redact(e))?;
+    Ok(HttpResponse::Ok().json(body))
 }

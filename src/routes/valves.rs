@@ -32,7 +32,7 @@ pub async fn update_valves(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     valves_of(&state, &id)?;
-    let body = super::json_body(&req, payload).await?;
+    let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
     let _writing = state.valves_lock.lock().await;
     let worker = state.clone();
     let key = id.clone();

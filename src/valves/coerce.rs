@@ -7,6 +7,11 @@ use sluice_sdk::FieldError;
 
 use super::schema::{FieldSpec, FieldType};
 
+/// Longest string a valve takes, in bytes: JSON lists of servers and prices fit many times over.
+pub const MAX_STRING_BYTES: usize = 64 * 1024;
+/// Most items a list valve takes (model ids, target pipelines).
+pub const MAX_ITEMS: usize = 1000;
+
 pub fn coerce(field: &FieldSpec, value: Value) -> Result<Value, FieldError> {
     let err = |message: String| FieldError::new(field.name.clone(), message);
     if value.is_null() {
@@ -15,14 +20,49 @@ pub fn coerce(field: &FieldSpec, value: Value) -> Result<Value, FieldError> {
     if field.nullable && field.ty != FieldType::String && value.as_str().is_some_and(|s| s.trim().is_empty()) {
         return Ok(Value::Null);
     }
-    let coerced = coerce_type(&field.ty, value).map_err(err)?;
+    // A secret sent with the wrong type must not come back in the error.
+    let describe = if field.confidential() { hidden } else { describe };
+    let coerced = coerce_type(&field.ty, value, describe).map_err(err)?;
+    check_size(&coerced).map_err(err)?;
     if let Some(choices) = &field.choices {
         if !choices.contains(&coerced) {
             let listed = choices.iter().map(display).collect::<Vec<_>>().join(", ");
-            return Err(err(format!("must be one of {listed}, got {}", display(&coerced))));
+            let shown = if field.confidential() { hidden(&coerced) } else { display(&coerced) };
+            return Err(err(format!("must be one of {listed}, got {shown}")));
         }
     }
     Ok(coerced)
+}
+
+/// Bounds on what one valve may hold, so an update cannot make every later request carry
+/// megabytes (a list of a million model ids is a `/models` answer of 160 MB).
+fn check_size(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) if s.len() > MAX_STRING_BYTES => {
+            Err(format!("is {} bytes long; at most {MAX_STRING_BYTES} are allowed", s.len()))
+        }
+        Value::Array(items) if items.len() > MAX_ITEMS => {
+            Err(format!("has {} items; at most {MAX_ITEMS} are allowed", items.len()))
+        }
+        Value::Array(items) => items.iter().try_for_each(check_size),
+        Value::Object(map) if map.len() > MAX_ITEMS => {
+            Err(format!("has {} keys; at most {MAX_ITEMS} are allowed", map.len()))
+        }
+        Value::Object(map) => map.values().try_for_each(check_size),
+        _ => Ok(()),
+    }
+}
+
+fn hidden(v: &Value) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    format!("{kind} (value not shown)")
 }
 
 fn display(v: &Value) -> String {
@@ -41,7 +81,7 @@ fn describe(v: &Value) -> String {
     }
 }
 
-fn coerce_type(ty: &FieldType, value: Value) -> Result<Value, String> {
+fn coerce_type(ty: &FieldType, value: Value, describe: fn(&Value) -> String) -> Result<Value, String> {
     match (ty, value) {
         (FieldType::Any, v) => Ok(v),
         (FieldType::String, Value::String(s)) => Ok(Value::String(s)),
@@ -79,18 +119,18 @@ fn coerce_type(ty: &FieldType, value: Value) -> Result<Value, String> {
             // The editor splits on commas, so an empty list comes back as [""].
             .filter(|v| !matches!(v, Value::String(s) if s.trim().is_empty()))
             .enumerate()
-            .map(|(i, v)| coerce_type(item, v).map_err(|e| format!("item {i}: {e}")))
+            .map(|(i, v)| coerce_type(item, v, describe).map_err(|e| format!("item {i}: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         (FieldType::Array(item), Value::String(s)) => {
             let trimmed = s.trim();
             if trimmed.starts_with('[') {
                 if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(trimmed) {
-                    return coerce_type(ty, Value::Array(items));
+                    return coerce_type(ty, Value::Array(items), describe);
                 }
             }
             let parts = trimmed.split(',').map(|p| Value::String(p.trim().to_string())).collect();
-            coerce_type(&FieldType::Array(item.clone()), Value::Array(parts))
+            coerce_type(&FieldType::Array(item.clone()), Value::Array(parts), describe)
         }
         (FieldType::Object, Value::Object(m)) => Ok(Value::Object(m)),
         (FieldType::Object, Value::String(s)) => match serde_json::from_str::<Value>(&s) {
@@ -114,12 +154,13 @@ fn expected(ty: &FieldType) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn field(ty: FieldType, nullable: bool) -> FieldSpec {
-        FieldSpec { name: "F".into(), ty, nullable, choices: None, secret: false }
+        FieldSpec { name: "F".into(), ty, nullable, choices: None, secret: false, nested_secrets: Vec::new() }
     }
 
     #[test]
@@ -158,6 +199,25 @@ mod tests {
             let result = coerce(&field(ty.clone(), false), input.clone());
             assert!(matches!(&result, Err(e) if e.field == "F"), "{ty:?} {input} -> {result:?}");
         }
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_type_are_not_echoed() {
+        let secret = FieldSpec { secret: true, ..field(FieldType::String, false) };
+        let e = coerce(&secret, json!(["sk-live-123456"])).unwrap_err();
+        assert!(!e.message.contains("sk-live") && e.message.contains("a list"), "{e:?}");
+        let e = coerce(&field(FieldType::String, false), json!(["visible"])).unwrap_err();
+        assert!(e.message.contains("visible"), "ordinary values are shown: {e:?}");
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let long = "x".repeat(MAX_STRING_BYTES + 1);
+        assert!(coerce(&field(FieldType::String, false), json!(long)).is_err());
+        let many: Vec<Value> = (0..=MAX_ITEMS).map(|i| json!(format!("m{i}"))).collect();
+        let list = FieldType::Array(Box::new(FieldType::String));
+        assert!(coerce(&field(list.clone(), false), json!(many)).unwrap_err().message.contains("1001 items"));
+        assert!(coerce(&field(list, false), json!(vec!["a"; 1000])).is_ok());
     }
 
     #[test]

@@ -79,9 +79,10 @@ fn to_toml(value: &Value) -> Option<toml_edit::Value> {
 const TEMP_PREFIX: &str = ".valves-";
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// Replaces `path` with `contents`, keeping the old file's permissions (new files are 0600:
-/// they may hold API keys).
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Replaces `path` with `contents`. New files are 0600 (they may hold API keys); an existing
+/// file keeps its permissions unless `private` (the contents hold a secret), which makes it 0600
+/// whatever it was: a shipped 0644 template that receives a key must not stay readable by all.
+pub fn write_atomic(path: &Path, contents: &str, private: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -90,8 +91,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir)?;
     tmp.write_all(contents.as_bytes())?;
     match std::fs::metadata(path) {
-        Ok(meta) => tmp.as_file().set_permissions(meta.permissions())?,
-        Err(_) => {
+        Ok(meta) if !private => tmp.as_file().set_permissions(meta.permissions())?,
+        _ => {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -107,12 +108,12 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Replaces `path` with `contents` (atomically) unless it already holds exactly that; whether
-/// it wrote.
-pub fn replace_if_changed(path: &Path, contents: &str) -> std::io::Result<bool> {
+/// it wrote. `private` as for [`write_atomic`].
+pub fn replace_if_changed(path: &Path, contents: &str, private: bool) -> std::io::Result<bool> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(contents) {
         return Ok(false);
     }
-    write_atomic(path, contents).map(|()| true)
+    write_atomic(path, contents, private).map(|()| true)
 }
 
 /// Removes temporary files a crash left in the middle of [`write_atomic`] (the rename never

@@ -4,6 +4,7 @@
 
 mod coerce;
 pub mod file;
+mod nested;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,7 +79,12 @@ pub struct Loaded {
 
 impl ValvesEntry {
     pub fn new(pipeline_id: &str, cell: Arc<dyn DynValves>, dir: &Path) -> Self {
-        let schema = schema::normalize(&cell.schema());
+        let mut schema = schema::normalize(&cell.schema());
+        for (name, keys) in cell.nested_secrets() {
+            if let Some(field) = schema.fields.iter_mut().find(|f| f.name == *name) {
+                field.nested_secrets = keys.iter().map(|k| k.to_string()).collect();
+            }
+        }
         let snapshot = ArcSwap::from_pointee(cell.current());
         Self {
             pipeline_id: pipeline_id.to_string(),
@@ -160,11 +166,12 @@ impl ValvesEntry {
         for (key, p) in &pinned {
             values.insert(key.clone(), p.value.clone());
         }
+        let secrets = self.confidential_texts(&values);
         if !errors.is_empty() {
-            return Err(errors);
+            return Err(redact_errors(errors, &secrets));
         }
         let values = Value::Object(values);
-        let prepared = self.cell.prepare(values.clone())?;
+        let prepared = self.cell.prepare(values.clone()).map_err(|e| redact_errors(e, &secrets))?;
         // The snapshot is what the pipeline now holds, re-serialised (normalises e.g. 1 → 1.0).
         Ok(Loaded { prepared, pinned, values })
     }
@@ -174,19 +181,51 @@ impl ValvesEntry {
         FieldError::new(key, format!("unknown valve (known: {known})"))
     }
 
-    /// The values as `GET /valves` shows them: secrets masked.
+    /// The values as `GET /valves` shows them: secrets masked, also inside JSON text.
     pub fn masked(&self) -> Value {
         let mut values = self.cell.current();
         if let Value::Object(map) = &mut values {
-            for field in self.schema.fields.iter().filter(|f| f.secret) {
-                if let Some(v) = map.get_mut(&field.name) {
-                    if let Some(s) = v.as_str() {
-                        *v = Value::String(mask(s));
-                    }
+            for field in self.schema.fields.iter().filter(|f| f.confidential()) {
+                if let Some(Value::String(s)) = map.get_mut(&field.name) {
+                    *s = masked_field(field, s);
                 }
             }
         }
         values
+    }
+
+    /// Every secret text in `values` (secret fields and secrets inside JSON text), for
+    /// redacting messages that might quote them.
+    fn confidential_texts(&self, values: &Map<String, Value>) -> Vec<String> {
+        let mut out = Vec::new();
+        for field in self.schema.fields.iter().filter(|f| f.confidential()) {
+            let Some(value) = values.get(&field.name) else { continue };
+            match value.as_str() {
+                Some(text) if !field.secret => nested::secrets_in(text, &field.nested_secrets, &mut out),
+                _ => nested::strings_in(value, &mut out),
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// The secrets live now, for redacting texts that leave the server.
+    pub fn secrets(&self) -> Vec<String> {
+        match self.cell.current() {
+            Value::Object(map) => self.confidential_texts(&map),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether `values` hold a secret, which makes the valves file private (mode 0600).
+    fn holds_secret(&self, values: &Map<String, Value>) -> bool {
+        !self.confidential_texts(values).is_empty()
+    }
+
+    /// Whether a valves file's text holds a secret (a text shared by another replica).
+    pub fn text_holds_secret(&self, text: &str) -> bool {
+        let map = text.parse::<DocumentMut>().ok().and_then(|doc| file::to_json(&doc).ok());
+        map.is_some_and(|m| self.holds_secret(&m))
     }
 
     /// The spec, with fields pinned by the environment marked read-only and explained.
@@ -229,16 +268,48 @@ impl ValvesEntry {
             Value::Object(map) => map,
             _ => Map::new(),
         };
+        // Whatever secret text the update or the current values hold is kept out of every
+        // message the update answers with (and so out of reason phrases and logs).
+        let mut secrets = self.confidential_texts(&current);
+        secrets.extend(self.confidential_texts(&body));
         let pinned = self.pinned.load_full();
         let mut invalid = Vec::new();
         let mut refused = Vec::new();
         let mut changes = Vec::new();
+        // Secrets given in this update, changed or not: the caller knows them.
+        let mut given = Vec::new();
         for (key, value) in body {
             let Some(field) = self.schema.field(&key) else {
                 invalid.push(self.unknown(&key));
                 continue;
             };
             if field.secret && value.as_str().is_some_and(|s| s.starts_with(SECRET_MASK)) {
+                continue;
+            }
+            if field.secret {
+                given.push(key.clone());
+            }
+            if let Some(p) = pinned.get(&key) {
+                // Pinned: only its own value may come back (the editor posts every field).
+                if coerce::coerce(field, value).ok().as_ref() != current.get(&key) {
+                    refused.push(FieldError::new(
+                        key.clone(),
+                        format!("is set by the environment variable {}; change it there", p.variable),
+                    ));
+                }
+                continue;
+            }
+            if !field.nested_secrets.is_empty() && value.as_str().is_some_and(|s| s.contains(SECRET_MASK)) {
+                let shown = current.get(&key).and_then(Value::as_str).map(|c| masked_field(field, c));
+                if shown.as_deref() != value.as_str() {
+                    invalid.push(FieldError::new(
+                        key.clone(),
+                        format!(
+                            "holds masked values ({SECRET_MASK}); when you change {key}, give its {} again",
+                            field.nested_secrets.join(" and ")
+                        ),
+                    ));
+                }
                 continue;
             }
             let value = match coerce::coerce(field, value) {
@@ -251,20 +322,14 @@ impl ValvesEntry {
             if current.get(&key) == Some(&value) {
                 continue;
             }
-            if let Some(p) = pinned.get(&key) {
-                refused.push(FieldError::new(
-                    key.clone(),
-                    format!("is set by the environment variable {}; change it there", p.variable),
-                ));
-                continue;
-            }
             changes.push((key, value));
         }
+        self.check_destinations(&changes, &given, &current, &pinned, &mut invalid, &mut refused);
         if !invalid.is_empty() {
-            return Err(UpdateError::Invalid(invalid));
+            return Err(UpdateError::Invalid(redact_errors(invalid, &secrets)));
         }
         if !refused.is_empty() {
-            return Err(UpdateError::Pinned(refused));
+            return Err(UpdateError::Pinned(redact_errors(refused, &secrets)));
         }
         let original = file::read(&self.path).map_err(UpdateError::Io)?;
         let mut doc = original.clone().unwrap_or_default();
@@ -278,12 +343,60 @@ impl ValvesEntry {
         }
         let loaded = self.check(Some(&doc), (*pinned).clone()).map_err(UpdateError::Invalid)?;
         let text = doc.to_string();
+        // What the file holds decides, not what the environment adds to it.
+        let private = self.text_holds_secret(&text);
         if original.map(|o| o.to_string()) != Some(text.clone()) {
-            file::write_atomic(&self.path, &text)
+            file::write_atomic(&self.path, &text, private)
                 .map_err(|e| UpdateError::Io(format!("{}: cannot write: {e}", self.path.display())))?;
         }
         self.install(loaded);
         Ok(self.masked())
+    }
+
+    /// A stored secret goes only where it went when it was entered: an update that moves a
+    /// secret's URL must carry the secret too, and a secret from the environment pins its URL
+    /// to the environment ([`sluice_sdk::Valves::sent_to`]).
+    fn check_destinations(
+        &self,
+        changes: &[(String, Value)],
+        given: &[String],
+        current: &Map<String, Value>,
+        pinned: &BTreeMap<String, Pinned>,
+        invalid: &mut Vec<FieldError>,
+        refused: &mut Vec<FieldError>,
+    ) {
+        for (secret, url) in self.cell.sent_to() {
+            if !changes.iter().any(|(k, _)| k == url) {
+                continue;
+            }
+            if let Some(p) = pinned.get(*secret) {
+                let url_var = self
+                    .cell
+                    .env_aliases()
+                    .iter()
+                    .find(|(f, _)| f == url)
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_else(|| env_var_name(&self.pipeline_id, url));
+                refused.push(FieldError::new(
+                    *url,
+                    format!(
+                        "{secret} comes from the environment variable {} and is sent to this URL; \
+                         set {url_var} in the environment instead",
+                        p.variable
+                    ),
+                ));
+            } else if !given.iter().any(|g| g == secret)
+                && current.get(*secret).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+            {
+                invalid.push(FieldError::new(
+                    *url,
+                    format!(
+                        "the stored {secret} is sent to this URL; to change the URL, give {secret} again \
+                         in the same update (a stored key never goes to a new address unless it is entered again)"
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -293,6 +406,24 @@ pub enum UpdateError {
     Invalid(Vec<FieldError>),
     Pinned(Vec<FieldError>),
     Io(String),
+}
+
+/// Error messages with every secret text replaced.
+fn redact_errors(errors: Vec<FieldError>, secrets: &[String]) -> Vec<FieldError> {
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    errors
+        .into_iter()
+        .map(|e| FieldError::new(e.field, sluice_sdk::secret::redact(&e.message, &secrets).into_owned()))
+        .collect()
+}
+
+/// A confidential field's text as `GET /valves` shows it.
+fn masked_field(field: &FieldSpec, text: &str) -> String {
+    if field.secret {
+        mask(text)
+    } else {
+        nested::mask(text, &field.nested_secrets)
+    }
 }
 
 pub fn mask(secret: &str) -> String {

@@ -25,6 +25,17 @@ pub struct FieldSpec {
     pub choices: Option<Vec<Value>>,
     /// `format: password`: masked in `GET /valves`, never logged.
     pub secret: bool,
+    /// For a field holding JSON text: keys whose values are secrets, at any depth
+    /// ([`sluice_sdk::Valves::nested_secrets`]).
+    pub nested_secrets: Vec<String>,
+}
+
+impl FieldSpec {
+    /// Whether a value of this field must never appear in an error or a log: a secret, or JSON
+    /// text with secrets inside.
+    pub fn confidential(&self) -> bool {
+        self.secret || !self.nested_secrets.is_empty()
+    }
 }
 
 /// The reshaped schema plus the fields, in declaration order.
@@ -250,7 +261,7 @@ fn normalize_property(name: &str, prop: &Value, defs: &Value) -> (Value, FieldSp
     let secret = map.get("format").and_then(Value::as_str) == Some("password");
     let cleaned = clean(map, defs);
     let out = if nullable { any_of_null(cleaned) } else { cleaned };
-    let field = FieldSpec { name: name.to_string(), ty, nullable, choices, secret };
+    let field = FieldSpec { name: name.to_string(), ty, nullable, choices, secret, nested_secrets: Vec::new() };
     (Value::Object(sorted(out)), field)
 }
 

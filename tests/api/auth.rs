@@ -65,18 +65,46 @@ async fn the_scheme_is_case_insensitive() {
     assert_eq!(res.status().as_u16(), 200);
 }
 
-#[tokio::test]
-async fn preflight_requests_are_answered_without_a_key() {
-    let app = spawn_app().await;
-    let res = app
-        .client
+async fn preflight(app: &crate::helpers::TestApp, origin: &str) -> reqwest::Response {
+    app.client
         .request(reqwest::Method::OPTIONS, app.url("/v1/chat/completions"))
-        .header("origin", "http://localhost:3000")
+        .header("origin", origin)
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "authorization, content-type")
         .send()
         .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn browsers_get_no_cors_access_unless_an_origin_is_configured() {
+    let app = spawn_app().await;
+    let res = preflight(&app, "http://localhost:3000").await;
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{:?}", res.headers());
+    let res = app
+        .client
+        .get(app.url("/models"))
+        .bearer_auth(KEY)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
         .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_configured_origin_gets_cors_access_and_no_other_does() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        cors_allowed_origins: vec!["http://localhost:3000".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let res = preflight(&app, "http://localhost:3000").await;
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res.headers().get("access-control-allow-origin").is_some());
+    assert_eq!(res.headers().get("access-control-allow-origin").unwrap(), "http://localhost:3000");
+    let allowed = res.headers().get("access-control-allow-headers").unwrap().to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && !allowed.contains('*'), "{allowed}");
+    let res = preflight(&app, "https://evil.example").await;
+    assert!(res.headers().get("access-control-allow-origin").is_none(), "{:?}", res.headers());
 }

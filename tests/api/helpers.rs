@@ -26,6 +26,8 @@ pub const SECRETS: &[&str] = &[
     "opk-the-right-one",
     "opk-a-wrong-one",
     "sk-very-long-secret-value-1234",
+    crate::secrets::POSTED_KEY,
+    crate::secrets::MCP_TOKEN,
 ];
 
 /// Log lines that contained a secret, from any app of this test process.
@@ -69,6 +71,34 @@ pub fn assert_no_secret_logged() {
     assert!(leaks.is_empty(), "secrets reached the log:\n{}", leaks.join(""));
 }
 
+/// A response's reason phrase, body and headers must not carry a secret either: buffers the
+/// response, checks it, and hands back an equal one. Every request helper of [`TestApp`] goes
+/// through this; streams read chunk by chunk use [`TestApp::post_streaming`].
+pub async fn scanned(res: reqwest::Response) -> reqwest::Response {
+    let status = res.status();
+    let version = res.version();
+    let headers = res.headers().clone();
+    let reason =
+        res.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
+    let body = res.bytes().await.expect("response body");
+    let text = String::from_utf8_lossy(&body);
+    let head = format!("{} {}\n{headers:?}", status.as_u16(), reason.as_deref().unwrap_or(""));
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "a secret ({}…) reached a response body:\n{text}", &secret[..6]);
+        assert!(!head.contains(secret), "a secret ({}…) reached a status line or header:\n{head}", &secret[..6]);
+    }
+    let mut rebuilt = http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    if let Some(reason) = reason {
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
+            rebuilt.extensions_mut().insert(phrase);
+        }
+    }
+    reqwest::Response::from(rebuilt)
+}
+
 /// The same check for a log file of the real binary.
 pub fn assert_no_secret_in(log: &str) {
     for secret in SECRETS {
@@ -103,6 +133,8 @@ pub struct Options {
     /// Keep state in this PostgreSQL database (replica tests), with this lease.
     pub store_url: Option<String>,
     pub store_lease_secs: Option<u64>,
+    pub cors_allowed_origins: Vec<String>,
+    pub body_timeout_secs: Option<u64>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -137,6 +169,8 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         shutdown_grace_secs: options.grace_secs.unwrap_or(5),
         store_url: options.store_url.as_deref().map(sluice_sdk::Secret::new),
         store_lease_secs: options.store_lease_secs.unwrap_or(300),
+        cors_allowed_origins: options.cors_allowed_origins,
+        body_timeout_secs: options.body_timeout_secs.unwrap_or(Settings::default().body_timeout_secs),
         ..Settings::default()
     };
     let probe = Arc::new(Probe::default());
@@ -182,22 +216,29 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(KEY).send().await.expect("request sent")
+        scanned(self.client.get(self.url(path)).bearer_auth(KEY).send().await.expect("request sent")).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        scanned(self.post_streaming(path, body).await).await
+    }
+
+    /// Like [`Self::post_json`], without buffering: for tests that read a stream as it comes.
+    pub async fn post_streaming(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client.post(self.url(path)).bearer_auth(KEY).json(body).send().await.expect("request sent")
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .post(self.url(path))
             .bearer_auth(KEY)
             .header("content-type", "application/json")
             .body(body)
             .send()
             .await
-            .expect("request sent")
+            .expect("request sent");
+        scanned(res).await
     }
 
     pub fn valves_file(&self, id: &str) -> String {

@@ -4,6 +4,7 @@
 mod helpers;
 mod pipelines;
 mod replicas;
+mod secrets;
 mod security;
 
 mod auth;

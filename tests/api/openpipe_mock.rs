@@ -32,6 +32,8 @@ pub struct State {
     pub faults: VecDeque<Fault>,
     /// While set, every `/report` gets this status.
     pub down: Option<u16>,
+    /// The body sent with `down` (a JSON text); a generic error without it.
+    pub down_body: Option<String>,
     pub datasets: Vec<Value>,
     pub dataset_creates: usize,
     pub entries: Vec<(String, Value)>,
@@ -68,6 +70,9 @@ impl Responder {
             }
         }
         if let Some(status) = state.down {
+            if let Some(body) = &state.down_body {
+                return ResponseTemplate::new(status).set_body_raw(body.clone(), "application/json");
+            }
             return error(status, "unavailable", "INTERNAL_SERVER_ERROR");
         }
         match state.faults.pop_front() {

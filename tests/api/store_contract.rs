@@ -48,9 +48,16 @@ async fn contract(store: &(impl KvStore + Outbox)) {
     for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
         store.put("bounded", &format!("k{i}"), &json!(i), Duration::from_secs(*ttl)).await.unwrap();
     }
-    assert_eq!(store.trim("bounded", 2).await.unwrap(), 2);
+    assert_eq!(store.trim("bounded", 2, u64::MAX).await.unwrap(), 2);
     assert_eq!(store.get("bounded", "k1").await.unwrap(), None);
     assert_eq!(store.get("bounded", "k3").await.unwrap(), Some(json!(3)));
+    // A byte budget: values of 100 bytes, room for two and a half; the later expiries stay.
+    for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
+        store.put("sized", &format!("k{i}"), &json!("x".repeat(98)), Duration::from_secs(*ttl)).await.unwrap();
+    }
+    assert_eq!(store.trim("sized", 10, 250).await.unwrap(), 2);
+    assert!(store.get("sized", "k3").await.unwrap().is_some() && store.get("sized", "k0").await.unwrap().is_some());
+    assert_eq!(store.get("sized", "k2").await.unwrap(), None);
 
     // Entries and key/value writes in one step; enqueueing an id again changes nothing.
     let body = json!({"reqPayload": {"model": "m"}, "respPayload": {"id": "chatcmpl-1"}, "b": 1, "a": 0});

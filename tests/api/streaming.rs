@@ -13,7 +13,7 @@ fn slow() -> serde_json::Value {
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_pipe() {
     let app = spawn_app_with(Options { keepalive_secs: 1, ..Default::default() }).await.unwrap();
-    let res = app.post_json("/chat/completions", &slow()).await;
+    let res = app.post_streaming("/chat/completions", &slow()).await;
     let mut body = res.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("tick0"));
@@ -35,7 +35,7 @@ async fn silent_pipes_get_keepalive_comments() {
 #[tokio::test]
 async fn shutdown_lets_streams_run_for_the_grace_period_then_ends_them_with_an_error() {
     let app = spawn_app_with(Options { grace_secs: Some(1), ..Default::default() }).await.unwrap();
-    let res = app.post_json("/chat/completions", &slow()).await;
+    let res = app.post_streaming("/chat/completions", &slow()).await;
     let mut body = res.bytes_stream();
     let mut text = String::from_utf8_lossy(&body.next().await.unwrap().unwrap()).into_owned();
     app.shutdown.draining.cancel();

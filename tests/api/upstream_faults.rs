@@ -130,7 +130,7 @@ async fn a_client_that_leaves_closes_the_upstream_request() {
     let upstream = faulty_upstream(5, After::Hold).await;
     // A hang-up is noticed at the next write; the keep-alive ping bounds that wait.
     let app = app_with_keepalive(&upstream, "", 1).await;
-    let res = app.post_json("/chat/completions", &chat()).await;
+    let res = app.post_streaming("/chat/completions", &chat()).await;
     let mut body = res.bytes_stream();
     let mut seen = String::new();
     while !seen.contains("Bon") {

@@ -193,6 +193,8 @@ struct Answer {
     events: Events,
     prefetched: Vec<Value>,
     converter: Converter,
+    /// For redacting failure texts of the stream.
+    valves: Arc<ResponsesValves>,
     marker: Option<String>,
     record: Option<RecordPlan>,
 }
@@ -287,7 +289,7 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
                 return;
             }
             Outcome::Failed(e) => {
-                let _ = send(PipeEvent::Error(e)).await;
+                let _ = send(PipeEvent::Error(a.valves.redact(e))).await;
                 return;
             }
         }
@@ -463,7 +465,7 @@ impl Pipeline for OpenAIResponses {
             show_cost: valves.SHOW_USAGE_COST,
             custom_pricing: valves.custom_pricing(),
         });
-        let answer = Answer { events, prefetched, converter, marker, record };
+        let answer = Answer { events, prefetched, converter, valves: Arc::clone(&valves), marker, record };
         let (tx, mut rx) = mpsc::channel(64);
         tokio::spawn(run_answer(answer, tx, request.cancel.clone()));
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())

@@ -61,7 +61,9 @@ fn text_of(content: Option<&Value>) -> String {
     }
 }
 
-fn user_parts(content: Option<&Value>, task: bool) -> Vec<Value> {
+/// Parts dropped because the Responses API takes nothing like them; counted and logged once
+/// per request (a request of 200,000 unknown parts must not write 200,000 log lines).
+fn user_parts(content: Option<&Value>, task: bool, dropped: &mut Dropped) -> Vec<Value> {
     let clean = |t: &str| if task { replay::strip_markers(t) } else { t.to_string() };
     match content {
         Some(Value::String(s)) => vec![json!({"type": "input_text", "text": clean(s)})],
@@ -98,7 +100,10 @@ fn user_parts(content: Option<&Value>, task: bool) -> Vec<Value> {
                     }
                 }
                 other => {
-                    tracing::warn!(part = ?other, "dropped a message part the Responses API does not take");
+                    dropped.parts += 1;
+                    if dropped.first_part.is_none() {
+                        dropped.first_part = Some(other.unwrap_or("(no type)").chars().take(40).collect());
+                    }
                     None
                 }
             })
@@ -128,6 +133,15 @@ struct Input<'a> {
     items: Vec<Value>,
     calls: HashSet<String>,
     outputs: HashSet<String>,
+    dropped: Dropped,
+}
+
+/// What the conversion left out, for one summary line.
+#[derive(Default)]
+struct Dropped {
+    parts: usize,
+    first_part: Option<String>,
+    orphan_outputs: usize,
 }
 
 impl Input<'_> {
@@ -209,7 +223,7 @@ impl Input<'_> {
         }
         if !self.calls.contains(&call_id) {
             // An output before (or without) its call is a 400 upstream.
-            tracing::warn!(call_id = %call_id, "dropped a tool result whose call is unknown");
+            self.dropped.orphan_outputs += 1;
             return None;
         }
         let output = match message.get("content") {
@@ -243,13 +257,14 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
     let valves = ctx.valves;
     let model = ctx.model;
     let task = ctx.stash.task.is_some();
-    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let messages: &[Value] = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let last_user = messages.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
     let last_assistant = messages.iter().rposition(|m| m.get("role").and_then(Value::as_str) == Some("assistant"));
     let has_system = messages.iter().any(|m| m.get("role").and_then(Value::as_str) == Some("system"));
 
     let mut instructions: Option<String> = None;
-    let mut input = Input { ctx, items: Vec::new(), calls: HashSet::new(), outputs: HashSet::new() };
+    let mut input =
+        Input { ctx, items: Vec::new(), calls: HashSet::new(), outputs: HashSet::new(), dropped: Dropped::default() };
     let mut tool_outputs = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = message.get("role").and_then(Value::as_str).unwrap_or_default();
@@ -264,7 +279,7 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
                 }
             }
             "user" => {
-                let parts = user_parts(message.get("content"), task);
+                let parts = user_parts(message.get("content"), task, &mut input.dropped);
                 if !parts.is_empty() {
                     input.items.push(json!({"role": "user", "content": parts}));
                 }
@@ -279,6 +294,15 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
             }
             other => tracing::debug!(role = other, "skipped a message with an unknown role"),
         }
+    }
+    let dropped = &input.dropped;
+    if dropped.parts > 0 || dropped.orphan_outputs > 0 {
+        tracing::warn!(
+            parts = dropped.parts,
+            first_part_type = dropped.first_part.as_deref().unwrap_or(""),
+            tool_results_without_call = dropped.orphan_outputs,
+            "dropped what the Responses API does not take"
+        );
     }
 
     let mut out = Map::new();

@@ -213,14 +213,59 @@ impl ResponsesValves {
         }
     }
 
+    /// Every secret these valves hold: the API key and the MCP servers' tokens. Texts from the
+    /// upstream pass through [`Self::redact`] before a user or a log sees them.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = vec![self.API_KEY.expose().to_string()];
+        fn tokens(v: &Value, inside: bool, out: &mut Vec<String>) {
+            match v {
+                Value::String(s) if inside => out.push(s.clone()),
+                Value::Array(items) => items.iter().for_each(|i| tokens(i, inside, out)),
+                Value::Object(map) => {
+                    map.iter().for_each(|(k, v)| tokens(v, inside || MCP_SECRET_KEYS.contains(&k.as_str()), out))
+                }
+                _ => {}
+            }
+        }
+        for server in self.mcp_servers() {
+            tokens(&server, false, &mut out);
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// `error` with every secret of these valves removed from its message: an upstream (or a
+    /// proxy in front of it) may quote the `Authorization` header it was sent.
+    pub fn redact(&self, mut error: sluice_sdk::PipelineError) -> sluice_sdk::PipelineError {
+        let secrets = self.secrets();
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        if let std::borrow::Cow::Owned(clean) = sluice_sdk::secret::redact(&error.message, &refs) {
+            error.message = clean;
+        }
+        error
+    }
+
     pub fn custom_pricing(&self) -> Option<Value> {
         json_of("", &self.CUSTOM_MODEL_PRICING_JSON, &mut Vec::new())
     }
 }
 
+/// Keys of an MCP server entry whose values are secrets.
+pub const MCP_SECRET_KEYS: &[&str] = &["headers", "authorization"];
+
 impl Valves for ResponsesValves {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
+        // These become HTTP headers of every request.
+        for (field, value) in [
+            ("API_KEY", Some(self.API_KEY.expose())),
+            ("ORGANIZATION", self.ORGANIZATION.as_deref()),
+            ("PROJECT", self.PROJECT.as_deref()),
+        ] {
+            if let Some(Err(e)) = value.map(sluice_sdk::valves::check_header_value) {
+                errors.push(FieldError::new(field, e));
+            }
+        }
         if let Err(e) = sluice_sdk::valves::check_url(&self.BASE_URL, true) {
             errors.push(FieldError::new("BASE_URL", format!("{e}; for example https://api.openai.com/v1")));
         }
@@ -263,6 +308,14 @@ impl Valves for ResponsesValves {
                 {
                     errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i}: server_url {e}")));
                 }
+                let headers = server.get("headers").and_then(Value::as_object).into_iter().flatten();
+                let tokens = headers.map(|(_, v)| v).chain(server.get("authorization"));
+                if tokens.filter_map(Value::as_str).any(|t| sluice_sdk::valves::check_header_value(t).is_err()) {
+                    errors.push(FieldError::new(
+                        "REMOTE_MCP_SERVERS_JSON",
+                        format!("server {i}: header values must be printable ASCII without line breaks"),
+                    ));
+                }
             }
         }
         if let Some(v) = json_of("CUSTOM_MODEL_PRICING_JSON", &self.CUSTOM_MODEL_PRICING_JSON, &mut errors) {
@@ -287,5 +340,14 @@ impl Valves for ResponsesValves {
 
     fn env_aliases() -> &'static [(&'static str, &'static str)] {
         &[("BASE_URL", "OPENAI_API_BASE_URL"), ("API_KEY", "OPENAI_API_KEY")]
+    }
+
+    fn sent_to() -> &'static [(&'static str, &'static str)] {
+        &[("API_KEY", "BASE_URL")]
+    }
+
+    /// MCP servers carry their own tokens: `headers` (any header) and `authorization`.
+    fn nested_secrets() -> &'static [(&'static str, &'static [&'static str])] {
+        &[("REMOTE_MCP_SERVERS_JSON", MCP_SECRET_KEYS)]
     }
 }

@@ -29,6 +29,7 @@ counters!(
     duplicates,
     skipped_by_type,
     captures_evicted,
+    captures_too_large,
     task_captures,
     task_reports,
     outlet_without_answer,

@@ -113,7 +113,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Du
     Some(wait.min(cap))
 }
 
-/// OpenPipe's error text (`{"message": ...}`), shortened; never echoes request headers.
+/// OpenPipe's error text (`{"message": ...}`), shortened.
 fn error_text(status: u16, body: &str) -> String {
     let message = serde_json::from_str::<Value>(body)
         .ok()
@@ -207,7 +207,8 @@ fn refused_entries(text: &str, entries: &[Value]) -> Vec<(Value, String)> {
 }
 
 impl Worker {
-    /// One authenticated call with the attempt timeout; the reply's status, headers and text.
+    /// One authenticated call with the attempt timeout; the reply's status, headers and text,
+    /// with the key removed should the answer quote it (error texts are stored and logged).
     async fn call(&self, v: &ReportingValves, request: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
         let resp = request
             .bearer_auth(v.OPENPIPE_API_KEY.expose())
@@ -218,6 +219,7 @@ impl Worker {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.map_err(transport_error)?;
+        let text = sluice_sdk::secret::redact(&text, &[v.OPENPIPE_API_KEY.expose()]).into_owned();
         Ok((status, headers, text))
     }
 

@@ -36,8 +36,14 @@ const CAPTURE_NS: &str = "openpipe_reporting.capture";
 const REPORTED_NS: &str = "openpipe_reporting.reported";
 /// Background-task inlets waiting for the completion this server answers for them.
 const TASK_NS: &str = "openpipe_reporting.task";
-/// Live captures kept at most (§4.1); the outlet-only path still reports an evicted turn.
+/// Live captures kept at most (§4.1), in number and in bytes; the outlet-only path still
+/// reports an evicted turn.
 const MAX_CAPTURES: usize = 10_000;
+const MAX_CAPTURE_BYTES: u64 = 256 << 20;
+/// Captures are trimmed every this many, or once this many bytes were captured since the last
+/// trim, whichever comes first.
+const TRIM_EVERY: u64 = 100;
+const TRIM_EVERY_BYTES: u64 = 16 << 20;
 /// Open WebUI asks for the task's answer right after its inlet.
 const TASK_TTL: Duration = Duration::from_secs(300);
 /// How long a reported turn's content hash is kept for dedupe (§4.4).
@@ -67,6 +73,10 @@ struct Capture {
     run_id: String,
     mono_ms: u64,
     request: Map<String, Value>,
+    /// What was taken out of the request to keep the capture within the report size
+    /// (`images_omitted`, `truncated`), for the report's metadata.
+    #[serde(default)]
+    shrunk: Vec<(String, String)>,
 }
 
 /// One turn as the regeneration bookkeeping sees it.
@@ -123,6 +133,8 @@ struct Runtime {
     started: Instant,
     stripes: Vec<tokio::sync::Mutex<()>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes captured since the captures were last trimmed.
+    captured_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -238,7 +250,8 @@ impl OpenPipeReporting {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string);
-        let capture = Capture {
+        let mut capture = Capture {
+            shrunk: Vec::new(),
             session_id: meta_str("session_id"),
             user_id,
             task,
@@ -251,17 +264,36 @@ impl OpenPipeReporting {
             mono_ms: rt.mono_ms(),
             request: report::sanitize_request(obj, v.PARSE_OPENWEBUI_BLOCKS),
         };
+        // A capture never holds more than its report could carry: what the report would lose
+        // to its size limit goes now, or one client could store gigabytes a minute.
+        let max = v.MAX_REPORT_BYTES as usize;
+        if report::serialized_len(&capture.request) > max {
+            if let Some(messages) = capture.request.get_mut("messages").and_then(Value::as_array_mut) {
+                let (omitted, truncated) = report::shrink_messages(messages);
+                if omitted > 0 {
+                    capture.shrunk.push(("images_omitted".into(), omitted.to_string()));
+                }
+                if truncated {
+                    capture.shrunk.push(("truncated".into(), "true".into()));
+                }
+            }
+            if report::serialized_len(&capture.request) > max.saturating_mul(2) {
+                self.counters.captures_too_large.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+        }
         Some((namespace, key, capture))
     }
 
     async fn trim_captures(&self, rt: &Runtime, namespace: &str) {
-        match rt.store.trim(namespace, MAX_CAPTURES).await {
+        match rt.store.trim(namespace, MAX_CAPTURES, MAX_CAPTURE_BYTES).await {
             Ok(0) => {}
             Ok(evicted) => {
                 self.counters.captures_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     evicted,
-                    "openpipe: over {MAX_CAPTURES} captures wait for an outlet; the oldest were dropped"
+                    "openpipe: captures waiting for an outlet exceeded {MAX_CAPTURES} or {} MiB; the oldest were dropped",
+                    MAX_CAPTURE_BYTES >> 20
                 );
             }
             Err(e) => tracing::warn!(error = %e, "openpipe: captures could not be trimmed"),
@@ -317,6 +349,7 @@ impl OpenPipeReporting {
             revision: 0,
             requested_at_ms: capture.requested_at_ms,
             received_at_ms: served.finished_at_ms,
+            shrunk: capture.shrunk.clone(),
         };
         let count = self.queue_reports(rt, v, &turn, Vec::new(), kv).await?;
         self.counters.task_reports.fetch_add(count, Relaxed);
@@ -610,6 +643,7 @@ impl OpenPipeReporting {
             revision,
             requested_at_ms,
             received_at_ms,
+            shrunk: capture.as_ref().map(|c| c.shrunk.clone()).unwrap_or_default(),
         };
         let dataset_jobs: Vec<NewEntry> = dpo
             .entries
@@ -659,6 +693,7 @@ impl Pipeline for OpenPipeReporting {
             started: Instant::now(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             worker: Mutex::new(None),
+            captured_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(self.valves.get().TIMEOUT_SECONDS.min(5)))
@@ -719,13 +754,18 @@ impl Pipeline for OpenPipeReporting {
         let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return Ok(body) };
         if let Some((namespace, key, capture)) = self.capture(rt, &v, &body, user.as_ref()) {
             let ttl = if namespace == TASK_NS { TASK_TTL } else { Duration::from_secs(v.PENDING_TTL_SECONDS) };
-            match rt.store.put(namespace, &key, &json!(capture), ttl).await {
+            let value = json!(capture);
+            let bytes = report::serialized_len(&value) as u64;
+            match rt.store.put(namespace, &key, &value, ttl).await {
                 Ok(()) => {
+                    use std::sync::atomic::Ordering::Relaxed;
                     let counter =
                         if namespace == TASK_NS { &self.counters.task_captures } else { &self.counters.captured };
-                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    // Bounded (§4.1): checked every 100 captures, the oldest go first.
-                    if n % 100 == 0 {
+                    let n = counter.fetch_add(1, Relaxed) + 1;
+                    let since = rt.captured_bytes.fetch_add(bytes, Relaxed) + bytes;
+                    // Bounded (§4.1): checked every 100 captures or 16 MiB, the oldest go first.
+                    if n % TRIM_EVERY == 0 || since >= TRIM_EVERY_BYTES {
+                        rt.captured_bytes.store(0, Relaxed);
                         self.trim_captures(rt, namespace).await;
                     }
                 }

@@ -310,6 +310,8 @@ pub struct Turn {
     pub revision: u32,
     pub requested_at_ms: u64,
     pub received_at_ms: u64,
+    /// `images_omitted` / `truncated` when the request was shrunk already at capture time.
+    pub shrunk: Vec<(String, String)>,
 }
 
 /// A report ready for the outbox, or the reason it cannot be sent.
@@ -393,36 +395,48 @@ impl Turn {
         self.request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default()
     }
 
-    /// One report per step (N tool calls ⇒ N + 1), each within `max_bytes` if it can be (§7.6).
+    /// One report per step (N tool calls ⇒ N + 1), each within `max_bytes` if it can be (§7.6):
+    /// images go first, then long texts one message at a time until it fits. Sizes are kept
+    /// up to date by difference (a JSON list is its items' bytes plus separators), so a report
+    /// of thousands of long messages is serialised a few times, not once per message.
     pub fn reports(&self, max_bytes: usize) -> Vec<Built> {
         let n = self.answer.calls.len();
         (0..=n)
             .map(|k| {
                 let mut messages = self.base_messages();
                 messages.extend(call_pairs(&self.answer, k));
-                let body = self.report(k, &[], messages.clone());
-                if serialized_len(&body) <= max_bytes {
+                let mut cap = self.shrunk.clone();
+                let body = self.report(k, &cap, messages.clone());
+                let mut size = serialized_len(&body);
+                if size <= max_bytes {
                     return Built { body, too_large: false };
                 }
-                let mut cap = Vec::new();
                 let omitted = omit_images(&mut messages);
                 if omitted > 0 {
+                    cap.retain(|(key, _)| key != "images_omitted");
                     cap.push(("images_omitted".to_string(), omitted.to_string()));
                     let body = self.report(k, &cap, messages.clone());
-                    if serialized_len(&body) <= max_bytes {
+                    size = serialized_len(&body);
+                    if size <= max_bytes {
                         return Built { body, too_large: false };
                     }
                 }
-                cap.push(("truncated".to_string(), "true".to_string()));
-                for i in 0..messages.len() {
-                    if truncate_message(&mut messages[i]) {
-                        let body = self.report(k, &cap, messages.clone());
-                        if serialized_len(&body) <= max_bytes {
-                            return Built { body, too_large: false };
+                if !cap.iter().any(|(key, _)| key == "truncated") {
+                    cap.push(("truncated".to_string(), "true".to_string()));
+                    size += r#","truncated":"true""#.len() * 2;
+                }
+                for message in messages.iter_mut() {
+                    let before = serialized_len(message);
+                    if truncate_message(message) {
+                        size = size.saturating_sub(before.saturating_sub(serialized_len(message)));
+                        if size <= max_bytes {
+                            break;
                         }
                     }
                 }
-                Built { body: self.report(k, &cap, messages), too_large: true }
+                let body = self.report(k, &cap, messages);
+                let too_large = serialized_len(&body) > max_bytes;
+                Built { body, too_large }
             })
             .collect()
     }
@@ -438,8 +452,23 @@ pub fn shrink_messages(messages: &mut [Value]) -> (usize, bool) {
     (omitted, truncated)
 }
 
-pub fn serialized_len(v: &Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX)
+/// Bytes of `v` as compact JSON, counted without building the text.
+pub fn serialized_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, v) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Replaces `data:` image URLs with `data:<mime>;omitted`; returns how many.
@@ -553,6 +582,36 @@ mod tests {
     }
 
     #[test]
+    fn a_report_of_many_long_messages_is_shrunk_in_a_few_passes() {
+        // 600 messages of 40,000 characters (24 MB), cut to 20,000 one at a time until the
+        // report fits 15 MB: one serialisation per cut message would be 450 serialisations of
+        // megabytes; sizes kept by difference make it a few.
+        let messages: Vec<Value> =
+            (0..600).map(|i| json!({"role": "user", "content": format!("{i}{}", "y".repeat(40_000))})).collect();
+        let turn = Turn {
+            request: json!({"messages": messages}).as_object().unwrap().clone(),
+            model: "m".into(),
+            message_id: "m2".into(),
+            head: vec![],
+            tail: vec![],
+            custom: vec![],
+            answer: Answer { texts: vec!["ok".into()], calls: vec![] },
+            usage: None,
+            revision: 0,
+            requested_at_ms: 1,
+            received_at_ms: 2,
+            shrunk: vec![("images_omitted".into(), "2".into())],
+        };
+        let built = turn.reports(15_000_000);
+        assert!(!built[0].too_large);
+        assert!(serialized_len(&built[0].body) <= 15_000_000);
+        assert_eq!(built[0].body["tags"]["truncated"], "true");
+        assert_eq!(built[0].body["tags"]["images_omitted"], "2", "what the capture lost is said");
+        let untouched = built[0].body["reqPayload"]["messages"][599]["content"].as_str().unwrap().len();
+        assert!(untouched > 40_000, "only as many messages as needed are cut");
+    }
+
+    #[test]
     fn images_go_first_then_long_texts() {
         let big_image = format!("data:image/png;base64,{}", "A".repeat(30_000));
         let long_text = "x".repeat(25_000);
@@ -574,6 +633,7 @@ mod tests {
             revision: 0,
             requested_at_ms: 1,
             received_at_ms: 2,
+            shrunk: vec![],
         };
         let built = turn.reports(40_000);
         assert!(!built[0].too_large);

@@ -175,6 +175,9 @@ impl Valves for ReportingValves {
             errors
                 .push(FieldError::new("OPENPIPE_BASE_URL", format!("{e}; for example https://api.openpipe.ai/api/v1")));
         }
+        if let Err(e) = sluice_sdk::valves::check_header_value(self.OPENPIPE_API_KEY.expose()) {
+            errors.push(FieldError::new("OPENPIPE_API_KEY", e));
+        }
         if let Err(e) = custom_metadata(&self.CUSTOM_METADATA) {
             errors.push(FieldError::new("CUSTOM_METADATA", e));
         }
@@ -199,6 +202,10 @@ impl Valves for ReportingValves {
 
     fn env_aliases() -> &'static [(&'static str, &'static str)] {
         &[("OPENPIPE_API_KEY", "OPENPIPE_API_KEY"), ("OPENPIPE_BASE_URL", "OPENPIPE_BASE_URL")]
+    }
+
+    fn sent_to() -> &'static [(&'static str, &'static str)] {
+        &[("OPENPIPE_API_KEY", "OPENPIPE_BASE_URL")]
     }
 }
 

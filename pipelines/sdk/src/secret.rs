@@ -27,6 +27,22 @@ impl Secret {
     }
 }
 
+/// What a secret is replaced with wherever text might carry it (error messages, logs).
+pub const REDACTED: &str = "********";
+
+/// `text` with every occurrence of each secret replaced by [`REDACTED`]. For texts sluice does
+/// not write itself, such as an upstream's error message that may echo the key it was sent.
+/// Secrets shorter than 4 characters are left alone (they would match ordinary words).
+pub fn redact<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        if out.contains(secret) {
+            out = Cow::Owned(out.replace(secret, REDACTED));
+        }
+    }
+    out
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_empty() { "Secret(\"\")" } else { "Secret(****)" })
@@ -62,5 +78,18 @@ impl JsonSchema for Secret {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "string", "format": "password", "writeOnly": true})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_from_texts() {
+        let text = "Incorrect API key provided: sk-abc123. Bearer sk-abc123";
+        assert_eq!(redact(text, &["sk-abc123", ""]), "Incorrect API key provided: ********. Bearer ********");
+        assert!(matches!(redact("nothing here", &["sk-abc123"]), Cow::Borrowed(_)));
+        assert_eq!(redact("a b c", &["a"]), "a b c", "too short to redact");
     }
 }

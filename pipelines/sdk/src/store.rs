@@ -23,7 +23,8 @@ pub trait KvStore: Send + Sync + 'static {
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
 
-    /// Keeps at most `keep` live records in `namespace`, removing those that would expire
-    /// first; returns how many were removed. For bounded state such as pending captures.
-    async fn trim(&self, namespace: &str, keep: usize) -> Result<usize, StoreError>;
+    /// Keeps at most `keep` records and `max_bytes` of values in `namespace`, removing those
+    /// that would expire first; returns how many were removed. For bounded state such as
+    /// pending captures.
+    async fn trim(&self, namespace: &str, keep: usize, max_bytes: u64) -> Result<usize, StoreError>;
 }

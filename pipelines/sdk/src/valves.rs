@@ -37,6 +37,20 @@ pub trait Valves: Serialize + DeserializeOwned + JsonSchema + Default + Send + S
     fn env_aliases() -> &'static [(&'static str, &'static str)] {
         &[]
     }
+
+    /// Where each secret is sent, as `(secret field, URL field)`, e.g. `("API_KEY", "BASE_URL")`.
+    /// Whoever may edit valves must not be able to send a stored key elsewhere: an update that
+    /// changes the URL must carry the secret again, and a secret set by the environment pins its
+    /// URL to the environment too.
+    fn sent_to() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// Fields holding JSON text with secrets inside, as `(field, keys)`: the values under those
+    /// keys, at any depth, are masked like a [`crate::Secret`] (e.g. the `headers` of MCP servers).
+    fn nested_secrets() -> &'static [(&'static str, &'static [&'static str])] {
+        &[]
+    }
 }
 
 /// A checked value waiting to go live; see [`DynValves::prepare`].
@@ -51,6 +65,10 @@ pub trait DynValves: Send + Sync {
     /// The live value as JSON (secrets in clear: the server masks them).
     fn current(&self) -> Value;
     fn env_aliases(&self) -> &'static [(&'static str, &'static str)];
+    /// See [`Valves::sent_to`].
+    fn sent_to(&self) -> &'static [(&'static str, &'static str)];
+    /// See [`Valves::nested_secrets`].
+    fn nested_secrets(&self) -> &'static [(&'static str, &'static [&'static str])];
     /// Parses and validates a whole valves object; on success returns the action that makes it
     /// live, so several pipelines can be checked before any of them changes.
     fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>>;
@@ -109,6 +127,14 @@ impl<V: Valves> DynValves for ValvesCell<V> {
         V::env_aliases()
     }
 
+    fn sent_to(&self) -> &'static [(&'static str, &'static str)] {
+        V::sent_to()
+    }
+
+    fn nested_secrets(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        V::nested_secrets()
+    }
+
     fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>> {
         let parsed = Self::parse(values)?;
         let live = Arc::clone(&self.live);
@@ -133,9 +159,31 @@ pub fn check_url(value: &str, is_base: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a valve that becomes an HTTP header value (an API key, an organisation id): printable
+/// ASCII without surrounding blanks. A line break would otherwise fail every request later
+/// with a misleading error, or split the header.
+pub fn check_header_value(value: &str) -> Result<(), String> {
+    if value.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII without line breaks or control characters".into());
+    }
+    if value.trim() != value {
+        return Err("must not start or end with blanks".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod url_tests {
-    use super::check_url;
+    use super::{check_header_value, check_url};
+
+    #[test]
+    fn header_values_are_checked() {
+        assert!(check_header_value("org-123").is_ok());
+        assert!(check_header_value("").is_ok());
+        for bad in ["org\r\nX-Evil: 1", "a\u{0}b", " org", "org ", "caf\u{e9}", "a\tb"] {
+            assert!(check_header_value(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn upstream_urls_are_checked() {

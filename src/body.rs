@@ -1,0 +1,233 @@
+//! Request bodies, read within bounds: size, time, shape and how many large ones at once. Every
+//! route that takes JSON goes through [`json_body`], so no route can be made to hold a
+//! connection forever, build an unbounded tree, or starve the health check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::HttpRequest;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+
+/// Bodies above this are parsed on the blocking pool, not on an HTTP worker thread.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
+/// Bodies above this take their size from the shared budget ([`BodyConfig::budget`]).
+const LARGE_BYTES: usize = 1024 * 1024;
+/// How long a large body may wait for room in the budget before it is refused.
+const BUDGET_WAIT: Duration = Duration::from_secs(30);
+/// The budget counts KiB, so a semaphore's permit range covers any size.
+const BUDGET_UNIT: usize = 1024;
+
+/// How request bodies are read. One for the app; a resource may register a smaller one (the
+/// valves editor sends kilobytes).
+#[derive(Clone)]
+pub struct BodyConfig {
+    /// Largest body in bytes (413 above).
+    pub limit: usize,
+    /// Most JSON values in one body (413 above): a 20 MB body of `{}` is 8 million values and
+    /// 600 MB of tree.
+    pub max_nodes: usize,
+    /// The whole body must arrive within this (408 after): a body sent a byte a second would
+    /// otherwise hold its connection and its task forever.
+    pub timeout: Duration,
+    /// Bytes of large bodies being read or handled at once (in KiB), shared by every resource.
+    budget: Arc<Semaphore>,
+    budget_total: u32,
+}
+
+impl BodyConfig {
+    /// `budget_bytes`: how much of large bodies may be in flight at once.
+    pub fn new(limit: usize, max_nodes: usize, timeout: Duration, budget_bytes: usize) -> Self {
+        let total = u32::try_from(budget_bytes / BUDGET_UNIT).unwrap_or(u32::MAX).max(1);
+        BodyConfig { limit, max_nodes, timeout, budget: Arc::new(Semaphore::new(total as usize)), budget_total: total }
+    }
+
+    /// The same budget and bounds with another size limit.
+    pub fn with_limit(&self, limit: usize) -> Self {
+        BodyConfig { limit, ..self.clone() }
+    }
+
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        // Never more than the whole budget, or a body larger than it would wait forever.
+        let wanted = u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX).min(self.budget_total);
+        let acquire = Arc::clone(&self.budget).acquire_many_owned(wanted);
+        match tokio::time::timeout(BUDGET_WAIT, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy("too many large requests are being handled; try again shortly".into())),
+        }
+    }
+}
+
+/// A parsed body and its share of the large-body budget.
+pub struct JsonBody {
+    value: Value,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// A large body's share of the budget; the handler holds it until it is done with the body.
+pub struct Reservation(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl JsonBody {
+    pub fn into_parts(self) -> (Value, Reservation) {
+        (self.value, Reservation(self.budget))
+    }
+}
+
+/// The body of a request as JSON, within the bounds of the resource's [`BodyConfig`].
+pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonBody, ApiError> {
+    let config = match req.app_data::<web::Data<BodyConfig>>() {
+        Some(c) => c.get_ref().clone(),
+        None => return Err(ApiError::Internal("no body configuration".into())),
+    };
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "request bodies must not be compressed (Content-Encoding: {})",
+                encoding.chars().take(40).collect::<String>()
+            )));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|len| len > config.limit) {
+        return Err(ApiError::PayloadTooLarge(config.limit));
+    }
+    let mut budget = match declared {
+        Some(len) if len > LARGE_BYTES => Some(config.reserve(len).await?),
+        _ => None,
+    };
+    let read = read_body(payload, declared, &config, &mut budget);
+    let bytes = match tokio::time::timeout(config.timeout, read).await {
+        Ok(result) => result?,
+        Err(_) => return Err(ApiError::BodyTimeout(config.timeout.as_secs())),
+    };
+    let max_nodes = config.max_nodes;
+    let value = if bytes.len() <= PARSE_INLINE_BYTES {
+        parse_bounded(&bytes, max_nodes)?
+    } else {
+        web::block(move || parse_bounded(&bytes, max_nodes))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the request body could not be parsed: {e}")))??
+    };
+    Ok(JsonBody { value, budget })
+}
+
+/// Reads a body up to the limit; larger ones are refused before they are buffered whole. A body
+/// without a declared length takes its budget once it grows large.
+async fn read_body(
+    mut payload: web::Payload,
+    declared: Option<usize>,
+    config: &BodyConfig,
+    budget: &mut Option<OwnedSemaphorePermit>,
+) -> Result<Bytes, ApiError> {
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(config.limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("the request body could not be read: {e}")))?;
+        if body.len() + chunk.len() > config.limit {
+            return Err(ApiError::PayloadTooLarge(config.limit));
+        }
+        body.extend_from_slice(&chunk);
+        if budget.is_none() && body.len() > LARGE_BYTES {
+            *budget = Some(config.reserve(config.limit).await?);
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// Parses JSON with a message that says where it is broken, refusing bodies with more values
+/// than `max_nodes` before building anything.
+pub fn parse_bounded(bytes: &[u8], max_nodes: usize) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::MalformedJson("the request body is empty".into()));
+    }
+    let nodes = count_values(bytes);
+    if nodes > max_nodes {
+        return Err(ApiError::TooComplex(format!(
+            "the request body holds about {nodes} JSON values; at most {max_nodes} are accepted"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// Most messages in one conversation, and most content parts in one message. Open WebUI
+/// forwards whatever its users post; a chat that long is an attack, not a chat.
+pub const MAX_MESSAGES: usize = 10_000;
+pub const MAX_PARTS: usize = 1_000;
+
+/// Bounds the work a pipeline does per message: counts of messages and of content parts.
+pub fn check_messages(messages: &[Value]) -> Result<(), ApiError> {
+    if messages.len() > MAX_MESSAGES {
+        return Err(ApiError::TooComplex(format!(
+            "messages: {} messages; at most {MAX_MESSAGES} are accepted",
+            messages.len()
+        )));
+    }
+    for (i, message) in messages.iter().enumerate() {
+        if let Some(Value::Array(parts)) = message.get("content") {
+            if parts.len() > MAX_PARTS {
+                return Err(ApiError::TooComplex(format!(
+                    "messages[{i}].content: {} parts; at most {MAX_PARTS} are accepted",
+                    parts.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An upper bound of the values in a JSON text: one per container opened and one per
+/// separator, outside strings. A pass over the bytes, far cheaper than the parse it guards.
+pub fn count_values(bytes: &[u8]) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => count += 1,
+            _ => {}
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_counted_outside_strings() {
+        assert_eq!(count_values(b"1"), 1);
+        assert!(count_values(br#"{"a": 1, "b": [1, 2, 3]}"#) >= 6);
+        assert_eq!(count_values(br#""a, [b], {c}""#), 1, "separators inside a string do not count");
+        assert_eq!(count_values(br#"["a\"", 1]"#), 3, "an escaped quote does not end the string");
+        let many = format!("[{}]", vec!["{}"; 1000].join(","));
+        assert!(count_values(many.as_bytes()) >= 1000);
+    }
+
+    #[test]
+    fn bodies_with_too_many_values_are_refused_before_parsing() {
+        let many = format!("[{}]", vec!["{}"; 5000].join(","));
+        assert!(matches!(parse_bounded(many.as_bytes(), 1000), Err(ApiError::TooComplex(_))));
+        assert!(parse_bounded(many.as_bytes(), 20_000).is_ok());
+    }
+}

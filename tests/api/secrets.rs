@@ -1,0 +1,307 @@
+//! Keys stay where they were put: whoever may edit valves cannot send a stored or pinned key to
+//! another host, read it back, or make an error quote it; files that hold keys or chat text are
+//! readable by sluice's user only.
+
+use std::collections::HashMap;
+#[cfg(unix)]
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
+use crate::manifold::{chat, sse_response, system_and, OPENAI_KEY};
+use crate::openpipe::{fast, turn, valves as reporting_valves, OP_KEY};
+use crate::openpipe_mock::MockOpenPipe;
+
+/// A key posted with the wrong shape, to see it never comes back (listed in helpers::SECRETS).
+pub const POSTED_KEY: &str = "sk-live-posted-key-5f4dcc3b5aa765d61d83";
+/// An MCP server's token (listed in helpers::SECRETS).
+pub const MCP_TOKEN: &str = "mcp-token-e99a18c428cb38d5f260853678922e03";
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn manifold_with(upstream: &MockServer, env: HashMap<String, String>, extra: &str) -> TestApp {
+    let mut valves = format!("BASE_URL = \"{}/v1\"\nFETCH_MODELS = false\nMAX_RETRIES = 0\n", upstream.uri());
+    if !env.contains_key("OPENAI_API_KEY") {
+        valves.push_str(&format!("API_KEY = \"{OPENAI_KEY}\"\n"));
+    }
+    valves.push_str(extra);
+    // Every upstream call is answered (an unexpected one is logged by the mock, key and all).
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(sse_response("1_plain_text.sse"))
+        .mount(upstream)
+        .await;
+    spawn_app_with(Options {
+        manifold: true,
+        env,
+        valves_files: vec![("openai_responses.toml", valves)],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A host that records whatever reaches it.
+async fn elsewhere() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    server
+}
+
+async fn update(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    json_of(app.post_json(&format!("/{id}/valves/update"), &body).await).await
+}
+
+#[tokio::test]
+async fn a_key_from_the_environment_pins_the_url_it_is_sent_to() {
+    let upstream = MockServer::start().await;
+    let thief = elsewhere().await;
+    let env = HashMap::from([("OPENAI_API_KEY".to_string(), OPENAI_KEY.to_string())]);
+    let app = manifold_with(&upstream, env, "").await;
+    let (status, answer) = update(&app, "openai_responses", json!({"BASE_URL": format!("{}/v1", thief.uri())})).await;
+    assert_eq!(status, 409, "{answer}");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(detail.contains("OPENAI_API_KEY") && detail.contains("OPENAI_API_BASE_URL"), "{detail}");
+    // Nor through the editor's whole form, nor by clearing the key first.
+    let mut form = json_of(app.get("/openai_responses/valves").await).await.1;
+    form["BASE_URL"] = json!(format!("{}/v1", thief.uri()));
+    assert_eq!(update(&app, "openai_responses", form).await.0, 409);
+    let (status, _) =
+        update(&app, "openai_responses", json!({"API_KEY": "", "BASE_URL": format!("{}/v1", thief.uri())})).await;
+    assert_eq!(status, 409, "the pinned key cannot be cleared over REST either");
+    let _ = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(thief.received_requests().await.unwrap().is_empty(), "the key travelled to another host");
+}
+
+#[tokio::test]
+async fn a_stored_key_goes_to_a_new_url_only_when_it_is_given_again() {
+    let upstream = MockServer::start().await;
+    let thief = elsewhere().await;
+    let app = manifold_with(&upstream, HashMap::new(), "").await;
+    let moved = format!("{}/v1", thief.uri());
+    for attempt in [
+        json!({"BASE_URL": moved}),
+        // What Open WebUI's editor posts: the whole form, the key as masked by GET /valves.
+        {
+            let mut form = json_of(app.get("/openai_responses/valves").await).await.1;
+            form["BASE_URL"] = json!(moved);
+            form
+        },
+    ] {
+        let (status, answer) = update(&app, "openai_responses", attempt).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("give API_KEY again"), "{answer}");
+    }
+    let _ = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(thief.received_requests().await.unwrap().is_empty(), "the stored key travelled to another host");
+
+    // Who gives the key again may move it; so may who clears it.
+    let (status, _) =
+        update(&app, "openai_responses", json!({"BASE_URL": moved, "API_KEY": "sk-new-key-for-the-new-host"})).await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        update(&app, "openai_responses", json!({"BASE_URL": format!("{}/v1", upstream.uri()), "API_KEY": ""})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_openpipe_key_is_bound_to_its_base_url_too() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let thief = elsewhere().await;
+    let app = spawn_app_with(Options {
+        openpipe: Some(fast()),
+        valves_files: vec![("openpipe_reporting.toml", reporting_valves(&mock, OP_KEY, ""))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (status, answer) =
+        update(&app, "openpipe_reporting", json!({"OPENPIPE_BASE_URL": format!("{}/api/v1", thief.uri())})).await;
+    assert_eq!(status, 422, "{answer}");
+    turn(&app, "c-1", "m-1", "hello", "hi").await;
+    mock.wait_for_reports(1, 10).await;
+    assert!(thief.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn mcp_tokens_are_masked_and_cannot_be_moved_without_being_given_again() {
+    let upstream = MockServer::start().await;
+    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
+                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
+    .to_string();
+    let app = manifold_with(&upstream, HashMap::new(), "").await;
+    let (status, _) = update(&app, "openai_responses", json!({"REMOTE_MCP_SERVERS_JSON": servers})).await;
+    assert_eq!(status, 200);
+    let file = app.valves_dir.join("openai_responses.toml");
+    assert_eq!(mode(&file), 0o600);
+
+    let (_, shown) = json_of(app.get("/openai_responses/valves").await).await;
+    let masked = shown["REMOTE_MCP_SERVERS_JSON"].as_str().unwrap().to_string();
+    assert!(masked.contains("https://mcp.example.com/sse") && masked.contains("********"), "{masked}");
+
+    // The editor posts the form back with another change: the masked JSON keeps the token.
+    let mut form = shown.clone();
+    form["MAX_RETRIES"] = json!("1");
+    assert_eq!(update(&app, "openai_responses", form).await.0, 200);
+    assert!(app.valves_file("openai_responses").contains(MCP_TOKEN), "the stored token was kept");
+
+    // A changed JSON that still carries the mask is refused: the token would go to a new URL.
+    let moved = masked.replace("https://mcp.example.com/sse", "https://elsewhere.example/sse");
+    let (status, answer) = update(&app, "openai_responses", json!({"REMOTE_MCP_SERVERS_JSON": moved})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("give its headers and authorization again"), "{answer}");
+    assert!(app.valves_file("openai_responses").contains("https://mcp.example.com/sse"));
+}
+
+#[tokio::test]
+async fn a_secret_of_the_wrong_shape_is_never_echoed() {
+    let upstream = MockServer::start().await;
+    let app = manifold_with(&upstream, HashMap::new(), "").await;
+    for body in [
+        json!({"API_KEY": [POSTED_KEY]}),
+        json!({"API_KEY": {"key": POSTED_KEY}}),
+        json!({"API_KEY": format!("{POSTED_KEY}\r\nX-Evil: 1")}),
+        json!({"REMOTE_MCP_SERVERS_JSON": {"headers": {"Authorization": POSTED_KEY}}}),
+        json!({"REMOTE_MCP_SERVERS_JSON": format!("[{{\"server_label\": \"x\", \"headers\": {{\"a\": \"{POSTED_KEY}\"}}}}]")}),
+    ] {
+        // The helpers fail the test if the key reaches the body, the reason phrase or the log.
+        let (status, answer) = update(&app, "openai_responses", body.clone()).await;
+        assert_eq!(status, 422, "{body} → {answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_error_quoting_the_key_reaches_nobody_with_the_key() {
+    let upstream = MockServer::start().await;
+    let echo = format!("Incorrect API key provided: {OPENAI_KEY}. Authorization: Bearer {OPENAI_KEY}");
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"error": {"message": echo, "code": "invalid_api_key"}})),
+        )
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    let app = manifold_with(&upstream, HashMap::new(), "").await;
+    let (status, answer) =
+        json_of(app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("Incorrect API key provided: ********"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_stream_failure_quoting_an_mcp_token_is_redacted() {
+    let upstream = MockServer::start().await;
+    let failed = format!(
+        "data: {}\n\n",
+        json!({"type": "response.failed", "response": {"status": "failed",
+               "error": {"code": "mcp_error", "message": format!("MCP server refused Bearer {MCP_TOKEN}")}}})
+    );
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(failed, "text/event-stream"))
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
+                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}]);
+    let extra = format!("REMOTE_MCP_SERVERS_JSON = {}\n", toml_string(&servers.to_string()));
+    let app = manifold_with(&upstream, HashMap::new(), &extra).await;
+    let text = app
+        .post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({})))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("MCP server refused ********"), "{text}");
+}
+
+fn toml_string(s: &str) -> String {
+    toml_edit::Value::from(s).to_string()
+}
+
+#[tokio::test]
+async fn an_openpipe_answer_quoting_the_key_is_stored_without_it() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let echo = format!("{{\"message\": \"bad request for key {OP_KEY}\", \"code\": \"BAD_REQUEST\"}}");
+    mock.with(|s| s.down = Some(400));
+    mock.with(|s| s.down_body = Some(echo));
+    let app = spawn_app_with(Options {
+        openpipe: Some(fast()),
+        valves_files: vec![("openpipe_reporting.toml", reporting_valves(&mock, OP_KEY, ""))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    turn(&app, "c-2", "m-2", "hello", "hi").await;
+    let store = sluice::store::SqliteStore::open(&app.data_dir.join(sluice::store::STORE_FILE)).unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = sluice_sdk::Outbox::dead_letters(&store, "openpipe_reporting", 10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = dead.first().and_then(|e| e.last_error.clone()).expect("the refused report is a dead letter");
+    assert!(error.contains("bad request for key ********") && !error.contains(OP_KEY), "{error}");
+}
+
+#[tokio::test]
+async fn a_valves_file_that_receives_a_key_becomes_private() {
+    let upstream = MockServer::start().await;
+    let app = manifold_with(&upstream, HashMap::from([("OPENAI_API_KEY".into(), OPENAI_KEY.into())]), "").await;
+    let reporting = app.valves_dir.join("openpipe_reporting.toml");
+    let file = app.valves_dir.join("openai_responses.toml");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // No secret in it: an edit keeps the operator's mode.
+    assert_eq!(update(&app, "openai_responses", json!({"MAX_RETRIES": 1})).await.0, 200);
+    assert_eq!(mode(&file), 0o644);
+    assert!(!reporting.exists());
+    // A secret arrives: the file is the key's now.
+    let servers = json!([{"server_label": "d", "server_url": "https://m.example/sse", "authorization": MCP_TOKEN}]);
+    assert_eq!(update(&app, "openai_responses", json!({"REMOTE_MCP_SERVERS_JSON": servers.to_string()})).await.0, 200);
+    assert_eq!(mode(&file), 0o600);
+}
+
+#[tokio::test]
+async fn the_data_directory_and_the_database_are_private() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    std::fs::create_dir_all(root.path().join("valves")).unwrap();
+    let app = spawn_app_with(Options {
+        root: Some(root.path().to_path_buf()),
+        openpipe: Some(fast()),
+        valves_files: vec![("openpipe_reporting.toml", reporting_valves(&mock, OP_KEY, ""))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    turn(&app, "c-3", "m-3", "a question with private words", "an answer").await;
+    mock.wait_for_reports(1, 10).await;
+    assert_eq!(mode(&data), 0o700, "an older, wider data dir is tightened");
+    for name in ["sluice.db", "sluice.db-wal", "sluice.db-shm"] {
+        let file = data.join(name);
+        assert!(file.exists(), "{name}");
+        assert_eq!(mode(&file), 0o600, "{name}");
+    }
+    for entry in std::fs::read_dir(data.join("pipelines")).unwrap() {
+        assert_eq!(mode(&entry.unwrap().path()), 0o700);
+    }
+    app.stop().await;
+}
