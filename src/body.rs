@@ -66,6 +66,8 @@ impl BodyConfig {
 /// A parsed body and its share of the large-body budget.
 pub struct JsonBody {
     value: Value,
+    /// Bytes as received.
+    pub len: usize,
     budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -75,6 +77,11 @@ pub struct Reservation(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 impl JsonBody {
     pub fn into_parts(self) -> (Value, Reservation) {
         (self.value, Reservation(self.budget))
+    }
+
+    /// Whether the work on this body belongs on the blocking pool ([`crate::offload`]).
+    pub fn is_heavy(&self) -> bool {
+        self.len > crate::offload::HEAVY_BYTES
     }
 }
 
@@ -111,6 +118,7 @@ pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonB
         Err(_) => return Err(ApiError::BodyTimeout(config.timeout.as_secs())),
     };
     let max_nodes = config.max_nodes;
+    let len = bytes.len();
     let value = if bytes.len() <= PARSE_INLINE_BYTES {
         parse_bounded(&bytes, max_nodes)?
     } else {
@@ -118,7 +126,7 @@ pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonB
             .await
             .map_err(|e| ApiError::Internal(format!("the request body could not be parsed: {e}")))??
     };
-    Ok(JsonBody { value, budget })
+    Ok(JsonBody { value, len, budget })
 }
 
 /// Reads a body up to the limit; larger ones are refused before they are buffered whole. A body

@@ -75,7 +75,9 @@ pub async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (form, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
+    let received = crate::body::json_body(&req, payload).await?;
+    let heavy = received.is_heavy();
+    let (form, _reservation) = received.into_parts();
     let Value::Object(mut form) = form else {
         return Err(ApiError::Unprocessable("the request body must be a JSON object".into()));
     };
@@ -116,13 +118,21 @@ pub async fn chat_completions(
             .map(|m| Arc::clone(&m.pipeline))
             .collect()
     };
-    let observed_body = (!observers.is_empty()).then(|| body.clone());
+    let keep_body = !observers.is_empty();
     let request =
         PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
     let pipeline_id = resolved.module.id().to_string();
     let metrics = Arc::clone(&state.metrics);
-    let events = match resolved.module.pipeline.pipe(request).await {
+    // Until the answer starts, the pipe converts the whole conversation: a large one does that
+    // off this thread (crate::offload), and so does the copy kept for the filters.
+    let pipeline = Arc::clone(&resolved.module.pipeline);
+    let started = crate::offload::run(heavy, async move {
+        let observed_body = keep_body.then(|| request.body.clone());
+        (pipeline.pipe(request).await, observed_body)
+    });
+    let (events, observed_body) = started.await?;
+    let events = match events {
         Ok(events) => events,
         Err(e) => {
             metrics.pipe_error(&pipeline_id, Stage::BeforeStream, e.kind);
@@ -162,12 +172,12 @@ pub async fn chat_completions(
                 started_at_ms,
                 finished_at_ms: unix_now_ms(),
             };
-            // After the answer, off the request path.
-            tokio::spawn(async move {
+            // After the answer, off the request path (and off this thread when large).
+            tokio::spawn(crate::offload::run(heavy, async move {
                 for f in observers {
                     f.observe_completion(&served).await;
                 }
-            });
+            }));
         }
         Ok(HttpResponse::Ok().json(completion))
     }

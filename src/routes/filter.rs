@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
@@ -41,7 +43,9 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let resolved =
         state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
-    let (form, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
+    let received = crate::body::json_body(&req, payload).await?;
+    let heavy = received.is_heavy();
+    let (form, _reservation) = received.into_parts();
     let Value::Object(mut form) = form else {
         return Err(ApiError::Unprocessable("the request must be a JSON object with a \"body\" object".into()));
     };
@@ -60,11 +64,16 @@ async fn run(
         Some(user @ Value::Object(_)) => Some(user),
         Some(_) => return Err(ApiError::Unprocessable("user: must be a JSON object or null".into())),
     };
-    let pipeline = &resolved.module.pipeline;
-    let result = match hook {
-        Hook::Inlet => pipeline.inlet(body, user).await,
-        Hook::Outlet => pipeline.outlet(body, user).await,
+    let pipeline = Arc::clone(&resolved.module.pipeline);
+    // The answer is serialised where the hook ran: for a large body, not on this thread.
+    let work = async move {
+        let result = match hook {
+            Hook::Inlet => pipeline.inlet(body, user).await,
+            Hook::Outlet => pipeline.outlet(body, user).await,
+        };
+        result.map(|body| serde_json::to_vec(&body))
     };
-    let body = result.map_err(|e| state.registry.redact(e))?;
-    Ok(HttpResponse::Ok().json(body))
+    let answer = crate::offload::run(heavy, work).await?.map_err(|e| state.registry.redact(e))?;
+    let bytes = answer.map_err(|e| ApiError::Internal(format!("the answer could not be serialised: {e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(bytes))
 }

@@ -65,6 +65,21 @@ impl Binary {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A memory figure of the process in kB: `VmRSS` (resident now), `VmHWM` (resident at most).
+    pub fn memory_kb(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
     /// Open file descriptors (sockets included) of the process.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)

@@ -157,13 +157,6 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     let (url, upstream_open) = faulty_openai().await;
@@ -180,7 +173,7 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
         assert!(payloads(&text).2);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (fds_before, rss_before) = (server.open_fds(), rss_kb(server.pid()));
+    let (fds_before, rss_before) = (server.open_fds(), server.memory_kb("VmRSS"));
     let tasks_before = metric(&server.get("/metrics").await.text().await.unwrap(), "sluice_worker_tasks_alive");
 
     for round in 0..2 {
@@ -254,7 +247,7 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
     assert_eq!(open, 0, "upstream connections still open");
     assert_eq!(streams, 0.0, "streams still counted open");
     assert!(tasks <= tasks_before, "tasks: {tasks_before} before, {tasks} after");
-    let rss_after = rss_kb(server.pid());
+    let rss_after = server.memory_kb("VmRSS");
     // Two 64 MB events were buffered and refused; what stays is allocator slack, not the events.
     assert!(rss_after < rss_before + 24 * 1024, "RSS {rss_before} kB before, {rss_after} kB after");
     let (status, text, _) = ask(&server, "fine", true).await;

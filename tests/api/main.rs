@@ -4,9 +4,11 @@
 mod helpers;
 mod pipelines;
 mod replicas;
+mod resources;
 mod secrets;
 mod security;
 
+mod abandoned;
 mod auth;
 mod bad_input;
 mod binary;

@@ -305,3 +305,45 @@ async fn the_data_directory_and_the_database_are_private() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_generated_key_is_never_written_to_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = dir.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    for format in ["text", "json"] {
+        let _ = std::fs::remove_file(dir.path().join("data/api_key"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env_clear()
+            .env("SLUICE_HOST", "127.0.0.1")
+            .env("SLUICE_PORT", port.to_string())
+            .env("SLUICE_DATA_DIR", dir.path().join("data"))
+            .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
+            .env("SLUICE_LOG_FORMAT", format)
+            .stderr(log.try_clone().unwrap())
+            .stdout(log.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let key_file = dir.path().join("data/api_key");
+        let mut up = false;
+        for _ in 0..200 {
+            if reqwest::get(format!("http://127.0.0.1:{port}/")).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(up, "{format}: sluice did not start");
+        let key = std::fs::read_to_string(&key_file).unwrap();
+        assert_eq!(mode(&key_file), 0o600);
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        assert!(!text.contains(key.trim()), "{format}: the generated key is in the log:\n{text}");
+        assert!(
+            text.contains("generated") && text.contains("api_key"),
+            "{format}: the log says where the key is:\n{text}"
+        );
+    }
+}

@@ -96,3 +96,98 @@ async fn valves_that_are_urls_are_validated_before_they_are_written() {
     assert_eq!(app.valves_file("openai_responses"), manifold_before);
     assert_eq!(app.valves_file("openpipe_reporting"), reporting_before);
 }
+
+#[tokio::test]
+async fn valves_that_become_headers_refuse_line_breaks() {
+    let app = spawn_app_with(Options {
+        manifold: true,
+        valves_files: vec![("openai_responses.toml", "FETCH_MODELS = false\n".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (field, value) in [
+        ("ORGANIZATION", "org-1\r\nX-Injected: 1"),
+        ("PROJECT", "proj\u{0}1"),
+        ("API_KEY", "sk-abc\ndef"),
+        ("ORGANIZATION", " org-1"),
+    ] {
+        let (status, answer) =
+            json_of(app.post_json("/openai_responses/valves/update", &json!({ field: value })).await).await;
+        assert_eq!(status, 422, "{field}: {answer}");
+        assert!(answer["detail"].as_str().unwrap().starts_with(&format!("Invalid valves: {field}")), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn the_health_check_answers_head_without_a_key_and_nothing_else_does() {
+    let app = spawn_app().await;
+    for path in ["/", "/v1"] {
+        let res = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "HEAD {path}");
+    }
+    assert_eq!(app.client.head(app.url("/models")).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn null_for_a_field_set_by_the_environment_names_the_variable() {
+    let env =
+        std::collections::HashMap::from([("SLUICE_VALVES__SCRIPTED_FILTER__PRIORITY".to_string(), "3".to_string())]);
+    let app = spawn_app_with(Options { env, ..Default::default() }).await.unwrap();
+    let (status, answer) =
+        json_of(app.post_json("/scripted_filter/valves/update", &json!({"priority": null})).await).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("SLUICE_VALVES__SCRIPTED_FILTER__PRIORITY"), "{answer}");
+}
+
+#[tokio::test]
+async fn numbers_pass_through_filters_exactly() {
+    let app = spawn_app().await;
+    let body = r#"{"body": {"model": "m", "messages": [], "n": 123456789012345678901234567890, "neg": -98765432109876543210, "f": 1.0000000000000002, "e": 1e-7}, "user": null}"#;
+    let text = app.post_raw("/bare_filter/filter/inlet", body).await.text().await.unwrap();
+    for exact in ["123456789012345678901234567890", "-98765432109876543210", "1.0000000000000002"] {
+        assert!(text.contains(exact), "{exact} changed: {text}");
+    }
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_refused_as_unsupported() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/bare_filter/filter/inlet"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = json_of(res).await;
+    assert_eq!(status, 415, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("must not be compressed"), "{answer}");
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let app = spawn_app().await;
+    for second in [KEY, "wrong"] {
+        let status = raw(
+            &app.address,
+            format!("GET /models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nauthorization: Bearer {second}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn the_compose_files_never_sign_open_webui_sessions_with_the_sluice_key() {
+    for file in ["docker-compose.yml", "docker-compose.replicas.yml"] {
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let line = text.lines().find(|l| l.trim_start().starts_with("WEBUI_SECRET_KEY:")).unwrap_or_default();
+        assert!(line.contains("${WEBUI_SECRET_KEY:?"), "{file}: {line}");
+        assert!(!line.contains("SLUICE_API_KEY"), "{file}: {line}");
+    }
+}

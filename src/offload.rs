@@ -1,0 +1,40 @@
+//! Heavy requests run their pipeline hook on the blocking pool. A hook on an 18 MB conversation
+//! converts, clones and serialises for a good part of a second: on an HTTP worker thread that
+//! is a second in which every connection of that worker (the health check included) waits.
+//! The future still uses the worker's runtime for its I/O and timers; only its polling, where
+//! the CPU time goes, moves.
+
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+
+/// Bodies above this many bytes are heavy.
+pub const HEAVY_BYTES: usize = 256 * 1024;
+
+/// Runs `work` here when `heavy` is false, else on a blocking thread. Dropping the returned
+/// future (the client left) cancels `work` either way.
+pub async fn run<F, T>(heavy: bool, work: F) -> Result<T, ApiError>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    if !heavy {
+        return Ok(work.await);
+    }
+    let handle = tokio::runtime::Handle::current();
+    let cancel = CancellationToken::new();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let done = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            tokio::select! {
+                result = work => Some(result),
+                () = cancel.cancelled() => None,
+            }
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the request's work stopped: {e}")))?;
+    done.ok_or_else(|| ApiError::Internal("the request was abandoned".into()))
+}
