@@ -97,6 +97,17 @@ async fn hostile_bodies_are_refused_before_they_cost_memory() {
     assert_eq!(status, 422, "{answer}");
     assert!(answer["detail"].as_str().unwrap().contains("1001 items"), "{answer}");
 
+    // What the Responses API cannot take is dropped with one summary line, not a line a part.
+    let mut parts = vec![json!({"type": "text", "text": "hello"})];
+    parts.extend((0..900).map(|i| json!({"type": format!("mystery_{i}")})));
+    let chat = json!({"model": "openai_responses.gpt-4.1", "stream": false, "messages": [{"role": "user", "content": parts}]});
+    let (status, answer) = post_text(&server, "/v1/chat/completions", chat.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("dropped what the Responses API does not take")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("parts=900") && lines[0].contains("mystery_0"), "{}", lines[0]);
+
     let peak = server.memory_kb("VmHWM");
     assert!(peak < 200 * 1024, "peak resident memory {peak} kB");
     assert_eq!(reqwest::get(&server.base).await.unwrap().status(), 200);

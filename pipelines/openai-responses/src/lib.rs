@@ -58,6 +58,8 @@ fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineErr
         .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {e}")))
 }
 
+const MAX_MODEL_LIST_BYTES: usize = 4 << 20;
+
 async fn fetch_models(client: &reqwest::Client, valves: &ResponsesValves) -> Result<HashSet<String>, String> {
     let url = format!("{}/models", valves.BASE_URL.trim_end_matches('/'));
     let resp = client
@@ -70,7 +72,16 @@ async fn fetch_models(client: &reqwest::Client, valves: &ResponsesValves) -> Res
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status().as_u16()));
     }
-    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    // A list of models is tens of kilobytes; a proxy that answers more is not listing models.
+    let mut stream = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        if bytes.len() > MAX_MODEL_LIST_BYTES {
+            return Err(format!("the model list is larger than {} MiB", MAX_MODEL_LIST_BYTES >> 20));
+        }
+    }
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let ids = body.get("data").and_then(Value::as_array).ok_or("no data list")?;
     Ok(ids.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(models::normalize).collect())
 }

@@ -24,6 +24,9 @@ const DATASETS_NS: &str = "openpipe_reporting.datasets";
 const CONCURRENCY: usize = 4;
 const BATCH: usize = 32;
 
+/// Most bytes of an answer read (a dataset list is the longest OpenPipe sends).
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
 /// How often an idle worker looks at the queue without being woken.
 const IDLE_LOOK: Duration = Duration::from_secs(2);
 
@@ -218,7 +221,17 @@ impl Worker {
             .map_err(transport_error)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(transport_error)?;
+        // OpenPipe's answers are small; whatever answers at its address need not be.
+        let mut body = resp.bytes_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(transport_error)?);
+            if bytes.len() > MAX_REPLY_BYTES {
+                bytes.truncate(MAX_REPLY_BYTES);
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
         let text = sluice_sdk::secret::redact(&text, &[v.OPENPIPE_API_KEY.expose()]).into_owned();
         Ok((status, headers, text))
     }
