@@ -59,7 +59,9 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365; // "sluice"
 
 /// How long an entry handed out by `due` stays with its worker before another may take it.
-/// Longer than a batch of attempts can take (attempt timeouts are at most 120 s).
+/// The worker takes only what it starts at once and renews the lease of attempts in flight
+/// every third of it, so the lease bounds how long a dead replica's reports wait, not how long
+/// an attempt may take.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
 /// Longest wait for a connection from the pool or a new one.
@@ -387,6 +389,24 @@ impl Outbox for PgStore {
         let mut out: Vec<Entry> = rows.iter().map(entry).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+
+    async fn renew(&self, queue: &str, ids: &[String], now_ms: u64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let until = now_ms.saturating_add(self.lease.as_millis() as u64) as i64;
+        execute_cached(
+            &self.client().await?,
+            "UPDATE outbox SET next_attempt_at_ms = $3 WHERE queue = $1 AND id = ANY($2) AND dead_at_ms IS NULL",
+            &[&queue, &ids, &until],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {

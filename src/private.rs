@@ -14,12 +14,20 @@ pub fn dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does.
+/// An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+/// the process holds on it, and SQLite's locks are POSIX locks.
 pub fn file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?;
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
     tighten(path, 0o600)
 }
 

@@ -210,6 +210,12 @@ impl Outbox for SpillingStore {
     async fn next_due_at(&self, queue: &str) -> Result<Option<u64>, StoreError> {
         self.guarded(self.pg.next_due_at(queue)).await
     }
+    fn lease(&self) -> Option<std::time::Duration> {
+        self.pg.lease()
+    }
+    async fn renew(&self, queue: &str, ids: &[String], now_ms: u64) -> Result<(), StoreError> {
+        self.guarded(self.pg.renew(queue, ids, now_ms)).await
+    }
     async fn retry_later(&self, q: &str, id: &str, at: u64, status: Option<u16>, e: &str) -> Result<(), StoreError> {
         self.guarded(self.pg.retry_later(q, id, at, status, e)).await
     }

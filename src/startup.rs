@@ -79,6 +79,11 @@ impl Application {
         let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
         crate::private::dir(&data_dir).map_err(dir_error)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
+        // The port first: a replica that cannot listen must stop before its workers start
+        // (a delivery worker of a process about to exit would claim reports and leave them).
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
         let shutdown = Shutdown::default();
         let stores =
@@ -126,9 +131,6 @@ impl Application {
         });
         tokio::spawn(crate::valves_sync::follow(state.clone(), shutdown.draining.clone()));
 
-        let address = format!("{}:{}", settings.host, settings.port);
-        let listener = bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let server = run(listener, state.clone(), api_key.clone(), &settings, grace)?;
         tracing::info!(port, pipelines = state.registry.modules().len(), "sluice listening");

@@ -17,6 +17,7 @@ pub fn fast() -> Tuning {
     Tuning {
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
+        pause_cap: Duration::from_millis(200),
         probe_interval: Duration::from_secs(60),
         retry_after_cap: Duration::from_secs(3600),
         shutdown_wait: Duration::from_secs(2),
@@ -803,4 +804,40 @@ async fn a_background_task_is_reported_with_the_answer_this_server_gave() {
     mock.wait_for_reports(2, 10).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-7-title_generation", "chatcmpl-m-8"]);
+}
+
+/// A second process that cannot listen (the port is taken) stops before its delivery worker
+/// starts: it must not take reports from the queue it is about to abandon.
+#[tokio::test]
+async fn a_process_that_cannot_listen_delivers_nothing() {
+    const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
+    let mock = MockOpenPipe::start(SECRET).await;
+    mock.with(|s| s.down = Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OPENPIPE_API_KEY", SECRET)];
+    let first = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
+    binary_turn(&first, "c-1", "m-1", "q", "a").await;
+    while mock.attempts() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let port = first.base.rsplit(':').next().unwrap().to_string();
+    first.kill();
+    mock.with(|s| s.down = None);
+    let before = mock.attempts();
+    let _taken = std::net::TcpListener::bind(format!("127.0.0.1:{port}")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", &port)
+        .env("SLUICE_DATA_DIR", dir.path().join("data"))
+        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
+        .env("SLUICE_API_KEY", crate::helpers::KEY)
+        .env("OPENPIPE_API_KEY", SECRET)
+        .env("OPENPIPE_BASE_URL", mock.base_url())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("cannot listen"), "{text}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.attempts(), before, "the process that could not listen sent reports:\n{text}");
 }

@@ -34,6 +34,9 @@ pub struct State {
     pub down: Option<u16>,
     /// The body sent with `down` (a JSON text); a generic error without it.
     pub down_body: Option<String>,
+    /// While set, every accepted report is answered this much later (a slow receiver: the
+    /// report is accepted when it arrives, whether or not the sender waits for the answer).
+    pub slow: Option<Duration>,
     pub datasets: Vec<Value>,
     pub dataset_creates: usize,
     pub entries: Vec<(String, Value)>,
@@ -88,7 +91,11 @@ impl Responder {
             None => {}
         }
         state.reports.push(body);
-        ResponseTemplate::new(200).set_body_json(json!({"status": "ok"}))
+        let ok = ResponseTemplate::new(200).set_body_json(json!({"status": "ok"}));
+        match state.slow {
+            Some(d) => ok.set_delay(d),
+            None => ok,
+        }
     }
 
     fn entries(&self, state: &mut State, id: &str, body: Value) -> ResponseTemplate {

@@ -435,3 +435,112 @@ async fn a_database_that_stops_answering_costs_one_bounded_wait() {
         "each report exactly once"
     );
 }
+
+/// Reports sent more than once, and reports never sent, among `expected` turns.
+fn duplicates_and_losses(reports: &[Value], expected: usize) -> (usize, usize) {
+    let ids = completion_ids(reports);
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    (ids.len() - distinct.len(), expected - distinct.len().min(expected))
+}
+
+/// Issue 22: a replica killed while OpenPipe slowly accepts a backlog. Only what it had in
+/// flight (four attempts at most) is sent again by the other replica; nothing is lost.
+#[tokio::test]
+async fn a_replica_killed_during_a_slow_drain_resends_at_most_its_attempts_in_flight() {
+    use crate::binary::Binary;
+    let Some(url) = pg_database().await else { return };
+    const SECRET: &str = "opk-kill-test-0a1b2c3d4e5f";
+    let mock = MockOpenPipe::start(SECRET).await;
+    mock.with(|s| s.slow = Some(Duration::from_millis(400)));
+    let env = [
+        ("OPENPIPE_API_KEY", SECRET.to_string()),
+        ("OPENPIPE_BASE_URL", mock.base_url()),
+        ("SLUICE_STORE_URL", url.clone()),
+        ("SLUICE_STORE_LEASE_SECS", "3".to_string()),
+        ("SLUICE_LOG_LEVEL", "info".to_string()),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Binary::start(dir_a.path(), &env).await;
+    let b = Binary::start(dir_b.path(), &env).await;
+    const TURNS: usize = 40;
+    for i in 0..TURNS {
+        binary_turn(&a, "c", &format!("m-{i}"), "q", "a").await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while mock.attempts() < 10 {
+        assert!(std::time::Instant::now() < deadline, "the drain never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill();
+    let reports = mock.wait_for_reports(TURNS, 60).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (duplicates, lost) = duplicates_and_losses(&mock.reports(), TURNS);
+    eprintln!("kill -9 during a slow drain: {} sent, {duplicates} duplicated, {lost} lost", reports.len());
+    assert_eq!(lost, 0);
+    assert!(duplicates <= 4, "{duplicates} reports sent twice; at most the four in flight may be\n{}", b.kill());
+}
+
+/// Issue 22: PostgreSQL goes away for three seconds while two replicas drain a backlog. The
+/// outcomes of the attempts in flight are recorded when it is back: nothing is sent twice.
+#[tokio::test]
+async fn a_database_outage_during_a_drain_resends_nothing() {
+    let Some(url) = pg_database().await else { return };
+    let proxy = CuttableProxy::start(&url).await;
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.slow = Some(Duration::from_millis(300)));
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
+    let replica = |files| {
+        spawn_app_with(Options {
+            store_url: Some(proxy.url.clone()),
+            store_lease_secs: Some(10),
+            valves_files: files,
+            openpipe: Some(fast()),
+            ..Default::default()
+        })
+    };
+    let (a, b) = (replica(files.clone()).await.unwrap(), replica(files).await.unwrap());
+    const TURNS: usize = 30;
+    for i in 0..TURNS {
+        numbered_turn(if i % 2 == 0 { &a } else { &b }, i).await;
+    }
+    while mock.attempts() < 6 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    mock.wait_for_reports(TURNS, 60).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (duplicates, lost) = duplicates_and_losses(&mock.reports(), TURNS);
+    eprintln!("database outage during a drain: {duplicates} duplicated, {lost} lost");
+    assert_eq!((duplicates, lost), (0, 0));
+}
+
+/// Issue 22: OpenPipe takes longer to answer than the store's lease. The leases of attempts
+/// in flight are renewed, so the other replica never takes and sends them again.
+#[tokio::test]
+async fn a_receiver_slower_than_the_lease_gets_each_report_once() {
+    let Some(url) = pg_database().await else { return };
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.slow = Some(Duration::from_secs(3)));
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, "TIMEOUT_SECONDS = 10"))];
+    let replica = |files| {
+        spawn_app_with(Options {
+            store_url: Some(url.clone()),
+            store_lease_secs: Some(2),
+            valves_files: files,
+            openpipe: Some(fast()),
+            ..Default::default()
+        })
+    };
+    let (a, b) = (replica(files.clone()).await.unwrap(), replica(files).await.unwrap());
+    const TURNS: usize = 8;
+    for i in 0..TURNS {
+        numbered_turn(if i % 2 == 0 { &a } else { &b }, i).await;
+    }
+    mock.wait_for_reports(TURNS, 30).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (duplicates, lost) = duplicates_and_losses(&mock.reports(), TURNS);
+    assert_eq!((duplicates, lost), (0, 0), "{} attempts", mock.attempts());
+}

@@ -100,7 +100,8 @@ async fn hostile_bodies_are_refused_before_they_cost_memory() {
     // What the Responses API cannot take is dropped with one summary line, not a line a part.
     let mut parts = vec![json!({"type": "text", "text": "hello"})];
     parts.extend((0..900).map(|i| json!({"type": format!("mystery_{i}")})));
-    let chat = json!({"model": "openai_responses.gpt-4.1", "stream": false, "messages": [{"role": "user", "content": parts}]});
+    let chat =
+        json!({"model": "openai_responses.gpt-4.1", "stream": false, "messages": [{"role": "user", "content": parts}]});
     let (status, answer) = post_text(&server, "/v1/chat/completions", chat.to_string()).await;
     assert_eq!(status, 200, "{answer}");
     let log = server.log();

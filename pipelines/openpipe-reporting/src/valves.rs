@@ -74,6 +74,8 @@ pub struct ReportingValves {
     pub PENDING_TTL_SECONDS: u64,
     /// Largest serialized report in bytes (10000-50000000); larger ones lose images, then long texts.
     pub MAX_REPORT_BYTES: u64,
+    /// Most delivery attempts this replica starts per second (1-1000); with several replicas the total is this times their number.
+    pub MAX_ATTEMPTS_PER_SECOND: u32,
 }
 
 impl Default for ReportingValves {
@@ -103,6 +105,7 @@ impl Default for ReportingValves {
             DELIVERY_MAX_AGE_HOURS: 72,
             PENDING_TTL_SECONDS: 3600,
             MAX_REPORT_BYTES: 900_000,
+            MAX_ATTEMPTS_PER_SECOND: 20,
         }
     }
 }
@@ -190,6 +193,7 @@ impl Valves for ReportingValves {
         check_range(&mut errors, "DELIVERY_MAX_AGE_HOURS", self.DELIVERY_MAX_AGE_HOURS, 1, 720);
         check_range(&mut errors, "PENDING_TTL_SECONDS", self.PENDING_TTL_SECONDS, 60, 86_400);
         check_range(&mut errors, "MAX_REPORT_BYTES", self.MAX_REPORT_BYTES, 10_000, 50_000_000);
+        check_range(&mut errors, "MAX_ATTEMPTS_PER_SECOND", u64::from(self.MAX_ATTEMPTS_PER_SECOND), 1, 1000);
         if self.pipelines.iter().any(|p| p.trim().is_empty()) {
             errors.push(FieldError::new("pipelines", "model ids must be non-empty"));
         }

@@ -98,4 +98,16 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Dead-lettered entries, newest first.
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// How long what [`Outbox::due`] hands out stays with the caller before another worker may
+    /// take it, for a store that several workers share; `None` for a store with one worker.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Keeps `ids`, still being worked on, with this worker for another lease from `now_ms`,
+    /// so an attempt that outlasts the lease is not taken and sent again by another worker.
+    async fn renew(&self, _queue: &str, _ids: &[String], _now_ms: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -1,7 +1,5 @@
-//! The background worker that empties the outbox into OpenPipe (openpipe-reporting.md §12–§13):
-//! timeouts per attempt, full-jitter backoff, `Retry-After`, a pause on 401/403 until the key
-//! changes, dead letters by age or for permanent refusals. Delivery is at least once; the
-//! stable `completionId` of each report makes a duplicate recognisable downstream.
+//! The OpenPipe side of delivery (openpipe-reporting.md §12): one attempt at a queued entry,
+//! with the attempt timeout, and what OpenPipe's answer means for it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,56 +7,23 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sluice_sdk::outbox::{Entry, NewEntry};
-use sluice_sdk::{CancellationToken, KvStore, Outbox, ValvesCell};
-use tokio::sync::Notify;
+use sluice_sdk::outbox::Entry;
+use sluice_sdk::KvStore;
 
+use super::Tuning;
 use crate::counters::Counters;
 use crate::valves::ReportingValves;
-use crate::{now_ms, QUEUE};
 
 pub const KIND_REPORT: &str = "report";
 pub const KIND_DATASET: &str = "dataset_entries";
 const DATASETS_NS: &str = "openpipe_reporting.datasets";
-/// Requests in flight at once (§13.1).
-const CONCURRENCY: usize = 4;
-const BATCH: usize = 32;
 
 /// Most bytes of an answer read (a dataset list is the longest OpenPipe sends).
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
-/// How often an idle worker looks at the queue without being woken.
-const IDLE_LOOK: Duration = Duration::from_secs(2);
-
-/// Timing knobs; tests shorten them, production uses the spec's values.
-#[derive(Debug, Clone, Copy)]
-pub struct Tuning {
-    /// Backoff is full jitter on `min(cap, base × 2^attempts)`.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    /// How often one entry probes OpenPipe while deliveries are paused on 401/403.
-    pub probe_interval: Duration,
-    /// Longest `Retry-After` honoured.
-    pub retry_after_cap: Duration,
-    /// How long shutdown waits for attempts in flight.
-    pub shutdown_wait: Duration,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(300),
-            probe_interval: Duration::from_secs(60),
-            retry_after_cap: Duration::from_secs(3600),
-            shutdown_wait: Duration::from_secs(10),
-        }
-    }
-}
-
 /// What one attempt came to.
 #[derive(Debug)]
-enum Outcome {
+pub enum Outcome {
     Delivered,
     /// Entries of a dataset job that OpenPipe refused one by one; the rest were stored.
     PartlyDelivered(Vec<(Value, String)>),
@@ -77,34 +42,13 @@ enum Outcome {
     },
 }
 
-pub struct Worker {
-    pub outbox: Arc<dyn Outbox>,
-    pub store: Arc<dyn KvStore>,
-    pub valves: ValvesCell<ReportingValves>,
+/// Sends queued entries to OpenPipe.
+pub struct Client {
     pub http: reqwest::Client,
-    pub wake: Arc<Notify>,
+    /// Where dataset ids are cached.
+    pub store: Arc<dyn KvStore>,
     pub counters: Arc<Counters>,
     pub tuning: Tuning,
-    pub shutdown: CancellationToken,
-}
-
-/// Identifies the settings an auth pause was for: a new key or base URL lifts it.
-fn fingerprint(v: &ReportingValves) -> String {
-    crate::dpo::sha256_hex(format!("{}\n{}", v.OPENPIPE_API_KEY.expose(), v.base_url()).as_bytes())
-}
-
-fn random_unit() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Full jitter: uniform in `[0, min(cap, base × 2^attempts)]`.
-fn backoff(t: &Tuning, attempts: u32) -> Duration {
-    let exp = t.backoff_base.saturating_mul(1u32 << attempts.min(20));
-    exp.min(t.backoff_cap).mul_f64(random_unit())
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Duration> {
@@ -209,7 +153,7 @@ fn refused_entries(text: &str, entries: &[Value]) -> Vec<(Value, String)> {
         .collect()
 }
 
-impl Worker {
+impl Client {
     /// One authenticated call with the attempt timeout; the reply's status, headers and text,
     /// with the key removed should the answer quote it (error texts are stored and logged).
     async fn call(&self, v: &ReportingValves, request: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
@@ -327,213 +271,12 @@ impl Worker {
         Outcome::Permanent { status: Some(404), error: "dataset not found".into() }
     }
 
-    /// Moves an entry to the dead letters (kept, never dropped) and counts it.
-    async fn bury(&self, id: &str, status: Option<u16>, reason: &str) -> Result<(), sluice_sdk::StoreError> {
-        self.outbox.dead_letter(QUEUE, id, status, reason).await?;
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn attempt(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
+    pub async fn attempt(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         match entry.kind.as_str() {
             KIND_REPORT => self.send_report(v, entry).await,
             KIND_DATASET => self.send_dataset_entries(v, entry).await,
             other => Outcome::Permanent { status: None, error: format!("unknown outbox entry kind {other:?}") },
-        }
-    }
-
-    /// Applies an attempt's outcome to the store; returns whether OpenPipe refused the key.
-    async fn settle(
-        &self,
-        v: &ReportingValves,
-        entry: &Entry,
-        outcome: Outcome,
-    ) -> Result<bool, sluice_sdk::StoreError> {
-        let debug = v.DEBUG_LOGGING;
-        match outcome {
-            Outcome::Delivered => {
-                self.outbox.complete(QUEUE, &entry.id).await?;
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                if debug {
-                    tracing::debug!(id = %entry.id, kind = %entry.kind, attempts = entry.attempts + 1, "openpipe: delivered");
-                }
-            }
-            Outcome::PartlyDelivered(failed) => {
-                let dead: Vec<NewEntry> = failed
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (e, _))| NewEntry {
-                        id: format!("{}-e{i}", entry.id),
-                        kind: entry.kind.clone(),
-                        target: entry.target.clone(),
-                        body: json!({"entries": [e]}),
-                    })
-                    .collect();
-                let ids: Vec<String> = dead.iter().map(|d| d.id.clone()).collect();
-                self.outbox.enqueue(QUEUE, dead, Vec::new()).await?;
-                for (id, (_, msg)) in ids.iter().zip(&failed) {
-                    self.bury(id, Some(200), &format!("entry refused: {msg}")).await?;
-                }
-                self.outbox.complete(QUEUE, &entry.id).await?;
-                tracing::warn!(id = %entry.id, refused = failed.len(), "openpipe: some dataset entries were refused; kept as dead letters");
-            }
-            Outcome::Retry { status, error, after } => {
-                let wait = after.unwrap_or_else(|| backoff(&self.tuning, entry.attempts + 1));
-                let next = now_ms() + wait.as_millis() as u64;
-                self.outbox.retry_later(QUEUE, &entry.id, next, status, &error).await?;
-                self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                if debug {
-                    tracing::debug!(id = %entry.id, status = ?status, wait_ms = wait.as_millis() as u64, "openpipe: will retry");
-                }
-            }
-            Outcome::Auth { status } => {
-                // Stays due: the pause, not the entry's schedule, holds it back, so a new key
-                // sends everything at once.
-                self.outbox
-                    .retry_later(QUEUE, &entry.id, now_ms(), Some(status), &format!("HTTP {status}: key refused"))
-                    .await?;
-                return Ok(true);
-            }
-            Outcome::TooLarge => {
-                let mut body = entry.body.clone();
-                if entry.last_status != Some(413) && crate::shrink_report(&mut body) {
-                    self.outbox.replace_body(QUEUE, &entry.id, &body).await?;
-                    self.outbox.retry_later(QUEUE, &entry.id, now_ms(), Some(413), "HTTP 413: shrunk").await?;
-                } else {
-                    self.bury(&entry.id, Some(413), "too_large").await?;
-                    tracing::warn!(id = %entry.id, "openpipe: report too large even after shrinking; dead-lettered");
-                }
-            }
-            Outcome::Permanent { status, error } => {
-                self.bury(&entry.id, status, &error).await?;
-                tracing::warn!(id = %entry.id, kind = %entry.kind, status = ?status, error = %error, "openpipe: refused; dead-lettered");
-            }
-        }
-        Ok(false)
-    }
-
-    /// Moves entries older than `DELIVERY_MAX_AGE_HOURS` to the dead letters; returns the rest.
-    async fn expire(&self, v: &ReportingValves, due: Vec<Entry>) -> Result<Vec<Entry>, sluice_sdk::StoreError> {
-        let max_age = v.DELIVERY_MAX_AGE_HOURS * 3_600_000;
-        let now = now_ms();
-        let mut live = Vec::with_capacity(due.len());
-        for e in due {
-            if now.saturating_sub(e.created_at_ms) > max_age {
-                let reason = format!(
-                    "undelivered after {} h; last error: {}",
-                    v.DELIVERY_MAX_AGE_HOURS,
-                    e.last_error.as_deref().unwrap_or("none")
-                );
-                self.bury(&e.id, None, &reason).await?;
-                tracing::warn!(id = %e.id, "openpipe: report expired undelivered; dead-lettered");
-            } else {
-                live.push(e);
-            }
-        }
-        Ok(live)
-    }
-
-    /// Sleeps until `until_ms`, a wake-up, or shutdown.
-    async fn wait(&self, until_ms: Option<u64>) {
-        // Nothing due: look again soon anyway. Reports can appear without waking this worker:
-        // queued by another replica that died before sending them, or written late by the
-        // store (held while a shared database was away).
-        let wait = until_ms.map(|t| Duration::from_millis(t.saturating_sub(now_ms()))).unwrap_or(IDLE_LOOK);
-        tokio::select! {
-            _ = tokio::time::sleep(wait.min(self.tuning.probe_interval)) => {}
-            _ = self.wake.notified() => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-    }
-
-    pub async fn run(self) {
-        // The settings an auth pause applies to, and when to probe next.
-        let mut paused: Option<(String, u64)> = None;
-        let mut warned_no_key = false;
-        while !self.shutdown.is_cancelled() {
-            let v = self.valves.get();
-            if v.OPENPIPE_API_KEY.is_empty() {
-                if !warned_no_key {
-                    tracing::warn!("openpipe: no OPENPIPE_API_KEY; queued reports wait until one is set");
-                    warned_no_key = true;
-                }
-                self.wait(None).await;
-                continue;
-            }
-            warned_no_key = false;
-            let fp = fingerprint(&v);
-            if let Some((paused_fp, _)) = &paused {
-                if *paused_fp != fp {
-                    tracing::info!("openpipe: key or base URL changed; resuming deliveries");
-                    paused = None;
-                }
-            }
-            let now = now_ms();
-            let due = match self.outbox.due(QUEUE, now, BATCH).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "openpipe: outbox unreadable; retrying");
-                    self.wait(Some(now + 1000)).await;
-                    continue;
-                }
-            };
-            let mut due = match self.expire(&v, due).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "openpipe: outbox write failed; retrying");
-                    self.wait(Some(now + 1000)).await;
-                    continue;
-                }
-            };
-            if let Some((_, probe_at)) = &paused {
-                if now < *probe_at {
-                    self.wait(Some(*probe_at)).await;
-                    continue;
-                }
-                due.truncate(1);
-            }
-            if due.is_empty() {
-                let next = self.outbox.next_due_at(QUEUE).await.ok().flatten();
-                self.wait(next).await;
-                continue;
-            }
-            let this = &self;
-            let results: Vec<(Entry, Outcome)> = futures_util::stream::iter(due)
-                .map(|e| {
-                    let v = &v;
-                    async move {
-                        let o = this.attempt(v, &e).await;
-                        (e, o)
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            let mut refused = false;
-            let mut delivered = 0usize;
-            for (entry, outcome) in results {
-                if matches!(outcome, Outcome::Delivered | Outcome::PartlyDelivered(_)) {
-                    delivered += 1;
-                }
-                match self.settle(&v, &entry, outcome).await {
-                    Ok(auth) => refused |= auth,
-                    Err(e) => tracing::warn!(error = %e, "openpipe: outbox write failed after an attempt"),
-                }
-            }
-            if refused {
-                if paused.is_none() {
-                    tracing::warn!(
-                        "openpipe: OpenPipe refused the key (401/403); deliveries paused until the key changes"
-                    );
-                }
-                paused = Some((fp, now_ms() + self.tuning.probe_interval.as_millis() as u64));
-            } else if delivered > 0 {
-                if paused.take().is_some() {
-                    tracing::info!("openpipe: key accepted again; resuming deliveries");
-                }
-                tracing::info!(delivered, "openpipe: reports delivered");
-            }
         }
     }
 }
@@ -542,16 +285,6 @@ impl Worker {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_jittered_and_capped() {
-        let t = Tuning::default();
-        for attempts in 0..30 {
-            let d = backoff(&t, attempts);
-            assert!(d <= t.backoff_cap);
-            assert!(d <= Duration::from_secs(1 << attempts.min(20)));
-        }
-    }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
