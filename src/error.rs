@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
+use sluice_sdk::valves::join_errors;
 use sluice_sdk::{FieldError, PipelineError};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +37,9 @@ pub enum ApiError {
     Busy(String),
     #[error("More than one Authorization header")]
     DuplicateAuthorization,
-    #[error("Invalid valves: {}", join_fields(.0))]
+    #[error("Invalid valves: {}", join_errors(.0))]
     InvalidValves(Vec<FieldError>),
-    #[error("{}", join_fields(.0))]
+    #[error("{}", join_errors(.0))]
     PinnedValves(Vec<FieldError>),
     #[error("{0}")]
     NotSupported(String),
@@ -50,12 +51,18 @@ pub enum ApiError {
     Internal(String),
 }
 
-fn join_fields(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
-        .collect::<Vec<_>>()
-        .join("; ")
+impl From<crate::valves::ValvesError> for ApiError {
+    fn from(e: crate::valves::ValvesError) -> Self {
+        use crate::valves::ValvesError as V;
+        match e {
+            V::PipelineNotFound(id) => ApiError::pipeline_not_found(&id),
+            V::NoValves(id) => ApiError::NotFound(format!("Valves for {id} not found")),
+            V::Invalid(errors) => ApiError::InvalidValves(errors),
+            V::Pinned(errors) => ApiError::PinnedValves(errors),
+            V::Reload(e) => ApiError::Unprocessable(e.to_string()),
+            e @ (V::Io(_) | V::NotShared(_) | V::Hook { .. }) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 impl ApiError {

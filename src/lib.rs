@@ -1,21 +1,17 @@
 //! sluice: a compiled server for Open WebUI's Pipelines protocol.
 
 pub mod auth;
-pub mod backend;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod offload;
-pub mod pg_store;
 pub mod private;
 pub mod registry;
 pub mod routes;
-pub mod spill;
 pub mod sse;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod valves;
-pub mod valves_sync;

@@ -64,11 +64,7 @@ fn check(settings: &Settings) -> ExitCode {
                 for e in errors {
                     problems += 1;
                     let line = line_of(&path, &e.field).map(|l| format!(":{l}")).unwrap_or_default();
-                    if e.field.is_empty() {
-                        eprintln!("error  {path}{line}: {}", e.message);
-                    } else {
-                        eprintln!("error  {path}{line}: {}: {}", e.field, e.message);
-                    }
+                    eprintln!("error  {path}{line}: {e}");
                 }
             }
             Err(e) => {
@@ -117,17 +113,17 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
         eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
         return ExitCode::FAILURE;
     }
-    let stores = match sluice::backend::Stores::open(settings, &settings.data_dir, Default::default()).await {
+    let stores = match sluice::store::Stores::open(settings, &settings.data_dir, Default::default()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let now = sluice::sse::unix_now_ms();
+    let now = sluice_sdk::clock::unix_ms();
     let mut out = std::io::stdout().lock();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => stores.backend.queues().await.map(|queues| {
+        [] => stores.admin.queues().await.map(|queues| {
             let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}", "queue", "queued", "dead", "oldest (s)");
             for q in queues {
                 let age = q.oldest_age(now).map(|a| a.as_secs().to_string());
@@ -147,7 +143,7 @@ async fn outbox(settings: &Settings, args: Vec<String>) -> ExitCode {
                 }
             })
         }
-        ["--requeue", queue] => stores.backend.requeue_dead(queue).await.map(|n| {
+        ["--requeue", queue] => stores.admin.requeue_dead(queue).await.map(|n| {
             let _ = writeln!(out, "{n} dead letter(s) of {queue} queued again");
         }),
         _ => {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sluice_sdk::{ErrorKind, QueueStats};
 
-use crate::backend::StoreHealth;
+use crate::store::StoreHealth;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];

@@ -51,7 +51,7 @@ pub enum RegistryError {
     Duplicate(String),
     #[error("pipeline id {0:?} must be non-empty and use only letters, digits, '_' and '-'")]
     BadId(String),
-    #[error("valves of {id} ({path}): {}", .errors.iter().map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) }).collect::<Vec<_>>().join("; "))]
+    #[error("valves of {id} ({path}): {}", sluice_sdk::valves::join_errors(.errors))]
     Valves { id: String, path: String, errors: Vec<FieldError> },
 }
 
@@ -77,14 +77,17 @@ impl Registry {
         }
         let registry = Registry { modules, by_id };
         let loaded = registry.load_valves(env)?;
-        for (entry, loaded) in loaded {
+        for (_, entry, loaded) in loaded {
             entry.install(loaded);
         }
         Ok(registry)
     }
 
     /// Reads every valves file and the environment again; applies all or nothing.
-    pub fn load_valves(&self, env: &ValvesEnv) -> Result<Vec<(&ValvesEntry, crate::valves::Loaded)>, RegistryError> {
+    pub fn load_valves(
+        &self,
+        env: &ValvesEnv,
+    ) -> Result<Vec<(&str, &ValvesEntry, crate::valves::Loaded)>, RegistryError> {
         let mut out = Vec::new();
         for module in &self.modules {
             if let Some(entry) = &module.valves {
@@ -93,7 +96,7 @@ impl Registry {
                     path: entry.path().display().to_string(),
                     errors,
                 })?;
-                out.push((entry, loaded));
+                out.push((module.id(), entry, loaded));
             }
         }
         Ok(out)

@@ -13,7 +13,6 @@ use sluice_sdk::{Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
-use crate::backend::{StoreBackend, Stores};
 use crate::body::BodyConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -21,20 +20,8 @@ use crate::registry::{Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
 use crate::telemetry::trace_requests;
-use crate::valves::ValvesEnv;
-
-/// What every handler shares.
-pub struct AppState {
-    pub registry: Registry,
-    pub valves_env: ValvesEnv,
-    /// Valves writes and reloads go one at a time.
-    pub valves_lock: tokio::sync::Mutex<()>,
-    pub stream_options: StreamOptions,
-    pub metrics: Arc<Metrics>,
-    pub store: Arc<dyn StoreBackend>,
-    /// Versions of the shared valves this replica runs (several replicas only).
-    pub valves_versions: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-}
+use crate::store::{StoreAdmin, Stores};
+use crate::valves::{replicas, ValvesEnv, ValvesService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -45,9 +32,9 @@ pub enum StartupError {
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the store: {0}")]
-    Store(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    Store(#[from] crate::store::OpenError),
+    #[error(transparent)]
+    SharedValves(#[from] crate::valves::replicas::PullError),
     #[error("pipeline {id} failed to start: {message}")]
     Pipeline { id: String, message: String },
 }
@@ -56,7 +43,7 @@ pub struct Application {
     port: u16,
     server: Server,
     api_key: ApiKey,
-    state: web::Data<AppState>,
+    registry: Arc<Registry>,
     shutdown: Shutdown,
     grace: Duration,
 }
@@ -86,25 +73,17 @@ impl Application {
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
         let shutdown = Shutdown::default();
-        let stores =
-            Stores::open(&settings, &data_dir, shutdown.draining.clone()).await.map_err(StartupError::Store)?;
-        tracing::info!(store = stores.backend.kind(), "store opened");
+        let stores = Stores::open(&settings, &data_dir, shutdown.draining.clone()).await?;
+        tracing::info!(store = stores.admin.kind(), "store opened");
         // Several replicas: the valves files become the shared text before they are read.
-        let valves_versions = crate::valves_sync::pull(stores.backend.as_ref(), &pipelines, &settings.valves_dir)
-            .await
-            .map_err(StartupError::Store)?;
-        let registry = Registry::build(pipelines, &settings.valves_dir, &valves_env)?;
-        tokio::spawn(sweep_expired(Arc::clone(&stores.backend), shutdown.draining.clone()));
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let versions = match &stores.shared_valves {
+            Some(shared) => replicas::pull(shared.as_ref(), &pipelines, &settings.valves_dir).await?,
+            None => Default::default(),
+        };
+        let registry = Arc::new(Registry::build(pipelines, &settings.valves_dir, &valves_env)?);
+        tokio::spawn(sweep_expired(Arc::clone(&stores.admin), shutdown.draining.clone()));
         for module in registry.modules() {
-            let dir = data_dir.join("pipelines").join(module.id());
-            crate::private::dir(&dir).map_err(dir_error)?;
             let ctx = PipelineContext {
-                http: http.clone(),
-                data_dir: dir,
                 store: Arc::clone(&stores.kv),
                 outbox: Arc::clone(&stores.outbox),
                 shutdown: shutdown.draining.clone(),
@@ -116,25 +95,25 @@ impl Application {
                 .map_err(|e| StartupError::Pipeline { id: module.id().to_string(), message: e.to_string() })?;
             tracing::info!(pipeline = module.id(), kind = module.kind().as_str(), "pipeline started");
         }
+        let valves =
+            Arc::new(ValvesService::new(Arc::clone(&registry), valves_env, stores.shared_valves.clone(), versions));
+        tokio::spawn(replicas::follow(Arc::clone(&valves), shutdown.draining.clone()));
 
-        let state = web::Data::new(AppState {
-            registry,
-            valves_env,
-            valves_lock: tokio::sync::Mutex::new(()),
-            stream_options: StreamOptions {
+        let services = Services {
+            registry: web::Data::from(Arc::clone(&registry)),
+            valves: web::Data::from(valves),
+            metrics: web::Data::new(Metrics::default()),
+            store: web::Data::from(Arc::clone(&stores.admin)),
+            streams: web::Data::new(StreamOptions {
                 keepalive: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
                 deadline: shutdown.deadline.clone(),
-            },
-            metrics: Arc::new(Metrics::default()),
-            store: Arc::clone(&stores.backend),
-            valves_versions: std::sync::Mutex::new(valves_versions),
-        });
-        tokio::spawn(crate::valves_sync::follow(state.clone(), shutdown.draining.clone()));
-
+            }),
+            key: web::Data::new(api_key.clone()),
+        };
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
-        let server = run(listener, state.clone(), api_key.clone(), &settings, grace)?;
-        tracing::info!(port, pipelines = state.registry.modules().len(), "sluice listening");
-        Ok(Application { port, server, api_key, state, shutdown, grace })
+        let server = run(listener, services, &settings, grace)?;
+        tracing::info!(port, pipelines = registry.modules().len(), "sluice listening");
+        Ok(Application { port, server, api_key, registry, shutdown, grace })
     }
 
     pub fn port(&self) -> u16 {
@@ -155,7 +134,7 @@ impl Application {
         let shutdown = self.shutdown.clone();
         tokio::spawn(stop_on_signal(handle, shutdown, self.grace));
         let result = self.server.await;
-        for module in self.state.registry.modules() {
+        for module in self.registry.modules() {
             module.pipeline.on_shutdown().await;
         }
         tracing::info!("sluice stopped");
@@ -165,7 +144,7 @@ impl Application {
 
 /// Expired records are never returned, but they take space: captures that never saw their
 /// outlet, replay records past their TTL. Swept every ten minutes.
-async fn sweep_expired(store: Arc<dyn StoreBackend>, stop: CancellationToken) {
+async fn sweep_expired(store: Arc<dyn StoreAdmin>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
@@ -250,14 +229,19 @@ fn cors(origins: &[String]) -> Cors {
     cors
 }
 
-fn run(
-    listener: TcpListener,
-    state: web::Data<AppState>,
-    api_key: ApiKey,
-    settings: &Settings,
-    grace: Duration,
-) -> Result<Server, StartupError> {
-    let key = web::Data::new(api_key);
+/// What the handlers share, each registered on its own (`web::Data<T>`): a handler names what
+/// it needs and nothing else.
+#[derive(Clone)]
+struct Services {
+    registry: web::Data<Registry>,
+    valves: web::Data<ValvesService>,
+    metrics: web::Data<Metrics>,
+    store: web::Data<dyn StoreAdmin>,
+    streams: web::Data<StreamOptions>,
+    key: web::Data<ApiKey>,
+}
+
+fn run(listener: TcpListener, services: Services, settings: &Settings, grace: Duration) -> Result<Server, StartupError> {
     let body = BodyConfig::new(
         settings.max_body_bytes,
         settings.max_json_values,
@@ -271,8 +255,12 @@ fn run(
     let mut server = HttpServer::new(move || {
         // Outermost last: trace → CORS (answers preflights) → path normalising → key check.
         App::new()
-            .app_data(state.clone())
-            .app_data(key.clone())
+            .app_data(services.registry.clone())
+            .app_data(services.valves.clone())
+            .app_data(services.metrics.clone())
+            .app_data(services.store.clone())
+            .app_data(services.streams.clone())
+            .app_data(services.key.clone())
             .app_data(body.clone())
             .wrap(from_fn(require_key))
             .wrap(NormalizePath::new(TrailingSlash::Trim))

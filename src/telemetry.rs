@@ -1,7 +1,6 @@
 //! Logging: `tracing` to stderr, as text or JSON lines, filtered by `SLUICE_LOG_LEVEL`
 //! (or `RUST_LOG` when set). One line per request with its id, route pattern and status.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -45,7 +44,7 @@ pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let metrics = req.app_data::<actix_web::web::Data<crate::startup::AppState>>().map(|s| Arc::clone(&s.metrics));
+    let metrics = req.app_data::<actix_web::web::Data<crate::metrics::Metrics>>().cloned();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let started = Instant::now();

@@ -7,9 +7,11 @@ use sluice_sdk::{PipeEvent, PipeRequest, Pipeline, PipelineKind, ServedCompletio
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::metrics::Stage;
-use crate::sse::{self, unix_now_ms, Envelope};
-use crate::startup::AppState;
+use sluice_sdk::clock::unix_ms as unix_now_ms;
+
+use crate::metrics::{Metrics, Stage};
+use crate::registry::Registry;
+use crate::sse::{self, Envelope, StreamOptions};
 
 /// `stream` as the reference parses it: lax booleans, absent means `true` (§6.1).
 fn stream_flag(value: Option<&Value>) -> Result<bool, ApiError> {
@@ -71,7 +73,9 @@ fn validate(form: &Map<String, Value>) -> Result<(String, bool), ApiError> {
 /// `POST /chat/completions` (pipelines-protocol.md §6): routes to a pipe or manifold sub-model
 /// and answers with an SSE stream, or one `chat.completion` when `stream` is false.
 pub async fn chat_completions(
-    state: web::Data<AppState>,
+    registry: web::Data<Registry>,
+    metrics: web::Data<Metrics>,
+    streams: web::Data<StreamOptions>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -82,8 +86,7 @@ pub async fn chat_completions(
         return Err(ApiError::Unprocessable("the request body must be a JSON object".into()));
     };
     let (model, stream) = validate(&form)?;
-    let resolved = state
-        .registry
+    let resolved = registry
         .model_entry(&model)
         .filter(|r| r.module.kind() != PipelineKind::Filter)
         .ok_or_else(|| ApiError::pipeline_not_found(&model))?;
@@ -110,8 +113,7 @@ pub async fn chat_completions(
     let observers: Vec<Arc<dyn Pipeline>> = if stream {
         Vec::new()
     } else {
-        state
-            .registry
+        registry
             .modules()
             .iter()
             .filter(|m| m.kind() == PipelineKind::Filter)
@@ -123,7 +125,7 @@ pub async fn chat_completions(
         PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
     tracing::debug!(model = %model, stream, "chat completion");
     let pipeline_id = resolved.module.id().to_string();
-    let metrics = Arc::clone(&state.metrics);
+    let metrics = metrics.into_inner();
     // Until the answer starts, the pipe converts the whole conversation: a large one does that
     // off this thread (crate::offload), and so does the copy kept for the filters.
     let pipeline = Arc::clone(&resolved.module.pipeline);
@@ -136,18 +138,18 @@ pub async fn chat_completions(
         Ok(events) => events,
         Err(e) => {
             metrics.pipe_error(&pipeline_id, Stage::BeforeStream, e.kind);
-            return Err(state.registry.redact(e).into());
+            return Err(registry.redact(e).into());
         }
     };
     // Counts in-stream errors; for a stream, also holds the open-stream gauge until it ends.
     let open = stream.then(|| metrics.stream_opened());
-    let registry = state.clone();
+    let redactor = registry.clone();
     let events: sluice_sdk::PipeStream = Box::pin(events.map(move |event| {
         let _open = &open;
         match event {
             PipeEvent::Error(e) => {
                 metrics.pipe_error(&pipeline_id, Stage::InStream, e.kind);
-                PipeEvent::Error(registry.registry.redact(e))
+                PipeEvent::Error(redactor.redact(e))
             }
             other => other,
         }
@@ -155,7 +157,7 @@ pub async fn chat_completions(
     let envelope = Envelope::new(&model);
     if stream {
         starting.disarm();
-        let body = sse::body(events, envelope, state.stream_options.clone(), cancel);
+        let body = sse::body(events, envelope, streams.get_ref().clone(), cancel);
         Ok(HttpResponse::Ok()
             .content_type("text/event-stream; charset=utf-8")
             .insert_header(("cache-control", "no-cache"))

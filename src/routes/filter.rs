@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::registry::Registry;
 
 #[derive(Clone, Copy)]
 enum Hook {
@@ -14,35 +14,35 @@ enum Hook {
 
 /// `POST /{id}/filter/inlet` (pipelines-protocol.md §5.11).
 pub async fn inlet(
-    state: web::Data<AppState>,
+    registry: web::Data<Registry>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    run(state, &id, req, payload, Hook::Inlet).await
+    run(registry, &id, req, payload, Hook::Inlet).await
 }
 
 /// `POST /{id}/filter/outlet` (§5.12).
 pub async fn outlet(
-    state: web::Data<AppState>,
+    registry: web::Data<Registry>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    run(state, &id, req, payload, Hook::Outlet).await
+    run(registry, &id, req, payload, Hook::Outlet).await
 }
 
 /// Takes `{"body": {...}, "user": {...} | null}` and answers the bare body. Pipes and manifold
 /// sub-models answer too: Open WebUI calls every pipeline model's own inlet and outlet.
 async fn run(
-    state: web::Data<AppState>,
+    registry: web::Data<Registry>,
     id: &str,
     req: HttpRequest,
     payload: web::Payload,
     hook: Hook,
 ) -> Result<HttpResponse, ApiError> {
     let resolved =
-        state.registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
+        registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
     let received = crate::body::json_body(&req, payload).await?;
     let heavy = received.is_heavy();
     let (form, _reservation) = received.into_parts();
@@ -73,7 +73,7 @@ async fn run(
         };
         result.map(|body| serde_json::to_vec(&body))
     };
-    let answer = crate::offload::run(heavy, work).await?.map_err(|e| state.registry.redact(e))?;
+    let answer = crate::offload::run(heavy, work).await?.map_err(|e| registry.redact(e))?;
     let bytes = answer.map_err(|e| ApiError::Internal(format!("the answer could not be serialised: {e}")))?;
     Ok(HttpResponse::Ok().content_type("application/json").body(bytes))
 }

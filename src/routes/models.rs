@@ -5,9 +5,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_sdk::PipelineKind;
 
-use crate::registry::Module;
-use crate::sse::unix_now;
-use crate::startup::AppState;
+use sluice_sdk::clock::unix_secs;
+
+use crate::registry::{Module, Registry};
 
 /// A filter's targets and priority, read from its `pipelines` and `priority` valves. Every
 /// filter entry carries both, or Open WebUI fails every chat (open-webui-client.md §1.5).
@@ -57,10 +57,10 @@ struct List<'a> {
 
 /// `GET /models` (pipelines-protocol.md §5.2): one entry per pipe and filter, one per manifold
 /// sub-model, and `"pipelines": true`, which is how Open WebUI recognises a Pipelines server.
-pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
-    let created = unix_now();
+pub async fn list_models(registry: web::Data<Registry>) -> HttpResponse {
+    let created = unix_secs();
     let mut data = Vec::new();
-    for module in state.registry.modules() {
+    for module in registry.modules() {
         let valves = module.valves.is_some();
         let id = module.id();
         let name = module.pipeline.name();

@@ -5,7 +5,9 @@
 mod coerce;
 pub mod file;
 mod nested;
+pub mod replicas;
 pub mod schema;
+mod service;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use sluice_sdk::{DynValves, FieldError};
 use toml_edit::DocumentMut;
 
 pub use schema::{FieldSpec, FieldType, ValvesSchema};
+pub use service::{ValvesError, ValvesService};
 
 /// `GET /valves` shows a set secret as this prefix (plus its last four characters when long
 /// enough to keep them unguessable). An update carrying a string with this prefix keeps the
@@ -75,6 +78,21 @@ pub struct Loaded {
     prepared: PreparedValves,
     pinned: BTreeMap<String, Pinned>,
     values: Value,
+    /// The file's text as read (empty when there is no file).
+    text: String,
+}
+
+impl Loaded {
+    /// The valves file's text this value was read from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// An accepted update: what `GET /valves` now shows, and the file's new text (for replicas).
+pub struct Updated {
+    pub masked: Value,
+    pub text: String,
 }
 
 impl ValvesEntry {
@@ -110,6 +128,11 @@ impl ValvesEntry {
         let doc = file::read(&self.path).map_err(|e| vec![FieldError::new("", e)])?;
         let pinned = self.read_env(env)?;
         self.check(doc.as_ref(), pinned)
+    }
+
+    /// Whether `loaded` holds other values than the live ones.
+    pub fn differs(&self, loaded: &Loaded) -> bool {
+        *self.snapshot() != loaded.values
     }
 
     /// Makes a checked value live.
@@ -172,8 +195,9 @@ impl ValvesEntry {
         }
         let values = Value::Object(values);
         let prepared = self.cell.prepare(values.clone()).map_err(|e| redact_errors(e, &secrets))?;
+        let text = doc.map(DocumentMut::to_string).unwrap_or_default();
         // The snapshot is what the pipeline now holds, re-serialised (normalises e.g. 1 → 1.0).
-        Ok(Loaded { prepared, pinned, values })
+        Ok(Loaded { prepared, pinned, values, text })
     }
 
     fn unknown(&self, key: &str) -> FieldError {
@@ -260,7 +284,7 @@ impl ValvesEntry {
 
     /// Applies an update as Open WebUI sends it. On success the file is written and the value is
     /// live; the caller runs the pipeline's hook.
-    pub fn update(&self, body: Value) -> Result<Value, UpdateError> {
+    pub fn update(&self, body: Value) -> Result<Updated, UpdateError> {
         let Value::Object(body) = body else {
             return Err(UpdateError::Invalid(vec![FieldError::new("", "the valves update must be a JSON object")]));
         };
@@ -350,7 +374,7 @@ impl ValvesEntry {
                 .map_err(|e| UpdateError::Io(format!("{}: cannot write: {e}", self.path.display())))?;
         }
         self.install(loaded);
-        Ok(self.masked())
+        Ok(Updated { masked: self.masked(), text })
     }
 
     /// A stored secret goes only where it went when it was entered: an update that moves a

@@ -483,7 +483,7 @@ async fn refused_and_expired_reports_become_dead_letters() {
 
 async fn wait_for_dead(store: &SqliteStore, n: usize) -> Vec<sluice_sdk::outbox::Entry> {
     for _ in 0..400 {
-        let dead = store.dead_letters_blocking("openpipe_reporting", 10).unwrap();
+        let dead = sluice_sdk::Outbox::dead_letters(store, "openpipe_reporting", 10).await.unwrap();
         if dead.len() >= n {
             return dead;
         }

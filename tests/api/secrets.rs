@@ -300,9 +300,6 @@ async fn the_data_directory_and_the_database_are_private() {
         assert!(file.exists(), "{name}");
         assert_eq!(mode(&file), 0o600, "{name}");
     }
-    for entry in std::fs::read_dir(data.join("pipelines")).unwrap() {
-        assert_eq!(mode(&entry.unwrap().path()), 0o700);
-    }
     app.stop().await;
 }
 

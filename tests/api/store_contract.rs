@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sluice::pg_store::{PgStore, PgStoreError};
+use sluice::store::{PgStore, PgStoreError};
 use sluice::sse::unix_now_ms;
 use sluice::store::SqliteStore;
 use sluice_sdk::outbox::{KvWrite, NewEntry, Outbox};

@@ -1,6 +1,5 @@
 //! What a pipeline receives at start-up: shared services it must not build itself.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -10,10 +9,6 @@ use crate::{KvStore, Outbox};
 /// Shared services for a pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct PipelineContext {
-    /// One HTTP client for every pipeline, so connections are pooled across them.
-    pub http: reqwest::Client,
-    /// A directory this pipeline may keep files in (created by the server).
-    pub data_dir: PathBuf,
     /// Durable records shared by all pipelines; namespace keys with the pipeline id.
     pub store: Arc<dyn KvStore>,
     /// Durable outgoing work (same database as `store`); queue names start with the pipeline id.

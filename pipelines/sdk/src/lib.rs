@@ -5,12 +5,16 @@
 //! [`PipelineContext`] it receives at start-up. The server owns HTTP, auth, persistence and the
 //! wire encoding; pipelines never build SSE strings.
 
+pub mod backoff;
+pub mod clock;
 mod context;
+pub mod digest;
 mod error;
 mod event;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod marker;
+pub mod message;
 pub mod outbox;
 mod pipeline;
 mod request;

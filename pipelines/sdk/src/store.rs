@@ -7,10 +7,30 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-/// A failure of the store itself (disk full, database locked for too long). Never holds data.
+/// A failure of the store itself (disk full, database locked for too long, unreachable), with
+/// its cause when there is one. Never holds data.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    message: String,
+    #[source]
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { message: message.into(), source: None }
+    }
+
+    /// An error of the database driver, said as it says it.
+    pub fn from_cause(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError { message: cause.to_string(), source: Some(std::sync::Arc::new(cause)) }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 #[async_trait]
 pub trait KvStore: Send + Sync + 'static {

@@ -22,6 +22,22 @@ impl FieldError {
     }
 }
 
+/// `FIELD: message`, or the message alone when it is about the whole object.
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every error on one line, `; `-separated.
+pub fn join_errors(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
 /// A pipeline's settings. Declare with `#[derive(Serialize, Deserialize, JsonSchema)]` and
 /// `#[serde(default, deny_unknown_fields)]`; doc comments become the schema's `description`.
 /// Fields appear in Open WebUI in declaration order.

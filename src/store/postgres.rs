@@ -18,7 +18,7 @@ use sluice_sdk::outbox::{Entry, KvWrite, NewEntry, Outbox, QueueStats};
 use sluice_sdk::{KvStore, StoreError};
 use tokio_postgres::{NoTls, Row};
 
-use crate::sse::{unix_now, unix_now_ms};
+use sluice_sdk::clock::{unix_ms as unix_now_ms, unix_secs as unix_now};
 
 /// The schema, one step per version. Append; never edit a released step.
 const MIGRATIONS: &[&str] = &[
@@ -82,8 +82,8 @@ pub struct PgStore {
     lease: Duration,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::from_cause(e)
 }
 
 /// Waiting, dead, and the birth of the oldest waiting entry: the columns of [`QueueStats`].
@@ -197,7 +197,7 @@ impl PgStore {
             &[&pipeline_id, &local, &(unix_now_ms() as i64)],
         )
         .await?;
-        self.valves_text(pipeline_id).await?.ok_or_else(|| StoreError(format!("no shared valves for {pipeline_id}")))
+        self.valves_text(pipeline_id).await?.ok_or_else(|| StoreError::new(format!("no shared valves for {pipeline_id}")))
     }
 
     /// Records an update accepted by this replica; its new version.

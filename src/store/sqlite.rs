@@ -1,12 +1,8 @@
 //! The embedded store: one SQLite file in the data dir (WAL, `synchronous=FULL`), so records a
 //! pipeline was told are written survive a crash or a `kill -9`.
 //!
-//! Writes go to one writer thread that commits them in groups: whatever arrived while the
-//! previous commit was syncing goes into the next transaction, one savepoint per write (so a
-//! failing write fails alone), and every caller is answered after the commit that made its
-//! write durable. With one fsync per group instead of per write, concurrent writers stop
-//! queueing behind each other's fsync (measured in docs/performance.md). Reads use their own
-//! connection on the blocking pool; WAL lets them run beside the writer.
+//! Writes go to one writer thread that commits them in groups (`sqlite_writer.rs`). Reads use
+//! their own connection on the blocking pool; WAL lets them run beside the writer.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,101 +14,29 @@ use serde_json::Value;
 use sluice_sdk::outbox::{Entry, KvWrite, NewEntry};
 use sluice_sdk::{KvStore, Outbox, QueueStats, StoreError};
 
-use crate::sse::{unix_now, unix_now_ms};
+use sluice_sdk::clock::{unix_ms as unix_now_ms, unix_secs as unix_now};
+
+use super::admin::StoreAdmin;
+use super::sqlite_writer::{stopped as writer_stopped, Writer};
 
 /// File name inside the data dir.
 pub const STORE_FILE: &str = "sluice.db";
 
-/// One write for the writer thread: the work (run inside the group's transaction) and where
-/// its result goes once the group is committed.
-struct Job {
-    work: Work,
-    reply: Reply,
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::from_cause(e)
 }
 
-type Work = Box<dyn FnOnce(&Connection) -> rusqlite::Result<usize> + Send>;
-type Reply = Box<dyn FnOnce(Result<usize, StoreError>) + Send>;
-
-/// Most writes in one transaction.
-const MAX_GROUP: usize = 256;
+/// The reader connection's lock is poisoned only if a read panicked while holding it.
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
+    StoreError::new("the store's reader failed earlier")
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
-    writer: std::sync::mpsc::Sender<Job>,
+    writer: Writer,
 }
 
-/// Runs every job of each group in one transaction, a savepoint per job.
-fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            for job in group {
-                (job.reply)(Err(err(&e)));
-            }
-            continue;
-        }
-        let mut done = Vec::with_capacity(group.len());
-        // Alone in its group, a write needs no savepoint: its failure rolls back the group.
-        let alone = group.len() == 1;
-        for job in group {
-            let Job { work, reply } = job;
-            // A write that panics fails alone instead of taking the writer thread down.
-            let run = |work: Work| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&conn)))
-                    .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery))
-            };
-            if alone {
-                let result = run(work).map_err(err);
-                if result.is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    reply(result);
-                    break;
-                }
-                done.push((reply, result));
-                continue;
-            }
-            let result = match conn.execute_batch("SAVEPOINT job") {
-                Ok(()) => match run(work) {
-                    Ok(n) => conn.execute_batch("RELEASE job").map(|_| n).map_err(err),
-                    Err(e) => {
-                        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                        Err(err(e))
-                    }
-                },
-                Err(e) => Err(err(e)),
-            };
-            done.push((reply, result));
-        }
-        if done.is_empty() {
-            continue;
-        }
-        let committed = conn.execute_batch("COMMIT");
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for (reply, result) in done {
-            reply(match &committed {
-                Ok(()) => result,
-                Err(e) => Err(err(e)),
-            });
-        }
-    }
-}
-
-fn writer_stopped() -> StoreError {
-    StoreError("the store's writer has stopped".into())
-}
-
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -155,11 +79,7 @@ impl SqliteStore {
         .map_err(err)?;
         let reader = Connection::open(path).map_err(err)?;
         reader.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        let (writer, jobs) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("sluice-store-writer".into())
-            .spawn(move || writer_loop(conn, jobs))
-            .map_err(err)?;
+        let writer = Writer::start(conn)?;
         let store = SqliteStore { reader: Arc::new(Mutex::new(reader)), writer };
         store.purge_expired()?;
         Ok(store)
@@ -167,18 +87,12 @@ impl SqliteStore {
 
     /// Every queue that holds live or dead entries, for `sluice outbox` and the logs.
     pub fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let conn = self.reader.lock().map_err(err)?;
+        let conn = self.reader.lock().map_err(poisoned)?;
         let mut stmt = conn
             .prepare(&format!("SELECT queue, {QUEUE_STATS} FROM outbox GROUP BY queue ORDER BY queue"))
             .map_err(err)?;
         let rows = stmt.query_map([], stats_row).map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
-    }
-
-    /// Dead letters of one queue, for `sluice outbox --dead`.
-    pub fn dead_letters_blocking(&self, queue: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let conn = self.reader.lock().map_err(err)?;
-        dead_letters(&conn, queue, limit).map_err(err)
     }
 
     /// Puts a queue's dead letters back in line with a fresh age, for `sluice outbox --requeue`.
@@ -205,7 +119,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection) -> rusqlite::Result<usize> + Send + 'static,
         reply: impl FnOnce(Result<usize, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.writer.send(Job { work: Box::new(work), reply: Box::new(reply) }).map_err(|_| writer_stopped())
+        self.writer.submit(Box::new(work), Box::new(reply))
     }
 
     /// A write, answered once it is durable.
@@ -238,11 +152,37 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(err)?;
+            let conn = conn.lock().map_err(poisoned)?;
             f(&conn).map_err(err)
         })
         .await
         .map_err(err)?
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::from_cause(e)
+}
+
+#[async_trait]
+impl StoreAdmin for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.queues()).await.map_err(blocking_err)?
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.purge_expired().map(|n| n as u64)).await.map_err(blocking_err)?
+    }
+
+    async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
+        let (this, queue) = (self.clone(), queue.to_string());
+        tokio::task::spawn_blocking(move || this.requeue_dead(&queue).map(|n| n as u64)).await.map_err(blocking_err)?
     }
 }
 

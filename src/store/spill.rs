@@ -16,8 +16,9 @@ use sluice_sdk::outbox::{Entry, KvWrite, NewEntry, Outbox, QueueStats};
 use sluice_sdk::{KvStore, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{StoreBackend, StoreHealth};
-use crate::pg_store::PgStore;
+use super::admin::{StoreAdmin, StoreHealth};
+use super::postgres::PgStore;
+use super::shared_valves::SharedValves;
 
 /// Bounds of what is held in memory while the database is away.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +101,7 @@ impl SpillingStore {
                 held = spill.entries,
                 "store unreachable and the in-memory hold is full: reports dropped"
             );
-            return Err(StoreError(format!("store unreachable ({why}) and the in-memory hold is full")));
+            return Err(StoreError::new(format!("store unreachable ({why}) and the in-memory hold is full")));
         }
         spill.entries += entries.len();
         spill.bytes += bytes;
@@ -159,13 +160,13 @@ impl SpillingStore {
         if !self.up.load(Ordering::Relaxed) {
             let mut last = self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
-                return Err(StoreError("the store is unreachable".into()));
+                return Err(StoreError::new("the store is unreachable"));
             }
             *last = Some(Instant::now());
         }
         let r = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError(format!("no answer from the store in {} s", CALL_TIMEOUT.as_secs()))),
+            Err(_) => Err(StoreError::new(format!("no answer from the store in {} s", CALL_TIMEOUT.as_secs()))),
         };
         if r.is_err() {
             // The next try is a second away, whoever makes it.
@@ -197,7 +198,7 @@ impl Outbox for SpillingStore {
     async fn enqueue(&self, queue: &str, entries: Vec<NewEntry>, kv: Vec<KvWrite>) -> Result<(), StoreError> {
         // Behind what is already held: keep the order.
         if !self.lock().held.is_empty() {
-            return self.hold(queue, entries, kv, &StoreError("earlier reports are still held".into()));
+            return self.hold(queue, entries, kv, &StoreError::new("earlier reports are still held"));
         }
         match self.guarded(self.pg.enqueue(queue, entries.clone(), kv.clone())).await {
             Ok(()) => Ok(()),
@@ -237,7 +238,7 @@ impl Outbox for SpillingStore {
 }
 
 #[async_trait]
-impl StoreBackend for SpillingStore {
+impl StoreAdmin for SpillingStore {
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -250,21 +251,6 @@ impl StoreBackend for SpillingStore {
     async fn requeue_dead(&self, queue: &str) -> Result<u64, StoreError> {
         self.guarded(self.pg.requeue_dead(queue)).await
     }
-    async fn seed_valves(&self, id: &str, local: &str) -> Result<Option<(String, i64)>, StoreError> {
-        self.guarded(self.pg.seed_valves(id, local)).await.map(Some)
-    }
-    async fn publish_valves(&self, id: &str, toml: &str) -> Result<Option<i64>, StoreError> {
-        self.guarded(self.pg.publish_valves(id, toml)).await.map(Some)
-    }
-    async fn valves_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.guarded(self.pg.valves_versions()).await
-    }
-    async fn valves_text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
-        self.guarded(self.pg.valves_text(id)).await
-    }
-    fn shares_valves(&self) -> bool {
-        true
-    }
     fn health(&self) -> Option<StoreHealth> {
         let spill = self.lock();
         Some(StoreHealth {
@@ -273,5 +259,21 @@ impl StoreBackend for SpillingStore {
             held_oldest_secs: spill.held.front().map_or(0.0, |h| h.since.elapsed().as_secs_f64()),
             dropped: self.dropped.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[async_trait]
+impl SharedValves for SpillingStore {
+    async fn seed(&self, id: &str, local: &str) -> Result<(String, i64), StoreError> {
+        self.guarded(self.pg.seed_valves(id, local)).await
+    }
+    async fn publish(&self, id: &str, toml: &str) -> Result<i64, StoreError> {
+        self.guarded(self.pg.publish_valves(id, toml)).await
+    }
+    async fn versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.guarded(self.pg.valves_versions()).await
+    }
+    async fn text(&self, id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        self.guarded(self.pg.valves_text(id)).await
     }
 }
