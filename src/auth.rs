@@ -1,5 +1,5 @@
 //! The bearer key: where it comes from, and the middleware that checks it on every route but
-//! the health check. Status codes and bodies are the reference's (pipelines-protocol.md §3).
+//! the health check. Status codes and bodies are the reference's (docs/protocol.md §3).
 
 use std::io::Write;
 use std::path::Path;
@@ -135,7 +135,7 @@ pub async fn require_key(
 fn log_refusal(req: &ServiceRequest, refused: &ApiError) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_WARN: AtomicU64 = AtomicU64::new(0);
-    let now = crate::sse::unix_now();
+    let now = sluice_sdk::clock::unix_secs();
     let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let last = LAST_WARN.load(Ordering::Relaxed);
     if now >= last + 10 && LAST_WARN.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {

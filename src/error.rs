@@ -1,5 +1,5 @@
 //! One error type for every route. Each variant maps to one status and a JSON body with a
-//! `detail` string, which Open WebUI displays (pipelines-protocol.md §2, §11 item 4).
+//! `detail` string, which Open WebUI displays (docs/protocol.md §2, §11 item 4).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -77,7 +77,7 @@ impl ApiError {
                 json!({"detail": detail, "errors": errors})
             }
             // Both shapes: `detail` for Pipelines clients, `error` for OpenAI clients; Open WebUI
-            // reads either (open-webui-client.md §4.7).
+            // reads either (docs/open-webui-client.md §4.7).
             ApiError::Pipeline(e) => json!({
                 "detail": detail,
                 "error": {"message": e.message, "type": e.kind.as_str(), "code": e.code},

@@ -1,5 +1,5 @@
 //! JSON as the Python reference writes it inside streams: `json.dumps` defaults, i.e. `", "`
-//! and `": "` separators and non-ASCII escaped as `\uXXXX` (pipelines-protocol.md §6.5).
+//! and `": "` separators and non-ASCII escaped as `\uXXXX` (docs/protocol.md §6.5).
 //! Plain JSON responses stay compact, as FastAPI's are.
 
 use std::io;

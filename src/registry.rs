@@ -1,5 +1,5 @@
 //! The one list of pipelines, built once at start-up (the reference rebuilds it on every
-//! request, pipelines-protocol.md §1.2), and the lookups from the ids Open WebUI sends.
+//! request, docs/protocol.md §1.2), and the lookups from the ids Open WebUI sends.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -136,7 +136,7 @@ impl Registry {
 
     /// Like [`Self::model_entry`], but also accepts an id carrying an Open WebUI connection
     /// "Prefix ID" (`<prefix>.<id>`), which Open WebUI puts in inlet/outlet paths
-    /// (open-webui-client.md §1.7).
+    /// (docs/open-webui-client.md §1.7).
     pub fn model_entry_lenient(&self, id: &str) -> Option<Resolved<'_>> {
         self.model_entry(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.model_entry(rest)))
     }

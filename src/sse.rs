@@ -1,6 +1,6 @@
 //! The only place that knows the wire format of answers. A pipe's [`PipeEvent`]s become
 //! `data: <chat.completion.chunk>` lines (Python `json.dumps` style, as the reference writes
-//! them, pipelines-protocol.md §6.5), Open WebUI `{"event": ...}` lines, one finish chunk, one
+//! them, docs/protocol.md §6.5), Open WebUI `{"event": ...}` lines, one finish chunk, one
 //! usage chunk, `data: [DONE]`; or, for `stream: false`, one `chat.completion` object.
 //!
 //! Departures from the reference, each harmless to Open WebUI and fixing a weakness it lists
@@ -10,7 +10,7 @@
 //! every other SSE event.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -24,16 +24,8 @@ use crate::json::write_python;
 /// The stream terminator.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Sent when a pipe is silent for a while, so proxies and clients with idle limits keep the
-/// connection; Open WebUI ignores comment lines (open-webui-client.md §4.1).
+/// connection; Open WebUI ignores comment lines (docs/open-webui-client.md §4.1).
 pub const PING: &[u8] = b": ping\n\n";
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// `id`, `created` and `model` shared by every chunk of one answer.
 #[derive(Debug, Clone)]
@@ -46,7 +38,7 @@ pub struct Envelope {
 impl Envelope {
     /// `id` is `<requested model>-<uuid4>` as in the reference.
     pub fn new(model: &str) -> Self {
-        Self { id: format!("{model}-{}", uuid::Uuid::new_v4()), created: unix_now(), model: model.to_string() }
+        Self { id: format!("{model}-{}", uuid::Uuid::new_v4()), created: sluice_sdk::clock::unix_secs(), model: model.to_string() }
     }
 }
 
@@ -149,7 +141,7 @@ fn event_value(kind: &str, data: Value) -> Value {
     serde_json::json!({"event": {"type": kind, "data": data}})
 }
 
-/// The in-stream error line Open WebUI shows (open-webui-client.md §4.7).
+/// The in-stream error line Open WebUI shows (docs/open-webui-client.md §4.7).
 pub fn error_value(error: &PipelineError) -> Value {
     serde_json::json!({"error": {"message": error.message, "type": error.kind.as_str(), "code": error.code}})
 }
@@ -162,7 +154,7 @@ pub struct StreamEncoder {
     finish: Option<FinishReason>,
     usage: Option<Map<String, Value>>,
     /// The last status, if it was not `done`: the end of the stream closes it, or Open WebUI
-    /// keeps a spinner (responses-manifold.md §5.7).
+    /// keeps a spinner (docs/manifold.md §5.7).
     open_status: Option<String>,
 }
 
@@ -379,7 +371,7 @@ pub async fn collect(mut events: PipeStream, envelope: Envelope) -> Result<Value
     }
     if content.is_empty() && calls.is_empty() && images.is_empty() {
         // Open WebUI never marks a reply without content or tool calls as finished
-        // (open-webui-client.md §4.5): say what happened instead.
+        // (docs/open-webui-client.md §4.5): say what happened instead.
         if reasoning.is_empty() {
             return Err(PipelineError::upstream(format!("{} returned an empty answer", envelope.model)));
         }

@@ -70,7 +70,7 @@ fn validate(form: &Map<String, Value>) -> Result<(String, bool), ApiError> {
     Ok((model, stream_flag(form.get("stream"))?))
 }
 
-/// `POST /chat/completions` (pipelines-protocol.md §6): routes to a pipe or manifold sub-model
+/// `POST /chat/completions` (docs/protocol.md §6): routes to a pipe or manifold sub-model
 /// and answers with an SSE stream, or one `chat.completion` when `stream` is false.
 pub async fn chat_completions(
     registry: web::Data<Registry>,

@@ -12,7 +12,7 @@ enum Hook {
     Outlet,
 }
 
-/// `POST /{id}/filter/inlet` (pipelines-protocol.md §5.11).
+/// `POST /{id}/filter/inlet` (docs/protocol.md §5.11).
 pub async fn inlet(
     registry: web::Data<Registry>,
     id: web::Path<String>,

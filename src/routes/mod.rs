@@ -1,4 +1,4 @@
-//! The route table, mounted twice: bare and under `/v1` (pipelines-protocol.md §4).
+//! The route table, mounted twice: bare and under `/v1` (docs/protocol.md §4).
 
 mod chat;
 mod filter;

@@ -10,7 +10,7 @@ use sluice_sdk::clock::unix_secs;
 use crate::registry::{Module, Registry};
 
 /// A filter's targets and priority, read from its `pipelines` and `priority` valves. Every
-/// filter entry carries both, or Open WebUI fails every chat (open-webui-client.md §1.5).
+/// filter entry carries both, or Open WebUI fails every chat (docs/open-webui-client.md §1.5).
 fn routing(module: &Module) -> (Value, Value) {
     let snapshot = module.valves.as_ref().map(|v| v.snapshot());
     let field = |name: &str| snapshot.as_ref().and_then(|s| s.get(name).cloned());
@@ -55,7 +55,7 @@ struct List<'a> {
     pipelines: bool,
 }
 
-/// `GET /models` (pipelines-protocol.md §5.2): one entry per pipe and filter, one per manifold
+/// `GET /models` (docs/protocol.md §5.2): one entry per pipe and filter, one per manifold
 /// sub-model, and `"pipelines": true`, which is how Open WebUI recognises a Pipelines server.
 pub async fn list_models(registry: web::Data<Registry>) -> HttpResponse {
     let created = unix_secs();

@@ -1,6 +1,6 @@
 //! Turns what Open WebUI's valve editor (or an environment variable) sends into the declared
 //! type: numbers and booleans arrive as strings, lists as comma-separated text, `null` from the
-//! "None" toggle (open-webui-client.md §5.3).
+//! "None" toggle (docs/open-webui-client.md §5.3).
 
 use serde_json::{Number, Value};
 use sluice_sdk::FieldError;

@@ -1,5 +1,5 @@
 //! Reshapes the schema schemars derives into the one pydantic v2 emits and Open WebUI's valve
-//! editor renders (pipelines-protocol.md §5.9): properties in declaration order, a `title` per
+//! editor renders (docs/protocol.md §5.9): properties in declaration order, a `title` per
 //! field, keys sorted inside each property, `anyOf` with null for optional fields, `enum` for
 //! choices, refs inlined. It also yields each field's type for coercing updates.
 

@@ -1,5 +1,5 @@
 //! The openai_responses manifold against a mock OpenAI server on 127.0.0.1 that replays the
-//! byte-exact transcripts of shared/spec/fixtures/responses-api (copied to tests/api/fixtures).
+//! byte-exact transcripts in tests/api/fixtures/responses-api.
 
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};
@@ -346,7 +346,7 @@ async fn the_worked_example_and_image_and_file_parts_convert_as_specified() {
     let mock = MockServer::start().await;
     on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
-    // responses-manifold.md §4.7
+    // docs/manifold.md §4.7
     let body = json!({"model": "openai_responses.gpt-5-mini-high", "stream": true, "stream_options": {"include_usage": true},
         "temperature": 0.7, "max_tokens": 800,
         "user": {"id": "7a88224c", "name": "Alice", "email": "a@example.com", "role": "user"},

@@ -1,4 +1,4 @@
-//! The `openpipe_reporting` filter against a mock OpenPipe (openpipe-reporting.md §15).
+//! The `openpipe_reporting` filter against a mock OpenPipe (docs/reporting.md §15).
 
 use std::time::Duration;
 

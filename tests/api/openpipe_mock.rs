@@ -1,4 +1,4 @@
-//! A mock OpenPipe on 127.0.0.1 speaking openpipe-reporting.md §12 and §15: bearer auth,
+//! A mock OpenPipe on 127.0.0.1 speaking docs/reporting.md §12 and §15: bearer auth,
 //! `/report` schema checks (no extra top-level keys, scalar tags), datasets and their entries
 //! with per-entry errors, and switchable faults.
 

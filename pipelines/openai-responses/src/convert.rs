@@ -1,4 +1,4 @@
-//! Responses stream events → [`PipeEvent`]s (responses-manifold.md §5.3). A pure state
+//! Responses stream events → [`PipeEvent`]s (docs/manifold.md §5.3). A pure state
 //! machine: one event in, zero or more pipe events out, so each mapping is unit-testable.
 
 use std::collections::{HashMap, HashSet};

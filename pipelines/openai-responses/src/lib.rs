@@ -1,6 +1,6 @@
 //! The OpenAI Responses manifold: several OpenAI models behind one pipe. Open WebUI's chat
 //! requests become `POST {BASE_URL}/responses` (streaming); the event stream becomes chat
-//! chunks and Open WebUI events. Spec: responses-manifold.md.
+//! chunks and Open WebUI events. Spec: docs/manifold.md.
 
 mod convert;
 pub mod models;
@@ -126,11 +126,7 @@ fn owner_of(body: &Map<String, Value>) -> String {
 async fn load_records(store: &dyn KvStore, messages: &[Value]) -> HashMap<String, Record> {
     let mut out = HashMap::new();
     for m in messages.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) {
-        let text = match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
-            _ => continue,
-        };
+        let text = sluice_sdk::message::text(m.get("content"), "");
         for id in replay::find_markers(&text) {
             if out.contains_key(&id) {
                 continue;

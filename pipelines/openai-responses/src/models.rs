@@ -1,4 +1,4 @@
-//! Model ids, capability flags, aliases and prices (responses-manifold.md §3). Kept as data:
+//! Model ids, capability flags, aliases and prices (docs/manifold.md §3). Kept as data:
 //! a new model is a new row.
 
 use serde_json::{json, Map, Value};

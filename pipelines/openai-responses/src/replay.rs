@@ -1,4 +1,4 @@
-//! Hidden markers and the records behind them (responses-manifold.md §7.5). One marker per
+//! Hidden markers and the records behind them (docs/manifold.md §7.5). One marker per
 //! upstream response, `[sluice:v1:turn:<ID>]: #` at the very start of the answer: a Markdown
 //! link-reference definition, invisible when rendered. The record under ID holds the
 //! response's items verbatim so a tool round or a later turn can send them back byte for byte.
@@ -110,7 +110,7 @@ pub fn record_value(
     encrypted_reasoning: bool,
     items: Vec<Value>,
 ) -> Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = sluice_sdk::clock::unix_secs();
     json!({
         "v": 1, "kind": "turn", "owner": owner, "chat_id": chat_id, "owui_model": owui_model, "model": model,
         "response_id": response_id, "status": status, "created_at": now,

@@ -1,10 +1,10 @@
-//! Open WebUI's chat-completions body → a Responses API request (responses-manifold.md §4).
+//! Open WebUI's chat-completions body → a Responses API request (docs/manifold.md §4).
 //! Pure: the records behind markers are loaded by the caller and passed in.
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use sluice_sdk::digest::sha256_hex;
 
 use crate::models::Resolved;
 use crate::replay::{self, Record};
@@ -51,14 +51,9 @@ pub struct Conversion {
     pub tool_outputs: Vec<Value>,
 }
 
+/// A chat message's text; its parts are separate blocks.
 fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
+    sluice_sdk::message::text(content, "\n").into_owned()
 }
 
 /// Parts dropped because the Responses API takes nothing like them; counted and logged once
@@ -238,10 +233,6 @@ impl Input<'_> {
     }
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
 /// Cheapest effort each family accepts, for background tasks (§4.6).
 fn task_effort(base: &str) -> &'static str {
     if base.starts_with("gpt-6") || base.starts_with('o') {
@@ -320,11 +311,11 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
     if let Some(source) = cache_source {
         out.insert(
             "prompt_cache_key".into(),
-            format!("owui:{}", &sha256_hex(&format!("{source}:{}", model.base))[..16]).into(),
+            format!("owui:{}", &sha256_hex(format!("{source}:{}", model.base).as_bytes())[..16]).into(),
         );
     }
     if let (true, Some(id)) = (valves.SAFETY_IDENTIFIER, user_id) {
-        out.insert("safety_identifier".into(), sha256_hex(id).into());
+        out.insert("safety_identifier".into(), sha256_hex(id.as_bytes()).into());
     }
     out.insert(
         "truncation".into(),

@@ -1,4 +1,4 @@
-//! Tools and output formats in the Responses API's flat shapes (responses-manifold.md §4.4).
+//! Tools and output formats in the Responses API's flat shapes (docs/manifold.md §4.4).
 
 use serde_json::{json, Map, Value};
 

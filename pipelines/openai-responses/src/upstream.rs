@@ -1,5 +1,5 @@
 //! The HTTP side of `POST {BASE_URL}/responses`: status and error mapping, retry decisions
-//! (responses-manifold.md §8), and the event reader with its idle timeout.
+//! (docs/manifold.md §8), and the event reader with its idle timeout.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,14 +28,12 @@ pub struct Failure {
 /// Longest server-asked delay we wait for before giving up.
 const MAX_ASKED_DELAY: Duration = Duration::from_secs(60);
 
+/// The wait before retry `attempt`: what the upstream asked for, else 0.5 s doubling up to 8 s,
+/// less up to a quarter (a user is waiting: never much less than the bound).
 pub fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
-    if let Some(d) = asked {
-        return d;
-    }
-    let base = (0.5 * 2f64.powi(attempt as i32)).min(8.0);
-    let mut byte = [0u8; 1];
-    let jitter = if getrandom::fill(&mut byte).is_ok() { f64::from(byte[0]) / 255.0 * 0.25 } else { 0.1 };
-    Duration::from_secs_f64(base * (1.0 - jitter))
+    asked.unwrap_or_else(|| {
+        sluice_sdk::backoff::backoff(Duration::from_millis(500), Duration::from_secs(8), attempt, 0.25)
+    })
 }
 
 pub async fn send(

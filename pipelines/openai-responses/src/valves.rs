@@ -1,4 +1,4 @@
-//! The manifold's valves (responses-manifold.md §2.2). Names follow the community manifold
+//! The manifold's valves (docs/manifold.md §2.2). Names follow the community manifold
 //! where the meaning is the same.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Open WebUI's display blocks in an assistant message (openpipe-reporting.md §7.5): reasoning
+//! Open WebUI's display blocks in an assistant message (docs/reporting.md §7.5): reasoning
 //! as `<details type="reasoning">`, executed tools as `<details type="tool_calls" ...>` with
 //! HTML-escaped attributes. Parsed back into text and tool calls so a report looks like what
 //! the model produced. Anything that does not parse is left in the text.
@@ -250,10 +250,10 @@ pub fn parse(content: &str, message_id: &str) -> Answer {
 
 /// The `text` of every part in the array at `key`, joined (message content, output items).
 pub fn parts_text(item: &Value, key: &str) -> String {
-    item.get(key)
-        .and_then(Value::as_array)
-        .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
-        .unwrap_or_default()
+    match item.get(key) {
+        parts @ Some(Value::Array(_)) => sluice_sdk::message::text(parts, "").into_owned(),
+        _ => String::new(),
+    }
 }
 
 /// Open WebUI 0.12 also keeps a reply as `output` items. When its tool calls or reasoning are

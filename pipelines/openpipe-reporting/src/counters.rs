@@ -1,4 +1,4 @@
-//! Counters of what the filter did (openpipe-reporting.md §14), for logs and metrics.
+//! Counters of what the filter did (docs/reporting.md §14), for logs and metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

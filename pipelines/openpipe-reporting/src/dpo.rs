@@ -1,10 +1,10 @@
-//! Regeneration detection and DPO pairs (openpipe-reporting.md §10–§11). Siblings are answers
+//! Regeneration detection and DPO pairs (docs/reporting.md §10–§11). Siblings are answers
 //! to the same parent message; a regeneration opens a pending pair; continuing the chat from one
 //! sibling confirms it as chosen and the differing others as rejected.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use sluice_sdk::digest::sha256_hex;
 
 use crate::valves::DpoSplit;
 
@@ -49,10 +49,6 @@ pub fn chat_key(chat_id: &str, session_id: Option<&str>) -> String {
     } else {
         chat_id.to_string()
     }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// The message the answer replies to: `parentId`, the preceding user message's id, or a hash

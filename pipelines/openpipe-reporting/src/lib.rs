@@ -1,7 +1,7 @@
 //! The OpenPipe reporting filter: the inlet captures each chat request, the outlet turns the
 //! finished turn into OpenPipe reports and queues them durably, and a background worker
 //! delivers them. The filter never edits the conversation and never waits on the network.
-//! Spec: openpipe-reporting.md.
+//! Spec: docs/reporting.md.
 
 mod blocks;
 mod counters;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sluice_sdk::digest::sha256_hex;
 use sluice_sdk::outbox::{KvWrite, NewEntry};
 use sluice_sdk::{
     async_trait, DynValves, KvStore, Outbox, Pipeline, PipelineContext, PipelineError, PipelineKind, ServedCompletion,
@@ -52,9 +53,7 @@ const REPORTED_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// different chats run in parallel on different stripes.
 const STRIPES: usize = 64;
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use sluice_sdk::clock::unix_ms as now_ms;
 
 /// What the inlet keeps for the outlet (§4.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,11 +164,10 @@ fn str_at<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
+/// A message's text as the reporting filter reads it: the parts of one message joined as one
+/// text.
 fn message_text(message: &Value) -> String {
-    match message.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        _ => blocks::parts_text(message, "content"),
-    }
+    sluice_sdk::message::text(message.get("content"), "").into_owned()
 }
 
 /// Identifies one model request across the inlet and `/chat/completions`: who, which model,
@@ -180,7 +178,7 @@ fn task_key(user_id: Option<&str>, model: &str, messages: &[Value]) -> String {
         .iter()
         .map(|m| json!([m.get("role").and_then(Value::as_str).unwrap_or_default(), message_text(m)]))
         .collect();
-    dpo::sha256_hex(json!([user_id.unwrap_or_default(), model, texts]).to_string().as_bytes())
+    sha256_hex(json!([user_id.unwrap_or_default(), model, texts]).to_string().as_bytes())
 }
 
 /// Shrinks a queued report after a 413 (§7.6): images out, long texts cut. Returns whether
@@ -518,7 +516,7 @@ impl OpenPipeReporting {
         };
 
         // Dedupe and revisions (§5.5).
-        let hash = dpo::sha256_hex(
+        let hash = sha256_hex(
             format!("{content}\n{}", output.map(|o| Value::Array(o.clone())).unwrap_or_default()).as_bytes(),
         );
         let mut revision = 0;

@@ -1,4 +1,4 @@
-//! Building the OpenPipe report of one finished turn (openpipe-reporting.md §6–§8): request
+//! Building the OpenPipe report of one finished turn (docs/reporting.md §6–§8): request
 //! sanitization, classification, the flat metadata map, the rebuilt `chat.completion`, steps
 //! for tool calls, real usage only, and the size cap.
 

@@ -1,4 +1,4 @@
-//! The filter's valves (openpipe-reporting.md §3). The first fourteen names and defaults match
+//! The filter's valves (docs/reporting.md §3). The first fourteen names and defaults match
 //! the reference filter, so an operator's settings carry over.
 
 use serde::{Deserialize, Serialize};

@@ -56,7 +56,7 @@ pub struct ToolCallDelta {
     pub arguments: String,
 }
 
-/// An Open WebUI status line (open-webui-client.md §4.3).
+/// An Open WebUI status line (docs/open-webui-client.md §4.3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     pub description: String,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{DynValves, PipeRequest, PipeStream, PipelineContext, PipelineError, ServedCompletion};
 
-/// How Open WebUI treats a module (pipelines-protocol.md §1.1).
+/// How Open WebUI treats a module (docs/protocol.md §1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipelineKind {
     /// One chat model whose id is the module id.

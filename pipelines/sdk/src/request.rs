@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-/// One chat request routed to a pipe (pipelines-protocol.md §6.3).
+/// One chat request routed to a pipe (docs/protocol.md §6.3).
 #[derive(Debug, Clone)]
 pub struct PipeRequest {
     /// The model id as requested, e.g. `openai_responses.gpt-5`.

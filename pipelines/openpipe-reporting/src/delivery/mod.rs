@@ -1,4 +1,4 @@
-//! The background worker that empties the outbox into OpenPipe (openpipe-reporting.md §12–§13).
+//! The background worker that empties the outbox into OpenPipe (docs/reporting.md §12–§13).
 //!
 //! Delivery is at least once, and each report carries a stable id (`respPayload.id`) so a
 //! duplicate is recognisable downstream. What keeps duplicates to the few sluice cannot avoid:
@@ -94,7 +94,7 @@ pub struct Worker {
 
 /// Identifies the settings an auth pause was for: a new key or base URL lifts it.
 fn fingerprint(v: &ReportingValves) -> String {
-    crate::dpo::sha256_hex(format!("{}\n{}", v.OPENPIPE_API_KEY.expose(), v.base_url()).as_bytes())
+    sluice_sdk::digest::sha256_hex(format!("{}\n{}", v.OPENPIPE_API_KEY.expose(), v.base_url()).as_bytes())
 }
 
 /// One attempt in flight: the entry, what came of it, and the valves it was made with.

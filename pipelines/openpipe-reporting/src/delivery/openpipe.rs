@@ -1,4 +1,4 @@
-//! The OpenPipe side of delivery (openpipe-reporting.md §12): one attempt at a queued entry,
+//! The OpenPipe side of delivery (docs/reporting.md §12): one attempt at a queued entry,
 //! with the attempt timeout, and what OpenPipe's answer means for it.
 
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
 //! How fast the worker may go, so that a recovering OpenPipe is not hit with everything the
-//! queue holds, every second, by every replica (openpipe-reporting.md §13.2):
+//! queue holds, every second, by every replica (docs/reporting.md §13.2):
 //! - each entry waits before its next attempt: full jitter on a base that doubles with its
 //!   attempts, never less than the `Retry-After` OpenPipe asked for;
 //! - after a refusal (429, 5xx, no connection) the whole worker pauses: the pause grows with
@@ -10,23 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::Tuning;
+use sluice_sdk::backoff::{backoff, random_unit};
 
-/// A uniform random number in `[0, 1)` from the OS (jitter needs no more).
-fn random_unit() -> f64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}
+use super::Tuning;
 
 /// When one entry may be tried again: full jitter, uniform in `[0, min(cap, base × 2^attempts)]`,
 /// and never before what OpenPipe asked for.
 pub fn entry_backoff(t: &Tuning, attempts: u32, asked: Option<Duration>) -> Duration {
-    let exp = t.backoff_base.saturating_mul(1u32 << attempts.min(20));
-    let jittered = exp.min(t.backoff_cap).mul_f64(random_unit());
-    jittered.max(asked.unwrap_or_default())
+    backoff(t.backoff_base, t.backoff_cap, attempts, 1.0).max(asked.unwrap_or_default())
 }
 
 /// The worker's pace: pauses after refusals, and the attempt-rate cap.
