@@ -38,7 +38,11 @@ pub struct Envelope {
 impl Envelope {
     /// `id` is `<requested model>-<uuid4>` as in the reference.
     pub fn new(model: &str) -> Self {
-        Self { id: format!("{model}-{}", uuid::Uuid::new_v4()), created: sluice_sdk::clock::unix_secs(), model: model.to_string() }
+        Self {
+            id: format!("{model}-{}", uuid::Uuid::new_v4()),
+            created: sluice_sdk::clock::unix_secs(),
+            model: model.to_string(),
+        }
     }
 }
 

@@ -19,8 +19,8 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
-use crate::telemetry::trace_requests;
 use crate::store::{StoreAdmin, Stores};
+use crate::telemetry::trace_requests;
 use crate::valves::{replicas, ValvesEnv, ValvesService};
 
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +241,12 @@ struct Services {
     key: web::Data<ApiKey>,
 }
 
-fn run(listener: TcpListener, services: Services, settings: &Settings, grace: Duration) -> Result<Server, StartupError> {
+fn run(
+    listener: TcpListener,
+    services: Services,
+    settings: &Settings,
+    grace: Duration,
+) -> Result<Server, StartupError> {
     let body = BodyConfig::new(
         settings.max_body_bytes,
         settings.max_json_values,

@@ -197,7 +197,9 @@ impl PgStore {
             &[&pipeline_id, &local, &(unix_now_ms() as i64)],
         )
         .await?;
-        self.valves_text(pipeline_id).await?.ok_or_else(|| StoreError::new(format!("no shared valves for {pipeline_id}")))
+        self.valves_text(pipeline_id)
+            .await?
+            .ok_or_else(|| StoreError::new(format!("no shared valves for {pipeline_id}")))
     }
 
     /// Records an update accepted by this replica; its new version.

@@ -37,7 +37,6 @@ pub struct SqliteStore {
     writer: Writer,
 }
 
-
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // SQLite gives the -wal and -shm files the database file's permissions.

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use sluice::store::SqliteStore;
 use sluice::store::{PgStore, PgStoreError};
 use sluice_sdk::clock::unix_ms as unix_now_ms;
-use sluice::store::SqliteStore;
 use sluice_sdk::outbox::{KvWrite, NewEntry, Outbox};
 use sluice_sdk::KvStore;
 

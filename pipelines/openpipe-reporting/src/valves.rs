@@ -6,6 +6,8 @@ use serde_json::Value;
 use sluice_sdk::schemars::JsonSchema;
 use sluice_sdk::{FieldError, Secret, Valves};
 
+use crate::interaction::{Gate, Interaction};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(crate = "sluice_sdk::schemars")]
 pub enum ReportModelAs {
@@ -229,12 +231,12 @@ impl ReportingValves {
     }
 
     /// Selective reporting (§6.2): whether turns of this `interaction_type` are reported.
-    pub fn reports(&self, interaction: &str) -> bool {
-        match crate::report::gate(interaction) {
-            crate::report::Gate::Chat => self.REPORT_CHAT_MESSAGES,
-            crate::report::Gate::Tools => self.REPORT_TOOL_INTERACTIONS,
-            crate::report::Gate::Tasks => self.REPORT_SYSTEM_TASKS,
-            crate::report::Gate::Always => true,
+    pub fn reports(&self, interaction: &Interaction) -> bool {
+        match interaction.gate() {
+            Gate::Chat => self.REPORT_CHAT_MESSAGES,
+            Gate::Tools => self.REPORT_TOOL_INTERACTIONS,
+            Gate::Tasks => self.REPORT_SYSTEM_TASKS,
+            Gate::Always => true,
         }
     }
 
@@ -266,8 +268,10 @@ mod tests {
     #[test]
     fn selective_reporting_and_the_reported_model() {
         let v = ReportingValves { REPORT_SYSTEM_TASKS: false, ..Default::default() };
-        assert!(v.reports("chat_message") && v.reports("function_calling") && v.reports("memory_extraction"));
-        assert!(!v.reports("title_generation"));
+        let task = |name: &str| Interaction::Task(name.into());
+        assert!(v.reports(&Interaction::ChatMessage) && v.reports(&Interaction::FunctionCalling));
+        assert!(v.reports(&task("memory_extraction")) && v.reports(&Interaction::Unknown));
+        assert!(!v.reports(&task("title_generation")));
         assert_eq!(v.reported_model("my-assistant", Some("gpt-4o")), "my-assistant");
         let v = ReportingValves { REPORT_MODEL_AS: ReportModelAs::BaseModelId, ..Default::default() };
         assert_eq!(v.reported_model("my-assistant", Some("gpt-4o")), "gpt-4o");

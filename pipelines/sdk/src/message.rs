@@ -11,9 +11,9 @@ use serde_json::Value;
 pub fn text<'a>(content: Option<&'a Value>, joiner: &str) -> Cow<'a, str> {
     match content {
         Some(Value::String(s)) => Cow::Borrowed(s),
-        Some(Value::Array(parts)) => {
-            Cow::Owned(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(joiner))
-        }
+        Some(Value::Array(parts)) => Cow::Owned(
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(joiner),
+        ),
         _ => Cow::Borrowed(""),
     }
 }

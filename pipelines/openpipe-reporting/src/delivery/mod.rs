@@ -218,7 +218,7 @@ impl Worker {
             }
             Outcome::TooLarge => {
                 let mut body = entry.body.clone();
-                if entry.last_status != Some(413) && crate::shrink_report(&mut body) {
+                if entry.last_status != Some(413) && crate::shrink::shrink_report(&mut body) {
                     self.outbox.replace_body(QUEUE, &entry.id, &body).await?;
                     self.outbox.retry_later(QUEUE, &entry.id, now_ms(), Some(413), "HTTP 413: shrunk").await?;
                 } else {
