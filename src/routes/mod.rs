@@ -1,6 +1,7 @@
 //! The route table, mounted twice: bare and under `/v1` (docs/protocol.md §4).
 
 mod chat;
+mod chat_request;
 mod filter;
 mod health;
 mod metrics;

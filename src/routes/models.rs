@@ -3,27 +3,11 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::Value;
-use sluice_sdk::PipelineKind;
+use sluice_sdk::{FilterTargets, PipelineKind};
 
 use sluice_sdk::clock::unix_secs;
 
-use crate::registry::{Module, Registry};
-
-/// A filter's targets and priority, read from its `pipelines` and `priority` valves. Every
-/// filter entry carries both, or Open WebUI fails every chat (docs/open-webui-client.md §1.5).
-fn routing(module: &Module) -> (Value, Value) {
-    let snapshot = module.valves.as_ref().map(|v| v.snapshot());
-    let field = |name: &str| snapshot.as_ref().and_then(|s| s.get(name).cloned());
-    let pipelines = match field("pipelines") {
-        Some(Value::Array(list)) => Value::Array(list.into_iter().filter(Value::is_string).collect()),
-        _ => Value::Array(Vec::new()),
-    };
-    let priority = match field("priority") {
-        Some(Value::Number(n)) => Value::Number(n),
-        _ => Value::from(0),
-    };
-    (pipelines, priority)
-}
+use crate::registry::Registry;
 
 /// One model entry, serialised straight from borrowed fields in the reference's key order:
 /// building a `serde_json::Value` per entry (a map and an allocation per key) was most of the
@@ -43,9 +27,19 @@ struct Entry<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Kind {
-    Pipe { valves: bool },
-    Filter { pipelines: Value, priority: Value, valves: bool },
-    Manifold { valves: bool },
+    Pipe {
+        valves: bool,
+    },
+    /// Every filter entry carries both, or Open WebUI fails every chat
+    /// (docs/open-webui-client.md §1.5).
+    Filter {
+        pipelines: Vec<String>,
+        priority: i64,
+        valves: bool,
+    },
+    Manifold {
+        valves: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -69,7 +63,7 @@ pub async fn list_models(registry: web::Data<Registry>) -> HttpResponse {
         match module.kind() {
             PipelineKind::Pipe => data.push(entry(id.into(), name.into(), Kind::Pipe { valves }, None)),
             PipelineKind::Filter => {
-                let (pipelines, priority) = routing(module);
+                let FilterTargets { pipelines, priority } = module.pipeline.targets();
                 data.push(entry(id.into(), name.into(), Kind::Filter { pipelines, priority, valves }, None));
             }
             PipelineKind::Manifold => {

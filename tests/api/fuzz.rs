@@ -187,24 +187,22 @@ fn valves_of(pipeline: &dyn Pipeline) -> Arc<dyn sluice_sdk::DynValves> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
-    /// A valves file with anything in it, and any value in an environment override, gives
-    /// either valves or a list of field errors: `sluice` refuses to start with a clear message
-    /// instead of panicking.
+    /// A valves file with anything in it, and any value in an environment override of any of
+    /// its fields, gives either valves or a list of field errors, for every pipeline compiled
+    /// into the binary: `sluice` refuses to start with a clear message instead of panicking.
     #[test]
     fn valves_files_and_overrides_load_or_name_the_problem(
-        (which, text) in (0usize..2).prop_flat_map(|i| (Just(i), proptest::sample::select(corpus("valves_toml")).prop_flat_map(mutate_bytes))),
-        field in proptest::sample::select(vec!["TIMEOUT_SECONDS", "BASE_URL", "MODEL_ID", "CUSTOM_METADATA", "pipelines", "priority", "DPO_SPLIT"]),
+        (which, text) in (0usize..sluice::registry::builtin().len())
+            .prop_flat_map(|i| (Just(i), proptest::sample::select(corpus("valves_toml")).prop_flat_map(mutate_bytes))),
+        field_pick in any::<proptest::sample::Index>(),
         value in any::<String>(),
     ) {
-        let pipeline: Box<dyn Pipeline> = if which == 0 {
-            Box::new(sluice_openai_responses::OpenAIResponses::new())
-        } else {
-            Box::new(sluice_openpipe_reporting::OpenPipeReporting::new())
-        };
+        let pipeline = sluice::registry::builtin().swap_remove(which);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(format!("{}.toml", pipeline.id())), &text).unwrap();
         let entry = ValvesEntry::new(pipeline.id(), valves_of(pipeline.as_ref()), dir.path());
         let _ = entry.load(&ValvesEnv::Map(HashMap::new()));
+        let field = &entry.schema.fields[field_pick.index(entry.schema.fields.len())].name;
         let var = sluice::valves::env_var_name(pipeline.id(), field);
         let _ = entry.load(&ValvesEnv::Map(HashMap::from([(var, value)])));
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipelineError, Status, ToolCallDelta};
 
+use crate::events::{self, EventKind};
 use crate::models;
 use crate::valves::ReasoningDisplay;
 
@@ -105,10 +106,9 @@ impl Converter {
     }
 
     pub fn on_event(&mut self, event: &Value) -> Outcome {
-        let kind = str_of(event, "type").unwrap_or_default();
-        let out = match kind {
-            "response.created" if self.options.reasoning_model => self.status(status("Thinking…", &[])),
-            "response.output_item.added" => {
+        let out = match EventKind::of(event) {
+            EventKind::Created if self.options.reasoning_model => self.status(status("Thinking…", &[])),
+            EventKind::OutputItemAdded => {
                 self.output_started = true;
                 let item = event.get("item").unwrap_or(&Value::Null);
                 if str_of(item, "type") == Some("function_call") {
@@ -124,25 +124,23 @@ impl Converter {
                     Vec::new()
                 }
             }
-            "response.reasoning_summary_part.added" => {
+            EventKind::ReasoningSummaryPartAdded => {
                 if event.get("summary_index").and_then(Value::as_u64).unwrap_or(0) > 0 {
                     self.reasoning("\n\n")
                 } else {
                     Vec::new()
                 }
             }
-            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.reasoning(str_of(event, "delta").unwrap_or_default())
-            }
-            "response.reasoning_summary_text.done" if self.options.reasoning_display == ReasoningDisplay::Status => {
+            EventKind::ReasoningDelta => self.reasoning(str_of(event, "delta").unwrap_or_default()),
+            EventKind::ReasoningSummaryDone if self.options.reasoning_display == ReasoningDisplay::Status => {
                 let text = str_of(event, "text").unwrap_or_default();
                 let title = text.split("**").nth(1).filter(|t| !t.trim().is_empty()).unwrap_or("Thinking…").to_string();
                 self.status(status(&title, &[]))
             }
-            "response.output_text.delta" | "response.refusal.delta" => {
+            EventKind::TextDelta => {
                 vec![PipeEvent::Text(str_of(event, "delta").unwrap_or_default().to_string())]
             }
-            "response.output_text.annotation.added" => {
+            EventKind::AnnotationAdded => {
                 let a = event.get("annotation").unwrap_or(&Value::Null);
                 match (str_of(a, "type"), str_of(a, "url")) {
                     (Some("url_citation"), Some(url)) => {
@@ -159,7 +157,7 @@ impl Converter {
                     _ => Vec::new(),
                 }
             }
-            "response.function_call_arguments.delta" => {
+            EventKind::ArgumentsDelta => {
                 let k = self.index_of(event);
                 self.args_seen.insert(k);
                 vec![PipeEvent::ToolCall(ToolCallDelta {
@@ -168,7 +166,7 @@ impl Converter {
                     ..Default::default()
                 })]
             }
-            "response.function_call_arguments.done" => {
+            EventKind::ArgumentsDone => {
                 let k = self.index_of(event);
                 if self.args_seen.insert(k) {
                     vec![PipeEvent::ToolCall(ToolCallDelta {
@@ -180,25 +178,22 @@ impl Converter {
                     Vec::new()
                 }
             }
-            "response.image_generation_call.partial_image" => {
+            EventKind::PartialImage => {
                 let n = event.get("partial_image_index").and_then(Value::as_u64).unwrap_or(0) + 1;
                 self.status(status(&format!("Generating the image… (preview {n})"), &[]))
             }
-            "response.output_item.done" => self.item_done(event.get("item").unwrap_or(&Value::Null)),
-            "response.completed" | "response.incomplete" => return self.finish(event),
-            "response.failed" => {
-                let err = event.get("response").and_then(|r| r.get("error")).unwrap_or(&Value::Null);
-                let code = str_of(err, "code");
-                let message = str_of(err, "message").unwrap_or("the response failed");
+            EventKind::OutputItemDone => self.item_done(event.get("item").unwrap_or(&Value::Null)),
+            EventKind::Completed | EventKind::Incomplete => return self.finish(event),
+            EventKind::Failed => {
+                let (code, message) = events::failure(event).unwrap_or_default();
+                let message = message.unwrap_or("the response failed");
                 let mut e = PipelineError::upstream(upstream_message(message, code, None));
                 e.code = code.map(str::to_owned);
                 return Outcome::Failed(e);
             }
-            "error" => {
-                // Two shapes in the wild: flat (documented) and nested under `error` (§7.3).
-                let nested = event.get("error").unwrap_or(&Value::Null);
-                let message = str_of(event, "message").or_else(|| str_of(nested, "message")).unwrap_or("stream error");
-                let code = str_of(event, "code").or_else(|| str_of(nested, "code"));
+            EventKind::Error => {
+                let (code, message) = events::failure(event).unwrap_or_default();
+                let message = message.unwrap_or("stream error");
                 let kind = if matches!(code, Some("rate_limit_exceeded" | "too_many_requests")) {
                     ErrorKind::RateLimited
                 } else {
@@ -208,8 +203,8 @@ impl Converter {
                 e.code = code.map(str::to_owned);
                 return Outcome::Failed(e);
             }
-            other => {
-                tracing::trace!(event = other, "upstream event without an effect");
+            _ => {
+                tracing::trace!(event = str_of(event, "type").unwrap_or_default(), "upstream event without an effect");
                 Vec::new()
             }
         };
@@ -264,7 +259,7 @@ impl Converter {
 
     fn finish(&mut self, event: &Value) -> Outcome {
         let response = event.get("response").cloned().unwrap_or(Value::Null);
-        let reason = if str_of(event, "type") == Some("response.incomplete") {
+        let reason = if EventKind::of(event) == EventKind::Incomplete {
             match response.get("incomplete_details").and_then(|d| str_of(d, "reason")) {
                 Some("content_filter") => FinishReason::ContentFilter,
                 _ => FinishReason::Length,

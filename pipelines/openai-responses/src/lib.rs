@@ -3,6 +3,7 @@
 //! chunks and Open WebUI events. Spec: docs/manifold.md.
 
 mod convert;
+mod events;
 pub mod models;
 mod replay;
 mod request;
@@ -25,6 +26,7 @@ use sluice_sdk::{
 use tokio::sync::{mpsc, Notify};
 
 use crate::convert::{Converter, Outcome};
+use crate::events::EventKind;
 use crate::replay::Record;
 use crate::request::{Context, Stash};
 use crate::upstream::{Events, Failure};
@@ -145,23 +147,6 @@ async fn load_records(store: &dyn KvStore, messages: &[Value]) -> HashMap<String
     out
 }
 
-fn is_retryable_event(event: &Value) -> bool {
-    let code = |v: &Value| v.get("code").and_then(Value::as_str).map(str::to_owned);
-    let code = match event.get("type").and_then(Value::as_str) {
-        Some("response.failed") => event.get("response").and_then(|r| r.get("error")).and_then(code),
-        Some("error") => code(event).or_else(|| event.get("error").and_then(code)),
-        _ => None,
-    };
-    matches!(code.as_deref(), Some("server_error" | "rate_limit_exceeded" | "too_many_requests"))
-}
-
-fn is_terminal(event: &Value) -> bool {
-    matches!(
-        event.get("type").and_then(Value::as_str),
-        Some("response.completed" | "response.incomplete" | "response.failed" | "error")
-    )
-}
-
 /// How the start of an upstream stream went.
 enum Prefetch {
     /// The first output item (or the end) arrived: the answer can start.
@@ -178,9 +163,10 @@ async fn prefetch(events: &mut Events, into: &mut Vec<Value>) -> Prefetch {
     loop {
         match events.next().await {
             Ok(Some(ev)) => {
-                let output = ev.get("type").and_then(Value::as_str) == Some("response.output_item.added");
-                let terminal = is_terminal(&ev);
-                let retry = terminal && is_retryable_event(&ev);
+                let kind = EventKind::of(&ev);
+                let output = kind == EventKind::OutputItemAdded;
+                let terminal = kind.is_terminal();
+                let retry = terminal && events::is_retryable(&ev);
                 into.push(ev);
                 if retry {
                     return Prefetch::RetryableFailure;

@@ -3,7 +3,7 @@
 //! HTML-escaped attributes. Parsed back into text and tool calls so a report looks like what
 //! the model produced. Anything that does not parse is left in the text.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// One executed tool call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +310,30 @@ pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {
         *t = t.trim().to_string();
     }
     Some(answer)
+}
+
+pub fn call_json(call: &ToolCall) -> Value {
+    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+}
+
+pub fn text_or_null(text: &str) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text.to_string())
+    }
+}
+
+/// The assistant/tool message pairs that precede step `k` (§7.5).
+pub fn call_pairs(answer: &Answer, upto: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(upto * 2);
+    for (j, call) in answer.calls.iter().take(upto).enumerate() {
+        out.push(
+            json!({"role": "assistant", "content": text_or_null(&answer.texts[j]), "tool_calls": [call_json(call)]}),
+        );
+        out.push(json!({"role": "tool", "tool_call_id": call.id, "content": call.result.clone().unwrap_or_default()}));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use sluice_sdk::{
-    async_trait, DynValves, Pipeline, PipelineContext, PipelineError, PipelineKind, ServedCompletion, ValvesCell,
+    async_trait, DynValves, FilterTargets, Pipeline, PipelineContext, PipelineError, PipelineKind, ServedCompletion,
+    ValvesCell,
 };
 use tokio::sync::Notify;
 
@@ -89,6 +90,11 @@ impl Pipeline for OpenPipeReporting {
 
     fn valves(&self) -> Option<Arc<dyn DynValves>> {
         Some(Arc::new(self.valves.clone()))
+    }
+
+    fn targets(&self) -> FilterTargets {
+        let v = self.valves.get();
+        FilterTargets { pipelines: v.pipelines.clone(), priority: v.priority }
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

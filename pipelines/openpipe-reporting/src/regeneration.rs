@@ -12,7 +12,7 @@ use sluice_sdk::StoreError;
 use crate::interaction::Interaction;
 use crate::runtime::{load, Runtime};
 use crate::valves::ReportingValves;
-use crate::{blocks, dpo, report, OpenPipeReporting};
+use crate::{blocks, dpo, OpenPipeReporting};
 
 /// One turn as the regeneration bookkeeping sees it.
 pub(crate) struct DpoTurn<'a> {
@@ -84,7 +84,7 @@ impl OpenPipeReporting {
             let list_key = format!("{chat}|{parent}");
             let mut list: dpo::SiblingList = load(rt, dpo::SIBLINGS_NS, &list_key).await?.unwrap_or_default();
             let mut final_messages = t.request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-            final_messages.extend(report::call_pairs(t.answer, t.answer.calls.len()));
+            final_messages.extend(blocks::call_pairs(t.answer, t.answer.calls.len()));
             let sibling = dpo::Sibling {
                 message_id: t.message_id.to_string(),
                 text: dpo::normalize(&t.answer.texts),

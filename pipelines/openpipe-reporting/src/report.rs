@@ -6,33 +6,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::blocks::{Answer, ToolCall};
+use crate::blocks::{call_json, call_pairs, text_or_null, Answer};
 use crate::shrink::{omit_images, serialized_len, truncate_message};
 use crate::valves::ReportingValves;
-
-fn call_json(call: &ToolCall) -> Value {
-    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
-}
-
-fn text_or_null(text: &str) -> Value {
-    if text.is_empty() {
-        Value::Null
-    } else {
-        Value::String(text.to_string())
-    }
-}
-
-/// The assistant/tool message pairs that precede step `k` (§7.5).
-pub fn call_pairs(answer: &Answer, upto: usize) -> Vec<Value> {
-    let mut out = Vec::with_capacity(upto * 2);
-    for (j, call) in answer.calls.iter().take(upto).enumerate() {
-        out.push(
-            json!({"role": "assistant", "content": text_or_null(&answer.texts[j]), "tool_calls": [call_json(call)]}),
-        );
-        out.push(json!({"role": "tool", "tool_call_id": call.id, "content": call.result.clone().unwrap_or_default()}));
-    }
-    out
-}
 
 /// The reserved metadata keys up to `tool_call_count` (§7.3), for a turn or a task.
 pub struct Head<'a> {

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::blocks::{self, Answer};
-use crate::report::call_pairs;
 
 /// OpenAI chat-completions request keys kept in `reqPayload` (§7.2); everything Open WebUI adds
 /// (metadata, files, features, ...) is dropped.
@@ -80,7 +79,7 @@ fn sanitize_message(message: &Value, parse_blocks: bool, out: &mut Vec<Value>) {
             let id = obj.get("id").and_then(Value::as_str).unwrap_or("history");
             let answer = blocks::parse(content, id);
             if !answer.calls.is_empty() {
-                out.extend(call_pairs(&answer, answer.calls.len()));
+                out.extend(blocks::call_pairs(&answer, answer.calls.len()));
                 out.push(json!({"role": "assistant", "content": answer.final_text()}));
                 return;
             }

@@ -107,7 +107,7 @@ impl Default for ReportingValves {
             DELIVERY_MAX_AGE_HOURS: 72,
             PENDING_TTL_SECONDS: 3600,
             MAX_REPORT_BYTES: 900_000,
-            MAX_ATTEMPTS_PER_SECOND: 20,
+            MAX_ATTEMPTS_PER_SECOND: 50,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use context::PipelineContext;
 pub use error::{ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use outbox::{Outbox, QueueStats};
-pub use pipeline::{Pipeline, PipelineKind, SubModel};
+pub use pipeline::{FilterTargets, Pipeline, PipelineKind, SubModel};
 pub use request::{PipeRequest, ServedCompletion};
 pub use secret::Secret;
 pub use store::{KvStore, StoreError};

@@ -39,6 +39,16 @@ pub struct SubModel {
     pub info: Option<Value>,
 }
 
+/// Which models a filter runs for and its place among filters; Open WebUI reads both from
+/// `/models` and applies the filter only to the models listed (docs/open-webui-client.md §1.5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterTargets {
+    /// Model ids, or `"*"` for every model.
+    pub pipelines: Vec<String>,
+    /// Lower runs first.
+    pub priority: i64,
+}
+
 /// A pipeline module. Every hook has a default, so an implementation writes only what it
 /// needs. Hooks are async and must not block a runtime thread.
 #[async_trait]
@@ -66,6 +76,20 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Whether a manifold serves `sub_id`. By default: the ids listed by [`Self::sub_models`].
     fn serves(&self, sub_id: &str) -> bool {
         self.sub_models().iter().any(|m| m.id == sub_id)
+    }
+
+    /// A filter's targets. By default they are read from valves named `pipelines` (a list of
+    /// model ids) and `priority` (an integer), the reference's convention; a filter whose
+    /// valves say it otherwise implements this. Without either, the filter runs for no model.
+    fn targets(&self) -> FilterTargets {
+        let valves = self.valves().map(|v| v.current()).unwrap_or(Value::Null);
+        let pipelines = valves
+            .get("pipelines")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let priority = valves.get("priority").and_then(Value::as_i64).unwrap_or(0);
+        FilterTargets { pipelines, priority }
     }
 
     /// Called once after the valves are loaded, before the server accepts requests.

@@ -1,0 +1,55 @@
+//! The example pipeline of docs/writing-a-pipeline.md, registered as a new pipeline would be:
+//! listed, its valves served and edited, and chatting with it, streamed and not.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_example_word_count::WordCount;
+
+use crate::helpers::{json_of, spawn_app_with, Options, TestApp};
+
+async fn app(valves: &str) -> TestApp {
+    spawn_app_with(Options {
+        pipelines: vec![Arc::new(WordCount::default())],
+        valves_files: vec![("word_count.toml", valves.to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn ask(text: &str, stream: bool) -> serde_json::Value {
+    json!({"model": "word_count", "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+#[tokio::test]
+async fn a_new_pipeline_is_listed_configured_and_answers() {
+    let app = app("LABEL = \"Count:\"\n").await;
+    let (_, models) = json_of(app.get("/models").await).await;
+    let entry = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "word_count").cloned().unwrap();
+    assert_eq!(entry["pipeline"]["type"], "pipe");
+    let (_, spec) = json_of(app.get("/word_count/valves/spec").await).await;
+    assert_eq!(spec["properties"]["MIN_LENGTH"]["description"], "Count only words at least this long (1-100).");
+
+    let (status, answer) = json_of(app.post_json("/chat/completions", &ask("one two three", false)).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["choices"][0]["message"]["content"], "Count: 3");
+    let text = app.post_json("/chat/completions", &ask("one two three four", true)).await.text().await.unwrap();
+    assert!(
+        text.contains("\"content\": \"4\"") && text.contains("Counting") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+
+    // Its valves are edited like any other pipeline's, and checked.
+    assert_eq!(app.post_json("/word_count/valves/update", &json!({"MIN_LENGTH": "4"})).await.status(), 200);
+    let (_, answer) = json_of(app.post_json("/chat/completions", &ask("a tiny cat sleeps", false)).await).await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "Count: 2");
+    let (status, refused) = json_of(app.post_json("/word_count/valves/update", &json!({"MIN_LENGTH": 0})).await).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(app.valves_file("word_count").contains("MIN_LENGTH = 4"));
+
+    // Its own error before the answer: a status with its message.
+    let (status, error) = json_of(app.post_json("/chat/completions", &ask("   ", false)).await).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["detail"].as_str().unwrap().contains("nothing to count"));
+}
