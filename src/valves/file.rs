@@ -8,28 +8,43 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use toml_edit::{Array, DocumentMut, InlineTable, Item};
 
+/// Why a valves file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Syntax { path: String, source: toml_edit::TomlError },
+    #[error("{0}")]
+    Value(#[from] toml::de::Error),
+}
+
 /// Reads the file; `Ok(None)` when it does not exist.
-pub fn read(path: &Path) -> Result<Option<DocumentMut>, String> {
+pub fn read(path: &Path) -> Result<Option<DocumentMut>, FileError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        Err(source) => return Err(FileError::Read { path: path.display().to_string(), source }),
     };
-    text.parse::<DocumentMut>().map(Some).map_err(|e| format!("{}: {e}", path.display()))
+    text.parse::<DocumentMut>()
+        .map(Some)
+        .map_err(|source| FileError::Syntax { path: path.display().to_string(), source })
 }
 
 /// The document's keys as JSON values.
-pub fn to_json(doc: &DocumentMut) -> Result<Map<String, Value>, String> {
-    let table: toml::Table = toml::from_str(&doc.to_string()).map_err(|e| e.to_string())?;
-    match serde_json::to_value(table).map_err(|e| e.to_string())? {
-        Value::Object(map) => Ok(map),
+pub fn to_json(doc: &DocumentMut) -> Result<Map<String, Value>, FileError> {
+    let table: toml::Table = toml::from_str(&doc.to_string())?;
+    // A TOML table is a JSON object (dates become strings).
+    match serde_json::to_value(table) {
+        Ok(Value::Object(map)) => Ok(map),
         _ => Ok(Map::new()),
     }
 }
 
 /// Sets `key`, keeping the comments around it (its leading lines and a trailing `# ...`).
-pub fn set(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), String> {
-    let new = to_toml(value).ok_or_else(|| format!("{key}: this value cannot be written to TOML"))?;
+/// `None` when the value has no TOML form (a null inside a list).
+pub fn set(doc: &mut DocumentMut, key: &str, value: &Value) -> Option<()> {
+    let new = to_toml(value)?;
     match doc.get_mut(key).and_then(Item::as_value_mut) {
         Some(old) => {
             let decor = old.decor().clone();
@@ -40,7 +55,7 @@ pub fn set(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), String
             doc.insert(key, Item::Value(new));
         }
     }
-    Ok(())
+    Some(())
 }
 
 pub fn remove(doc: &mut DocumentMut, key: &str) {
@@ -138,11 +153,10 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn edits_keep_comments() -> Result<(), String> {
-        let mut doc: DocumentMut =
-            "# top comment\n\n# how many\nMAX = 3 # keep me\nMODE = \"fast\"\n".parse().map_err(|e| format!("{e}"))?;
-        set(&mut doc, "MAX", &json!(5))?;
-        set(&mut doc, "TAGS", &json!(["a", "b"]))?;
+    fn edits_keep_comments() -> Result<(), toml_edit::TomlError> {
+        let mut doc: DocumentMut = "# top comment\n\n# how many\nMAX = 3 # keep me\nMODE = \"fast\"\n".parse()?;
+        assert_eq!(set(&mut doc, "MAX", &json!(5)), Some(()));
+        assert_eq!(set(&mut doc, "TAGS", &json!(["a", "b"])), Some(()));
         remove(&mut doc, "MODE");
         assert_eq!(doc.to_string(), "# top comment\n\n# how many\nMAX = 5 # keep me\nTAGS = [\"a\", \"b\"]\n");
         Ok(())

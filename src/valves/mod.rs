@@ -125,7 +125,7 @@ impl ValvesEntry {
 
     /// Reads the file and the environment and checks the result, without changing anything.
     pub fn load(&self, env: &ValvesEnv) -> Result<Loaded, Vec<FieldError>> {
-        let doc = file::read(&self.path).map_err(|e| vec![FieldError::new("", e)])?;
+        let doc = file::read(&self.path).map_err(|e| vec![FieldError::new("", e.to_string())])?;
         let pinned = self.read_env(env)?;
         self.check(doc.as_ref(), pinned)
     }
@@ -173,7 +173,7 @@ impl ValvesEntry {
         };
         let mut errors = Vec::new();
         if let Some(doc) = doc {
-            let from_file = file::to_json(doc).map_err(|e| vec![FieldError::new("", e)])?;
+            let from_file = file::to_json(doc).map_err(|e| vec![FieldError::new("", e.to_string())])?;
             for (key, value) in from_file {
                 match self.schema.field(&key) {
                     Some(field) => match coerce::coerce(field, value) {
@@ -355,14 +355,15 @@ impl ValvesEntry {
         if !refused.is_empty() {
             return Err(UpdateError::Pinned(redact_errors(refused, &secrets)));
         }
-        let original = file::read(&self.path).map_err(UpdateError::Io)?;
+        let original = file::read(&self.path).map_err(|e| UpdateError::Io(e.to_string()))?;
         let mut doc = original.clone().unwrap_or_default();
         for (key, value) in &changes {
             if value.is_null() {
                 file::remove(&mut doc, key);
             } else {
-                file::set(&mut doc, key, value)
-                    .map_err(|e| UpdateError::Invalid(vec![FieldError::new(key.clone(), e)]))?;
+                file::set(&mut doc, key, value).ok_or_else(|| {
+                    UpdateError::Invalid(vec![FieldError::new(key.clone(), "this value cannot be written to TOML")])
+                })?;
             }
         }
         let loaded = self.check(Some(&doc), (*pinned).clone()).map_err(UpdateError::Invalid)?;
