@@ -290,7 +290,7 @@ async fn run(client: &reqwest::Client, url: &str, body: Option<Arc<Vec<u8>>>, na
 async fn stream(client: &reqwest::Client, base: &str, conns: usize) {
     let url = format!("{base}/v1/chat/completions");
     let body = serde_json::to_vec(
-        &json!({"model": "bench_pipe", "chunks": 200, "messages": [{"role": "user", "content": "go"}]}),
+        &json!({"model": "bench_pipe", "stream": true, "chunks": 200, "messages": [{"role": "user", "content": "go"}]}),
     )
     .unwrap();
     let (ttfb, total, chunks) = timed_streams(client, &url, body, conns).await;
@@ -537,7 +537,7 @@ async fn timed_streams(
 async fn long_streams(port: u16, pid: u32, n: usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const PACE: Duration = Duration::from_secs(10);
-    let body = r#"{"model":"bench_pipe","chunks":10,"interval_ms":1000,"messages":[{"role":"user","content":"go"}]}"#;
+    let body = r#"{"model":"bench_pipe","stream":true,"chunks":10,"interval_ms":1000,"messages":[{"role":"user","content":"go"}]}"#;
     let request = Arc::new(format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

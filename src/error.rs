@@ -70,19 +70,71 @@ impl ApiError {
         ApiError::NotFound(format!("Pipeline {id} not found"))
     }
 
+    /// OpenAI's `error.type` and `error.code` for this error (the SDKs build their exception's
+    /// class from the status and its text from `error.message`).
+    fn openai_kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ApiError::NotAuthenticated | ApiError::InvalidCredentials => ("permission_error", None),
+            ApiError::InvalidKey => ("authentication_error", Some("invalid_api_key")),
+            ApiError::NotFound(_) => ("not_found_error", Some("not_found")),
+            ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::MalformedJson(_) => ("invalid_request_error", Some("invalid_json")),
+            ApiError::Unprocessable(_) | ApiError::InvalidValves(_) => ("invalid_request_error", None),
+            ApiError::PayloadTooLarge(_) | ApiError::TooComplex(_) => {
+                ("invalid_request_error", Some("request_too_large"))
+            }
+            ApiError::UnsupportedMediaType(_) => ("invalid_request_error", Some("unsupported_media_type")),
+            ApiError::BodyTimeout(_) => ("timeout", None),
+            ApiError::Busy(_) => ("service_unavailable", None),
+            ApiError::DuplicateAuthorization => ("invalid_request_error", None),
+            ApiError::PinnedValves(_) => ("conflict_error", None),
+            ApiError::NotSupported(_) => ("invalid_request_error", Some("not_supported")),
+            ApiError::Pipeline(e) => (e.kind.as_str(), None),
+            ApiError::Internal(_) => ("server_error", None),
+        }
+    }
+
+    /// The field an error is about, when its message starts with one (`model: field required`).
+    fn param(&self) -> Option<String> {
+        let message = match self {
+            ApiError::Unprocessable(m) | ApiError::TooComplex(m) => m,
+            ApiError::InvalidValves(errors) | ApiError::PinnedValves(errors) => {
+                return errors.first().map(|e| e.field.clone()).filter(|f| !f.is_empty())
+            }
+            ApiError::Pipeline(e) => &e.message,
+            _ => return None,
+        };
+        let (head, _) = message.split_once(": ")?;
+        let is_path = !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
+        is_path.then(|| head.to_string())
+    }
+
+    /// Both shapes in one body: `detail` for Pipelines clients (Open WebUI reads it) and
+    /// OpenAI's `error` for every OpenAI client (docs/open-webui-client.md §4.7).
     fn body(&self) -> Value {
         let detail = self.to_string();
+        let (kind, code) = self.openai_kind();
+        let (message, code) = match self {
+            ApiError::Pipeline(e) => (e.message.clone(), e.code.clone()),
+            _ => (detail.clone(), code.map(str::to_owned)),
+        };
+        let error = json!({"message": message, "type": kind, "param": self.param(), "code": code});
         match self {
             ApiError::InvalidValves(errors) | ApiError::PinnedValves(errors) => {
-                json!({"detail": detail, "errors": errors})
+                json!({"detail": detail, "errors": errors, "error": error})
             }
-            // Both shapes: `detail` for Pipelines clients, `error` for OpenAI clients; Open WebUI
-            // reads either (docs/open-webui-client.md §4.7).
-            ApiError::Pipeline(e) => json!({
-                "detail": detail,
-                "error": {"message": e.message, "type": e.kind.as_str(), "code": e.code},
-            }),
-            _ => json!({"detail": detail}),
+            _ => json!({"detail": detail, "error": error}),
+        }
+    }
+
+    /// `x-should-retry`, which OpenAI's SDKs obey: `false` where trying again cannot help (the key
+    /// was refused, the quota is spent, the pipe already retried), or where the pipe says so.
+    fn should_retry(&self) -> Option<bool> {
+        match self {
+            ApiError::NotAuthenticated | ApiError::InvalidCredentials | ApiError::InvalidKey => Some(false),
+            ApiError::Pipeline(e) if e.code.as_deref() == Some("insufficient_quota") => Some(false),
+            ApiError::Pipeline(e) => e.retry,
+            _ => None,
         }
     }
 }
@@ -132,6 +184,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Busy(_) = self {
             response.insert_header(("retry-after", "5"));
+        }
+        if let Some(retry) = self.should_retry() {
+            response.insert_header(("x-should-retry", if retry { "true" } else { "false" }));
         }
         if let ApiError::Pipeline(PipelineError { retry_after: Some(wait), .. }) = self {
             let ms = wait.as_millis();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipeStream, PipelineError, Status, ToolCallDelta};
+use sluice_sdk::{Dialect, ErrorKind, FinishReason, PipeEvent, PipeStream, PipelineError, Status, ToolCallDelta};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::json::write_python;
@@ -150,9 +150,30 @@ pub fn error_value(error: &PipelineError) -> Value {
     serde_json::json!({"error": {"message": error.message, "type": error.kind.as_str(), "code": error.code}})
 }
 
+/// What a stream carries besides the answer, by who asked (docs/protocol.md §6.5).
+#[derive(Debug, Clone, Copy)]
+pub struct Form {
+    /// Open WebUI's `{"event": ...}` lines (status, sources, notifications). Other OpenAI
+    /// clients read every `data:` line as a chunk and fail on these.
+    pub events: bool,
+    /// The usage chunk (`"choices": []`): always for Open WebUI, for other clients only when
+    /// they set `stream_options.include_usage`, as OpenAI does.
+    pub usage: bool,
+}
+
+impl Form {
+    pub fn of(dialect: Dialect, include_usage: bool) -> Form {
+        match dialect {
+            Dialect::OpenWebUi => Form { events: true, usage: true },
+            Dialect::OpenAi => Form { events: false, usage: include_usage },
+        }
+    }
+}
+
 /// Turns events into SSE bytes, one answer at a time.
 pub struct StreamEncoder {
     envelope: Envelope,
+    form: Form,
     role_sent: bool,
     tool_calls_seen: bool,
     finish: Option<FinishReason>,
@@ -163,8 +184,8 @@ pub struct StreamEncoder {
 }
 
 impl StreamEncoder {
-    pub fn new(envelope: Envelope) -> Self {
-        Self { envelope, role_sent: false, tool_calls_seen: false, finish: None, usage: None, open_status: None }
+    pub fn new(envelope: Envelope, form: Form) -> Self {
+        Self { envelope, form, role_sent: false, tool_calls_seen: false, finish: None, usage: None, open_status: None }
     }
 
     fn delta(&mut self, out: &mut Vec<u8>, mut delta: Delta<'_>, finish_reason: Option<&str>) {
@@ -208,6 +229,7 @@ impl StreamEncoder {
                     urls.iter().map(|u| ImageOut { kind: "image_url", image_url: ImageUrl { url: u } }).collect();
                 self.delta(out, Delta { images: Some(images), ..Delta::default() }, None)
             }
+            PipeEvent::Status(_) | PipeEvent::Source(_) | PipeEvent::Notification { .. } if !self.form.events => {}
             PipeEvent::Status(status) => {
                 self.open_status = (!status.done).then(|| status.description.clone());
                 data_line(out, &status_value(&status));
@@ -238,7 +260,7 @@ impl StreamEncoder {
         let reason =
             self.finish.unwrap_or(if self.tool_calls_seen { FinishReason::ToolCalls } else { FinishReason::Stop });
         self.delta(out, Delta::default(), Some(reason.as_str()));
-        if let Some(usage) = self.usage.take() {
+        if let Some(usage) = self.usage.take().filter(|_| self.form.usage) {
             let chunk = UsageChunk {
                 id: &self.envelope.id,
                 object: "chat.completion.chunk",
@@ -286,12 +308,13 @@ struct Driver {
 pub fn body(
     events: PipeStream,
     envelope: Envelope,
+    form: Form,
     options: StreamOptions,
     cancel: CancellationToken,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let driver = Driver {
         events,
-        encoder: StreamEncoder::new(envelope),
+        encoder: StreamEncoder::new(envelope, form),
         options,
         done: false,
         _cancel_on_drop: cancel.drop_guard(),
@@ -343,7 +366,9 @@ pub fn body(
 
 /// Collects a whole answer into one `chat.completion` object (`stream: false`). Statuses,
 /// sources and notifications have no place in it and are dropped.
-pub async fn collect(mut events: PipeStream, envelope: Envelope) -> Result<Value, PipelineError> {
+/// `dialect`: other clients get `content: null` for an answer of tool calls only, as OpenAI
+/// sends it; Open WebUI keeps the reference's `""`.
+pub async fn collect(mut events: PipeStream, envelope: Envelope, dialect: Dialect) -> Result<Value, PipelineError> {
     let mut content = String::new();
     let mut reasoning = String::new();
     let mut calls: BTreeMap<u32, (Option<String>, Option<String>, String)> = BTreeMap::new();
@@ -382,7 +407,11 @@ pub async fn collect(mut events: PipeStream, envelope: Envelope) -> Result<Value
     }
     let mut message = Map::new();
     message.insert("role".into(), "assistant".into());
-    message.insert("content".into(), content.into());
+    let content = match dialect {
+        Dialect::OpenAi if content.is_empty() && !calls.is_empty() => Value::Null,
+        _ => content.into(),
+    };
+    message.insert("content".into(), content);
     if !reasoning.is_empty() {
         message.insert("reasoning_content".into(), reasoning.into());
     }

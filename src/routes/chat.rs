@@ -25,7 +25,8 @@ pub async fn chat_completions(
     let received = crate::body::json_body(&req, payload).await?;
     let heavy = received.is_heavy();
     let (form, _reservation) = received.into_parts();
-    let ChatRequest { model, stream, body, user } = ChatRequest::parse(form)?;
+    let ChatRequest { model, dialect, stream, include_usage, body, user } = ChatRequest::parse(form, req.headers())?;
+    tracing::debug!(model = %model, stream, dialect = ?dialect, "chat completion");
     let resolved = registry
         .model_entry(&model)
         .filter(|r| r.module.kind() != PipelineKind::Filter)
@@ -48,9 +49,15 @@ pub async fn chat_completions(
             .collect()
     };
     let keep_body = !observers.is_empty();
-    let request =
-        PipeRequest { model: model.clone(), model_id: resolved.model_id, stream, body, user, cancel: cancel.clone() };
-    tracing::debug!(model = %model, stream, "chat completion");
+    let request = PipeRequest {
+        model: model.clone(),
+        model_id: resolved.model_id,
+        stream,
+        dialect,
+        body,
+        user,
+        cancel: cancel.clone(),
+    };
     let pipeline_id = resolved.module.id().to_string();
     let metrics = metrics.into_inner();
     // Until the answer starts, the pipe converts the whole conversation: a large one does that
@@ -84,14 +91,15 @@ pub async fn chat_completions(
     let envelope = Envelope::new(&model);
     if stream {
         starting.disarm();
-        let body = sse::body(events, envelope, streams.get_ref().clone(), cancel);
+        let form = sse::Form::of(dialect, include_usage);
+        let body = sse::body(events, envelope, form, streams.get_ref().clone(), cancel);
         Ok(HttpResponse::Ok()
             .content_type("text/event-stream; charset=utf-8")
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"))
             .streaming(body))
     } else {
-        let completion = sse::collect(events, envelope).await?;
+        let completion = sse::collect(events, envelope, dialect).await?;
         drop(starting);
         if let Some(request) = observed_body {
             let served = ServedCompletion {

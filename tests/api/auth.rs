@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{json_of, spawn_app, KEY};
+use crate::helpers::{error_of, json_of, spawn_app, KEY};
 
 /// Every route of both mounts, with a method that exists.
 const ROUTES: &[(&str, &str)] = &[
@@ -47,7 +47,7 @@ async fn every_other_route_refuses_a_missing_or_wrong_key_as_the_reference_does(
                     req = req.header("authorization", *h);
                 }
                 let res = req.json(&json!({})).send().await.unwrap();
-                let (got_status, body) = json_of(res).await;
+                let (got_status, body) = error_of(res).await;
                 assert_eq!(
                     (got_status, &body),
                     (*status, &json!({"detail": detail})),

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{json_of, spawn_app, spawn_app_with, Options, KEY};
+use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with, Options, KEY};
 
 #[tokio::test]
 async fn chat_requests_with_missing_or_wrong_fields_get_a_422_naming_the_field() {
@@ -24,7 +24,7 @@ async fn chat_requests_with_missing_or_wrong_fields_get_a_422_naming_the_field()
         (json!([1, 2]), "the request body must be a JSON object"),
     ];
     for (body, detail) in table {
-        let got = json_of(app.post_json("/chat/completions", &body).await).await;
+        let got = error_of(app.post_json("/chat/completions", &body).await).await;
         assert_eq!(got, (422, json!({"detail": detail})), "{body}");
     }
 }
@@ -50,7 +50,7 @@ async fn bodies_over_the_limit_are_a_413_even_without_a_content_length() {
         "{{\"model\":\"scripted_pipe\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
         "x".repeat(100 * 1024)
     );
-    let (status, body) = json_of(app.post_raw("/chat/completions", big.clone()).await).await;
+    let (status, body) = error_of(app.post_raw("/chat/completions", big.clone()).await).await;
     assert_eq!((status, body), (413, json!({"detail": "Request body is larger than the limit of 65536 bytes"})));
     // Chunked, so the size is only known while reading.
     let chunks: Vec<Result<String, std::io::Error>> =
@@ -82,9 +82,9 @@ async fn a_200_kb_history_is_accepted_by_default() {
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_answer_json() {
     let app = spawn_app().await;
-    assert_eq!(json_of(app.get("/nothing/here").await).await, (404, json!({"detail": "Not Found"})));
-    assert_eq!(json_of(app.get("/v1/nothing").await).await, (404, json!({"detail": "Not Found"})));
-    let (status, body) = json_of(app.get("/chat/completions").await).await;
+    assert_eq!(error_of(app.get("/nothing/here").await).await, (404, json!({"detail": "Not Found"})));
+    assert_eq!(error_of(app.get("/v1/nothing").await).await, (404, json!({"detail": "Not Found"})));
+    let (status, body) = error_of(app.get("/chat/completions").await).await;
     assert_eq!((status, body), (405, json!({"detail": "Method Not Allowed"})));
     let (status, _) = json_of(app.post_json("/models", &json!({})).await).await;
     assert_eq!(status, 405);

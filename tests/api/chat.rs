@@ -1,9 +1,12 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_golden, json_of, normalize_sse, spawn_app};
+use crate::helpers::{assert_golden, error_of, json_of, normalize_sse, spawn_app};
 
+/// A chat as Open WebUI sends it (with its `user` object): the reference's dialect, streamed
+/// unless it says otherwise. Other OpenAI clients are tests/api/openai_clients.rs.
 fn chat(said: &str, stream: Option<bool>) -> Value {
-    let mut body = json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": said}]});
+    let mut body = json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": said}],
+                          "user": {"id": "u1", "name": "Ada", "email": "ada@example.com", "role": "user"}});
     if let Some(s) = stream {
         body["stream"] = json!(s);
     }
@@ -57,7 +60,7 @@ async fn an_error_before_the_stream_is_an_http_status_with_a_json_body() {
         assert_eq!(
             body,
             json!({"detail": "Rate limit reached for gpt-x",
-                   "error": {"message": "Rate limit reached for gpt-x", "type": "rate_limit_error", "code": "rate_limit_exceeded"}})
+                   "error": {"message": "Rate limit reached for gpt-x", "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}})
         );
     }
 }
@@ -112,7 +115,8 @@ async fn an_empty_stream_still_finishes_properly() {
 #[tokio::test]
 async fn manifold_sub_models_get_their_sub_id() {
     let app = spawn_app().await;
-    let body = json!({"model": "scripted_manifold.m.2", "messages": [{"role": "user", "content": "hi"}]});
+    let body =
+        json!({"model": "scripted_manifold.m.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let text = sse(&app, "/chat/completions", &body).await;
     assert!(text.contains(r#""model": "scripted_manifold.m.2""#) && text.contains("manifold model_id=m.2"), "{text}");
 }
@@ -147,7 +151,7 @@ async fn filters_and_unknown_models_are_not_chat_models() {
     let app = spawn_app().await;
     for model in ["scripted_filter", "nope", "scripted_manifold", "scripted_manifold.zzz"] {
         let body = json!({"model": model, "messages": []});
-        let (status, answer) = json_of(app.post_json("/chat/completions", &body).await).await;
+        let (status, answer) = error_of(app.post_json("/chat/completions", &body).await).await;
         assert_eq!((status, answer), (404, json!({"detail": format!("Pipeline {model} not found")})));
     }
 }

@@ -35,10 +35,12 @@ async fn a_new_pipeline_is_listed_configured_and_answers() {
     assert_eq!(status, 200);
     assert_eq!(answer["choices"][0]["message"]["content"], "Count: 3");
     let text = app.post_json("/chat/completions", &ask("one two three four", true)).await.text().await.unwrap();
-    assert!(
-        text.contains("\"content\": \"4\"") && text.contains("Counting") && text.ends_with("data: [DONE]\n\n"),
-        "{text}"
-    );
+    assert!(text.contains("\"content\": \"4\"") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    // Open WebUI (its `user` object) also gets the status lines.
+    let mut from_owui = ask("one two", true);
+    from_owui["user"] = json!({"id": "u1", "name": "Ada", "email": "ada@example.com", "role": "user"});
+    let text = app.post_json("/chat/completions", &from_owui).await.text().await.unwrap();
+    assert!(text.contains("Counting") && text.contains("\"content\": \"2\""), "{text}");
 
     // Its valves are edited like any other pipeline's, and checked.
     assert_eq!(app.post_json("/word_count/valves/update", &json!({"MIN_LENGTH": "4"})).await.status(), 200);

@@ -216,7 +216,7 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
             let client = reqwest::Client::new();
             let url = format!("{}/chat/completions", server.base);
             async move {
-                let body = json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "fault:stall"}]});
+                let body = json!({"model": "openai_responses.gpt-4.1", "stream": true, "messages": [{"role": "user", "content": "fault:stall"}]});
                 client.post(url).bearer_auth(crate::helpers::KEY).json(&body).send().await.unwrap()
             }
         });

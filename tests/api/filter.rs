@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{json_of, spawn_app};
+use crate::helpers::{error_of, json_of, spawn_app};
 
 fn form() -> serde_json::Value {
     json!({
@@ -55,7 +55,7 @@ async fn pipes_and_manifold_models_answer_their_own_inlet_and_outlet() {
 async fn unknown_filters_are_404_with_the_reference_message() {
     let app = spawn_app().await;
     for id in ["nope", "scripted_manifold", "scripted_manifold.unknown"] {
-        let (status, body) = json_of(app.post_json(&format!("/{id}/filter/inlet"), &form()).await).await;
+        let (status, body) = error_of(app.post_json(&format!("/{id}/filter/inlet"), &form()).await).await;
         assert_eq!((status, body), (404, json!({"detail": format!("Filter {id} not found")})));
     }
 }
@@ -95,7 +95,7 @@ async fn malformed_forms_are_refused_with_the_reason() {
         (json!([1, 2]), 422, "the request must be a JSON object with a \"body\" object"),
     ];
     for (request, status, detail) in table {
-        let got = json_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
+        let got = error_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
         assert_eq!(got, (status, json!({"detail": detail})), "{request}");
     }
     // Extra keys and a missing user are fine.

@@ -269,6 +269,18 @@ pub async fn json_of(res: reqwest::Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
 }
 
+/// Status and `{"detail": ...}` of an error answer, after checking it also carries OpenAI's
+/// `error` object with the same message (what OpenAI's SDKs read), so tests can compare the
+/// reference's shape.
+pub async fn error_of(res: reqwest::Response) -> (u16, Value) {
+    let (status, body) = json_of(res).await;
+    let detail = body["detail"].clone();
+    let error = &body["error"];
+    assert!(error["type"].is_string() && error.get("param").is_some() && error.get("code").is_some(), "{body}");
+    assert!(detail.as_str().is_some_and(|d| d.contains(error["message"].as_str().unwrap_or("\u{0}"))), "{body}");
+    (status, serde_json::json!({"detail": detail}))
+}
+
 /// Replaces the per-answer chunk id and timestamps so streams compare with golden files.
 pub fn normalize_sse(text: &str) -> String {
     let mut out = text.to_string();

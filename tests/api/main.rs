@@ -21,6 +21,7 @@ mod filter;
 mod fuzz;
 mod manifold;
 mod models;
+mod openai_clients;
 mod openpipe;
 mod openpipe_mock;
 mod store_contract;

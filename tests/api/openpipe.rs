@@ -725,7 +725,8 @@ async fn metrics_show_requests_streams_errors_and_the_queue() {
     let mock = MockOpenPipe::start(OP_KEY).await;
     mock.with(|s| s.down = Some(503));
     let app = app(&mock, "").await;
-    let chat = |said: &str| json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": said}]});
+    let chat =
+        |said: &str| json!({"model": "scripted_pipe", "stream": true, "messages": [{"role": "user", "content": said}]});
     assert_eq!(app.get("/models").await.status(), 200);
     let streamed = app.post_json("/chat/completions", &chat("hello")).await.text().await.unwrap();
     assert!(streamed.ends_with("data: [DONE]\n\n"));

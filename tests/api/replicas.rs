@@ -90,10 +90,10 @@ async fn a_tool_round_can_go_to_one_replica_and_its_follow_up_to_the_other() {
     let res = a
         .post_json("/chat/completions", &chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
         .await;
-    let (got, marker, _) = payloads(&res.text().await.unwrap());
+    let (got, _, _) = payloads(&res.text().await.unwrap());
     assert_eq!(got, expected_chunks("3a_function_call.expected-chunks.jsonl"));
     let mut messages = system_and("Weather in Paris and London?");
-    messages.as_array_mut().unwrap().extend(weather_round(&marker.unwrap()));
+    messages.as_array_mut().unwrap().extend(weather_round());
     let res = b.post_json("/chat/completions", &chat("gpt-5-mini", messages, extra)).await;
     let (got, _, _) = payloads(&res.text().await.unwrap());
     assert_eq!(got, expected_chunks("3b_function_call_followup.expected-chunks.jsonl"));
@@ -291,7 +291,7 @@ async fn while_the_database_is_away_chats_work_and_reports_wait_in_memory() {
     let res = app
         .post_json(
             "/chat/completions",
-            &json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": "hi"}]}),
+            &json!({"model": "scripted_pipe", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -376,10 +376,10 @@ async fn two_processes_share_turns_valves_and_tool_rounds() {
     let res = a
         .post("/chat/completions", chat("gpt-5-mini", system_and("Weather in Paris and London?"), extra.clone()))
         .await;
-    let (got, marker, _) = payloads(&res.text().await.unwrap());
+    let (got, _, _) = payloads(&res.text().await.unwrap());
     assert_eq!(got, expected_chunks("3a_function_call.expected-chunks.jsonl"));
     let mut messages = system_and("Weather in Paris and London?");
-    messages.as_array_mut().unwrap().extend(weather_round(&marker.unwrap()));
+    messages.as_array_mut().unwrap().extend(weather_round());
     let res = b.post("/chat/completions", chat("gpt-5-mini", messages, extra)).await;
     let (got, _, _) = payloads(&res.text().await.unwrap());
     assert_eq!(got, expected_chunks("3b_function_call_followup.expected-chunks.jsonl"));

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{spawn_app, spawn_app_with, Options};
 
 fn slow() -> serde_json::Value {
-    json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": "slow"}]})
+    json!({"model": "scripted_pipe", "stream": true, "messages": [{"role": "user", "content": "slow"}]})
 }
 
 #[tokio::test]
@@ -26,7 +26,7 @@ async fn a_client_that_goes_away_cancels_the_pipe() {
 #[tokio::test]
 async fn silent_pipes_get_keepalive_comments() {
     let app = spawn_app_with(Options { keepalive_secs: 1, ..Default::default() }).await.unwrap();
-    let body = json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": "pause"}]});
+    let body = json!({"model": "scripted_pipe", "stream": true, "messages": [{"role": "user", "content": "pause"}]});
     let text = app.post_json("/chat/completions", &body).await.text().await.unwrap();
     assert!(text.starts_with(": ping\n\n: ping\n\ndata: "), "{text}");
     assert!(text.contains("late") && text.ends_with("data: [DONE]\n\n"), "{text}");
@@ -58,7 +58,7 @@ async fn shutdown_lets_streams_run_for_the_grace_period_then_ends_them_with_an_e
 #[tokio::test]
 async fn many_streams_at_once_all_complete() {
     let app = spawn_app().await;
-    let body = json!({"model": "scripted_pipe", "messages": [{"role": "user", "content": "hello"}]});
+    let body = json!({"model": "scripted_pipe", "stream": true, "messages": [{"role": "user", "content": "hello"}]});
     let requests = (0..50).map(|_| async { app.post_json("/chat/completions", &body).await.text().await.unwrap() });
     for text in futures_util::future::join_all(requests).await {
         assert!(text.contains("Hello") && text.ends_with("data: [DONE]\n\n"));

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{json_of, spawn_app, spawn_app_with, Options};
+use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with, Options};
 
 const COMMENTED: &str =
     "# Operator notes: keep this header.\n\n# How many retries\nMAX = 3 # tuned in prod\n\nMODE = \"fast\"\n";
@@ -248,9 +248,9 @@ async fn unknown_pipelines_and_pipelines_without_valves_are_404_json() {
         ("/scripted_manifold.m-1/valves", "Pipeline scripted_manifold.m-1 not found"),
         ("/scripted_manifold/valves", "Valves for scripted_manifold not found"),
     ] {
-        assert_eq!(json_of(app.get(path).await).await, (404, json!({"detail": detail})), "{path}");
+        assert_eq!(error_of(app.get(path).await).await, (404, json!({"detail": detail})), "{path}");
     }
-    let (status, body) = json_of(app.post_json("/nope/valves/update", &json!({})).await).await;
+    let (status, body) = error_of(app.post_json("/nope/valves/update", &json!({})).await).await;
     assert_eq!((status, body), (404, json!({"detail": "Pipeline nope not found"})));
 }
 

@@ -20,8 +20,8 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use sluice_sdk::{
-    async_trait, CancellationToken, DynValves, KvStore, PipeEvent, PipeRequest, PipeStream, Pipeline, PipelineContext,
-    PipelineError, PipelineKind, SubModel, ValvesCell,
+    async_trait, CancellationToken, Dialect, DynValves, KvStore, PipeEvent, PipeRequest, PipeStream, Pipeline,
+    PipelineContext, PipelineError, PipelineKind, SubModel, ValvesCell,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -121,15 +121,15 @@ impl OpenAIResponses {
 }
 
 fn owner_of(body: &Map<String, Value>) -> String {
-    body.get("user").and_then(|u| u.get("id")).and_then(Value::as_str).unwrap_or_default().to_string()
+    request::user_id(body).unwrap_or_default().to_string()
 }
 
-/// Loads the records behind every marker of the assistant messages.
-async fn load_records(store: &dyn KvStore, messages: &[Value]) -> HashMap<String, Record> {
+/// Loads the records the assistant messages stand for (replay.rs: by their tool calls, their
+/// text, or the markers of older chats).
+async fn load_records(store: &dyn KvStore, messages: &[Value], owner: &str) -> HashMap<String, Record> {
     let mut out = HashMap::new();
     for m in messages.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) {
-        let text = sluice_sdk::message::text(m.get("content"), "");
-        for id in replay::find_markers(&text) {
+        for id in replay::lookup_keys(m, owner) {
             if out.contains_key(&id) {
                 continue;
             }
@@ -186,9 +186,11 @@ struct Answer {
     events: Events,
     prefetched: Vec<Value>,
     converter: Converter,
+    /// The first events are a failure sluice already retried.
+    retries_spent: bool,
     /// For redacting failure texts of the stream.
     valves: Arc<ResponsesValves>,
-    marker: Option<String>,
+    /// Where the finished response's items are kept for a later request.
     record: Option<RecordPlan>,
 }
 
@@ -204,9 +206,15 @@ struct RecordPlan {
 }
 
 impl RecordPlan {
-    async fn write(&self, id: &str, response: &Value) {
+    /// Keeps a finished response's items under the keys a later request finds them by.
+    async fn write(&self, response: &Value) {
+        let output = response.get("output").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let keys = replay::keys_of(&self.owner, output);
+        if keys.is_empty() {
+            return;
+        }
         let mut items = self.tool_outputs.clone();
-        items.extend(response.get("output").and_then(Value::as_array).cloned().unwrap_or_default());
+        items.extend(output.iter().cloned());
         let status = response.get("status").and_then(Value::as_str).unwrap_or("completed");
         let value = replay::record_value(
             &self.owner,
@@ -218,8 +226,10 @@ impl RecordPlan {
             self.encrypted_reasoning,
             items,
         );
-        if let Err(e) = self.store.put(replay::NAMESPACE, id, &value, self.ttl).await {
-            tracing::warn!(error = %e, record = id, "replay record not written; the next turn replays degraded");
+        for key in &keys {
+            if let Err(e) = self.store.put(replay::NAMESPACE, key, &value, self.ttl).await {
+                tracing::warn!(error = %e, "replay record not written; the next turn replays degraded");
+            }
         }
     }
 }
@@ -229,11 +239,6 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
         let tx = tx.clone();
         async move { tx.send(e).await.is_ok() }
     };
-    if let Some(id) = &a.marker {
-        if !send(PipeEvent::Text(replay::marker(id))).await {
-            return;
-        }
-    }
     let mut prefetched = std::mem::take(&mut a.prefetched).into_iter();
     let mut first = true;
     loop {
@@ -271,8 +276,8 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
             }
             Outcome::Finished { response, tail } => {
                 // Stored before the finish goes out: Open WebUI sends the tool results at once.
-                if let (Some(plan), Some(id)) = (&a.record, &a.marker) {
-                    plan.write(id, &response).await;
+                if let Some(plan) = &a.record {
+                    plan.write(&response).await;
                 }
                 for e in tail {
                     if !send(e).await {
@@ -282,6 +287,7 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
                 return;
             }
             Outcome::Failed(e) => {
+                let e = if a.retries_spent { e.final_() } else { e };
                 let _ = send(PipeEvent::Error(a.valves.redact(e))).await;
                 return;
             }
@@ -387,18 +393,33 @@ impl Pipeline for OpenAIResponses {
             ));
         }
         let model = models::resolve(&request.model_id);
+        if request.dialect == Dialect::OpenAi {
+            // Open WebUI sends its admin's model settings as they are, and gets them dropped as
+            // before; other clients asked for them and are told (docs/manifold.md §4.8).
+            request::check_openai_params(&request.body)?;
+        }
         let stash = Stash::from_body(&request.body);
         let owner = owner_of(&request.body);
         let task = stash.task.is_some();
-        let records = load_records(runtime.store.as_ref(), request.messages()).await;
-        let use_markers = valves.ITEM_STORE_TTL_DAYS > 0 && !task && request.stream;
+        let records = load_records(runtime.store.as_ref(), request.messages(), &owner).await;
+        let keep_record = valves.ITEM_STORE_TTL_DAYS > 0 && !task;
         let client = runtime.client.load_full();
 
         let mut degraded = false;
         let mut attempt = 0u32;
+        // Whether the answer starts with a failure sluice already retried (then the caller
+        // should not retry it again).
+        let mut retries_spent = false;
         let (events, prefetched, conversion) = loop {
-            let ctx =
-                Context { valves: &valves, model: &model, records: &records, owner: &owner, stash: &stash, degraded };
+            let ctx = Context {
+                valves: &valves,
+                model: &model,
+                records: &records,
+                owner: &owner,
+                stash: &stash,
+                degraded,
+                dialect: request.dialect,
+            };
             let conversion = request::convert(&request.body, &ctx);
             let failure = match upstream::send(&client, &valves, &conversion.body).await {
                 Ok(resp) => {
@@ -413,7 +434,10 @@ impl Pipeline for OpenAIResponses {
                             replay: false,
                         },
                         // Out of retries: the converter reports the failure event in the stream.
-                        Prefetch::RetryableFailure => break (events, prefetched, conversion),
+                        Prefetch::RetryableFailure => {
+                            retries_spent = valves.MAX_RETRIES > 0;
+                            break (events, prefetched, conversion);
+                        }
                         Prefetch::Broken(e) => Failure { error: e, retryable: true, delay: None, replay: false },
                     }
                 }
@@ -424,8 +448,12 @@ impl Pipeline for OpenAIResponses {
                 degraded = true;
                 continue;
             }
-            if !failure.retryable || attempt >= valves.MAX_RETRIES {
-                return Err(failure.error);
+            if !failure.retryable {
+                return Err(failure.error.final_());
+            }
+            if attempt >= valves.MAX_RETRIES {
+                // Spent: a client that retries now multiplies the upstream calls.
+                return Err(if valves.MAX_RETRIES > 0 { failure.error.final_() } else { failure.error });
             }
             let wait = upstream::backoff(attempt, failure.delay);
             tracing::info!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying the upstream request");
@@ -436,8 +464,7 @@ impl Pipeline for OpenAIResponses {
             }
         };
 
-        let marker = use_markers.then(replay::new_id);
-        let record = marker.as_ref().map(|_| RecordPlan {
+        let record = keep_record.then(|| RecordPlan {
             store: Arc::clone(&runtime.store),
             ttl: Duration::from_secs(u64::from(valves.ITEM_STORE_TTL_DAYS) * 86_400),
             owner: owner.clone(),
@@ -458,7 +485,7 @@ impl Pipeline for OpenAIResponses {
             show_cost: valves.SHOW_USAGE_COST,
             custom_pricing: valves.custom_pricing(),
         });
-        let answer = Answer { events, prefetched, converter, valves: Arc::clone(&valves), marker, record };
+        let answer = Answer { events, prefetched, converter, retries_spent, valves: Arc::clone(&valves), record };
         let (tx, mut rx) = mpsc::channel(64);
         tokio::spawn(run_answer(answer, tx, request.cancel.clone()));
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())

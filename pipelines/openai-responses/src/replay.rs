@@ -1,7 +1,17 @@
-//! Hidden markers and the records behind them (docs/manifold.md §7.5). One marker per
-//! upstream response, `[sluice:v1:turn:<ID>]: #` at the very start of the answer: a Markdown
-//! link-reference definition, invisible when rendered. The record under ID holds the
-//! response's items verbatim so a tool round or a later turn can send them back byte for byte.
+//! The records behind earlier answers (docs/manifold.md §7.5): each upstream response's items
+//! verbatim (encrypted reasoning, function calls), so a tool round or a later turn can send
+//! them back byte for byte. Nothing is added to an answer: a record is found again by what
+//! the client sends back of that answer:
+//! - a round that ended in tool calls comes back with its `tool_calls`, whose ids are the
+//!   model's: the record is kept under each call id;
+//! - a final answer comes back as its text (Open WebUI trims it): the record is kept under a
+//!   digest of its owner and the text, white space collapsed. An edited answer no longer
+//!   matches and is replayed as plain text.
+//!
+//! Chats from before this scheme carry a marker `[sluice:v1:turn:<ID>]: #` in their text; those
+//! records are still found by the ID.
+
+use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use sluice_sdk::marker;
@@ -10,22 +20,73 @@ use sluice_sdk::marker;
 pub const NAMESPACE: &str = "openai_responses.turn";
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/// 16 Crockford base32 characters from the OS CSPRNG (80 bits).
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness the id is still unique enough to key a record; it only loses
-    // unguessability, which the owner check backs up.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        bytes = nanos.to_le_bytes();
-    }
-    bytes.iter().map(|b| CROCKFORD[(*b & 31) as usize] as char).collect()
+/// The key of a record found by a tool call of its response.
+pub fn call_key(call_id: &str) -> String {
+    format!("call:{call_id}")
 }
 
-/// The text sent as the first content of an answer (see [`sluice_sdk::marker`]).
-pub fn marker(id: &str) -> String {
-    marker::format("turn", id)
+/// The key of a record found by its answer's text, for one owner.
+pub fn text_key(owner: &str, text: &str) -> String {
+    format!("text:{}", sluice_sdk::digest::sha256_hex(format!("{owner}\n{}", squash(text)).as_bytes()))
+}
+
+/// The keys a response's record is kept under: its call ids, else its text (none when the
+/// response has neither: nothing could find it again).
+pub fn keys_of(owner: &str, items: &[Value]) -> Vec<String> {
+    let calls: Vec<String> = items
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("function_call"))
+        .filter_map(|i| i.get("call_id").and_then(Value::as_str))
+        .map(call_key)
+        .collect();
+    if !calls.is_empty() {
+        return calls;
+    }
+    let text = visible_text_of(items);
+    if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        vec![text_key(owner, &text)]
+    }
+}
+
+/// The keys to look an assistant message's records up by, in the order they are tried: the
+/// markers of older chats, then its tool calls, then its text.
+pub fn lookup_keys(message: &Value, owner: &str) -> Vec<String> {
+    let raw = sluice_sdk::message::text(message.get("content"), "\n");
+    let markers = find_markers(&raw);
+    if !markers.is_empty() {
+        return markers;
+    }
+    let calls: Vec<String> = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("id").and_then(Value::as_str))
+        .map(call_key)
+        .collect();
+    if !calls.is_empty() {
+        return calls;
+    }
+    let visible = strip_markers(&strip_reasoning(&raw));
+    if visible.is_empty() {
+        Vec::new()
+    } else {
+        vec![text_key(owner, &visible)]
+    }
+}
+
+/// The records an assistant message stands for: every marker's (all must be found), or the one
+/// its tool calls or its text find. Empty when they are not all there.
+pub fn records_for<'a>(message: &Value, owner: &str, records: &'a HashMap<String, Record>) -> Vec<&'a Record> {
+    let keys = lookup_keys(message, owner);
+    let raw = sluice_sdk::message::text(message.get("content"), "\n");
+    if !find_markers(&raw).is_empty() {
+        let found: Vec<&Record> = keys.iter().filter_map(|k| records.get(k)).collect();
+        return if found.len() == keys.len() { found } else { Vec::new() };
+    }
+    keys.iter().find_map(|k| records.get(k)).into_iter().collect()
 }
 
 fn is_id(s: &str) -> bool {
@@ -90,13 +151,18 @@ impl Record {
 
     /// Concatenated `output_text` of the message items: what the user saw of this response.
     pub fn visible_text(&self) -> String {
-        self.items
-            .iter()
-            .filter(|i| i.get("type").and_then(Value::as_str) == Some("message"))
-            .flat_map(|m| m.get("content").and_then(Value::as_array).cloned().unwrap_or_default())
-            .filter_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned))
-            .collect()
+        visible_text_of(&self.items)
     }
+}
+
+/// The answer text of Responses output items: the `output_text` of their message items.
+fn visible_text_of(items: &[Value]) -> String {
+    items
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("message"))
+        .flat_map(|m| m.get("content").and_then(Value::as_array).into_iter().flatten())
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,16 +225,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_round_trip_and_are_stripped() {
-        let id = new_id();
-        assert!(is_id(&id));
-        let text = format!("{}Hello\n\n[openai_responses:v2:function_call:0123456789ABCDEF]: #\n", marker(&id));
-        assert_eq!(find_markers(&text), vec![id.clone()]);
-        assert_eq!(strip_markers(&text), "Hello");
+    fn legacy_markers_are_found_and_stripped() {
+        let text = "[sluice:v1:turn:0123456789ABCDEF]: #\n\nHello\n\n[openai_responses:v2:function_call:0123456789ABCDEF]: #\n";
+        assert_eq!(find_markers(text), vec!["0123456789ABCDEF".to_string()]);
+        assert_eq!(strip_markers(text), "Hello");
         assert!(find_markers("[sluice:v1:turn:short]: #").is_empty());
         assert!(find_markers("[sluice:v1:turn:0123456789ABCDEU]: #").is_empty(), "U is not Crockford");
     }
 
+    #[test]
+    fn a_response_is_found_again_by_its_calls_or_its_text() {
+        let calls = vec![
+            json!({"type": "reasoning", "id": "rs_1", "encrypted_content": "x"}),
+            json!({"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{}"}),
+            json!({"type": "function_call", "call_id": "call_b", "name": "f", "arguments": "{}"}),
+        ];
+        assert_eq!(keys_of("u1", &calls), ["call:call_a", "call:call_b"]);
+        let answer = vec![json!({"type": "message", "content": [{"type": "output_text", "text": "Hello  there.\n"}]})];
+        let key = keys_of("u1", &answer);
+        // As Open WebUI sends it back: trimmed, white space as it likes.
+        assert_eq!(lookup_keys(&json!({"role": "assistant", "content": "Hello there."}), "u1"), key);
+        assert_ne!(lookup_keys(&json!({"role": "assistant", "content": "Hello there."}), "u2"), key, "owners apart");
+        assert_ne!(lookup_keys(&json!({"role": "assistant", "content": "Hello there!"}), "u1"), key, "edited");
+        let round = json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_b", "type": "function"}]});
+        assert_eq!(lookup_keys(&round, "u1"), ["call:call_b"]);
+        assert!(keys_of("u1", &[json!({"type": "web_search_call"})]).is_empty());
+    }
     #[test]
     fn reasoning_blocks_are_removed() {
         let text = "<details type=\"reasoning\" done=\"true\">\n<summary>Thought</summary>\nx\n</details>\nA<think>hmm</think>B";

@@ -35,10 +35,14 @@ impl Stash {
 pub struct Context<'a> {
     pub valves: &'a ResponsesValves,
     pub model: &'a Resolved,
-    /// Records found for the markers in the messages (any owner: checked here).
+    /// Records found for the assistant messages (any owner: checked here).
     pub records: &'a HashMap<String, Record>,
-    /// The Open WebUI user id of this request (owner of new and replayable records).
+    /// Who asks (Open WebUI's user id, or an OpenAI client's `user`): owner of new and
+    /// replayable records.
     pub owner: &'a str,
+    /// Open WebUI keeps getting what it got before; another client's own `service_tier` and
+    /// `metadata` are passed on.
+    pub dialect: sluice_sdk::Dialect,
     pub stash: &'a Stash,
     /// Replay nothing from records: the upstream refused replayed items (§7.5 "Recovery").
     pub degraded: bool,
@@ -159,15 +163,14 @@ impl Input<'_> {
     /// §4.3 assistant messages and §7.5 replay steps 2–5.
     fn assistant(&mut self, message: &Value, history: bool) {
         let raw = text_of(message.get("content"));
-        let clean = replay::strip_reasoning(&raw);
-        let ids = replay::find_markers(&clean);
-        let visible = replay::strip_markers(&clean);
+        let visible = replay::strip_markers(&replay::strip_reasoning(&raw));
         let valves = self.ctx.valves;
-        let resolved: Vec<&Record> =
-            ids.iter().filter_map(|id| self.ctx.records.get(id)).filter(|r| r.owner == self.ctx.owner).collect();
-        let full = !ids.is_empty()
+        let resolved: Vec<&Record> = replay::records_for(message, self.ctx.owner, self.ctx.records)
+            .into_iter()
+            .filter(|r| r.owner == self.ctx.owner)
+            .collect();
+        let full = !resolved.is_empty()
             && !self.ctx.degraded
-            && resolved.len() == ids.len()
             && resolved.iter().all(|r| r.model == self.ctx.model.base)
             && (!history || {
                 let expected = replay::squash(&resolved.iter().map(|r| r.visible_text()).collect::<String>());
@@ -189,12 +192,8 @@ impl Input<'_> {
             }
             self.push_items(items);
         } else {
-            if !ids.is_empty() {
-                tracing::debug!(
-                    markers = ids.len(),
-                    resolved = resolved.len(),
-                    "degraded replay of an assistant message"
-                );
+            if !resolved.is_empty() {
+                tracing::debug!(resolved = resolved.len(), "degraded replay of an assistant message");
             }
             if !visible.trim().is_empty() {
                 self.items.push(json!({"role": "assistant", "content": visible}));
@@ -242,6 +241,66 @@ fn task_effort(base: &str) -> &'static str {
     } else {
         "minimal"
     }
+}
+
+/// Who asked: Open WebUI's `user.id`, or the string an OpenAI client sends as `user`.
+pub fn user_id(body: &Map<String, Value>) -> Option<&str> {
+    match body.get("user") {
+        Some(Value::String(id)) => Some(id.as_str()),
+        Some(user) => user.get("id").and_then(Value::as_str),
+        None => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+/// Chat Completions parameters the Responses API has no equivalent for, refused for OpenAI
+/// clients by name rather than dropped (docs/manifold.md §4.8). `n` is refused above 1, the
+/// others when set to anything but their default.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("stop", "the Responses API has no stop sequences"),
+    ("seed", "the Responses API takes no seed"),
+    ("logit_bias", "the Responses API takes no logit bias"),
+    ("logprobs", "log probabilities are not available through this server"),
+    ("top_logprobs", "log probabilities are not available through this server"),
+    ("presence_penalty", "the Responses API has no presence penalty"),
+    ("frequency_penalty", "the Responses API has no frequency penalty"),
+    ("audio", "audio output is not available through this server"),
+    ("prediction", "predicted outputs are not available through the Responses API"),
+    ("functions", "use `tools` instead of the deprecated `functions`"),
+    ("function_call", "use `tool_choice` instead of the deprecated `function_call`"),
+    ("web_search_options", "web search is configured by the server's valves"),
+];
+
+/// Refuses what an OpenAI client asked for and this manifold cannot do.
+pub fn check_openai_params(body: &Map<String, Value>) -> Result<(), sluice_sdk::PipelineError> {
+    let unsupported = |param: &str, why: &str| {
+        let mut e = sluice_sdk::PipelineError::bad_request(format!("{param}: {why}"));
+        e.code = Some("unsupported_parameter".into());
+        e
+    };
+    if let Some(n) = body.get("n").filter(|n| !n.is_null()) {
+        if n.as_u64() != Some(1) {
+            return Err(unsupported("n", "only one choice per request is supported"));
+        }
+    }
+    if let Some(modalities) = body.get("modalities").and_then(Value::as_array) {
+        if modalities.iter().any(|m| m != "text") {
+            return Err(unsupported("modalities", "only text output is supported"));
+        }
+    }
+    for (param, why) in UNSUPPORTED {
+        let set = match body.get(*param) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0) || *param == "seed",
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        if set {
+            return Err(unsupported(param, why));
+        }
+    }
+    Ok(())
 }
 
 pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
@@ -302,7 +361,7 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
     if let Some(text) = instructions.filter(|t| !t.trim().is_empty()) {
         out.insert("instructions".into(), text.into());
     }
-    let user_id = body.get("user").and_then(|u| u.get("id")).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let user_id = user_id(body);
     let cache_source = match valves.PROMPT_CACHE_KEY_MODE {
         CacheKeyMode::Chat => ctx.stash.chat_id.as_deref().or(user_id),
         CacheKeyMode::User => user_id,
@@ -325,8 +384,22 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
         }
         .into(),
     );
-    if let Some(tier) = valves.SERVICE_TIER {
-        out.insert("service_tier".into(), serde_json::to_value(tier).unwrap_or(Value::Null));
+    // An OpenAI client's tier wins over the valve's.
+    let openai = ctx.dialect == sluice_sdk::Dialect::OpenAi;
+    match body.get("service_tier").filter(|t| t.is_string() && openai) {
+        Some(tier) => {
+            out.insert("service_tier".into(), tier.clone());
+        }
+        None => {
+            if let Some(tier) = valves.SERVICE_TIER {
+                out.insert("service_tier".into(), serde_json::to_value(tier).unwrap_or(Value::Null));
+            }
+        }
+    }
+    if let Some(Value::Object(meta)) = body.get("metadata").filter(|_| openai) {
+        if meta.values().all(Value::is_string) {
+            out.insert("metadata".into(), Value::Object(meta.clone()));
+        }
     }
     out.insert("model".into(), model.base.clone().into());
 

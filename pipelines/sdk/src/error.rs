@@ -61,15 +61,25 @@ pub struct PipelineError {
     /// How long the upstream asked callers to wait; sent on as `Retry-After` when the error
     /// becomes an HTTP status (Open WebUI passes it on to API callers).
     pub retry_after: Option<std::time::Duration>,
+    /// Whether the caller should try again, when the pipe knows better than the status: `false`
+    /// once the pipe's own retries are spent (OpenAI clients retry 429 and 5xx themselves, which
+    /// would multiply the upstream calls). Sent as `x-should-retry`.
+    pub retry: Option<bool>,
 }
 
 impl PipelineError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), code: None, retry_after: None }
+        Self { kind, message: message.into(), code: None, retry_after: None, retry: None }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
+        self
+    }
+
+    /// Says the caller should not retry (see [`PipelineError::retry`]).
+    pub fn final_(mut self) -> Self {
+        self.retry = Some(false);
         self
     }
 

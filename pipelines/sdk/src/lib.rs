@@ -27,7 +27,7 @@ pub use error::{ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use outbox::{Outbox, QueueStats};
 pub use pipeline::{FilterTargets, Pipeline, PipelineKind, SubModel};
-pub use request::{PipeRequest, ServedCompletion};
+pub use request::{Dialect, PipeRequest, ServedCompletion};
 pub use secret::Secret;
 pub use store::{KvStore, StoreError};
 pub use valves::{DynValves, FieldError, Valves, ValvesCell};

@@ -3,6 +3,15 @@
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+/// Who is asking, as far as the answer's form goes: Open WebUI, which reads its own event lines
+/// and sends the stream flag and a `user` object, or any other OpenAI client (the official
+/// SDKs, LiteLLM, LangChain), which expects OpenAI's chat completions to the letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenWebUi,
+    OpenAi,
+}
+
 /// One chat request routed to a pipe (docs/protocol.md §6.3).
 #[derive(Debug, Clone)]
 pub struct PipeRequest {
@@ -10,8 +19,12 @@ pub struct PipeRequest {
     pub model: String,
     /// The id the pipe serves: the part after the first `.` for a manifold, else `model`.
     pub model_id: String,
-    /// Whether the caller wants a stream; the server has applied the default (`true`).
+    /// Whether the caller wants a stream; the server has applied the default (`true` for Open
+    /// WebUI, `false` for other clients, as OpenAI's API has it).
     pub stream: bool,
+    /// Open WebUI or another OpenAI client: a pipe refuses what it cannot honour for the
+    /// latter rather than dropping it (Open WebUI sends its admin's model settings as they are).
+    pub dialect: Dialect,
     /// The whole request: `stream`, `model`, `messages`, then every other key in request order.
     pub body: Map<String, Value>,
     /// Open WebUI's `user` object (`id`, `email`, `name`, `role`) when it sent one.
