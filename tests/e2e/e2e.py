@@ -338,11 +338,29 @@ async def streaming_chat_with_reasoning_and_usage(c):
     text = message.get("content", "")
     c.show("reasoning chat message", message)
     assert text.endswith("17 × 23 = **391**."), text
+    assert "[sluice:" not in json.dumps(message), "nothing is added to an answer"
     reasoning = [o for o in message.get("output") or [] if o.get("type") == "reasoning"]
     assert reasoning and "Checking the arithmetic" in json.dumps(reasoning), message.get("output")
     usage = message.get("usage") or {}
     assert usage.get("total_tokens") == 244 and usage.get("completion_tokens_details", {}).get("reasoning_tokens") == 192, usage
     c.reasoning_chat = (chat_id, answer_id)
+
+
+@scenario
+async def the_next_turn_finds_the_earlier_answer_by_its_text(c):
+    """No marker in the answer: the next turn finds the stored items (encrypted reasoning, the
+    message with its id) by the answer's text, as Open WebUI sends it back from its database."""
+    chat_id, answer_id = c.reasoning_chat
+    before = len(c.openai.requests)
+    _, _, _, message, _ = await c.owui.ui_chat(
+        "openai_responses.o4-mini", "e2e:plain and in French?", chat_id=chat_id, parent_id=answer_id)
+    assert not message.get("error"), message.get("error")
+    sent = [r for r in c.openai.requests[before:] if "e2e:plain" in user_text(r)]
+    assert sent, "no upstream request for the second turn"
+    items = sent[-1]["input"]
+    c.show("second turn input", items)
+    types = [i.get("type") or i.get("role") for i in items if isinstance(i, dict)]
+    assert "reasoning" in types and "message" in types, f"the first answer replayed as its items: {types}"
 
 
 @scenario
@@ -522,6 +540,7 @@ async def main(args) -> int:
             "SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS": "false",
             "SLUICE_VALVES__OPENAI_RESPONSES__MAX_RETRIES": "1",
             "SLUICE_VALVES__OPENAI_RESPONSES__REASONING_SUMMARY": "auto",
+            "SLUICE_VALVES__OPENAI_RESPONSES__PERSIST_REASONING_TOKENS": "conversation",
             "OPENPIPE_API_KEY": OPENPIPE_KEY, "OPENPIPE_BASE_URL": f"http://127.0.0.1:{openpipe_port}/api/v1",
         }
         c.sluice = Process("sluice", [args.sluice], sluice_env, work / "sluice.log")
