@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The end-to-end test: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py).
+# The end-to-end tests: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py), then the
+# official openai package and LiteLLM against sluice (tests/e2e/clients.py).
 #
 #   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
 #
@@ -38,6 +39,15 @@ else
   echo "e2e: reusing $VENV"
 fi
 
+# LiteLLM and LangChain for clients.py, constrained to what Open WebUI installed so it changes none of it.
+CLIENTS="litellm==1.97.0 langchain-openai==1.3.3"
+if [ "$(cat "$VENV/.clients" 2>/dev/null)" != "$CLIENTS" ]; then
+  echo "e2e: installing $CLIENTS"
+  "$VENV/bin/pip" freeze --disable-pip-version-check | grep -v '^-e' > "$VENV/constraints.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$VENV/constraints.txt" $CLIENTS
+  echo "$CLIENTS" > "$VENV/.clients"
+fi
+
 # E2E_SLUICE_BIN: a binary built already (CI passes the one `cargo test` built, which has other
 # dependency features than a plain `cargo build` and would otherwise be rebuilt).
 sluice=${E2E_SLUICE_BIN:-}
@@ -45,4 +55,20 @@ if [ -z "$sluice" ]; then
   cargo build --locked --bin sluice
   sluice=${CARGO_TARGET_DIR:-target}/debug/sluice
 fi
-exec "$VENV/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$VENV/bin/open-webui" "$@"
+# Both suites always run; the last line sums them (CI reads it).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+"$VENV/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$VENV/bin/open-webui" "$@" \
+  | tee "$log" || status=1
+clients_args=()
+for arg in "$@"; do
+  case "$arg" in --calls|--keep-logs) ;; *) clients_args+=("$arg") ;; esac
+done
+"$VENV/bin/python" tests/e2e/clients.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
+passed=0 failed=0
+while read -r p _ f _; do
+  passed=$((passed + p)) failed=$((failed + f))
+done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log")
+echo "$passed passed, $failed failed"
+exit $status
