@@ -127,6 +127,7 @@ def every_chunk_validates_strictly(c):
         (MODEL, "e2e:plain hello", {}),
         ("openai_responses.o4-mini", "e2e:reasoning 17 x 23", {}),
         ("openai_responses.gpt-5-mini", "e2e:tool Weather in Paris and London?", {"tools": TOOLS}),
+        (MODEL, "e2e:citation latest news", {}),
     ]:
         body = {"model": model, "messages": ask(said), "stream": True,
                 "stream_options": {"include_usage": True}, **extra}
@@ -138,6 +139,15 @@ def every_chunk_validates_strictly(c):
         for line in lines[:-1]:
             ChatCompletionChunk.model_validate_json(line, strict=True)
             assert "[sluice:" not in line and '"event"' not in line, line
+
+
+@scenario
+def citations_as_annotations(c):
+    """Web-search sources reach an OpenAI client as the SDK's own `url_citation` annotations."""
+    completion = c.client.chat.completions.create(model=MODEL, messages=ask("e2e:citation latest news"))
+    annotations = completion.choices[0].message.annotations or []
+    assert annotations and all(a.type == "url_citation" and a.url_citation.url.startswith("http")
+                               for a in annotations), completion.choices[0].message
 
 
 @scenario
