@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
+pub mod data_lock;
 pub mod error;
 pub mod json;
 pub mod metrics;
@@ -13,5 +15,6 @@ pub mod routes;
 pub mod sse;
 pub mod startup;
 pub mod store;
+pub mod suggest;
 pub mod telemetry;
 pub mod valves;

@@ -226,8 +226,13 @@ mod tests {
         m.observe_request("/{id}/valves/update", 422, Duration::from_millis(2));
         let stream = m.stream_opened();
         m.pipe_error("openai_responses", Stage::BeforeStream, ErrorKind::RateLimited);
-        let queues =
-            [QueueStats { queue: "openpipe_reporting".into(), depth: 3, dead: 1, oldest_created_at_ms: Some(500) }];
+        let queues = [QueueStats {
+            queue: "openpipe_reporting".into(),
+            depth: 3,
+            dead: 1,
+            oldest_created_at_ms: Some(500),
+            last_error: None,
+        }];
         let text = m.render(&queues, 5_000, &[("openpipe_reporting".into(), vec![("delivered", 7)])]);
         for line in [
             "sluice_http_requests_total{route=\"/models\",status=\"200\"} 2",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sluice_sdk::{FieldError, Pipeline, PipelineError, PipelineKind};
 
-use crate::valves::{ValvesEntry, ValvesEnv};
+use crate::valves::{overrides, ValvesEntry, ValvesEnv};
 
 /// The pipelines compiled into this binary. Tests build their own list instead.
 pub fn builtin() -> Vec<Arc<dyn Pipeline>> {
@@ -51,8 +51,34 @@ pub enum RegistryError {
     Duplicate(String),
     #[error("pipeline id {0:?} must be non-empty and use only letters, digits, '_' and '-'")]
     BadId(String),
-    #[error("valves of {id} ({path}): {}", sluice_sdk::valves::join_errors(.errors))]
-    Valves { id: String, path: String, errors: Vec<FieldError> },
+    #[error("valves of {id}: {}", .errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Valves { id: String, errors: Vec<SourcedError> },
+    #[error("valve variables that name nothing: {}", .0.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; "))]
+    UnknownOverrides(Vec<overrides::Unknown>),
+}
+
+/// Where a refused valve value was set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    File(std::path::PathBuf),
+    Variable(String),
+}
+
+/// A refused valve value and where it was set.
+#[derive(Debug, Clone)]
+pub struct SourcedError {
+    pub source: Source,
+    pub error: FieldError,
+}
+
+/// `VARIABLE: FIELD: message` or `path: FIELD: message`.
+impl std::fmt::Display for SourcedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Variable(v) => write!(f, "{v}: {}", self.error),
+            Source::File(p) => write!(f, "{}: {}", p.display(), self.error),
+        }
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -76,11 +102,28 @@ impl Registry {
             modules.push(Module { pipeline, valves });
         }
         let registry = Registry { modules, by_id };
+        let unknown = registry.unknown_overrides(env);
+        if !unknown.is_empty() {
+            return Err(RegistryError::UnknownOverrides(unknown));
+        }
         let loaded = registry.load_valves(env)?;
         for (_, entry, loaded) in loaded {
             entry.install(loaded);
         }
         Ok(registry)
+    }
+
+    /// `SLUICE_VALVES__…` variables that name no pipeline or valve of this registry.
+    pub fn unknown_overrides(&self, env: &ValvesEnv) -> Vec<overrides::Unknown> {
+        let known: Vec<overrides::Known<'_>> = self
+            .modules
+            .iter()
+            .map(|m| overrides::Known {
+                id: m.id(),
+                fields: m.valves.iter().flat_map(|v| v.schema.fields.iter().map(|f| f.name.as_str())).collect(),
+            })
+            .collect();
+        overrides::unknown(env, &known)
     }
 
     /// Reads every valves file and the environment again; applies all or nothing.
@@ -93,8 +136,16 @@ impl Registry {
             if let Some(entry) = &module.valves {
                 let loaded = entry.load(env).map_err(|errors| RegistryError::Valves {
                     id: module.id().to_string(),
-                    path: entry.path().display().to_string(),
-                    errors,
+                    errors: errors
+                        .into_iter()
+                        .map(|error| {
+                            let source = match entry.variable_of(&error.field, env) {
+                                Some(variable) => Source::Variable(variable),
+                                None => Source::File(entry.path().to_path_buf()),
+                            };
+                            SourcedError { source, error }
+                        })
+                        .collect(),
                 })?;
                 out.push((module.id(), entry, loaded));
             }

@@ -29,6 +29,8 @@ pub enum StartupError {
     Registry(#[from] RegistryError),
     #[error("cannot use the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    DataDirLocked(#[from] crate::data_lock::LockError),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the store: {0}")]
@@ -46,6 +48,7 @@ pub struct Application {
     registry: Arc<Registry>,
     shutdown: Shutdown,
     grace: Duration,
+    _data_lock: crate::data_lock::DataDirLock,
 }
 
 /// Two phases of stopping: `draining` (stop accepting, let streams run) and `deadline`
@@ -65,6 +68,8 @@ impl Application {
         let data_dir = settings.data_dir.clone();
         let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
         crate::private::dir(&data_dir).map_err(dir_error)?;
+        // Before anything else touches the directory: the key, the store, the workers.
+        let data_lock = crate::data_lock::acquire(&data_dir)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;
         // The port first: a replica that cannot listen must stop before its workers start
         // (a delivery worker of a process about to exit would claim reports and leave them).
@@ -113,7 +118,7 @@ impl Application {
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let server = run(listener, services, &settings, grace)?;
         tracing::info!(port, pipelines = registry.modules().len(), "sluice listening");
-        Ok(Application { port, server, api_key, registry, shutdown, grace })
+        Ok(Application { port, server, api_key, registry, shutdown, grace, _data_lock: data_lock })
     }
 
     pub fn port(&self) -> u16 {

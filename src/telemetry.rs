@@ -16,7 +16,7 @@ use crate::config::LogFormat;
 /// Installs the global subscriber once; later calls (tests) are ignored.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into())))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = without_secret_leaks(filter);
     // Colour only for a person at a terminal: in a file, journald or `docker logs` the escape

@@ -80,3 +80,13 @@ impl Stores {
         }
     }
 }
+
+/// An outbox entry's last failure as `sluice outbox` shows it: `503: Service Unavailable`,
+/// `connection refused`, or nothing.
+fn last_error(status: Option<i64>, error: Option<String>) -> Option<String> {
+    match (status, error) {
+        (Some(s), Some(e)) => Some(format!("{s}: {e}")),
+        (Some(s), None) => Some(s.to_string()),
+        (None, e) => e,
+    }
+}

@@ -172,7 +172,21 @@ impl PgStore {
             &[],
         )
         .await?;
-        rows.iter().map(stats).collect()
+        let mut queues = rows.iter().map(stats).collect::<Result<Vec<_>, _>>()?;
+        for q in queues.iter_mut().filter(|q| q.depth > 0) {
+            let row = query_cached(
+                &self.client().await?,
+                "SELECT last_status, last_error FROM outbox WHERE queue = $1 AND dead_at_ms IS NULL
+                 AND attempts > 0 ORDER BY attempts DESC, created_at_ms LIMIT 1",
+                &[&q.queue],
+            )
+            .await?;
+            if let Some(row) = row.first() {
+                let status: Option<i32> = row.try_get(0).map_err(err)?;
+                q.last_error = super::last_error(status.map(i64::from), row.try_get(1).map_err(err)?);
+            }
+        }
+        Ok(queues)
     }
 
     /// Puts a queue's dead letters back in line with a fresh age; how many.
@@ -287,6 +301,7 @@ fn stats(row: &Row) -> Result<QueueStats, StoreError> {
         depth: row.try_get::<_, i64>(1).map_err(err)?.max(0) as u64,
         dead: row.try_get::<_, i64>(2).map_err(err)?.max(0) as u64,
         oldest_created_at_ms: row.try_get::<_, Option<i64>>(3).map_err(err)?.map(|v| v.max(0) as u64),
+        last_error: None,
     })
 }
 

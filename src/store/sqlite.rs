@@ -91,7 +91,20 @@ impl SqliteStore {
             .prepare(&format!("SELECT queue, {QUEUE_STATS} FROM outbox GROUP BY queue ORDER BY queue"))
             .map_err(err)?;
         let rows = stmt.query_map([], stats_row).map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        let mut queues = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+        for q in queues.iter_mut().filter(|q| q.depth > 0) {
+            q.last_error = conn
+                .query_row(
+                    "SELECT last_status, last_error FROM outbox WHERE queue = ?1 AND dead_at_ms IS NULL
+                     AND attempts > 0 ORDER BY attempts DESC, created_at_ms LIMIT 1",
+                    params![q.queue],
+                    |row| Ok(super::last_error(row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(err)?
+                .flatten();
+        }
+        Ok(queues)
     }
 
     /// Puts a queue's dead letters back in line with a fresh age, for `sluice outbox --requeue`.
@@ -300,6 +313,7 @@ fn stats_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueueStats> {
         depth: row.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
         dead: row.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
         oldest_created_at_ms: row.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+        last_error: None,
     })
 }
 

@@ -11,10 +11,11 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item};
 /// Why a valves file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Syntax { path: String, source: toml_edit::TomlError },
+    // No path: whoever reports the error names the file once.
+    #[error("cannot read: {source}")]
+    Read { source: std::io::Error },
+    #[error("{source}")]
+    Syntax { source: toml_edit::TomlError },
     #[error("{0}")]
     Value(#[from] toml::de::Error),
 }
@@ -24,11 +25,9 @@ pub fn read(path: &Path) -> Result<Option<DocumentMut>, FileError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(FileError::Read { path: path.display().to_string(), source }),
+        Err(source) => return Err(FileError::Read { source }),
     };
-    text.parse::<DocumentMut>()
-        .map(Some)
-        .map_err(|source| FileError::Syntax { path: path.display().to_string(), source })
+    text.parse::<DocumentMut>().map(Some).map_err(|source| FileError::Syntax { source })
 }
 
 /// The document's keys as JSON values.

@@ -5,6 +5,7 @@
 mod coerce;
 pub mod file;
 mod nested;
+pub mod overrides;
 pub mod replicas;
 pub mod schema;
 mod service;
@@ -41,6 +42,14 @@ impl ValvesEnv {
         match self {
             ValvesEnv::Process => std::env::var(name).ok(),
             ValvesEnv::Map(map) => map.get(name).cloned(),
+        }
+    }
+
+    /// Every variable's name.
+    fn names(&self) -> Vec<String> {
+        match self {
+            ValvesEnv::Process => std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect(),
+            ValvesEnv::Map(map) => map.keys().cloned().collect(),
         }
     }
 }
@@ -142,6 +151,14 @@ impl ValvesEntry {
         self.snapshot.store(Arc::new(loaded.values));
     }
 
+    /// The variable that sets `field`, if one does: errors about it are blamed on it, not on
+    /// the file.
+    pub fn variable_of(&self, field: &str, env: &ValvesEnv) -> Option<String> {
+        let generic = env_var_name(&self.pipeline_id, field);
+        let aliases = self.cell.env_aliases().iter().filter(|(f, _)| *f == field).map(|(_, v)| v.to_string());
+        std::iter::once(generic).chain(aliases).find(|var| env.get(var).is_some())
+    }
+
     fn read_env(&self, env: &ValvesEnv) -> Result<BTreeMap<String, Pinned>, Vec<FieldError>> {
         let mut pinned = BTreeMap::new();
         let mut errors = Vec::new();
@@ -154,7 +171,7 @@ impl ValvesEntry {
                     Ok(value) => {
                         pinned.insert(field.name.clone(), Pinned { variable, value });
                     }
-                    Err(e) => errors.push(FieldError::new(field.name.clone(), format!("{variable}: {}", e.message))),
+                    Err(e) => errors.push(FieldError::new(field.name.clone(), e.message)),
                 }
             }
         }

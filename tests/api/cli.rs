@@ -1,14 +1,17 @@
-//! The `sluice check` and `sluice outbox` subcommands, run as an operator would.
+//! The command line, run as an operator would: help and version before any setting is read,
+//! `check`, `settings`, `outbox` and `healthcheck`, and settings mistakes that name their cause.
 
 use std::process::Command;
 
-/// Runs `sluice <args>` with `dir/valves` and `dir/data`: exit code, stdout, stderr.
-pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+/// Runs `sluice <args>` with `dir/valves`, `dir/data` and `env`: exit code, stdout, stderr.
+pub fn sluice_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env_clear()
+        .current_dir(dir)
         .env("SLUICE_VALVES_DIR", dir.join("valves"))
         .env("SLUICE_DATA_DIR", dir.join("data"))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -18,13 +21,42 @@ pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    sluice_with(dir, args, &[])
+}
+
 #[test]
-fn check_lists_every_problem_with_its_file_and_line() {
+fn help_and_version_answer_even_with_broken_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = [("SLUICE_PORT", "not-a-port")];
+    for args in [&["--help"][..], &["-h"], &["help"]] {
+        let (code, out, err) = sluice_with(dir.path(), args, &broken);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage: sluice [COMMAND]") && out.contains("healthcheck"), "{out}");
+    }
+    for args in [&["--version"][..], &["-V"], &["version"]] {
+        let (code, out, _) = sluice_with(dir.path(), args, &broken);
+        assert_eq!((code, out.trim()), (0, format!("sluice {}", env!("CARGO_PKG_VERSION")).as_str()));
+    }
+    let (code, out, _) = sluice_with(dir.path(), &["outbox", "--help"], &broken);
+    assert_eq!(code, 0);
+    assert!(out.contains("--requeue QUEUE"), "{out}");
+    let (code, _, err) = sluice(dir.path(), &["chek"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean `check`"), "{err}");
+    // The bad setting is named with where it came from.
+    let (code, _, err) = sluice_with(dir.path(), &["serve"], &broken);
+    assert_eq!(code, 2);
+    assert!(err.contains("port (environment variable SLUICE_PORT): expected"), "{err}");
+}
+
+#[test]
+fn check_lists_every_problem_with_its_file_and_line_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("valves")).unwrap();
-    let (code, _, err) = sluice(dir.path(), &["check"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("ok     openpipe_reporting"), "{err}");
+    let (code, out, err) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok     openpipe_reporting"), "{out}");
 
     std::fs::write(dir.path().join("valves/openai_responses.toml"), "# comment\nBASE_URL = 5\n").unwrap();
     std::fs::write(
@@ -32,21 +64,72 @@ fn check_lists_every_problem_with_its_file_and_line() {
         "ENABLED = true\nTIMEOUT_SECONDS = 0\nCUSTOM_METADATA = '[1]'\n",
     )
     .unwrap();
-    let (code, _, err) = sluice(dir.path(), &["check"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("openai_responses.toml:2: BASE_URL: expected a string, got 5"), "{err}");
-    assert!(err.contains("openpipe_reporting.toml:3: CUSTOM_METADATA: must be a JSON object"), "{err}");
-    assert!(err.contains("openpipe_reporting.toml:2: TIMEOUT_SECONDS: must be between 1 and 120"), "{err}");
-    assert!(err.contains("3 problem(s)"), "{err}");
+    let (code, out, _) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("openai_responses.toml:2: BASE_URL: expected a string, got 5"), "{out}");
+    assert!(out.contains("openpipe_reporting.toml:3: CUSTOM_METADATA: must be a JSON object"), "{out}");
+    assert!(out.contains("openpipe_reporting.toml:2: TIMEOUT_SECONDS: must be between 1 and 120"), "{out}");
+    assert!(out.contains("3 problem(s)"), "{out}");
 
     std::fs::write(dir.path().join("valves/openpipe_reporting.toml"), "TIMEOUT_SECONDS = \n").unwrap();
-    let (code, _, err) = sluice(dir.path(), &["check"]);
+    let (code, out, _) = sluice(dir.path(), &["check"]);
     assert_eq!(code, 1);
-    assert!(err.contains("TOML parse error at line 1"), "{err}");
+    assert!(out.contains("TOML parse error at line 1"), "{out}");
+    assert_eq!(out.matches("openpipe_reporting.toml").count(), 1, "the path once: {out}");
 }
 
 #[test]
-fn outbox_command_reports_a_missing_store_and_bad_usage() {
+fn check_blames_variables_not_files_and_refuses_typos_in_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    let env = [
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__TIMEOUT_SECONDS", "0"),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__TIMEOUT_SECOND", "5"),
+        ("SLUICE_VALVES__OPENPIPE__X", "1"),
+    ];
+    let (code, out, _) = sluice_with(dir.path(), &["check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("SLUICE_VALVES__OPENPIPE_REPORTING__TIMEOUT_SECONDS: TIMEOUT_SECONDS: must be between 1 and 120"),
+        "{out}"
+    );
+    assert!(!out.contains("openpipe_reporting.toml"), "the file set nothing: {out}");
+    assert!(
+        out.contains(
+            "TIMEOUT_SECOND: openpipe_reporting has no valve TIMEOUT_SECOND (did you mean `TIMEOUT_SECONDS`?)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("SLUICE_VALVES__OPENPIPE__X: no pipeline OPENPIPE (did you mean `OPENPIPE_REPORTING`?)"),
+        "{out}"
+    );
+    assert!(out.contains("3 problem(s)"), "{out}");
+    // The server refuses them too.
+    let (code, _, err) =
+        sluice_with(dir.path(), &["serve"], &[("SLUICE_VALVES__OPENPIPE__X", "1"), ("SLUICE_PORT", "0")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SLUICE_VALVES__OPENPIPE__X: no pipeline OPENPIPE"), "{err}");
+}
+
+#[test]
+fn settings_shows_each_value_with_its_source_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sluice.toml"), "port = 9200\n").unwrap();
+    let env = [("SLUICE_LOG_LEVEL", "warning"), ("SLUICE_API_KEY", "sk-never-shown"), ("SLUICE_LOG_FORMAT", "JSON")];
+    let (code, out, err) = sluice_with(dir.path(), &["settings"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("port = 9200") && l.ends_with("# sluice.toml")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("log_level = \"warning\"") && l.ends_with("# environment variable SLUICE_LOG_LEVEL")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("host = \"0.0.0.0\"") && l.ends_with("# default")), "{out}");
+    assert!(out.contains("api_key") && !out.contains("sk-never-shown"), "{out}");
+}
+
+#[test]
+fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = sluice(dir.path(), &["outbox"]);
     assert_eq!(code, 1);
@@ -55,8 +138,53 @@ fn outbox_command_reports_a_missing_store_and_bad_usage() {
     drop(sluice::store::SqliteStore::open(&dir.path().join("data").join(sluice::store::STORE_FILE)).unwrap());
     let (code, out, _) = sluice(dir.path(), &["outbox"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("queue"), "{out}");
+    assert!(out.starts_with("queue") && out.contains("openpipe_reporting"), "a fresh store names its queues: {out}");
     let (code, _, err) = sluice(dir.path(), &["outbox", "--frobnicate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("usage: sluice outbox"), "{err}");
+    assert!(err.contains("Usage: sluice outbox"), "{err}");
+    for args in [&["outbox", "--dead", "nope"][..], &["outbox", "--requeue", "openpipe_reportng"]] {
+        let (code, _, err) = sluice(dir.path(), args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("queues: openpipe_reporting"), "{err}");
+    }
+    let (code, _, err) = sluice(dir.path(), &["outbox", "--dead", "openpipe_reporting", "many"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("LIMIT must be a positive number"), "{err}");
+}
+
+#[test]
+fn healthcheck_says_why_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let (code, _, err) = sluice_with(dir.path(), &["healthcheck"], &[("SLUICE_PORT", &port)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing listens there"), "{err}");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_stops_before_it_starts_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("SLUICE_DATA_DIR", dir.path().join("data"))
+        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", &port)
+        .env("SLUICE_API_KEY", "sk-test")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the first server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, _, err) = sluice_with(dir.path(), &["serve"], &[("SLUICE_PORT", "0"), ("SLUICE_API_KEY", "sk-test")]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another sluice is already running with the data directory"), "{err}");
+    assert!(!err.contains("store opened"), "it stopped before opening the store: {err}");
 }

@@ -88,6 +88,10 @@ impl Pipeline for OpenPipeReporting {
         PipelineKind::Filter
     }
 
+    fn queues(&self) -> &[&str] {
+        &[QUEUE]
+    }
+
     fn valves(&self) -> Option<Arc<dyn DynValves>> {
         Some(Arc::new(self.valves.clone()))
     }

@@ -55,6 +55,10 @@ pub struct QueueStats {
     /// Entries given up on, kept for the operator.
     pub dead: u64,
     pub oldest_created_at_ms: Option<u64>,
+    /// Why the most-tried waiting entry failed last (status and reason), for the operator;
+    /// only filled by the store's overview of all queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl QueueStats {

@@ -103,6 +103,12 @@ pub trait Pipeline: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The outbox queues this pipeline delivers from, so `sluice outbox` can name them before
+    /// anything was queued.
+    fn queues(&self) -> &[&str] {
+        &[]
+    }
+
     /// Called when the server stops.
     async fn on_shutdown(&self) {}
 

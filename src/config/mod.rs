@@ -1,5 +1,12 @@
 //! Settings: built-in defaults < `sluice.toml` (or the file named by `SLUICE_CONFIG`) <
 //! `SLUICE_*` environment variables. `PIPELINES_API_KEY` is read too, for drop-in use.
+//! Every mistake is refused at start-up with the key, where it came from, and a hint.
+
+mod explain;
+mod log_level;
+
+pub use explain::{effective, Effective};
+pub use log_level::normalize as normalize_log_level;
 
 use std::path::PathBuf;
 
@@ -56,11 +63,23 @@ pub struct Settings {
     pub store_lease_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `text` or `json` in any case (`JSON` from an environment file is as clear as `json`).
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(serde::de::Error::unknown_variant(&raw, &["text", "json"])),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -87,13 +106,26 @@ impl Default for Settings {
     }
 }
 
+/// Every problem found, one per line: `key (where it came from): what is wrong`.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid settings: {0}")]
-pub struct SettingsError(String);
+#[error("invalid settings:\n  {}", .0.join("\n  "))]
+pub struct SettingsError(Vec<String>);
+
+impl SettingsError {
+    /// Each problem, as printed one per line.
+    pub fn problems(&self) -> &[String] {
+        &self.0
+    }
+}
 
 impl Settings {
     /// Reads the layered settings from the process environment.
     pub fn load() -> Result<Settings, SettingsError> {
+        Self::from_figment(Self::figment())
+    }
+
+    /// The layers, as `load` reads them (`sluice settings` shows where each value came from).
+    pub fn figment() -> Figment {
         // A file named by SLUICE_CONFIG must exist; the default `sluice.toml` is optional.
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         match std::env::var("SLUICE_CONFIG") {
@@ -103,44 +135,51 @@ impl Settings {
             }
             Err(_) => {}
         }
-        Self::from_figment(
-            figment.merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into())).merge(
-                Env::prefixed("SLUICE_")
-                    .ignore(&["CONFIG"])
-                    .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("valves__")),
-            ),
+        figment.merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into())).merge(
+            Env::prefixed("SLUICE_")
+                .ignore(&["CONFIG"])
+                .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("valves__")),
         )
     }
 
     pub fn from_figment(figment: Figment) -> Result<Settings, SettingsError> {
-        let settings: Settings = figment.extract().map_err(|e| SettingsError(e.to_string()))?;
-        settings.validate()?;
+        let settings: Settings = figment.extract().map_err(|e| SettingsError(explain::describe(e)))?;
+        settings
+            .validate()
+            .map_err(|e| SettingsError(e.0.into_iter().map(|m| explain::place(&figment, &m)).collect()))?;
         Ok(settings)
     }
 
+    /// Checks beyond types; every problem as `key: message`.
     fn validate(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        if let Err(e) = log_level::check(&self.log_level) {
+            problems.push(format!("log_level: {e}"));
+        }
         if self.max_body_bytes < 1024 {
-            return Err(SettingsError("max_body_bytes must be at least 1024".into()));
+            problems.push("max_body_bytes: must be at least 1024".to_string());
         }
         if self.max_json_values < 1000 {
-            return Err(SettingsError("max_json_values must be at least 1000".into()));
+            problems.push("max_json_values: must be at least 1000".to_string());
         }
         if self.body_timeout_secs == 0 {
-            return Err(SettingsError("body_timeout_secs must be at least 1".into()));
+            problems.push("body_timeout_secs: must be at least 1".to_string());
         }
         for origin in &self.cors_allowed_origins {
             if !valid_origin(origin) {
-                return Err(SettingsError(format!(
+                problems.push(format!(
                     "cors_allowed_origins: {origin:?} is not an origin such as https://openwebui.example.com"
-                )));
+                ));
             }
         }
-        if let Some(key) = &self.api_key {
-            if key.expose().trim().is_empty() {
-                return Err(SettingsError("api_key is set but empty".into()));
-            }
+        if self.api_key.as_ref().is_some_and(|key| key.expose().trim().is_empty()) {
+            problems.push("api_key: is set but empty; unset it to have a key generated".to_string());
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError(problems))
+        }
     }
 }
 

@@ -1,0 +1,36 @@
+//! `sluice healthcheck`: the container's health probe (no curl in the image). Silent when
+//! healthy; says why otherwise, which `docker inspect` shows.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::Settings;
+
+pub async fn run(settings: &Settings) -> ExitCode {
+    let url = format!("http://127.0.0.1:{}/", settings.port);
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("sluice healthcheck: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            let why = if e.is_timeout() {
+                "no answer within 3 s".to_string()
+            } else if e.is_connect() {
+                "nothing listens there (is the server running, on this port?)".to_string()
+            } else {
+                e.to_string()
+            };
+            eprintln!("sluice healthcheck: {url}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The command line. The command is read before the settings, so `sluice --help` works while
+//! a setting is wrong; every mistake exits 2 with what to type instead.
+
+// Printing is what the command line is for; the server itself logs through tracing.
+#![allow(clippy::print_stdout)]
+
+mod check;
+mod healthcheck;
+mod outbox;
+mod show_settings;
+
+use std::process::ExitCode;
+
+use crate::config::Settings;
+use crate::registry;
+use crate::startup::Application;
+use crate::telemetry;
+use crate::valves::ValvesEnv;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+Usage: sluice [COMMAND]
+
+Commands:
+  serve         run the server (the default)
+  check         validate the settings, every valves file and the SLUICE_VALVES__* variables
+  settings      print every setting in effect and where it came from (secrets hidden)
+  outbox        show the durable delivery queues, their dead letters, and requeue them
+  healthcheck   exit 0 when the server on this machine answers GET / (container health checks)
+  help          this text; `sluice help COMMAND` (or `sluice COMMAND --help`) for one command
+  version       print the version
+
+Settings come from built-in defaults, then sluice.toml (or the file SLUICE_CONFIG names), then
+SLUICE_* environment variables; valves from valves/<pipeline>.toml and SLUICE_VALVES__<PIPELINE>__<VALVE>.
+See README.md.";
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Serve,
+    Check,
+    Settings,
+    Outbox(outbox::Action),
+    Healthcheck,
+    Help(Option<&'static str>),
+    Version,
+}
+
+const COMMANDS: [&str; 7] = ["serve", "check", "settings", "outbox", "healthcheck", "help", "version"];
+
+/// The usage of one command.
+fn usage(command: &str) -> &'static str {
+    match command {
+        "serve" => "Usage: sluice [serve]\n\nRuns the server until SIGTERM or SIGINT.",
+        "check" => {
+            "Usage: sluice check\n\nValidates the settings, every valves file and the SLUICE_VALVES__* variables \
+             as the server would at start-up, and prints each problem as `file:line: VALVE: reason` or \
+             `VARIABLE: VALVE: reason`. Exit 0 when all is valid, 1 otherwise."
+        }
+        "settings" => {
+            "Usage: sluice settings\n\nPrints every setting in effect, as `key = value  # source`, where the source \
+             is the default, the file, or the environment variable. The API key and store URL are never shown."
+        }
+        "outbox" => outbox::USAGE,
+        "healthcheck" => {
+            "Usage: sluice healthcheck\n\nAsks GET / of the server on 127.0.0.1 at the configured port; exit 0 when it \
+             answers 200, 1 (with the reason) otherwise."
+        }
+        "version" => "Usage: sluice version\n\nPrints the version.",
+        _ => HELP,
+    }
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wants_help = |rest: &[&str]| rest.iter().any(|a| matches!(*a, "-h" | "--help"));
+    let name = match args.first() {
+        None => return Ok(Command::Serve),
+        Some(&("-h" | "--help")) => return Ok(Command::Help(None)),
+        Some(&("-V" | "--version")) => return Ok(Command::Version),
+        Some(name) => *name,
+    };
+    let Some(known) = COMMANDS.iter().copied().find(|c| *c == name) else {
+        let hint = crate::suggest::hint(name, COMMANDS);
+        return Err(format!("unknown command {name:?}{hint}; `sluice --help` lists the commands"));
+    };
+    let rest = &args[1..];
+    if wants_help(rest) {
+        return Ok(Command::Help(Some(known)));
+    }
+    let no_arguments = |command: Command| {
+        if rest.is_empty() {
+            Ok(command)
+        } else {
+            Err(format!("`sluice {known}` takes no arguments, got {:?}; see `sluice {known} --help`", rest.join(" ")))
+        }
+    };
+    match known {
+        "serve" => no_arguments(Command::Serve),
+        "check" => no_arguments(Command::Check),
+        "settings" => no_arguments(Command::Settings),
+        "healthcheck" => no_arguments(Command::Healthcheck),
+        "version" => no_arguments(Command::Version),
+        "outbox" => outbox::parse(rest).map(Command::Outbox),
+        _ => match rest {
+            [] => Ok(Command::Help(None)),
+            [command] => match COMMANDS.iter().copied().find(|c| c == command) {
+                Some(c) => Ok(Command::Help(Some(c))),
+                None => Err(format!("no command {command:?}{}", crate::suggest::hint(command, COMMANDS))),
+            },
+            _ => Err("usage: sluice help [COMMAND]".into()),
+        },
+    }
+}
+
+/// Runs the command line; the process exits with what this returns.
+pub async fn run(args: Vec<String>) -> ExitCode {
+    let command = match parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help(command) => {
+            println!("sluice {VERSION}: a server for Open WebUI's Pipelines protocol\n");
+            println!("{}", command.map(usage).unwrap_or(HELP));
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("sluice {VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let figment = Settings::figment();
+    let settings = match Settings::from_figment(figment.clone()) {
+        Ok(s) => s,
+        Err(e) if command == Command::Check => {
+            for problem in e.problems() {
+                println!("error  {problem}");
+            }
+            println!("sluice: {} problem(s) in the settings", e.problems().len());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Check => check::run(&settings),
+        Command::Settings => show_settings::run(&figment, &settings),
+        Command::Outbox(action) => outbox::run(&settings, action).await,
+        Command::Healthcheck => healthcheck::run(&settings).await,
+        Command::Help(_) | Command::Version => unreachable!("answered above"),
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    telemetry::init(&settings.log_level, settings.log_format);
+    let app = match Application::build(settings, registry::builtin(), ValvesEnv::Process).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_way_of_asking_for_help_or_the_version_works() {
+        assert_eq!(p(&[]), Ok(Command::Serve));
+        for help in [&["-h"][..], &["--help"], &["help"]] {
+            assert_eq!(p(help), Ok(Command::Help(None)));
+        }
+        assert_eq!(p(&["help", "outbox"]), Ok(Command::Help(Some("outbox"))));
+        assert_eq!(p(&["outbox", "--help"]), Ok(Command::Help(Some("outbox"))));
+        assert_eq!(p(&["check", "-h"]), Ok(Command::Help(Some("check"))));
+        for version in [&["-V"][..], &["--version"], &["version"]] {
+            assert_eq!(p(version), Ok(Command::Version));
+        }
+        assert!(p(&["chek"]).unwrap_err().contains("did you mean `check`"));
+        assert!(p(&["check", "extra"]).unwrap_err().contains("takes no arguments"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Where each setting came from: in error messages (a bad value is blamed on the variable or
+//! file that set it, never on a profile name the operator did not write) and in
+//! `sluice settings`.
+
+use figment::error::Kind;
+use figment::{Figment, Metadata, Source};
+use serde_json::Value;
+
+use super::Settings;
+
+/// One line per problem of a failed extraction: `key (source): what is wrong`.
+pub fn describe(error: figment::Error) -> Vec<String> {
+    error
+        .into_iter()
+        .map(|e| {
+            let mut path = e.path.clone();
+            // figment puts the profile first; operators never write one.
+            if e.profile.as_ref().is_some_and(|p| path.first().is_some_and(|k| k.as_str() == p.as_str())) {
+                path.remove(0);
+            }
+            let what = match &e.kind {
+                Kind::UnknownField(field, known) => {
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
+                    format!(
+                        "unknown setting{} (known: {})",
+                        crate::suggest::hint(field, known.iter().copied()),
+                        known.join(", ")
+                    )
+                }
+                Kind::InvalidType(found, expected) => format!("expected {expected}, found {found}"),
+                Kind::InvalidValue(found, expected) => format!("expected {expected}, found {found}"),
+                Kind::UnknownVariant(found, known) => {
+                    format!(
+                        "{found:?} is not one of {}{}",
+                        known.join(", "),
+                        crate::suggest::hint(found, known.iter().copied())
+                    )
+                }
+                other => other.to_string(),
+            };
+            let key = path.join(".");
+            match e.metadata.as_ref() {
+                Some(meta) => format!("{key} ({}): {what}", origin(meta, &key)),
+                None => format!("{key}: {what}"),
+            }
+        })
+        .collect()
+}
+
+/// `key: message` with the key's source added: `key (source): message`.
+pub fn place(figment: &Figment, problem: &str) -> String {
+    match problem.split_once(": ") {
+        Some((key, message)) => match figment.find_metadata(key) {
+            Some(meta) => format!("{key} ({}): {message}", origin(meta, key)),
+            None => problem.to_string(),
+        },
+        None => problem.to_string(),
+    }
+}
+
+/// Where a value with this metadata was set: the variable, the file, or the default.
+fn origin(meta: &Metadata, key: &str) -> String {
+    if meta.name.contains("environment") {
+        let top = key.split('.').next().unwrap_or(key).to_ascii_uppercase();
+        return if meta.name.contains("SLUICE_") {
+            format!("environment variable SLUICE_{top}")
+        } else {
+            "environment variable PIPELINES_API_KEY".to_string()
+        };
+    }
+    match &meta.source {
+        Some(Source::File(path)) => path.display().to_string(),
+        _ => "default".to_string(),
+    }
+}
+
+/// One setting as it is in effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    pub key: String,
+    /// The value as TOML would write it; secrets are never shown.
+    pub value: String,
+    pub source: String,
+}
+
+/// Every setting with its value in effect and where that value came from.
+pub fn effective(figment: &Figment, settings: &Settings) -> Vec<Effective> {
+    let mut out = Vec::new();
+    if let Ok(Value::Object(map)) = serde_json::to_value(settings) {
+        for (key, value) in map {
+            let source = figment.find_metadata(&key).map(|m| origin(m, &key)).unwrap_or_else(|| "default".into());
+            out.push(Effective { key, value: value.to_string(), source });
+        }
+    }
+    // The two secrets are not serialised at all: say whether they are set, and from where.
+    for (key, value) in [("api_key", settings.api_key.is_some()), ("store_url", settings.store_url.is_some())] {
+        let (value, source) = match figment.find_metadata(key) {
+            Some(meta) if value => ("(set, not shown)".to_string(), origin(meta, key)),
+            _ if key == "api_key" => {
+                let file = settings.data_dir.join(crate::auth::KEY_FILE);
+                let source = if file.exists() {
+                    format!("generated, kept in {}", file.display())
+                } else {
+                    format!("unset: generated into {} on first start", file.display())
+                };
+                ("(not shown)".to_string(), source)
+            }
+            _ => ("(unset)".to_string(), "default: the embedded SQLite store".to_string()),
+        };
+        out.push(Effective { key: key.into(), value, source });
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn problems(jail_env: &[(&str, &str)], toml: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        figment::Jail::expect_with(|jail| {
+            if let Some(text) = toml {
+                jail.create_file("sluice.toml", text)?;
+            }
+            for (k, v) in jail_env {
+                jail.set_env(k, v);
+            }
+            out = match Settings::load() {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0,
+            };
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn each_problem_names_its_key_and_where_it_was_set() {
+        let p = problems(&[("SLUICE_PORT", "abc")], None);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("port (environment variable SLUICE_PORT): expected"), "{p:?}");
+
+        let p = problems(&[], Some("prot = 9100\n"));
+        assert!(p[0].starts_with("prot (sluice.toml): unknown setting (did you mean `port`?)"), "{p:?}");
+        assert!(!p[0].contains("default."), "{p:?}");
+
+        let p = problems(&[("SLUICE_LOG_FORMAT", "xml")], None);
+        assert!(p[0].contains("SLUICE_LOG_FORMAT") && p[0].contains("\"xml\" is not one of text, json"), "{p:?}");
+
+        let p = problems(&[("SLUICE_LOG_LEVEL", "warnig"), ("SLUICE_MAX_BODY_BYTES", "10")], None);
+        assert_eq!(p.len(), 2, "every problem at once: {p:?}");
+        assert!(
+            p[0].starts_with("log_level (environment variable SLUICE_LOG_LEVEL): \"warnig\" is not a level"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("max_body_bytes (environment variable SLUICE_MAX_BODY_BYTES):"), "{p:?}");
+
+        assert!(problems(&[("SLUICE_LOG_FORMAT", "JSON"), ("SLUICE_LOG_LEVEL", "warning")], None).is_empty());
+    }
+
+    #[test]
+    fn effective_settings_name_their_source_and_hide_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sluice.toml", "port = 9200\n")?;
+            jail.set_env("SLUICE_LOG_LEVEL", "debug");
+            jail.set_env("SLUICE_API_KEY", "sk-top-secret");
+            let figment = Settings::figment();
+            let settings = Settings::from_figment(figment.clone()).map_err(|e| e.to_string())?;
+            let lines = effective(&figment, &settings);
+            let find = |k: &str| lines.iter().find(|l| l.key == k).cloned().unwrap();
+            assert_eq!((find("port").value.as_str(), find("port").source.as_str()), ("9200", "sluice.toml"));
+            assert_eq!(find("log_level").source, "environment variable SLUICE_LOG_LEVEL");
+            assert_eq!(find("host").source, "default");
+            assert_eq!(find("api_key").source, "environment variable SLUICE_API_KEY");
+            assert!(lines.iter().all(|l| !l.value.contains("sk-top-secret")));
+            Ok(())
+        });
+    }
+}
