@@ -18,22 +18,32 @@ use crate::error::ApiError;
 /// File in the data dir holding the generated key.
 pub const KEY_FILE: &str = "api_key";
 
-/// The one key every request must present.
+/// The one key every request must present, and where it came from (for the refusal log).
 #[derive(Clone)]
-pub struct ApiKey(Secret);
+pub struct ApiKey {
+    key: Secret,
+    origin: String,
+}
 
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(Secret::new(key))
+        ApiKey {
+            key: Secret::new(key),
+            origin: "the configured key (SLUICE_API_KEY, PIPELINES_API_KEY or api_key)".into(),
+        }
+    }
+
+    fn from(key: impl Into<String>, origin: impl Into<String>) -> Self {
+        ApiKey { key: Secret::new(key), origin: origin.into() }
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        self.key.expose()
     }
 
     /// Constant-time in the key's content; only its length can be told apart.
     fn matches(&self, candidate: &[u8]) -> bool {
-        self.0.expose().as_bytes().ct_eq(candidate).into()
+        self.key.expose().as_bytes().ct_eq(candidate).into()
     }
 
     /// The configured key; else the reference key when asked for explicitly; else the key kept
@@ -43,11 +53,11 @@ impl ApiKey {
             if key.expose() == REFERENCE_DEFAULT_KEY {
                 warn_reference_key("SLUICE_API_KEY/PIPELINES_API_KEY is set to");
             }
-            return Ok(ApiKey(key.clone()));
+            return Ok(ApiKey::new(key.expose()));
         }
         if settings.allow_reference_key {
             warn_reference_key("SLUICE_ALLOW_REFERENCE_KEY=true: using");
-            return Ok(ApiKey::new(REFERENCE_DEFAULT_KEY));
+            return Ok(ApiKey::from(REFERENCE_DEFAULT_KEY, "the reference's default key (allow_reference_key)"));
         }
         // The key itself goes only to a person at a terminal: a log file, journald or a
         // container's log collector would keep it. They are told where to read it instead.
@@ -69,7 +79,7 @@ fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
         let key = text.trim();
         if !key.is_empty() {
             tracing::info!(path = %path.display(), "using the API key kept in the data dir");
-            return Ok(ApiKey::new(key));
+            return Ok(ApiKey::from(key, format!("the key generated into {}", path.display())));
         }
     }
     let mut bytes = [0u8; 24];
@@ -98,7 +108,7 @@ fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
              read it there for the Open WebUI connection, or set SLUICE_API_KEY"
         );
     }
-    Ok(ApiKey::new(key))
+    Ok(ApiKey::from(key, format!("the key generated into {}", path.display())))
 }
 
 /// Routes that answer without a key: the health check only (GET, and HEAD for probes).
@@ -122,7 +132,7 @@ pub async fn require_key(
             check(key.as_ref().map(|k| k.get_ref()), header.as_deref())
         };
         if let Err(refused) = checked {
-            log_refusal(&req, &refused);
+            log_refusal(&req, &refused, key.as_ref().map(|k| k.origin.as_str()).unwrap_or("no key"));
             // Answered here, as a response, so the request log shows the status like any other.
             return Ok(req.error_response(refused).map_into_right_body());
         }
@@ -131,20 +141,26 @@ pub async fn require_key(
 }
 
 /// Says why a request was refused (never what key it carried), so an operator whose Open WebUI
-/// shows no pipelines finds the cause; at most one warning per 10 s, the rest at debug level.
-fn log_refusal(req: &ServiceRequest, refused: &ApiError) {
+/// shows no pipelines finds the cause. At most one warning per cause per 10 s (a client
+/// retrying in a loop must not flood the log), the rest at debug level.
+fn log_refusal(req: &ServiceRequest, refused: &ApiError, origin: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST_WARN: AtomicU64 = AtomicU64::new(0);
+    static LAST_WARN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    let (slot, why) = match refused {
+        ApiError::NotAuthenticated => {
+            (0, "no `Authorization: Bearer <key>` header (an Open WebUI connection needs the key set)".to_string())
+        }
+        ApiError::InvalidCredentials => (1, "the Authorization header is not `Bearer <key>`".to_string()),
+        ApiError::DuplicateAuthorization => (2, "two Authorization headers".to_string()),
+        _ => (3, format!("the key does not match {origin} (check the key of the Open WebUI connection)")),
+    };
     let now = sluice_sdk::clock::unix_secs();
     let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let last = LAST_WARN.load(Ordering::Relaxed);
-    if now >= last + 10 && LAST_WARN.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-        tracing::warn!(
-            path = %req.path(), peer = %peer, reason = %refused,
-            "request refused: the key does not match SLUICE_API_KEY (check the key of the Open WebUI connection)"
-        );
+    let last = LAST_WARN[slot].load(Ordering::Relaxed);
+    if now >= last + 10 && LAST_WARN[slot].compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(path = %req.path(), peer = %peer, "request refused: {why}");
     } else {
-        tracing::debug!(path = %req.path(), peer = %peer, reason = %refused, "request refused");
+        tracing::debug!(path = %req.path(), peer = %peer, "request refused: {why}");
     }
 }
 

@@ -20,6 +20,7 @@ use sluice_sdk::{Dialect, ErrorKind, FinishReason, PipeEvent, PipeStream, Pipeli
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::json::write_python;
+use crate::telemetry::AnswerEnd;
 
 /// The stream terminator.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -299,8 +300,24 @@ struct Driver {
     encoder: StreamEncoder,
     options: StreamOptions,
     done: bool,
+    log: crate::telemetry::AnswerLog,
     /// Dropped with the response body (client gone, or answer over): cancels the pipe's token.
     _cancel_on_drop: DropGuard,
+}
+
+impl Driver {
+    fn encode(&mut self, event: PipeEvent, out: &mut Vec<u8>) {
+        if !self.encoder.encode(event, out) {
+            self.done = true;
+            self.log.end = Some(AnswerEnd::Failed);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.encoder.finish(out);
+        self.done = true;
+        self.log.end = Some(AnswerEnd::Completed);
+    }
 }
 
 /// The response body of a streamed answer. Dropping it (actix does when the client leaves)
@@ -311,12 +328,14 @@ pub fn body(
     form: Form,
     options: StreamOptions,
     cancel: CancellationToken,
+    log: crate::telemetry::AnswerLog,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let driver = Driver {
         events,
         encoder: StreamEncoder::new(envelope, form),
         options,
         done: false,
+        log,
         _cancel_on_drop: cancel.drop_guard(),
     };
     futures_util::stream::unfold(driver, |mut d| async move {
@@ -337,13 +356,11 @@ pub fn body(
                     let error = PipelineError::new(ErrorKind::Unavailable, "sluice is shutting down; the answer was cut short");
                     d.encoder.fail(&error, &mut out);
                     d.done = true;
+                    d.log.end = Some(AnswerEnd::CutByShutdown);
                 }
                 event = d.events.next() => match event {
-                    Some(event) => d.done = !d.encoder.encode(event, &mut out),
-                    None => {
-                        d.encoder.finish(&mut out);
-                        d.done = true;
-                    }
+                    Some(event) => d.encode(event, &mut out),
+                    None => d.finish(&mut out),
                 },
                 _ = keepalive => out.extend_from_slice(PING),
             }
@@ -352,14 +369,12 @@ pub fn body(
         // segment for a burst instead of one per token.
         while !d.done && out.len() < BATCH_BYTES {
             match d.events.next().now_or_never() {
-                Some(Some(event)) => d.done = !d.encoder.encode(event, &mut out),
-                Some(None) => {
-                    d.encoder.finish(&mut out);
-                    d.done = true;
-                }
+                Some(Some(event)) => d.encode(event, &mut out),
+                Some(None) => d.finish(&mut out),
                 None => break,
             }
         }
+        d.log.bytes += out.len() as u64;
         Some((Ok(Bytes::from(out)), d))
     })
 }

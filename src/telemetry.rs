@@ -7,7 +7,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +39,55 @@ pub fn without_secret_leaks(filter: EnvFilter) -> EnvFilter {
     }
 }
 
+/// How a streamed answer ended, for its closing log line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnswerEnd {
+    Completed,
+    /// The pipe ended it with an error line.
+    Failed,
+    /// The shutdown grace ran out.
+    CutByShutdown,
+    /// The client left before the end.
+    ClientLeft,
+}
+
+/// The closing line of a streamed answer: the request line is logged when the response head
+/// is ready, which for a stream says nothing of how long the answer took or how it ended.
+/// Logged when dropped, in the request's span.
+pub struct AnswerLog {
+    span: tracing::Span,
+    started: Instant,
+    pub bytes: u64,
+    pub end: Option<AnswerEnd>,
+}
+
+impl AnswerLog {
+    /// For the request `req` (timed from its arrival, see [`RequestStart`]), in the current
+    /// (request) span.
+    pub fn of(req: &actix_web::HttpRequest) -> Self {
+        let started = req.extensions().get::<RequestStart>().map(|s| s.0).unwrap_or_else(Instant::now);
+        AnswerLog { span: tracing::Span::current(), started, bytes: 0, end: None }
+    }
+}
+
+/// When the request arrived, for timings that outlast the response head.
+#[derive(Clone, Copy)]
+pub struct RequestStart(pub Instant);
+
+impl Drop for AnswerLog {
+    fn drop(&mut self) {
+        let end = self.end.unwrap_or(AnswerEnd::ClientLeft);
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let bytes = self.bytes;
+        self.span.in_scope(|| match end {
+            AnswerEnd::Completed => tracing::info!(duration_ms, bytes, outcome = "completed", "answer ended"),
+            AnswerEnd::Failed => tracing::info!(duration_ms, bytes, outcome = "error", "answer ended"),
+            AnswerEnd::CutByShutdown => tracing::warn!(duration_ms, bytes, outcome = "cut_by_shutdown", "answer ended"),
+            AnswerEnd::ClientLeft => tracing::info!(duration_ms, bytes, outcome = "client_left", "answer ended"),
+        });
+    }
+}
+
 /// Root span per request and one log line when the response head is ready.
 pub async fn trace_requests(
     req: ServiceRequest,
@@ -48,6 +97,7 @@ pub async fn trace_requests(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method());
     let started = Instant::now();
+    req.extensions_mut().insert(RequestStart(started));
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {

@@ -92,7 +92,8 @@ pub async fn chat_completions(
     if stream {
         starting.disarm();
         let form = sse::Form::of(dialect, include_usage);
-        let body = sse::body(events, envelope, form, streams.get_ref().clone(), cancel);
+        let log = crate::telemetry::AnswerLog::of(&req);
+        let body = sse::body(events, envelope, form, streams.get_ref().clone(), cancel, log);
         Ok(HttpResponse::Ok()
             .content_type("text/event-stream; charset=utf-8")
             .insert_header(("cache-control", "no-cache"))

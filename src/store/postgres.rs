@@ -69,7 +69,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgStoreError {
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("cannot connect to PostgreSQL{0}")]
     Connect(String),
     #[error("the database's schema is version {found}, newer than this sluice knows ({known}); upgrade sluice")]
     NewerSchema { found: i32, known: i32 },
@@ -80,6 +80,45 @@ pub enum PgStoreError {
 pub struct PgStore {
     pool: Pool,
     lease: Duration,
+}
+
+/// In a URL, the user and password end at the one `@`, before any `/`, `?` or `#`.
+fn credentials_are_escaped(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) else {
+        return true; // key=value form: quoting rules of its own
+    };
+    match rest.rfind('@') {
+        Some(at) => !rest[..at].contains(['@', '/', '?', '#']),
+        None => true,
+    }
+}
+
+/// ` at host:port (database d, user u)`: where sluice tried to connect, without the password.
+fn target_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().or(config.get_user()).unwrap_or("?");
+    format!(" at {host}:{port} (database {database}, user {})", config.get_user().unwrap_or("?"))
+}
+
+/// An error and its causes, `: `-separated, each said once: "connection refused" or
+/// "password authentication failed for user …" is at the bottom of the chain.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -117,7 +156,17 @@ impl PgStore {
     }
 
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<PgStore, PgStoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| PgStoreError::Connect(format!("{e}")))?;
+        const FORM: &str = "the form is postgres://user:password@host:5432/database, with @ / : ? # in the \
+                            password percent-encoded (%40 %2F %3A %3F %23)";
+        if !credentials_are_escaped(url) {
+            // Parsed anyway, a piece of the password would become the host or the database
+            // name, and be shown in every error after: refuse without quoting it.
+            return Err(PgStoreError::Connect(format!(": store_url does not parse as intended; {FORM}")));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| PgStoreError::Connect(format!(": store_url is not a PostgreSQL URL ({e}); {FORM}")))?;
+        let target = target_of(&config);
         config.connect_timeout(OP_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(30));
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Bounded waits: with the database gone, a hook or an answer fails over in seconds
@@ -129,9 +178,12 @@ impl PgStore {
             .create_timeout(Some(OP_TIMEOUT))
             .recycle_timeout(Some(OP_TIMEOUT))
             .build()
-            .map_err(|e| PgStoreError::Connect(e.to_string()))?;
+            .map_err(|e| PgStoreError::Connect(format!("{target}: {e}")))?;
         let store = PgStore { pool, lease };
-        store.migrate().await?;
+        store.migrate().await.map_err(|e| match e {
+            PgStoreError::Connect(cause) => PgStoreError::Connect(format!("{target}{cause}")),
+            other => other,
+        })?;
         Ok(store)
     }
 
@@ -141,7 +193,7 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> Result<(), PgStoreError> {
-        let mut client = self.pool.get().await.map_err(|e| PgStoreError::Connect(e.to_string()))?;
+        let mut client = self.pool.get().await.map_err(|e| PgStoreError::Connect(format!(": {}", causes(&e))))?;
         let tx = client.transaction().await.map_err(|e| PgStoreError::Migration(e.to_string()))?;
         let step = |e: tokio_postgres::Error| PgStoreError::Migration(e.to_string());
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?;

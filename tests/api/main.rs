@@ -24,6 +24,7 @@ mod models;
 mod openai_clients;
 mod openpipe;
 mod openpipe_mock;
+mod operator_logs;
 mod store_contract;
 mod streaming;
 mod upstream_faults;

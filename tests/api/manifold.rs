@@ -558,10 +558,13 @@ async fn the_api_key_is_masked_and_required() {
     assert_eq!(valves["API_KEY"], json!("********cdef"));
     let (status, _) = json_of(app.post_json("/openai_responses/valves/update", &json!({"API_KEY": ""})).await).await;
     assert_eq!(status, 200);
-    let (status, body) =
-        json_of(app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
-    assert_eq!(status, 500);
-    assert!(body["detail"].as_str().unwrap().contains("API_KEY is not set"));
+    // A configuration problem, said as one: 503 of type not_configured, no client retry.
+    let response = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    assert_eq!(response.headers().get("x-should-retry").map(|v| v.to_str().unwrap()), Some("false"));
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["type"], "not_configured", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("set OPENAI_API_KEY or the API_KEY valve"), "{body}");
     let (status, body) =
         json_of(app.post_json("/openai_responses/valves/update", &json!({"BASE_URL": "not a url"})).await).await;
     assert_eq!(status, 422, "{body}");

@@ -193,3 +193,22 @@ async fn a_newer_schema_is_refused() {
         Ok(_) => panic!("started against a newer schema"),
     }
 }
+
+/// An operator whose replicas cannot reach the database learns where sluice tried, and why,
+/// never the password.
+#[tokio::test]
+async fn connection_errors_say_where_and_why_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://sluice:hunter2@127.0.0.1:{port}/sluicedb");
+    let e = PgStore::connect(&url).await.err().expect("nothing listens there").to_string();
+    assert!(e.contains(&format!("at 127.0.0.1:{port} (database sluicedb, user sluice)")), "{e}");
+    assert!(e.to_lowercase().contains("refused"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let e = PgStore::connect("postgres://sluice:p@ss/word@db/x").await.err().expect("not a URL").to_string();
+    assert!(e.contains("percent-encoded") && !e.contains("p@ss/word"), "{e}");
+    if let Ok(base) = std::env::var("TEST_PG_URL") {
+        let missing = format!("{}/no_such_database", base.rsplit_once('/').unwrap().0);
+        let e = PgStore::connect(&missing).await.err().expect("no such database").to_string();
+        assert!(e.contains("no_such_database") && e.contains("does not exist"), "{e}");
+    }
+}

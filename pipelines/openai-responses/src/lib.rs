@@ -45,10 +45,14 @@ struct Runtime {
     shutdown: CancellationToken,
 }
 
+const MISSING_KEY: &str = "the OpenAI API key is not set: set OPENAI_API_KEY or the API_KEY valve of openai_responses";
+
 #[derive(Default)]
 pub struct OpenAIResponses {
     valves: ValvesCell<ResponsesValves>,
     runtime: OnceLock<Arc<Runtime>>,
+    /// Whether the last valves had a key, so losing it is logged once.
+    had_key: std::sync::atomic::AtomicBool,
 }
 
 fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineError> {
@@ -345,6 +349,11 @@ impl Pipeline for OpenAIResponses {
             return Err(PipelineError::internal("openai_responses started twice"));
         }
         tokio::spawn(Self::refresh_models(runtime, self.valves.clone()));
+        let has_key = !self.valves.get().API_KEY.is_empty();
+        self.had_key.store(has_key, std::sync::atomic::Ordering::Relaxed);
+        if !has_key {
+            tracing::warn!("openai_responses: {MISSING_KEY}; every chat with its models is refused (503) until then");
+        }
         Ok(())
     }
 
@@ -352,6 +361,10 @@ impl Pipeline for OpenAIResponses {
         let runtime = self.runtime()?;
         runtime.client.store(Arc::new(build_client(&self.valves.get())?));
         runtime.refresh.notify_one();
+        let has_key = !self.valves.get().API_KEY.is_empty();
+        if self.had_key.swap(has_key, std::sync::atomic::Ordering::Relaxed) && !has_key {
+            tracing::warn!("openai_responses: {MISSING_KEY}");
+        }
         Ok(())
     }
 
@@ -388,9 +401,7 @@ impl Pipeline for OpenAIResponses {
         let runtime = Arc::clone(self.runtime()?);
         let valves = self.valves.get();
         if valves.API_KEY.is_empty() {
-            return Err(PipelineError::internal(
-                "API_KEY is not set: set OPENAI_API_KEY or the API_KEY valve of openai_responses",
-            ));
+            return Err(PipelineError::not_configured(MISSING_KEY));
         }
         let model = models::resolve(&request.model_id);
         if request.dialect == Dialect::OpenAi {

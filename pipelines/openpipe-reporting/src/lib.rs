@@ -46,6 +46,8 @@ pub struct OpenPipeReporting {
     counters: Arc<Counters>,
     tuning: Tuning,
     runtime: OnceLock<Arc<Runtime>>,
+    /// Whether the last valves made the filter report, so a change is logged once.
+    reporting: std::sync::atomic::AtomicBool,
 }
 
 impl Default for OpenPipeReporting {
@@ -70,6 +72,25 @@ impl OpenPipeReporting {
             counters: Arc::new(Counters::default()),
             tuning,
             runtime: OnceLock::new(),
+            reporting: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Says, once per change, whether reports are being sent. Without a key the filter is
+    /// inert by design (OpenPipe is optional): information, not a warning.
+    fn log_activity(&self, first: bool) {
+        let valves = self.valves.get();
+        let active = valves.active();
+        let before = self.reporting.swap(active, std::sync::atomic::Ordering::Relaxed);
+        if !first && before == active {
+            return;
+        }
+        if active {
+            tracing::info!(base_url = valves.base_url(), "openpipe_reporting: reporting to OpenPipe");
+        } else if !valves.ENABLED {
+            tracing::info!("openpipe_reporting: off (ENABLED = false); the filter passes requests through");
+        } else {
+            tracing::info!("openpipe_reporting: no OPENPIPE_API_KEY; nothing is reported until one is set");
         }
     }
 }
@@ -126,9 +147,7 @@ impl Pipeline for OpenPipeReporting {
             Ok(s) => tracing::info!(queued = s.depth, dead_letters = s.dead, "openpipe: outbox resumed"),
             Err(e) => tracing::warn!(error = %e, "openpipe: outbox stats unavailable"),
         }
-        if !self.valves.get().active() {
-            tracing::warn!("openpipe_reporting: disabled or no OPENPIPE_API_KEY; the filter passes requests through");
-        }
+        self.log_activity(true);
         let worker = delivery::Worker {
             outbox: Arc::clone(&ctx.outbox),
             store: Arc::clone(&ctx.store),
@@ -152,9 +171,7 @@ impl Pipeline for OpenPipeReporting {
             // A new key or base URL lifts an auth pause at once (§13.3).
             rt.wake.notify_one();
         }
-        if !self.valves.get().active() {
-            tracing::warn!("openpipe_reporting: disabled or no OPENPIPE_API_KEY; the filter passes requests through");
-        }
+        self.log_activity(false);
         Ok(())
     }
 

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The upstream took longer than allowed (504).
     Timeout,
+    /// The pipeline cannot serve until the operator sets something (a missing API key): 503,
+    /// told apart from an outage by its type so alerts can route it to configuration.
+    NotConfigured,
     /// A bug or an unexpected state inside the pipeline (500).
     Internal,
 }
@@ -30,7 +33,7 @@ impl ErrorKind {
             ErrorKind::Rejected => 403,
             ErrorKind::RateLimited => 429,
             ErrorKind::Upstream => 502,
-            ErrorKind::Unavailable => 503,
+            ErrorKind::Unavailable | ErrorKind::NotConfigured => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::Internal => 500,
         }
@@ -45,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::Unavailable => "service_unavailable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::NotConfigured => "not_configured",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -98,6 +102,13 @@ impl PipelineError {
 
     pub fn upstream(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Upstream, message)
+    }
+
+    /// A setting the operator must provide is missing; no client retry can help.
+    pub fn not_configured(message: impl Into<String>) -> Self {
+        let mut e = Self::new(ErrorKind::NotConfigured, message);
+        e.retry = Some(false);
+        e
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

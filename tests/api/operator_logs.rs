@@ -1,0 +1,117 @@
+//! What the operator reads in the log of the real binary: why a request was refused (each
+//! cause once, naming where the key came from) and how each streamed answer ended.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::manifold::fixture;
+
+/// The binary on a free port with a generated key (read from the data dir), JSON logs.
+struct Served {
+    child: std::process::Child,
+    url: String,
+    key: String,
+}
+
+impl Served {
+    fn start(dir: &std::path::Path, upstream: &str) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env_clear()
+            .current_dir(dir)
+            .env("SLUICE_DATA_DIR", dir.join("data"))
+            .env("SLUICE_VALVES_DIR", dir.join("valves"))
+            .env("SLUICE_HOST", "127.0.0.1")
+            .env("SLUICE_PORT", port.to_string())
+            .env("SLUICE_LOG_FORMAT", "json")
+            .env("OPENAI_API_KEY", "sk-upstream-test")
+            .env("OPENAI_API_BASE_URL", format!("{upstream}/v1"))
+            .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sluice did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let key = std::fs::read_to_string(dir.join("data/api_key")).unwrap();
+        Served { child, url: format!("http://127.0.0.1:{port}"), key }
+    }
+
+    /// Stops it (SIGTERM-free: the log is complete once each request was answered) and
+    /// returns its log lines.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let mut text = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+        let _ = self.child.wait();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_each_cause_and_where_the_key_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockServer::start().await;
+    let served = Served::start(dir.path(), &upstream.uri());
+    let client = reqwest::Client::new();
+    let models = format!("{}/models", served.url);
+    client.get(&models).send().await.unwrap();
+    client.get(&models).bearer_auth("sk-wrong").send().await.unwrap();
+    client.get(&models).header("authorization", "Basic abc").send().await.unwrap();
+    // The same cause again within 10 s: at debug level only.
+    client.get(&models).bearer_auth("sk-wrong-again").send().await.unwrap();
+    let lines = served.stop();
+    let refusals: Vec<String> = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN")
+        .filter_map(|l| l["message"].as_str().filter(|m| m.starts_with("request refused: ")).map(str::to_owned))
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:#?}");
+    assert!(refusals[0].contains("no `Authorization: Bearer <key>` header"), "{refusals:#?}");
+    assert!(refusals[1].contains("does not match the key generated into"), "{refusals:#?}");
+    assert!(refusals[2].contains("is not `Bearer <key>`"), "{refusals:#?}");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_logs_how_long_it_took_and_how_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/responses"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_raw(fixture("1_plain_text.sse"), "text/event-stream")
+                .set_delay(Duration::from_millis(700)),
+        )
+        .mount(&upstream)
+        .await;
+    let served = Served::start(dir.path(), &upstream.uri());
+    let body = serde_json::json!({"model": "openai_responses.gpt-4.1", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/chat/completions", served.url))
+        .bearer_auth(&served.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(answer.ends_with("data: [DONE]\n\n"), "{answer}");
+    let lines = served.stop();
+    let ended: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "answer ended").collect();
+    assert_eq!(ended.len(), 1, "{lines:#?}");
+    assert_eq!(ended[0]["outcome"], "completed");
+    assert!(ended[0]["duration_ms"].as_u64().unwrap() >= 700, "{:?}", ended[0]);
+    assert_eq!(ended[0]["bytes"].as_u64().unwrap(), answer.len() as u64);
+    assert!(ended[0]["span"]["request_id"].is_string() || ended[0]["request_id"].is_string(), "{:?}", ended[0]);
+}
