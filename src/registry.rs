@@ -185,6 +185,42 @@ impl Registry {
             .then(|| Resolved { module, model_id: sub.to_string() })
     }
 
+    /// Why `id` is no model a chat can use, and what to ask for instead: a filter answers no
+    /// chat, a manifold only through its models, and a bare or mistyped id has a nearest one.
+    pub fn why_not_a_model(&self, id: &str) -> String {
+        if let Some(module) = self.module(id) {
+            match module.kind() {
+                PipelineKind::Filter => {
+                    return format!(
+                        "{id} is a filter: Open WebUI runs it around chats with other models; it answers no chat itself"
+                    )
+                }
+                PipelineKind::Manifold => {
+                    let first = module.pipeline.sub_models().into_iter().next();
+                    let example = first.map(|m| format!(", such as {id}.{}", m.id)).unwrap_or_default();
+                    return format!("{id} is a manifold: ask for one of its models{example} (GET /models lists them)");
+                }
+                PipelineKind::Pipe => {}
+            }
+        }
+        let mut models = Vec::new();
+        for module in &self.modules {
+            match module.kind() {
+                PipelineKind::Manifold => {
+                    models.extend(module.pipeline.sub_models().into_iter().map(|m| format!("{}.{}", module.id(), m.id)))
+                }
+                PipelineKind::Pipe => models.push(module.id().to_string()),
+                PipelineKind::Filter => {}
+            }
+        }
+        let same_sub = models.iter().find(|m| m.split_once('.').is_some_and(|(_, sub)| sub == id));
+        let hint = match same_sub {
+            Some(m) => format!(" (did you mean `{m}`?)"),
+            None => crate::suggest::hint(id, models.iter().map(String::as_str)),
+        };
+        format!("Pipeline {id} not found{hint}; GET /models lists the model ids")
+    }
+
     /// Like [`Self::model_entry`], but also accepts an id carrying an Open WebUI connection
     /// "Prefix ID" (`<prefix>.<id>`), which Open WebUI puts in inlet/outlet paths
     /// (docs/open-webui-client.md §1.7).

@@ -30,7 +30,7 @@ pub async fn chat_completions(
     let resolved = registry
         .model_entry(&model)
         .filter(|r| r.module.kind() != PipelineKind::Filter)
-        .ok_or_else(|| ApiError::pipeline_not_found(&model))?;
+        .ok_or_else(|| ApiError::NotFound(registry.why_not_a_model(&model)))?;
 
     let cancel = CancellationToken::new();
     // Cancels the pipe if the client leaves while it is still starting.

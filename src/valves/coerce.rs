@@ -24,14 +24,45 @@ pub fn coerce(field: &FieldSpec, value: Value) -> Result<Value, FieldError> {
     let describe = if field.confidential() { hidden } else { describe };
     let coerced = coerce_type(&field.ty, value, describe).map_err(err)?;
     check_size(&coerced).map_err(err)?;
-    if let Some(choices) = &field.choices {
-        if !choices.contains(&coerced) {
-            let listed = choices.iter().map(display).collect::<Vec<_>>().join(", ");
-            let shown = if field.confidential() { hidden(&coerced) } else { display(&coerced) };
-            return Err(err(format!("must be one of {listed}, got {shown}")));
+    check_range(field, &coerced).map_err(err)?;
+    match &field.choices {
+        Some(choices) => choose(field, choices, coerced).map_err(err),
+        None => Ok(coerced),
+    }
+}
+
+/// One of the declared choices. Case does not matter (`Flex` is `flex`), and a near miss is
+/// named.
+fn choose(field: &FieldSpec, choices: &[Value], value: Value) -> Result<Value, String> {
+    if choices.contains(&value) {
+        return Ok(value);
+    }
+    if let Some(text) = value.as_str() {
+        if let Some(choice) = choices.iter().find(|c| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case(text))) {
+            return Ok(choice.clone());
         }
     }
-    Ok(coerced)
+    let listed = choices.iter().map(display).collect::<Vec<_>>().join(", ");
+    if field.confidential() {
+        return Err(format!("must be one of {listed}, got {}", hidden(&value)));
+    }
+    let hint = match value.as_str() {
+        Some(text) => crate::suggest::hint(text, choices.iter().filter_map(Value::as_str)),
+        None => String::new(),
+    };
+    Err(format!("must be one of {listed}, got {}{hint}", display(&value)))
+}
+
+/// The declared bounds of a number.
+fn check_range(field: &FieldSpec, value: &Value) -> Result<(), String> {
+    let Some(n) = value.as_f64() else { return Ok(()) };
+    let show = |b: f64| if b.fract() == 0.0 { format!("{}", b as i64) } else { b.to_string() };
+    match (field.minimum, field.maximum) {
+        (Some(min), Some(max)) if n < min || n > max => Err(format!("must be between {} and {}", show(min), show(max))),
+        (Some(min), None) if n < min => Err(format!("must be at least {}", show(min))),
+        (None, Some(max)) if n > max => Err(format!("must be at most {}", show(max))),
+        _ => Ok(()),
+    }
 }
 
 /// Bounds on what one valve may hold, so an update cannot make every later request carry
@@ -160,7 +191,16 @@ mod tests {
     use serde_json::json;
 
     fn field(ty: FieldType, nullable: bool) -> FieldSpec {
-        FieldSpec { name: "F".into(), ty, nullable, choices: None, secret: false, nested_secrets: Vec::new() }
+        FieldSpec {
+            name: "F".into(),
+            ty,
+            nullable,
+            choices: None,
+            secret: false,
+            nested_secrets: Vec::new(),
+            minimum: None,
+            maximum: None,
+        }
     }
 
     #[test]

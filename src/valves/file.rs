@@ -41,16 +41,39 @@ pub fn to_json(doc: &DocumentMut) -> Result<Map<String, Value>, FileError> {
 }
 
 /// Sets `key`, keeping the comments around it (its leading lines and a trailing `# ...`).
-/// `None` when the value has no TOML form (a null inside a list).
+/// A key the file does not set yet takes the place of its commented-out default
+/// (`# KEY = ...`, as the shipped files list them), or goes at the end: never above the
+/// file's header. `None` when the value has no TOML form (a null inside a list).
 pub fn set(doc: &mut DocumentMut, key: &str, value: &Value) -> Option<()> {
     let new = to_toml(value)?;
-    match doc.get_mut(key).and_then(Item::as_value_mut) {
-        Some(old) => {
-            let decor = old.decor().clone();
-            *old = new;
-            *old.decor_mut() = decor;
+    if let Some(old) = doc.get_mut(key).and_then(Item::as_value_mut) {
+        let decor = old.decor().clone();
+        *old = new;
+        *old.decor_mut() = decor;
+        return Some(());
+    }
+    let line = format!("{key} = {}", new.to_string().trim());
+    let text = doc.to_string();
+    let commented = text.lines().position(|l| {
+        l.trim_start()
+            .strip_prefix('#')
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix(key))
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    let edited = match commented {
+        Some(at) => {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines[at] = &line;
+            lines.join("\n") + "\n"
         }
-        None => {
+        None if text.is_empty() => format!("{line}\n"),
+        None => format!("{}\n{line}\n", text.trim_end_matches('\n')),
+    };
+    match edited.parse::<DocumentMut>() {
+        Ok(parsed) => *doc = parsed,
+        // Cannot happen for a document that parsed and a line of our own; keep it safe anyway.
+        Err(_) => {
             doc.insert(key, Item::Value(new));
         }
     }
@@ -158,6 +181,20 @@ mod tests {
         assert_eq!(set(&mut doc, "TAGS", &json!(["a", "b"])), Some(()));
         remove(&mut doc, "MODE");
         assert_eq!(doc.to_string(), "# top comment\n\n# how many\nMAX = 5 # keep me\nTAGS = [\"a\", \"b\"]\n");
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_key_replaces_its_commented_default_or_goes_last() -> Result<(), toml_edit::TomlError> {
+        let template = "# Header of the file.\n\n# Retries before giving up.\n# MAX = 3\n# MODE = \"fast\"\n";
+        let mut doc: DocumentMut = template.parse()?;
+        assert_eq!(set(&mut doc, "MAX", &json!(5)), Some(()));
+        assert_eq!(set(&mut doc, "NOTE", &json!("hi")), Some(()));
+        assert_eq!(
+            doc.to_string(),
+            "# Header of the file.\n\n# Retries before giving up.\nMAX = 5\n# MODE = \"fast\"\nNOTE = \"hi\"\n"
+        );
+        assert_eq!(to_json(&doc).ok().map(|m| m.len()), Some(2));
         Ok(())
     }
 }

@@ -107,6 +107,7 @@ pub struct Updated {
 impl ValvesEntry {
     pub fn new(pipeline_id: &str, cell: Arc<dyn DynValves>, dir: &Path) -> Self {
         let mut schema = schema::normalize(&cell.schema());
+        schema.set_titles(cell.titles());
         for (name, keys) in cell.nested_secrets() {
             if let Some(field) = schema.fields.iter_mut().find(|f| f.name == *name) {
                 field.nested_secrets = keys.iter().map(|k| k.to_string()).collect();
@@ -207,19 +208,27 @@ impl ValvesEntry {
             values.insert(key.clone(), p.value.clone());
         }
         let secrets = self.confidential_texts(&values);
-        if !errors.is_empty() {
-            return Err(redact_errors(errors, &secrets));
-        }
         let values = Value::Object(values);
-        let prepared = self.cell.prepare(values.clone()).map_err(|e| redact_errors(e, &secrets))?;
+        // Fields refused above kept their defaults, so the whole-object checks still run and
+        // every problem is told at once, not one per attempt.
+        let prepared = match self.cell.prepare(values.clone()) {
+            Ok(prepared) if errors.is_empty() => prepared,
+            Ok(_) => return Err(redact_errors(errors, &secrets)),
+            Err(more) => {
+                let refused: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+                errors.extend(more.into_iter().filter(|m| !refused.contains(&m.field)));
+                return Err(redact_errors(errors, &secrets));
+            }
+        };
         let text = doc.map(DocumentMut::to_string).unwrap_or_default();
         // The snapshot is what the pipeline now holds, re-serialised (normalises e.g. 1 → 1.0).
         Ok(Loaded { prepared, pinned, values, text })
     }
 
     fn unknown(&self, key: &str) -> FieldError {
-        let known = self.schema.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
-        FieldError::new(key, format!("unknown valve (known: {known})"))
+        let names: Vec<&str> = self.schema.fields.iter().map(|f| f.name.as_str()).collect();
+        let hint = crate::suggest::hint(key, names.iter().copied());
+        FieldError::new(key, format!("unknown valve{hint} (known: {})", names.join(", ")))
     }
 
     /// The values as `GET /valves` shows them: secrets masked, also inside JSON text.

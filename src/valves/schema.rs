@@ -28,6 +28,10 @@ pub struct FieldSpec {
     /// For a field holding JSON text: keys whose values are secrets, at any depth
     /// ([`sluice_sdk::Valves::nested_secrets`]).
     pub nested_secrets: Vec<String>,
+    /// Bounds of a number (`#[schemars(range(min, max))]`), checked for every value from a
+    /// file, a variable or the editor, all fields at once.
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
 }
 
 impl FieldSpec {
@@ -48,6 +52,16 @@ pub struct ValvesSchema {
 impl ValvesSchema {
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Replaces pydantic's default labels with the pipeline's own (`Valves::titles`).
+    pub fn set_titles(&mut self, titles: &[(&str, &str)]) {
+        let Some(properties) = self.spec.get_mut("properties").and_then(Value::as_object_mut) else { return };
+        for (field, title) in titles {
+            if let Some(Value::Object(property)) = properties.get_mut(*field) {
+                property.insert("title".into(), Value::from(*title));
+            }
+        }
     }
 }
 
@@ -259,9 +273,20 @@ fn normalize_property(name: &str, prop: &Value, defs: &Value) -> (Value, FieldSp
     let ty = field_type(&map, defs);
     let choices = map.get("enum").and_then(Value::as_array).cloned();
     let secret = map.get("format").and_then(Value::as_str) == Some("password");
+    let minimum = map.get("minimum").and_then(Value::as_f64);
+    let maximum = map.get("maximum").and_then(Value::as_f64);
     let cleaned = clean(map, defs);
     let out = if nullable { any_of_null(cleaned) } else { cleaned };
-    let field = FieldSpec { name: name.to_string(), ty, nullable, choices, secret, nested_secrets: Vec::new() };
+    let field = FieldSpec {
+        name: name.to_string(),
+        ty,
+        nullable,
+        choices,
+        secret,
+        nested_secrets: Vec::new(),
+        minimum,
+        maximum,
+    };
     (Value::Object(sorted(out)), field)
 }
 

@@ -149,9 +149,18 @@ async fn the_pipe_receives_the_body_in_the_reference_order() {
 #[tokio::test]
 async fn filters_and_unknown_models_are_not_chat_models() {
     let app = spawn_app().await;
-    for model in ["scripted_filter", "nope", "scripted_manifold", "scripted_manifold.zzz"] {
+    // Each says why, and what to ask for instead.
+    for (model, says) in [
+        ("scripted_filter", "scripted_filter is a filter: Open WebUI runs it around chats with other models"),
+        ("nope", "Pipeline nope not found; GET /models lists the model ids"),
+        ("scripted_manifold", "scripted_manifold is a manifold: ask for one of its models, such as scripted_manifold."),
+        ("scripted_manifold.zzz", "Pipeline scripted_manifold.zzz not found"),
+        ("scripted_pip", "Pipeline scripted_pip not found (did you mean `scripted_pipe`?)"),
+        ("m-1", "Pipeline m-1 not found (did you mean `scripted_manifold.m-1`?)"),
+    ] {
         let body = json!({"model": model, "messages": []});
         let (status, answer) = error_of(app.post_json("/chat/completions", &body).await).await;
-        assert_eq!((status, answer), (404, json!({"detail": format!("Pipeline {model} not found")})));
+        assert_eq!(status, 404);
+        assert!(answer["detail"].as_str().unwrap().starts_with(says), "{model}: {answer}");
     }
 }

@@ -1,6 +1,9 @@
 //! One contract for both stores: the embedded SQLite file and PostgreSQL (for several
-//! replicas). The PostgreSQL half needs a server: `.ci/run` starts a throwaway one
-//! (tests/pg/start.sh) and sets `TEST_PG_URL`; without it those tests say so and pass.
+//! replicas). The PostgreSQL half needs a server: `TEST_PG_URL` names one (tests/run.sh starts
+//! a throwaway one with tests/pg/start.sh); without it the suite starts its own from the
+//! PostgreSQL installed on the machine. With none installed those tests fail, saying how to
+//! get one, unless `SLUICE_TEST_SKIP_PG=1` skips them on purpose: a test that did nothing
+//! must not count as passed by accident.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +16,59 @@ use sluice_sdk::clock::unix_ms as unix_now_ms;
 use sluice_sdk::outbox::{KvWrite, NewEntry, Outbox};
 use sluice_sdk::KvStore;
 
-/// A fresh database on the test server, or `None` (and a note) when there is no server.
+/// The test server: `TEST_PG_URL`, or one this process started (stopped when it exits).
+fn pg_server() -> Option<String> {
+    static SERVER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("TEST_PG_URL") {
+                return Some(url);
+            }
+            if std::env::var("SLUICE_TEST_SKIP_PG").as_deref() == Ok("1") {
+                return None;
+            }
+            Some(start_throwaway_server())
+        })
+        .clone()
+}
+
+/// tests/pg/start.sh from the installed binaries, and a watchdog that stops the server when this
+/// test process ends, however it ends (its stdin is a pipe only this process holds).
+fn start_throwaway_server() -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pg/start.sh");
+    let out = Command::new("bash").arg(script).env("SLUICE_PG_NO_INSTALL", "1").output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the PostgreSQL tests need a server, and none could be started here ({}). Install PostgreSQL \
+         (Debian: apt install postgresql), or run tests/run.sh (it installs one), or point TEST_PG_URL at a \
+         server, or set SLUICE_TEST_SKIP_PG=1 to skip these tests on purpose.",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='")).and_then(|v| v.strip_suffix('\'')))
+            .map(str::to_owned)
+            .expect("start.sh prints the variable")
+    };
+    let (url, stop) = (value("TEST_PG_URL"), value("TEST_PG_STOP"));
+    let mut watchdog =
+        Command::new("sh").arg("-c").arg(format!("read _; {stop}")).stdin(Stdio::piped()).spawn().expect("sh runs");
+    // Kept open for the life of the process; leaked on purpose so nothing closes it earlier.
+    let stdin = watchdog.stdin.take().expect("piped");
+    std::mem::forget(stdin);
+    std::mem::forget(watchdog);
+    let _ = std::io::stderr().flush();
+    url
+}
+
+/// A fresh database on the test server; `None` only when the operator skipped these tests
+/// with `SLUICE_TEST_SKIP_PG=1`.
 pub async fn pg_database() -> Option<String> {
-    let Ok(url) = std::env::var("TEST_PG_URL") else {
-        // CI starts a server; there a missing one is a failure, not a skip.
-        assert!(std::env::var_os("CI").is_none(), "CI must set TEST_PG_URL (tests/pg/start.sh)");
-        eprintln!("TEST_PG_URL is not set: the PostgreSQL store is not tested in this run");
+    let Some(url) = pg_server() else {
+        eprintln!("SLUICE_TEST_SKIP_PG=1: the PostgreSQL store is not tested in this run");
         return None;
     };
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test server answers");
@@ -206,7 +256,7 @@ async fn connection_errors_say_where_and_why_without_the_password() {
     assert!(!e.contains("hunter2"), "{e}");
     let e = PgStore::connect("postgres://sluice:p@ss/word@db/x").await.err().expect("not a URL").to_string();
     assert!(e.contains("percent-encoded") && !e.contains("p@ss/word"), "{e}");
-    if let Ok(base) = std::env::var("TEST_PG_URL") {
+    if let Some(base) = pg_server() {
         let missing = format!("{}/no_such_database", base.rsplit_once('/').unwrap().0);
         let e = PgStore::connect(&missing).await.err().expect("no such database").to_string();
         assert!(e.contains("no_such_database") && e.contains("does not exist"), "{e}");

@@ -272,3 +272,62 @@ async fn update_bodies_that_are_not_objects_are_refused() {
     let (status, _) = json_of(app.post_raw("/scripted_pipe/valves/update", "").await).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn choices_ignore_case_and_near_misses_are_named() {
+    let app = spawn_app().await;
+    let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MODE": "SLOW"})).await).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["MODE"], json!("slow"));
+    let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MODE": "fsat"})).await).await;
+    assert_eq!(status, 422);
+    assert!(answer["detail"].as_str().unwrap().contains("(did you mean `fast`?)"), "{answer}");
+    let (_, answer) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MAXX": 1})).await).await;
+    assert!(answer["detail"].as_str().unwrap().contains("unknown valve (did you mean `MAX`?)"), "{answer}");
+}
+
+/// What Open WebUI's editor shows of the built-in pipelines: a help text under every valve, a
+/// readable label, and the bounds that are really enforced.
+#[test]
+fn every_builtin_valve_has_help_a_label_and_its_real_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = sluice::registry::Registry::build(
+        sluice::registry::builtin(),
+        dir.path(),
+        &sluice::valves::ValvesEnv::Map(HashMap::new()),
+    )
+    .unwrap();
+    for module in registry.modules() {
+        let Some(valves) = &module.valves else { continue };
+        let properties = valves.schema.spec["properties"].as_object().unwrap();
+        for (name, property) in properties {
+            let help = property["description"].as_str().unwrap_or_default();
+            assert!(help.len() > 10, "{}.{name} has no help text: {property}", module.id());
+            let title = property["title"].as_str().unwrap();
+            assert!(!title.ends_with(" S") && !title.contains("Json") && !title.contains("Url"), "{name}: {title}");
+        }
+        if module.id() == "openai_responses" {
+            assert_eq!(properties["MODEL_FETCH_TTL_SECONDS"]["minimum"], json!(60));
+            assert_eq!(properties["REQUEST_TIMEOUT_CONNECT_S"]["title"], json!("Connect Timeout (seconds)"));
+            assert_eq!(properties["SERVICE_TIER"]["anyOf"][0]["enum"], json!(["auto", "default", "flex", "priority"]));
+        }
+    }
+}
+
+/// The shipped, all-commented files: an edit from the editor lands where the operator reads
+/// its default, and the header stays the header.
+#[test]
+fn edits_of_the_shipped_files_land_on_their_commented_defaults() {
+    for (file, key, value) in
+        [("openpipe_reporting.toml", "TIMEOUT_SECONDS", json!(30)), ("openai_responses.toml", "MAX_RETRIES", json!(4))]
+    {
+        let template = std::fs::read_to_string(format!("{}/valves/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut doc: toml_edit::DocumentMut = template.parse().unwrap();
+        sluice::valves::file::set(&mut doc, key, &value).unwrap();
+        let text = doc.to_string();
+        assert_eq!(text.lines().next(), template.lines().next(), "{file}: the header moved");
+        let at = template.lines().position(|l| l.starts_with(&format!("# {key} ="))).unwrap();
+        assert_eq!(text.lines().nth(at).unwrap(), format!("{key} = {value}"), "{file}");
+        assert_eq!(text.lines().count(), template.lines().count(), "{file}");
+    }
+}

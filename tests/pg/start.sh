@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL on 127.0.0.1 for the tests and prints, on stdout, the lines to
 # eval: `eval "$(tests/pg/start.sh)"` sets TEST_PG_URL and TEST_PG_STOP (a command that stops it
-# and removes its data). Installs Debian's postgresql package when no server is found.
+# and removes its data). Installs Debian's postgresql package when no server is found, unless
+# SLUICE_PG_NO_INSTALL=1 (the test suite starts a server this way only from what is installed).
 set -euo pipefail
 
 find_bin() {
@@ -16,6 +17,10 @@ find_bin() {
 }
 
 if ! bin=$(find_bin); then
+  if [ "${SLUICE_PG_NO_INSTALL:-}" = 1 ]; then
+    echo "no PostgreSQL server binaries (initdb, pg_ctl) on this machine" >&2
+    exit 3
+  fi
   echo "installing postgresql from the distribution's packages" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
   bin=$(find_bin)

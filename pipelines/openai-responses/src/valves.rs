@@ -88,6 +88,7 @@ pub struct ResponsesValves {
     /// Hide listed models the upstream does not serve (GET /models); aliases follow their base model.
     pub FETCH_MODELS: bool,
     /// How long the fetched model list is kept, in seconds (at least 60).
+    #[schemars(range(min = 60))]
     pub MODEL_FETCH_TTL_SECONDS: u64,
     /// Reasoning summaries on models that support them (may need a verified organisation).
     pub REASONING_SUMMARY: ReasoningSummary,
@@ -101,12 +102,14 @@ pub struct ResponsesValves {
     pub PARALLEL_TOOL_CALLS: bool,
     /// Send function tools in strict mode.
     pub ENABLE_STRICT_TOOL_CALLING: bool,
-    /// Upper bound of hosted tool calls in one response (max_tool_calls).
+    /// Upper bound of hosted tool calls in one response (max_tool_calls); empty: OpenAI's default.
+    #[schemars(range(min = 1))]
     pub MAX_TOOL_CALLS: Option<u32>,
     /// Always offer OpenAI's hosted web search on models that support it.
     pub ENABLE_WEB_SEARCH_TOOL: bool,
     /// Use OpenAI's web search (instead of Open WebUI's) when the user switches Web Search on.
     pub WEB_SEARCH_FROM_TOGGLE: bool,
+    /// How much search context the model reads: more is better grounded, slower and costlier.
     pub WEB_SEARCH_CONTEXT_SIZE: ContextSize,
     /// JSON object for web_search user_location, e.g. {"type":"approximate","country":"US"}.
     pub WEB_SEARCH_USER_LOCATION: Option<String>,
@@ -114,9 +117,11 @@ pub struct ResponsesValves {
     pub ENABLE_IMAGE_GENERATION: bool,
     /// JSON object or list of {server_label, server_url, require_approval?, allowed_tools?, headers?}: remote MCP tools.
     pub REMOTE_MCP_SERVERS_JSON: Option<String>,
+    /// When the conversation outgrows the context window: drop its oldest items (auto) or fail (disabled).
     pub TRUNCATION: Truncation,
     /// Let OpenAI store responses (30 days). Off keeps data out of OpenAI's store; replay relies on sluice's own store.
     pub STORE: bool,
+    /// OpenAI's processing tier: flex is cheaper and slower, priority faster and dearer; empty: the project's default.
     pub SERVICE_TIER: Option<ServiceTier>,
     /// prompt_cache_key from the chat id, the user id, or not at all.
     pub PROMPT_CACHE_KEY_MODE: CacheKeyMode,
@@ -130,12 +135,16 @@ pub struct ResponsesValves {
     pub SHOW_USAGE_COST: bool,
     /// JSON {"<base model>": {"input": x, "cached_input": y, "output": z}} in USD per 1M tokens.
     pub CUSTOM_MODEL_PRICING_JSON: Option<String>,
-    /// Days the items behind an answer stay replayable; 0 turns the store and the hidden markers off.
+    /// Days the items behind an answer (encrypted reasoning, tool calls) stay replayable; 0 keeps none.
     pub ITEM_STORE_TTL_DAYS: u32,
+    /// Seconds to wait for a connection to the upstream.
+    #[schemars(range(min = 1, max = 300))]
     pub REQUEST_TIMEOUT_CONNECT_S: u64,
     /// Longest silence allowed between upstream events, in seconds.
+    #[schemars(range(min = 1))]
     pub STREAM_IDLE_TIMEOUT_S: u64,
     /// Retries before the answer starts (429, 5xx, connection errors).
+    #[schemars(range(max = 10))]
     pub MAX_RETRIES: u32,
 }
 
@@ -269,17 +278,8 @@ impl Valves for ResponsesValves {
         if let Err(e) = sluice_sdk::valves::check_url(&self.BASE_URL, true) {
             errors.push(FieldError::new("BASE_URL", format!("{e}; for example https://api.openai.com/v1")));
         }
-        if self.MODEL_FETCH_TTL_SECONDS < 60 {
-            errors.push(FieldError::new("MODEL_FETCH_TTL_SECONDS", "must be at least 60"));
-        }
         if self.MODEL_ID.iter().any(|m| m.trim().is_empty() || m.contains(char::is_whitespace)) {
             errors.push(FieldError::new("MODEL_ID", "model ids must be non-empty and contain no spaces"));
-        }
-        if self.REQUEST_TIMEOUT_CONNECT_S == 0 || self.STREAM_IDLE_TIMEOUT_S == 0 {
-            errors.push(FieldError::new("STREAM_IDLE_TIMEOUT_S", "timeouts must be at least 1 second"));
-        }
-        if self.MAX_RETRIES > 10 {
-            errors.push(FieldError::new("MAX_RETRIES", "must be at most 10"));
         }
         if let Some(v) = json_of("WEB_SEARCH_USER_LOCATION", &self.WEB_SEARCH_USER_LOCATION, &mut errors) {
             if !v.is_object() {
@@ -336,6 +336,25 @@ impl Valves for ResponsesValves {
         } else {
             Err(errors)
         }
+    }
+
+    fn titles() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("BASE_URL", "Base URL"),
+            ("API_KEY", "API Key"),
+            ("MODEL_ID", "Model IDs"),
+            ("MODEL_FETCH_TTL_SECONDS", "Model List Refresh (seconds)"),
+            ("ENABLE_STRICT_TOOL_CALLING", "Strict Tool Calling"),
+            ("MAX_TOOL_CALLS", "Max Hosted Tool Calls"),
+            ("ENABLE_WEB_SEARCH_TOOL", "Web Search Tool"),
+            ("WEB_SEARCH_USER_LOCATION", "Web Search User Location (JSON)"),
+            ("ENABLE_IMAGE_GENERATION", "Image Generation"),
+            ("REMOTE_MCP_SERVERS_JSON", "Remote MCP Servers (JSON)"),
+            ("CUSTOM_MODEL_PRICING_JSON", "Custom Model Pricing (JSON)"),
+            ("ITEM_STORE_TTL_DAYS", "Replay Records Kept (days)"),
+            ("REQUEST_TIMEOUT_CONNECT_S", "Connect Timeout (seconds)"),
+            ("STREAM_IDLE_TIMEOUT_S", "Stream Idle Timeout (seconds)"),
+        ]
     }
 
     fn env_aliases() -> &'static [(&'static str, &'static str)] {

@@ -46,9 +46,11 @@ pub struct ReportingValves {
     pub INCLUDE_TIMING_METRICS: bool,
     /// Classify turns (chat_message, function_calling, task names); off reports them as unknown.
     pub INCLUDE_INTERACTION_CLASSIFICATION: bool,
+    /// Report ordinary chat turns.
     pub REPORT_CHAT_MESSAGES: bool,
-    /// Report background tasks (title, tags, follow-ups, ...) that reach an outlet.
+    /// Report Open WebUI's background tasks (title, tags, follow-ups, search queries, ...).
     pub REPORT_SYSTEM_TASKS: bool,
+    /// Report turns in which the model called tools.
     pub REPORT_TOOL_INTERACTIONS: bool,
     /// Notice regenerated answers and tag them regenerated_from / regeneration_index.
     pub ENABLE_DPO_DETECTION: bool,
@@ -61,22 +63,28 @@ pub struct ReportingValves {
     /// JSON object of extra metadata for every report, e.g. {"environment":"production"}.
     pub CUSTOM_METADATA: String,
     /// Timeout of one HTTP attempt to OpenPipe, in seconds (1-120).
+    #[schemars(range(min = 1, max = 120))]
     pub TIMEOUT_SECONDS: u64,
     /// Rebuild reasoning and tool calls from Open WebUI's <details> blocks; off sends content verbatim.
     pub PARSE_OPENWEBUI_BLOCKS: bool,
     /// reqPayload.model: Open WebUI's model id, or a workspace model's base model id.
     pub REPORT_MODEL_AS: ReportModelAs,
     /// Hours regenerations and pending DPO pairs are kept (1-720).
+    #[schemars(range(min = 1, max = 720))]
     pub DPO_WINDOW_HOURS: u64,
     /// Split of submitted DPO entries; AUTO lets OpenPipe choose.
     pub DPO_SPLIT: DpoSplit,
     /// Hours a report is retried before it moves to the dead letters (1-720).
+    #[schemars(range(min = 1, max = 720))]
     pub DELIVERY_MAX_AGE_HOURS: u64,
     /// Seconds an inlet capture waits for its outlet (60-86400).
+    #[schemars(range(min = 60, max = 86_400))]
     pub PENDING_TTL_SECONDS: u64,
     /// Largest serialized report in bytes (10000-50000000); larger ones lose images, then long texts.
+    #[schemars(range(min = 10_000, max = 50_000_000))]
     pub MAX_REPORT_BYTES: u64,
     /// Most delivery attempts this replica starts per second (1-1000); with several replicas the total is this times their number.
+    #[schemars(range(min = 1, max = 1000))]
     pub MAX_ATTEMPTS_PER_SECOND: u32,
 }
 
@@ -167,12 +175,6 @@ pub fn custom_metadata(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn check_range(errors: &mut Vec<FieldError>, field: &str, value: u64, min: u64, max: u64) {
-    if !(min..=max).contains(&value) {
-        errors.push(FieldError::new(field, format!("must be between {min} and {max}")));
-    }
-}
-
 impl Valves for ReportingValves {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -190,12 +192,6 @@ impl Valves for ReportingValves {
         if !(1..=200).contains(&name_len) || self.DPO_DATASET_NAME.trim().is_empty() {
             errors.push(FieldError::new("DPO_DATASET_NAME", "must be 1-200 characters"));
         }
-        check_range(&mut errors, "TIMEOUT_SECONDS", self.TIMEOUT_SECONDS, 1, 120);
-        check_range(&mut errors, "DPO_WINDOW_HOURS", self.DPO_WINDOW_HOURS, 1, 720);
-        check_range(&mut errors, "DELIVERY_MAX_AGE_HOURS", self.DELIVERY_MAX_AGE_HOURS, 1, 720);
-        check_range(&mut errors, "PENDING_TTL_SECONDS", self.PENDING_TTL_SECONDS, 60, 86_400);
-        check_range(&mut errors, "MAX_REPORT_BYTES", self.MAX_REPORT_BYTES, 10_000, 50_000_000);
-        check_range(&mut errors, "MAX_ATTEMPTS_PER_SECOND", u64::from(self.MAX_ATTEMPTS_PER_SECOND), 1, 1000);
         if self.pipelines.iter().any(|p| p.trim().is_empty()) {
             errors.push(FieldError::new("pipelines", "model ids must be non-empty"));
         }
@@ -204,6 +200,23 @@ impl Valves for ReportingValves {
         } else {
             Err(errors)
         }
+    }
+
+    fn titles() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("OPENPIPE_API_KEY", "OpenPipe API Key"),
+            ("OPENPIPE_BASE_URL", "OpenPipe Base URL"),
+            ("ENABLE_DPO_DETECTION", "DPO Detection"),
+            ("AUTO_SUBMIT_DPO_PAIRS", "Auto-submit DPO Pairs"),
+            ("DPO_DATASET_NAME", "DPO Dataset Name"),
+            ("CUSTOM_METADATA", "Custom Metadata (JSON)"),
+            ("PARSE_OPENWEBUI_BLOCKS", "Parse Open WebUI Blocks"),
+            ("DPO_WINDOW_HOURS", "DPO Window (hours)"),
+            ("DPO_SPLIT", "DPO Split"),
+            ("DELIVERY_MAX_AGE_HOURS", "Delivery Max Age (hours)"),
+            ("PENDING_TTL_SECONDS", "Pending Capture TTL (seconds)"),
+            ("MAX_REPORT_BYTES", "Max Report Size (bytes)"),
+        ]
     }
 
     fn env_aliases() -> &'static [(&'static str, &'static str)] {
@@ -279,11 +292,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid_and_ranges_are_checked() {
+    fn defaults_are_valid_and_urls_are_checked() {
+        // Ranges are declared on the fields (`#[schemars(range)]`) and checked by the server
+        // for every value it accepts (tests/api/cli.rs, valves.rs).
         assert!(ReportingValves::default().validate().is_ok());
-        let v = ReportingValves { TIMEOUT_SECONDS: 0, OPENPIPE_BASE_URL: "ftp://x".into(), ..Default::default() };
+        let v = ReportingValves { OPENPIPE_BASE_URL: "ftp://x".into(), ..Default::default() };
         let errors = v.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["OPENPIPE_BASE_URL", "TIMEOUT_SECONDS"]);
+        assert_eq!(fields, ["OPENPIPE_BASE_URL"]);
     }
 }

@@ -67,6 +67,12 @@ pub trait Valves: Serialize + DeserializeOwned + JsonSchema + Default + Send + S
     fn nested_secrets() -> &'static [(&'static str, &'static [&'static str])] {
         &[]
     }
+
+    /// Labels for Open WebUI's editor where pydantic's default (`REQUEST_TIMEOUT_CONNECT_S` →
+    /// "Request Timeout Connect S") reads badly, as `(field, label)`.
+    fn titles() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 /// A checked value waiting to go live; see [`DynValves::prepare`].
@@ -85,6 +91,8 @@ pub trait DynValves: Send + Sync {
     fn sent_to(&self) -> &'static [(&'static str, &'static str)];
     /// See [`Valves::nested_secrets`].
     fn nested_secrets(&self) -> &'static [(&'static str, &'static [&'static str])];
+    /// See [`Valves::titles`].
+    fn titles(&self) -> &'static [(&'static str, &'static str)];
     /// Parses and validates a whole valves object; on success returns the action that makes it
     /// live, so several pipelines can be checked before any of them changes.
     fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>>;
@@ -149,6 +157,10 @@ impl<V: Valves> DynValves for ValvesCell<V> {
 
     fn nested_secrets(&self) -> &'static [(&'static str, &'static [&'static str])] {
         V::nested_secrets()
+    }
+
+    fn titles(&self) -> &'static [(&'static str, &'static str)] {
+        V::titles()
     }
 
     fn prepare(&self, values: Value) -> Result<PreparedValves, Vec<FieldError>> {
