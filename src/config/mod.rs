@@ -215,6 +215,33 @@ mod tests {
         });
     }
 
+    /// sluice.example.toml names every setting with its default, and nothing else.
+    #[test]
+    fn the_example_file_lists_every_setting_with_its_default() {
+        let example = include_str!("../../sluice.example.toml");
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let table: toml::Table = uncommented.parse().map_err(|e| format!("{e}")).unwrap();
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let mut listed: Vec<&str> = table.keys().map(String::as_str).collect();
+        listed.sort();
+        let mut known: Vec<&str> = defaults.as_object().unwrap().keys().map(String::as_str).collect();
+        known.extend(["api_key", "store_url"]);
+        known.sort();
+        assert_eq!(listed, known);
+        for (key, value) in defaults.as_object().unwrap() {
+            if key == "cors_allowed_origins" {
+                continue; // the example shows a value to copy; the default is empty
+            }
+            let shown = serde_json::to_value(&table[key]).unwrap();
+            assert_eq!(&shown, value, "{key}");
+        }
+    }
+
     #[test]
     fn a_named_config_file_must_exist() {
         figment::Jail::expect_with(|jail| {

@@ -160,11 +160,11 @@ async def serve(app: web.Application, port: int) -> web.AppRunner:
 
 
 class Process:
-    def __init__(self, name, cmd, env, log_path):
+    def __init__(self, name, cmd, env, log_path, cwd=None):
         self.name, self.log_path = name, log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=cwd)
 
     def stop(self):
         if self.proc.poll() is None:

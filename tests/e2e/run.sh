@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The end-to-end tests: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py), then the
-# official openai package and LiteLLM against sluice (tests/e2e/clients.py).
+# The end-to-end tests: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py), the
+# official openai package, LiteLLM and LangChain against sluice (tests/e2e/clients.py), and the
+# README's commands as written (tests/e2e/readme.py).
 #
 #   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
 #
@@ -55,7 +56,7 @@ if [ -z "$sluice" ]; then
   cargo build --locked --bin sluice
   sluice=${CARGO_TARGET_DIR:-target}/debug/sluice
 fi
-# Both suites always run; the last line sums them (CI reads it).
+# Every suite runs; the last line sums them.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
@@ -66,6 +67,7 @@ for arg in "$@"; do
   case "$arg" in --calls|--keep-logs) ;; *) clients_args+=("$arg") ;; esac
 done
 "$VENV/bin/python" tests/e2e/clients.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
+"$VENV/bin/python" tests/e2e/readme.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
 passed=0 failed=0
 while read -r p _ f _; do
   passed=$((passed + p)) failed=$((failed + f))

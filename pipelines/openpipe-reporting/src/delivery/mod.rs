@@ -338,8 +338,17 @@ impl<'a> Loop<'a> {
         let v = w.valves.get();
         let now = Instant::now();
         if v.OPENPIPE_API_KEY.is_empty() {
+            // Only reports already queued are worth a warning: without a key nothing new is
+            // captured, and the filter said so at start.
             if !self.journal.warned_no_key {
-                tracing::warn!("openpipe: no OPENPIPE_API_KEY; queued reports wait until one is set");
+                if let Ok(stats) = w.outbox.stats(QUEUE).await {
+                    if stats.depth > 0 {
+                        tracing::warn!(
+                            queued = stats.depth,
+                            "openpipe: no OPENPIPE_API_KEY; queued reports wait until one is set"
+                        );
+                    }
+                }
                 self.journal.warned_no_key = true;
             }
             return None;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every test of sluice, on a fresh machine: the Rust suites (unit, integration, a throwaway
+# PostgreSQL for the replica tests), then the end-to-end suites (the real Open WebUI, the
+# official openai SDK, LiteLLM and LangChain, and the README's own commands).
+#
+#   tests/run.sh            everything
+#   tests/run.sh --rust     only `cargo test --workspace`
+#
+# Installs what it needs: PostgreSQL from the distribution's packages when none is installed
+# (tests/pg/start.sh), Open WebUI and the clients into a cached Python 3.11 environment
+# (tests/e2e/run.sh). Ends with one summary line per suite; exits non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+only_rust=false
+[ "${1:-}" = "--rust" ] && only_rust=true
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+if [ -z "${TEST_PG_URL:-}" ]; then
+  echo "== PostgreSQL for the replica tests (tests/pg/start.sh)"
+  eval "$(tests/pg/start.sh)"
+  trap 'eval "$TEST_PG_STOP"' EXIT
+fi
+
+summaries=()
+status=0
+
+echo "== cargo test --workspace"
+log=$(mktemp)
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+rust_status=${PIPESTATUS[0]}
+set -e
+summaries+=("$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "cargo test: %d passed, %d failed", p, f }' "$log")")
+[ "$rust_status" = 0 ] || status=1
+
+if ! $only_rust; then
+  # The binary `cargo test` built: a plain `cargo build` has other dependency features and
+  # would build everything again.
+  sluice="${CARGO_TARGET_DIR:-target}/debug/sluice"
+  echo "== end-to-end (tests/e2e/run.sh)"
+  set +e
+  E2E_SLUICE_BIN="$sluice" tests/e2e/run.sh 2>&1 | tee "$log"
+  e2e_status=${PIPESTATUS[0]}
+  set -e
+  summaries+=("e2e: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $e2e_status)")")
+  [ "$e2e_status" = 0 ] || status=1
+fi
+
+echo "== summary"
+printf '%s\n' "${summaries[@]}"
+exit $status
