@@ -190,7 +190,7 @@ fn valid_origin(origin: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::result_large_err)]
+#[allow(clippy::result_large_err, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -225,7 +225,7 @@ mod tests {
             .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
             .map(|l| format!("{l}\n"))
             .collect();
-        let table: toml::Table = uncommented.parse().map_err(|e| format!("{e}")).unwrap();
+        let table: toml::Table = uncommented.parse().unwrap();
         let defaults = serde_json::to_value(Settings::default()).unwrap();
         let mut listed: Vec<&str> = table.keys().map(String::as_str).collect();
         listed.sort();
