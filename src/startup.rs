@@ -27,6 +27,8 @@ use crate::valves::{replicas, ValvesEnv, ValvesService};
 pub enum StartupError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("{0}")]
+    ValvesDir(String),
     #[error("cannot use the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -80,6 +82,14 @@ impl Application {
         let shutdown = Shutdown::default();
         let stores = Stores::open(&settings, &data_dir, shutdown.draining.clone()).await?;
         tracing::info!(store = stores.admin.kind(), "store opened");
+        if let Err(e) = crate::valves::file::check_writable(&settings.valves_dir) {
+            let message = unwritable_valves(&settings.valves_dir, &e);
+            // Replicas rewrite their files from the shared text at start: they cannot run so.
+            if stores.shared_valves.is_some() {
+                return Err(StartupError::ValvesDir(message));
+            }
+            tracing::warn!("{message}");
+        }
         // Several replicas: the valves files become the shared text before they are read.
         let versions = match &stores.shared_valves {
             Some(shared) => replicas::pull(shared.as_ref(), &pipelines, &settings.valves_dir).await?,
@@ -147,6 +157,23 @@ impl Application {
     }
 }
 
+/// What to do about a valves directory this process cannot write.
+fn unwritable_valves(dir: &std::path::Path, e: &std::io::Error) -> String {
+    #[cfg(unix)]
+    let user = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| format!(" (uid {})", m.uid())).unwrap_or_default()
+    };
+    #[cfg(not(unix))]
+    let user = String::new();
+    format!(
+        "the valves directory {} is not writable by this process{user}: {e}. Saving valves from Open WebUI \
+         will fail. Make it writable for this user; in a container, use a named volume, or chown the host \
+         directory to the container's uid (10001 in sluice's image)",
+        dir.display()
+    )
+}
+
 /// Expired records are never returned, but they take space: captures that never saw their
 /// outlet, replay records past their TTL. Swept every ten minutes.
 async fn sweep_expired(store: Arc<dyn StoreAdmin>, stop: CancellationToken) {
@@ -171,7 +198,12 @@ async fn stop_on_signal(handle: ServerHandle, shutdown: Shutdown, grace: Duratio
     shutdown.draining.cancel();
     let deadline = shutdown.deadline.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
+        // A second signal (Ctrl-C again, or a supervisor that will not wait) ends the open
+        // answers now, with their error line, instead of after the grace period.
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = signal() => tracing::warn!("second signal: ending open answers now"),
+        }
         deadline.cancel();
     });
     handle.stop(true).await;

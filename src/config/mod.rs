@@ -135,11 +135,25 @@ impl Settings {
             }
             Err(_) => {}
         }
-        figment.merge(Env::raw().only(&["PIPELINES_API_KEY"]).map(|_| "api_key".into())).merge(
-            Env::prefixed("SLUICE_")
-                .ignore(&["CONFIG"])
-                .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("valves__")),
-        )
+        // An empty variable is an unset one, as for valves (a compose file's `${X:-}`).
+        let non_empty: std::collections::HashSet<String> = std::env::vars_os()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, _)| k.into_string().ok())
+            .map(|k| k.to_ascii_uppercase())
+            .collect();
+        let set = move |name: &str| non_empty.contains(&name.to_ascii_uppercase());
+        let set_too = set.clone();
+        figment
+            .merge(
+                Env::raw()
+                    .only(&["PIPELINES_API_KEY"])
+                    .filter(move |_| set_too("PIPELINES_API_KEY"))
+                    .map(|_| "api_key".into()),
+            )
+            .merge(Env::prefixed("SLUICE_").ignore(&["CONFIG"]).filter(move |k| {
+                !k.as_str().to_ascii_lowercase().starts_with("valves__")
+                    && set(&format!("SLUICE_{}", k.as_str().to_ascii_uppercase()))
+            }))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Settings, SettingsError> {
@@ -240,6 +254,22 @@ mod tests {
             let shown = serde_json::to_value(&table[key]).unwrap();
             assert_eq!(&shown, value, "{key}");
         }
+    }
+
+    /// `${SLUICE_API_KEY:-}` in a compose file passes an empty string when nothing was set.
+    #[test]
+    fn an_empty_variable_is_an_unset_one() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_API_KEY", "");
+            jail.set_env("PIPELINES_API_KEY", "");
+            jail.set_env("SLUICE_PORT", "");
+            let s = Settings::load().map_err(|e| e.to_string())?;
+            assert!(s.api_key.is_none());
+            assert_eq!(s.port, 9099);
+            jail.set_env("sluice_port", "9300");
+            assert_eq!(Settings::load().map_err(|e| e.to_string())?.port, 9300, "any case, as before");
+            Ok(())
+        });
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - `spill.rs`: PostgreSQL behind a guard that holds reports in memory while it is away.
 
 mod admin;
+mod pg_connect;
 mod postgres;
 mod shared_valves;
 mod spill;

@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use sluice_sdk::outbox::{Entry, KvWrite, NewEntry, Outbox, QueueStats};
 use sluice_sdk::{KvStore, StoreError};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use sluice_sdk::clock::{unix_ms as unix_now_ms, unix_secs as unix_now};
 
@@ -168,7 +168,11 @@ impl PgStore {
             .map_err(|e| PgStoreError::Connect(format!(": store_url is not a PostgreSQL URL ({e}); {FORM}")))?;
         let target = target_of(&config);
         config.connect_timeout(OP_TIMEOUT).keepalives(true).keepalives_idle(Duration::from_secs(30));
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_connect(
+            config,
+            super::pg_connect::ResolvingConnect::new(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         // Bounded waits: with the database gone, a hook or an answer fails over in seconds
         // instead of queueing behind connection attempts.
         let pool = Pool::builder(manager)

@@ -153,6 +153,14 @@ pub fn replace_if_changed(path: &Path, contents: &str, private: bool) -> std::io
     write_atomic(path, contents, private).map(|()| true)
 }
 
+/// Whether valves files can be written in `dir` (created if missing): what every update and,
+/// with replicas, every start needs. Found out at start, not at the first save from Open WebUI
+/// (which shows any failure as "Pipeline not found").
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir).map(drop)
+}
+
 /// Removes temporary files a crash left in the middle of [`write_atomic`] (the rename never
 /// happened, so they hold nothing that was acknowledged). Called once at start, before any write.
 pub fn remove_stale_temps(dir: &Path) {

@@ -38,11 +38,15 @@ pub enum ValvesEnv {
 }
 
 impl ValvesEnv {
+    /// An empty variable is an unset one: `OPENAI_API_KEY: ${OPENAI_API_KEY:-}` in a compose
+    /// file passes an empty string when the operator set nothing, and pinning the valve to
+    /// "" would lock it in the editor.
     fn get(&self, name: &str) -> Option<String> {
-        match self {
+        let value = match self {
             ValvesEnv::Process => std::env::var(name).ok(),
             ValvesEnv::Map(map) => map.get(name).cloned(),
-        }
+        };
+        value.filter(|v| !v.is_empty())
     }
 
     /// Every variable's name.

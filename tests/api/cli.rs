@@ -188,3 +188,35 @@ fn a_second_server_on_the_same_data_dir_stops_before_it_starts_anything() {
     assert!(err.contains("another sluice is already running with the data directory"), "{err}");
     assert!(!err.contains("store opened"), "it stopped before opening the store: {err}");
 }
+
+/// A valves directory this process cannot write is found out at start (a container's uid
+/// against a host directory), not at the first save from Open WebUI.
+#[test]
+fn an_unwritable_valves_directory_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("SLUICE_DATA_DIR", dir.path().join("data"))
+        .env("SLUICE_VALVES_DIR", "/proc/self/no-valves-here")
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_API_KEY", "sk-test")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "it did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let out = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("the valves directory /proc/self/no-valves-here is not writable by this process (uid"),
+        "{log}"
+    );
+    assert!(log.contains("named volume"), "{log}");
+}

@@ -317,6 +317,31 @@ async fn sigterm_drains_streams_and_keeps_queued_reports() {
     assert_eq!(openpipe.reports().len(), 3, "each queued report exactly once\n{}", again.kill());
 }
 
+/// A second SIGTERM does not wait for the grace period: the open answer ends with its error
+/// line at once and the process exits.
+#[tokio::test]
+async fn a_second_signal_ends_open_answers_at_once() {
+    let (url, _) = faulty_openai().await;
+    let dir = tempfile::tempdir().unwrap();
+    openai_valves(dir.path(), &url, 30);
+    let env = [("OPENAI_API_KEY", OPENAI_KEY.to_string()), ("SLUICE_SHUTDOWN_GRACE_SECS", "60".to_string())];
+    let mut server = Binary::start(dir.path(), &env).await;
+    let long = tokio::spawn({
+        let base = server.base.clone();
+        async move { stream_text(&base, "fault:stall").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Instant::now();
+    server.terminate();
+    let long = long.await.unwrap();
+    assert!(stream_error(&long)["message"].as_str().unwrap().contains("shutting down"), "{long}");
+    let code = server.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "{}", server.log());
+    assert!(second.elapsed() < Duration::from_secs(5), "{:?} after the second signal", second.elapsed());
+}
+
 /// A streamed answer's whole text.
 async fn stream_text(base: &str, content: &str) -> String {
     let body = json!({"model": "openai_responses.gpt-4.1", "stream": true,

@@ -257,6 +257,10 @@ async fn connection_errors_say_where_and_why_without_the_password() {
     let e = PgStore::connect("postgres://sluice:p@ss/word@db/x").await.err().expect("not a URL").to_string();
     assert!(e.contains("percent-encoded") && !e.contains("p@ss/word"), "{e}");
     if let Some(base) = pg_server() {
+        // A host name goes through sluice's own resolver (/etc/hosts here), not the C library's.
+        let by_name = pg_database().await.unwrap().replace("127.0.0.1", "localhost");
+        assert!(by_name.contains("@localhost:"), "{by_name}");
+        PgStore::connect(&by_name).await.expect("the database by host name");
         let missing = format!("{}/no_such_database", base.rsplit_once('/').unwrap().0);
         let e = PgStore::connect(&missing).await.err().expect("no such database").to_string();
         assert!(e.contains("no_such_database") && e.contains("does not exist"), "{e}");

@@ -331,3 +331,14 @@ fn edits_of_the_shipped_files_land_on_their_commented_defaults() {
         assert_eq!(text.lines().count(), template.lines().count(), "{file}");
     }
 }
+
+/// An empty variable does not pin its valve: the editor may still set it.
+#[tokio::test]
+async fn an_empty_environment_variable_is_an_unset_one() {
+    let env = HashMap::from([("SLUICE_VALVES__SCRIPTED_PIPE__MAX".to_string(), String::new())]);
+    let app = spawn_app_with(Options { env, ..Default::default() }).await.unwrap();
+    let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MAX": 7})).await).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, spec) = json_of(app.get("/scripted_pipe/valves/spec").await).await;
+    assert!(spec["properties"]["MAX"].get("readOnly").is_none(), "{spec}");
+}
