@@ -22,9 +22,9 @@ export CFLAGS="-ffile-prefix-map=$PWD=/sluice -ffile-prefix-map=$cargo_home=/car
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 cargo build --release --locked --target "$target" --bin sluice >&2
 binary=${CARGO_TARGET_DIR:-target}/$target/release/sluice
-if ldd "$binary" >/dev/null 2>&1; then
+# A dynamic executable names its loader (PT_INTERP); a static one has none.
+if readelf -l "$binary" | grep -q 'program interpreter'; then
   echo "build-release: $binary is dynamically linked" >&2
-  ldd "$binary" >&2
   exit 1
 fi
 echo "$binary"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Every test of sluice, on a fresh machine: the Rust suites (unit, integration, a throwaway
-# PostgreSQL for the replica tests), then the end-to-end suites (the real Open WebUI, the
-# official openai SDK, LiteLLM and LangChain, and the README's own commands).
+# PostgreSQL for the replica tests), the end-to-end suites (the real Open WebUI, the official
+# openai SDK, LiteLLM and LangChain, the README's own commands), and the container image
+# (built with podman from the static release binary, then run).
 #
 #   tests/run.sh            everything
 #   tests/run.sh --rust     only `cargo test --workspace`
 #
-# Installs what it needs: PostgreSQL from the distribution's packages when none is installed
-# (tests/pg/start.sh), Open WebUI and the clients into a cached Python 3.11 environment
-# (tests/e2e/run.sh). Ends with one summary line per suite; exits non-zero if any failed.
+# Installs what it needs: PostgreSQL, podman and runc from the distribution's packages when
+# missing, Open WebUI and the clients into a cached Python 3.11 environment (tests/e2e/venv.sh). Ends with one summary line per suite; exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +46,13 @@ if ! $only_rust; then
   set -e
   summaries+=("e2e: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $e2e_status)")")
   [ "$e2e_status" = 0 ] || status=1
+  echo "== the container image (tests/e2e/container.sh)"
+  set +e
+  tests/e2e/container.sh 2>&1 | tee "$log"
+  container_status=${PIPESTATUS[0]}
+  set -e
+  summaries+=("container: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $container_status)")")
+  [ "$container_status" = 0 ] || status=1
 fi
 
 echo "== summary"

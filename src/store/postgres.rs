@@ -106,21 +106,6 @@ fn target_of(config: &tokio_postgres::Config) -> String {
     format!(" at {host}:{port} (database {database}, user {})", config.get_user().unwrap_or("?"))
 }
 
-/// An error and its causes, `: `-separated, each said once: "connection refused" or
-/// "password authentication failed for user …" is at the bottom of the chain.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::from_cause(e)
 }
@@ -197,7 +182,8 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> Result<(), PgStoreError> {
-        let mut client = self.pool.get().await.map_err(|e| PgStoreError::Connect(format!(": {}", causes(&e))))?;
+        let mut client =
+            self.pool.get().await.map_err(|e| PgStoreError::Connect(format!(": {}", sluice_sdk::error_chain(&e))))?;
         let tx = client.transaction().await.map_err(|e| PgStoreError::Migration(e.to_string()))?;
         let step = |e: tokio_postgres::Error| PgStoreError::Migration(e.to_string());
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?;

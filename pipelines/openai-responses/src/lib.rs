@@ -61,7 +61,7 @@ fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineErr
         .tcp_nodelay(true)
         .user_agent(concat!("sluice-openai-responses/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {}", sluice_sdk::error_chain(&e))))
 }
 
 const MAX_MODEL_LIST_BYTES: usize = 4 << 20;

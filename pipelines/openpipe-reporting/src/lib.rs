@@ -142,7 +142,9 @@ impl Pipeline for OpenPipeReporting {
             .connect_timeout(Duration::from_secs(self.valves.get().TIMEOUT_SECONDS.min(5)))
             .user_agent(concat!("sluice-openpipe-reporting/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                PipelineError::internal(format!("cannot build the HTTP client: {}", sluice_sdk::error_chain(&e)))
+            })?;
         match ctx.outbox.stats(QUEUE).await {
             Ok(s) => tracing::info!(queued = s.depth, dead_letters = s.dead, "openpipe: outbox resumed"),
             Err(e) => tracing::warn!(error = %e, "openpipe: outbox stats unavailable"),
