@@ -353,6 +353,12 @@ impl ValvesEntry {
                 }
                 continue;
             }
+            if value.is_null() && !field.nullable {
+                // Open WebUI's "Default" toggle: the valve goes back to its declared default
+                // (its key leaves the file); for a secret, that clears it.
+                changes.push((key, Value::Null));
+                continue;
+            }
             if !field.nested_secrets.is_empty() && value.as_str().is_some_and(|s| s.contains(SECRET_MASK)) {
                 let shown = current.get(&key).and_then(Value::as_str).map(|c| masked_field(field, c));
                 if shown.as_deref() != value.as_str() {

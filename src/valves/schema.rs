@@ -275,7 +275,13 @@ fn normalize_property(name: &str, prop: &Value, defs: &Value) -> (Value, FieldSp
     let secret = map.get("format").and_then(Value::as_str) == Some("password");
     let minimum = map.get("minimum").and_then(Value::as_f64);
     let maximum = map.get("maximum").and_then(Value::as_f64);
-    let cleaned = clean(map, defs);
+    let mut cleaned = clean(map, defs);
+    if secret {
+        // Open WebUI's editor renders a plain string as a required text area, so an empty key
+        // on a fresh install blocks saving every other valve, and shows a key as it is typed.
+        // This is the input it masks and lets stay empty.
+        cleaned.insert("input".into(), serde_json::json!({"type": "password"}));
+    }
     let out = if nullable { any_of_null(cleaned) } else { cleaned };
     let field = FieldSpec {
         name: name.to_string(),

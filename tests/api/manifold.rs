@@ -171,6 +171,32 @@ async fn reasoning_summary_transcript_becomes_reasoning_content() {
     assert_eq!(got, expected_chunks("2_reasoning_summary.expected-chunks.jsonl"));
 }
 
+/// The last status line of a streamed answer for each way of showing reasoning: hidden when
+/// Open WebUI shows its own "Thought for …" beside the reasoning block, else one line that
+/// times the thinking (up to the first text), not the whole response.
+#[tokio::test]
+async fn the_closing_status_is_one_truthful_line() {
+    for (display, hidden) in [("reasoning_content", true), ("status", false)] {
+        let mock = MockServer::start().await;
+        on_responses().respond_with(sse_response("2_reasoning_summary.sse")).mount(&mock).await;
+        let valves = format!("REASONING_SUMMARY = \"detailed\"\nREASONING_DISPLAY = \"{display}\"\n");
+        let app = manifold_app(&mock, &valves).await;
+        let body = chat("o4-mini", system_and("What is 17 times 23?"), json!({}));
+        let text = app.post_json("/v1/chat/completions", &body).await.text().await.unwrap();
+        let statuses: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v["event"]["type"] == "status")
+            .map(|v| v["event"]["data"].clone())
+            .collect();
+        let last = statuses.last().unwrap();
+        assert_eq!(last["done"], json!(true), "{display}: {statuses:?}");
+        assert!(last["description"].as_str().unwrap().starts_with("Thought for "), "{display}: {last}");
+        assert_eq!(last.get("hidden").and_then(Value::as_bool).unwrap_or(false), hidden, "{display}: {last}");
+    }
+}
+
 pub fn weather_tool() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Get the current weather for a city.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"},
@@ -780,4 +806,23 @@ async fn without_reasoning_persistence_the_tool_round_replays_no_reasoning() {
         ["user", "function_call", "function_call", "function_call_output", "function_call_output"]
     );
     assert!(bodies[1]["input"][1].get("id").is_none());
+}
+
+/// OpenAI down: a chat user reads a short message, never the URL or the socket error; an
+/// Open WebUI admin reads them too when ERROR_DETAILS_FOR_ADMINS is on.
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_short_message_and_details_for_admins_only() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for (details, role, shows) in [(false, "admin", false), (true, "user", false), (true, "admin", true)] {
+        let mock = MockServer::start().await;
+        let valves = format!("BASE_URL = \"http://127.0.0.1:{closed}/v1\"\nERROR_DETAILS_FOR_ADMINS = {details}\n");
+        let app = manifold_app(&mock, &valves).await;
+        let mut body = chat("gpt-4.1", system_and("hi"), json!({"stream": false}));
+        body["user"] = json!({"id": "u-1", "name": "N", "email": "n@example.com", "role": role});
+        let (status, answer) = crate::helpers::error_of(app.post_json("/chat/completions", &body).await).await;
+        assert_eq!(status, 503, "{answer}");
+        let message = answer["detail"].as_str().unwrap();
+        assert!(message.starts_with("OpenAI could not be reached; try again in a moment"), "{message}");
+        assert_eq!(message.contains(&format!("127.0.0.1:{closed}")), shows, "{details} {role}: {message}");
+    }
 }

@@ -25,7 +25,8 @@ async fn spec_has_the_shape_open_webui_renders() {
     let res = app.get("/v1/scripted_pipe/valves/spec").await;
     let text = res.text().await.unwrap();
     let expected = json!({"properties": {
-        "API_KEY": {"default": "", "format": "password", "title": "Api Key", "type": "string", "writeOnly": true},
+        "API_KEY": {"default": "", "format": "password", "input": {"type": "password"}, "title": "Api Key",
+                    "type": "string", "writeOnly": true},
         "TEMPERATURE": {"default": 0.7, "title": "Temperature", "type": "number"},
         "MAX": {"default": 3, "title": "Max", "type": "integer"},
         "ENABLED": {"default": true, "title": "Enabled", "type": "boolean"},
@@ -84,7 +85,6 @@ async fn invalid_values_are_refused_with_every_field_and_nothing_is_written() {
         (json!({"MAX": "abc", "MODE": "medium"}), &["MAX", "MODE"]),
         (json!({"TEMPERATURE": "5"}), &["TEMPERATURE"]),
         (json!({"BASE_URL": "ftp://example.com"}), &["BASE_URL"]),
-        (json!({"MAX": null}), &["MAX"]),
         (json!({"ENABLED": "perhaps"}), &["ENABLED"]),
         (json!({"TAGS": 5}), &["TAGS"]),
         (json!({"DESCRIBED": 12}), &["DESCRIBED"]),
@@ -271,6 +271,25 @@ async fn update_bodies_that_are_not_objects_are_refused() {
     assert!(body["detail"].as_str().unwrap().starts_with("Malformed JSON"), "{body}");
     let (status, _) = json_of(app.post_raw("/scripted_pipe/valves/update", "").await).await;
     assert_eq!(status, 400);
+}
+
+/// Open WebUI's editor: a secret is a masked input that may stay empty (a fresh install has
+/// no key), and its "Default" toggle (null) puts any valve back to its default, clearing a
+/// stored key.
+#[tokio::test]
+async fn null_is_the_default_and_a_key_can_be_cleared() {
+    let app = spawn_app().await;
+    let (status, _) =
+        json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MAX": 9, "API_KEY": "sk-clear-me-1234"})).await)
+            .await;
+    assert_eq!(status, 200);
+    assert!(app.valves_file("scripted_pipe").contains("MAX = 9"));
+    let (status, answer) =
+        json_of(app.post_json("/scripted_pipe/valves/update", &json!({"MAX": null, "API_KEY": null})).await).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["MAX"].clone(), answer["API_KEY"].clone()), (json!(3), json!("")));
+    let file = app.valves_file("scripted_pipe");
+    assert!(!file.contains("MAX") && !file.contains("API_KEY"), "{file}");
 }
 
 #[tokio::test]

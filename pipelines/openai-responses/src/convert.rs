@@ -40,6 +40,11 @@ pub struct Converter {
     urls: HashSet<String>,
     started: Instant,
     any_status: bool,
+    /// When the answer itself (text or a tool call) began: the end of the thinking.
+    answer_began: Option<Instant>,
+    /// Reasoning went out as `reasoning_content`, which Open WebUI shows with its own
+    /// "Thought for …" line.
+    reasoning_shown: bool,
     /// An output item has started: from here on, a failure can no longer be retried silently.
     pub output_started: bool,
 }
@@ -85,6 +90,8 @@ impl Converter {
             urls: HashSet::new(),
             started: Instant::now(),
             any_status: false,
+            answer_began: None,
+            reasoning_shown: false,
             output_started: false,
         }
     }
@@ -98,11 +105,18 @@ impl Converter {
         }
     }
 
-    fn reasoning(&self, text: &str) -> Vec<PipeEvent> {
+    fn reasoning(&mut self, text: &str) -> Vec<PipeEvent> {
         match self.options.reasoning_display {
-            ReasoningDisplay::ReasoningContent => vec![PipeEvent::Reasoning(text.to_string())],
+            ReasoningDisplay::ReasoningContent => {
+                self.reasoning_shown = true;
+                vec![PipeEvent::Reasoning(text.to_string())]
+            }
             _ => Vec::new(),
         }
+    }
+
+    fn answer_begins(&mut self) {
+        self.answer_began.get_or_insert_with(Instant::now);
     }
 
     pub fn on_event(&mut self, event: &Value) -> Outcome {
@@ -112,6 +126,7 @@ impl Converter {
                 self.output_started = true;
                 let item = event.get("item").unwrap_or(&Value::Null);
                 if str_of(item, "type") == Some("function_call") {
+                    self.answer_begins();
                     let k = self.tool_index.len() as u32;
                     self.tool_index.insert(event.get("output_index").and_then(Value::as_u64).unwrap_or(u64::MAX), k);
                     vec![PipeEvent::ToolCall(ToolCallDelta {
@@ -138,6 +153,7 @@ impl Converter {
                 self.status(status(&title, &[]))
             }
             EventKind::TextDelta => {
+                self.answer_begins();
                 vec![PipeEvent::Text(str_of(event, "delta").unwrap_or_default().to_string())]
             }
             EventKind::AnnotationAdded => {
@@ -274,10 +290,16 @@ impl Converter {
             tail.push(PipeEvent::Usage(usage));
         }
         if self.any_status {
-            let secs = self.started.elapsed().as_secs_f64();
-            let done =
-                if self.options.reasoning_model { format!("Thought for {secs:.1} seconds") } else { "Done".into() };
-            tail.push(PipeEvent::Status(Status::new(done, true)));
+            // One truthful line: the time to the answer's first output, not the whole
+            // response; and none of ours when Open WebUI shows its own beside the reasoning.
+            let thinking = self.answer_began.unwrap_or_else(Instant::now).duration_since(self.started);
+            let mut done = if self.options.reasoning_model {
+                Status::new(format!("Thought for {:.1} seconds", thinking.as_secs_f64()), true)
+            } else {
+                Status::new("Done", true)
+            };
+            done.hidden = self.reasoning_shown;
+            tail.push(PipeEvent::Status(done));
         }
         Outcome::Finished { response, tail }
     }

@@ -124,6 +124,21 @@ impl OpenAIResponses {
     }
 }
 
+/// An error as the chat shows it: the short message, and the technical detail too for an
+/// Open WebUI admin when `ERROR_DETAILS_FOR_ADMINS` is on.
+fn with_detail(
+    mut error: PipelineError,
+    detail: Option<String>,
+    valves: &ResponsesValves,
+    user: Option<&Value>,
+) -> PipelineError {
+    let admin = user.and_then(|u| u.get("role")).and_then(Value::as_str) == Some("admin");
+    if let Some(detail) = detail.filter(|_| admin && valves.ERROR_DETAILS_FOR_ADMINS) {
+        error.message = valves.redact(PipelineError::internal(format!("{} ({detail})", error.message))).message;
+    }
+    error
+}
+
 fn owner_of(body: &Map<String, Value>) -> String {
     request::user_id(body).unwrap_or_default().to_string()
 }
@@ -443,13 +458,16 @@ impl Pipeline for OpenAIResponses {
                             retryable: true,
                             delay: None,
                             replay: false,
+                            detail: None,
                         },
                         // Out of retries: the converter reports the failure event in the stream.
                         Prefetch::RetryableFailure => {
                             retries_spent = valves.MAX_RETRIES > 0;
                             break (events, prefetched, conversion);
                         }
-                        Prefetch::Broken(e) => Failure { error: e, retryable: true, delay: None, replay: false },
+                        Prefetch::Broken(e) => {
+                            Failure { error: e, retryable: true, delay: None, replay: false, detail: None }
+                        }
                     }
                 }
                 Err(f) => f,
@@ -460,11 +478,12 @@ impl Pipeline for OpenAIResponses {
                 continue;
             }
             if !failure.retryable {
-                return Err(failure.error.final_());
+                return Err(with_detail(failure.error.final_(), failure.detail, &valves, request.user.as_ref()));
             }
             if attempt >= valves.MAX_RETRIES {
                 // Spent: a client that retries now multiplies the upstream calls.
-                return Err(if valves.MAX_RETRIES > 0 { failure.error.final_() } else { failure.error });
+                let error = if valves.MAX_RETRIES > 0 { failure.error.final_() } else { failure.error };
+                return Err(with_detail(error, failure.detail, &valves, request.user.as_ref()));
             }
             let wait = upstream::backoff(attempt, failure.delay);
             tracing::info!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying the upstream request");

@@ -23,6 +23,9 @@ pub struct Failure {
     pub delay: Option<Duration>,
     /// The upstream refused replayed items: retry once without them (§7.5 "Recovery").
     pub replay: bool,
+    /// What went wrong below the message (the URL, the error chain): logged, and shown to
+    /// admins only with `ERROR_DETAILS_FOR_ADMINS`.
+    pub detail: Option<String>,
 }
 
 /// Longest server-asked delay we wait for before giving up.
@@ -58,18 +61,25 @@ pub async fn send(
     let idle = Duration::from_secs(valves.STREAM_IDLE_TIMEOUT_S);
     let resp = match tokio::time::timeout(idle, req.send()).await {
         Err(_) => {
-            let error = PipelineError::new(
-                ErrorKind::Timeout,
-                format!("OpenAI: no answer from {url} for {} s", valves.STREAM_IDLE_TIMEOUT_S),
-            );
-            return Err(Failure { error, retryable: true, delay: None, replay: false });
+            let seconds = valves.STREAM_IDLE_TIMEOUT_S;
+            let detail = format!("no answer from {url} for {seconds} s");
+            tracing::warn!(detail = %detail, "OpenAI did not answer");
+            let error = PipelineError::new(ErrorKind::Timeout, format!("OpenAI did not answer within {seconds} s"));
+            return Err(Failure { error, retryable: true, delay: None, replay: false, detail: Some(detail) });
         }
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Unavailable };
-            // reqwest's message names the URL, never headers, so the key cannot leak here.
-            let error = PipelineError::new(kind, format!("OpenAI: could not reach {url}: {}", error_chain(&e)));
-            return Err(Failure { error, retryable: true, delay: None, replay: false });
+            // Chat users get a short message; the URL and the error chain (reqwest names the
+            // URL, never headers, so no key) go to the log, and to admins if a valve says so.
+            let detail = format!("{url}: {}", sluice_sdk::error_chain(&e));
+            tracing::warn!(detail = %detail, "OpenAI could not be reached");
+            let (kind, message) = if e.is_timeout() {
+                (ErrorKind::Timeout, "OpenAI did not answer in time; try again in a moment")
+            } else {
+                (ErrorKind::Unavailable, "OpenAI could not be reached; try again in a moment")
+            };
+            let error = PipelineError::new(kind, message);
+            return Err(Failure { error, retryable: true, delay: None, replay: false, detail: Some(detail) });
         }
     };
     let status = resp.status().as_u16();
@@ -79,7 +89,7 @@ pub async fn send(
             return Ok(resp);
         }
         let error = PipelineError::upstream(format!("OpenAI: answered {ct:?} instead of an event stream"));
-        return Err(Failure { error, retryable: false, delay: None, replay: false });
+        return Err(Failure { error, retryable: false, delay: None, replay: false, detail: None });
     }
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let request_id = header("x-request-id");
@@ -122,7 +132,7 @@ pub async fn send(
     ));
     error.code = code;
     error.retry_after = asked.filter(|_| matches!(status, 429 | 503));
-    Err(Failure { error, retryable, delay: asked, replay })
+    Err(Failure { error, retryable, delay: asked, replay, detail: None })
 }
 
 /// Largest error body read; OpenAI's are a few hundred bytes, a misbehaving proxy's need not be.
@@ -149,17 +159,6 @@ fn truncate(text: &str, max: usize) -> String {
     } else {
         format!("{}…", text.chars().take(max).collect::<String>())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Parsed upstream events, one at a time, with an idle timeout.
@@ -217,7 +216,8 @@ impl Events {
                     self.pending.extend(self.reader.flush());
                 }
                 Ok(Some(Err(e))) => {
-                    return Err(PipelineError::upstream(format!("OpenAI: the connection broke: {}", error_chain(&e))))
+                    tracing::warn!(detail = %sluice_sdk::error_chain(&e), "the connection to OpenAI broke");
+                    return Err(PipelineError::upstream("OpenAI: the connection broke; the answer was cut short"));
                 }
                 Ok(Some(Ok(bytes))) => match self.reader.push(&bytes) {
                     Ok(events) => self.pending.extend(events),

@@ -146,6 +146,8 @@ pub struct ResponsesValves {
     /// Retries before the answer starts (429, 5xx, connection errors).
     #[schemars(range(max = 10))]
     pub MAX_RETRIES: u32,
+    /// When OpenAI cannot be reached, show Open WebUI admins the technical detail (the URL, the network error) in the chat; everyone else gets a short message, and the log has it all.
+    pub ERROR_DETAILS_FOR_ADMINS: bool,
 }
 
 impl Default for ResponsesValves {
@@ -194,6 +196,7 @@ impl Default for ResponsesValves {
             REQUEST_TIMEOUT_CONNECT_S: 30,
             STREAM_IDLE_TIMEOUT_S: 900,
             MAX_RETRIES: 2,
+            ERROR_DETAILS_FOR_ADMINS: false,
         }
     }
 }
