@@ -842,3 +842,23 @@ async fn a_process_that_cannot_listen_delivers_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.attempts(), before, "the process that could not listen sent reports:\n{text}");
 }
+
+/// Open WebUI 0.10 saves a web-UI reply as `output` items and sends the outlet with an empty
+/// `content`: the report still carries the answer's text, with block parsing on and off.
+#[tokio::test]
+async fn an_answer_kept_only_in_output_items_is_reported_with_its_text() {
+    for (parse, chat) in [("true", "chat-010a"), ("false", "chat-010b")] {
+        let mock = MockOpenPipe::start(OP_KEY).await;
+        let app = app(&mock, &format!("PARSE_OPENWEBUI_BLOCKS = {parse}")).await;
+        hook(&app, "inlet", &inlet_body(chat, "m-1", json!([{"role": "user", "content": "hi"}]))).await;
+        let history = json!([{"id": "q-1", "role": "user", "content": "hi"}]);
+        let mut outlet = outlet_body(chat, "m-1", history, "");
+        outlet["messages"][1]["output"] = json!([
+            {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": "Bonjour, Ada !", "annotations": []}]}]);
+        hook(&app, "outlet", &outlet).await;
+        let reports = mock.wait_for_reports(1, 10).await;
+        let message = &reports[0]["respPayload"]["choices"][0]["message"];
+        assert_eq!(message["content"], json!("Bonjour, Ada !"), "PARSE_OPENWEBUI_BLOCKS = {parse}: {message}");
+    }
+}

@@ -256,6 +256,17 @@ pub fn parts_text(item: &Value, key: &str) -> String {
     }
 }
 
+/// The answer's text in `output` items: their message items' text, in order.
+pub fn output_text(output: &[Value]) -> String {
+    let texts: Vec<String> = output
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("message"))
+        .map(|i| strip_markers(&parts_text(i, "content")).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    texts.join("\n\n")
+}
+
 /// Open WebUI 0.12 also keeps a reply as `output` items. When its tool calls or reasoning are
 /// there but not in the text (no `<details>` blocks), the items are the only record of them.
 pub fn parse_output(output: &[Value], message_id: &str) -> Option<Answer> {

@@ -64,9 +64,15 @@ impl OpenPipeReporting {
             kv.push(KvWrite::Delete { namespace: CAPTURE_NS.into(), key: key.clone() });
         }
 
-        // The answer as the model produced it.
-        let content = blocks::strip_markers(&message_text(last)).into_owned();
+        // The answer as the model produced it. Open WebUI 0.10 saves a web-UI reply as `output`
+        // items with an empty `content`: the text is then in their message items.
         let output = last.get("output").and_then(Value::as_array);
+        let mut content = blocks::strip_markers(&message_text(last)).into_owned();
+        if content.trim().is_empty() {
+            if let Some(items) = output {
+                content = blocks::output_text(items);
+            }
+        }
         let answer = if v.PARSE_OPENWEBUI_BLOCKS {
             let parsed = blocks::parse(&content, &message_id);
             match output {
