@@ -2,10 +2,11 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use sluice_sdk::{PipeEvent, PipeRequest, Pipeline, PipelineKind, ServedCompletion};
+use sluice_sdk::{PipeEvent, PipeRequest, Pipeline, PipelineKind};
 use tokio_util::sync::CancellationToken;
 
 use super::chat_request::ChatRequest;
+use super::observe::Observation;
 use crate::error::ApiError;
 use sluice_sdk::clock::unix_ms as unix_now_ms;
 
@@ -36,18 +37,15 @@ pub async fn chat_completions(
     // Cancels the pipe if the client leaves while it is still starting.
     let starting = cancel.clone().drop_guard();
     let started_at_ms = unix_now_ms();
-    // Filters see a non-streamed answer afterwards (background tasks are answered that way);
-    // the body is kept only when there is a filter to show it to.
-    let observers: Vec<Arc<dyn Pipeline>> = if stream {
-        Vec::new()
-    } else {
-        registry
-            .modules()
-            .iter()
-            .filter(|m| m.kind() == PipelineKind::Filter)
-            .map(|m| Arc::clone(&m.pipeline))
-            .collect()
-    };
+    // Filters see the answer afterwards (routes/observe.rs): every non-streamed one, and a
+    // streamed one when a filter asks for streams; the body is kept only when there is a
+    // filter to show it to.
+    let observers: Vec<Arc<dyn Pipeline>> = registry
+        .modules()
+        .iter()
+        .filter(|m| m.kind() == PipelineKind::Filter && (!stream || m.pipeline.observes_streams()))
+        .map(|m| Arc::clone(&m.pipeline))
+        .collect();
     let keep_body = !observers.is_empty();
     let request = PipeRequest {
         model: model.clone(),
@@ -89,8 +87,14 @@ pub async fn chat_completions(
         }
     }));
     let envelope = Envelope::new(&model);
+    let observation =
+        observed_body.map(|request| Observation { observers, model: model.clone(), request, started_at_ms, heavy });
     if stream {
         starting.disarm();
+        let events = match observation {
+            Some(o) => o.record(events, envelope.clone(), dialect),
+            None => events,
+        };
         let form = sse::Form::of(dialect, include_usage);
         let log = crate::telemetry::AnswerLog::of(&req);
         let body = sse::body(events, envelope, form, streams.get_ref().clone(), cancel, log);
@@ -102,20 +106,8 @@ pub async fn chat_completions(
     } else {
         let completion = sse::collect(events, envelope, dialect).await?;
         drop(starting);
-        if let Some(request) = observed_body {
-            let served = ServedCompletion {
-                model: model.clone(),
-                request,
-                response: completion.clone(),
-                started_at_ms,
-                finished_at_ms: unix_now_ms(),
-            };
-            // After the answer, off the request path (and off this thread when large).
-            tokio::spawn(crate::offload::run(heavy, async move {
-                for f in observers {
-                    f.observe_completion(&served).await;
-                }
-            }));
+        if let Some(o) = observation {
+            o.show(completion.clone(), false);
         }
         Ok(HttpResponse::Ok().json(completion))
     }

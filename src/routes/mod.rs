@@ -6,6 +6,7 @@ mod filter;
 mod health;
 mod metrics;
 mod models;
+mod observe;
 mod pipelines;
 mod valves;
 

@@ -862,3 +862,52 @@ async fn an_answer_kept_only_in_output_items_is_reported_with_its_text() {
         assert_eq!(message["content"], json!("Bonjour, Ada !"), "PARSE_OPENWEBUI_BLOCKS = {parse}: {message}");
     }
 }
+
+/// Open WebUI before 0.10 sends no outlet for an API caller's chat, and its inlet carries no
+/// chat or message id. With REPORT_API_CHATS_FROM_ANSWERS such a chat is reported once from
+/// the answer this server gave, streamed or not; without it (0.10 and later, which send the
+/// outlet) nothing is captured for it.
+#[tokio::test]
+async fn api_chats_without_an_outlet_are_reported_from_the_answer_when_asked() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "REPORT_API_CHATS_FROM_ANSWERS = true").await;
+    for (n, stream) in [(1, false), (2, true)] {
+        let messages = json!([{"role": "user", "content": format!("api question {n}")}]);
+        let mut inlet = inlet_body("", "", messages.clone());
+        inlet["model"] = json!("scripted_pipe");
+        inlet["stream"] = json!(stream);
+        inlet["metadata"]["chat_id"] = Value::Null;
+        inlet["metadata"]["message_id"] = Value::Null;
+        inlet["metadata"]["session_id"] = Value::Null;
+        hook(&app, "inlet", &inlet).await;
+        let chat = json!({"model": "scripted_pipe", "messages": messages, "stream": stream,
+                          "user": {"name": "Ada", "id": "u-123", "email": "ada@example.com", "role": "user"}});
+        let res = app.post_json("/chat/completions", &chat).await;
+        assert_eq!(res.status().as_u16(), 200);
+        let _ = res.text().await.unwrap();
+        let reports = mock.wait_for_reports(n, 10).await;
+        let report = &reports[n - 1];
+        assert_eq!(report["tags"]["capture"], "inlet_completion", "stream {stream}");
+        assert_eq!(report["tags"]["interaction_type"], "chat_message");
+        let said = format!("echo: api question {n}");
+        assert_eq!(report["respPayload"]["choices"][0]["message"]["content"], json!(said), "stream {stream}");
+        assert_eq!(report["reqPayload"]["messages"], messages);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.reports().len(), 2, "each once");
+
+    // Off (the default): the same chat is neither captured nor reported from its answer.
+    let update = json!({"REPORT_API_CHATS_FROM_ANSWERS": false});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    let messages = json!([{"role": "user", "content": "api question 3"}]);
+    let mut inlet = inlet_body("", "", messages.clone());
+    inlet["model"] = json!("scripted_pipe");
+    inlet["metadata"]["chat_id"] = Value::Null;
+    inlet["metadata"]["message_id"] = Value::Null;
+    hook(&app, "inlet", &inlet).await;
+    let chat = json!({"model": "scripted_pipe", "messages": messages, "stream": false,
+                      "user": {"name": "Ada", "id": "u-123", "email": "ada@example.com", "role": "user"}});
+    assert_eq!(app.post_json("/chat/completions", &chat).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.reports().len(), 2);
+}

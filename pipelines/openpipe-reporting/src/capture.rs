@@ -15,6 +15,9 @@ use crate::{now_ms, request, shrink, str_at, OpenPipeReporting};
 pub(crate) const CAPTURE_NS: &str = "openpipe_reporting.capture";
 /// Background-task inlets waiting for the completion this server answers for them.
 pub(crate) const TASK_NS: &str = "openpipe_reporting.task";
+/// Inlets of API callers' chats (no chat or message id) waiting for their completion, with
+/// `REPORT_API_CHATS_FROM_ANSWERS` (Open WebUI before 0.10 sends them no outlet).
+pub(crate) const API_NS: &str = "openpipe_reporting.api_chat";
 /// Live captures kept at most (§4.1), in number and in bytes; the outlet-only path still
 /// reports an evicted turn.
 const MAX_CAPTURES: usize = 10_000;
@@ -70,14 +73,14 @@ impl OpenPipeReporting {
     /// Keeps what the outlet (or, for a task, the answer) will need of this request.
     pub(crate) async fn keep(&self, rt: &Runtime, v: &ReportingValves, body: &Value, user: Option<&Value>) {
         if let Some((namespace, key, capture)) = self.capture(rt, v, body, user) {
-            let ttl = if namespace == TASK_NS { TASK_TTL } else { Duration::from_secs(v.PENDING_TTL_SECONDS) };
+            let ttl = if namespace == CAPTURE_NS { Duration::from_secs(v.PENDING_TTL_SECONDS) } else { TASK_TTL };
             let value = json!(capture);
             let bytes = shrink::serialized_len(&value) as u64;
             match rt.store.put(namespace, &key, &value, ttl).await {
                 Ok(()) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     let counter =
-                        if namespace == TASK_NS { &self.counters.task_captures } else { &self.counters.captured };
+                        if namespace == CAPTURE_NS { &self.counters.captured } else { &self.counters.task_captures };
                     let n = counter.fetch_add(1, Relaxed) + 1;
                     let since = rt.captured_bytes.fetch_add(bytes, Relaxed) + bytes;
                     // Bounded (§4.1): checked every 100 captures or 16 MiB, the oldest go first.
@@ -108,11 +111,18 @@ impl OpenPipeReporting {
             user.and_then(|u| u.get("id")).and_then(Value::as_str).map(str::to_string).or(meta_str("user_id"));
         let task = meta_str("task");
         let model_id = str_at(obj, "model").unwrap_or("unknown").to_string();
-        let (namespace, key) = match &task {
+        let ids = meta_str("chat_id").zip(meta_str("message_id"));
+        let (namespace, key) = match (&task, ids) {
             // Open WebUI never sends an outlet for a background task (§5.4): its answer is
             // matched later, when this server answers the same request (`observe_completion`).
-            Some(_) => (TASK_NS, task_key(user_id.as_deref(), &model_id, messages)),
-            None => (CAPTURE_NS, format!("{}|{}", meta_str("chat_id")?, meta_str("message_id")?)),
+            (Some(_), _) => (TASK_NS, task_key(user_id.as_deref(), &model_id, messages)),
+            (None, Some((chat, message))) => (CAPTURE_NS, format!("{chat}|{message}")),
+            // An API caller's chat: Open WebUI 0.10 and later send its outlet (reported
+            // without timing, as ids are missing); before 0.10 only the answer tells (§5.6).
+            (None, None) if v.REPORT_API_CHATS_FROM_ANSWERS => {
+                (API_NS, task_key(user_id.as_deref(), &model_id, messages))
+            }
+            (None, None) => return None,
         };
         let base_model_id = meta
             .and_then(|m| m.get("model"))

@@ -113,6 +113,12 @@ impl Pipeline for OpenPipeReporting {
         &[QUEUE]
     }
 
+    /// Only to report API chats of Open WebUI before 0.10 (tasks are never streamed).
+    fn observes_streams(&self) -> bool {
+        let v = self.valves.get();
+        v.active() && v.REPORT_API_CHATS_FROM_ANSWERS
+    }
+
     fn valves(&self) -> Option<Arc<dyn DynValves>> {
         Some(Arc::new(self.valves.clone()))
     }

@@ -1,5 +1,6 @@
-//! Background tasks (title, tags, follow-ups...; docs/reporting.md §5.4): Open WebUI sends no
-//! outlet for them, so a task's captured inlet is reported with the answer this server gave.
+//! Turns Open WebUI sends no outlet for, reported from their captured inlet and the answer this
+//! server gave: background tasks (title, tags, follow-ups...; docs/reporting.md §5.4), and with
+//! `REPORT_API_CHATS_FROM_ANSWERS` the chats of API callers on Open WebUI before 0.10 (§5.6).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 use sluice_sdk::outbox::KvWrite;
 use sluice_sdk::{ServedCompletion, StoreError};
 
-use crate::capture::{task_key, Capture, TASK_NS};
+use crate::capture::{task_key, Capture, API_NS, TASK_NS};
 use crate::interaction::Interaction;
 use crate::report::{Head, Turn};
 use crate::runtime::{load, Runtime};
@@ -27,11 +28,19 @@ impl OpenPipeReporting {
         let user_id = served.request.get("user").and_then(|u| u.get("id")).and_then(Value::as_str);
         let messages = served.request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         let key = task_key(user_id, &served.model, messages);
-        let Some(capture) = load::<Capture>(rt, TASK_NS, &key).await? else { return Ok(()) };
-        let kv = vec![KvWrite::Delete { namespace: TASK_NS.into(), key }];
-        let task = capture.task.clone().unwrap_or_else(|| "unknown".into());
-        let interaction =
-            if v.INCLUDE_INTERACTION_CLASSIFICATION { Interaction::Task(task.clone()) } else { Interaction::Unknown };
+        let found = match load::<Capture>(rt, TASK_NS, &key).await? {
+            Some(capture) => Some((TASK_NS, capture)),
+            None if v.REPORT_API_CHATS_FROM_ANSWERS => load::<Capture>(rt, API_NS, &key).await?.map(|c| (API_NS, c)),
+            None => None,
+        };
+        let Some((namespace, capture)) = found else { return Ok(()) };
+        let kv = vec![KvWrite::Delete { namespace: namespace.into(), key }];
+        let task = capture.task.clone();
+        let interaction = match (&task, v.INCLUDE_INTERACTION_CLASSIFICATION) {
+            (_, false) => Interaction::Unknown,
+            (Some(name), true) => Interaction::Task(name.clone()),
+            (None, true) => Interaction::ChatMessage,
+        };
         let allowed = v.reports(&interaction);
         if !allowed {
             self.counters.skipped_by_type.fetch_add(1, Relaxed);
@@ -57,7 +66,10 @@ impl OpenPipeReporting {
             request: capture.request.clone(),
             model,
             // The chat's own answer uses `chatcmpl-<message id>`; the task gets its own id.
-            message_id: format!("{message_id}-{task}"),
+            message_id: match &task {
+                Some(task) => format!("{message_id}-{task}"),
+                None => message_id.clone(),
+            },
             head,
             tail: Vec::new(),
             custom: v.custom(),

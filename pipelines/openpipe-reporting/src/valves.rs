@@ -86,6 +86,8 @@ pub struct ReportingValves {
     /// Most delivery attempts this replica starts per second (1-1000); with several replicas the total is this times their number.
     #[schemars(range(min = 1, max = 1000))]
     pub MAX_ATTEMPTS_PER_SECOND: u32,
+    /// For Open WebUI before 0.10 only: report chats of API callers (/api/chat/completions), which get no outlet there, from the answer this server gave. Leave off on 0.10 and later: they send the outlet, and both would report the turn.
+    pub REPORT_API_CHATS_FROM_ANSWERS: bool,
 }
 
 impl Default for ReportingValves {
@@ -116,6 +118,7 @@ impl Default for ReportingValves {
             PENDING_TTL_SECONDS: 3600,
             MAX_REPORT_BYTES: 900_000,
             MAX_ATTEMPTS_PER_SECOND: 50,
+            REPORT_API_CHATS_FROM_ANSWERS: false,
         }
     }
 }
@@ -216,6 +219,7 @@ impl Valves for ReportingValves {
             ("DELIVERY_MAX_AGE_HOURS", "Delivery Max Age (hours)"),
             ("PENDING_TTL_SECONDS", "Pending Capture TTL (seconds)"),
             ("MAX_REPORT_BYTES", "Max Report Size (bytes)"),
+            ("REPORT_API_CHATS_FROM_ANSWERS", "Report API Chats From Answers (Open WebUI < 0.10)"),
         ]
     }
 

@@ -122,9 +122,16 @@ pub trait Pipeline: Send + Sync + 'static {
         Ok(body)
     }
 
-    /// Sees a non-streamed completion a pipe of this server answered (background tasks are
-    /// answered that way). Runs after the answer was sent; must not block.
+    /// Sees a completion a pipe of this server answered: every non-streamed one (background
+    /// tasks are answered that way), and streamed ones too while [`Self::observes_streams`]
+    /// says so. Runs after the answer was sent; must not block.
     async fn observe_completion(&self, _completion: &ServedCompletion) {}
+
+    /// Whether streamed answers are recorded for [`Self::observe_completion`]. Recording costs a
+    /// copy of every event of every stream, so it is off unless the filter needs it now.
+    fn observes_streams(&self) -> bool {
+        false
+    }
 
     /// Sees (and may change) the finished exchange.
     async fn outlet(&self, body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {

@@ -47,6 +47,8 @@ pub struct ServedCompletion {
     /// Unix milliseconds when the request arrived and when the answer was complete.
     pub started_at_ms: u64,
     pub finished_at_ms: u64,
+    /// The answer went out as a stream (and was collected for the observers).
+    pub streamed: bool,
 }
 
 impl PipeRequest {

@@ -1,0 +1,21 @@
+import { chromium } from 'playwright-core';
+import fs from 'fs';
+const cfg = JSON.parse(fs.readFileSync(new URL('./.serve.json', import.meta.url)));
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true,
+  args: ['--no-sandbox','--disable-gpu','--disable-quic','--no-first-run','--disable-background-networking','--disable-component-update','--disable-sync'] });
+const context = await browser.newContext({ baseURL: cfg.owuiUrl, viewport: { width: 1440, height: 1000 } });
+const page = await context.newPage();
+page.setDefaultTimeout(20000);
+await page.goto('/auth');
+await page.locator('#email').fill('admin@example.com');
+await page.locator('#password').fill('browser-Pass-1234');
+await page.getByRole('button', { name: 'Sign in' }).click();
+await page.locator('#chat-input').waitFor();
+await page.goto('/?models=openai_responses.o4-mini');
+await page.locator('#chat-input').fill('e2e:reasoning 17 x 23');
+await page.locator('#send-message-button').click();
+await page.waitForTimeout(6000);
+await page.screenshot({ path: '/tmp/explore/chat.png' });
+console.log(await page.locator('#messages-container').innerText());
+console.log(await page.locator('.chat-assistant').first().innerHTML().then(h=>h.slice(0,3000)));
+await browser.close();
