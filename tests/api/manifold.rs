@@ -826,3 +826,41 @@ async fn an_unreachable_upstream_is_a_short_message_and_details_for_admins_only(
         assert_eq!(message.contains(&format!("127.0.0.1:{closed}")), shows, "{details} {role}: {message}");
     }
 }
+
+/// What reaches OpenAI for models the table knows, declares, or routes: tools only to models
+/// that take them (the table, or MODEL_CAPABILITIES_JSON for a proxy's id), verbosity only to
+/// models with that capability, and gpt-5-auto answered by gpt-5-chat-latest.
+#[tokio::test]
+async fn capabilities_decide_what_is_sent_and_operators_can_declare_them() {
+    let mock = MockServer::start().await;
+    on_responses().respond_with(sse_response("1_plain_text.sse")).mount(&mock).await;
+    let valves = "MODEL_ID = [\"gpt-4.1\", \"gpt-5-mini\", \"my-proxy\", \"other-proxy\", \"gpt-5-auto\"]\n\
+                  MODEL_CAPABILITIES_JSON = '{\"my-proxy\": {\"tools\": true, \"verbosity\": true}}'\n";
+    let app = manifold_app(&mock, valves).await;
+    let extra = json!({"tools": weather_tool(), "verbosity": "low"});
+    for model in ["gpt-4.1", "gpt-5-mini", "my-proxy", "other-proxy", "gpt-5-auto"] {
+        let res = app.post_json("/v1/chat/completions", &chat(model, system_and("hi"), extra.clone())).await;
+        assert_eq!(res.status().as_u16(), 200, "{model}");
+        let _ = res.text().await.unwrap();
+    }
+    let sent = upstream_bodies(&mock).await;
+    let facts: Vec<(String, bool, bool)> = sent
+        .iter()
+        .map(|b| {
+            (b["model"].as_str().unwrap().to_string(), b.get("tools").is_some(), b.pointer("/text/verbosity").is_some())
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            ("gpt-4.1".to_string(), true, false),
+            ("gpt-5-mini".to_string(), true, true),
+            ("my-proxy".to_string(), true, true),
+            ("other-proxy".to_string(), false, false),
+            ("gpt-5-chat-latest".to_string(), true, false),
+        ]
+    );
+    let bad = json!({"MODEL_CAPABILITIES_JSON": "{\"x\": {\"tool\": true}}"});
+    let (status, answer) = json_of(app.post_json("/openai_responses/valves/update", &bad).await).await;
+    assert_eq!(status, 422, "{answer}");
+}

@@ -361,3 +361,41 @@ async fn an_empty_environment_variable_is_an_unset_one() {
     let (_, spec) = json_of(app.get("/scripted_pipe/valves/spec").await).await;
     assert!(spec["properties"]["MAX"].get("readOnly").is_none(), "{spec}");
 }
+
+/// The shipped valves files show defaults and examples apart: a commented `# KEY = value` is
+/// the built-in default, and a value that is not must say `# example`.
+#[test]
+fn the_shipped_files_show_each_default_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = sluice::registry::Registry::build(
+        sluice::registry::builtin(),
+        dir.path(),
+        &sluice::valves::ValvesEnv::Map(HashMap::new()),
+    )
+    .unwrap();
+    for module in registry.modules() {
+        let Some(valves) = &module.valves else { continue };
+        let defaults = &valves.schema.spec["properties"];
+        let file = format!("{}/valves/{}.toml", env!("CARGO_MANIFEST_DIR"), module.id());
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut shown = 0;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# ") else { continue };
+            let Some((key, _)) = rest.split_once(" = ") else { continue };
+            if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || defaults.get(key).is_none() {
+                continue;
+            }
+            let parsed: toml::Table = rest.parse().unwrap_or_else(|e| panic!("{file}: {line}: {e}"));
+            let value = serde_json::to_value(&parsed[key]).unwrap();
+            let example = rest.split_once(" = ").unwrap().1.contains("# example");
+            let default = &defaults[key]["default"];
+            if !example {
+                assert_eq!(&value, default, "{file}: `{line}` is not the default; mark it `# example`");
+                shown += 1;
+            } else {
+                assert_ne!(&value, default, "{file}: `{line}` is the default, not an example");
+            }
+        }
+        assert!(shown > 10, "{file}: {shown} defaults shown");
+    }
+}

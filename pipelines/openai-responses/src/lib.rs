@@ -418,7 +418,7 @@ impl Pipeline for OpenAIResponses {
         if valves.API_KEY.is_empty() {
             return Err(PipelineError::not_configured(MISSING_KEY));
         }
-        let model = models::resolve(&request.model_id);
+        let model = models::resolve_with(&request.model_id, valves.declared_capabilities().as_ref());
         if request.dialect == Dialect::OpenAi {
             // Open WebUI sends its admin's model settings as they are, and gets them dropped as
             // before; other clients asked for them and are told (docs/manifold.md §4.8).

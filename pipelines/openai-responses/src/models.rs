@@ -58,6 +58,7 @@ const BASE_MODELS: &[(&str, Caps)] = &[
     ("gpt-5.2-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5.1-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5-chat-latest", caps(true, false, false, true, false, false)),
+    ("codex-mini-latest", caps(true, true, true, false, false, false)),
     (
         "chatgpt-4o-latest",
         Caps { tools: false, reasoning: false, summary: false, web_search: false, image: false, verbosity: false },
@@ -95,11 +96,13 @@ pub struct Resolved {
     pub caps: Caps,
     /// `reasoning` preset of an alias (`{"effort": "high"}`), merged over the request's.
     pub preset: Option<Map<String, Value>>,
+    /// The flags come from `MODEL_CAPABILITIES_JSON`.
+    pub declared: bool,
 }
 
 impl Resolved {
     pub fn known(&self) -> bool {
-        caps_of(&self.base).is_some()
+        self.declared || caps_of(&self.base).is_some()
     }
 }
 
@@ -123,14 +126,49 @@ pub fn normalize(id: &str) -> String {
     id
 }
 
+/// The capability names of `MODEL_CAPABILITIES_JSON`, in `Caps` order.
+pub const CAPABILITY_NAMES: [&str; 6] = ["tools", "reasoning", "summary", "web_search", "image", "verbosity"];
+
+/// Flags declared by the operator for one id: `{"tools": true, ...}`, a missing name is false.
+pub fn caps_from(declared: &Map<String, Value>) -> Caps {
+    let on = |k: &str| declared.get(k).and_then(Value::as_bool).unwrap_or(false);
+    caps(on("tools"), on("reasoning"), on("summary"), on("web_search"), on("image"), on("verbosity"))
+}
+
+/// [`resolve`], with the operator's declared capabilities (`MODEL_CAPABILITIES_JSON`, by
+/// normalised id or base model) winning over the table: proxies and models newer than it.
+pub fn resolve_with(requested: &str, declared: Option<&Map<String, Value>>) -> Resolved {
+    let mut r = resolve(requested);
+    if let Some(d) = declared {
+        let own = d.get(&r.id).or_else(|| d.get(&r.base)).and_then(Value::as_object);
+        if let Some(flags) = own {
+            r.caps = caps_from(flags);
+            r.declared = true;
+        }
+    }
+    r
+}
+
 /// Resolves an alias to its base model and preset; unknown ids pass through without flags.
 pub fn resolve(requested: &str) -> Resolved {
     let id = normalize(requested);
     if id == "gpt-5.6" {
-        return Resolved { id: id.clone(), base: "gpt-5.6-sol".into(), caps: FULL, preset: None };
+        return Resolved { id: id.clone(), base: "gpt-5.6-sol".into(), caps: FULL, preset: None, declared: false };
+    }
+    // The Function's router pseudo-model: its released form answers with gpt-5-chat-latest
+    // (the routing itself was experimental upstream and is not offered; docs/manifold.md §3.4).
+    if id == "gpt-5-auto" {
+        let base = "gpt-5-chat-latest";
+        return Resolved {
+            id: id.clone(),
+            base: base.into(),
+            caps: caps_of(base).unwrap_or_default(),
+            preset: None,
+            declared: false,
+        };
     }
     if let Some(c) = caps_of(&id) {
-        return Resolved { id: id.clone(), base: id, caps: c, preset: None };
+        return Resolved { id: id.clone(), base: id, caps: c, preset: None, declared: false };
     }
     for (base, efforts, pro) in ALIASES {
         let Some(rest) = id.strip_prefix(base).and_then(|r| r.strip_prefix('-')) else { continue };
@@ -150,9 +188,9 @@ pub fn resolve(requested: &str) -> Resolved {
             continue;
         }
         let c = caps_of(base).unwrap_or_default();
-        return Resolved { id: id.clone(), base: (*base).to_string(), caps: c, preset: Some(preset) };
+        return Resolved { id: id.clone(), base: (*base).to_string(), caps: c, preset: Some(preset), declared: false };
     }
-    Resolved { id: id.clone(), base: id, caps: Caps::default(), preset: None }
+    Resolved { id: id.clone(), base: id, caps: Caps::default(), preset: None, declared: false }
 }
 
 /// `gpt-5.6-luna-pro` → `GPT 5.6 Luna Pro`, `o4-mini-deep-research` → `o4 Mini Deep Research`.
@@ -258,6 +296,18 @@ mod tests {
         assert_eq!((unknown.base.as_str(), unknown.caps, unknown.known()), ("my-proxy-model", Caps::default(), false));
         // Not an alias: gpt-5.1 has no "minimal".
         assert!(!resolve("gpt-5.1-minimal").known());
+        assert_eq!(resolve("gpt-5-auto").base, "gpt-5-chat-latest");
+        assert!(resolve("codex-mini-latest").caps.reasoning);
+    }
+
+    #[test]
+    fn declared_capabilities_win_over_the_table() {
+        let declared = json!({"my-proxy-model": {"tools": true, "reasoning": true}, "gpt-4.1": {"tools": false}});
+        let d = declared.as_object();
+        let r = resolve_with("my-proxy-model", d);
+        assert!(r.known() && r.caps.tools && r.caps.reasoning && !r.caps.verbosity);
+        assert!(!resolve_with("gpt-4.1", d).caps.tools);
+        assert!(resolve_with("o4-mini", d).caps.reasoning, "ids not declared keep the table's flags");
     }
 
     #[test]

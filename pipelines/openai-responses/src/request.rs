@@ -433,7 +433,8 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
 
     // Text options.
     let mut text = Map::new();
-    if let Some(v) = body.get("verbosity").and_then(Value::as_str) {
+    // Only to models that take it: the others refuse the whole request.
+    if let Some(v) = body.get("verbosity").and_then(Value::as_str).filter(|_| model.caps.verbosity) {
         text.insert("verbosity".into(), v.into());
     }
     if let Some(format) = body.get("response_format").and_then(tools::text_format) {

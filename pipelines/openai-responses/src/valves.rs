@@ -135,6 +135,8 @@ pub struct ResponsesValves {
     pub SHOW_USAGE_COST: bool,
     /// JSON {"<base model>": {"input": x, "cached_input": y, "output": z}} in USD per 1M tokens.
     pub CUSTOM_MODEL_PRICING_JSON: Option<String>,
+    /// JSON {"<model id>": {"tools": true, "reasoning": true, "summary": true, "web_search": false, "image": false, "verbosity": false}}: what a model the built-in table does not know (a proxy, a newer model) accepts, or corrections to the table. A missing name is false.
+    pub MODEL_CAPABILITIES_JSON: Option<String>,
     /// Days the items behind an answer (encrypted reasoning, tool calls) stay replayable; 0 keeps none.
     pub ITEM_STORE_TTL_DAYS: u32,
     /// Seconds to wait for a connection to the upstream.
@@ -192,6 +194,7 @@ impl Default for ResponsesValves {
             STATUS_UPDATES: true,
             SHOW_USAGE_COST: true,
             CUSTOM_MODEL_PRICING_JSON: None,
+            MODEL_CAPABILITIES_JSON: None,
             ITEM_STORE_TTL_DAYS: 30,
             REQUEST_TIMEOUT_CONNECT_S: 30,
             STREAM_IDLE_TIMEOUT_S: 900,
@@ -257,6 +260,14 @@ impl ResponsesValves {
         error
     }
 
+    /// `MODEL_CAPABILITIES_JSON`, parsed (it was validated when it went live).
+    pub fn declared_capabilities(&self) -> Option<serde_json::Map<String, Value>> {
+        match json_of("", &self.MODEL_CAPABILITIES_JSON, &mut Vec::new()) {
+            Some(Value::Object(map)) => Some(map),
+            _ => None,
+        }
+    }
+
     pub fn custom_pricing(&self) -> Option<Value> {
         json_of("", &self.CUSTOM_MODEL_PRICING_JSON, &mut Vec::new())
     }
@@ -319,6 +330,22 @@ impl Valves for ResponsesValves {
                         format!("server {i}: header values must be printable ASCII without line breaks"),
                     ));
                 }
+            }
+        }
+        if let Some(v) = json_of("MODEL_CAPABILITIES_JSON", &self.MODEL_CAPABILITIES_JSON, &mut errors) {
+            let names = crate::models::CAPABILITY_NAMES;
+            let ok = v.as_object().is_some_and(|m| {
+                m.values().all(|flags| {
+                    flags
+                        .as_object()
+                        .is_some_and(|f| f.iter().all(|(k, v)| names.contains(&k.as_str()) && v.is_boolean()))
+                })
+            });
+            if !ok {
+                errors.push(FieldError::new(
+                    "MODEL_CAPABILITIES_JSON",
+                    format!("must map model ids to objects of booleans named {}", names.join(", ")),
+                ));
             }
         }
         if let Some(v) = json_of("CUSTOM_MODEL_PRICING_JSON", &self.CUSTOM_MODEL_PRICING_JSON, &mut errors) {
