@@ -55,3 +55,44 @@ async fn a_new_pipeline_is_listed_configured_and_answers() {
     assert_eq!(status, 400, "{error}");
     assert!(error["detail"].as_str().unwrap().contains("nothing to count"));
 }
+
+/// A pipe that has its answer in one piece returns a `chat.completion` (the reference's
+/// "return a dict"), through `sluice_sdk::completion::stream`: callers get it streamed or
+/// whole like any other answer.
+struct WholeAnswer;
+
+#[sluice_sdk::async_trait]
+impl sluice_sdk::Pipeline for WholeAnswer {
+    fn id(&self) -> &str {
+        "whole_answer"
+    }
+    fn name(&self) -> &str {
+        "Whole Answer"
+    }
+    fn kind(&self) -> sluice_sdk::PipelineKind {
+        sluice_sdk::PipelineKind::Pipe
+    }
+    async fn pipe(
+        &self,
+        _request: sluice_sdk::PipeRequest,
+    ) -> Result<sluice_sdk::PipeStream, sluice_sdk::PipelineError> {
+        sluice_sdk::completion::stream(&json!({"object": "chat.completion", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "All at once."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}))
+    }
+}
+
+#[tokio::test]
+async fn a_pipe_may_return_one_whole_completion() {
+    let app = spawn_app_with(Options { pipelines: vec![Arc::new(WholeAnswer)], ..Default::default() }).await.unwrap();
+    let ask = |stream: bool| json!({"model": "whole_answer", "stream": stream, "messages": [{"role": "user", "content": "q"}]});
+    let (status, answer) = json_of(app.post_json("/chat/completions", &ask(false)).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["choices"][0]["message"]["content"], "All at once.");
+    assert_eq!(answer["usage"]["total_tokens"], 5);
+    let mut streamed = ask(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let text = app.post_json("/chat/completions", &streamed).await.text().await.unwrap();
+    assert!(text.contains("\"content\": \"All at once.\"") && text.contains("\"total_tokens\": 5"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}

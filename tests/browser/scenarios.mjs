@@ -166,19 +166,20 @@ async function savePipelines(pipelineId, seconds = 8) {
 	return { status: response.status(), body };
 }
 
-/** Selects a pipeline on Admin > Settings > Pipelines and waits for its valves' fields. */
-async function selectPipeline(label) {
+/** Selects a pipeline on Admin > Settings > Pipelines (shown as "<id> (<type>)") and waits
+ * for its valves' fields. */
+async function selectPipeline(id) {
 	const select = page.locator('select#pipeline');
 	await select.waitFor({ timeout: 30000 });
-	const options = await select.locator('option').allInnerTexts();
-	const option = options.find((o) => label.test(o));
-	check(option, `no pipeline matching ${label} in ${JSON.stringify(options)}`);
+	const options = (await select.locator('option').allInnerTexts()).map((o) => o.trim());
+	const option = options.find((o) => o.split(' ')[0] === id);
+	check(option, `no pipeline ${id} in ${JSON.stringify(options)}`);
 	const before = await select.evaluate((el) => el.options[el.selectedIndex]?.text.trim());
-	if (before !== option.trim()) await select.selectOption({ label: option.trim() });
-	// Every pipeline of sluice has a URL valve; its field shows once the valves are loaded.
-	const url = /OpenPipe/.test(option) ? 'OpenPipe Base URL' : 'Base URL';
+	if (before !== option) await select.selectOption({ label: option });
+	// Each of sluice's pipelines has a URL valve; its field shows once the valves are loaded.
+	const url = id === 'openpipe_reporting' ? 'OpenPipe Base URL' : 'Base URL';
 	await (await valveInput(url)).waitFor({ timeout: 20000 });
-	return option.trim();
+	return option;
 }
 
 /** Picks a model in the chat's model picker, as a user does. */
@@ -340,7 +341,7 @@ await scenario('admin_signs_up_and_registers_sluice', [], async () => {
 await scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openpipe_reporting', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 	});
 	const timeout = await valveInput('Timeout Seconds');
 	await step('the empty OpenPipe key field', async () => {
@@ -369,7 +370,7 @@ await scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_regis
 	});
 	await step('the change is kept', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 		check((await timeout.inputValue()) === '12', `TIMEOUT_SECONDS shows ${await timeout.inputValue()}`);
 	});
 });
@@ -377,7 +378,7 @@ await scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_regis
 await scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openpipe_reporting', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 	});
 	const key = await valveInput('OpenPipe API Key');
 	await step('type the key', async () => {
@@ -399,7 +400,7 @@ await scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_slui
 	});
 	await step('after a reload the key is masked', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 		const shown = await key.inputValue();
 		const last4 = cfg.openpipeKey.slice(-4);
 		check(shown === `********${last4}`, `the key field shows ${JSON.stringify(shown)}, expected ********${last4}`);
@@ -413,7 +414,7 @@ await scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_maske
 	const timeout = await valveInput('Timeout Seconds');
 	await step('open openpipe_reporting', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 		before = await timeout.inputValue();
 	});
 	await step('save TIMEOUT_SECONDS = 0', async () => {
@@ -441,7 +442,7 @@ await scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_maske
 	});
 	await step('the refused value is not stored', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenPipe/i);
+		await selectPipeline('openpipe_reporting');
 		const after = await timeout.inputValue();
 		check(after !== '0', 'TIMEOUT_SECONDS shows 0 after the refusal');
 		note(`after the reload TIMEOUT_SECONDS shows ${after} (it was ${before} before the refused save)`);
@@ -451,7 +452,7 @@ await scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_maske
 await scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openai_responses', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenAI/i);
+		await selectPipeline('openai_responses');
 	});
 	const retries = await valveInput('Max Retries');
 	const key = await valveInput('API Key');
@@ -479,7 +480,7 @@ await scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluic
 	});
 	await step('the change is kept and the key still works', async () => {
 		await openAdminSettings('pipelines');
-		await selectPipeline(/OpenAI/i);
+		await selectPipeline('openai_responses');
 		check((await retries.inputValue()) === '2', `MAX_RETRIES shows ${await retries.inputValue()}`);
 		const r = await fetch(`${cfg.sluiceUrl}/openai_responses/valves`, {
 			headers: { Authorization: `Bearer ${cfg.sluiceKey}` }
@@ -592,18 +593,19 @@ await scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], 
 		await block.locator('#close-edit-message-button').click();
 	});
 	const exported = async (label, pattern) => {
-		await page.getByRole('button', { name: 'Chat actions' }).click();
-		await page.getByRole('button', { name: 'Download' }).or(page.getByText('Download', { exact: true })).first().hover();
+		const download = page.getByRole('button', { name: 'Download', exact: true });
+		if (!(await download.isVisible())) await page.getByRole('button', { name: 'Chat actions' }).click();
+		await download.hover();
 		const item = page.getByText(label, { exact: true });
 		await item.waitFor({ timeout: 10000 });
-		const [download] = await Promise.all([page.waitForEvent('download', { timeout: 20000 }), item.click()]);
-		const file = path.join(cfg.artifacts, `export-${download.suggestedFilename().replace(/[^A-Za-z0-9_.-]+/g, '_')}`);
-		await download.saveAs(file);
-		const text = fs.readFileSync(file, 'utf8');
-		fs.unlinkSync(file);
-		check(pattern.test(download.suggestedFilename()), `downloaded ${download.suggestedFilename()}`);
-		await page.keyboard.press('Escape');
-		return { name: download.suggestedFilename(), text };
+		const [file] = await Promise.all([page.waitForEvent('download', { timeout: 20000 }), item.click()]);
+		const saved = path.join(cfg.artifacts, `export-${Date.now()}`);
+		await file.saveAs(saved);
+		const text = fs.readFileSync(saved, 'utf8');
+		fs.unlinkSync(saved);
+		check(pattern.test(file.suggestedFilename()), `downloaded ${file.suggestedFilename()}`);
+		for (let i = 0; i < 3 && (await download.isVisible()); i++) await page.keyboard.press('Escape');
+		return { name: file.suggestedFilename(), text };
 	};
 	await step('export the chat as .txt', async () => {
 		const { name, text } = await exported('Plain text (.txt)', /\.txt$/);

@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod completion;
 mod context;
 pub mod digest;
 mod error;
