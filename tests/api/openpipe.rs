@@ -911,3 +911,36 @@ async fn api_chats_without_an_outlet_are_reported_from_the_answer_when_asked() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.reports().len(), 2);
 }
+
+/// The switches of what a report carries: tool metrics, timing, and tool turns at all.
+#[tokio::test]
+async fn metric_and_tool_switches_change_what_is_reported() {
+    let answered = format!("{}done", tool_block("call_5", "calc", "{}", "4"));
+    // Defaults: tool metrics and timing present.
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let first = app(&mock, "").await;
+    turn(&first, "c-s", "m-s", "2+2?", &answered).await;
+    let reports = mock.wait_for_reports(2, 10).await;
+    assert!(reports.iter().all(|r| r["tags"]["tools_used"] == "calc" && r["tags"]["has_tool_calls"] == "true"));
+    assert!(reports.iter().all(|r| r["tags"].get("inference_time_ms").is_some()));
+
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let second = app(&mock, "INCLUDE_TOOL_METRICS = false\nINCLUDE_TIMING_METRICS = false").await;
+    turn(&second, "c-s", "m-s", "2+2?", &answered).await;
+    let reports = mock.wait_for_reports(2, 10).await;
+    for r in &reports {
+        for absent in ["tools_used", "has_tool_calls", "tool_call_count", "inference_time_ms"] {
+            assert!(r["tags"].get(absent).is_none(), "{absent}: {}", r["tags"]);
+            assert!(r["reqPayload"]["metadata"].get(absent).is_none(), "{absent}");
+        }
+    }
+    assert_eq!(reports[0]["tags"]["interaction_type"], "function_calling", "classification is not a metric");
+
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let third = app(&mock, "REPORT_TOOL_INTERACTIONS = false").await;
+    turn(&third, "c-t", "m-tool", "2+2?", &answered).await;
+    turn(&third, "c-t", "m-chat", "hi", "hello").await;
+    let reports = mock.wait_for_reports(1, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-chat"], "{reports:?}");
+}

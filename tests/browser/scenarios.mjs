@@ -593,10 +593,10 @@ await scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], 
 		await block.locator('#close-edit-message-button').click();
 	});
 	const exported = async (label, pattern) => {
-		const download = page.getByRole('button', { name: 'Download', exact: true });
-		if (!(await download.isVisible())) await page.getByRole('button', { name: 'Chat actions' }).click();
+		const download = page.getByRole('button', { name: 'Download', exact: true }).filter({ visible: true });
+		await page.getByRole('button', { name: 'Chat actions' }).click();
 		await download.hover();
-		const item = page.getByText(label, { exact: true });
+		const item = page.getByText(label, { exact: true }).filter({ visible: true });
 		await item.waitFor({ timeout: 10000 });
 		const [file] = await Promise.all([page.waitForEvent('download', { timeout: 20000 }), item.click()]);
 		const saved = path.join(cfg.artifacts, `export-${Date.now()}`);
@@ -604,7 +604,10 @@ await scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], 
 		const text = fs.readFileSync(saved, 'utf8');
 		fs.unlinkSync(saved);
 		check(pattern.test(file.suggestedFilename()), `downloaded ${file.suggestedFilename()}`);
-		for (let i = 0; i < 3 && (await download.isVisible()); i++) await page.keyboard.press('Escape');
+		for (let i = 0; i < 3 && (await download.count()); i++) {
+			await page.keyboard.press('Escape');
+			await page.waitForTimeout(300);
+		}
 		return { name: file.suggestedFilename(), text };
 	};
 	await step('export the chat as .txt', async () => {

@@ -395,10 +395,12 @@ impl Pipeline for OpenAIResponses {
                 stash.insert(key.into(), v.clone());
             }
         }
-        let model = map
-            .get("model")
-            .and_then(Value::as_str)
-            .map(|m| models::resolve(m.rsplit_once(&format!("{PIPELINE_ID}.")).map_or(m, |(_, s)| s)));
+        let model = map.get("model").and_then(Value::as_str).map(|m| {
+            models::resolve_with(
+                m.rsplit_once(&format!("{PIPELINE_ID}.")).map_or(m, |(_, s)| s),
+                valves.declared_capabilities().as_ref(),
+            )
+        });
         let toggle = map.get("features").and_then(|f| f.get("web_search")).and_then(Value::as_bool).unwrap_or(false);
         if toggle && valves.WEB_SEARCH_FROM_TOGGLE && model.is_some_and(|m| m.caps.web_search) {
             stash.insert("web_search".into(), true.into());
