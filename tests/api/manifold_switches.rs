@@ -140,3 +140,39 @@ async fn reasoning_display_modes() {
         }
     }
 }
+
+/// LOG_LEVEL: a "Logs" citation of what the pipe did, without message text or keys; only for
+/// the users LOG_USERS names; none by default.
+#[tokio::test]
+async fn the_answer_log_is_a_citation_without_text_or_keys() {
+    for (valves, user_email, expect) in [
+        ("", "n@example.com", false),
+        ("LOG_LEVEL = \"debug\"\n", "n@example.com", true),
+        ("LOG_LEVEL = \"info\"\nLOG_USERS = [\"ops@example.com\"]\n", "n@example.com", false),
+        ("LOG_LEVEL = \"info\"\nLOG_USERS = [\"ops@example.com\"]\n", "ops@example.com", true),
+    ] {
+        let mock = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(sse_response("2_reasoning_summary.sse"))
+            .mount(&mock)
+            .await;
+        let app = manifold_app(&mock, valves).await;
+        let mut body = chat("o4-mini", system_and("What is 17 times 23?"), json!({}));
+        body["user"]["email"] = json!(user_email);
+        let text = app.post_json("/v1/chat/completions", &body).await.text().await.unwrap();
+        let logs: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v["event"]["type"] == "source" && v["event"]["data"]["source"]["name"] == "Logs")
+            .collect();
+        assert_eq!(!logs.is_empty(), expect, "{valves} {user_email}");
+        if let Some(log) = logs.first() {
+            let doc = log["event"]["data"]["document"][0].as_str().unwrap();
+            assert!(doc.contains("model o4-mini → o4-mini") && doc.contains("OpenAI answered HTTP 200"), "{doc}");
+            assert!(doc.contains("response completed: output reasoning, message"), "{doc}");
+            assert!(!doc.contains("17 times 23") && !doc.contains(crate::manifold::OPENAI_KEY), "{doc}");
+        }
+    }
+}

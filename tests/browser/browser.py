@@ -56,6 +56,12 @@ async def main(args) -> int:
         runners.append(await serve(oa, openai_port))
         op = web.Application(client_max_size=64 << 20)
         op.router.add_post("/api/v1/report", openpipe.report)
+
+        async def reports(_request):
+            # For the scenarios: what the mock OpenPipe received (tags only).
+            return web.json_response({"attempts": openpipe.attempts, "tags": [r.get("tags") or {} for r in openpipe.reports]})
+
+        op.router.add_get("/_test/reports", reports)
         runners.append(await serve(op, openpipe_port))
 
         valves = work / "valves"
@@ -109,7 +115,8 @@ async def main(args) -> int:
             "owuiUrl": owui_url, "sluiceUrl": sluice_url, "sluiceKey": e2e.SLUICE_KEY,
             "openaiKey": e2e.OPENAI_KEY, "openpipeKey": e2e.OPENPIPE_KEY,
             "openaiBaseUrl": f"http://127.0.0.1:{openai_port}/v1", "closedPort": closed_port,
-            "artifacts": str(artifacts), "only": args.only, "headed": False,
+            "openpipeReports": f"http://127.0.0.1:{openpipe_port}/_test/reports",
+            "artifacts": str(artifacts), "only": args.only,
             "sluiceLog": str(work / "sluice.log"), "owuiLog": str(work / "open-webui.log"),
         }
         if args.serve:

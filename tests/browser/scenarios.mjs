@@ -18,6 +18,9 @@ const MARKER = '[sluice:';
 const REASONING_END = '17 × 23 = 391.'; // "17 × 23 = **391**." as rendered (391 in bold)
 
 fs.mkdirSync(cfg.artifacts, { recursive: true });
+for (const old of fs.readdirSync(cfg.artifacts)) {
+	if (/--.*\.png$/.test(old)) fs.rmSync(path.join(cfg.artifacts, old)); // screenshots of an earlier run
+}
 
 // ---------------------------------------------------------------- harness
 
@@ -49,8 +52,14 @@ function withTimeout(promise, seconds, what) {
 	]);
 }
 
-async function scenario(name, needs, fn) {
-	if (cfg.only && !name.includes(cfg.only) && needs.length) return;
+const SCENARIOS = [];
+
+/** Declares a scenario; `needs`: the scenarios whose outcome it builds on (run first). */
+function scenario(name, needs, fn) {
+	SCENARIOS.push({ name, needs, fn });
+}
+
+async function run({ name, needs, fn }) {
 	const missing = needs.filter((n) => !passed.has(n));
 	if (missing.length) {
 		results.push(false);
@@ -269,7 +278,7 @@ page = await context.newPage();
 const consoleErrors = [];
 page.on('pageerror', (e) => consoleErrors.push(String(e?.message ?? e)));
 
-await scenario('admin_signs_up_and_registers_sluice', [], async () => {
+scenario('admin_signs_up_and_registers_sluice', [], async () => {
 	await step('open the start page', async () => {
 		await page.goto('/');
 		await page.waitForURL(/\/auth/, { timeout: 60000 });
@@ -338,7 +347,7 @@ await scenario('admin_signs_up_and_registers_sluice', [], async () => {
 	});
 });
 
-await scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openpipe_reporting', async () => {
 		await openAdminSettings('pipelines');
 		await selectPipeline('openpipe_reporting');
@@ -375,7 +384,7 @@ await scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_regis
 	});
 });
 
-await scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openpipe_reporting', async () => {
 		await openAdminSettings('pipelines');
 		await selectPipeline('openpipe_reporting');
@@ -383,8 +392,9 @@ await scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_slui
 	const key = await valveInput('OpenPipe API Key');
 	await step('type the key', async () => {
 		if (!(await key.count())) {
-			// Shown as None (null): Custom opens the field.
-			await page.getByRole('button', { name: 'None' }).nth(0).click();
+			// A valve shown as None (null value) has no field until its None/Custom toggle is clicked.
+			const forId = await page.locator('label').filter({ hasText: /^\s*OpenPipe API Key\s*$/ }).getAttribute('for');
+			await page.locator(`[id="${forId}"]`).click();
 		}
 		await key.fill(cfg.openpipeKey);
 		const typing = await key.evaluate((el) => ({
@@ -409,7 +419,7 @@ await scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_slui
 	});
 });
 
-await scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_masked'], async () => {
+scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_masked'], async () => {
 	let before;
 	const timeout = await valveInput('Timeout Seconds');
 	await step('open openpipe_reporting', async () => {
@@ -449,7 +459,7 @@ await scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_maske
 	});
 });
 
-await scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('open openai_responses', async () => {
 		await openAdminSettings('pipelines');
 		await selectPipeline('openai_responses');
@@ -493,7 +503,7 @@ await scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluic
 
 const state = {};
 
-await scenario('reasoning_chat_then_regenerate', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('reasoning_chat_then_regenerate', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('pick openai_responses.o4-mini', async () => {
 		await page.goto('/');
 		await dismissModals();
@@ -548,7 +558,7 @@ await scenario('reasoning_chat_then_regenerate', ['admin_signs_up_and_registers_
 	});
 });
 
-await scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], async () => {
+scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], async () => {
 	await step('open the chat', async () => {
 		await page.goto(state.chatUrl);
 		await dismissModals();
@@ -641,7 +651,21 @@ await scenario('no_replay_marker_anywhere', ['reasoning_chat_then_regenerate'], 
 	});
 });
 
-await scenario('citation_chat_shows_sources', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('openpipe_key_typed_in_the_editor_is_used', ['pipelines_secret_is_masked', 'reasoning_chat_then_regenerate'], async () => {
+	const chatId = state.chatUrl.split('/c/')[1].split(/[?#]/)[0];
+	await step('the chat is reported to OpenPipe', async () => {
+		const deadline = Date.now() + 30000;
+		let seen;
+		while (Date.now() < deadline) {
+			seen = await (await fetch(cfg.openpipeReports)).json();
+			if (seen.tags.some((t) => t.chat_id === chatId)) return;
+			await new Promise((r) => setTimeout(r, 500));
+		}
+		throw new Error(`no report for chat ${chatId} in 30 s: ${seen.attempts} attempts, reports tagged ${JSON.stringify(seen.tags.map((t) => t.chat_id))}`);
+	});
+});
+
+scenario('citation_chat_shows_sources', ['admin_signs_up_and_registers_sluice'], async () => {
 	await step('pick openai_responses.gpt-4.1', async () => {
 		await page.goto('/');
 		await dismissModals();
@@ -665,7 +689,7 @@ await scenario('citation_chat_shows_sources', ['admin_signs_up_and_registers_slu
 	});
 });
 
-await scenario('upstream_down_shows_a_short_message', ['admin_signs_up_and_registers_sluice'], async () => {
+scenario('upstream_down_shows_a_short_message', ['admin_signs_up_and_registers_sluice'], async () => {
 	const closed = `http://127.0.0.1:${cfg.closedPort}/v1`;
 	const update = async (body) => {
 		const r = await fetch(`${cfg.sluiceUrl}/openai_responses/valves/update`, {
@@ -704,9 +728,21 @@ await scenario('upstream_down_shows_a_short_message', ['admin_signs_up_and_regis
 	}
 });
 
-// ---------------------------------------------------------------- end
+// ---------------------------------------------------------------- run
 
+// --only NAME: the scenarios whose name contains NAME, and those they build on.
+const wanted = new Set();
+const want = (name) => {
+	if (wanted.has(name)) return;
+	wanted.add(name);
+	SCENARIOS.find((s) => s.name === name).needs.forEach(want);
+};
+SCENARIOS.filter((s) => !cfg.only || s.name.includes(cfg.only)).forEach((s) => want(s.name));
+for (const s of SCENARIOS) {
+	if (wanted.has(s.name)) await run(s);
+}
 await browser.close();
 const ok = results.filter(Boolean).length;
+if (ok < results.length) console.log(`screenshots of the failing steps: ${cfg.artifacts}`);
 console.log(`${ok} passed, ${results.length - ok} failed`);
 process.exit(results.length && ok === results.length ? 0 : 1);

@@ -7,6 +7,7 @@ mod events;
 pub mod models;
 mod replay;
 mod request;
+mod request_log;
 mod sse;
 mod tools;
 mod upstream;
@@ -124,6 +125,59 @@ impl OpenAIResponses {
     }
 }
 
+/// What was asked of OpenAI, by names and counts only.
+fn log_request(log: &mut request_log::RequestLog, body: &Value, degraded: bool, attempt: u32) {
+    let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let reasoning = input.iter().filter(|i| i.get("type").and_then(Value::as_str) == Some("reasoning")).count();
+    let tools: Vec<String> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let kind = t.get("type").and_then(Value::as_str).unwrap_or("?");
+            match t.get("name").or_else(|| t.get("server_label")).and_then(Value::as_str) {
+                Some(name) => format!("{kind}:{name}"),
+                None => kind.to_string(),
+            }
+        })
+        .collect();
+    let mode = if degraded { ", replayed as plain text after OpenAI refused the stored items" } else { "" };
+    log.info(format!(
+        "request {}: {} input items ({reasoning} encrypted reasoning){mode}; tools: {}",
+        attempt + 1,
+        input.len(),
+        if tools.is_empty() { "none".to_string() } else { tools.join(", ") }
+    ));
+    let keys: Vec<&str> = body.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    log.debug(format!("request fields: {}", keys.join(", ")));
+    if let Some(r) = body.get("reasoning") {
+        log.debug(format!("reasoning: {r}"));
+    }
+}
+
+/// How the response ended, with its usage.
+fn log_finish(log: &mut request_log::RequestLog, response: &Value) {
+    let status = response.get("status").and_then(Value::as_str).unwrap_or("?");
+    let usage = response.get("usage");
+    let n = |p: &str| usage.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
+    let items: Vec<&str> = response
+        .get("output")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("type").and_then(Value::as_str))
+        .collect();
+    log.info(format!(
+        "response {status}: output {}; tokens in {} (cached {}), out {} (reasoning {})",
+        if items.is_empty() { "none".to_string() } else { items.join(", ") },
+        n("/input_tokens"),
+        n("/input_tokens_details/cached_tokens"),
+        n("/output_tokens"),
+        n("/output_tokens_details/reasoning_tokens")
+    ));
+}
+
 /// An error as the chat shows it: the short message, and the technical detail too for an
 /// Open WebUI admin when `ERROR_DETAILS_FOR_ADMINS` is on.
 fn with_detail(
@@ -211,6 +265,8 @@ struct Answer {
     valves: Arc<ResponsesValves>,
     /// Where the finished response's items are kept for a later request.
     record: Option<RecordPlan>,
+    /// The answer's own log (`LOG_LEVEL`), sent as a citation before the end.
+    log: Option<request_log::RequestLog>,
 }
 
 struct RecordPlan {
@@ -297,6 +353,12 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
                 // Stored before the finish goes out: Open WebUI sends the tool results at once.
                 if let Some(plan) = &a.record {
                     plan.write(&response).await;
+                }
+                if let Some(mut log) = a.log.take() {
+                    log_finish(&mut log, &response);
+                    if !send(log.into_event(&a.valves)).await {
+                        return;
+                    }
                 }
                 for e in tail {
                     if !send(e).await {
@@ -429,7 +491,20 @@ impl Pipeline for OpenAIResponses {
         let stash = Stash::from_body(&request.body);
         let owner = owner_of(&request.body);
         let task = stash.task.is_some();
+        let mut log = request_log::RequestLog::for_request(&valves, &request).filter(|_| !task);
         let records = load_records(runtime.store.as_ref(), request.messages(), &owner).await;
+        if let Some(log) = log.as_mut() {
+            let preset =
+                model.preset.as_ref().map(|p| format!(" with {}", Value::Object(p.clone()))).unwrap_or_default();
+            let known =
+                if model.known() { "" } else { " (unknown to the model table: no tools or reasoning parameters)" };
+            log.info(format!("model {} → {}{preset}{known}", request.model_id, model.base));
+            log.info(format!(
+                "{} messages; {} earlier answers found in the replay store",
+                request.messages().len(),
+                records.len()
+            ));
+        }
         let keep_record = valves.ITEM_STORE_TTL_DAYS > 0 && !task;
         let client = runtime.client.load_full();
 
@@ -449,8 +524,20 @@ impl Pipeline for OpenAIResponses {
                 dialect: request.dialect,
             };
             let conversion = request::convert(&request.body, &ctx);
+            if let Some(log) = log.as_mut() {
+                log_request(log, &conversion.body, degraded, attempt);
+            }
+            let sent_at = std::time::Instant::now();
             let failure = match upstream::send(&client, &valves, &conversion.body).await {
                 Ok(resp) => {
+                    if let Some(log) = log.as_mut() {
+                        let id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                        log.info(format!(
+                            "OpenAI answered HTTP {} in {} ms (request {id})",
+                            resp.status().as_u16(),
+                            sent_at.elapsed().as_millis()
+                        ));
+                    }
                     let mut events = Events::new(resp, Duration::from_secs(valves.STREAM_IDLE_TIMEOUT_S));
                     let mut prefetched = Vec::new();
                     match prefetch(&mut events, &mut prefetched).await {
@@ -488,6 +575,14 @@ impl Pipeline for OpenAIResponses {
                 return Err(with_detail(error, failure.detail, &valves, request.user.as_ref()));
             }
             let wait = upstream::backoff(attempt, failure.delay);
+            if let Some(log) = log.as_mut() {
+                log.info(format!(
+                    "attempt {} failed: {}; retrying in {} ms",
+                    attempt + 1,
+                    failure.error.message,
+                    wait.as_millis()
+                ));
+            }
             tracing::info!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying the upstream request");
             attempt += 1;
             tokio::select! {
@@ -517,7 +612,7 @@ impl Pipeline for OpenAIResponses {
             show_cost: valves.SHOW_USAGE_COST,
             custom_pricing: valves.custom_pricing(),
         });
-        let answer = Answer { events, prefetched, converter, retries_spent, valves: Arc::clone(&valves), record };
+        let answer = Answer { events, prefetched, converter, retries_spent, valves: Arc::clone(&valves), record, log };
         let (tx, mut rx) = mpsc::channel(64);
         tokio::spawn(run_answer(answer, tx, request.cancel.clone()));
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())

@@ -64,6 +64,15 @@ pub enum ServiceTier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(crate = "sluice_sdk::schemars")]
 #[serde(rename_all = "lowercase")]
+pub enum ChatLogLevel {
+    Off,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+#[serde(rename_all = "lowercase")]
 pub enum CacheKeyMode {
     Chat,
     User,
@@ -148,6 +157,10 @@ pub struct ResponsesValves {
     /// Retries before the answer starts (429, 5xx, connection errors).
     #[schemars(range(max = 10))]
     pub MAX_RETRIES: u32,
+    /// Add a log of what the pipe did (model, input, tools, replay, OpenAI's answers, retries, usage) to each streamed answer, as a "Logs" citation: off, info, or debug for more. It never holds message text or keys.
+    pub LOG_LEVEL: ChatLogLevel,
+    /// Show that log only to these Open WebUI users (ids or e-mails), comma-separated; empty: to everyone while LOG_LEVEL is on.
+    pub LOG_USERS: Vec<String>,
     /// When OpenAI cannot be reached, show Open WebUI admins the technical detail (the URL, the network error) in the chat; everyone else gets a short message, and the log has it all.
     pub ERROR_DETAILS_FOR_ADMINS: bool,
 }
@@ -199,6 +212,8 @@ impl Default for ResponsesValves {
             REQUEST_TIMEOUT_CONNECT_S: 30,
             STREAM_IDLE_TIMEOUT_S: 900,
             MAX_RETRIES: 2,
+            LOG_LEVEL: ChatLogLevel::Off,
+            LOG_USERS: Vec::new(),
             ERROR_DETAILS_FOR_ADMINS: false,
         }
     }

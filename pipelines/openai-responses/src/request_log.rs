@@ -1,0 +1,63 @@
+//! The per-answer log the Function showed its users as a "Logs" citation (`LOG_LEVEL`): what
+//! the pipe did with a request (model, input, tools, replay, upstream answers, retries, usage),
+//! with times. Built only from names, counts and codes: never message text, never a key
+//! (every line passes the valves' redaction too). Only for streamed answers to Open WebUI,
+//! where a citation has a place.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use sluice_sdk::{Dialect, PipeEvent, PipeRequest};
+
+use crate::valves::{ChatLogLevel, ResponsesValves};
+
+pub struct RequestLog {
+    started: Instant,
+    debug: bool,
+    lines: Vec<String>,
+}
+
+impl RequestLog {
+    /// A log for this request, when `LOG_LEVEL` asks for one and `LOG_USERS` names its user
+    /// (by id or e-mail; empty names everyone).
+    pub fn for_request(valves: &ResponsesValves, request: &PipeRequest) -> Option<RequestLog> {
+        if valves.LOG_LEVEL == ChatLogLevel::Off || !request.stream || request.dialect != Dialect::OpenWebUi {
+            return None;
+        }
+        let user = request.user.as_ref();
+        let field = |k: &str| user.and_then(|u| u.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (id, email) = (field("id"), field("email"));
+        let listed = valves.LOG_USERS.is_empty()
+            || valves
+                .LOG_USERS
+                .iter()
+                .any(|u| (!id.is_empty() && *u == id) || (!email.is_empty() && u.eq_ignore_ascii_case(&email)));
+        listed.then(|| RequestLog {
+            started: Instant::now(),
+            debug: valves.LOG_LEVEL == ChatLogLevel::Debug,
+            lines: Vec::new(),
+        })
+    }
+
+    pub fn info(&mut self, line: impl AsRef<str>) {
+        let ms = self.started.elapsed().as_millis();
+        self.lines.push(format!("+{ms} ms  {}", line.as_ref()));
+    }
+
+    pub fn debug(&mut self, line: impl AsRef<str>) {
+        if self.debug {
+            self.info(line);
+        }
+    }
+
+    /// The log as an Open WebUI source ("Logs"), redacted.
+    pub fn into_event(self, valves: &ResponsesValves) -> PipeEvent {
+        let text = self.lines.join("\n");
+        let text = valves.redact(sluice_sdk::PipelineError::internal(text)).message;
+        PipeEvent::Source(json!({
+            "source": {"name": "Logs", "id": "openai_responses-log"},
+            "document": [text],
+            "metadata": [{"source": "Logs", "name": "Logs"}],
+        }))
+    }
+}
