@@ -155,6 +155,17 @@ async function invalidFields(locator) {
 	});
 }
 
+/** Why Save sent nothing: the form's invalid fields. Open WebUI 0.12.4's Admin > Settings >
+ * Pipelines renders every valve that is not null, an enum or a boolean as a required text input
+ * (it ignores the spec's `input`), so a valve whose value is "" or [] blocks every save. */
+async function blocked(locator) {
+	const invalid = await invalidFields(locator);
+	return new Error(
+		`Save sent nothing: the browser blocks the form on ${JSON.stringify(invalid)} ` +
+			`(an empty valve value from sluice is shown as a required text input)`
+	);
+}
+
 /** Clicks Save on the Pipelines page; returns the valves update request's response, or null. */
 async function savePipelines(pipelineId, seconds = 8) {
 	const save = page.getByRole('button', { name: 'Save', exact: true });
@@ -367,13 +378,7 @@ scenario('pipelines_save_with_an_empty_secret', ['admin_signs_up_and_registers_s
 		await timeout.fill('12');
 		const since = (await toasts()).length;
 		const response = await savePipelines('openpipe_reporting');
-		if (!response) {
-			const invalid = await invalidFields(timeout);
-			throw new Error(
-				`Save sent nothing: the form is blocked by ${JSON.stringify(invalid)} ` +
-					`(sluice's empty secret valve is rendered as a required text input)`
-			);
-		}
+		if (!response) throw await blocked(timeout);
 		check(response.status === 200, `valves update -> ${response.status} ${JSON.stringify(response.body)}`);
 		await waitToast(/Valves updated successfully/, since);
 	});
@@ -404,7 +409,7 @@ scenario('pipelines_secret_is_masked', ['admin_signs_up_and_registers_sluice'], 
 		note(`OpenPipe API Key while typing: input type=${typing.type}, -webkit-text-security=${typing.textSecurity}`);
 		const since = (await toasts()).length;
 		const response = await savePipelines('openpipe_reporting');
-		if (!response) throw new Error(`Save sent nothing: invalid fields ${JSON.stringify(await invalidFields(key))}`);
+		if (!response) throw await blocked(key);
 		check(response.status === 200, `valves update -> ${response.status} ${JSON.stringify(response.body)}`);
 		await waitToast(/Valves updated successfully/, since);
 	});
@@ -431,7 +436,7 @@ scenario('pipelines_invalid_value_is_refused', ['pipelines_secret_is_masked'], a
 		await timeout.fill('0');
 		const since = (await toasts()).length;
 		const response = await savePipelines('openpipe_reporting');
-		if (!response) throw new Error(`Save sent nothing: invalid fields ${JSON.stringify(await invalidFields(timeout))}`);
+		if (!response) throw await blocked(timeout);
 		check(response.status !== 200, `TIMEOUT_SECONDS = 0 accepted: ${response.status}`);
 		await page.waitForTimeout(1500);
 		const shown = (await toasts()).slice(since);
@@ -484,7 +489,7 @@ scenario('pipelines_manifold_valves', ['admin_signs_up_and_registers_sluice'], a
 		await retries.fill('2');
 		const since = (await toasts()).length;
 		const response = await savePipelines('openai_responses');
-		if (!response) throw new Error(`Save sent nothing: invalid fields ${JSON.stringify(await invalidFields(retries))}`);
+		if (!response) throw await blocked(retries);
 		check(response.status === 200, `valves update -> ${response.status} ${JSON.stringify(response.body)}`);
 		await waitToast(/Valves updated successfully/, since);
 	});

@@ -1,8 +1,11 @@
 //! What a large request costs the others, measured with nothing else running: cargo runs test
 //! binaries one after the other, and this one holds a single test. The real binary serves two
 //! 18 MB requests at a time (a chat the manifold converts and sends on, an inlet the reporting
-//! filter captures) while a probe asks `GET /` every 10 ms; every probe must answer within
-//! 100 ms. Before the work moved off the HTTP threads, the worst probe took about a second.
+//! filter captures) while a probe asks `GET /` every 10 ms, and prints what the probes took.
+//! The failure it guards against is a blocked HTTP thread: before the work moved off those
+//! threads the worst probe took about a second, so a probe over 500 ms fails. That bound is
+//! not a speed target: on two cores shared with other work the worst probe has reached
+//! 190 ms, and the figures printed are the measurement.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,5 +155,5 @@ async fn the_health_check_stays_fast_while_large_requests_are_served() {
         latencies[latencies.len() / 2]
     );
     assert!(latencies.len() >= 5, "the large requests finished before the probe could measure");
-    assert!(worst < Duration::from_millis(100), "GET / took {worst:?} while large requests were served");
+    assert!(worst < Duration::from_millis(500), "GET / took {worst:?} while large requests were served: a blocked HTTP thread");
 }

@@ -396,6 +396,8 @@ impl Valves for ResponsesValves {
             ("ENABLE_IMAGE_GENERATION", "Image Generation"),
             ("REMOTE_MCP_SERVERS_JSON", "Remote MCP Servers (JSON)"),
             ("CUSTOM_MODEL_PRICING_JSON", "Custom Model Pricing (JSON)"),
+            ("MODEL_CAPABILITIES_JSON", "Model Capabilities (JSON)"),
+            ("LOG_USERS", "Log Users (ids or e-mails)"),
             ("ITEM_STORE_TTL_DAYS", "Replay Records Kept (days)"),
             ("REQUEST_TIMEOUT_CONNECT_S", "Connect Timeout (seconds)"),
             ("STREAM_IDLE_TIMEOUT_S", "Stream Idle Timeout (seconds)"),
