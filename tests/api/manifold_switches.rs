@@ -37,13 +37,14 @@ async fn request_switches_reach_openai() {
     assert_eq!(body["service_tier"], json!("flex"));
 
     let mcp =
-        "REMOTE_MCP_SERVERS_JSON = '[{\"server_label\": \"docs\", \"server_url\": \"https://example.com/mcp\"}]'\n";
+        "REMOTE_MCP_SERVERS_JSON = '[{\"server_label\": \"docs\", \"server_url\": \"https://example.com/mcp\", \"authorization\": \"mcp-oauth-token-1\"}]'\n";
     let (body, _) = sent_with(mcp, json!({})).await;
     let mcp_tool = body["tools"].as_array().unwrap().iter().find(|t| t["type"] == "mcp").cloned().unwrap();
     assert_eq!(
         (mcp_tool["server_label"].clone(), mcp_tool["server_url"].clone(), mcp_tool["require_approval"].clone()),
         (json!("docs"), json!("https://example.com/mcp"), json!("never"))
     );
+    assert_eq!(mcp_tool["authorization"], json!("mcp-oauth-token-1"), "the OAuth token reaches OpenAI");
 
     let format = json!({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "strict": true,
         "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": false}}}});

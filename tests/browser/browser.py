@@ -156,7 +156,7 @@ async def main(args) -> int:
         if status != 0:
             for p in procs:
                 print(f"--- last lines of {p.name}'s log ---")
-                print("\n".join(p.text().splitlines()[-30:]))
+                print("\n".join(p.text().splitlines()[-20:]))
             if args.keep_logs:
                 print(f"logs kept in {work}")
             else:

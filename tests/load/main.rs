@@ -155,5 +155,8 @@ async fn the_health_check_stays_fast_while_large_requests_are_served() {
         latencies[latencies.len() / 2]
     );
     assert!(latencies.len() >= 5, "the large requests finished before the probe could measure");
-    assert!(worst < Duration::from_millis(500), "GET / took {worst:?} while large requests were served: a blocked HTTP thread");
+    assert!(
+        worst < Duration::from_millis(500),
+        "GET / took {worst:?} while large requests were served: a blocked HTTP thread"
+    );
 }

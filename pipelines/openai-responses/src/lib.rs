@@ -369,6 +369,11 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
             }
             Outcome::Failed(e) => {
                 let e = if a.retries_spent { e.final_() } else { e };
+                // The log matters most when the answer failed (the Function's "Error Logs").
+                if let Some(mut log) = a.log.take() {
+                    log.info(format!("the answer failed: {}", e.message));
+                    let _ = send(log.into_event(&a.valves)).await;
+                }
                 let _ = send(PipeEvent::Error(a.valves.redact(e))).await;
                 return;
             }

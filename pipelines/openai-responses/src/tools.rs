@@ -113,7 +113,9 @@ pub fn mcp_tools(servers: &[Value]) -> Vec<Value> {
                 "require_approval".into(),
                 s.get("require_approval").cloned().unwrap_or_else(|| "never".into()),
             );
-            for key in ["allowed_tools", "headers"] {
+            // `authorization` is the OAuth token OpenAI passes to the server (a secret, masked
+            // in the valves like `headers`).
+            for key in ["allowed_tools", "headers", "authorization"] {
                 if let Some(v) = s.get(key) {
                     tool.insert(key.into(), v.clone());
                 }

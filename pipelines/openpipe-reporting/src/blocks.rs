@@ -180,7 +180,8 @@ fn tool_call(attrs: &[(String, String)], body: &str, index: usize, message_id: &
 /// Removes sluice's markers (see [`sluice_sdk::marker`]) and the line breaks after them:
 /// invisible in Open WebUI, noise in a report.
 pub fn strip_markers(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(sluice_sdk::marker::PREFIX) {
+    // The Function manifold's markers too: chats made with it before sluice carry them.
+    if sluice_sdk::marker::present(text) {
         std::borrow::Cow::Owned(sluice_sdk::marker::strip(text, true))
     } else {
         std::borrow::Cow::Borrowed(text)
@@ -417,6 +418,14 @@ mod tests {
             unescape("a &amp; b &lt;c&gt; &quot;d&quot; &#x27;e&#39; &#233; &bogus; & x"),
             "a & b <c> \"d\" 'e' é &bogus; & x"
         );
+    }
+
+    #[test]
+    fn markers_of_sluice_and_of_the_function_are_stripped() {
+        let text = "[openai_responses:v2:reasoning:01HX0000000000000000000000]: #\nHello.";
+        assert!(!strip_markers(text).contains("openai_responses:v2"), "{}", strip_markers(text));
+        assert!(!strip_markers("[sluice:v1:turn:0123456789ABCDEF]: #\n\nHi").contains("sluice:v1"));
+        assert_eq!(strip_markers("plain"), "plain");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The filter's valves (docs/reporting.md §3). The first fourteen names and defaults match
-//! the reference filter, so an operator's settings carry over.
+//! The filter's valves (docs/reporting.md §3). After `pipelines`, `priority` and `ENABLED`,
+//! the next fourteen names and defaults are the reference filter's, so an operator's settings
+//! carry over (docs/migrating.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

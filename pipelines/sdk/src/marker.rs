@@ -44,6 +44,12 @@ pub fn spans(text: &str) -> Vec<Range<usize>> {
 }
 
 /// The `<kind>:<id>` inside each sluice marker of `text`, in order.
+/// Whether `text` may hold a marker, ours or the Function manifold's (a cheap test before
+/// [`strip`]).
+pub fn present(text: &str) -> bool {
+    text.contains(PREFIX) || LEGACY_PREFIXES.iter().any(|p| text.contains(p))
+}
+
 pub fn contents(text: &str) -> Vec<&str> {
     spans(text).into_iter().filter_map(|r| text[r].strip_prefix(PREFIX)?.strip_suffix(END)).collect()
 }
