@@ -125,59 +125,6 @@ impl OpenAIResponses {
     }
 }
 
-/// What was asked of OpenAI, by names and counts only.
-fn log_request(log: &mut request_log::RequestLog, body: &Value, degraded: bool, attempt: u32) {
-    let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let reasoning = input.iter().filter(|i| i.get("type").and_then(Value::as_str) == Some("reasoning")).count();
-    let tools: Vec<String> = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let kind = t.get("type").and_then(Value::as_str).unwrap_or("?");
-            match t.get("name").or_else(|| t.get("server_label")).and_then(Value::as_str) {
-                Some(name) => format!("{kind}:{name}"),
-                None => kind.to_string(),
-            }
-        })
-        .collect();
-    let mode = if degraded { ", replayed as plain text after OpenAI refused the stored items" } else { "" };
-    log.info(format!(
-        "request {}: {} input items ({reasoning} encrypted reasoning){mode}; tools: {}",
-        attempt + 1,
-        input.len(),
-        if tools.is_empty() { "none".to_string() } else { tools.join(", ") }
-    ));
-    let keys: Vec<&str> = body.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
-    log.debug(format!("request fields: {}", keys.join(", ")));
-    if let Some(r) = body.get("reasoning") {
-        log.debug(format!("reasoning: {r}"));
-    }
-}
-
-/// How the response ended, with its usage.
-fn log_finish(log: &mut request_log::RequestLog, response: &Value) {
-    let status = response.get("status").and_then(Value::as_str).unwrap_or("?");
-    let usage = response.get("usage");
-    let n = |p: &str| usage.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
-    let items: Vec<&str> = response
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("type").and_then(Value::as_str))
-        .collect();
-    log.info(format!(
-        "response {status}: output {}; tokens in {} (cached {}), out {} (reasoning {})",
-        if items.is_empty() { "none".to_string() } else { items.join(", ") },
-        n("/input_tokens"),
-        n("/input_tokens_details/cached_tokens"),
-        n("/output_tokens"),
-        n("/output_tokens_details/reasoning_tokens")
-    ));
-}
-
 /// An error as the chat shows it: the short message, and the technical detail too for an
 /// Open WebUI admin when `ERROR_DETAILS_FOR_ADMINS` is on.
 fn with_detail(
@@ -355,7 +302,7 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
                     plan.write(&response).await;
                 }
                 if let Some(mut log) = a.log.take() {
-                    log_finish(&mut log, &response);
+                    log.finish(&response);
                     if !send(log.into_event(&a.valves)).await {
                         return;
                     }
@@ -530,7 +477,7 @@ impl Pipeline for OpenAIResponses {
             };
             let conversion = request::convert(&request.body, &ctx);
             if let Some(log) = log.as_mut() {
-                log_request(log, &conversion.body, degraded, attempt);
+                log.request(&conversion.body, degraded, attempt);
             }
             let sent_at = std::time::Instant::now();
             let failure = match upstream::send(&client, &valves, &conversion.body).await {

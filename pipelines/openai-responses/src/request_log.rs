@@ -50,6 +50,61 @@ impl RequestLog {
         }
     }
 
+    /// What was asked of OpenAI, by names and counts only.
+    pub fn request(&mut self, body: &Value, degraded: bool, attempt: u32) {
+        let log = self;
+        let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let reasoning = input.iter().filter(|i| i.get("type").and_then(Value::as_str) == Some("reasoning")).count();
+        let tools: Vec<String> = body
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let kind = t.get("type").and_then(Value::as_str).unwrap_or("?");
+                match t.get("name").or_else(|| t.get("server_label")).and_then(Value::as_str) {
+                    Some(name) => format!("{kind}:{name}"),
+                    None => kind.to_string(),
+                }
+            })
+            .collect();
+        let mode = if degraded { ", replayed as plain text after OpenAI refused the stored items" } else { "" };
+        log.info(format!(
+            "request {}: {} input items ({reasoning} encrypted reasoning){mode}; tools: {}",
+            attempt + 1,
+            input.len(),
+            if tools.is_empty() { "none".to_string() } else { tools.join(", ") }
+        ));
+        let keys: Vec<&str> = body.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        log.debug(format!("request fields: {}", keys.join(", ")));
+        if let Some(r) = body.get("reasoning") {
+            log.debug(format!("reasoning: {r}"));
+        }
+    }
+
+    /// How the response ended, with its usage.
+    pub fn finish(&mut self, response: &Value) {
+        let log = self;
+        let status = response.get("status").and_then(Value::as_str).unwrap_or("?");
+        let usage = response.get("usage");
+        let n = |p: &str| usage.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
+        let items: Vec<&str> = response
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("type").and_then(Value::as_str))
+            .collect();
+        log.info(format!(
+            "response {status}: output {}; tokens in {} (cached {}), out {} (reasoning {})",
+            if items.is_empty() { "none".to_string() } else { items.join(", ") },
+            n("/input_tokens"),
+            n("/input_tokens_details/cached_tokens"),
+            n("/output_tokens"),
+            n("/output_tokens_details/reasoning_tokens")
+        ));
+    }
+
     /// The log as an Open WebUI source ("Logs"), redacted.
     pub fn into_event(self, valves: &ResponsesValves) -> PipeEvent {
         let text = self.lines.join("\n");
