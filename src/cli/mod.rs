@@ -6,6 +6,7 @@
 
 mod check;
 mod healthcheck;
+mod openpipe;
 mod outbox;
 mod show_settings;
 
@@ -27,6 +28,7 @@ Commands:
   check         validate the settings, every valves file and the SLUICE_VALVES__* variables
   settings      print every setting in effect and where it came from (secrets hidden)
   outbox        show the durable delivery queues, their dead letters, and requeue them
+  openpipe      `openpipe dataset-add --chat ID ...`: add a chat's reported turns to a dataset
   healthcheck   exit 0 when the server on this machine answers GET / (container health checks)
   help          this text; `sluice help COMMAND` (or `sluice COMMAND --help`) for one command
   version       print the version
@@ -42,12 +44,13 @@ enum Command {
     Check,
     Settings,
     Outbox(outbox::Action),
+    Openpipe(serde_json::Value),
     Healthcheck,
     Help(Option<&'static str>),
     Version,
 }
 
-const COMMANDS: [&str; 7] = ["serve", "check", "settings", "outbox", "healthcheck", "help", "version"];
+const COMMANDS: [&str; 8] = ["serve", "check", "settings", "outbox", "openpipe", "healthcheck", "help", "version"];
 
 /// The usage of one command.
 fn usage(command: &str) -> &'static str {
@@ -63,6 +66,7 @@ fn usage(command: &str) -> &'static str {
              is the default, the file, or the environment variable. The API key and store URL are never shown."
         }
         "outbox" => outbox::USAGE,
+        "openpipe" => openpipe::USAGE,
         "healthcheck" => {
             "Usage: sluice healthcheck\n\nAsks GET / of the server on 127.0.0.1 at the configured port; exit 0 when it \
              answers 200, 1 (with the reason) otherwise."
@@ -103,6 +107,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "healthcheck" => no_arguments(Command::Healthcheck),
         "version" => no_arguments(Command::Version),
         "outbox" => outbox::parse(rest).map(Command::Outbox),
+        "openpipe" => openpipe::parse(rest).map(Command::Openpipe),
         _ => match rest {
             [] => Ok(Command::Help(None)),
             [command] => match COMMANDS.iter().copied().find(|c| c == command) {
@@ -155,6 +160,7 @@ pub async fn run(args: Vec<String>) -> ExitCode {
         Command::Check => check::run(&settings),
         Command::Settings => show_settings::run(&figment, &settings),
         Command::Outbox(action) => outbox::run(&settings, action).await,
+        Command::Openpipe(body) => openpipe::run(&settings, body).await,
         Command::Healthcheck => healthcheck::run(&settings).await,
         Command::Help(_) | Command::Version => unreachable!("answered above"),
     }

@@ -1,5 +1,6 @@
 //! The route table, mounted twice: bare and under `/v1` (docs/protocol.md §4).
 
+mod actions;
 mod chat;
 mod chat_request;
 mod filter;
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut ServiceConfig, small_body: &web::Data<BodyConfig>) {
         .service(resource("/{id}/valves/spec").get(valves::get_valves_spec))
         .service(resource("/{id}/valves/update").app_data(small_body.clone()).post(valves::update_valves))
         .service(resource("/{id}/filter/inlet").post(filter::inlet))
-        .service(resource("/{id}/filter/outlet").post(filter::outlet));
+        .service(resource("/{id}/filter/outlet").post(filter::outlet))
+        .service(resource("/{id}/actions/{name}").app_data(small_body.clone()).post(actions::run_action));
 }
 
 /// A resource whose wrong methods get a JSON 405 instead of an empty body.

@@ -236,11 +236,27 @@ impl ValvesEntry {
     }
 
     /// The values as `GET /valves` shows them: secrets masked, also inside JSON text.
+    ///
+    /// Empty values are served as null where that round-trips: Open WebUI's Admin > Pipelines
+    /// page renders every other value as a required text box, so one empty key (a fresh
+    /// install) or empty list would block saving every valve; for null it shows "None", posts
+    /// null back, and null puts the valve back to its (equally empty) default.
     pub fn masked(&self) -> Value {
         let mut values = self.cell.current();
+        let defaults = self.cell.defaults();
         if let Value::Object(map) = &mut values {
-            for field in self.schema.fields.iter().filter(|f| f.confidential()) {
-                if let Some(Value::String(s)) = map.get_mut(&field.name) {
+            for field in &self.schema.fields {
+                let Some(value) = map.get_mut(&field.name) else { continue };
+                let empty = match value {
+                    Value::String(s) => {
+                        s.is_empty() && defaults.get(&field.name) == Some(&Value::String(String::new()))
+                    }
+                    Value::Array(items) => items.is_empty() && field.nullable,
+                    _ => false,
+                };
+                if empty {
+                    *value = Value::Null;
+                } else if let (true, Value::String(s)) = (field.confidential(), &mut *value) {
                     *s = masked_field(field, s);
                 }
             }

@@ -944,3 +944,119 @@ async fn metric_and_tool_switches_change_what_is_reported() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-chat"], "{reports:?}");
 }
+
+/// The reference's "add this chat to a dataset" action, asked for: the chat's reported turns,
+/// kept with DATASET_TURNS_KEEP_DAYS, become entries through the outbox; the same turns are not
+/// added twice; each mistake is a clear error.
+#[tokio::test]
+async fn a_chat_is_added_to_a_dataset_on_request_once() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app =
+        app(&mock, "DATASET_TURNS_KEEP_DAYS = 30\nDEFAULT_DATASET_NAME = \"Chats\"\nENABLE_DPO_DETECTION = false")
+            .await;
+    turn(&app, "c-d", "m-1", "What is 2+2?", "<think>easy</think>4.").await;
+    turn(&app, "c-d", "m-2", "And 3+3?", "6.").await;
+    mock.wait_for_reports(2, 10).await;
+    let add = |body: Value| {
+        let app = &app;
+        async move { json_of(app.post_json("/openpipe_reporting/actions/dataset_add", &body).await).await }
+    };
+    let (status, answer) = add(json!({"chat_id": "c-d"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["queued"].clone(), answer["already_added"].clone()), (json!(2), json!(0)));
+    for _ in 0..400 {
+        if mock.with(|s| s.entries.len()) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (datasets, entries) = mock.with(|s| (s.datasets.clone(), s.entries.clone()));
+    assert_eq!(datasets.len(), 1);
+    assert_eq!(datasets[0]["name"], "Chats");
+    assert_eq!(entries.len(), 2);
+    let first = &entries.iter().find(|(_, e)| e["metadata"]["message_id"] == "m-1").unwrap().1;
+    assert_eq!(first["messages"].as_array().unwrap().last().unwrap(), &json!({"role": "assistant", "content": "4."}));
+    assert_eq!(first["split"], "TRAIN");
+    assert_eq!(first["metadata"]["kind"], "conversation");
+    assert_eq!(first["metadata"]["chat_id"], "c-d");
+
+    // Again: nothing new. One turn into another dataset, TEST split: added there.
+    let (_, answer) = add(json!({"chat_id": "c-d"})).await;
+    assert_eq!((answer["queued"].clone(), answer["already_added"].clone()), (json!(0), json!(2)));
+    let (status, answer) =
+        add(json!({"chat_id": "c-d", "message_id": "m-2", "dataset": "Eval", "split": "TEST"})).await;
+    assert_eq!((status, answer["queued"].clone()), (200, json!(1)), "{answer}");
+
+    // Mistakes, each said.
+    for (body, want, says) in [
+        (json!({"chat_id": "nope"}), 404, "no reported turn of chat \"nope\" is kept"),
+        (json!({"message_id": "m-1"}), 400, "missing field `chat_id`"),
+        (json!({"chat_id": "c-d", "split": "AUTO"}), 400, "unknown variant"),
+        (json!({"chat_id": "c-d", "whatever": 1}), 400, "unknown field"),
+    ] {
+        let (status, answer) = add(body.clone()).await;
+        assert_eq!(status, want, "{body}: {answer}");
+        assert!(answer["detail"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    let (status, answer) = json_of(app.post_json("/openpipe_reporting/actions/frobnicate", &json!({})).await).await;
+    assert_eq!(status, 404);
+    assert!(answer["detail"].as_str().unwrap().contains("it has dataset_add"), "{answer}");
+    let update = json!({"DEFAULT_DATASET_NAME": null});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    let (status, answer) = add(json!({"chat_id": "c-d"})).await;
+    assert_eq!(status, 400);
+    assert!(answer["detail"].as_str().unwrap().contains("set DEFAULT_DATASET_NAME"), "{answer}");
+    let update = json!({"DATASET_TURNS_KEEP_DAYS": 0});
+    assert_eq!(app.post_json("/openpipe_reporting/valves/update", &update).await.status(), 200);
+    let (status, answer) = add(json!({"chat_id": "c-d", "dataset": "Chats"})).await;
+    assert_eq!(status, 503);
+    assert!(answer["detail"].as_str().unwrap().contains("DATASET_TURNS_KEEP_DAYS"), "{answer}");
+}
+
+/// The same action from the command line, against the running binary.
+#[tokio::test]
+async fn the_command_line_adds_a_chat_to_a_dataset() {
+    const SECRET: &str = "opk-cli-dataset-0a1b2c3d";
+    let mock = MockOpenPipe::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("OPENPIPE_API_KEY", SECRET),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__DATASET_TURNS_KEEP_DAYS", "7"),
+        ("SLUICE_VALVES__OPENPIPE_REPORTING__DEFAULT_DATASET_NAME", "From the CLI"),
+    ];
+    let server = Binary::start(dir.path(), &with_openpipe(&mock, &env)).await;
+    binary_turn(&server, "c-cli", "m-cli", "q", "a").await;
+    mock.wait_for_reports(1, 20).await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env_clear()
+            .env("SLUICE_PORT", &port)
+            .env("SLUICE_API_KEY", crate::helpers::KEY)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["openpipe", "dataset-add", "--chat", "c-cli"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1 entry queued for dataset \"From the CLI\"; 0 already added"), "{out}");
+    let (code, _, err) = run(&["openpipe", "dataset-add", "--chat", "c-none"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404") && err.contains("no reported turn"), "{err}");
+    let (code, _, err) = run(&["openpipe", "dataset-add"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--chat is required"), "{err}");
+    for _ in 0..400 {
+        if !mock.with(|s| s.entries.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(mock.with(|s| s.entries.len()), 1);
+    server.kill();
+}

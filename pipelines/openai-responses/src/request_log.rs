@@ -27,9 +27,9 @@ impl RequestLog {
         let user = request.user.as_ref();
         let field = |k: &str| user.and_then(|u| u.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
         let (id, email) = (field("id"), field("email"));
-        let listed = valves.LOG_USERS.is_empty()
-            || valves
-                .LOG_USERS
+        let users = valves.LOG_USERS.as_deref().unwrap_or_default();
+        let listed = users.is_empty()
+            || users
                 .iter()
                 .any(|u| (!id.is_empty() && *u == id) || (!email.is_empty() && u.eq_ignore_ascii_case(&email)));
         listed.then(|| RequestLog {

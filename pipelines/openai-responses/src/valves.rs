@@ -160,7 +160,7 @@ pub struct ResponsesValves {
     /// Add a log of what the pipe did (model, input, tools, replay, OpenAI's answers, retries, usage) to each streamed answer, as a "Logs" citation: off, info, or debug for more. It never holds message text or keys.
     pub LOG_LEVEL: ChatLogLevel,
     /// Show that log only to these Open WebUI users (ids or e-mails), comma-separated; empty: to everyone while LOG_LEVEL is on.
-    pub LOG_USERS: Vec<String>,
+    pub LOG_USERS: Option<Vec<String>>,
     /// When OpenAI cannot be reached, show Open WebUI admins the technical detail (the URL, the network error) in the chat; everyone else gets a short message, and the log has it all.
     pub ERROR_DETAILS_FOR_ADMINS: bool,
 }
@@ -213,7 +213,7 @@ impl Default for ResponsesValves {
             STREAM_IDLE_TIMEOUT_S: 900,
             MAX_RETRIES: 2,
             LOG_LEVEL: ChatLogLevel::Off,
-            LOG_USERS: Vec::new(),
+            LOG_USERS: None,
             ERROR_DETAILS_FOR_ADMINS: false,
         }
     }

@@ -37,4 +37,6 @@ counters!(
     dpo_pairs_detected,
     dpo_pairs_confirmed,
     dpo_pairs_submitted,
+    dataset_entries_queued,
+    dataset_entries_submitted,
 );

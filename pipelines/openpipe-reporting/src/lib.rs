@@ -6,6 +6,7 @@
 mod blocks;
 mod capture;
 mod counters;
+mod dataset;
 mod delivery;
 mod dpo;
 mod interaction;
@@ -209,6 +210,17 @@ impl Pipeline for OpenPipeReporting {
         if let Err(e) = self.report_task(rt, &v, served).await {
             self.counters.report_build_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(error = %e, "openpipe: task report not queued");
+        }
+    }
+
+    /// `dataset_add` (docs/reporting.md §11.3): the reference's dataset action, asked for.
+    async fn action(&self, name: &str, body: Value) -> Result<Value, PipelineError> {
+        match name {
+            "dataset_add" => self.dataset_add(body).await,
+            other => Err(PipelineError::new(
+                sluice_sdk::ErrorKind::NotFound,
+                format!("openpipe_reporting has no action {other:?}; it has dataset_add"),
+            )),
         }
     }
 

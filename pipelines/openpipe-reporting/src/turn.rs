@@ -198,6 +198,17 @@ impl OpenPipeReporting {
             DpoOutcome::default()
         };
         kv.extend(dpo.kv);
+        if ids_known {
+            let request_messages =
+                request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let kept = crate::dataset::KeptTurn {
+                messages: crate::dataset::entry_messages(request_messages, &answer),
+                model: model.to_string(),
+                user_id: user_id.clone(),
+                reported_at_ms: received_at_ms,
+            };
+            kv.extend(self.keep_for_datasets(rt, v, &chat_id, &message_id, kept).await);
+        }
 
         // Reports (§7) and the one write that makes them durable (§5.2 step 8).
         let turn = Turn {

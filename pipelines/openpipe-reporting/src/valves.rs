@@ -18,6 +18,15 @@ pub enum ReportModelAs {
     BaseModelId,
 }
 
+/// Split of entries added on request (no AUTO: the dataset action had none).
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(crate = "sluice_sdk::schemars")]
+pub enum DatasetSplit {
+    TRAIN,
+    TEST,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(crate = "sluice_sdk::schemars")]
 pub enum DpoSplit {
@@ -87,6 +96,15 @@ pub struct ReportingValves {
     /// Most delivery attempts this replica starts per second (1-1000); with several replicas the total is this times their number.
     #[schemars(range(min = 1, max = 1000))]
     pub MAX_ATTEMPTS_PER_SECOND: u32,
+    /// Days a reported turn is kept for "add this chat to a dataset" (POST /openpipe_reporting/actions/dataset_add, or `sluice openpipe dataset-add`); 0 keeps none (0-365).
+    #[schemars(range(max = 365))]
+    pub DATASET_TURNS_KEEP_DAYS: u32,
+    /// Dataset a chat is added to when the request names none (the dataset action's DEFAULT_DATASET_NAME).
+    pub DEFAULT_DATASET_NAME: String,
+    /// Split of the entries added on request: TRAIN or TEST.
+    pub DEFAULT_SPLIT: DatasetSplit,
+    /// Create the dataset when no dataset of that name exists; off, such entries become dead letters.
+    pub AUTO_CREATE_DATASET: bool,
     /// For Open WebUI before 0.10 only: report chats of API callers (/api/chat/completions), which get no outlet there, from the answer this server gave. Leave off on 0.10 and later: they send the outlet, and both would report the turn.
     pub REPORT_API_CHATS_FROM_ANSWERS: bool,
 }
@@ -120,6 +138,10 @@ impl Default for ReportingValves {
             MAX_REPORT_BYTES: 900_000,
             MAX_ATTEMPTS_PER_SECOND: 50,
             REPORT_API_CHATS_FROM_ANSWERS: false,
+            DATASET_TURNS_KEEP_DAYS: 0,
+            DEFAULT_DATASET_NAME: String::new(),
+            DEFAULT_SPLIT: DatasetSplit::TRAIN,
+            AUTO_CREATE_DATASET: true,
         }
     }
 }
@@ -221,6 +243,7 @@ impl Valves for ReportingValves {
             ("PENDING_TTL_SECONDS", "Pending Capture TTL (seconds)"),
             ("MAX_REPORT_BYTES", "Max Report Size (bytes)"),
             ("REPORT_API_CHATS_FROM_ANSWERS", "Report API Chats From Answers (Open WebUI < 0.10)"),
+            ("DATASET_TURNS_KEEP_DAYS", "Keep Reported Turns For Datasets (days)"),
         ]
     }
 

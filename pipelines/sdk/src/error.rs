@@ -10,6 +10,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A filter refused the request on purpose, e.g. a rate limit (403).
     Rejected,
+    /// What the request names does not exist (404), e.g. a chat an action was asked about.
+    NotFound,
     /// The upstream said no too many times (429).
     RateLimited,
     /// The upstream answered with an error or a broken stream (502).
@@ -31,6 +33,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => 400,
             ErrorKind::Rejected => 403,
+            ErrorKind::NotFound => 404,
             ErrorKind::RateLimited => 429,
             ErrorKind::Upstream => 502,
             ErrorKind::Unavailable | ErrorKind::NotConfigured => 503,
@@ -44,6 +47,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => "invalid_request_error",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::Unavailable => "service_unavailable",

@@ -138,6 +138,13 @@ pub trait Pipeline: Send + Sync + 'static {
         Ok(body)
     }
 
+    /// An operator's action on this pipeline, `POST /{id}/actions/{name}` behind the key (a
+    /// Pipelines server draws no buttons, so what an Open WebUI action did is asked for here):
+    /// the JSON answer, or an error with its status.
+    async fn action(&self, name: &str, _body: Value) -> Result<Value, PipelineError> {
+        Err(PipelineError::new(crate::ErrorKind::NotFound, format!("{} has no action {name:?}", self.id())))
+    }
+
     /// Answers a chat request. Only pipes and manifolds are asked. An error returned here is
     /// reported before the answer starts; an error during the answer is a [`crate::PipeEvent::Error`].
     async fn pipe(&self, _request: PipeRequest) -> Result<PipeStream, PipelineError> {

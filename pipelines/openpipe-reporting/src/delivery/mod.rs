@@ -32,7 +32,7 @@ use sluice_sdk::{CancellationToken, KvStore, Outbox, StoreError, ValvesCell};
 use tokio::sync::Notify;
 
 use self::openpipe::{Client, Outcome};
-pub use self::openpipe::{KIND_DATASET, KIND_REPORT};
+pub use self::openpipe::{KIND_DATASET, KIND_DATASET_EXISTING, KIND_REPORT};
 use self::pacing::{entry_backoff, Pacing};
 use crate::counters::Counters;
 use crate::valves::ReportingValves;

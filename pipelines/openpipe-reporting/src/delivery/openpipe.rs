@@ -16,6 +16,8 @@ use crate::valves::ReportingValves;
 
 pub const KIND_REPORT: &str = "report";
 pub const KIND_DATASET: &str = "dataset_entries";
+/// Entries for a dataset that must exist already (`AUTO_CREATE_DATASET = false`).
+pub const KIND_DATASET_EXISTING: &str = "dataset_entries_existing";
 const DATASETS_NS: &str = "openpipe_reporting.datasets";
 
 /// Most bytes of an answer read (a dataset list is the longest OpenPipe sends).
@@ -196,7 +198,7 @@ impl Client {
     }
 
     /// The dataset's id: cached, else looked up by exact name, else created (§11.4).
-    async fn dataset_id(&self, v: &ReportingValves, name: &str) -> Result<String, Outcome> {
+    async fn dataset_id(&self, v: &ReportingValves, name: &str, create: bool) -> Result<String, Outcome> {
         let cache_key = dataset_cache_key(v, name);
         if let Ok(Some(Value::String(id))) = self.store.get(DATASETS_NS, &cache_key).await {
             return Ok(id);
@@ -223,6 +225,12 @@ impl Client {
         matches.sort_by_key(|d| d.get("updated").map(|u| u.to_string()).unwrap_or_default());
         let id = match matches.last().and_then(|d| d.get("id")).and_then(Value::as_str) {
             Some(id) => id.to_string(),
+            None if !create => {
+                return Err(Outcome::Permanent {
+                    status: None,
+                    error: format!("no OpenPipe dataset is named {name:?} (AUTO_CREATE_DATASET is off)"),
+                })
+            }
             None => {
                 let (status, _, text) =
                     self.post(v, "/datasets", &json!({"name": name})).await.and_then(|r| success(r, &self.tuning))?;
@@ -241,10 +249,10 @@ impl Client {
         Ok(id)
     }
 
-    async fn send_dataset_entries(&self, v: &ReportingValves, entry: &Entry) -> Outcome {
+    async fn send_dataset_entries(&self, v: &ReportingValves, entry: &Entry, create: bool) -> Outcome {
         let name = entry.target.as_str();
         for round in 0..2 {
-            let id = match self.dataset_id(v, name).await {
+            let id = match self.dataset_id(v, name, create).await {
                 Ok(id) => id,
                 Err(o) => return o,
             };
@@ -263,9 +271,12 @@ impl Client {
             };
             let entries = entry.body.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
             let failed = refused_entries(&text, &entries);
-            self.counters
-                .dpo_pairs_submitted
-                .fetch_add((entries.len() - failed.len().min(entries.len())) as u64, Ordering::Relaxed);
+            let stored = (entries.len() - failed.len().min(entries.len())) as u64;
+            let dpo =
+                entries.iter().any(|e| e.pointer("/metadata/kind").and_then(Value::as_str) == Some("dpo_regeneration"));
+            let counter =
+                if dpo { &self.counters.dpo_pairs_submitted } else { &self.counters.dataset_entries_submitted };
+            counter.fetch_add(stored, Ordering::Relaxed);
             return if failed.is_empty() { Outcome::Delivered } else { Outcome::PartlyDelivered(failed) };
         }
         Outcome::Permanent { status: Some(404), error: "dataset not found".into() }
@@ -275,7 +286,8 @@ impl Client {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         match entry.kind.as_str() {
             KIND_REPORT => self.send_report(v, entry).await,
-            KIND_DATASET => self.send_dataset_entries(v, entry).await,
+            KIND_DATASET => self.send_dataset_entries(v, entry, true).await,
+            KIND_DATASET_EXISTING => self.send_dataset_entries(v, entry, false).await,
             other => Outcome::Permanent { status: None, error: format!("unknown outbox entry kind {other:?}") },
         }
     }
