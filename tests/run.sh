@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Every test of sluice, on a fresh machine: the Rust suites (unit, integration, a throwaway
 # PostgreSQL for the replica tests), the end-to-end suites (the real Open WebUI, the official
-# openai SDK, LiteLLM and LangChain, the README's own commands), and the container image
-# (built with podman from the static release binary, then run).
+# openai SDK, LiteLLM and LangChain, the README's own commands), a real browser (headless
+# Chromium) on Open WebUI's admin pages and chat, and the container image (built with podman
+# from the static release binary, then run). Screenshots of failing browser steps are kept in
+# tests/browser/artifacts (or $BROWSER_ARTIFACTS) for CI to collect.
 #
 #   tests/run.sh            everything
 #   tests/run.sh --rust     only `cargo test --workspace`
 #
-# Installs what it needs: PostgreSQL, podman and runc from the distribution's packages when
-# missing, Open WebUI and the clients into a cached Python 3.11 environment (tests/e2e/venv.sh). Ends with one summary line per suite; exits non-zero if any failed.
+# Installs what it needs: PostgreSQL, Chromium, podman and runc from the distribution's
+# packages when missing, playwright-core from npm, Open WebUI and the clients into a cached Python 3.11 environment (tests/e2e/venv.sh). Ends with one summary line per suite; exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +48,15 @@ if ! $only_rust; then
   set -e
   summaries+=("e2e: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $e2e_status)")")
   [ "$e2e_status" = 0 ] || status=1
+  echo "== a real browser on Open WebUI (tests/browser/run.sh)"
+  set +e
+  E2E_SLUICE_BIN="$sluice" BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-${CI_ARTIFACTS:-tests/browser/artifacts}}" \
+    tests/browser/run.sh 2>&1 | tee "$log"
+  browser_status=${PIPESTATUS[0]}
+  set -e
+  summaries+=("browser: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $browser_status)")")
+  [ "$browser_status" = 0 ] || status=1
+
   echo "== the container image (tests/e2e/container.sh)"
   set +e
   tests/e2e/container.sh 2>&1 | tee "$log"
