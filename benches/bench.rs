@@ -49,6 +49,12 @@ impl Pipeline for BenchPipe {
     }
 }
 
+mod many_answers;
+mod raw_http;
+mod wrk;
+
+use raw_http::{start_canned_server, start_floor, start_mock_upstream, MOCK_DELTAS};
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
@@ -209,6 +215,9 @@ async fn drive() {
             );
         }
     }
+    if wants("wrk") {
+        wrk::group((&base, child.id()), (&floor, floor_child.id()), KEY, &small, &large);
+    }
     for conns in [1usize, 16].into_iter().filter(|_| wants("streams")) {
         stream(&client, &base, conns).await;
     }
@@ -218,15 +227,18 @@ async fn drive() {
     for conns in [1usize, 16].into_iter().filter(|_| wants("openpipe")) {
         openpipe(&client, &base, &reports_served, conns).await;
     }
-    for c in [&mut floor_child, &mut upstream_child] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    let _ = floor_child.kill();
+    let _ = floor_child.wait();
     println!("bench=rss_after_load kb={}", rss_kb(child.id()));
     for n in [1_000usize, 10_000].into_iter().filter(|_| wants("long")) {
-        long_streams(port, child.id(), n).await;
+        many_answers::long_streams(port, child.id(), n).await;
     }
     println!("bench=rss_after_long_streams kb={}", rss_kb(child.id()));
+    for n in [200usize, 1_000].into_iter().filter(|_| wants("paced")) {
+        many_answers::paced_manifold(port, child.id(), n).await;
+    }
+    let _ = upstream_child.kill();
+    let _ = upstream_child.wait();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -357,111 +369,6 @@ async fn openpipe(client: &reqwest::Client, base: &str, served: &std::sync::atom
     );
 }
 
-/// Answers every HTTP/1.1 request on a kept-alive connection with the same bytes; counts them.
-async fn start_canned_server(response: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let response = Arc::new(response.into_bytes());
-    start_raw_server(move |_| Arc::clone(&response)).await
-}
-
-/// A minimal HTTP/1.1 server on loopback: finds the end of the headers and the Content-Length,
-/// takes the body without parsing it, writes `respond(body)`. Counts requests. It does the
-/// least an HTTP server can do, so it is also the floor sluice is measured against.
-async fn start_raw_server<F>(respond: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
-where
-    F: Fn(&[u8]) -> Arc<Vec<u8>> + Send + Sync + 'static,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let respond = Arc::new(respond);
-    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served_in = Arc::clone(&served);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
-            let _ = socket.set_nodelay(true);
-            let respond = Arc::clone(&respond);
-            let served = Arc::clone(&served_in);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 1 << 16];
-                let mut pending: Vec<u8> = Vec::new();
-                loop {
-                    // One request at a time on a kept-alive connection: headers, then the body.
-                    let n = match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    pending.extend_from_slice(&buf[..n]);
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let len = content_length(&pending[..end]);
-                        if pending.len() < end + 4 + len {
-                            break;
-                        }
-                        let response = respond(&pending[end + 4..end + 4 + len]);
-                        pending.drain(..end + 4 + len);
-                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if socket.write_all(&response).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, served)
-}
-
-fn content_length(head: &[u8]) -> usize {
-    head.split(|&b| b == b'\n')
-        .find_map(|line| {
-            let line = std::str::from_utf8(line).ok()?;
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
-
-/// The floor: GET answers `models` (the bytes sluice answered, so both send the same), a POST
-/// gets its own body back with a JSON content type, as an inlet that changes nothing would.
-async fn start_floor(models: Vec<u8>) -> String {
-    let models = Arc::new(http_response("application/json", &models));
-    let (url, _) = start_raw_server(move |body| {
-        if body.is_empty() {
-            Arc::clone(&models)
-        } else {
-            Arc::new(http_response("application/json", body))
-        }
-    })
-    .await;
-    url
-}
-
-fn http_response(content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n", body.len())
-        .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-const MOCK_DELTAS: usize = 200;
-
-/// A Responses API stand-in that answers every request at once with a 200-delta transcript:
-/// the floor the manifold's overhead is measured against.
-async fn start_mock_upstream() -> String {
-    let mut body = String::from("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_b\",\"status\":\"in_progress\",\"output\":[]}}\n\n");
-    body.push_str("event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n");
-    for i in 0..MOCK_DELTAS {
-        body.push_str(&format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_b\",\"output_index\":0,\"content_index\":0,\"delta\":\"token{i} \",\"logprobs\":[],\"obfuscation\":\"abcdef\"}}\n\n", i + 2));
-    }
-    body.push_str("event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":999,\"response\":{\"id\":\"resp_b\",\"status\":\"completed\",\"model\":\"gpt-4.1\",\"output\":[{\"id\":\"msg_b\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"...\",\"annotations\":[]}]}],\"usage\":{\"input_tokens\":10,\"output_tokens\":200,\"total_tokens\":210}}}\n\n");
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (url, _) = start_canned_server(response).await;
-    url
-}
-
 /// Time to first byte and total time, direct to the mock and through the manifold.
 async fn manifold(client: &reqwest::Client, base: &str, mock: &str, conns: usize) {
     let direct_body = serde_json::to_vec(&json!({"model": "gpt-4.1", "stream": true, "input": "go"})).unwrap();
@@ -529,68 +436,4 @@ async fn timed_streams(
     ttfb.sort();
     total.sort();
     (ttfb, total, chunks)
-}
-
-/// `n` concurrent answers of 10 chunks, one a second (about 10 s each), opened over about a
-/// second on raw connections (a reqwest client per stream would weigh more than sluice). Peak
-/// RSS of sluice while they run, and the stretch: how much longer than the paced 10 s each took.
-async fn long_streams(port: u16, pid: u32, n: usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const PACE: Duration = Duration::from_secs(10);
-    let body = r#"{"model":"bench_pipe","stream":true,"chunks":10,"interval_ms":1000,"messages":[{"role":"user","content":"go"}]}"#;
-    let request = Arc::new(format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    let before = rss_kb(pid);
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
-    let sampling = {
-        let peak = Arc::clone(&peak);
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kb(pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let batch = (n / 20).max(1);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        if i > 0 && i % batch == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let request = Arc::clone(&request);
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-            socket.write_all(request.as_bytes()).await.ok()?;
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 2048];
-            loop {
-                match tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                    Ok(Ok(k)) => {
-                        seen.extend_from_slice(&buf[..k]);
-                        if seen.windows(12).any(|w| w == b"data: [DONE]") {
-                            break;
-                        }
-                    }
-                }
-            }
-            seen.windows(12).any(|w| w == b"data: [DONE]").then(|| t.elapsed())
-        }));
-    }
-    let mut took: Vec<Duration> =
-        futures_util::future::join_all(tasks).await.into_iter().filter_map(|r| r.ok().flatten()).collect();
-    sampling.abort();
-    took.sort();
-    let stretch = |q: f64| (percentile(&took, q) / PACE.as_secs_f64() / 1000.0 - 1.0) * 100.0;
-    println!(
-        "bench=long_streams n={n} completed={} rss_before_kb={before} rss_peak_kb={} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2}",
-        took.len(),
-        peak.load(std::sync::atomic::Ordering::Relaxed),
-        stretch(0.5),
-        stretch(0.99),
-        stretch(1.0),
-    );
 }

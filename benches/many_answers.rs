@@ -1,0 +1,131 @@
+//! Many concurrent, long answers on raw connections (a reqwest client per answer would weigh
+//! more than sluice): the peak RSS of sluice while they run, the stretch (how much longer
+//! than its pace each answer took) and, for the manifold, sluice's CPU per upstream event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::raw_http::{paced_events, PACE, PACED_MARKER};
+use crate::wrk::cpu_secs;
+use crate::{percentile, rss_kb, KEY};
+
+/// What one batch of answers showed.
+struct Run {
+    took: Vec<Duration>,
+    rss_before_kb: u64,
+    rss_peak_kb: u64,
+}
+
+/// Opens `n` answers to `POST /v1/chat/completions` with `body` over about a second, reads
+/// each to `data: [DONE]`; how long each took (sorted; failed answers are left out).
+async fn answers(port: u16, pid: u32, body: &str, n: usize) -> Run {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = Arc::new(format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let before = rss_kb(pid);
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let batch = (n / 20).max(1);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 && i % batch == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let request = Arc::clone(&request);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            socket.write_all(request.as_bytes()).await.ok()?;
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => {
+                        // Only the tail can hold the end marker that just arrived.
+                        let from = seen.len().saturating_sub(12);
+                        seen.extend_from_slice(&buf[..k]);
+                        if seen[from..].windows(12).any(|w| w == b"data: [DONE]") {
+                            return Some(t.elapsed());
+                        }
+                    }
+                }
+            }
+            None
+        }));
+    }
+    let mut took: Vec<Duration> =
+        futures_util::future::join_all(tasks).await.into_iter().filter_map(|r| r.ok().flatten()).collect();
+    sampling.abort();
+    took.sort();
+    Run { took, rss_before_kb: before, rss_peak_kb: peak.load(Ordering::Relaxed) }
+}
+
+fn stretch_pct(took: &[Duration], pace: Duration, q: f64) -> f64 {
+    (percentile(took, q) / pace.as_secs_f64() / 1000.0 - 1.0) * 100.0
+}
+
+/// `n` concurrent answers of the scripted pipe, 10 chunks one a second (about 10 s each).
+pub async fn long_streams(port: u16, pid: u32, n: usize) {
+    const LENGTH: Duration = Duration::from_secs(10);
+    let body = r#"{"model":"bench_pipe","stream":true,"chunks":10,"interval_ms":1000,"messages":[{"role":"user","content":"go"}]}"#;
+    let run = answers(port, pid, body, n).await;
+    println!(
+        "bench=long_streams n={n} completed={} rss_before_kb={} rss_peak_kb={} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2}",
+        run.took.len(),
+        run.rss_before_kb,
+        run.rss_peak_kb,
+        stretch_pct(&run.took, LENGTH, 0.5),
+        stretch_pct(&run.took, LENGTH, 0.99),
+        stretch_pct(&run.took, LENGTH, 1.0),
+    );
+}
+
+/// The machine's CPU counters from /proc/stat: (idle, steal, total) in ticks.
+fn machine_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal ...; guest time is already in user.
+    (get(3) + get(4), get(7), fields.iter().take(8).sum())
+}
+
+/// `n` concurrent manifold answers whose upstream events arrive paced (the stand-in writes
+/// each event on its own, [`PACE`] apart, like a model producing 50 tokens a second): sluice's
+/// CPU per upstream event, the stretch of each answer, RSS, and how busy the machine was.
+pub async fn paced_manifold(port: u16, pid: u32, n: usize) {
+    let length = PACE * (paced_events() as u32 - 1);
+    let body = format!(
+        r#"{{"model":"openai_responses.gpt-4.1","stream":true,"messages":[{{"role":"user","content":"{PACED_MARKER}"}}],"user":{{"id":"bench"}}}}"#
+    );
+    let (cpu_before, machine_before) = (cpu_secs(pid), machine_ticks());
+    let run = answers(port, pid, &body, n).await;
+    let (cpu, machine_after) = (cpu_secs(pid) - cpu_before, machine_ticks());
+    let total = (machine_after.2 - machine_before.2).max(1) as f64;
+    let events = run.took.len() * paced_events();
+    println!(
+        "bench=paced_manifold n={n} completed={} deltas_per_s={:.0} events={events} cpu_s={cpu:.2} cpu_us_per_event={:.1} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2} rss_before_kb={} rss_peak_kb={} machine_idle_pct={:.0} machine_steal_pct={:.1}",
+        run.took.len(),
+        1.0 / PACE.as_secs_f64(),
+        cpu * 1e6 / events.max(1) as f64,
+        stretch_pct(&run.took, length, 0.5),
+        stretch_pct(&run.took, length, 0.99),
+        stretch_pct(&run.took, length, 1.0),
+        run.rss_before_kb,
+        run.rss_peak_kb,
+        (machine_after.0 - machine_before.0) as f64 * 100.0 / total,
+        (machine_after.1 - machine_before.1) as f64 * 100.0 / total,
+    );
+}
