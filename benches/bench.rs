@@ -32,6 +32,10 @@ impl Pipeline for BenchPipe {
     fn kind(&self) -> PipelineKind {
         PipelineKind::Pipe
     }
+    // Its hooks change nothing, as the reporting filter's do when it is switched off.
+    fn passes_through(&self, _hook: sluice_sdk::Hook) -> bool {
+        true
+    }
     async fn pipe(&self, request: PipeRequest) -> Result<PipeStream, PipelineError> {
         let n = request.body.get("chunks").and_then(Value::as_u64).unwrap_or(200);
         match request.body.get("interval_ms").and_then(Value::as_u64) {
@@ -63,6 +67,8 @@ fn main() {
         floor(&args[2]);
     } else if args.get(1).map(String::as_str) == Some("upstream") {
         upstream();
+    } else if args.get(1).map(String::as_str) == Some("relay") {
+        relay(&args[2]);
     } else {
         drive();
     }
@@ -111,6 +117,12 @@ async fn floor(models_file: &str) {
 #[tokio::main]
 async fn upstream() {
     serve_as_child(&start_mock_upstream().await).await;
+}
+
+/// The floor of a paced answer ([`raw_http::start_relay`]) in a process of its own.
+#[tokio::main]
+async fn relay(upstream: &str) {
+    serve_as_child(&raw_http::start_relay(upstream.to_string()).await).await;
 }
 
 /// Tells the driver the port ([`start_child`] reads it), then serves until the driver closes
@@ -234,8 +246,17 @@ async fn drive() {
         many_answers::long_streams(port, child.id(), n).await;
     }
     println!("bench=rss_after_long_streams kb={}", rss_kb(child.id()));
-    for n in [200usize, 1_000].into_iter().filter(|_| wants("paced")) {
-        many_answers::paced_manifold(port, child.id(), n).await;
+    // BENCH_PACED=1000,5000: other numbers of concurrent paced answers.
+    let paced: Vec<usize> = std::env::var("BENCH_PACED")
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![200, 1_000]);
+    if wants("paced") {
+        let (mut relay_child, relay_port) = start_child(&["relay", &mock_url], &[]);
+        for n in paced {
+            many_answers::paced_manifold((port, child.id()), (relay_port, relay_child.id()), n).await;
+        }
+        let _ = relay_child.kill();
+        let _ = relay_child.wait();
     }
     let _ = upstream_child.kill();
     let _ = upstream_child.wait();

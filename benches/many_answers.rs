@@ -103,29 +103,40 @@ fn machine_ticks() -> (u64, u64, u64) {
 }
 
 /// `n` concurrent manifold answers whose upstream events arrive paced (the stand-in writes
-/// each event on its own, [`PACE`] apart, like a model producing 50 tokens a second): sluice's
-/// CPU per upstream event, the stretch of each answer, RSS, and how busy the machine was.
-pub async fn paced_manifold(port: u16, pid: u32, n: usize) {
+/// each event on its own, [`PACE`] apart, like a model producing 50 tokens a second): CPU per
+/// upstream event of a raw relay (the floor) and of sluice, back to back, the stretch of each
+/// answer, sluice's RSS, and how busy the machine was.
+pub async fn paced_manifold(sluice: (u16, u32), relay: (u16, u32), n: usize) {
     let length = PACE * (paced_events() as u32 - 1);
     let body = format!(
         r#"{{"model":"openai_responses.gpt-4.1","stream":true,"messages":[{{"role":"user","content":"{PACED_MARKER}"}}],"user":{{"id":"bench"}}}}"#
     );
-    let (cpu_before, machine_before) = (cpu_secs(pid), machine_ticks());
-    let run = answers(port, pid, &body, n).await;
-    let (cpu, machine_after) = (cpu_secs(pid) - cpu_before, machine_ticks());
-    let total = (machine_after.2 - machine_before.2).max(1) as f64;
-    let events = run.took.len() * paced_events();
+    let mut per_event = Vec::new();
+    for (who, (port, pid)) in [("relay", relay), ("sluice", sluice)] {
+        let (cpu_before, machine_before) = (cpu_secs(pid), machine_ticks());
+        let run = answers(port, pid, &body, n).await;
+        let (cpu, machine_after) = (cpu_secs(pid) - cpu_before, machine_ticks());
+        let total = (machine_after.2 - machine_before.2).max(1) as f64;
+        let events = run.took.len() * paced_events();
+        let us = cpu * 1e6 / events.max(1) as f64;
+        per_event.push(us);
+        println!(
+            "bench=paced_manifold n={n} server={who} completed={} deltas_per_s={:.0} events={events} cpu_s={cpu:.2} cpu_us_per_event={us:.1} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2} rss_before_kb={} rss_peak_kb={} machine_idle_pct={:.0} machine_steal_pct={:.1}",
+            run.took.len(),
+            1.0 / PACE.as_secs_f64(),
+            stretch_pct(&run.took, length, 0.5),
+            stretch_pct(&run.took, length, 0.99),
+            stretch_pct(&run.took, length, 1.0),
+            run.rss_before_kb,
+            run.rss_peak_kb,
+            (machine_after.0 - machine_before.0) as f64 * 100.0 / total,
+            (machine_after.1 - machine_before.1) as f64 * 100.0 / total,
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     println!(
-        "bench=paced_manifold n={n} completed={} deltas_per_s={:.0} events={events} cpu_s={cpu:.2} cpu_us_per_event={:.1} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2} rss_before_kb={} rss_peak_kb={} machine_idle_pct={:.0} machine_steal_pct={:.1}",
-        run.took.len(),
-        1.0 / PACE.as_secs_f64(),
-        cpu * 1e6 / events.max(1) as f64,
-        stretch_pct(&run.took, length, 0.5),
-        stretch_pct(&run.took, length, 0.99),
-        stretch_pct(&run.took, length, 1.0),
-        run.rss_before_kb,
-        run.rss_peak_kb,
-        (machine_after.0 - machine_before.0) as f64 * 100.0 / total,
-        (machine_after.1 - machine_before.1) as f64 * 100.0 / total,
+        "bench=paced_manifold_vs_relay n={n} added_cpu_us_per_event={:.1} cpu_sluice_over_relay={:.2}",
+        per_event[1] - per_event[0],
+        per_event[1] / per_event[0]
     );
 }

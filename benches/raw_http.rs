@@ -165,3 +165,68 @@ pub async fn start_mock_upstream() -> String {
     .await;
     url
 }
+
+/// The floor of a streamed answer: a relay that takes a chat request, asks `upstream` for a
+/// paced answer and passes each piece on as it arrives, with the end marker sluice's clients
+/// wait for. One read and one write per upstream event, no parsing: what any proxy pays.
+pub async fn start_relay(upstream: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = upstream.trim_start_matches("http://").to_string();
+    let body = format!(r#"{{"model":"gpt-4.1","stream":true,"input":"{PACED_MARKER}"}}"#);
+    let ask = Arc::new(format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let (addr, ask) = (addr.clone(), Arc::clone(&ask));
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let mut buf = vec![0u8; 1 << 16];
+                let mut seen = Vec::new();
+                // The whole request (the driver sends it in one write, with its length).
+                loop {
+                    let Ok(n) = client.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if seen.len() >= end + 4 + content_length(&seen[..end]) {
+                            break;
+                        }
+                    }
+                }
+                let Ok(mut up) = tokio::net::TcpStream::connect(&addr).await else { return };
+                let _ = up.set_nodelay(true);
+                if up.write_all(ask.as_bytes()).await.is_err() {
+                    return;
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                if client.write_all(head).await.is_err() {
+                    return;
+                }
+                // The head is kept until it shows the length; then bytes are only counted.
+                let (mut head_bytes, mut want, mut received) = (Vec::new(), None::<usize>, 0usize);
+                while want.is_none_or(|w| received < w) {
+                    let Ok(n) = up.read(&mut buf).await else { return };
+                    if n == 0 || client.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    received += n;
+                    if want.is_none() {
+                        head_bytes.extend_from_slice(&buf[..n]);
+                        if let Some(end) = head_bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                            want = Some(end + 4 + content_length(&head_bytes[..end]));
+                        }
+                    }
+                }
+                let _ = client.write_all(b"data: [DONE]\n\n").await;
+            });
+        }
+    });
+    url
+}

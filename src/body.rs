@@ -85,8 +85,46 @@ impl JsonBody {
     }
 }
 
+/// A body as received, within the bounds of the resource's [`BodyConfig`], not yet parsed.
+pub struct RawBody {
+    pub bytes: Bytes,
+    max_nodes: usize,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+impl RawBody {
+    pub fn into_reservation(self) -> Reservation {
+        Reservation(self.budget)
+    }
+
+    /// Whether the work on this body belongs on the blocking pool ([`crate::offload`]).
+    pub fn is_heavy(&self) -> bool {
+        self.bytes.len() > crate::offload::HEAVY_BYTES
+    }
+
+    /// Parses it (off the HTTP thread when large).
+    pub async fn parse(self) -> Result<JsonBody, ApiError> {
+        let RawBody { bytes, max_nodes, budget } = self;
+        let len = bytes.len();
+        let value = if len <= PARSE_INLINE_BYTES {
+            parse_bounded(&bytes, max_nodes)?
+        } else {
+            web::block(move || parse_bounded(&bytes, max_nodes))
+                .await
+                .map_err(|e| ApiError::Internal(format!("the request body could not be parsed: {e}")))??
+        };
+        Ok(JsonBody { value, len, budget })
+    }
+}
+
 /// The body of a request as JSON, within the bounds of the resource's [`BodyConfig`].
 pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonBody, ApiError> {
+    raw_body(req, payload).await?.parse().await
+}
+
+/// The bytes of a request body, within the bounds of the resource's [`BodyConfig`]: encoding,
+/// size, arrival time and the large-body budget are checked; the JSON is not.
+pub async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<RawBody, ApiError> {
     let config = match req.app_data::<web::Data<BodyConfig>>() {
         Some(c) => c.get_ref().clone(),
         None => return Err(ApiError::Internal("no body configuration".into())),
@@ -117,16 +155,7 @@ pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonB
         Ok(result) => result?,
         Err(_) => return Err(ApiError::BodyTimeout(config.timeout.as_secs())),
     };
-    let max_nodes = config.max_nodes;
-    let len = bytes.len();
-    let value = if bytes.len() <= PARSE_INLINE_BYTES {
-        parse_bounded(&bytes, max_nodes)?
-    } else {
-        web::block(move || parse_bounded(&bytes, max_nodes))
-            .await
-            .map_err(|e| ApiError::Internal(format!("the request body could not be parsed: {e}")))??
-    };
-    Ok(JsonBody { value, len, budget })
+    Ok(RawBody { bytes, max_nodes: config.max_nodes, budget })
 }
 
 /// Reads a body up to the limit; larger ones are refused before they are buffered whole. A body
@@ -196,24 +225,28 @@ pub fn check_messages(messages: &[Value]) -> Result<(), ApiError> {
 /// separator, outside strings. A pass over the bytes, far cheaper than the parse it guards.
 pub fn count_values(bytes: &[u8]) -> usize {
     let mut count = 1;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Inside a string only a quote or a backslash matters: jump between them
+                // (strings are most of a chat's bytes).
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', bytes.get(i..).unwrap_or_default()) {
+                        None => return count,
+                        Some(at) if bytes[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' | b',' => count += 1,
             _ => {}
         }
+        i += 1;
     }
     count
 }
@@ -228,6 +261,10 @@ mod tests {
         assert!(count_values(br#"{"a": 1, "b": [1, 2, 3]}"#) >= 6);
         assert_eq!(count_values(br#""a, [b], {c}""#), 1, "separators inside a string do not count");
         assert_eq!(count_values(br#"["a\"", 1]"#), 3, "an escaped quote does not end the string");
+        assert_eq!(count_values(br#"["a\\", 1]"#), 3, "an escaped backslash does not escape the quote");
+        for cut in [&br#"["a\"#[..], br#"["#, br#"[""#, br#""\"#] {
+            assert!(count_values(cut) >= 1, "a body cut anywhere is counted without a panic");
+        }
         let many = format!("[{}]", vec!["{}"; 1000].join(","));
         assert!(count_values(many.as_bytes()) >= 1000);
     }

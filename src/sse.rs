@@ -10,6 +10,7 @@
 //! every other SSE event.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sluice_sdk::{Dialect, ErrorKind, FinishReason, PipeEvent, PipeStream, PipelineError, Status, ToolCallDelta};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::json::write_python;
 use crate::telemetry::AnswerEnd;
@@ -298,7 +300,13 @@ pub struct StreamOptions {
 struct Driver {
     events: PipeStream,
     encoder: StreamEncoder,
-    options: StreamOptions,
+    /// Resolves when the server's shutdown grace is over. Made once per answer: a fresh
+    /// `cancelled()` per event registers and unregisters a waiter each time.
+    deadline: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The keep-alive interval and its timer, moved on lazily: an event only notes the time
+    /// ([`Driver::last_out`]); the timer is set again when it fires, not per event.
+    keepalive: Option<(Duration, Pin<Box<Sleep>>)>,
+    last_out: Instant,
     done: bool,
     log: crate::telemetry::AnswerLog,
     /// Dropped with the response body (client gone, or answer over): cancels the pipe's token.
@@ -318,6 +326,28 @@ impl Driver {
         self.done = true;
         self.log.end = Some(AnswerEnd::Completed);
     }
+
+    /// The keep-alive timer fired: a ping if nothing went out for a whole interval, else the
+    /// timer moves to an interval after the last output.
+    fn keepalive_fired(&mut self, out: &mut Vec<u8>) {
+        let Some((every, timer)) = &mut self.keepalive else { return };
+        let now = Instant::now();
+        let due = self.last_out + *every;
+        if due <= now {
+            out.extend_from_slice(PING);
+            timer.as_mut().reset(now + *every);
+        } else {
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
+/// Waits for the keep-alive timer, or forever without one.
+async fn keepalive_timer(keepalive: &mut Option<(Duration, Pin<Box<Sleep>>)>) {
+    match keepalive {
+        Some((_, timer)) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The response body of a streamed answer. Dropping it (actix does when the client leaves)
@@ -330,10 +360,13 @@ pub fn body(
     cancel: CancellationToken,
     log: crate::telemetry::AnswerLog,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let now = Instant::now();
     let driver = Driver {
         events,
         encoder: StreamEncoder::new(envelope, form),
-        options,
+        deadline: Box::pin(options.deadline.cancelled_owned()),
+        keepalive: options.keepalive.map(|every| (every, Box::pin(tokio::time::sleep_until(now + every)))),
+        last_out: now,
         done: false,
         log,
         _cancel_on_drop: cancel.drop_guard(),
@@ -344,15 +377,9 @@ pub fn body(
         }
         let mut out = Vec::new();
         while out.is_empty() {
-            let keepalive = async {
-                match d.options.keepalive {
-                    Some(every) => tokio::time::sleep(every).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
-                _ = d.options.deadline.cancelled() => {
+                _ = d.deadline.as_mut() => {
                     let error = PipelineError::new(ErrorKind::Unavailable, "sluice is shutting down; the answer was cut short");
                     d.encoder.fail(&error, &mut out);
                     d.done = true;
@@ -362,7 +389,7 @@ pub fn body(
                     Some(event) => d.encode(event, &mut out),
                     None => d.finish(&mut out),
                 },
-                _ = keepalive => out.extend_from_slice(PING),
+                _ = keepalive_timer(&mut d.keepalive) => d.keepalive_fired(&mut out),
             }
         }
         // Events that are already waiting go out in the same write: one syscall and one TCP
@@ -375,6 +402,9 @@ pub fn body(
             }
         }
         d.log.bytes += out.len() as u64;
+        if d.keepalive.is_some() {
+            d.last_out = Instant::now();
+        }
         Some((Ok(Bytes::from(out)), d))
     })
 }

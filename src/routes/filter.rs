@@ -2,15 +2,10 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
+use sluice_sdk::Hook;
 
 use crate::error::ApiError;
 use crate::registry::Registry;
-
-#[derive(Clone, Copy)]
-enum Hook {
-    Inlet,
-    Outlet,
-}
 
 /// `POST /{id}/filter/inlet` (docs/protocol.md §5.11).
 pub async fn inlet(
@@ -43,7 +38,12 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     let resolved =
         registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
-    let received = crate::body::json_body(&req, payload).await?;
+    let pipeline = Arc::clone(&resolved.module.pipeline);
+    let raw = crate::body::raw_body(&req, payload).await?;
+    if pipeline.passes_through(hook) {
+        return super::pass_through::answer(raw).await;
+    }
+    let received = raw.parse().await?;
     let heavy = received.is_heavy();
     let (form, _reservation) = received.into_parts();
     let Value::Object(mut form) = form else {
@@ -64,7 +64,6 @@ async fn run(
         Some(user @ Value::Object(_)) => Some(user),
         Some(_) => return Err(ApiError::Unprocessable("user: must be a JSON object or null".into())),
     };
-    let pipeline = Arc::clone(&resolved.module.pipeline);
     // The answer is serialised where the hook ran: for a large body, not on this thread.
     let work = async move {
         let result = match hook {

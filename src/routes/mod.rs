@@ -8,6 +8,7 @@ mod health;
 mod metrics;
 mod models;
 mod observe;
+mod pass_through;
 mod pipelines;
 mod valves;
 

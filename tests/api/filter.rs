@@ -94,12 +94,29 @@ async fn malformed_forms_are_refused_with_the_reason() {
         (json!({"body": {}, "user": "bob"}), 422, "user: must be a JSON object or null"),
         (json!([1, 2]), 422, "the request must be a JSON object with a \"body\" object"),
     ];
-    for (request, status, detail) in table {
-        let got = error_of(app.post_json("/scripted_filter/filter/inlet", &request).await).await;
-        assert_eq!(got, (status, json!({"detail": detail})), "{request}");
+    // The scripted filter's hooks parse the form; the scripted pipe's pass it through unread.
+    for path in ["/scripted_filter/filter/inlet", "/scripted_pipe/filter/inlet", "/scripted_pipe/filter/outlet"] {
+        for (request, status, detail) in &table {
+            let got = error_of(app.post_json(path, request).await).await;
+            assert_eq!(got, (*status, json!({"detail": detail})), "{path} {request}");
+        }
+        // Extra keys and a missing user are fine.
+        let (status, _) = json_of(app.post_json(path, &json!({"body": {}, "extra": 1})).await).await;
+        assert_eq!(status, 200, "{path}");
+        let (status, body) = error_of(app.post_raw(path, r#"{"body": {"a": }"#).await).await;
+        assert_eq!(status, 400, "{path}: {body}");
     }
-    // Extra keys and a missing user are fine.
-    let (status, _) =
-        json_of(app.post_json("/scripted_filter/filter/inlet", &json!({"body": {}, "extra": 1})).await).await;
-    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_hook_that_changes_nothing_answers_the_bytes_that_came() {
+    let app = spawn_app().await;
+    // Spacing, escapes, number forms and key order as sent, not as a parser would write them.
+    let body = r#"{ "model":"scripted_pipe", "n": 1.50e0, "messages":[{"role":"user","content":"caf\u00e9 \"x\""}] }"#;
+    for hook in ["inlet", "outlet"] {
+        let res = app.post_raw(&format!("/scripted_pipe/filter/{hook}"), format!(r#"{{"user":null,"body":{body}}}"#)).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.text().await.unwrap(), body);
+    }
 }

@@ -109,6 +109,12 @@ impl Pipeline for ScriptedPipe {
         PipelineKind::Pipe
     }
 
+    // No hooks: its inlet and outlet answer the bytes that came (the parsed path is the
+    // scripted filter's).
+    fn passes_through(&self, _hook: sluice_sdk::Hook) -> bool {
+        true
+    }
+
     fn valves(&self) -> Option<Arc<dyn DynValves>> {
         Some(Arc::new(self.valves.clone()))
     }

@@ -2,7 +2,7 @@
 //! replicas). The PostgreSQL half needs a server: `TEST_PG_URL` names one (tests/run.sh starts
 //! a throwaway one with tests/pg/start.sh); without it the suite starts its own from the
 //! PostgreSQL installed on the machine. With none installed those tests fail, saying how to
-//! get one, unless `SLUICE_TEST_SKIP_PG=1` skips them on purpose: a test that did nothing
+//! get one, unless `TEST_PG_SKIP=1` skips them on purpose: a test that did nothing
 //! must not count as passed by accident.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ fn pg_server() -> Option<String> {
             if let Ok(url) = std::env::var("TEST_PG_URL") {
                 return Some(url);
             }
-            if std::env::var("SLUICE_TEST_SKIP_PG").as_deref() == Ok("1") {
+            if std::env::var("TEST_PG_SKIP").as_deref() == Ok("1") {
                 return None;
             }
             Some(start_throwaway_server())
@@ -43,7 +43,7 @@ fn start_throwaway_server() -> String {
         out.status.success(),
         "the PostgreSQL tests need a server, and none could be started here ({}). Install PostgreSQL \
          (Debian: apt install postgresql), or run tests/run.sh (it installs one), or point TEST_PG_URL at a \
-         server, or set SLUICE_TEST_SKIP_PG=1 to skip these tests on purpose.",
+         server, or set TEST_PG_SKIP=1 to skip these tests on purpose.",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -65,10 +65,10 @@ fn start_throwaway_server() -> String {
 }
 
 /// A fresh database on the test server; `None` only when the operator skipped these tests
-/// with `SLUICE_TEST_SKIP_PG=1`.
+/// with `TEST_PG_SKIP=1`.
 pub async fn pg_database() -> Option<String> {
     let Some(url) = pg_server() else {
-        eprintln!("SLUICE_TEST_SKIP_PG=1: the PostgreSQL store is not tested in this run");
+        eprintln!("TEST_PG_SKIP=1: the PostgreSQL store is not tested in this run");
         return None;
     };
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("the test server answers");

@@ -258,10 +258,13 @@ impl RecordPlan {
 
 async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: CancellationToken) {
     let send = |e: PipeEvent| {
-        let tx = tx.clone();
+        let tx = &tx;
         async move { tx.send(e).await.is_ok() }
     };
     let mut prefetched = std::mem::take(&mut a.prefetched).into_iter();
+    // Made once: a fresh `cancelled()` per event registers and unregisters a waiter each time.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let mut first = true;
     loop {
         if std::mem::take(&mut first) {
@@ -273,7 +276,7 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
         let next = match prefetched.next() {
             Some(v) => Ok(Some(v)),
             None => tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = &mut cancelled => return,
                 r = a.events.next() => r,
             },
         };
@@ -395,6 +398,11 @@ impl Pipeline for OpenAIResponses {
             tracing::warn!("openai_responses: {MISSING_KEY}");
         }
         Ok(())
+    }
+
+    /// The outlet is not overridden: it answers the body as it came.
+    fn passes_through(&self, hook: sluice_sdk::Hook) -> bool {
+        hook == sluice_sdk::Hook::Outlet
     }
 
     /// Copies what `/chat/completions` will not receive (Open WebUI pops `metadata`) into

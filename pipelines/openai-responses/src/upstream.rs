@@ -2,6 +2,7 @@
 //! (docs/manifold.md §8), and the event reader with its idle timeout.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value;
 use sluice_sdk::{ErrorKind, PipelineError};
+use tokio::time::{Instant, Sleep};
 
 use crate::convert::upstream_message;
 use crate::sse::SseReader;
@@ -167,6 +169,9 @@ pub struct Events {
     reader: SseReader,
     pending: VecDeque<String>,
     idle: Duration,
+    /// The idle timer, moved on lazily: a wait or a read only notes the time; the timer is set
+    /// again when it fires early, not once per read.
+    timer: Pin<Box<Sleep>>,
     malformed: u32,
     ended: bool,
 }
@@ -176,11 +181,13 @@ const MAX_MALFORMED: u32 = 5;
 
 impl Events {
     pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
+        let now = Instant::now();
         Events {
             body: resp.bytes_stream().boxed(),
             reader: SseReader::default(),
             pending: VecDeque::new(),
             idle,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
             malformed: 0,
             ended: false,
         }
@@ -188,6 +195,8 @@ impl Events {
 
     /// The next event; `Ok(None)` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<Value>, PipelineError> {
+        // Idle is counted from the start of this wait or the last read, whichever is later.
+        let mut since = Instant::now();
         loop {
             while let Some(data) = self.pending.pop_front() {
                 match serde_json::from_str::<Value>(&data) {
@@ -204,8 +213,14 @@ impl Events {
             if self.ended {
                 return Ok(None);
             }
-            match tokio::time::timeout(self.idle, self.body.next()).await {
-                Err(_) => {
+            let read = tokio::select! {
+                biased;
+                read = self.body.next() => Ok(read),
+                _ = self.timer.as_mut() => Err(()),
+            };
+            match read {
+                Err(()) if since + self.idle > Instant::now() => self.timer.as_mut().reset(since + self.idle),
+                Err(()) => {
                     return Err(PipelineError::new(
                         ErrorKind::Timeout,
                         format!("OpenAI: no event for {} s; the answer was cut short", self.idle.as_secs()),
@@ -220,7 +235,10 @@ impl Events {
                     return Err(PipelineError::upstream("OpenAI: the connection broke; the answer was cut short"));
                 }
                 Ok(Some(Ok(bytes))) => match self.reader.push(&bytes) {
-                    Ok(events) => self.pending.extend(events),
+                    Ok(events) => {
+                        since = Instant::now();
+                        self.pending.extend(events)
+                    }
                     Err(_) => return Err(PipelineError::upstream("OpenAI: an event exceeded the size limit")),
                 },
             }

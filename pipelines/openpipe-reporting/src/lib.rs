@@ -197,6 +197,11 @@ impl Pipeline for OpenPipeReporting {
         }
     }
 
+    /// Switched off (no key, or not enabled), both hooks answer the body as it came.
+    fn passes_through(&self, _hook: sluice_sdk::Hook) -> bool {
+        self.runtime.get().is_none() || !self.valves.get().active()
+    }
+
     async fn inlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
         let v = self.valves.get();
         let Some(rt) = self.runtime.get().filter(|_| v.active()) else { return Ok(body) };

@@ -27,7 +27,7 @@ pub use context::PipelineContext;
 pub use error::{chain as error_chain, ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use outbox::{Outbox, QueueStats};
-pub use pipeline::{FilterTargets, Pipeline, PipelineKind, SubModel};
+pub use pipeline::{FilterTargets, Hook, Pipeline, PipelineKind, SubModel};
 pub use request::{Dialect, PipeRequest, ServedCompletion};
 pub use secret::Secret;
 pub use store::{KvStore, StoreError};

@@ -28,6 +28,13 @@ impl PipelineKind {
     }
 }
 
+/// The two filter hooks Open WebUI calls around a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Inlet,
+    Outlet,
+}
+
 /// One model a manifold offers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubModel {
@@ -115,6 +122,14 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Called after new valves went live (an update or a reload).
     async fn on_valves_updated(&self) -> Result<(), PipelineError> {
         Ok(())
+    }
+
+    /// Whether `hook` would answer the body unchanged right now without reading it (a filter
+    /// switched off, a pipe without a hook). The server then answers the bytes it received,
+    /// checked but never built into a tree, and does not call the hook. Say `true` only when
+    /// that holds: the default is `false`, so a pipeline that overrides a hook is always asked.
+    fn passes_through(&self, _hook: Hook) -> bool {
+        false
     }
 
     /// Sees (and may change) the request before Open WebUI sends it to the model.
