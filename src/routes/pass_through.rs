@@ -53,8 +53,11 @@ fn body_of(bytes: &Bytes) -> Result<Bytes, ApiError> {
     }
     let object = bytes.trim_ascii_start().starts_with(b"{");
     // serde reads a struct from an array too: only an object is a form.
-    let form: Result<Form<'_>, _> =
-        if object { serde_json::from_slice(bytes) } else { serde_json::from_slice::<&RawValue>(bytes).map(|_| Form::NONE) };
+    let form: Result<Form<'_>, _> = if object {
+        serde_json::from_slice(bytes)
+    } else {
+        serde_json::from_slice::<&RawValue>(bytes).map(|_| Form::NONE)
+    };
     let form = match form {
         Ok(form) if object => form,
         Ok(_) => {
@@ -76,6 +79,7 @@ fn body_of(bytes: &Bytes) -> Result<Bytes, ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

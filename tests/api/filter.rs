@@ -114,7 +114,8 @@ async fn a_hook_that_changes_nothing_answers_the_bytes_that_came() {
     // Spacing, escapes, number forms and key order as sent, not as a parser would write them.
     let body = r#"{ "model":"scripted_pipe", "n": 1.50e0, "messages":[{"role":"user","content":"caf\u00e9 \"x\""}] }"#;
     for hook in ["inlet", "outlet"] {
-        let res = app.post_raw(&format!("/scripted_pipe/filter/{hook}"), format!(r#"{{"user":null,"body":{body}}}"#)).await;
+        let res =
+            app.post_raw(&format!("/scripted_pipe/filter/{hook}"), format!(r#"{{"user":null,"body":{body}}}"#)).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "application/json");
         assert_eq!(res.text().await.unwrap(), body);

@@ -134,6 +134,7 @@ class MockOpenPipe:
         self.reports = []
         self.attempts = 0
         self.down_until = 0.0
+        self.datasets, self.entries = [], []
 
     async def report(self, request: web.Request):
         self.attempts += 1
@@ -150,6 +151,44 @@ class MockOpenPipe:
 
     def find(self, **tags):
         return [r for r in self.reports if all(r.get("tags", {}).get(k) == v for k, v in tags.items())]
+
+    # Datasets, as OpenPipe's API answers them (list, create, add entries).
+    datasets: list
+    entries: list
+
+    def authorized(self, request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {OPENPIPE_KEY}"
+
+    async def list_datasets(self, request: web.Request):
+        if not self.authorized(request):
+            return web.json_response({"message": "Invalid API key", "code": "UNAUTHORIZED"}, status=401)
+        return web.json_response({"object": "list", "data": self.datasets})
+
+    async def create_dataset(self, request: web.Request):
+        if not self.authorized(request):
+            return web.json_response({"message": "Invalid API key", "code": "UNAUTHORIZED"}, status=401)
+        body = await request.json()
+        dataset = {"object": "dataset", "id": f"ds_{len(self.datasets) + 1}", "name": body["name"],
+                   "created": "2026-12-02T00:00:00Z", "updated": "2026-12-02T00:00:00Z",
+                   "dataset_entry_count": 0, "fine_tune_count": 0}
+        self.datasets.append(dataset)
+        return web.json_response(dataset)
+
+    async def add_entries(self, request: web.Request):
+        if not self.authorized(request):
+            return web.json_response({"message": "Invalid API key", "code": "UNAUTHORIZED"}, status=401)
+        dataset_id = request.match_info["id"]
+        if not any(d["id"] == dataset_id for d in self.datasets):
+            return web.json_response({"message": "Dataset not found", "code": "NOT_FOUND"}, status=404)
+        entries = (await request.json()).get("entries") or []
+        allowed = {"messages", "rejected_message", "tools", "tool_choice", "response_format", "split", "metadata"}
+        errors = [{"object": "dataset.entries.creation.error", "entry_index": i,
+                   "message": f"Unrecognized key: {sorted(set(e) - allowed)[0]}"}
+                  for i, e in enumerate(entries) if set(e) - allowed]
+        created = [e for e in entries if not set(e) - allowed]
+        self.entries.extend((dataset_id, e) for e in created)
+        return web.json_response({"object": "dataset.entries.creation", "entries_created": len(created),
+                                  "errors": {"object": "list", "data": errors}})
 
 
 async def serve(app: web.Application, port: int) -> web.AppRunner:
@@ -451,6 +490,38 @@ async def reporting_filter_reports_the_chat(c):
 
 
 @scenario
+async def a_chat_is_added_to_a_dataset_with_the_cli(c):
+    """The reference's "add to dataset" action: the chat made in Open WebUI, reported, then
+    added by an operator with `sluice openpipe dataset-add` (which asks the running server)."""
+    chat_id, answer_id = c.reasoning_chat
+    await eventually(lambda: c.openpipe.find(chat_id=chat_id, message_id=answer_id), 30)
+
+    def cli(*args):
+        return subprocess.run([c.sluice_bin, "openpipe", "dataset-add", *args], env=c.sluice_env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = await asyncio.to_thread(cli, "--chat", chat_id, "--dataset", "E2E Chats", "--split", "TEST")
+    c.show("dataset-add", done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    entries = await eventually(lambda: [e for d, e in c.openpipe.entries if e["metadata"]["chat_id"] == chat_id], 30)
+    assert [d["name"] for d in c.openpipe.datasets] == ["E2E Chats"], c.openpipe.datasets
+    entry = entries[0]
+    assert entry["split"] == "TEST" and entry["metadata"]["message_id"] == answer_id, entry
+    assert entry["messages"][0] == {"role": "user", "content": "e2e:reasoning why is the sky blue"}, entry["messages"]
+    assert entry["messages"][-1]["role"] == "assistant" and "391" in entry["messages"][-1]["content"], entry["messages"]
+    assert "[sluice:" not in json.dumps(entry)
+    # Again: nothing new is sent. An unknown chat is an error that says so.
+    again = await asyncio.to_thread(cli, "--chat", chat_id, "--dataset", "E2E Chats")
+    assert again.returncode == 0 and len(c.openpipe.entries) == len(entries), again.stdout + again.stderr
+    # Mistakes, each said: an unknown chat, and no dataset named with no default set.
+    unknown = await asyncio.to_thread(cli, "--chat", "no-such-chat", "--dataset", "E2E Chats")
+    assert unknown.returncode != 0 and "no-such-chat" in unknown.stdout + unknown.stderr, unknown.stdout + unknown.stderr
+    nameless = await asyncio.to_thread(cli, "--chat", chat_id)
+    said = nameless.stdout + nameless.stderr
+    assert nameless.returncode != 0 and "DEFAULT_DATASET_NAME" in said, said
+
+
+@scenario
 async def report_survives_an_openpipe_outage(c):
     c.openpipe.down_until = time.time() + 4
     attempts = c.openpipe.attempts
@@ -526,6 +597,9 @@ async def main(args) -> int:
         runners.append(await serve(oa, openai_port))
         op = web.Application(client_max_size=64 << 20)
         op.router.add_post("/api/v1/report", c.openpipe.report)
+        op.router.add_get("/api/v1/datasets", c.openpipe.list_datasets)
+        op.router.add_post("/api/v1/datasets", c.openpipe.create_dataset)
+        op.router.add_post("/api/v1/datasets/{id}/entries", c.openpipe.add_entries)
         runners.append(await serve(op, openpipe_port))
 
         (work / "valves").mkdir()
@@ -542,7 +616,11 @@ async def main(args) -> int:
             "SLUICE_VALVES__OPENAI_RESPONSES__REASONING_SUMMARY": "auto",
             "SLUICE_VALVES__OPENAI_RESPONSES__PERSIST_REASONING_TOKENS": "conversation",
             "OPENPIPE_API_KEY": OPENPIPE_KEY, "OPENPIPE_BASE_URL": f"http://127.0.0.1:{openpipe_port}/api/v1",
+            # Reported turns are kept, so a chat can be added to a dataset afterwards.
+            "SLUICE_VALVES__OPENPIPE_REPORTING__DATASET_TURNS_KEEP_DAYS": "7",
         }
+        c.sluice_env = sluice_env
+        c.sluice_bin = args.sluice
         c.sluice = Process("sluice", [args.sluice], sluice_env, work / "sluice.log")
         procs.append(c.sluice)
         c.sluice_url = f"http://127.0.0.1:{sluice_port}"
