@@ -7,7 +7,9 @@
 # few minutes the first time). Needs python3.11 and PyPI.
 set -euo pipefail
 
-OWUI_VERSION=0.12.4
+# E2E_OPEN_WEBUI_VERSION: another Open WebUI release (issue 21's matrix: 0.10.2, 0.6.43),
+# cached beside the default one.
+OWUI_VERSION=${E2E_OPEN_WEBUI_VERSION:-0.12.4}
 CACHE=${E2E_OPEN_WEBUI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-e2e}
 VENV=$CACHE/venv-$OWUI_VERSION
 WANT="open-webui==$OWUI_VERSION"
