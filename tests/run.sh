@@ -10,7 +10,7 @@
 #   tests/run.sh --rust     only `cargo test --workspace`
 #
 # Installs what it needs: PostgreSQL, Chromium, podman and runc from the distribution's
-# packages when missing, playwright-core from npm, Open WebUI and the clients into a cached Python 3.11 environment (tests/e2e/venv.sh). Ends with one summary line per suite; exits non-zero if any failed.
+# packages when missing, playwright-core from npm, Open WebUI 0.12.4 with the clients, 0.10.2 and 0.6.43 into cached Python 3.11 environments (tests/e2e/venv.sh). Ends with one summary line per suite; exits non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

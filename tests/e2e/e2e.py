@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""End-to-end: the real Open WebUI 0.12.4 against a running sluice.
+"""End-to-end: the real Open WebUI (0.12.4, 0.10.2 or 0.6.43: the venv's) against a running sluice.
 
 Starts a mock OpenAI Responses server and a mock OpenPipe on 127.0.0.1, sluice (pointed at
 both), and Open WebUI (offline, fresh DATA_DIR, one OpenAI connection = sluice). Then drives
 everything through Open WebUI's own REST API as a browser or an API user would, prints one
 PASS/FAIL line per scenario and a final `N passed, M failed` line, and stops every process it
-started. Run through tests/e2e/run.sh, which provides the virtual environment.
+started. Run through tests/e2e/run.sh, which provides the virtual environments. What differs
+between releases is encoded where a scenario meets it (`c.owui_version`).
 """
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -32,6 +34,8 @@ SLUICE_KEY = "e2e-sluice-key-" + uuid.uuid4().hex[:12]
 OPENAI_KEY = "sk-e2e-" + uuid.uuid4().hex[:16]
 OPENPIPE_KEY = "opk-e2e-" + uuid.uuid4().hex[:16]
 SESSION = "e2e-session-1"
+# The Open WebUI release of this venv: the scenarios encode what differs between releases.
+OWUI_VERSION = importlib.metadata.version("open-webui")
 
 
 def free_port() -> int:
@@ -263,8 +267,8 @@ async def eventually(check, seconds=30, every=0.25):
 
 
 class OpenWebUI:
-    def __init__(self, session, base):
-        self.session, self.base, self.token = session, base, None
+    def __init__(self, session, base, version):
+        self.session, self.base, self.token, self.version = session, base, None, version
 
     def headers(self):
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -281,34 +285,124 @@ class OpenWebUI:
             return r.status, data
 
     async def ui_chat(self, model, text, tasks=None, chat_id=None, parent_id=None, history=()):
-        """Posts a chat the way the 0.12 browser UI does (socket session, saved chat), then waits
+        """Posts a chat the way the browser UI does (socket session, saved chat), then waits
         for the answer Open WebUI stores."""
+        if self.version < (0, 10):
+            return await self.ui_chat_0_6(model, text, tasks, chat_id, parent_id, history)
         user_id, answer_id = str(uuid.uuid4()), str(uuid.uuid4())
-        body = {
-            "stream": True, "model": model,
-            "messages": [*history, {"role": "user", "content": text}],
-            "params": {}, "tool_ids": [], "files": None, "variables": {},
-            "features": {"voice": False, "image_generation": False, "code_interpreter": False, "web_search": False},
-            "session_id": SESSION, "id": answer_id,
-            "user_message": {"id": user_id, "parentId": parent_id, "childrenIds": [answer_id], "role": "user",
-                             "content": text, "timestamp": int(time.time()), "models": [model]},
-            "background_tasks": tasks or {},
-        }
+        body = self.turn(model, text, tasks, user_id, answer_id, parent_id, history)
         if chat_id:
             body["chat_id"] = chat_id
-            body["parent_id"] = parent_id
-        else:
-            body["parent_id"] = None
         _, started = await self.call("POST", "/api/chat/completions", body, expect=200)
         chat_id = started["chat_id"]
 
         async def done():
             _, chat = await self.call("GET", f"/api/v1/chats/{chat_id}", expect=200)
             message = chat["chat"]["history"]["messages"].get(answer_id) or {}
-            return (chat, message) if message.get("done") else None
+            # Over when done; Open WebUI 0.10 stores an error that came before the stream
+            # without `done`.
+            return (chat, message) if message.get("done") or message.get("error") else None
 
         chat, message = await eventually(done, 60)
         return chat_id, answer_id, user_id, message, chat
+
+    @staticmethod
+    def turn(model, text, tasks, user_id, answer_id, parent_id, history):
+        """The body of `POST /api/chat/completions` as the browser sends it."""
+        return {
+            "stream": True, "model": model,
+            "messages": [*history, {"role": "user", "content": text}],
+            "params": {}, "tool_ids": [], "files": None, "variables": {},
+            "features": {"voice": False, "image_generation": False, "code_interpreter": False, "web_search": False},
+            "session_id": SESSION, "id": answer_id, "parent_id": parent_id,
+            "user_message": {"id": user_id, "parentId": parent_id, "childrenIds": [answer_id], "role": "user",
+                             "content": text, "timestamp": int(time.time()), "models": [model]},
+            "background_tasks": tasks or {},
+        }
+
+    async def ui_chat_0_6(self, model, text, tasks, chat_id, parent_id, history):
+        """The 0.6 browser: it saves the chat with the new messages first, sends the turn (run
+        as a task keyed by the chat), learns the end only over its socket (here: the chat's
+        task list empties), then calls `/api/chat/completed` (the outlets run there) and saves
+        the finished message."""
+        user_id, answer_id = str(uuid.uuid4()), str(uuid.uuid4())
+        now = int(time.time())
+        user_message = {"id": user_id, "parentId": parent_id, "childrenIds": [answer_id], "role": "user",
+                        "content": text, "timestamp": now, "models": [model]}
+        placeholder = {"id": answer_id, "parentId": user_id, "childrenIds": [], "role": "assistant",
+                       "content": "", "model": model, "timestamp": now}
+        if chat_id:
+            _, saved = await self.call("GET", f"/api/v1/chats/{chat_id}", expect=200)
+            chat = saved["chat"]
+            if not history:
+                history = branch_0_6(chat["history"]["messages"], parent_id)
+        else:
+            chat = {"title": "New Chat", "models": [model], "params": {}, "messages": [],
+                    "history": {"messages": {}, "currentId": None}, "tags": [], "timestamp": now * 1000}
+        messages = chat["history"]["messages"]
+        if parent_id in messages:
+            messages[parent_id].setdefault("childrenIds", []).append(user_id)
+        messages[user_id], messages[answer_id] = user_message, placeholder
+        chat["history"]["currentId"] = answer_id
+        if chat_id:
+            await self.call("POST", f"/api/v1/chats/{chat_id}", {"chat": chat}, expect=200)
+        else:
+            _, created = await self.call("POST", "/api/v1/chats/new", {"chat": chat}, expect=200)
+            chat_id = created["id"]
+        body = self.turn(model, text, tasks, user_id, answer_id, parent_id, history)
+        # 0.6 names the answer's parent: the user message, sent whole.
+        body.update({"chat_id": chat_id, "parent_id": user_id, "parent_message": user_message})
+        await self.call("POST", "/api/chat/completions", body, expect=200)
+
+        async def over():
+            _, running = await self.call("GET", f"/api/tasks/chat/{chat_id}", expect=200)
+            return not running.get("task_ids")
+
+        await asyncio.sleep(0.2)
+        await eventually(over, 60)
+        _, saved = await self.call("GET", f"/api/v1/chats/{chat_id}", expect=200)
+        message = saved["chat"]["history"]["messages"].get(answer_id) or {}
+        if not message.get("error"):
+            branch = [*history, {"id": user_id, "role": "user", "content": text},
+                      {"id": answer_id, "role": "assistant", "content": message.get("content", "")}]
+            completed = {"model": model, "messages": branch, "chat_id": chat_id, "session_id": SESSION, "id": answer_id}
+            await self.call("POST", "/api/chat/completed", completed, expect=200)
+            message["done"] = True
+            saved["chat"]["history"]["messages"][answer_id] = message
+            await self.call("POST", f"/api/v1/chats/{chat_id}", {"chat": saved["chat"]}, expect=200)
+        return chat_id, answer_id, user_id, message, saved
+
+
+def process_details_0_6(content: str) -> str:
+    """What Open WebUI 0.6's browser sends of an earlier message (its `processDetails`):
+    reasoning and code blocks removed, a tool block replaced by its quoted result."""
+    content = re.sub(r'<details\s+type="(?:reasoning|code_interpreter)"[^>]*>.*?</details>', "", content,
+                     flags=re.I | re.S)
+    for block in re.findall(r'<details\s+type="tool_calls"[^>]*>[\s\S]*?</details>', content, flags=re.I):
+        result = dict(re.findall(r'(\w+)="([^"]*)"', block)).get("result")
+        if result:
+            content = content.replace(block, f'"{result}"')
+    return content
+
+
+def branch_0_6(messages: dict, leaf_id) -> list:
+    """The conversation up to `leaf_id` as the 0.6 browser sends it."""
+    branch = []
+    while leaf_id and leaf_id in messages:
+        m = messages[leaf_id]
+        branch.append({"role": m["role"], "content": process_details_0_6(m.get("content", ""))})
+        leaf_id = m.get("parentId")
+    return branch[::-1]
+
+
+def answer_text(message: dict) -> str:
+    """The reply as a user sees it: `content`, or (Open WebUI 0.10 keeps web-UI replies only
+    as Responses-style `output` items, with `content` empty) the text of its message items."""
+    if message.get("content"):
+        return message["content"]
+    return "".join(part.get("text", "") for item in message.get("output") or []
+                   if isinstance(item, dict) and item.get("type") == "message"
+                   for part in item.get("content") or [] if isinstance(part, dict))
 
 
 SCENARIOS = []
@@ -374,15 +468,20 @@ async def admin_pipelines_routes(c):
 async def streaming_chat_with_reasoning_and_usage(c):
     chat_id, answer_id, _, message, _ = await c.owui.ui_chat("openai_responses.o4-mini", "e2e:reasoning why is the sky blue")
     assert not message.get("error"), message.get("error")
-    text = message.get("content", "")
+    text = answer_text(message)
     c.show("reasoning chat message", message)
     assert text.endswith("17 × 23 = **391**."), text
     assert "[sluice:" not in json.dumps(message), "nothing is added to an answer"
+    c.reasoning_chat = (chat_id, answer_id)
+    if c.owui_version < (0, 10):
+        # 0.6 keeps the reasoning in the content as a collapsible block; usage reaches its
+        # browser only over the socket, so it is not in the stored message.
+        assert text.startswith('<details type="reasoning"') and "Checking the arithmetic" in text, text
+        return
     reasoning = [o for o in message.get("output") or [] if o.get("type") == "reasoning"]
     assert reasoning and "Checking the arithmetic" in json.dumps(reasoning), message.get("output")
     usage = message.get("usage") or {}
     assert usage.get("total_tokens") == 244 and usage.get("completion_tokens_details", {}).get("reasoning_tokens") == 192, usage
-    c.reasoning_chat = (chat_id, answer_id)
 
 
 @scenario
@@ -407,8 +506,9 @@ async def streaming_chat_with_a_citation(c):
     _, _, _, message, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", "e2e:citation latest news")
     assert not message.get("error"), message.get("error")
     c.show("citation message", message)
-    sources = json.dumps(message.get("sources") or [])
-    assert "http" in sources, message
+    # 0.6 receives sources over the socket only; the search status with its links is stored.
+    where = message.get("sources") if c.owui_version >= (0, 10) else message.get("statusHistory")
+    assert "http" in json.dumps(where or []), message
 
 
 @scenario
@@ -419,6 +519,29 @@ async def non_streaming_api_chat(c):
     content = reply["choices"][0]["message"]["content"]
     assert content == "Bonjour! Ça va ? Comment puis-je vous aider ?", reply
     assert reply["usage"]["total_tokens"] == 37, reply
+
+
+@scenario
+async def api_chats_are_reported_once_with_their_text(c):
+    """A chat of an API caller (no chat, no socket): reported once, with the answer, on every
+    version: from the outlet on 0.10+, from the answer sluice gave on 0.6 (which sends no
+    outlet; REPORT_API_CHATS_FROM_ANSWERS is on there, as the README tells operators)."""
+    for stream in (False, True):
+        said = f"e2e:plain api report {uuid.uuid4().hex[:8]}"
+        body = {"model": "openai_responses.gpt-4.1", "stream": stream, "messages": [{"role": "user", "content": said}]}
+        status, _ = await c.owui.call("POST", "/api/chat/completions", body)
+        assert status == 200, status
+
+        def reports():
+            return [r for r in c.openpipe.reports if said in json.dumps(r["reqPayload"].get("messages"))]
+
+        found = await eventually(reports, 30)
+        await asyncio.sleep(3)  # a second report would come within this
+        found = reports()
+        c.show(f"reports of the API chat (stream={stream})", found)
+        assert len(found) == 1, [r["tags"] for r in found]
+        content = found[0]["respPayload"]["choices"][0]["message"]["content"]
+        assert content == "Bonjour! Ça va ? Comment puis-je vous aider ?", content
 
 
 @scenario
@@ -437,7 +560,7 @@ async def tool_call_round_trip(c):
     assert call_ids == out_ids == {"call_9sKq2VbQm1Xw7LhT0pRz3aEe", "call_Ht4nY8cJ2oWd6FgS1uMx5vBk"}, (call_ids, out_ids)
     c.show("tool round trip second request input types", types)
     c.show("tool round trip message", message)
-    assert "Paris" in message.get("content", ""), message.get("content")
+    assert "Paris" in answer_text(message), message
     # The filter's report: one per model step (2 calls -> 3 steps), tools named, results replayed.
     reports = await eventually(lambda: (r := c.openpipe.find(message_id=answer_id)) and len(r) >= 3 and r, 30)
     reports.sort(key=lambda r: r["respPayload"]["id"])
@@ -466,6 +589,11 @@ async def upstream_429_shown_as_readable_error(c):
 @scenario
 async def mid_stream_failure_shown_as_readable_error(c):
     message, error = await chat_error(c, "e2e:midfail go")
+    if c.owui_version < (0, 10):
+        # 0.6 sends an error that comes after the first byte to the browser's socket only:
+        # the stored answer stays empty, nothing half-made or foreign in it.
+        assert message.get("content") == "" and not message.get("error"), message
+        return
     assert "The model failed to generate a response" in error, message
 
 
@@ -483,9 +611,12 @@ async def reporting_filter_reports_the_chat(c):
     choice = report["respPayload"]["choices"][0]
     # 0.12 keeps the reasoning summary as an output item: it is reported as <think>…</think>.
     content = choice["message"]["content"]
-    assert content.startswith("<think>**Checking the arithmetic**") and content.endswith("</think>17 × 23 = **391**."), choice
+    # 0.6 keeps the reasoning block in the text, so a line break follows it there.
+    after = "</think>\n17 × 23 = **391**." if c.owui_version < (0, 10) else "</think>17 × 23 = **391**."
+    assert content.startswith("<think>**Checking the arithmetic**") and content.endswith(after), choice
     assert choice["finish_reason"] == "stop", choice
-    assert report["respPayload"]["usage"] == {"prompt_tokens": 30, "completion_tokens": 214, "total_tokens": 244}, report
+    if c.owui_version >= (0, 10):  # 0.6's browser learns usage over its socket, not followed here
+        assert report["respPayload"]["usage"] == {"prompt_tokens": 30, "completion_tokens": 214, "total_tokens": 244}, report
     assert report["tags"]["model_id"] == "openai_responses.o4-mini" and int(report["tags"]["inference_time_ms"]) >= 0
 
 
@@ -574,7 +705,9 @@ async def wrong_key_shows_no_pipelines_and_sluice_says_why(c):
         _, listed = await c.owui.call("GET", "/api/v1/pipelines/list", expect=200)
         assert listed["data"] == [], listed
         _, models = await c.owui.call("GET", "/api/models?refresh=true", expect=200)
-        assert not any(m["id"].startswith("openai_responses.") for m in models["data"]), "models still listed"
+        listed = any(m["id"].startswith("openai_responses.") for m in models["data"])
+        # 0.10 keeps showing the models it had when a refresh finds none (its own cache).
+        assert listed if c.owui_version < (0, 12) else not listed, models["data"]
         await eventually(lambda: "request refused: the key does not match" in c.sluice.text(), 10)
     finally:
         await c.owui.call("POST", "/openai/config/update", config, expect=200)
@@ -589,6 +722,7 @@ async def main(args) -> int:
     results = []
     try:
         c = Ctx()
+        c.owui_version = tuple(int(p) for p in OWUI_VERSION.split(".")[:3])
         c.verbose = args.verbose
         c.openai, c.openpipe = MockOpenAI(), MockOpenPipe()
         openai_port, openpipe_port, sluice_port, owui_port = free_port(), free_port(), free_port(), free_port()
@@ -618,6 +752,10 @@ async def main(args) -> int:
             "OPENPIPE_API_KEY": OPENPIPE_KEY, "OPENPIPE_BASE_URL": f"http://127.0.0.1:{openpipe_port}/api/v1",
             # Reported turns are kept, so a chat can be added to a dataset afterwards.
             "SLUICE_VALVES__OPENPIPE_REPORTING__DATASET_TURNS_KEEP_DAYS": "7",
+            # What an operator of Open WebUI before 0.10 sets (README, supported versions): API
+            # callers' chats get no outlet there.
+            "SLUICE_VALVES__OPENPIPE_REPORTING__REPORT_API_CHATS_FROM_ANSWERS":
+                "true" if c.owui_version < (0, 10) else "false",
         }
         c.sluice_env = sluice_env
         c.sluice_bin = args.sluice
@@ -643,7 +781,10 @@ async def main(args) -> int:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await wait_http(session, c.sluice_url + "/", 30)
             await wait_http(session, f"http://127.0.0.1:{owui_port}/health", 240)
-            c.owui = OpenWebUI(session, f"http://127.0.0.1:{owui_port}")
+            c.owui = OpenWebUI(session, f"http://127.0.0.1:{owui_port}", c.owui_version)
+            _, served = await c.owui.call("GET", "/api/version", expect=200)
+            assert served["version"] == OWUI_VERSION, served
+            print(f"Open WebUI {OWUI_VERSION}", flush=True)
             _, signed = await c.owui.call("POST", "/api/v1/auths/signup",
                                           {"name": "Admin Person", "email": "admin@example.com", "password": "e2e-Pass-1234"},
                                           expect=200)

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The end-to-end tests: the real Open WebUI 0.12.4 against sluice (tests/e2e/e2e.py), the
-# official openai package, LiteLLM and LangChain against sluice (tests/e2e/clients.py), and the
-# README's commands as written (tests/e2e/readme.py).
+# The end-to-end tests: the real Open WebUI against sluice (tests/e2e/e2e.py) in each release
+# operators run (0.12.4, 0.10.2, 0.6.43; the scenarios encode what differs), the official
+# openai package, LiteLLM and LangChain against sluice (tests/e2e/clients.py), and the README's
+# commands as written (tests/e2e/readme.py).
 #
 #   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
+#   E2E_OPEN_WEBUI_VERSIONS="0.12.4" tests/e2e/run.sh     # one release only
 #
-# The Python environment is tests/e2e/venv.sh's (cached; about 4 GB and a few minutes the first
-# time). Needs cargo, python3.11 and PyPI.
+# The Python environments are tests/e2e/venv.sh's, one per release (cached; about 8 GB and a
+# few minutes each the first time, then about a minute per release per run). Needs cargo,
+# python3.11 and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+VERSIONS=${E2E_OPEN_WEBUI_VERSIONS:-0.12.4 0.10.2 0.6.43}
 VENV=$(tests/e2e/venv.sh)
 
 # E2E_SLUICE_BIN: a binary built already (CI passes the one `cargo test` built, which has other
@@ -23,8 +27,11 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-"$VENV/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$VENV/bin/open-webui" "$@" \
-  | tee "$log" || status=1
+for version in $VERSIONS; do
+  venv=$(E2E_OPEN_WEBUI_VERSION=$version tests/e2e/venv.sh)
+  "$venv/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$venv/bin/open-webui" "$@" \
+    | tee -a "$log" || status=1
+done
 clients_args=()
 for arg in "$@"; do
   case "$arg" in --calls|--keep-logs) ;; *) clients_args+=("$arg") ;; esac

@@ -135,8 +135,11 @@ fn strip_summary(body: &str) -> &str {
     }
 }
 
+/// The reasoning of a block, without its summary line and quote marks. Open WebUI 0.6 writes
+/// the block HTML-escaped, quote marks included (`&gt; `): decoded first.
 fn reasoning_inner(body: &str) -> String {
-    let lines: Vec<&str> = strip_summary(body)
+    let body = unescape(strip_summary(body));
+    let lines: Vec<&str> = body
         .lines()
         .map(|l| {
             let l = l.trim_start();
@@ -391,6 +394,15 @@ mod tests {
                 arguments: "{\"city\":\"Hobart\"}".into(),
                 result: Some("{\"temp_c\": 14}".into()),
             }]
+        );
+    }
+
+    #[test]
+    fn escaped_reasoning_of_open_webui_0_6_is_decoded() {
+        let content = "<details type=\"reasoning\" done=\"true\" duration=\"0\">\n<summary>Thought for 0 seconds</summary>\n&gt; **Checking** 2 &lt; 3\n&gt; \n&gt; done &amp; dusted\n</details>\n17 × 23 = **391**.";
+        assert_eq!(
+            parse(content, "m").texts,
+            ["<think>**Checking** 2 < 3\n\ndone & dusted</think>\n17 × 23 = **391**."]
         );
     }
 
