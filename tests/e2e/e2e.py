@@ -600,7 +600,11 @@ async def mid_stream_failure_shown_as_readable_error(c):
 @scenario
 async def reporting_filter_reports_the_chat(c):
     chat_id, answer_id = c.reasoning_chat
-    report = (await eventually(lambda: c.openpipe.find(chat_id=chat_id, message_id=answer_id), 30))[0]
+    await eventually(lambda: c.openpipe.find(chat_id=chat_id, message_id=answer_id), 30)
+    await asyncio.sleep(2)  # a second report of the turn would come within this
+    reports = c.openpipe.find(chat_id=chat_id, message_id=answer_id)
+    assert len(reports) == 1, [r["tags"] for r in reports]
+    report = reports[0]
     tags = report["tags"]
     c.show("report of the reasoning chat", report)
     assert tags["capture"] == "inlet_outlet" and tags["interaction_type"] in ("chat_message", "function_calling"), tags
