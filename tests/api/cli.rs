@@ -206,14 +206,30 @@ fn an_unwritable_valves_directory_is_reported_at_start() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The warning may be written after the port opens: read stderr until it is there (or the
+    // server started and 30 s passed), then stop the server.
+    let stderr = server.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut log = String::new();
+    while !log.contains("named volume") && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "it did not start");
+        assert!(std::time::Instant::now() < deadline, "it did not start: {log}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let _ = server.kill();
-    let out = server.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let _ = server.wait();
     assert!(
         log.contains("the valves directory /proc/self/no-valves-here is not writable by this process (uid"),
         "{log}"

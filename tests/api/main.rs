@@ -20,6 +20,7 @@ mod fault_leaks;
 mod filter;
 mod fuzz;
 mod manifold;
+mod manifold_files;
 mod manifold_switches;
 mod models;
 mod openai_clients;

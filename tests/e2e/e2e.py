@@ -11,6 +11,7 @@ between releases is encoded where a scenario meets it (`c.owui_version`).
 
 import argparse
 import asyncio
+import base64
 import importlib.metadata
 import json
 import os
@@ -79,6 +80,27 @@ def text_transcript(text: str, model: str = "gpt-4.1") -> bytes:
                                 "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0},
                                 "total_tokens": 59}}},
     ])
+
+
+def tiny_pdf(text: str) -> bytes:
+    """A valid one-page PDF showing `text` (a parser such as Open WebUI's extracts it)."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
 
 
 def user_text(body: dict) -> str:
@@ -284,13 +306,16 @@ class OpenWebUI:
                 raise AssertionError(f"{method} {path} -> {r.status} {text[:500]}")
             return r.status, data
 
-    async def ui_chat(self, model, text, tasks=None, chat_id=None, parent_id=None, history=()):
+    async def ui_chat(self, model, text, tasks=None, chat_id=None, parent_id=None, history=(), files=None):
         """Posts a chat the way the browser UI does (socket session, saved chat), then waits
         for the answer Open WebUI stores."""
         if self.version < (0, 10):
             return await self.ui_chat_0_6(model, text, tasks, chat_id, parent_id, history)
         user_id, answer_id = str(uuid.uuid4()), str(uuid.uuid4())
         body = self.turn(model, text, tasks, user_id, answer_id, parent_id, history)
+        if files:
+            body["files"] = files
+            body["user_message"]["files"] = files
         if chat_id:
             body["chat_id"] = chat_id
         _, started = await self.call("POST", "/api/chat/completions", body, expect=200)
@@ -545,6 +570,43 @@ async def api_chats_are_reported_once_with_their_text(c):
 
 
 @scenario
+async def an_attached_pdf_reaches_the_model_as_a_file(c):
+    """A PDF uploaded through Open WebUI's own files API and attached to a chat: sluice fetches
+    it with an Open WebUI API key (OPEN_WEBUI_URL, OPEN_WEBUI_API_KEY) and sends it to the
+    model as an input_file, beside the text Open WebUI extracted."""
+    if c.owui_version < (0, 12):
+        return  # the browser flow of attachments is emulated for 0.12 only
+    _, key = await c.owui.call("POST", "/api/v1/auths/api_key", {}, expect=200)
+    async with c.http.post(f"{c.sluice_url}/openai_responses/valves/update",
+                           json={"OPEN_WEBUI_URL": c.owui.base, "OPEN_WEBUI_API_KEY": key["api_key"]},
+                           headers={"Authorization": f"Bearer {SLUICE_KEY}"}) as r:
+        assert r.status == 200, await r.text()
+    pdf = tiny_pdf("The sluice report says 42.")
+    form = aiohttp.FormData()
+    form.add_field("file", pdf, filename="report.pdf", content_type="application/pdf")
+    async with c.http.post(f"{c.owui.base}/api/v1/files/?process_in_background=false", data=form,
+                           headers=c.owui.headers()) as r:
+        uploaded = await r.json()
+        assert r.status == 200, uploaded
+    c.show("uploaded file", uploaded)
+    attached = [{"type": "file", "file": uploaded, "id": uploaded["id"], "url": f"/api/v1/files/{uploaded['id']}",
+                 "name": "report.pdf", "status": "uploaded", "size": len(pdf), "collection_name": uploaded.get("meta", {}).get("collection_name")}]
+    before = len(c.openai.requests)
+    _, _, _, message, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", "e2e:plain what does the report say?",
+                                               files=attached)
+    assert not message.get("error"), message.get("error")
+    sent = [r for r in c.openai.requests[before:] if "what does the report say" in user_text(r)]
+    assert sent, "no upstream request"
+    user = [i for i in sent[-1]["input"] if isinstance(i, dict) and i.get("role") == "user"][-1]
+    parts = user["content"] if isinstance(user["content"], list) else []
+    files = [p for p in parts if p.get("type") == "input_file"]
+    c.show("parts of the user message", [{k: (v[:60] if isinstance(v, str) else v) for k, v in p.items()} for p in parts])
+    assert [p["filename"] for p in files] == ["report.pdf"], parts
+    assert files[0]["file_data"] == "data:application/pdf;base64," + base64.b64encode(pdf).decode(), "the bytes uploaded"
+    assert "sk-" not in json.dumps(sent[-1]).replace(OPENAI_KEY, ""), "no key of Open WebUI reaches OpenAI"
+
+
+@scenario
 async def tool_call_round_trip(c):
     before = len(c.openai.requests)
     chat_id, answer_id, _, message, _ = await c.owui.ui_chat(
@@ -775,6 +837,8 @@ async def main(args) -> int:
             "WEBUI_SECRET_KEY": uuid.uuid4().hex, "WEBUI_AUTH": "true",
             "SCARF_NO_ANALYTICS": "true", "DO_NOT_TRACK": "true", "ANONYMIZED_TELEMETRY": "false",
             "ENABLE_VERSION_UPDATE_CHECK": "false", "PORT": str(owui_port),
+            # An admin's API key is what sluice reads attached files with.
+            "ENABLE_API_KEYS": "true",
         }
         (work / "owui-data").mkdir()
         c.owui_proc = Process("open-webui", [args.open_webui, "serve", "--host", "127.0.0.1", "--port", str(owui_port)],
@@ -785,6 +849,7 @@ async def main(args) -> int:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await wait_http(session, c.sluice_url + "/", 30)
             await wait_http(session, f"http://127.0.0.1:{owui_port}/health", 240)
+            c.http = session
             c.owui = OpenWebUI(session, f"http://127.0.0.1:{owui_port}", c.owui_version)
             _, served = await c.owui.call("GET", "/api/version", expect=200)
             assert served["version"] == OWUI_VERSION, served

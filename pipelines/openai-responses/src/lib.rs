@@ -4,6 +4,7 @@
 
 mod convert;
 mod events;
+mod files;
 pub mod models;
 mod replay;
 mod request;
@@ -430,6 +431,10 @@ impl Pipeline for OpenAIResponses {
                 features.insert("web_search".into(), false.into());
             }
         }
+        let attached = files::stash_entries(map);
+        if !attached.is_empty() {
+            stash.insert("files".into(), Value::Array(attached));
+        }
         if !stash.is_empty() {
             map.insert("sluice".into(), Value::Object(stash));
         }
@@ -467,6 +472,15 @@ impl Pipeline for OpenAIResponses {
         }
         let keep_record = valves.ITEM_STORE_TTL_DAYS > 0 && !task;
         let client = runtime.client.load_full();
+        // Fetched once, before the first attempt: retries send the same files.
+        let attached = if model.caps.files && !task {
+            files::parts(&client, &valves, &files::from_stash(request.body.get("sluice"))).await
+        } else {
+            Vec::new()
+        };
+        if let Some(log) = log.as_mut().filter(|_| !attached.is_empty()) {
+            log.info(format!("{} attached files sent to the model as files", attached.len()));
+        }
 
         let mut degraded = false;
         let mut attempt = 0u32;
@@ -483,7 +497,8 @@ impl Pipeline for OpenAIResponses {
                 degraded,
                 dialect: request.dialect,
             };
-            let conversion = request::convert(&request.body, &ctx);
+            let mut conversion = request::convert(&request.body, &ctx);
+            files::attach(&mut conversion.body, &attached);
             if let Some(log) = log.as_mut() {
                 log.request(&conversion.body, degraded, attempt);
             }

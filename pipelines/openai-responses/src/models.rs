@@ -18,10 +18,18 @@ pub struct Caps {
     pub image: bool,
     /// `text.verbosity`.
     pub verbosity: bool,
+    /// Files (`input_file`, PDF) and images (`input_image`) in the input.
+    pub files: bool,
 }
 
+/// A row of the table; every model in it reads files and images unless [`no_files`] says so.
 const fn caps(tools: bool, reasoning: bool, summary: bool, web_search: bool, image: bool, verbosity: bool) -> Caps {
-    Caps { tools, reasoning, summary, web_search, image, verbosity }
+    Caps { tools, reasoning, summary, web_search, image, verbosity, files: true }
+}
+
+/// Models that take text only.
+const fn no_files(c: Caps) -> Caps {
+    Caps { files: false, ..c }
 }
 
 const FULL: Caps = caps(true, true, true, true, true, true);
@@ -50,7 +58,7 @@ const BASE_MODELS: &[(&str, Caps)] = &[
     ("gpt-4o", GPT41),
     ("gpt-4o-mini", GPT41),
     ("o3", caps(true, true, true, false, false, false)),
-    ("o3-mini", caps(true, true, true, false, false, false)),
+    ("o3-mini", no_files(caps(true, true, true, false, false, false))),
     ("o3-pro", caps(true, true, false, false, false, false)),
     ("o4-mini", caps(true, true, true, true, false, false)),
     ("o3-deep-research", caps(true, true, true, false, false, false)),
@@ -58,11 +66,8 @@ const BASE_MODELS: &[(&str, Caps)] = &[
     ("gpt-5.2-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5.1-chat-latest", caps(true, false, false, true, false, false)),
     ("gpt-5-chat-latest", caps(true, false, false, true, false, false)),
-    ("codex-mini-latest", caps(true, true, true, false, false, false)),
-    (
-        "chatgpt-4o-latest",
-        Caps { tools: false, reasoning: false, summary: false, web_search: false, image: false, verbosity: false },
-    ),
+    ("codex-mini-latest", no_files(caps(true, true, true, false, false, false))),
+    ("chatgpt-4o-latest", no_files(caps(false, false, false, false, false, false))),
 ];
 
 /// Alias families (§3.3): `<base>-<effort>` and `<base>-pro[-<effort>]`.
@@ -127,12 +132,13 @@ pub fn normalize(id: &str) -> String {
 }
 
 /// The capability names of `MODEL_CAPABILITIES_JSON`, in `Caps` order.
-pub const CAPABILITY_NAMES: [&str; 6] = ["tools", "reasoning", "summary", "web_search", "image", "verbosity"];
+pub const CAPABILITY_NAMES: [&str; 7] = ["tools", "reasoning", "summary", "web_search", "image", "verbosity", "files"];
 
 /// Flags declared by the operator for one id: `{"tools": true, ...}`, a missing name is false.
 pub fn caps_from(declared: &Map<String, Value>) -> Caps {
     let on = |k: &str| declared.get(k).and_then(Value::as_bool).unwrap_or(false);
-    caps(on("tools"), on("reasoning"), on("summary"), on("web_search"), on("image"), on("verbosity"))
+    let c = caps(on("tools"), on("reasoning"), on("summary"), on("web_search"), on("image"), on("verbosity"));
+    Caps { files: on("files"), ..c }
 }
 
 /// [`resolve`], with the operator's declared capabilities (`MODEL_CAPABILITIES_JSON`, by

@@ -163,6 +163,16 @@ pub struct ResponsesValves {
     pub LOG_USERS: Option<Vec<String>>,
     /// When OpenAI cannot be reached, show Open WebUI admins the technical detail (the URL, the network error) in the chat; everyone else gets a short message, and the log has it all.
     pub ERROR_DETAILS_FOR_ADMINS: bool,
+    /// Open WebUI's address as sluice reaches it (for example http://open-webui:8080). With OPEN_WEBUI_API_KEY, a file attached in a chat is fetched from it and sent to models that read files: a PDF as a file, an image as an image. Empty: the model gets Open WebUI's extracted text only.
+    pub OPEN_WEBUI_URL: Option<String>,
+    /// An API key of an Open WebUI admin (Settings > Account > API keys), which may read every user's files. Never logged or shown in clear.
+    pub OPEN_WEBUI_API_KEY: Secret,
+    /// Largest attached file sent to the model, in MB; a larger one keeps Open WebUI's extracted text only.
+    #[schemars(range(min = 1, max = 50))]
+    pub FILE_MAX_MB: u64,
+    /// Seconds allowed to fetch one attached file from Open WebUI.
+    #[schemars(range(min = 1, max = 120))]
+    pub FILE_FETCH_TIMEOUT_S: u64,
 }
 
 impl Default for ResponsesValves {
@@ -215,6 +225,10 @@ impl Default for ResponsesValves {
             LOG_LEVEL: ChatLogLevel::Off,
             LOG_USERS: None,
             ERROR_DETAILS_FOR_ADMINS: false,
+            OPEN_WEBUI_URL: None,
+            OPEN_WEBUI_API_KEY: Secret::default(),
+            FILE_MAX_MB: 10,
+            FILE_FETCH_TIMEOUT_S: 20,
         }
     }
 }
@@ -246,7 +260,7 @@ impl ResponsesValves {
     /// Every secret these valves hold: the API key and the MCP servers' tokens. Texts from the
     /// upstream pass through [`Self::redact`] before a user or a log sees them.
     pub fn secrets(&self) -> Vec<String> {
-        let mut out = vec![self.API_KEY.expose().to_string()];
+        let mut out = vec![self.API_KEY.expose().to_string(), self.OPEN_WEBUI_API_KEY.expose().to_string()];
         fn tokens(v: &Value, inside: bool, out: &mut Vec<String>) {
             match v {
                 Value::String(s) if inside => out.push(s.clone()),
@@ -297,11 +311,17 @@ impl Valves for ResponsesValves {
         // These become HTTP headers of every request.
         for (field, value) in [
             ("API_KEY", Some(self.API_KEY.expose())),
+            ("OPEN_WEBUI_API_KEY", Some(self.OPEN_WEBUI_API_KEY.expose())),
             ("ORGANIZATION", self.ORGANIZATION.as_deref()),
             ("PROJECT", self.PROJECT.as_deref()),
         ] {
             if let Some(Err(e)) = value.map(sluice_sdk::valves::check_header_value) {
                 errors.push(FieldError::new(field, e));
+            }
+        }
+        if let Some(url) = self.OPEN_WEBUI_URL.as_deref().filter(|u| !u.trim().is_empty()) {
+            if let Err(e) = sluice_sdk::valves::check_url(url, true) {
+                errors.push(FieldError::new("OPEN_WEBUI_URL", format!("{e}; for example http://open-webui:8080")));
             }
         }
         if let Err(e) = sluice_sdk::valves::check_url(&self.BASE_URL, true) {
@@ -387,6 +407,10 @@ impl Valves for ResponsesValves {
         &[
             ("BASE_URL", "Base URL"),
             ("API_KEY", "API Key"),
+            ("OPEN_WEBUI_URL", "Open WebUI URL (for attached files)"),
+            ("OPEN_WEBUI_API_KEY", "Open WebUI API Key (an admin's)"),
+            ("FILE_MAX_MB", "Largest Attached File (MB)"),
+            ("FILE_FETCH_TIMEOUT_S", "Attached File Fetch Timeout (seconds)"),
             ("MODEL_ID", "Model IDs"),
             ("MODEL_FETCH_TTL_SECONDS", "Model List Refresh (seconds)"),
             ("ENABLE_STRICT_TOOL_CALLING", "Strict Tool Calling"),

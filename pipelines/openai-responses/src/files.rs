@@ -1,0 +1,252 @@
+//! Files attached in an Open WebUI chat, given to the model as files (docs/manifold.md §4.9).
+//!
+//! Open WebUI sends the file references to the inlet only (its `/chat/completions` call gets the
+//! extracted text, put into the messages by its own retrieval). The inlet stashes them; the
+//! pipe fetches each file a model can read from Open WebUI's files API with the operator's key,
+//! bounded in size and time, and adds it to the last user message: a PDF as `input_file`, an
+//! image as `input_image`. Anything else, or any failure, leaves the request as Open WebUI made
+//! it (the extracted text is still there).
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+
+use crate::valves::ResponsesValves;
+
+/// Most files taken from one turn.
+const MAX_FILES: usize = 10;
+
+/// One attached file as the inlet stashed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatFile {
+    pub id: String,
+    pub name: String,
+    pub content_type: String,
+}
+
+impl ChatFile {
+    fn kind(&self) -> Option<Kind> {
+        let ct = self.content_type.to_ascii_lowercase();
+        if ct == "application/pdf" || (ct.is_empty() && self.name.to_ascii_lowercase().ends_with(".pdf")) {
+            Some(Kind::Pdf)
+        } else if matches!(ct.as_str(), "image/png" | "image/jpeg" | "image/webp" | "image/gif") {
+            Some(Kind::Image)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Pdf,
+    Image,
+}
+
+/// The files of an inlet body (`files`, and `metadata.files` as other releases send them), as
+/// stash entries: `{"id", "name", "content_type"}`. Collections, web pages and other kinds are
+/// not files of this chat.
+pub fn stash_entries(body: &Map<String, Value>) -> Vec<Value> {
+    let lists = [body.get("files"), body.get("metadata").and_then(|m| m.get("files"))];
+    let mut out: Vec<Value> = Vec::new();
+    for item in lists.into_iter().flatten().filter_map(Value::as_array).flatten() {
+        if !matches!(item.get("type").and_then(Value::as_str), Some("file" | "image")) {
+            continue;
+        }
+        let file = item.get("file");
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let Some(id) = text(item.get("id")).or_else(|| text(file.and_then(|f| f.get("id")))) else { continue };
+        if out.iter().any(|e| e["id"] == id.as_str()) {
+            continue;
+        }
+        let name = text(item.get("name")).or_else(|| text(file.and_then(|f| f.get("filename")))).unwrap_or_default();
+        let content_type = text(file.and_then(|f| f.pointer("/meta/content_type")))
+            .or_else(|| text(item.get("content_type")))
+            .unwrap_or_default();
+        out.push(json!({"id": id, "name": name, "content_type": content_type}));
+        if out.len() == MAX_FILES {
+            break;
+        }
+    }
+    out
+}
+
+/// The stashed files of a pipe request.
+pub fn from_stash(stash: Option<&Value>) -> Vec<ChatFile> {
+    let Some(list) = stash.and_then(|s| s.get("files")).and_then(Value::as_array) else { return Vec::new() };
+    list.iter()
+        .filter_map(|f| {
+            Some(ChatFile {
+                id: f.get("id")?.as_str()?.to_owned(),
+                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                content_type: f.get("content_type").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            })
+        })
+        .take(MAX_FILES)
+        .collect()
+}
+
+/// Why a file stayed out; logged (with the file's id, never its content or the key).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("Open WebUI could not be reached: {0}")]
+    Unreachable(String),
+    #[error("Open WebUI answered HTTP {0}")]
+    Status(u16),
+    #[error("larger than FILE_MAX_MB ({0} MB)")]
+    TooLarge(u64),
+    #[error("not fetched within FILE_FETCH_TIMEOUT_S ({0} s)")]
+    Timeout(u64),
+    #[error("its id is not one Open WebUI makes")]
+    BadId,
+}
+
+/// The input parts for the files of this turn that the model reads; each file that cannot be
+/// fetched is logged and left to Open WebUI's extracted text.
+pub async fn parts(client: &reqwest::Client, valves: &ResponsesValves, files: &[ChatFile]) -> Vec<Value> {
+    let Some(base) = valves.OPEN_WEBUI_URL.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Vec::new();
+    };
+    if valves.OPEN_WEBUI_API_KEY.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let Some(kind) = file.kind() else { continue };
+        let timeout = Duration::from_secs(valves.FILE_FETCH_TIMEOUT_S);
+        let fetched = tokio::time::timeout(timeout, fetch(client, valves, base, &file.id)).await;
+        match fetched.unwrap_or(Err(FetchError::Timeout(valves.FILE_FETCH_TIMEOUT_S))) {
+            Ok(bytes) => out.push(part(kind, file, &bytes)),
+            Err(e) => {
+                tracing::warn!(file_id = %file.id, error = %e, "an attached file is sent as its extracted text only")
+            }
+        }
+    }
+    out
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    valves: &ResponsesValves,
+    base: &str,
+    id: &str,
+) -> Result<Vec<u8>, FetchError> {
+    let limit = valves.FILE_MAX_MB * 1024 * 1024;
+    // The id goes into a path: only the characters Open WebUI's ids (UUIDs) are made of.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(FetchError::BadId);
+    }
+    let url = format!("{}/api/v1/files/{id}/content", base.trim_end_matches('/'));
+    let resp = client
+        .get(&url)
+        .bearer_auth(valves.OPEN_WEBUI_API_KEY.expose())
+        .send()
+        .await
+        .map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(FetchError::Status(resp.status().as_u16()));
+    }
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(FetchError::TooLarge(valves.FILE_MAX_MB));
+    }
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(FetchError::TooLarge(valves.FILE_MAX_MB));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn part(kind: Kind, file: &ChatFile, bytes: &[u8]) -> Value {
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    match kind {
+        Kind::Pdf => json!({
+            "type": "input_file",
+            "filename": if file.name.is_empty() { "attachment.pdf" } else { file.name.as_str() },
+            "file_data": format!("data:application/pdf;base64,{data}"),
+        }),
+        Kind::Image => json!({
+            "type": "input_image",
+            "image_url": format!("data:{};base64,{data}", file.content_type.to_ascii_lowercase()),
+            "detail": "auto",
+        }),
+    }
+}
+
+/// Adds `parts` to the last user message of a Responses request body.
+pub fn attach(body: &mut Value, parts: &[Value]) {
+    if parts.is_empty() {
+        return;
+    }
+    let Some(input) = body.get_mut("input").and_then(Value::as_array_mut) else { return };
+    let Some(user) = input.iter_mut().rev().find(|i| i.get("role").and_then(Value::as_str) == Some("user")) else {
+        return;
+    };
+    let content = match user.get_mut("content") {
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            let text = other.as_str().unwrap_or_default().to_owned();
+            *other = json!([{"type": "input_text", "text": text}]);
+            match other.as_array_mut() {
+                Some(list) => list,
+                None => return,
+            }
+        }
+        None => return,
+    };
+    // An image Open WebUI already put into the message is not added twice.
+    let has_image = content.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("input_image"));
+    content.extend(parts.iter().filter(|p| !(has_image && p["type"] == "input_image")).cloned());
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inlet_keeps_the_chats_own_files_once() {
+        let body = json!({
+            "files": [
+                {"type": "file", "id": "f-1", "name": "report.pdf", "file": {"id": "f-1", "filename": "report.pdf", "meta": {"content_type": "application/pdf", "size": 10}}},
+                {"type": "collection", "id": "kb-1", "name": "Handbook"},
+                {"type": "web_search", "id": "w-1"},
+            ],
+            "metadata": {"files": [{"type": "file", "id": "f-1", "name": "report.pdf"}, {"type": "image", "id": "i-1", "name": "a.png", "content_type": "image/png"}]}
+        });
+        let got = stash_entries(body.as_object().unwrap());
+        assert_eq!(
+            got,
+            [
+                json!({"id": "f-1", "name": "report.pdf", "content_type": "application/pdf"}),
+                json!({"id": "i-1", "name": "a.png", "content_type": "image/png"})
+            ]
+        );
+        let files = from_stash(Some(&json!({"files": got})));
+        assert_eq!(files.iter().map(ChatFile::kind).collect::<Vec<_>>(), [Some(Kind::Pdf), Some(Kind::Image)]);
+        assert_eq!(ChatFile { id: "x".into(), name: "notes.docx".into(), content_type: "".into() }.kind(), None);
+    }
+
+    #[test]
+    fn parts_join_the_last_user_message() {
+        let mut body = json!({"input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "what is in it?"},
+        ]});
+        let file = ChatFile { id: "f".into(), name: "r.pdf".into(), content_type: "application/pdf".into() };
+        attach(&mut body, &[part(Kind::Pdf, &file, b"%PDF-1.4")]);
+        assert_eq!(
+            body["input"][2]["content"],
+            json!([{"type": "input_text", "text": "what is in it?"},
+                   {"type": "input_file", "filename": "r.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}])
+        );
+        assert_eq!(body["input"][0]["content"].as_array().unwrap().len(), 1, "earlier turns are left alone");
+    }
+}
