@@ -177,3 +177,32 @@ async fn the_answer_log_is_a_citation_without_text_or_keys() {
         }
     }
 }
+
+/// Open WebUI's "Add Details" / "More Concise" (the label as a user message after the answer
+/// being redone) ask a model with the setting for more or less text; the message stays.
+#[tokio::test]
+async fn add_details_and_more_concise_set_the_verbosity() {
+    let redo = |label: &str| {
+        json!([{"role": "user", "content": "Explain tides."}, {"role": "assistant", "content": "The moon."},
+               {"role": "user", "content": label}])
+    };
+    for (label, want) in [("Add Details", Some("high")), ("More Concise", Some("low")), ("Add details please", None)] {
+        let mock = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(sse_response("1_plain_text.sse"))
+            .mount(&mock)
+            .await;
+        let app = crate::manifold::manifold_app(&mock, "").await;
+        for model in ["gpt-5-mini", "gpt-4.1"] {
+            let res = app.post_json("/v1/chat/completions", &chat(model, redo(label), json!({}))).await;
+            assert_eq!(res.status().as_u16(), 200);
+            let _ = res.text().await.unwrap();
+            let sent = upstream_bodies(&mock).await.pop().unwrap();
+            let verbosity = sent.pointer("/text/verbosity").and_then(Value::as_str);
+            // gpt-4.1 has no verbosity setting: it would refuse the request.
+            assert_eq!(verbosity, if model == "gpt-5-mini" { want } else { None }, "{label} on {model}: {sent}");
+            assert!(sent["input"].to_string().contains(label), "the label is still sent");
+        }
+    }
+}

@@ -303,6 +303,23 @@ pub fn check_openai_params(body: &Map<String, Value>) -> Result<(), sluice_sdk::
     Ok(())
 }
 
+/// Open WebUI's "Add Details" and "More Concise" regenerations (0.12: the label, in English, as
+/// a user message after the answer being redone): the verbosity they ask for. The message stays
+/// in the input for models without the setting; a translated label is an ordinary message.
+fn regeneration_verbosity(messages: &[Value]) -> Option<&'static str> {
+    let [.., previous, last] = messages else { return None };
+    if previous.get("role").and_then(Value::as_str) != Some("assistant")
+        || last.get("role").and_then(Value::as_str) != Some("user")
+    {
+        return None;
+    }
+    match text_of(last.get("content")).trim().to_ascii_lowercase().as_str() {
+        "add details" => Some("high"),
+        "more concise" => Some("low"),
+        _ => None,
+    }
+}
+
 pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
     let valves = ctx.valves;
     let model = ctx.model;
@@ -434,7 +451,8 @@ pub fn convert(body: &Map<String, Value>, ctx: &Context<'_>) -> Conversion {
     // Text options.
     let mut text = Map::new();
     // Only to models that take it: the others refuse the whole request.
-    if let Some(v) = body.get("verbosity").and_then(Value::as_str).filter(|_| model.caps.verbosity) {
+    let asked = body.get("verbosity").and_then(Value::as_str).or_else(|| regeneration_verbosity(messages));
+    if let Some(v) = asked.filter(|_| model.caps.verbosity) {
         text.insert("verbosity".into(), v.into());
     }
     if let Some(format) = body.get("response_format").and_then(tools::text_format) {
