@@ -1060,3 +1060,41 @@ async fn the_command_line_adds_a_chat_to_a_dataset() {
     assert_eq!(mock.with(|s| s.entries.len()), 1);
     server.kill();
 }
+
+/// DPO_WINDOW_HOURS: the regeneration records live that long (checked in the store), and a
+/// regeneration whose window ran out is never confirmed or submitted (the store's rows are
+/// aged by hand, as the hours would).
+#[tokio::test]
+async fn a_regeneration_outside_the_dpo_window_is_not_submitted() {
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    let app = app(&mock, "AUTO_SUBMIT_DPO_PAIRS = true\nDPO_WINDOW_HOURS = 2").await;
+    let system = json!({"role": "system", "content": "You are terse."});
+    let question = json!({"role": "user", "content": "What is the capital of Tasmania?"});
+    let asked = json!({"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1});
+    for (id, answer) in [("m-789", "Launceston."), ("m-790", "Hobart.")] {
+        hook(&app, "inlet", &inlet_body("c-w", id, json!([system, question]))).await;
+        hook(&app, "outlet", &outlet_body("c-w", id, json!([asked]), answer)).await;
+    }
+    mock.wait_for_reports(2, 10).await;
+    let db = rusqlite::Connection::open(app.data_dir.join("sluice.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let lives: Vec<i64> = db
+        .prepare("SELECT expires_at FROM kv WHERE namespace IN ('openpipe_reporting.siblings', 'openpipe_reporting.pending')")
+        .unwrap()
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|r| r.unwrap() - now)
+        .collect();
+    assert!(!lives.is_empty() && lives.iter().all(|s| (7200 - 60..=7200).contains(s)), "two hours: {lives:?}");
+
+    // Two hours and a second later, the user continues from the second answer.
+    db.execute("UPDATE kv SET expires_at = ?1 WHERE namespace LIKE 'openpipe_reporting.%'", [now - 1]).unwrap();
+    let history = json!([asked, {"id": "m-790", "role": "assistant", "content": "Hobart.", "timestamp": 2},
+                         {"id": "m-791", "role": "user", "content": "And of Victoria?", "timestamp": 3}]);
+    hook(&app, "inlet", &inlet_body("c-w", "m-792", json!([system, question]))).await;
+    hook(&app, "outlet", &outlet_body("c-w", "m-792", history, "Melbourne.")).await;
+    mock.wait_for_reports(3, 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(mock.with(|s| s.entries.is_empty()), "a pair outside the window is not submitted");
+}
