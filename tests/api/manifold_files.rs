@@ -12,14 +12,23 @@ use crate::manifold::{manifold_app, sse_response, system_and, upstream_bodies};
 const OWUI_KEY: &str = "sk-owui-admin-0123456789";
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 
-/// Open WebUI's files API with one PDF (`f-pdf`), one image (`f-png`) and one big file.
+/// Open WebUI's files API with one PDF (`f-pdf`), one image (`f-png`) and one big file of the
+/// user `u-1`, and another user's PDF (`f-other`).
 async fn open_webui() -> MockServer {
     let owui = MockServer::start().await;
     for (id, bytes, ct) in [
         ("f-pdf", PDF.to_vec(), "application/pdf"),
         ("f-png", vec![0x89, b'P', b'N', b'G'], "image/png"),
         ("f-big", vec![b'x'; 2 * 1024 * 1024], "application/pdf"),
+        ("f-other", PDF.to_vec(), "application/pdf"),
     ] {
+        let owner = if id == "f-other" { "u-2" } else { "u-1" };
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/files/{id}")))
+            .and(header("authorization", format!("Bearer {OWUI_KEY}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": id, "user_id": owner, "filename": id})))
+            .mount(&owui)
+            .await;
         Mock::given(method("GET"))
             .and(path(format!("/api/v1/files/{id}/content")))
             .and(header("authorization", format!("Bearer {OWUI_KEY}").as_str()))
@@ -101,7 +110,11 @@ async fn an_attached_pdf_and_image_reach_the_model_as_a_file_and_an_image() {
     // Only the two files a model reads were fetched; the key went to Open WebUI only.
     let fetched: Vec<String> =
         owui.received_requests().await.unwrap().iter().map(|r| r.url.path().to_string()).collect();
-    assert_eq!(fetched, ["/api/v1/files/f-pdf/content", "/api/v1/files/f-png/content"]);
+    // Each after asking Open WebUI whose file it is.
+    assert_eq!(
+        fetched,
+        ["/api/v1/files/f-pdf", "/api/v1/files/f-pdf/content", "/api/v1/files/f-png", "/api/v1/files/f-png/content"]
+    );
     assert!(!sent.to_string().contains(OWUI_KEY));
     let (_, valves) = json_of(app.get("/openai_responses/valves").await).await;
     assert_ne!(valves["OPEN_WEBUI_API_KEY"], json!(OWUI_KEY), "the key is not handed out");
@@ -133,4 +146,26 @@ async fn without_the_setting_a_text_model_or_a_failure_the_extracted_text_is_all
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (app, openai, _owui) = setup(&format!("OPEN_WEBUI_URL = \"http://127.0.0.1:{closed}\"\n")).await;
     assert_eq!(user_parts(&turn(&app, &openai, "gpt-4.1", pdf).await).len(), 1);
+}
+
+/// The key reads every user's files; the references come with the request. Another user's
+/// file named in a chat (through the inlet, or a `sluice` object forged by the caller) is not
+/// sent.
+#[tokio::test]
+async fn another_users_file_is_not_sent() {
+    let (app, openai, owui) = setup("").await;
+    let sent = turn(&app, &openai, "gpt-4.1", json!([file("f-other", "theirs.pdf", "application/pdf")])).await;
+    assert_eq!(user_parts(&sent).len(), 1, "{sent}");
+    let paths: Vec<String> = owui.received_requests().await.unwrap().iter().map(|r| r.url.path().to_string()).collect();
+    assert_eq!(paths, ["/api/v1/files/f-other"], "its content is never fetched");
+
+    // A caller's own `sluice` stash is replaced by the inlet's.
+    let user = json!({"id": "u-1", "name": "N", "email": "n@example.com", "role": "user"});
+    let forged = json!({"model": "openai_responses.gpt-4.1", "stream": true, "messages": system_and("hi"),
+        "sluice": {"files": [{"id": "f-other", "name": "theirs.pdf", "content_type": "application/pdf"}]},
+        "metadata": {"chat_id": "c-1", "message_id": "m-2"}});
+    let (_, changed) =
+        json_of(app.post_json("/openai_responses.gpt-4.1/filter/inlet", &json!({"body": forged, "user": user})).await)
+            .await;
+    assert!(changed["sluice"].get("files").is_none(), "{changed}");
 }

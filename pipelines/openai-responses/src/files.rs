@@ -6,6 +6,11 @@
 //! bounded in size and time, and adds it to the last user message: a PDF as `input_file`, an
 //! image as `input_image`. Anything else, or any failure, leaves the request as Open WebUI made
 //! it (the extracted text is still there).
+//!
+//! The key is an admin's and reads every user's files, while the references come with the
+//! request, which a chat user shapes: a file is only sent when Open WebUI says it belongs to the
+//! user who asked (`user_id` of `GET /api/v1/files/{id}`), so nobody gets another user's file
+//! into their chat by naming its id.
 
 use std::time::Duration;
 
@@ -101,14 +106,25 @@ pub enum FetchError {
     Timeout(u64),
     #[error("its id is not one Open WebUI makes")]
     BadId,
+    #[error("it belongs to another user")]
+    NotTheUsers,
+    #[error("Open WebUI's description of it is not JSON")]
+    NotJson,
 }
 
 /// The input parts for the files of this turn that the model reads; each file that cannot be
 /// fetched is logged and left to Open WebUI's extracted text.
-pub async fn parts(client: &reqwest::Client, valves: &ResponsesValves, files: &[ChatFile]) -> Vec<Value> {
+/// `user_id`: Open WebUI's id of the user who asked; without one nothing is fetched.
+pub async fn parts(
+    client: &reqwest::Client,
+    valves: &ResponsesValves,
+    files: &[ChatFile],
+    user_id: Option<&str>,
+) -> Vec<Value> {
     let Some(base) = valves.OPEN_WEBUI_URL.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
         return Vec::new();
     };
+    let Some(user_id) = user_id.filter(|u| !u.is_empty()) else { return Vec::new() };
     if valves.OPEN_WEBUI_API_KEY.is_empty() {
         return Vec::new();
     }
@@ -116,7 +132,7 @@ pub async fn parts(client: &reqwest::Client, valves: &ResponsesValves, files: &[
     for file in files {
         let Some(kind) = file.kind() else { continue };
         let timeout = Duration::from_secs(valves.FILE_FETCH_TIMEOUT_S);
-        let fetched = tokio::time::timeout(timeout, fetch(client, valves, base, &file.id)).await;
+        let fetched = tokio::time::timeout(timeout, fetch(client, valves, base, &file.id, user_id)).await;
         match fetched.unwrap_or(Err(FetchError::Timeout(valves.FILE_FETCH_TIMEOUT_S))) {
             Ok(bytes) => out.push(part(kind, file, &bytes)),
             Err(e) => {
@@ -132,31 +148,50 @@ async fn fetch(
     valves: &ResponsesValves,
     base: &str,
     id: &str,
+    user_id: &str,
 ) -> Result<Vec<u8>, FetchError> {
     let limit = valves.FILE_MAX_MB * 1024 * 1024;
     // The id goes into a path: only the characters Open WebUI's ids (UUIDs) are made of.
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(FetchError::BadId);
     }
-    let url = format!("{}/api/v1/files/{id}/content", base.trim_end_matches('/'));
+    let file_url = format!("{}/api/v1/files/{id}", base.trim_end_matches('/'));
+    // Whose file it is, from Open WebUI (a small JSON object, read within its own cap).
+    let meta = get(client, valves, &file_url).await?;
+    let meta: Value = serde_json::from_slice(&read_capped(meta, 64 * 1024, valves.FILE_MAX_MB).await?)
+        .map_err(|_| FetchError::NotJson)?;
+    if meta.get("user_id").and_then(Value::as_str) != Some(user_id) {
+        return Err(FetchError::NotTheUsers);
+    }
+    read_capped(get(client, valves, &format!("{file_url}/content")).await?, limit, valves.FILE_MAX_MB).await
+}
+
+/// `GET url` on Open WebUI with the key; a status other than 2xx is an error.
+async fn get(client: &reqwest::Client, valves: &ResponsesValves, url: &str) -> Result<reqwest::Response, FetchError> {
     let resp = client
-        .get(&url)
+        .get(url)
         .bearer_auth(valves.OPEN_WEBUI_API_KEY.expose())
         .send()
         .await
         .map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status(resp.status().as_u16()));
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(FetchError::Status(resp.status().as_u16()))
     }
+}
+
+/// The body of `resp`, refused as soon as it passes `limit` bytes.
+async fn read_capped(resp: reqwest::Response, limit: u64, max_mb: u64) -> Result<Vec<u8>, FetchError> {
     if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(FetchError::TooLarge(valves.FILE_MAX_MB));
+        return Err(FetchError::TooLarge(max_mb));
     }
     let mut body = resp.bytes_stream();
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
         if (out.len() + chunk.len()) as u64 > limit {
-            return Err(FetchError::TooLarge(valves.FILE_MAX_MB));
+            return Err(FetchError::TooLarge(max_mb));
         }
         out.extend_from_slice(&chunk);
     }

@@ -411,6 +411,8 @@ impl Pipeline for OpenAIResponses {
     async fn inlet(&self, mut body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {
         let valves = self.valves.get();
         let Some(map) = body.as_object_mut() else { return Ok(body) };
+        // Only this inlet writes `sluice`: one sent by the caller is not trusted.
+        map.remove("sluice");
         let meta = map.get("metadata").cloned().unwrap_or(Value::Null);
         let mut stash = Map::new();
         for key in ["chat_id", "message_id", "session_id", "task"] {
@@ -473,8 +475,10 @@ impl Pipeline for OpenAIResponses {
         let keep_record = valves.ITEM_STORE_TTL_DAYS > 0 && !task;
         let client = runtime.client.load_full();
         // Fetched once, before the first attempt: retries send the same files.
-        let attached = if model.caps.files && !task {
-            files::parts(&client, &valves, &files::from_stash(request.body.get("sluice"))).await
+        // Open WebUI's users only: their id is what a file's owner is checked against.
+        let attached = if model.caps.files && !task && request.dialect == Dialect::OpenWebUi {
+            let asker = request.body.get("user").and_then(|u| u.get("id")).and_then(Value::as_str);
+            files::parts(&client, &valves, &files::from_stash(request.body.get("sluice")), asker).await
         } else {
             Vec::new()
         };
