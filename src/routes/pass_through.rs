@@ -1,6 +1,10 @@
 //! The inlet or outlet of a pipeline whose hook would change nothing: the body goes back as the
-//! bytes that came, after the same checks of shape as a parsed one, and no tree is built (for a
-//! long chat, building and writing it again was most of the request's cost).
+//! bytes that came, and no tree is built (for a long chat, building and writing it again was
+//! most of the request's cost). Broken JSON, a form that is not an object, a missing or
+//! non-object `body` and a `user` that is neither an object nor null get the parsed path's
+//! errors. What is never built is not judged: the value count, nesting depth and repeated keys
+//! inside `body` (the caller's own bytes come back); a repeated top-level `body`, which the
+//! parsed path resolves to the last one, is refused here (422).
 
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;

@@ -21,6 +21,10 @@ async fn open_webui() -> MockServer {
         ("f-png", vec![0x89, b'P', b'N', b'G'], "image/png"),
         ("f-big", vec![b'x'; 2 * 1024 * 1024], "application/pdf"),
         ("f-other", PDF.to_vec(), "application/pdf"),
+        ("f-9a", vec![b'a'; 9 * 1024 * 1024], "application/pdf"),
+        ("f-9b", vec![b'b'; 9 * 1024 * 1024], "application/pdf"),
+        ("f-9c", vec![b'c'; 9 * 1024 * 1024], "application/pdf"),
+        ("f-9d", vec![b'd'; 9 * 1024 * 1024], "application/pdf"),
     ] {
         let owner = if id == "f-other" { "u-2" } else { "u-1" };
         Mock::given(method("GET"))
@@ -82,9 +86,14 @@ async fn setup(extra: &str) -> (TestApp, MockServer, MockServer) {
         .mount(&openai)
         .await;
     let owui = open_webui().await;
-    let url =
-        if extra.contains("OPEN_WEBUI_URL") { String::new() } else { format!("OPEN_WEBUI_URL = \"{}\"\n", owui.uri()) };
-    let valves = format!("{url}OPEN_WEBUI_API_KEY = \"{OWUI_KEY}\"\nFILE_MAX_MB = 1\n{extra}");
+    // The test's own lines replace these defaults.
+    let defaults = [
+        format!("OPEN_WEBUI_URL = \"{}\"", owui.uri()),
+        format!("OPEN_WEBUI_API_KEY = \"{OWUI_KEY}\""),
+        "FILE_MAX_MB = 1".into(),
+    ];
+    let keep = |line: &&String| !extra.contains(line.split('=').next().unwrap_or_default().trim());
+    let valves = defaults.iter().filter(keep).map(|l| format!("{l}\n")).collect::<String>() + extra;
     let app = manifold_app(&openai, &valves).await;
     (app, openai, owui)
 }
@@ -111,6 +120,8 @@ async fn an_attached_pdf_and_image_reach_the_model_as_a_file_and_an_image() {
     let fetched: Vec<String> =
         owui.received_requests().await.unwrap().iter().map(|r| r.url.path().to_string()).collect();
     // Each after asking Open WebUI whose file it is.
+    let mut fetched = fetched;
+    fetched.sort();
     assert_eq!(
         fetched,
         ["/api/v1/files/f-pdf", "/api/v1/files/f-pdf/content", "/api/v1/files/f-png", "/api/v1/files/f-png/content"]
@@ -168,4 +179,70 @@ async fn another_users_file_is_not_sent() {
         json_of(app.post_json("/openai_responses.gpt-4.1/filter/inlet", &json!({"body": forged, "user": user})).await)
             .await;
     assert!(changed["sluice"].get("files").is_none(), "{changed}");
+}
+
+/// Bounds of one request's files: together at most 32 MB (four files of 9 MB: three go), all
+/// fetched at once within one FILE_FETCH_TIMEOUT_S (three slow files of 1.2 s each fit into
+/// 2 s), and a redirect is not followed (the bytes would not be Open WebUI's).
+#[tokio::test]
+async fn the_files_of_a_request_are_bounded_together() {
+    let (app, openai, _owui) = setup("FILE_MAX_MB = 10\n").await;
+    let big: Vec<Value> =
+        ["f-9a", "f-9b", "f-9c", "f-9d"].iter().map(|id| file(id, &format!("{id}.pdf"), "application/pdf")).collect();
+    let sent = turn(&app, &openai, "gpt-4.1", json!(big)).await;
+    let files = user_parts(&sent).iter().filter(|p| p["type"] == "input_file").count();
+    assert_eq!(files, 3, "32 MB together");
+
+    let owui = MockServer::start().await;
+    for id in ["s-1", "s-2", "s-3", "r-1"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/files/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": id, "user_id": "u-1"})))
+            .mount(&owui)
+            .await;
+    }
+    for id in ["s-1", "s-2", "s-3"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/files/{id}/content")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_raw(PDF.to_vec(), "application/pdf")
+                    .set_delay(std::time::Duration::from_millis(1200)),
+            )
+            .mount(&owui)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/api/v1/files/r-1/content"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", format!("{}/api/v1/files/s-1/content", owui.uri())),
+        )
+        .mount(&owui)
+        .await;
+    let (app, openai, _) = setup(&format!("OPEN_WEBUI_URL = \"{}\"\nFILE_FETCH_TIMEOUT_S = 2\n", owui.uri())).await;
+    let slow: Vec<Value> =
+        ["s-1", "s-2", "s-3", "r-1"].iter().map(|id| file(id, &format!("{id}.pdf"), "application/pdf")).collect();
+    let started = std::time::Instant::now();
+    let sent = turn(&app, &openai, "gpt-4.1", json!(slow)).await;
+    let names: Vec<String> =
+        user_parts(&sent).iter().filter_map(|p| p["filename"].as_str().map(str::to_owned)).collect();
+    assert_eq!(names, ["s-1.pdf", "s-2.pdf", "s-3.pdf"], "fetched together in time; the redirect not followed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+/// OPEN_WEBUI_API_KEY goes only where it was entered for: moving OPEN_WEBUI_URL needs the key
+/// again (otherwise whoever edits the valves could send the admin's key to any host).
+#[tokio::test]
+async fn moving_the_open_webui_url_needs_the_key_again() {
+    let (app, _openai, _owui) = setup("").await;
+    let res =
+        app.post_json("/openai_responses/valves/update", &json!({"OPEN_WEBUI_URL": "http://attacker.example"})).await;
+    assert_eq!(res.status().as_u16(), 422);
+    let res = app
+        .post_json(
+            "/openai_responses/valves/update",
+            &json!({"OPEN_WEBUI_URL": "http://owui.example", "OPEN_WEBUI_API_KEY": "sk-new-admin-key"}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
 }

@@ -12,6 +12,8 @@
 //! user who asked (`user_id` of `GET /api/v1/files/{id}`), so nobody gets another user's file
 //! into their chat by naming its id.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
@@ -22,6 +24,28 @@ use crate::valves::ResponsesValves;
 
 /// Most files taken from one turn.
 const MAX_FILES: usize = 10;
+/// Most bytes of files sent with one request (OpenAI's own limit for the files of a request).
+const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
+/// Requests fetching files at once, server-wide: with [`MAX_TOTAL_BYTES`] each, what files can
+/// hold in memory is bounded whatever the number of chats.
+static FETCHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The client for Open WebUI's files API: redirects are not followed (a file is Open WebUI's,
+/// not whatever another host answers).
+fn client() -> Option<&'static reqwest::Client> {
+    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("sluice-openai-responses/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .inspect_err(|e| tracing::warn!(error = %e, "no client for Open WebUI's files API"))
+                .ok()
+        })
+        .as_ref()
+}
 
 /// One attached file as the inlet stashed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +105,9 @@ pub fn stash_entries(body: &Map<String, Value>) -> Vec<Value> {
 /// The stashed files of a pipe request.
 pub fn from_stash(stash: Option<&Value>) -> Vec<ChatFile> {
     let Some(list) = stash.and_then(|s| s.get("files")).and_then(Value::as_array) else { return Vec::new() };
+    let mut seen = std::collections::HashSet::new();
     list.iter()
+        .filter(|f| seen.insert(f.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()))
         .filter_map(|f| {
             Some(ChatFile {
                 id: f.get("id")?.as_str()?.to_owned(),
@@ -102,8 +128,8 @@ pub enum FetchError {
     Status(u16),
     #[error("larger than FILE_MAX_MB ({0} MB)")]
     TooLarge(u64),
-    #[error("not fetched within FILE_FETCH_TIMEOUT_S ({0} s)")]
-    Timeout(u64),
+    #[error("the files of this message pass 32 MB together")]
+    TooMuchTogether,
     #[error("its id is not one Open WebUI makes")]
     BadId,
     #[error("it belongs to another user")]
@@ -113,28 +139,37 @@ pub enum FetchError {
 }
 
 /// The input parts for the files of this turn that the model reads; each file that cannot be
-/// fetched is logged and left to Open WebUI's extracted text.
+/// fetched is logged and left to Open WebUI's extracted text. The files are fetched together,
+/// all within one `FILE_FETCH_TIMEOUT_S` and [`MAX_TOTAL_BYTES`].
 /// `user_id`: Open WebUI's id of the user who asked; without one nothing is fetched.
-pub async fn parts(
-    client: &reqwest::Client,
-    valves: &ResponsesValves,
-    files: &[ChatFile],
-    user_id: Option<&str>,
-) -> Vec<Value> {
+pub async fn parts(valves: &ResponsesValves, files: &[ChatFile], user_id: Option<&str>) -> Vec<Value> {
     let Some(base) = valves.OPEN_WEBUI_URL.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
         return Vec::new();
     };
     let Some(user_id) = user_id.filter(|u| !u.is_empty()) else { return Vec::new() };
-    if valves.OPEN_WEBUI_API_KEY.is_empty() {
+    let wanted: Vec<(Kind, &ChatFile)> = files.iter().filter_map(|f| Some((f.kind()?, f))).collect();
+    if valves.OPEN_WEBUI_API_KEY.is_empty() || wanted.is_empty() {
         return Vec::new();
     }
+    let Some(client) = client() else { return Vec::new() };
+    let seconds = valves.FILE_FETCH_TIMEOUT_S;
+    let budget = AtomicU64::new(0);
+    let all = async {
+        let Ok(_permit) = FETCHING.acquire().await else { return Vec::new() };
+        let fetches = wanted.iter().map(|(_, f)| fetch(client, valves, base, &f.id, user_id, &budget));
+        futures_util::future::join_all(fetches).await
+    };
+    let Ok(results) = tokio::time::timeout(Duration::from_secs(seconds), all).await else {
+        tracing::warn!(
+            files = wanted.len(),
+            "attached files not fetched within FILE_FETCH_TIMEOUT_S ({seconds} s); sent as their extracted text only"
+        );
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for file in files {
-        let Some(kind) = file.kind() else { continue };
-        let timeout = Duration::from_secs(valves.FILE_FETCH_TIMEOUT_S);
-        let fetched = tokio::time::timeout(timeout, fetch(client, valves, base, &file.id, user_id)).await;
-        match fetched.unwrap_or(Err(FetchError::Timeout(valves.FILE_FETCH_TIMEOUT_S))) {
-            Ok(bytes) => out.push(part(kind, file, &bytes)),
+    for ((kind, file), result) in wanted.iter().zip(results) {
+        match result {
+            Ok(bytes) => out.push(part(*kind, file, &bytes)),
             Err(e) => {
                 tracing::warn!(file_id = %file.id, error = %e, "an attached file is sent as its extracted text only")
             }
@@ -149,6 +184,7 @@ async fn fetch(
     base: &str,
     id: &str,
     user_id: &str,
+    budget: &AtomicU64,
 ) -> Result<Vec<u8>, FetchError> {
     let limit = valves.FILE_MAX_MB * 1024 * 1024;
     // The id goes into a path: only the characters Open WebUI's ids (UUIDs) are made of.
@@ -158,12 +194,13 @@ async fn fetch(
     let file_url = format!("{}/api/v1/files/{id}", base.trim_end_matches('/'));
     // Whose file it is, from Open WebUI (a small JSON object, read within its own cap).
     let meta = get(client, valves, &file_url).await?;
-    let meta: Value = serde_json::from_slice(&read_capped(meta, 64 * 1024, valves.FILE_MAX_MB).await?)
+    let meta: Value = serde_json::from_slice(&read_capped(meta, 64 * 1024, valves.FILE_MAX_MB, None).await?)
         .map_err(|_| FetchError::NotJson)?;
     if meta.get("user_id").and_then(Value::as_str) != Some(user_id) {
         return Err(FetchError::NotTheUsers);
     }
-    read_capped(get(client, valves, &format!("{file_url}/content")).await?, limit, valves.FILE_MAX_MB).await
+    read_capped(get(client, valves, &format!("{file_url}/content")).await?, limit, valves.FILE_MAX_MB, Some(budget))
+        .await
 }
 
 /// `GET url` on Open WebUI with the key; a status other than 2xx is an error.
@@ -181,8 +218,14 @@ async fn get(client: &reqwest::Client, valves: &ResponsesValves, url: &str) -> R
     }
 }
 
-/// The body of `resp`, refused as soon as it passes `limit` bytes.
-async fn read_capped(resp: reqwest::Response, limit: u64, max_mb: u64) -> Result<Vec<u8>, FetchError> {
+/// The body of `resp`, refused as soon as it passes `limit` bytes, or (with a `budget` shared
+/// by the files of one request) as soon as they pass [`MAX_TOTAL_BYTES`] together.
+async fn read_capped(
+    resp: reqwest::Response,
+    limit: u64,
+    max_mb: u64,
+    budget: Option<&AtomicU64>,
+) -> Result<Vec<u8>, FetchError> {
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge(max_mb));
     }
@@ -192,6 +235,11 @@ async fn read_capped(resp: reqwest::Response, limit: u64, max_mb: u64) -> Result
         let chunk = chunk.map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(FetchError::TooLarge(max_mb));
+        }
+        if let Some(budget) = budget {
+            if budget.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > MAX_TOTAL_BYTES {
+                return Err(FetchError::TooMuchTogether);
+            }
         }
         out.extend_from_slice(&chunk);
     }

@@ -478,7 +478,7 @@ impl Pipeline for OpenAIResponses {
         // Open WebUI's users only: their id is what a file's owner is checked against.
         let attached = if model.caps.files && !task && request.dialect == Dialect::OpenWebUi {
             let asker = request.body.get("user").and_then(|u| u.get("id")).and_then(Value::as_str);
-            files::parts(&client, &valves, &files::from_stash(request.body.get("sluice")), asker).await
+            files::parts(&valves, &files::from_stash(request.body.get("sluice")), asker).await
         } else {
             Vec::new()
         };

@@ -433,7 +433,7 @@ impl Valves for ResponsesValves {
     }
 
     fn sent_to() -> &'static [(&'static str, &'static str)] {
-        &[("API_KEY", "BASE_URL")]
+        &[("API_KEY", "BASE_URL"), ("OPEN_WEBUI_API_KEY", "OPEN_WEBUI_URL")]
     }
 
     /// MCP servers carry their own tokens: `headers` (any header) and `authorization`.
