@@ -36,6 +36,13 @@ pub fn sse_response(name: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(fixture(name), "text/event-stream; charset=utf-8")
 }
 
+/// A mock OpenAI whose every Responses request is answered with the transcript `name`.
+pub async fn openai_answering(name: &str) -> MockServer {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/v1/responses")).respond_with(sse_response(name)).mount(&mock).await;
+    mock
+}
+
 pub async fn manifold_app(mock: &MockServer, extra_valves: &str) -> TestApp {
     let base = format!(
         "BASE_URL = \"{}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nSHOW_USAGE_COST = false\nMAX_RETRIES = 0\n\

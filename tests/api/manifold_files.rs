@@ -7,7 +7,7 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{json_of, TestApp};
-use crate::manifold::{manifold_app, sse_response, system_and, upstream_bodies};
+use crate::manifold::{manifold_app, system_and, upstream_bodies};
 
 const OWUI_KEY: &str = "sk-owui-admin-0123456789";
 const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
@@ -79,12 +79,7 @@ fn user_parts(sent: &Value) -> Vec<Value> {
 }
 
 async fn setup(extra: &str) -> (TestApp, MockServer, MockServer) {
-    let openai = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&openai)
-        .await;
+    let openai = crate::manifold::openai_answering("1_plain_text.sse").await;
     let owui = open_webui().await;
     // The test's own lines replace these defaults.
     let defaults = [
@@ -135,12 +130,7 @@ async fn an_attached_pdf_and_image_reach_the_model_as_a_file_and_an_image() {
 async fn without_the_setting_a_text_model_or_a_failure_the_extracted_text_is_all() {
     let pdf = json!([file("f-pdf", "report.pdf", "application/pdf")]);
     // Not configured: nothing fetched, the request as before.
-    let openai = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&openai)
-        .await;
+    let openai = crate::manifold::openai_answering("1_plain_text.sse").await;
     let app = manifold_app(&openai, "").await;
     assert_eq!(user_parts(&turn(&app, &openai, "gpt-4.1", pdf.clone()).await).len(), 1);
 

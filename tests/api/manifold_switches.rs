@@ -2,19 +2,12 @@
 //! mock OpenAI (body and headers) or in the stream Open WebUI receives.
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
 
 use crate::helpers::json_of;
-use crate::manifold::{chat, manifold_app, sse_response, system_and, upstream_bodies, weather_tool};
+use crate::manifold::{chat, manifold_app, system_and, upstream_bodies, weather_tool};
 
 async fn sent_with(valves: &str, extra: Value) -> (Value, wiremock::Request) {
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/responses"))
-        .respond_with(sse_response("1_plain_text.sse"))
-        .mount(&mock)
-        .await;
+    let mock = crate::manifold::openai_answering("1_plain_text.sse").await;
     let app = manifold_app(&mock, valves).await;
     let res = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), extra)).await;
     assert_eq!(res.status().as_u16(), 200);
@@ -66,12 +59,7 @@ async fn request_switches_reach_openai() {
 #[tokio::test]
 async fn the_web_search_switch_as_open_webui_sends_it() {
     for (from_toggle, taken) in [(true, true), (false, false)] {
-        let mock = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/v1/responses"))
-            .respond_with(sse_response("1_plain_text.sse"))
-            .mount(&mock)
-            .await;
+        let mock = crate::manifold::openai_answering("1_plain_text.sse").await;
         let app = manifold_app(&mock, &format!("WEB_SEARCH_FROM_TOGGLE = {from_toggle}\n")).await;
         let user = json!({"id": "u-1", "name": "N", "email": "n@example.com", "role": "user"});
         let body = json!({"model": "openai_responses.gpt-4.1", "stream": true, "messages": system_and("news?"),
@@ -99,12 +87,7 @@ async fn the_web_search_switch_as_open_webui_sends_it() {
 #[tokio::test]
 async fn reasoning_display_modes() {
     for display in ["reasoning_content", "status", "none"] {
-        let mock = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/v1/responses"))
-            .respond_with(sse_response("2_reasoning_summary.sse"))
-            .mount(&mock)
-            .await;
+        let mock = crate::manifold::openai_answering("2_reasoning_summary.sse").await;
         let valves = format!("REASONING_SUMMARY = \"detailed\"\nREASONING_DISPLAY = \"{display}\"\n");
         let app = manifold_app(&mock, &valves).await;
         let text = app
@@ -152,12 +135,7 @@ async fn the_answer_log_is_a_citation_without_text_or_keys() {
         ("LOG_LEVEL = \"info\"\nLOG_USERS = [\"ops@example.com\"]\n", "n@example.com", false),
         ("LOG_LEVEL = \"info\"\nLOG_USERS = [\"ops@example.com\"]\n", "ops@example.com", true),
     ] {
-        let mock = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/v1/responses"))
-            .respond_with(sse_response("2_reasoning_summary.sse"))
-            .mount(&mock)
-            .await;
+        let mock = crate::manifold::openai_answering("2_reasoning_summary.sse").await;
         let app = manifold_app(&mock, valves).await;
         let mut body = chat("o4-mini", system_and("What is 17 times 23?"), json!({}));
         body["user"]["email"] = json!(user_email);
@@ -187,12 +165,7 @@ async fn add_details_and_more_concise_set_the_verbosity() {
                {"role": "user", "content": label}])
     };
     for (label, want) in [("Add Details", Some("high")), ("More Concise", Some("low")), ("Add details please", None)] {
-        let mock = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/v1/responses"))
-            .respond_with(sse_response("1_plain_text.sse"))
-            .mount(&mock)
-            .await;
+        let mock = crate::manifold::openai_answering("1_plain_text.sse").await;
         let app = crate::manifold::manifold_app(&mock, "").await;
         for model in ["gpt-5-mini", "gpt-4.1"] {
             let res = app.post_json("/v1/chat/completions", &chat(model, redo(label), json!({}))).await;

@@ -492,19 +492,26 @@ async fn wait_for_dead(store: &SqliteStore, n: usize) -> Vec<sluice_sdk::outbox:
     panic!("fewer than {n} dead letters after 10 s");
 }
 
+/// One question (`m-100`) answered, then the answer regenerated: the two `(id, text)` turns
+/// through the filter. The system message, the question as sent and as stored.
+async fn answer_twice(app: &TestApp, chat: &str, answers: [(&str, &str); 2]) -> (Value, Value, Value) {
+    let system = json!({"role": "system", "content": "You are terse."});
+    let question = json!({"role": "user", "content": "What is the capital of Tasmania?"});
+    let asked = json!({"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1});
+    for (id, answer) in answers {
+        hook(app, "inlet", &inlet_body(chat, id, json!([system, question]))).await;
+        hook(app, "outlet", &outlet_body(chat, id, json!([asked]), answer)).await;
+    }
+    (system, question, asked)
+}
+
 #[tokio::test]
 async fn a_confirmed_regeneration_becomes_a_dpo_entry() {
     let mock = MockOpenPipe::start(OP_KEY).await;
     let app = app(&mock, "AUTO_SUBMIT_DPO_PAIRS = true").await;
-    let system = json!({"role": "system", "content": "You are terse."});
-    let question = json!({"role": "user", "content": "What is the capital of Tasmania?"});
-    let asked = json!({"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1});
-
     // First answer, then a regeneration of it (same parent message).
-    for (id, answer) in [("m-789", "The capital of Tasmania is Launceston."), ("m-790", "Hobart.")] {
-        hook(&app, "inlet", &inlet_body("c-456", id, json!([system, question]))).await;
-        hook(&app, "outlet", &outlet_body("c-456", id, json!([asked]), answer)).await;
-    }
+    let (system, question, asked) =
+        answer_twice(&app, "c-456", [("m-789", "The capital of Tasmania is Launceston."), ("m-790", "Hobart.")]).await;
     let reports = mock.wait_for_reports(2, 10).await;
     let regen = reports.iter().find(|r| r["tags"]["message_id"] == "m-790").unwrap();
     assert_eq!(regen["tags"]["regenerated_from"], "m-789");
@@ -1068,13 +1075,7 @@ async fn the_command_line_adds_a_chat_to_a_dataset() {
 async fn a_regeneration_outside_the_dpo_window_is_not_submitted() {
     let mock = MockOpenPipe::start(OP_KEY).await;
     let app = app(&mock, "AUTO_SUBMIT_DPO_PAIRS = true\nDPO_WINDOW_HOURS = 2").await;
-    let system = json!({"role": "system", "content": "You are terse."});
-    let question = json!({"role": "user", "content": "What is the capital of Tasmania?"});
-    let asked = json!({"id": "m-100", "role": "user", "content": "What is the capital of Tasmania?", "timestamp": 1});
-    for (id, answer) in [("m-789", "Launceston."), ("m-790", "Hobart.")] {
-        hook(&app, "inlet", &inlet_body("c-w", id, json!([system, question]))).await;
-        hook(&app, "outlet", &outlet_body("c-w", id, json!([asked]), answer)).await;
-    }
+    let (system, question, asked) = answer_twice(&app, "c-w", [("m-789", "Launceston."), ("m-790", "Hobart.")]).await;
     mock.wait_for_reports(2, 10).await;
     let db = rusqlite::Connection::open(app.data_dir.join("sluice.db")).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
