@@ -226,20 +226,33 @@ async fn read_capped(
     max_mb: u64,
     budget: Option<&AtomicU64>,
 ) -> Result<Vec<u8>, FetchError> {
-    if resp.content_length().is_some_and(|n| n > limit) {
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge(max_mb));
+    }
+    // A file that says its length takes its share of the budget whole, before any byte is read
+    // (so the files that fit are the ones admitted, whatever order their bytes come in); one
+    // that does not is counted as it arrives.
+    let take = |n: u64| match budget {
+        Some(b) if b.fetch_add(n, Ordering::Relaxed) + n > MAX_TOTAL_BYTES => {
+            b.fetch_sub(n, Ordering::Relaxed);
+            Err(FetchError::TooMuchTogether)
+        }
+        _ => Ok(()),
+    };
+    if let Some(n) = declared {
+        take(n)?;
     }
     let mut body = resp.bytes_stream();
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| FetchError::Unreachable(sluice_sdk::error_chain(&e)))?;
-        if (out.len() + chunk.len()) as u64 > limit {
+        let len = chunk.len() as u64;
+        if out.len() as u64 + len > limit || declared.is_some_and(|n| out.len() as u64 + len > n) {
             return Err(FetchError::TooLarge(max_mb));
         }
-        if let Some(budget) = budget {
-            if budget.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > MAX_TOTAL_BYTES {
-                return Err(FetchError::TooMuchTogether);
-            }
+        if declared.is_none() {
+            take(len)?;
         }
         out.extend_from_slice(&chunk);
     }

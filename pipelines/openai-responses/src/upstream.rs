@@ -155,6 +155,24 @@ async fn error_body(resp: reqwest::Response, idle: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_delta_reads_as_its_full_parse_does_for_the_converter() {
+        let data = r#"{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"caf\u00e9 \"x\"\n","logprobs":[],"obfuscation":"abc"}"#;
+        let fast = text_delta(data).unwrap();
+        let full: Value = serde_json::from_str(data).unwrap();
+        assert_eq!((fast["type"].clone(), fast["delta"].clone()), (full["type"].clone(), full["delta"].clone()));
+        // Anything else, or a delta that does not read, takes the full parse.
+        assert!(text_delta(r#"{"type":"response.output_text.done","text":"x"}"#).is_none());
+        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
+        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":"x""#).is_none());
+    }
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
@@ -174,6 +192,26 @@ pub struct Events {
     timer: Pin<Box<Sleep>>,
     malformed: u32,
     ended: bool,
+}
+
+/// A `response.output_text.delta` event (most of a stream) as the converter reads it: its type
+/// and `delta`, parsed without building its other fields (ids, logprobs, obfuscation). `None`
+/// for any other event, or one that does not read so; those take the full parse.
+fn text_delta(data: &str) -> Option<Value> {
+    const PREFIX: &str = r#"{"type":"response.output_text.delta","#;
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow)]
+        delta: std::borrow::Cow<'a, str>,
+    }
+    if !data.starts_with(PREFIX) {
+        return None;
+    }
+    let parsed: Delta<'_> = serde_json::from_str(data).ok()?;
+    let mut event = serde_json::Map::with_capacity(2);
+    event.insert("type".into(), Value::String("response.output_text.delta".into()));
+    event.insert("delta".into(), Value::String(parsed.delta.into_owned()));
+    Some(Value::Object(event))
 }
 
 /// Malformed lines tolerated before the stream counts as broken.
@@ -199,6 +237,9 @@ impl Events {
         let mut since = Instant::now();
         loop {
             while let Some(data) = self.pending.pop_front() {
+                if let Some(event) = text_delta(&data) {
+                    return Ok(Some(event));
+                }
                 match serde_json::from_str::<Value>(&data) {
                     Ok(v) if v.is_object() => return Ok(Some(v)),
                     _ => {
