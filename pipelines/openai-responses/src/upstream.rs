@@ -155,24 +155,6 @@ async fn error_body(resp: reqwest::Response, idle: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_text_delta_reads_as_its_full_parse_does_for_the_converter() {
-        let data = r#"{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"caf\u00e9 \"x\"\n","logprobs":[],"obfuscation":"abc"}"#;
-        let fast = text_delta(data).unwrap();
-        let full: Value = serde_json::from_str(data).unwrap();
-        assert_eq!((fast["type"].clone(), fast["delta"].clone()), (full["type"].clone(), full["delta"].clone()));
-        // Anything else, or a delta that does not read, takes the full parse.
-        assert!(text_delta(r#"{"type":"response.output_text.done","text":"x"}"#).is_none());
-        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
-        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":"x""#).is_none());
-    }
-}
-
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
@@ -284,5 +266,23 @@ impl Events {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_delta_reads_as_its_full_parse_does_for_the_converter() {
+        let data = r#"{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"caf\u00e9 \"x\"\n","logprobs":[],"obfuscation":"abc"}"#;
+        let fast = text_delta(data).unwrap();
+        let full: Value = serde_json::from_str(data).unwrap();
+        assert_eq!((fast["type"].clone(), fast["delta"].clone()), (full["type"].clone(), full["delta"].clone()));
+        // Anything else, or a delta that does not read, takes the full parse.
+        assert!(text_delta(r#"{"type":"response.output_text.done","text":"x"}"#).is_none());
+        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
+        assert!(text_delta(r#"{"type":"response.output_text.delta","delta":"x""#).is_none());
     }
 }
