@@ -105,7 +105,10 @@ impl ApiError {
             _ => return None,
         };
         let (head, _) = message.split_once(": ")?;
-        let is_path = !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c));
+        // Request parameters are snake_case paths (`messages[0].content`); a capitalised head is
+        // a speaker ("OpenAI: Rate limit reached…"), not a parameter.
+        let is_path = !head.is_empty()
+            && head.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c));
         is_path.then(|| head.to_string())
     }
 
@@ -236,6 +239,16 @@ fn reason_phrase(message: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_names_a_request_parameter_only() {
+        let param = |e: ApiError| e.body()["error"]["param"].clone();
+        assert_eq!(param(ApiError::Unprocessable("messages[0]: must be an object".into())), "messages[0]");
+        let upstream = sluice_sdk::PipelineError::new(sluice_sdk::ErrorKind::RateLimited, "OpenAI: Rate limit reached");
+        assert_eq!(param(ApiError::Pipeline(upstream)), Value::Null, "the speaker is not a parameter");
+        let refused = sluice_sdk::PipelineError::new(sluice_sdk::ErrorKind::BadRequest, "seed: not supported");
+        assert_eq!(param(ApiError::Pipeline(refused)), "seed");
+    }
 
     #[test]
     fn reason_phrases_are_ascii_short_and_interned() {

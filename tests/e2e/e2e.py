@@ -696,6 +696,19 @@ async def upstream_429_shown_as_readable_error(c):
 
 
 @scenario
+async def api_caller_gets_the_upstream_error(c):
+    """OpenAI's 429 for an API caller: sluice answers 429 with OpenAI's message; Open WebUI
+    0.10 turns every error reply into 400 (the message kept), 0.6 and 0.12 keep the status."""
+    body = {"model": "openai_responses.gpt-4.1", "stream": False,
+            "messages": [{"role": "user", "content": "e2e:429 from an API caller"}]}
+    status, reply = await c.owui.call("POST", "/api/chat/completions", body)
+    c.show("API caller's error", [status, reply])
+    assert status == (400 if (0, 10) <= c.owui_version < (0, 12) else 429), (status, reply)
+    assert "Rate limit reached" in json.dumps(reply), reply
+    assert (reply.get("error") or {}).get("param") is None, "OpenAI names no parameter here"
+
+
+@scenario
 async def mid_stream_failure_shown_as_readable_error(c):
     message, error = await chat_error(c, "e2e:midfail go")
     assert "The model failed to generate a response" in error, message
