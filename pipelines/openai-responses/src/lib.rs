@@ -5,6 +5,7 @@
 mod convert;
 mod events;
 mod files;
+mod model_list;
 pub mod models;
 mod replay;
 mod request;
@@ -55,6 +56,8 @@ pub struct OpenAIResponses {
     runtime: OnceLock<Arc<Runtime>>,
     /// Whether the last valves had a key, so losing it is logged once.
     had_key: std::sync::atomic::AtomicBool,
+    /// The models offered, kept between `GET /models` calls.
+    listed: model_list::ModelList,
 }
 
 fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineError> {
@@ -353,15 +356,7 @@ impl Pipeline for OpenAIResponses {
     /// The configured models the upstream serves; all of them when the fetch is off, failed,
     /// or matched nothing (custom proxies). Cheap: reads the cached list.
     fn sub_models(&self) -> Vec<SubModel> {
-        let valves = self.valves.get();
-        let configured: Vec<String> = valves.MODEL_ID.iter().map(|m| models::normalize(m)).collect();
-        let served = self.runtime.get().and_then(|r| (*r.served.load_full()).clone());
-        let kept: Vec<&String> = match &served {
-            Some(set) => configured.iter().filter(|id| set.contains(&models::resolve(id).base)).collect(),
-            None => configured.iter().collect(),
-        };
-        let list = if kept.is_empty() { configured.iter().collect() } else { kept };
-        list.into_iter().map(|id| SubModel { id: id.clone(), name: models::display_name(id), info: None }).collect()
+        self.listed.get(self.valves.get(), self.runtime.get().map(|r| r.served.load_full()))
     }
 
     /// Any id is served: unknown ones pass through without capability flags (§3.1).

@@ -1,0 +1,77 @@
+//! The manifold's entries in `GET /models`: the configured ids, normalised, less those the
+//! upstream does not serve (when it said), with display names. Asked on every model-list
+//! request while the valves and the served set change rarely, so the last list is kept with
+//! the `Arc`s it was made from: a change is a new `Arc`, and the list is made again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use sluice_sdk::SubModel;
+
+use crate::models;
+use crate::valves::ResponsesValves;
+
+/// What the upstream serves, from the last fetch (`None` inside: not known).
+pub type Served = Arc<Option<HashSet<String>>>;
+
+#[derive(Default)]
+pub struct ModelList {
+    last: ArcSwapOption<Listed>,
+}
+
+struct Listed {
+    valves: Arc<ResponsesValves>,
+    served: Option<Served>,
+    models: Vec<SubModel>,
+}
+
+impl ModelList {
+    /// The list for these valves and this served set (`None`: not started yet).
+    pub fn get(&self, valves: Arc<ResponsesValves>, served: Option<Served>) -> Vec<SubModel> {
+        if let Some(last) = self.last.load().as_ref() {
+            let same_served = match (&last.served, &served) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if Arc::ptr_eq(&last.valves, &valves) && same_served {
+                return last.models.clone();
+            }
+        }
+        let models = make(&valves, served.as_deref().and_then(Option::as_ref));
+        self.last.store(Some(Arc::new(Listed { valves, served, models: models.clone() })));
+        models
+    }
+}
+
+fn make(valves: &ResponsesValves, served: Option<&HashSet<String>>) -> Vec<SubModel> {
+    let configured: Vec<String> = valves.MODEL_ID.iter().map(|m| models::normalize(m)).collect();
+    let kept: Vec<&String> = match served {
+        Some(set) => configured.iter().filter(|id| set.contains(&models::resolve(id).base)).collect(),
+        None => configured.iter().collect(),
+    };
+    // An upstream that serves none of them is more likely wrong than empty: list them all.
+    let list = if kept.is_empty() { configured.iter().collect() } else { kept };
+    list.into_iter().map(|id| SubModel { id: id.clone(), name: models::display_name(id), info: None }).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_follows_the_valves_and_the_served_set() {
+        let list = ModelList::default();
+        let ids = |m: Vec<SubModel>| m.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let valves =
+            Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into(), "o4-mini".into()], ..Default::default() });
+        assert_eq!(ids(list.get(Arc::clone(&valves), None)), ["gpt-4.1", "o4-mini"]);
+        let served: Served = Arc::new(Some(HashSet::from(["o4-mini".to_string()])));
+        assert_eq!(ids(list.get(Arc::clone(&valves), Some(Arc::clone(&served)))), ["o4-mini"], "a new served set");
+        assert_eq!(ids(list.get(Arc::clone(&valves), Some(Arc::clone(&served)))), ["o4-mini"], "kept");
+        let more = Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into()], ..Default::default() });
+        assert_eq!(ids(list.get(more, Some(served))), ["gpt-4.1"], "new valves; none served: all listed");
+    }
+}
