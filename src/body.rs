@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// Bodies above this are parsed on the blocking pool, not on an HTTP worker thread.
+/// Bodies above this are parsed or checked on the blocking pool, not on an HTTP worker thread.
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
 /// Bodies above this take their size from the shared budget ([`BodyConfig::budget`]).
 const LARGE_BYTES: usize = 1024 * 1024;
@@ -97,24 +97,29 @@ impl RawBody {
         Reservation(self.budget)
     }
 
-    /// Whether the work on this body belongs on the blocking pool ([`crate::offload`]).
-    pub fn is_heavy(&self) -> bool {
-        self.bytes.len() > crate::offload::HEAVY_BYTES
-    }
-
     /// Parses it (off the HTTP thread when large).
     pub async fn parse(self) -> Result<JsonBody, ApiError> {
         let RawBody { bytes, max_nodes, budget } = self;
         let len = bytes.len();
-        let value = if len <= PARSE_INLINE_BYTES {
-            parse_bounded(&bytes, max_nodes)?
-        } else {
-            web::block(move || parse_bounded(&bytes, max_nodes))
-                .await
-                .map_err(|e| ApiError::Internal(format!("the request body could not be parsed: {e}")))??
-        };
+        let value = read_off_thread_if_large(bytes, "parsed", move |b| parse_bounded(b, max_nodes)).await?;
         Ok(JsonBody { value, len, budget })
     }
+}
+
+/// Runs `read` over a body's bytes: here for a small body, on the blocking pool for a large one,
+/// whose reading would hold the HTTP thread. `doing` names the work in the error of a pool that
+/// failed ("the request body could not be {doing}").
+pub async fn read_off_thread_if_large<T: Send + 'static>(
+    bytes: Bytes,
+    doing: &'static str,
+    read: impl FnOnce(&Bytes) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if bytes.len() <= PARSE_INLINE_BYTES {
+        return read(&bytes);
+    }
+    web::block(move || read(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the request body could not be {doing}: {e}")))?
 }
 
 /// The body of a request as JSON, within the bounds of the resource's [`BodyConfig`].

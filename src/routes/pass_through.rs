@@ -6,16 +6,13 @@
 //! inside `body` (the caller's own bytes come back); a repeated top-level `body`, which the
 //! parsed path resolves to the last one, is refused here (422).
 
-use actix_web::web::{self, Bytes};
+use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::body::RawBody;
 use crate::error::ApiError;
-
-/// Bodies above this are checked on the blocking pool, as larger ones are parsed there.
-const CHECK_INLINE_BYTES: usize = 64 * 1024;
 
 /// The request's two fields, as text; any other field is ignored as the parsed path does.
 #[derive(Deserialize)]
@@ -40,13 +37,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 pub async fn answer(raw: RawBody) -> Result<HttpResponse, ApiError> {
     let bytes = raw.bytes.clone();
     let _reservation = raw.into_reservation();
-    let body = if bytes.len() <= CHECK_INLINE_BYTES {
-        body_of(&bytes)?
-    } else {
-        web::block(move || body_of(&bytes))
-            .await
-            .map_err(|e| ApiError::Internal(format!("the request body could not be read: {e}")))??
-    };
+    let body = crate::body::read_off_thread_if_large(bytes, "read", body_of).await?;
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
