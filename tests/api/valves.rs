@@ -307,10 +307,9 @@ async fn choices_ignore_case_and_near_misses_are_named() {
     assert!(answer["detail"].as_str().unwrap().contains("unknown valve (did you mean `MAX`?)"), "{answer}");
 }
 
-/// What Open WebUI's editor shows of the built-in pipelines: a help text under every valve, a
-/// readable label, and the bounds that are really enforced.
-#[test]
-fn every_builtin_valve_has_help_a_label_and_its_real_bounds() {
+/// The built-in pipelines with fresh valves files in a directory of their own (kept alive by
+/// the returned guard), no environment.
+fn builtin_registry() -> (tempfile::TempDir, sluice::registry::Registry) {
     let dir = tempfile::tempdir().unwrap();
     let registry = sluice::registry::Registry::build(
         sluice::registry::builtin(),
@@ -318,6 +317,14 @@ fn every_builtin_valve_has_help_a_label_and_its_real_bounds() {
         &sluice::valves::ValvesEnv::Map(HashMap::new()),
     )
     .unwrap();
+    (dir, registry)
+}
+
+/// What Open WebUI's editor shows of the built-in pipelines: a help text under every valve, a
+/// readable label, and the bounds that are really enforced.
+#[test]
+fn every_builtin_valve_has_help_a_label_and_its_real_bounds() {
+    let (_dir, registry) = builtin_registry();
     for module in registry.modules() {
         let Some(valves) = &module.valves else { continue };
         let properties = valves.schema.spec["properties"].as_object().unwrap();
@@ -368,13 +375,7 @@ async fn an_empty_environment_variable_is_an_unset_one() {
 /// the built-in default, and a value that is not must say `# example`.
 #[test]
 fn the_shipped_files_show_each_default_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = sluice::registry::Registry::build(
-        sluice::registry::builtin(),
-        dir.path(),
-        &sluice::valves::ValvesEnv::Map(HashMap::new()),
-    )
-    .unwrap();
+    let (_dir, registry) = builtin_registry();
     for module in registry.modules() {
         let Some(valves) = &module.valves else { continue };
         let defaults = &valves.schema.spec["properties"];
