@@ -37,33 +37,27 @@ summaries+=("$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /
      END { printf "cargo test: %d passed, %d failed", p, f }' "$log")")
 [ "$rust_status" = 0 ] || status=1
 
+# suite NAME TITLE COMMAND...: runs one suite, keeps its last "N passed, M failed" line.
+suite() {
+  local name=$1 title=$2 code
+  shift 2
+  echo "== $title"
+  set +e
+  "$@" 2>&1 | tee "$log"
+  code=${PIPESTATUS[0]}
+  set -e
+  summaries+=("$name: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $code)")")
+  [ "$code" = 0 ] || status=1
+}
+
 if ! $only_rust; then
   # The binary `cargo test` built: a plain `cargo build` has other dependency features and
   # would build everything again.
-  sluice="${CARGO_TARGET_DIR:-target}/debug/sluice"
-  echo "== end-to-end (tests/e2e/run.sh)"
-  set +e
-  E2E_SLUICE_BIN="$sluice" tests/e2e/run.sh 2>&1 | tee "$log"
-  e2e_status=${PIPESTATUS[0]}
-  set -e
-  summaries+=("e2e: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $e2e_status)")")
-  [ "$e2e_status" = 0 ] || status=1
-  echo "== a real browser on Open WebUI (tests/browser/run.sh)"
-  set +e
-  E2E_SLUICE_BIN="$sluice" BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-${CI_ARTIFACTS:-tests/browser/artifacts}}" \
-    tests/browser/run.sh 2>&1 | tee "$log"
-  browser_status=${PIPESTATUS[0]}
-  set -e
-  summaries+=("browser: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $browser_status)")")
-  [ "$browser_status" = 0 ] || status=1
-
-  echo "== the container image (tests/e2e/container.sh)"
-  set +e
-  tests/e2e/container.sh 2>&1 | tee "$log"
-  container_status=${PIPESTATUS[0]}
-  set -e
-  summaries+=("container: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || echo "did not finish (exit $container_status)")")
-  [ "$container_status" = 0 ] || status=1
+  export E2E_SLUICE_BIN="${CARGO_TARGET_DIR:-target}/debug/sluice"
+  suite e2e "end-to-end (tests/e2e/run.sh)" tests/e2e/run.sh
+  BROWSER_ARTIFACTS="${BROWSER_ARTIFACTS:-${CI_ARTIFACTS:-tests/browser/artifacts}}" \
+    suite browser "a real browser on Open WebUI (tests/browser/run.sh)" tests/browser/run.sh
+  suite container "the container image (tests/e2e/container.sh)" tests/e2e/container.sh
 fi
 
 echo "== summary"
