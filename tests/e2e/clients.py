@@ -14,9 +14,6 @@ import pathlib
 import shutil
 import sys
 import tempfile
-import time
-import traceback
-import uuid
 
 import aiohttp
 import httpx
@@ -241,7 +238,7 @@ def langchain_chat_model(c):
 
 async def main(args) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-clients-"))
-    procs, runners, results = [], [], []
+    procs, runners, results = [], [], e2e.Results()
     try:
         c = e2e.Ctx()
         c.openai = MockOpenAI()
@@ -269,32 +266,18 @@ async def main(args) -> int:
         for fn in SCENARIOS:
             if args.only and args.only not in fn.__name__:
                 continue
-            started = time.time()
-            try:
-                # The SDK's sync calls would block the mock's event loop: run them on a thread.
-                await loop.run_in_executor(None, fn, c)
-                results.append(True)
-                print(f"PASS {fn.__name__} ({time.time() - started:.1f} s)", flush=True)
-            except Exception as e:
-                results.append(False)
-                print(f"FAIL {fn.__name__}: {(str(e) or type(e).__name__)[:800]}", flush=True)
-                if args.verbose:
-                    traceback.print_exc()
+            # The SDK's sync calls would block the mock's event loop: run them on a thread.
+            await results.scenario(fn.__name__, loop.run_in_executor(None, fn, c), args.verbose)
     except Exception as e:
-        results.append(False)
-        print(f"FAIL harness: {e}", flush=True)
-        traceback.print_exc()
+        results.harness_failed(e)
     finally:
         for p in procs:
             p.stop()
-            if results.count(False):
-                print(f"--- last lines of {p.name}'s log ---")
-                print("\n".join(p.text().splitlines()[-30:]))
+        results.show_logs(procs, 30)
         for r in runners:
             await r.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{results.count(True)} passed, {results.count(False)} failed", flush=True)
-    return 0 if (results or args.only) and not results.count(False) else 1
+    return results.finish(args.only)
 
 
 if __name__ == "__main__":

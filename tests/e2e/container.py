@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 
 import aiohttp
@@ -283,7 +282,7 @@ async def main(args) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-container-"))
     c = Ctx()
     c.work, c.image, c.compose, c.pg_url = work, args.image, args.compose, os.environ.get("TEST_PG_URL", "")
-    c.containers, c.volumes, results, runners = [], [], [], []
+    c.containers, c.volumes, results, runners = [], [], e2e.Results(), []
     try:
         tls = test_ca(work)
         c.openai = clients.MockOpenAI()
@@ -301,20 +300,9 @@ async def main(args) -> int:
         for fn in SCENARIOS:
             if args.only and args.only not in fn.__name__:
                 continue
-            started = time.time()
-            try:
-                await fn(c)
-                results.append(True)
-                print(f"PASS {fn.__name__} ({time.time() - started:.1f} s)", flush=True)
-            except Exception as e:
-                results.append(False)
-                print(f"FAIL {fn.__name__}: {(str(e) or type(e).__name__)[:1500]}", flush=True)
-                if args.verbose:
-                    traceback.print_exc()
+            await results.scenario(fn.__name__, fn(c), args.verbose, limit=1500)
     except Exception as e:
-        results.append(False)
-        print(f"FAIL harness: {e}", flush=True)
-        traceback.print_exc()
+        results.harness_failed(e)
     finally:
         for name in c.containers:
             podman("rm", "-f", "-t", "2", name, check=False)
@@ -323,8 +311,7 @@ async def main(args) -> int:
         for r in runners:
             await r.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{results.count(True)} passed, {results.count(False)} failed", flush=True)
-    return 0 if (results or args.only) and not results.count(False) else 1
+    return results.finish(args.only)
 
 
 if __name__ == "__main__":

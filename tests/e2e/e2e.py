@@ -474,6 +474,42 @@ def answer_text(message: dict) -> str:
                    for part in item.get("content") or [] if isinstance(part, dict))
 
 
+class Results(list):
+    """Each check's outcome (True/False) and the lines every suite prints: `PASS name (t s)` or
+    `FAIL name: why`, and a last `N passed, M failed` that tests/run.sh sums."""
+
+    async def scenario(self, name, run, verbose=False, limit=800):
+        """Awaits `run` (a scenario) and records how it went."""
+        started = time.time()
+        try:
+            await run
+            self.append(True)
+            print(f"PASS {name} ({time.time() - started:.1f} s)", flush=True)
+        except Exception as e:
+            self.append(False)
+            print(f"FAIL {name}: {(str(e) or type(e).__name__)[:limit]}", flush=True)
+            if verbose:
+                traceback.print_exc()
+
+    def harness_failed(self, e):
+        """The suite itself broke (a process that did not start, a mock that failed)."""
+        self.append(False)
+        print(f"FAIL harness: {e}", flush=True)
+        traceback.print_exc()
+
+    def show_logs(self, procs, lines):
+        """After a failure, the last `lines` of each process's log."""
+        for p in procs:
+            if self.count(False):
+                print(f"--- last lines of {p.name}'s log ---")
+                print("\n".join(p.text().splitlines()[-lines:]))
+
+    def finish(self, only) -> int:
+        """The summary line; the exit status (a run that checked nothing fails, unless filtered)."""
+        print(f"{self.count(True)} passed, {self.count(False)} failed", flush=True)
+        return 0 if (self or only) and not self.count(False) else 1
+
+
 SCENARIOS = []
 
 
@@ -839,7 +875,7 @@ async def main(args) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
     procs = []
     runners = []
-    results = []
+    results = Results()
     try:
         c = Ctx()
         c.owui = None
@@ -918,26 +954,14 @@ async def main(args) -> int:
             for fn in SCENARIOS:
                 if args.only and args.only not in fn.__name__:
                     continue
-                started = time.time()
                 log_offset = len(c.sluice.text())
-                try:
-                    await fn(c)
-                    results.append(True)
-                    print(f"PASS {fn.__name__} ({time.time() - started:.1f} s)", flush=True)
-                except Exception as e:
-                    results.append(False)
-                    detail = str(e) or type(e).__name__
-                    print(f"FAIL {fn.__name__}: {detail[:800]}", flush=True)
-                    if args.verbose:
-                        traceback.print_exc()
+                await results.scenario(fn.__name__, fn(c), args.verbose)
                 if args.calls:
                     await asyncio.sleep(0.5)
                     for call in calls_since(c.sluice.text(), log_offset):
                         print(f"    {call}", flush=True)
     except Exception as e:
-        results.append(False)
-        print(f"FAIL harness: {e}", flush=True)
-        traceback.print_exc()
+        results.harness_failed(e)
     finally:
         if c.owui is not None:
             await c.owui.socket.close()
@@ -945,17 +969,12 @@ async def main(args) -> int:
             p.stop()
         for r in runners:
             await r.cleanup()
-        failed = results.count(False)
-        if failed and args.keep_logs:
+        if results.count(False) and args.keep_logs:
             print(f"logs kept in {work}")
         else:
-            for p in procs:
-                if failed:
-                    print(f"--- last lines of {p.name}'s log ---")
-                    print("\n".join(p.text().splitlines()[-40:]))
+            results.show_logs(procs, 40)
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{results.count(True)} passed, {results.count(False)} failed", flush=True)
-    return 0 if (results or args.only) and not results.count(False) else 1
+    return results.finish(args.only)
 
 
 if __name__ == "__main__":

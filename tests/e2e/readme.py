@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import traceback
 
 import aiohttp
 from aiohttp import web
@@ -48,7 +47,7 @@ def port_is_free(port: int) -> bool:
 
 async def main(args) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-readme-"))
-    results, procs, runners = [], [], []
+    results, procs, runners = e2e.Results(), [], []
     try:
         found = blocks((ROOT / "README.md").read_text())
         assert found, "no readme-check block in README.md"
@@ -100,20 +99,15 @@ async def main(args) -> int:
                 results.append(ok)
                 print(f"{'PASS' if ok else 'FAIL'} {name}: the update replaced its commented default", flush=True)
     except Exception as e:
-        results.append(False)
-        print(f"FAIL harness: {e}", flush=True)
-        traceback.print_exc()
+        results.harness_failed(e)
     finally:
         for p in procs:
             p.stop()
-            if results.count(False):
-                print(f"--- last lines of {p.name}'s log ---")
-                print("\n".join(p.text().splitlines()[-30:]))
+        results.show_logs(procs, 30)
         for r in runners:
             await r.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{results.count(True)} passed, {results.count(False)} failed", flush=True)
-    return 0 if (results or args.only) and not results.count(False) else 1
+    return results.finish(args.only)
 
 
 if __name__ == "__main__":
