@@ -504,6 +504,16 @@ class Results(list):
                 print(f"--- last lines of {p.name}'s log ---")
                 print("\n".join(p.text().splitlines()[-lines:]))
 
+    async def tear_down(self, procs, runners, work, log_lines):
+        """Stops the processes (their logs shown after a failure) and the mock servers, and
+        removes the work directory."""
+        for p in procs:
+            p.stop()
+        self.show_logs(procs, log_lines)
+        for r in runners:
+            await r.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
     def finish(self, only) -> int:
         """The summary line; the exit status (a run that checked nothing fails, unless filtered)."""
         print(f"{self.count(True)} passed, {self.count(False)} failed", flush=True)

@@ -101,12 +101,7 @@ async def main(args) -> int:
     except Exception as e:
         results.harness_failed(e)
     finally:
-        for p in procs:
-            p.stop()
-        results.show_logs(procs, 30)
-        for r in runners:
-            await r.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+        await results.tear_down(procs, runners, work, 30)
     return results.finish(args.only)
 
 
