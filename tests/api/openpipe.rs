@@ -1077,7 +1077,7 @@ async fn a_regeneration_outside_the_dpo_window_is_not_submitted() {
     let app = app(&mock, "AUTO_SUBMIT_DPO_PAIRS = true\nDPO_WINDOW_HOURS = 2").await;
     let (system, question, asked) = answer_twice(&app, "c-w", [("m-789", "Launceston."), ("m-790", "Hobart.")]).await;
     mock.wait_for_reports(2, 10).await;
-    let db = rusqlite::Connection::open(app.data_dir.join("sluice.db")).unwrap();
+    let db = rusqlite::Connection::open(app.data_dir.join(sluice::store::STORE_FILE)).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let lives: Vec<i64> = db
