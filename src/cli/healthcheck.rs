@@ -8,12 +8,9 @@ use crate::config::Settings;
 
 pub async fn run(settings: &Settings) -> ExitCode {
     let url = format!("http://127.0.0.1:{}/", settings.port);
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+    let client = match super::local_client(Duration::from_secs(3), "sluice healthcheck") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("sluice healthcheck: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => ExitCode::SUCCESS,

@@ -184,6 +184,16 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
+/// The HTTP client a command talks to the server on this machine with, each request bounded by
+/// `timeout`; a client that cannot be built is said (after `who`, the command's name) and fails
+/// the command.
+fn local_client(timeout: std::time::Duration, who: &str) -> Result<reqwest::Client, ExitCode> {
+    reqwest::Client::builder().timeout(timeout).build().map_err(|e| {
+        eprintln!("{who}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

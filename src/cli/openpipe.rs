@@ -53,12 +53,9 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         },
     };
     let url = format!("http://127.0.0.1:{}/openpipe_reporting/actions/dataset_add", settings.port);
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+    let client = match super::local_client(Duration::from_secs(30), "sluice") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("sluice: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let answer = match client.post(&url).bearer_auth(&key).json(&body).send().await {
         Ok(r) => r,
