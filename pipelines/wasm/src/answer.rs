@@ -1,0 +1,126 @@
+//! One answer of a WebAssembly pipe: the host pulls events from the guest's `answer` resource
+//! one call at a time (each under the deadline), turning them into [`PipeEvent`]s.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipeRequest, PipeStream, PipelineError, Status, ToolCallDelta};
+use wasmtime::component::ResourceAny;
+
+use crate::bindings::types::{self, Event};
+use crate::bindings::Pipeline as Bindings;
+use crate::runtime::{Call, Compiled};
+
+pub(crate) fn guest_error(error: types::Error) -> PipelineError {
+    let kind = match error.kind {
+        types::ErrorKind::BadRequest => ErrorKind::BadRequest,
+        types::ErrorKind::Rejected => ErrorKind::Rejected,
+        types::ErrorKind::NotFound => ErrorKind::NotFound,
+        types::ErrorKind::RateLimited => ErrorKind::RateLimited,
+        types::ErrorKind::Upstream => ErrorKind::Upstream,
+        types::ErrorKind::Unavailable => ErrorKind::Unavailable,
+        types::ErrorKind::Timeout => ErrorKind::Timeout,
+        types::ErrorKind::NotConfigured => ErrorKind::NotConfigured,
+        types::ErrorKind::Internal => ErrorKind::Internal,
+    };
+    let message: String = error.message.chars().take(2000).collect();
+    PipelineError::new(kind, message)
+}
+
+struct Live {
+    call: Call,
+    bindings: Bindings,
+    answer: ResourceAny,
+    /// Bytes of text the guest may still send in this answer.
+    budget: usize,
+}
+
+/// Instantiates the component and asks it to start; the stream pulls the rest.
+pub(crate) async fn start(
+    mut call: Call,
+    compiled: Arc<Compiled>,
+    request: &PipeRequest,
+    valves: String,
+    budget: usize,
+) -> Result<PipeStream, PipelineError> {
+    let body = Value::Object(request.body.clone()).to_string();
+    let user = request.user.as_ref().map(Value::to_string);
+    let deadline = call.arm();
+    let store = &mut call.store;
+    let (bindings, started) = deadline
+        .run(async {
+            let bindings = compiled.pre.instantiate_async(&mut *store).await?;
+            let started = bindings
+                .sluice_pipeline_guest()
+                .call_pipe(&mut *store, &request.model_id, &body, user.as_deref(), &valves)
+                .await?;
+            Ok((bindings, started))
+        })
+        .await?;
+    let answer = started.map_err(guest_error)?;
+    let live = Live { call, bindings, answer, budget };
+    Ok(Box::pin(futures_util::stream::unfold(Some(live), next)))
+}
+
+async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
+    let mut live = state?;
+    let deadline = live.call.arm();
+    let store = &mut live.call.store;
+    let answer = live.answer;
+    let pulled = deadline.run(live.bindings.sluice_pipeline_guest().answer().call_next(&mut *store, answer)).await;
+    let event = match pulled {
+        Ok(None) => return None,
+        Ok(Some(event)) => event,
+        Err(error) => return Some((PipeEvent::Error(error), None)),
+    };
+    let size = event_size(&event);
+    if size > live.budget {
+        let error = PipelineError::new(ErrorKind::Internal, format!("pipeline {} sent more text than an answer may hold", live.call.store.data().pipeline));
+        return Some((PipeEvent::Error(error), None));
+    }
+    live.budget -= size;
+    match convert(event) {
+        PipeEvent::Error(error) => Some((PipeEvent::Error(error), None)),
+        event => Some((event, Some(live))),
+    }
+}
+
+fn event_size(event: &Event) -> usize {
+    match event {
+        Event::Text(s) | Event::Reasoning(s) | Event::Source(s) | Event::Usage(s) => s.len(),
+        Event::ToolCall(t) => t.arguments.len() + t.name.as_ref().map_or(0, String::len) + t.id.as_ref().map_or(0, String::len),
+        Event::Status(s) => s.description.len(),
+        Event::Notification((a, b)) => a.len() + b.len(),
+        Event::Finish(_) => 0,
+        Event::Error(e) => e.message.len(),
+    }
+}
+
+fn convert(event: Event) -> PipeEvent {
+    let bad_json = |what: &str| PipeEvent::Error(PipelineError::new(ErrorKind::Internal, format!("the pipeline sent a {what} that is no JSON object")));
+    match event {
+        Event::Text(text) => PipeEvent::Text(text),
+        Event::Reasoning(text) => PipeEvent::Reasoning(text),
+        Event::ToolCall(t) => PipeEvent::ToolCall(ToolCallDelta { index: t.index, id: t.id, name: t.name, arguments: t.arguments }),
+        Event::Status(s) => PipeEvent::Status(Status::new(s.description, s.done)),
+        Event::Source(json) => match serde_json::from_str::<Value>(&json) {
+            Ok(value @ Value::Object(_)) => PipeEvent::Source(value),
+            _ => bad_json("source"),
+        },
+        Event::Notification((level, content)) => match level.as_str() {
+            "info" | "success" | "warning" | "error" => PipeEvent::Notification { level, content },
+            _ => PipeEvent::Notification { level: "info".into(), content },
+        },
+        Event::Usage(json) => match serde_json::from_str::<Value>(&json) {
+            Ok(Value::Object(map)) => PipeEvent::Usage(map),
+            _ => bad_json("usage"),
+        },
+        Event::Finish(reason) => PipeEvent::Finish(match reason {
+            types::FinishReason::Stop => FinishReason::Stop,
+            types::FinishReason::Length => FinishReason::Length,
+            types::FinishReason::ToolCalls => FinishReason::ToolCalls,
+            types::FinishReason::ContentFilter => FinishReason::ContentFilter,
+        }),
+        Event::Error(error) => PipeEvent::Error(guest_error(error)),
+    }
+}
