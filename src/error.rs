@@ -43,6 +43,12 @@ pub enum ApiError {
     PinnedValves(Vec<FieldError>),
     #[error("{0}")]
     NotSupported(String),
+    /// The request names something it may not change (a built-in pipeline).
+    #[error("{0}")]
+    Conflict(String),
+    /// What was sent cannot be used, and the message says why (a component that is no pipeline).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Pipeline(#[from] PipelineError),
     /// Something on the server side failed (a file that cannot be written). The message is for
@@ -89,6 +95,8 @@ impl ApiError {
             ApiError::DuplicateAuthorization => ("invalid_request_error", None),
             ApiError::PinnedValves(_) => ("conflict_error", None),
             ApiError::NotSupported(_) => ("invalid_request_error", Some("not_supported")),
+            ApiError::Conflict(_) => ("conflict_error", None),
+            ApiError::BadRequest(_) => ("invalid_request_error", None),
             ApiError::Pipeline(e) => (e.kind.as_str(), None),
             ApiError::Internal(_) => ("server_error", None),
         }
@@ -158,6 +166,8 @@ impl ResponseError for ApiError {
             ApiError::DuplicateAuthorization => StatusCode::BAD_REQUEST,
             ApiError::PinnedValves(_) => StatusCode::CONFLICT,
             ApiError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Pipeline(e) => StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod components;
 pub mod config;
 pub mod data_lock;
 pub mod error;

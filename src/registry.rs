@@ -1,10 +1,12 @@
-//! The one list of pipelines, built once at start-up (the reference rebuilds it on every
-//! request, docs/protocol.md §1.2), and the lookups from the ids Open WebUI sends.
+//! The one list of pipelines, built at start-up (the reference rebuilds it on every request,
+//! docs/protocol.md §1.2) and replaced whole when a WebAssembly pipeline is added or removed
+//! ([`LiveRegistry`]), and the lookups from the ids Open WebUI sends.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use sluice_sdk::{FieldError, Pipeline, PipelineError, PipelineKind};
 
 use crate::valves::{overrides, ValvesEntry, ValvesEnv};
@@ -24,6 +26,21 @@ pub struct Module {
 }
 
 impl Module {
+    /// Checks the id and loads the pipeline's valves (file, then environment).
+    pub fn load(pipeline: Arc<dyn Pipeline>, valves_dir: &Path, env: &ValvesEnv) -> Result<Module, RegistryError> {
+        let id = pipeline.id().to_string();
+        if !valid_id(&id) {
+            return Err(RegistryError::BadId(id));
+        }
+        let valves = pipeline.valves().map(|cell| ValvesEntry::new(&id, cell, valves_dir));
+        let module = Module { pipeline, valves };
+        if let Some(entry) = &module.valves {
+            let loaded = entry.load(env).map_err(|errors| sourced(&id, entry, env, errors))?;
+            entry.install(loaded);
+        }
+        Ok(module)
+    }
+
     pub fn id(&self) -> &str {
         self.pipeline.id()
     }
@@ -41,7 +58,7 @@ pub struct Resolved<'a> {
 }
 
 pub struct Registry {
-    modules: Vec<Module>,
+    modules: Vec<Arc<Module>>,
     by_id: HashMap<String, usize>,
 }
 
@@ -81,6 +98,22 @@ impl std::fmt::Display for SourcedError {
     }
 }
 
+fn sourced(id: &str, entry: &ValvesEntry, env: &ValvesEnv, errors: Vec<FieldError>) -> RegistryError {
+    RegistryError::Valves {
+        id: id.to_string(),
+        errors: errors
+            .into_iter()
+            .map(|error| {
+                let source = match entry.variable_of(&error.field, env) {
+                    Some(variable) => Source::Variable(variable),
+                    None => Source::File(entry.path().to_path_buf()),
+                };
+                SourcedError { source, error }
+            })
+            .collect(),
+    }
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
@@ -99,7 +132,7 @@ impl Registry {
                 return Err(RegistryError::Duplicate(id));
             }
             let valves = pipeline.valves().map(|cell| ValvesEntry::new(&id, cell, valves_dir));
-            modules.push(Module { pipeline, valves });
+            modules.push(Arc::new(Module { pipeline, valves }));
         }
         let registry = Registry { modules, by_id };
         let unknown = registry.unknown_overrides(env);
@@ -134,19 +167,7 @@ impl Registry {
         let mut out = Vec::new();
         for module in &self.modules {
             if let Some(entry) = &module.valves {
-                let loaded = entry.load(env).map_err(|errors| RegistryError::Valves {
-                    id: module.id().to_string(),
-                    errors: errors
-                        .into_iter()
-                        .map(|error| {
-                            let source = match entry.variable_of(&error.field, env) {
-                                Some(variable) => Source::Variable(variable),
-                                None => Source::File(entry.path().to_path_buf()),
-                            };
-                            SourcedError { source, error }
-                        })
-                        .collect(),
-                })?;
+                let loaded = entry.load(env).map_err(|errors| sourced(module.id(), entry, env, errors))?;
                 out.push((module.id(), entry, loaded));
             }
         }
@@ -165,13 +186,30 @@ impl Registry {
         error
     }
 
-    pub fn modules(&self) -> &[Module] {
+    pub fn modules(&self) -> &[Arc<Module>] {
         &self.modules
+    }
+
+    /// This list with `module` added, or in place of the one with its id.
+    pub fn with(&self, module: Module) -> Registry {
+        let mut modules: Vec<Arc<Module>> = self.modules.iter().filter(|m| m.id() != module.id()).cloned().collect();
+        modules.push(Arc::new(module));
+        Self::indexed(modules)
+    }
+
+    /// This list without the module `id`.
+    pub fn without(&self, id: &str) -> Registry {
+        Self::indexed(self.modules.iter().filter(|m| m.id() != id).cloned().collect())
+    }
+
+    fn indexed(modules: Vec<Arc<Module>>) -> Registry {
+        let by_id = modules.iter().enumerate().map(|(i, m)| (m.id().to_string(), i)).collect();
+        Registry { modules, by_id }
     }
 
     /// A module by its own id (valves routes).
     pub fn module(&self, id: &str) -> Option<&Module> {
-        self.by_id.get(id).map(|i| &self.modules[*i])
+        self.by_id.get(id).map(|i| &*self.modules[*i])
     }
 
     /// A model entry id: a pipe or filter id, or `<manifold>.<sub>` split at the first dot.
@@ -228,7 +266,33 @@ impl Registry {
         self.model_entry(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.model_entry(rest)))
     }
 
+    /// [`Self::module_lenient`], as a handle that outlives this snapshot.
+    pub fn module_lenient_shared(&self, id: &str) -> Option<Arc<Module>> {
+        let index = self.by_id.get(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.by_id.get(rest)))?;
+        Some(Arc::clone(&self.modules[*index]))
+    }
+
     pub fn module_lenient(&self, id: &str) -> Option<&Module> {
         self.module(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.module(rest)))
+    }
+}
+
+/// The registry requests read: a snapshot taken per request, replaced whole when a pipeline is
+/// added or removed at run time, so a request in flight keeps the list it started with.
+pub struct LiveRegistry {
+    current: ArcSwap<Registry>,
+}
+
+impl LiveRegistry {
+    pub fn new(registry: Registry) -> Self {
+        LiveRegistry { current: ArcSwap::from_pointee(registry) }
+    }
+
+    pub fn load(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    pub fn replace(&self, registry: Registry) {
+        self.current.store(Arc::new(registry));
     }
 }

@@ -16,7 +16,8 @@ use crate::auth::{require_key, ApiKey};
 use crate::body::BodyConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError};
+use crate::components::{self, Components, Sources};
+use crate::registry::{LiveRegistry, Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
 use crate::store::{StoreAdmin, Stores};
@@ -41,13 +42,15 @@ pub enum StartupError {
     SharedValves(#[from] crate::valves::replicas::PullError),
     #[error("pipeline {id} failed to start: {message}")]
     Pipeline { id: String, message: String },
+    #[error("WebAssembly pipelines: {0}")]
+    Wasm(String),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     api_key: ApiKey,
-    registry: Arc<Registry>,
+    registry: Arc<LiveRegistry>,
     shutdown: Shutdown,
     grace: Duration,
     _data_lock: crate::data_lock::DataDirLock,
@@ -64,7 +67,7 @@ pub struct Shutdown {
 impl Application {
     pub async fn build(
         settings: Settings,
-        pipelines: Vec<Arc<dyn Pipeline>>,
+        mut pipelines: Vec<Arc<dyn Pipeline>>,
         valves_env: ValvesEnv,
     ) -> Result<Application, StartupError> {
         let data_dir = settings.data_dir.clone();
@@ -90,19 +93,35 @@ impl Application {
             }
             tracing::warn!("{message}");
         }
+        // Added WebAssembly pipelines join the built-in ones before any valves are read.
+        let builtin: std::collections::HashSet<String> = pipelines.iter().map(|p| p.id().to_string()).collect();
+        let wasm = if settings.wasm_pipelines {
+            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&data_dir.join("wasm-cache")))
+                .map_err(|e| StartupError::Wasm(e.to_string()))?;
+            let (added, loaded, version) = components::load_all(&runtime, stores.kv.as_ref(), &builtin)
+                .await
+                .map_err(|e| StartupError::Wasm(e.to_string()))?;
+            pipelines.extend(added);
+            let fetcher = components::fetch::Fetcher::new(settings.wasm_fetch_ca_file.as_deref())
+                .map_err(|e| StartupError::Wasm(e.to_string()))?;
+            let sources = Sources { fetcher, componentize_py: settings.componentize_py.clone() };
+            Some((runtime, loaded, version, sources))
+        } else {
+            None
+        };
         // Several replicas: the valves files become the shared text before they are read.
         let versions = match &stores.shared_valves {
             Some(shared) => replicas::pull(shared.as_ref(), &pipelines, &settings.valves_dir).await?,
             None => Default::default(),
         };
-        let registry = Arc::new(Registry::build(pipelines, &settings.valves_dir, &valves_env)?);
+        let registry = Arc::new(LiveRegistry::new(Registry::build(pipelines, &settings.valves_dir, &valves_env)?));
         tokio::spawn(sweep_expired(Arc::clone(&stores.admin), shutdown.draining.clone()));
-        for module in registry.modules() {
-            let ctx = PipelineContext {
-                store: Arc::clone(&stores.kv),
-                outbox: Arc::clone(&stores.outbox),
-                shutdown: shutdown.draining.clone(),
-            };
+        let ctx = PipelineContext {
+            store: Arc::clone(&stores.kv),
+            outbox: Arc::clone(&stores.outbox),
+            shutdown: shutdown.draining.clone(),
+        };
+        for module in registry.load().modules() {
             module
                 .pipeline
                 .on_startup(&ctx)
@@ -110,6 +129,24 @@ impl Application {
                 .map_err(|e| StartupError::Pipeline { id: module.id().to_string(), message: e.to_string() })?;
             tracing::info!(pipeline = module.id(), kind = module.kind().as_str(), "pipeline started");
         }
+        let (components, sources) = match wasm {
+            Some((runtime, loaded, version, sources)) => {
+                let components = Arc::new(Components::new(
+                    runtime,
+                    Arc::clone(&registry),
+                    Arc::clone(&stores.kv),
+                    ctx,
+                    settings.valves_dir.clone(),
+                    valves_env.clone(),
+                    builtin,
+                    loaded,
+                    version,
+                ));
+                tokio::spawn(Arc::clone(&components).follow(shutdown.draining.clone()));
+                (Some(web::Data::from(components)), Some(web::Data::new(sources)))
+            }
+            None => (None, None),
+        };
         let valves =
             Arc::new(ValvesService::new(Arc::clone(&registry), valves_env, stores.shared_valves.clone(), versions));
         tokio::spawn(replicas::follow(Arc::clone(&valves), shutdown.draining.clone()));
@@ -124,10 +161,12 @@ impl Application {
                 deadline: shutdown.deadline.clone(),
             }),
             key: web::Data::new(api_key.clone()),
+            components,
+            sources,
         };
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let server = run(listener, services, &settings, grace)?;
-        tracing::info!(port, pipelines = registry.modules().len(), "sluice listening");
+        tracing::info!(port, pipelines = registry.load().modules().len(), "sluice listening");
         Ok(Application { port, server, api_key, registry, shutdown, grace, _data_lock: data_lock })
     }
 
@@ -149,7 +188,7 @@ impl Application {
         let shutdown = self.shutdown.clone();
         tokio::spawn(stop_on_signal(handle, shutdown, self.grace));
         let result = self.server.await;
-        for module in self.registry.modules() {
+        for module in self.registry.load().modules() {
             module.pipeline.on_shutdown().await;
         }
         tracing::info!("sluice stopped");
@@ -270,12 +309,15 @@ fn cors(origins: &[String]) -> Cors {
 /// it needs and nothing else.
 #[derive(Clone)]
 struct Services {
-    registry: web::Data<Registry>,
+    registry: web::Data<LiveRegistry>,
     valves: web::Data<ValvesService>,
     metrics: web::Data<Metrics>,
     store: web::Data<dyn StoreAdmin>,
     streams: web::Data<StreamOptions>,
     key: web::Data<ApiKey>,
+    /// Absent when WebAssembly pipelines are switched off: the routes that add them say so.
+    components: Option<web::Data<Components>>,
+    sources: Option<web::Data<Sources>>,
 }
 
 fn run(
@@ -295,9 +337,12 @@ fn run(
     let body = web::Data::new(body);
     let origins = settings.cors_allowed_origins.clone();
     let mut server = HttpServer::new(move || {
+        let mut app = App::new();
+        if let (Some(components), Some(sources)) = (&services.components, &services.sources) {
+            app = app.app_data(components.clone()).app_data(sources.clone());
+        }
         // Outermost last: trace → CORS (answers preflights) → path normalising → key check.
-        App::new()
-            .app_data(services.registry.clone())
+        app.app_data(services.registry.clone())
             .app_data(services.valves.clone())
             .app_data(services.metrics.clone())
             .app_data(services.store.clone())

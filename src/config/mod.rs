@@ -61,6 +61,25 @@ pub struct Settings {
     /// With PostgreSQL: how long a replica holds reports it took for delivery before another
     /// may take them (a replica that died releases them after this).
     pub store_lease_secs: u64,
+    /// Run WebAssembly pipelines (docs/wasm-pipelines.md): those added before, and new ones
+    /// from `/pipelines/add` and `/pipelines/upload`. Off: those routes answer 501.
+    pub wasm_pipelines: bool,
+    /// Memory one WebAssembly instance may use, in MiB.
+    pub wasm_memory_mb: usize,
+    /// Seconds one call into a WebAssembly pipeline may take (a hook, or one event of an answer).
+    pub wasm_call_timeout_secs: u64,
+    /// Largest text one call may return (a hook's body, an answer's events together), in MiB.
+    pub wasm_output_mb: usize,
+    /// Largest component accepted, in MiB.
+    pub wasm_component_mb: usize,
+    /// WebAssembly instances alive at once; a call waits for a free one.
+    pub wasm_instances: u32,
+    /// A PEM file of certificates trusted, besides the system's, when a pipeline is added
+    /// from a URL (a private registry with its own CA).
+    pub wasm_fetch_ca_file: Option<PathBuf>,
+    /// The `componentize-py` program that turns an uploaded `.py` pipeline into a component.
+    /// Empty: `.py` files are refused with how to build one elsewhere.
+    pub componentize_py: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +121,14 @@ impl Default for Settings {
             shutdown_grace_secs: 30,
             keepalive_secs: 15,
             workers: 0,
+            wasm_pipelines: true,
+            wasm_memory_mb: 256,
+            wasm_call_timeout_secs: 30,
+            wasm_output_mb: 16,
+            wasm_component_mb: 64,
+            wasm_instances: 64,
+            wasm_fetch_ca_file: None,
+            componentize_py: "componentize-py".into(),
         }
     }
 }
@@ -186,6 +213,21 @@ impl Settings {
                 ));
             }
         }
+        if !(16..=4096).contains(&self.wasm_memory_mb) {
+            problems.push("wasm_memory_mb: must be between 16 and 4096".to_string());
+        }
+        if self.wasm_call_timeout_secs == 0 {
+            problems.push("wasm_call_timeout_secs: must be at least 1".to_string());
+        }
+        if !(1..=1024).contains(&self.wasm_output_mb) {
+            problems.push("wasm_output_mb: must be between 1 and 1024".to_string());
+        }
+        if !(1..=512).contains(&self.wasm_component_mb) {
+            problems.push("wasm_component_mb: must be between 1 and 512".to_string());
+        }
+        if !(1..=10_000).contains(&self.wasm_instances) {
+            problems.push("wasm_instances: must be between 1 and 10000".to_string());
+        }
         if self.api_key.as_ref().is_some_and(|key| key.expose().trim().is_empty()) {
             problems.push("api_key: is set but empty; unset it to have a key generated".to_string());
         }
@@ -193,6 +235,19 @@ impl Settings {
             Ok(())
         } else {
             Err(SettingsError(problems))
+        }
+    }
+}
+
+impl Settings {
+    /// What one call of a WebAssembly pipeline may use.
+    pub fn wasm_limits(&self) -> sluice_wasm::Limits {
+        sluice_wasm::Limits {
+            component_bytes: self.wasm_component_mb << 20,
+            memory_bytes: self.wasm_memory_mb << 20,
+            call_timeout: std::time::Duration::from_secs(self.wasm_call_timeout_secs),
+            output_bytes: self.wasm_output_mb << 20,
+            instances: self.wasm_instances,
         }
     }
 }

@@ -11,18 +11,19 @@ use crate::error::ApiError;
 use sluice_sdk::clock::unix_ms as unix_now_ms;
 
 use crate::metrics::{Metrics, Stage};
-use crate::registry::Registry;
+use crate::registry::LiveRegistry;
 use crate::sse::{self, Envelope, StreamOptions};
 
 /// `POST /chat/completions` (docs/protocol.md §6): routes to a pipe or manifold sub-model
 /// and answers with an SSE stream, or one `chat.completion` when `stream` is false.
 pub async fn chat_completions(
-    registry: web::Data<Registry>,
+    live: web::Data<LiveRegistry>,
     metrics: web::Data<Metrics>,
     streams: web::Data<StreamOptions>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let registry = live.load();
     let received = crate::body::json_body(&req, payload).await?;
     let heavy = received.is_heavy();
     let (form, _reservation) = received.into_parts();

@@ -5,37 +5,38 @@ use serde_json::Value;
 use sluice_sdk::Hook;
 
 use crate::error::ApiError;
-use crate::registry::Registry;
+use crate::registry::LiveRegistry;
 
 /// `POST /{id}/filter/inlet` (docs/protocol.md §5.11).
 pub async fn inlet(
-    registry: web::Data<Registry>,
+    live: web::Data<LiveRegistry>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    run(registry, &id, req, payload, Hook::Inlet).await
+    run(live, &id, req, payload, Hook::Inlet).await
 }
 
 /// `POST /{id}/filter/outlet` (§5.12).
 pub async fn outlet(
-    registry: web::Data<Registry>,
+    live: web::Data<LiveRegistry>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    run(registry, &id, req, payload, Hook::Outlet).await
+    run(live, &id, req, payload, Hook::Outlet).await
 }
 
 /// Takes `{"body": {...}, "user": {...} | null}` and answers the bare body. Pipes and manifold
 /// sub-models answer too: Open WebUI calls every pipeline model's own inlet and outlet.
 async fn run(
-    registry: web::Data<Registry>,
+    live: web::Data<LiveRegistry>,
     id: &str,
     req: HttpRequest,
     payload: web::Payload,
     hook: Hook,
 ) -> Result<HttpResponse, ApiError> {
+    let registry = live.load();
     let resolved =
         registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
     let pipeline = Arc::clone(&resolved.module.pipeline);

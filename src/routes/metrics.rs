@@ -7,14 +7,15 @@ use sluice_sdk::clock::unix_ms;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::LiveRegistry;
 use crate::store::StoreAdmin;
 
 pub async fn metrics(
-    registry: web::Data<Registry>,
+    live: web::Data<LiveRegistry>,
     metrics: web::Data<Metrics>,
     store: web::Data<dyn StoreAdmin>,
 ) -> Result<HttpResponse, ApiError> {
+    let registry = live.load();
     let queues = store.queues().await.unwrap_or_default();
     let pipelines: Vec<(String, Vec<(&'static str, u64)>)> = registry
         .modules()

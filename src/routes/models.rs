@@ -7,7 +7,7 @@ use sluice_sdk::{FilterTargets, PipelineKind};
 
 use sluice_sdk::clock::unix_secs;
 
-use crate::registry::Registry;
+use crate::registry::LiveRegistry;
 
 /// One model entry, serialised straight from borrowed fields in the reference's key order:
 /// building a `serde_json::Value` per entry (a map and an allocation per key) was most of the
@@ -51,7 +51,8 @@ struct List<'a> {
 
 /// `GET /models` (docs/protocol.md §5.2): one entry per pipe and filter, one per manifold
 /// sub-model, and `"pipelines": true`, which is how Open WebUI recognises a Pipelines server.
-pub async fn list_models(registry: web::Data<Registry>) -> HttpResponse {
+pub async fn list_models(live: web::Data<LiveRegistry>) -> HttpResponse {
+    let registry = live.load();
     let created = unix_secs();
     let mut data = Vec::new();
     for module in registry.modules() {

@@ -1,12 +1,15 @@
-use actix_web::{web, HttpResponse};
-use serde_json::json;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
 
+use crate::components::{fetch, python, Added, ComponentError, Components, Sources};
 use crate::error::ApiError;
-use crate::registry::Registry;
+use crate::registry::LiveRegistry;
 use crate::valves::ValvesService;
 
 /// `GET /pipelines` (docs/protocol.md §5.3): modules, not model entries.
-pub async fn list_pipelines(registry: web::Data<Registry>) -> HttpResponse {
+pub async fn list_pipelines(live: web::Data<LiveRegistry>) -> HttpResponse {
+    let registry = live.load();
     let data: Vec<_> = registry
         .modules()
         .iter()
@@ -15,15 +18,157 @@ pub async fn list_pipelines(registry: web::Data<Registry>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"data": data}))
 }
 
-/// `POST /pipelines/add`, `POST /pipelines/upload`, `DELETE /pipelines/delete`: a compiled
-/// server loads no Python, so these answer a clear refusal instead of pretending.
-pub async fn refuse_python(registry: web::Data<Registry>) -> Result<HttpResponse, ApiError> {
-    let ids: Vec<&str> = registry.modules().iter().map(|m| m.id()).collect();
-    Err(ApiError::NotSupported(format!(
-        "sluice runs pipelines compiled into its binary and cannot add, upload or delete Python \
-         pipelines. Built-in pipelines: {}. Configure them through their valves.",
-        if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
-    )))
+impl From<ComponentError> for ApiError {
+    fn from(e: ComponentError) -> Self {
+        match e {
+            ComponentError::BuiltIn(_) => ApiError::Conflict(e.to_string()),
+            ComponentError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ComponentError::Load(_) | ComponentError::Valves(_) => ApiError::BadRequest(e.to_string()),
+            ComponentError::Store(_) | ComponentError::Start { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<fetch::FetchError> for ApiError {
+    fn from(e: fetch::FetchError) -> Self {
+        match e {
+            fetch::FetchError::Ca { .. } => ApiError::Internal(e.to_string()),
+            other => ApiError::BadRequest(format!("the pipeline could not be downloaded: {other}")),
+        }
+    }
+}
+
+impl From<python::BuildError> for ApiError {
+    fn from(e: python::BuildError) -> Self {
+        match e {
+            python::BuildError::Io(_) | python::BuildError::Timeout => ApiError::Internal(e.to_string()),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+fn wasm_off() -> ApiError {
+    ApiError::NotSupported(
+        "WebAssembly pipelines are switched off on this server (wasm_pipelines = false); built-in pipelines \
+         are configured through their valves"
+            .into(),
+    )
+}
+
+fn answer(added: Added, from: &str) -> HttpResponse {
+    let verb = if added.replaced { "replaced" } else { "added" };
+    HttpResponse::Ok().json(json!({
+        "status": true,
+        "detail": format!("Pipeline {} {verb} from {from}", added.id),
+        "id": added.id,
+        "name": added.name,
+        "type": added.kind,
+    }))
+}
+
+/// The pipeline id a `.py` file names (the Python reference's rule: the file name without
+/// `.py`), checked, or `None` when the name is no Python file.
+fn python_id(file_name: &str) -> Result<Option<String>, ApiError> {
+    let Some(stem) = file_name.strip_suffix(".py") else { return Ok(None) };
+    if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(ApiError::BadRequest(format!(
+            "{file_name:?}: the file name becomes the pipeline id and may use only letters, digits, '_' and '-'"
+        )));
+    }
+    Ok(Some(stem.to_string()))
+}
+
+/// The component of `bytes`: as they are, or built from Python when `name` is a `.py` file.
+async fn component(components: &Components, compiler: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    match python_id(name)? {
+        Some(id) => Ok(python::build(compiler, &id, &bytes).await?),
+        None if bytes.starts_with(b"\0asm") => Ok(bytes),
+        None => {
+            let _ = components;
+            Err(ApiError::BadRequest(format!(
+                "{name:?} is neither a WebAssembly component (.wasm) nor a Python pipeline (.py)"
+            )))
+        }
+    }
+}
+
+/// `POST /pipelines/add {"url"}`: a component (or a `.py` pipeline, built here) from an https
+/// URL, what Open WebUI's "add from URL" sends.
+pub async fn add(
+    components: Option<web::Data<Components>>,
+    sources: Option<web::Data<Sources>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
+    let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
+    let url = match body.get("url") {
+        Some(Value::String(url)) if !url.trim().is_empty() => fetch::raw_github(url.trim()),
+        Some(_) => return Err(ApiError::Unprocessable("url: must be a non-empty string".into())),
+        None => return Err(ApiError::Unprocessable("url: field required".into())),
+    };
+    let shown = url.split(['?', '#']).next().unwrap_or("").to_string();
+    let name = shown.rsplit('/').next().unwrap_or("").to_string();
+    let max = if name.ends_with(".py") { python::MAX_SOURCE } else { components.runtime().limits().component_bytes };
+    let bytes = sources.fetcher.get(&url, max).await?;
+    let bytes = component(&components, &sources.componentize_py, &name, bytes).await?;
+    Ok(answer(components.add(bytes, shown.clone()).await?, &shown))
+}
+
+/// `POST /pipelines/upload`: multipart field `file`, as Open WebUI and curl `-F file=@x` send it.
+pub async fn upload(
+    components: Option<web::Data<Components>>,
+    sources: Option<web::Data<Sources>>,
+    mut form: actix_multipart::Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
+    let max = components.runtime().limits().component_bytes;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|e| ApiError::BadRequest(format!("the upload is no valid multipart form: {e}")))?;
+        if field.name() != Some("file") {
+            while let Some(chunk) = field.next().await {
+                chunk.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;
+            }
+            continue;
+        }
+        let raw_name = field.content_disposition().and_then(|d| d.get_filename()).unwrap_or("").to_string();
+        // Only the last path segment: a client's "../x.py" names no place on this server.
+        let name = raw_name.rsplit(['/', '\\']).next().unwrap_or("").to_string();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;
+            if bytes.len() + chunk.len() > max {
+                return Err(ApiError::PayloadTooLarge(max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let bytes = component(&components, &sources.componentize_py, &name, bytes).await?;
+        return Ok(answer(components.add(bytes, name.clone()).await?, &name));
+    }
+    Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))
+}
+
+/// `DELETE /pipelines/delete {"id"}`: removes an added WebAssembly pipeline.
+pub async fn delete(
+    components: Option<web::Data<Components>>,
+    live: web::Data<LiveRegistry>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
+    let id = match body.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(_) => return Err(ApiError::Unprocessable("id: must be a non-empty string".into())),
+        None => return Err(ApiError::Unprocessable("id: field required".into())),
+    };
+    let Some(components) = components else {
+        return Err(match live.load().module(&id) {
+            Some(_) => ComponentError::BuiltIn(id).into(),
+            None => wasm_off(),
+        });
+    };
+    components.remove(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({"status": true, "detail": format!("Pipeline {id} deleted successfully")})))
 }
 
 /// `POST /pipelines/reload` (§5.7): reads every valves file and the environment again. All

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sluice_sdk::FieldError;
 
 use super::{file, UpdateError, ValvesEnv};
-use crate::registry::{Module, Registry, RegistryError};
+use crate::registry::{LiveRegistry, Module, RegistryError};
 use crate::store::SharedValves;
 
 /// Why a valves change was not applied, or applied only in part.
@@ -35,7 +35,7 @@ pub enum ValvesError {
 }
 
 pub struct ValvesService {
-    registry: Arc<Registry>,
+    registry: Arc<LiveRegistry>,
     env: ValvesEnv,
     /// Several replicas: where changes are shared.
     shared: Option<Arc<dyn SharedValves>>,
@@ -48,7 +48,7 @@ pub struct ValvesService {
 impl ValvesService {
     /// `versions`: what [`super::replicas::pull`] took at start.
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Arc<LiveRegistry>,
         env: ValvesEnv,
         shared: Option<Arc<dyn SharedValves>>,
         versions: HashMap<String, i64>,
@@ -61,8 +61,9 @@ impl ValvesService {
     }
 
     /// The module with valves behind `id` (a connection prefix tolerated).
-    pub fn module(&self, id: &str) -> Result<&Module, ValvesError> {
-        let module = self.registry.module_lenient(id).ok_or_else(|| ValvesError::PipelineNotFound(id.to_string()))?;
+    pub fn module(&self, id: &str) -> Result<Arc<Module>, ValvesError> {
+        let module =
+            self.registry.load().module_lenient_shared(id).ok_or_else(|| ValvesError::PipelineNotFound(id.to_string()))?;
         if module.valves.is_none() {
             return Err(ValvesError::NoValves(id.to_string()));
         }
@@ -73,7 +74,7 @@ impl ValvesService {
     pub async fn update(&self, id: &str, body: Value) -> Result<Value, ValvesError> {
         let module = self.module(id)?;
         let _one_at_a_time = self.lock.lock().await;
-        let registry = Arc::clone(&self.registry);
+        let registry = self.registry.load();
         let module_id = module.id().to_string();
         // File I/O and the fsyncs of an atomic write: off the async threads.
         let updated = tokio::task::spawn_blocking(move || {
@@ -88,7 +89,7 @@ impl ValvesService {
         .map_err(|e| ValvesError::Io(format!("the valves update stopped: {e}")))??;
         tracing::info!(pipeline = module.id(), "valves updated");
         self.publish(module.id(), &updated.text).await?;
-        self.notify(module).await?;
+        self.notify(&module).await?;
         Ok(updated.masked)
     }
 
@@ -96,7 +97,7 @@ impl ValvesService {
     /// with replicas, what changed here is shared. How many pipelines changed.
     pub async fn reload(&self) -> Result<usize, ValvesError> {
         let _one_at_a_time = self.lock.lock().await;
-        let registry = Arc::clone(&self.registry);
+        let registry = self.registry.load();
         let env = self.env.clone();
         let changed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, ValvesError> {
             let loaded = registry.load_valves(&env)?;
@@ -114,7 +115,7 @@ impl ValvesService {
         for (id, text) in &changed {
             self.publish(id, text).await?;
         }
-        for module in self.registry.modules().iter().filter(|m| m.valves.is_some()) {
+        for module in self.registry.load().modules().iter().filter(|m| m.valves.is_some()) {
             self.notify(module).await?;
         }
         tracing::info!(changed = changed.len(), "valves reloaded");
@@ -125,7 +126,7 @@ impl ValvesService {
     /// hook. A text this replica cannot accept (its environment pins another value, say) is
     /// left out with a warning; the replica keeps its values.
     pub async fn apply_shared(&self, id: &str, text: &str, version: i64) {
-        let Some(module) = self.registry.module(id) else { return };
+        let Some(module) = self.registry.load().module_lenient_shared(id).filter(|m| m.id() == id) else { return };
         let Some(entry) = &module.valves else { return };
         let _one_at_a_time = self.lock.lock().await;
         if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {

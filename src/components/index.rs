@@ -1,0 +1,67 @@
+//! Where added components live: in sluice's store (SQLite, or PostgreSQL shared by replicas),
+//! one index record naming each pipeline's component by its SHA-256, and the bytes under that
+//! hash. A replica compares the index's version with its own to know what changed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_sdk::{KvStore, StoreError};
+
+const NAMESPACE: &str = "sluice:components";
+const INDEX: &str = "index";
+/// Records here are kept until removed; the store's records all carry an expiry.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// Grows with every change.
+    pub version: u64,
+    pub components: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub sha256: String,
+    /// Where it came from: a URL, an uploaded file's name, or the CLI's path.
+    pub source: String,
+    pub added_at_ms: u64,
+}
+
+pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
+    match store.get(NAMESPACE, INDEX).await? {
+        None => Ok(Index::default()),
+        Some(value) => serde_json::from_value(value).map_err(|e| StoreError::new(format!("the components index is damaged: {e}"))),
+    }
+}
+
+pub async fn write(store: &dyn KvStore, index: &Index) -> Result<(), StoreError> {
+    let value = serde_json::to_value(index).map_err(|e| StoreError::new(e.to_string()))?;
+    store.put(NAMESPACE, INDEX, &value, FOREVER).await
+}
+
+pub async fn put_bytes(store: &dyn KvStore, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    store.put(NAMESPACE, &blob_key(sha256), &Value::String(text), FOREVER).await
+}
+
+pub async fn bytes(store: &dyn KvStore, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    match store.get(NAMESPACE, &blob_key(sha256)).await? {
+        Some(Value::String(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Some)
+            .map_err(|e| StoreError::new(format!("component {sha256} is damaged: {e}"))),
+        Some(_) => Err(StoreError::new(format!("component {sha256} is damaged"))),
+        None => Ok(None),
+    }
+}
+
+pub async fn delete_bytes(store: &dyn KvStore, sha256: &str) -> Result<(), StoreError> {
+    store.delete(NAMESPACE, &blob_key(sha256)).await
+}
+
+fn blob_key(sha256: &str) -> String {
+    format!("wasm:{sha256}")
+}

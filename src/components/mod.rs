@@ -1,0 +1,284 @@
+//! WebAssembly pipelines added at run time: accepted from `/pipelines/add`, `/pipelines/upload`
+//! and `sluice pipeline add`, kept in the store, loaded at start, followed by every replica
+//! (within a second), removed by `/pipelines/delete`. Built-in pipelines cannot be replaced.
+
+pub mod fetch;
+pub mod index;
+pub mod python;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_sdk::{KvStore, Pipeline, PipelineContext};
+use sluice_wasm::{LoadError, Runtime, WasmPipeline};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{LiveRegistry, Module, RegistryError};
+use crate::valves::ValvesEnv;
+
+/// How often a replica looks for components added or removed elsewhere.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("{0} is a built-in pipeline and cannot be replaced or removed")]
+    BuiltIn(String),
+    #[error("pipeline {0} not found among the added WebAssembly pipelines")]
+    NotFound(String),
+    #[error("{0}")]
+    Valves(#[from] RegistryError),
+    #[error("the component could not be stored: {0}")]
+    Store(#[from] sluice_sdk::StoreError),
+    #[error("pipeline {id} failed to start: {message}")]
+    Start { id: String, message: String },
+}
+
+/// Where new pipelines come from: the downloader for `/pipelines/add`, and the Python
+/// compiler for `.py` files.
+pub struct Sources {
+    pub fetcher: fetch::Fetcher,
+    pub componentize_py: String,
+}
+
+/// What was added.
+#[derive(Debug, Clone)]
+pub struct Added {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub replaced: bool,
+}
+
+pub struct Components {
+    runtime: Arc<Runtime>,
+    live: Arc<LiveRegistry>,
+    store: Arc<dyn KvStore>,
+    ctx: PipelineContext,
+    valves_dir: PathBuf,
+    env: ValvesEnv,
+    builtin: HashSet<String>,
+    /// The component (its SHA-256) each WebAssembly pipeline runs here.
+    running: Mutex<HashMap<String, String>>,
+    /// The index version this replica has applied.
+    seen: Mutex<u64>,
+    /// Changes go one at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Components {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: Arc<Runtime>,
+        live: Arc<LiveRegistry>,
+        store: Arc<dyn KvStore>,
+        ctx: PipelineContext,
+        valves_dir: PathBuf,
+        env: ValvesEnv,
+        builtin: HashSet<String>,
+        loaded: Vec<(String, String)>,
+        version: u64,
+    ) -> Self {
+        Components {
+            runtime,
+            live,
+            store,
+            ctx,
+            valves_dir,
+            env,
+            builtin,
+            running: Mutex::new(loaded.into_iter().collect()),
+            seen: Mutex::new(version),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Checks, stores and starts a component; an older one with its id is replaced.
+    pub async fn add(&self, bytes: Vec<u8>, source: String) -> Result<Added, ComponentError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let pipeline = sluice_wasm::load(&self.runtime, bytes.clone()).await?;
+        let id = pipeline.id().to_string();
+        if self.builtin.contains(&id) {
+            return Err(ComponentError::BuiltIn(id));
+        }
+        let sha256 = pipeline.sha256().to_string();
+        let added = Added { id: id.clone(), name: pipeline.name().to_string(), kind: pipeline.kind().as_str(), replaced: false };
+        let module = self.start(pipeline).await?;
+        let mut index = index::read(self.store.as_ref()).await?;
+        index::put_bytes(self.store.as_ref(), &sha256, &bytes).await?;
+        let old = index.components.insert(
+            id.clone(),
+            index::Entry { sha256: sha256.clone(), source, added_at_ms: sluice_sdk::clock::unix_ms() },
+        );
+        index.version += 1;
+        index::write(self.store.as_ref(), &index).await?;
+        if let Some(old) = &old {
+            self.drop_bytes_if_unused(&index, &old.sha256).await;
+        }
+        self.go_live(module, &sha256).await;
+        self.set_seen(index.version);
+        tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");
+        Ok(Added { replaced: old.is_some(), ..added })
+    }
+
+    /// Removes an added pipeline (its valves file stays, for when it comes back).
+    pub async fn remove(&self, id: &str) -> Result<(), ComponentError> {
+        let _one_at_a_time = self.lock.lock().await;
+        if self.builtin.contains(id) {
+            return Err(ComponentError::BuiltIn(id.to_string()));
+        }
+        let mut index = index::read(self.store.as_ref()).await?;
+        let Some(entry) = index.components.remove(id) else { return Err(ComponentError::NotFound(id.to_string())) };
+        index.version += 1;
+        index::write(self.store.as_ref(), &index).await?;
+        self.drop_bytes_if_unused(&index, &entry.sha256).await;
+        self.go_dead(id).await;
+        self.set_seen(index.version);
+        tracing::info!(pipeline = id, "WebAssembly pipeline removed");
+        Ok(())
+    }
+
+    /// What is added, as the index has it.
+    pub async fn list(&self) -> Result<index::Index, ComponentError> {
+        Ok(index::read(self.store.as_ref()).await?)
+    }
+
+    /// Applies changes another replica (or the CLI) made, until `stop`.
+    pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.sync().await {
+                tracing::warn!(error = %e, "WebAssembly pipelines could not be followed");
+            }
+        }
+    }
+
+    async fn sync(&self) -> Result<(), ComponentError> {
+        let index = index::read(self.store.as_ref()).await?;
+        if index.version == self.seen() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
+        for (id, entry) in &index.components {
+            if running.get(id) == Some(&entry.sha256) || self.builtin.contains(id) {
+                continue;
+            }
+            match self.load_stored(id, &entry.sha256).await {
+                Ok(module) => {
+                    self.go_live(module, &entry.sha256).await;
+                    tracing::info!(pipeline = %id, "WebAssembly pipeline added by another replica");
+                }
+                Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded"),
+            }
+        }
+        for id in running.keys().filter(|id| !index.components.contains_key(*id)) {
+            self.go_dead(id).await;
+            tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
+        }
+        self.set_seen(index.version);
+        Ok(())
+    }
+
+    async fn load_stored(&self, id: &str, sha256: &str) -> Result<Module, ComponentError> {
+        let bytes = index::bytes(self.store.as_ref(), sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
+        let pipeline = sluice_wasm::load(&self.runtime, bytes).await?;
+        self.start(pipeline).await
+    }
+
+    /// Valves loaded and `on_startup` called: ready to go live.
+    async fn start(&self, pipeline: WasmPipeline) -> Result<Module, ComponentError> {
+        let id = pipeline.id().to_string();
+        let pipeline: Arc<dyn Pipeline> = Arc::new(pipeline);
+        let module = Module::load(Arc::clone(&pipeline), &self.valves_dir, &self.env)?;
+        pipeline.on_startup(&self.ctx).await.map_err(|e| ComponentError::Start { id, message: e.to_string() })?;
+        Ok(module)
+    }
+
+    async fn go_live(&self, module: Module, sha256: &str) {
+        let id = module.id().to_string();
+        let current = self.live.load();
+        let old = current.module_lenient_shared(&id).filter(|m| m.id() == id);
+        self.live.replace(current.with(module));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id, sha256.to_string());
+        }
+        if let Some(old) = old {
+            old.pipeline.on_shutdown().await;
+        }
+    }
+
+    async fn go_dead(&self, id: &str) {
+        let current = self.live.load();
+        let old = current.module_lenient_shared(id).filter(|m| m.id() == id);
+        self.live.replace(current.without(id));
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(id);
+        }
+        if let Some(old) = old {
+            old.pipeline.on_shutdown().await;
+        }
+    }
+
+    async fn drop_bytes_if_unused(&self, index: &index::Index, sha256: &str) {
+        if index.components.values().all(|e| e.sha256 != sha256) {
+            if let Err(e) = index::delete_bytes(self.store.as_ref(), sha256).await {
+                tracing::warn!(error = %e, "an unused component could not be deleted from the store");
+            }
+        }
+    }
+
+    fn seen(&self) -> u64 {
+        self.seen.lock().map(|s| *s).unwrap_or(0)
+    }
+
+    fn set_seen(&self, version: u64) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = version;
+        }
+    }
+}
+
+/// At start: the stored components, loaded before the registry is built so their valves are
+/// read with the others'. One that fails to load is left out with an error in the log; the
+/// server starts without it.
+pub async fn load_all(
+    runtime: &Arc<Runtime>,
+    store: &dyn KvStore,
+    builtin: &HashSet<String>,
+) -> Result<(Vec<Arc<dyn Pipeline>>, Vec<(String, String)>, u64), sluice_sdk::StoreError> {
+    let index = index::read(store).await?;
+    let mut pipelines: Vec<Arc<dyn Pipeline>> = Vec::new();
+    let mut loaded = Vec::new();
+    for (id, entry) in &index.components {
+        if builtin.contains(id) {
+            continue;
+        }
+        let bytes = match index::bytes(store, &entry.sha256).await? {
+            Some(bytes) => bytes,
+            None => {
+                tracing::error!(pipeline = %id, "WebAssembly pipeline missing from the store; left out");
+                continue;
+            }
+        };
+        match sluice_wasm::load(runtime, bytes).await {
+            Ok(pipeline) if pipeline.id() == id => {
+                loaded.push((id.clone(), entry.sha256.clone()));
+                pipelines.push(Arc::new(pipeline));
+            }
+            Ok(pipeline) => tracing::error!(pipeline = %id, says = pipeline.id(), "stored component now has another id; left out"),
+            Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded; left out"),
+        }
+    }
+    Ok((pipelines, loaded, index.version))
+}

@@ -1,0 +1,93 @@
+//! Builds a reference-style Python pipeline (`.py`) into a component with `componentize-py`,
+//! when the server has it: the kit (guests/python/kit) and the interface (wit/) are compiled
+//! into this binary and laid out in a private temporary directory for each build.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+const KIT: &[(&str, &str)] = &[
+    ("kit/app.py", include_str!("../../guests/python/kit/app.py")),
+    ("kit/sluice_pipeline.py", include_str!("../../guests/python/kit/sluice_pipeline.py")),
+    ("wit/pipeline.wit", include_str!("../../wit/pipeline.wit")),
+    ("wit/deps/cli.wit", include_str!("../../wit/deps/cli.wit")),
+    ("wit/deps/clocks.wit", include_str!("../../wit/deps/clocks.wit")),
+    ("wit/deps/filesystem.wit", include_str!("../../wit/deps/filesystem.wit")),
+    ("wit/deps/http.wit", include_str!("../../wit/deps/http.wit")),
+    ("wit/deps/io.wit", include_str!("../../wit/deps/io.wit")),
+    ("wit/deps/random.wit", include_str!("../../wit/deps/random.wit")),
+    ("wit/deps/sockets.wit", include_str!("../../wit/deps/sockets.wit")),
+];
+
+/// A Python file larger than this is no pipeline.
+pub const MAX_SOURCE: usize = 1 << 20;
+const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "this server cannot build Python pipelines ({0}). Build the component where componentize-py is \
+         installed (pip install componentize-py; guests/python/build.sh {1}.py) and add the .wasm by URL \
+         or upload it"
+    )]
+    NoCompiler(String, String),
+    #[error("the Python file is larger than {MAX_SOURCE} bytes")]
+    TooLarge,
+    #[error("the Python file is not UTF-8 text")]
+    NotText,
+    #[error("componentize-py could not build it: {0}")]
+    Failed(String),
+    #[error("componentize-py took longer than {} s", BUILD_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The component built from `source`, the pipeline `id` (its file name without `.py`).
+pub async fn build(compiler: &str, id: &str, source: &[u8]) -> Result<Vec<u8>, BuildError> {
+    if source.len() > MAX_SOURCE {
+        return Err(BuildError::TooLarge);
+    }
+    let source = std::str::from_utf8(source).map_err(|_| BuildError::NotText)?;
+    if compiler.is_empty() {
+        return Err(BuildError::NoCompiler("componentize_py is set to nothing".into(), id.into()));
+    }
+    let work = tempfile::tempdir().map_err(|e| BuildError::Io(format!("a build directory: {e}")))?;
+    let io = |e: std::io::Error| BuildError::Io(format!("the build directory: {e}"));
+    for (path, text) in KIT {
+        let path = work.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(path, text).map_err(io)?;
+    }
+    let user = work.path().join("user");
+    std::fs::create_dir_all(&user).map_err(io)?;
+    std::fs::write(user.join("user_pipeline.py"), source).map_err(io)?;
+    std::fs::write(user.join("sluice_build.py"), format!("ID = {}\n", serde_json::Value::from(id))).map_err(io)?;
+    let out = work.path().join("out.wasm");
+    let child = tokio::process::Command::new(compiler)
+        .current_dir(work.path())
+        .args(["-d", "wit", "-w", "pipeline", "componentize", "app", "-p", "kit", "-p", "user", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BuildError::NoCompiler(format!("{compiler}: {e}"), id.into()))?;
+    let done = tokio::time::timeout(BUILD_TIMEOUT, child.wait_with_output()).await.map_err(|_| BuildError::Timeout)?;
+    let output = done.map_err(|e| BuildError::Failed(e.to_string()))?;
+    if !output.status.success() {
+        return Err(BuildError::Failed(last_lines(&output.stderr, work.path())));
+    }
+    std::fs::read(&out).map_err(|e| BuildError::Failed(format!("no component was written: {e}")))
+}
+
+/// The end of the compiler's message (a Python syntax error is there), without the temporary
+/// directory's path.
+fn last_lines(stderr: &[u8], dir: &Path) -> String {
+    let text = String::from_utf8_lossy(stderr).replace(&dir.display().to_string(), "");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(6)..].join("\n").chars().take(2000).collect()
+}
