@@ -91,7 +91,7 @@ impl WasmPipeline {
             })
             .await?
             .map_err(answer::guest_error)?;
-        self.runtime.check_output(&answer)?;
+        self.runtime.check_output(&self.id, &answer)?;
         match serde_json::from_str::<Value>(&answer) {
             Ok(value @ Value::Object(_)) => Ok(value),
             _ => Err(PipelineError::new(ErrorKind::Internal, format!("pipeline {} returned a body that is no JSON object", self.id))),

@@ -147,7 +147,7 @@ impl Runtime {
             })
             .await
             .map_err(|e| LoadError::Describe(e.message))?;
-        self.check_output(&text).map_err(|e| LoadError::Describe(e.message))?;
+        self.check_output("(new)", &text).map_err(|e| LoadError::Describe(e.message))?;
         Manifest::parse(&text).map_err(LoadError::Manifest)
     }
 
@@ -168,11 +168,15 @@ impl Runtime {
         Ok(Call { store, _permit: permit, timeout: self.limits.call_timeout })
     }
 
-    pub(crate) fn check_output(&self, text: &str) -> Result<(), PipelineError> {
+    pub(crate) fn check_output(&self, pipeline: &str, text: &str) -> Result<(), PipelineError> {
         if text.len() > self.limits.output_bytes {
             return Err(PipelineError::new(
                 ErrorKind::Internal,
-                format!("the pipeline returned {} bytes; at most {} are accepted", text.len(), self.limits.output_bytes),
+                format!(
+                    "pipeline {pipeline} returned {} bytes; at most {} are accepted",
+                    text.len(),
+                    self.limits.output_bytes
+                ),
             ));
         }
         Ok(())
