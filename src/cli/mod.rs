@@ -8,6 +8,7 @@ mod check;
 mod healthcheck;
 mod openpipe;
 mod outbox;
+mod pipeline;
 mod show_settings;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ Commands:
   settings      print every setting in effect and where it came from (secrets hidden)
   outbox        show the durable delivery queues, their dead letters, and requeue them
   openpipe      `openpipe dataset-add --chat ID ...`: add a chat's reported turns to a dataset
+  pipeline      `pipeline add FILE | list | remove ID`: the added WebAssembly pipelines
   healthcheck   exit 0 when the server on this machine answers GET / (container health checks)
   help          this text; `sluice help COMMAND` (or `sluice COMMAND --help`) for one command
   version       print the version
@@ -45,12 +47,14 @@ enum Command {
     Settings,
     Outbox(outbox::Action),
     Openpipe(serde_json::Value),
+    Pipeline(pipeline::Action),
     Healthcheck,
     Help(Option<&'static str>),
     Version,
 }
 
-const COMMANDS: [&str; 8] = ["serve", "check", "settings", "outbox", "openpipe", "healthcheck", "help", "version"];
+const COMMANDS: [&str; 9] =
+    ["serve", "check", "settings", "outbox", "openpipe", "pipeline", "healthcheck", "help", "version"];
 
 /// The usage of one command.
 fn usage(command: &str) -> &'static str {
@@ -67,6 +71,7 @@ fn usage(command: &str) -> &'static str {
         }
         "outbox" => outbox::USAGE,
         "openpipe" => openpipe::USAGE,
+        "pipeline" => pipeline::USAGE,
         "healthcheck" => {
             "Usage: sluice healthcheck\n\nAsks GET / of the server on 127.0.0.1 at the configured port; exit 0 when it \
              answers 200, 1 (with the reason) otherwise."
@@ -108,6 +113,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "version" => no_arguments(Command::Version),
         "outbox" => outbox::parse(rest).map(Command::Outbox),
         "openpipe" => openpipe::parse(rest).map(Command::Openpipe),
+        "pipeline" => pipeline::parse(rest).map(Command::Pipeline),
         _ => match rest {
             [] => Ok(Command::Help(None)),
             [command] => match COMMANDS.iter().copied().find(|c| c == command) {
@@ -161,6 +167,7 @@ pub async fn run(args: Vec<String>) -> ExitCode {
         Command::Settings => show_settings::run(&figment, &settings),
         Command::Outbox(action) => outbox::run(&settings, action).await,
         Command::Openpipe(body) => openpipe::run(&settings, body).await,
+        Command::Pipeline(action) => pipeline::run(&settings, action).await,
         Command::Healthcheck => healthcheck::run(&settings).await,
         Command::Help(_) | Command::Version => unreachable!("answered above"),
     }

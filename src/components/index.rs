@@ -37,12 +37,45 @@ pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
     }
 }
 
-pub async fn write(store: &dyn KvStore, index: &Index) -> Result<(), StoreError> {
+/// Stores `bytes` as the component of `id`: the new index version and the entry it replaced.
+/// With the server running, each replica loads it within a second.
+pub async fn insert(store: &dyn KvStore, id: &str, bytes: &[u8], sha256: &str, source: String) -> Result<(u64, Option<Entry>), StoreError> {
+    let mut index = read(store).await?;
+    put_bytes(store, sha256, bytes).await?;
+    let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms() };
+    let old = index.components.insert(id.to_string(), entry);
+    index.version += 1;
+    write(store, &index).await?;
+    if let Some(old) = &old {
+        drop_if_unused(store, &index, &old.sha256).await;
+    }
+    Ok((index.version, old))
+}
+
+/// Removes `id`: the new index version, or `None` when it was not there.
+pub async fn remove(store: &dyn KvStore, id: &str) -> Result<Option<u64>, StoreError> {
+    let mut index = read(store).await?;
+    let Some(entry) = index.components.remove(id) else { return Ok(None) };
+    index.version += 1;
+    write(store, &index).await?;
+    drop_if_unused(store, &index, &entry.sha256).await;
+    Ok(Some(index.version))
+}
+
+async fn drop_if_unused(store: &dyn KvStore, index: &Index, sha256: &str) {
+    if index.components.values().all(|e| e.sha256 != sha256) {
+        if let Err(e) = store.delete(NAMESPACE, &blob_key(sha256)).await {
+            tracing::warn!(error = %e, "an unused component could not be deleted from the store");
+        }
+    }
+}
+
+async fn write(store: &dyn KvStore, index: &Index) -> Result<(), StoreError> {
     let value = serde_json::to_value(index).map_err(|e| StoreError::new(e.to_string()))?;
     store.put(NAMESPACE, INDEX, &value, FOREVER).await
 }
 
-pub async fn put_bytes(store: &dyn KvStore, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+async fn put_bytes(store: &dyn KvStore, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let text = base64::engine::general_purpose::STANDARD.encode(bytes);
     store.put(NAMESPACE, &blob_key(sha256), &Value::String(text), FOREVER).await
 }
@@ -56,10 +89,6 @@ pub async fn bytes(store: &dyn KvStore, sha256: &str) -> Result<Option<Vec<u8>>,
         Some(_) => Err(StoreError::new(format!("component {sha256} is damaged"))),
         None => Ok(None),
     }
-}
-
-pub async fn delete_bytes(store: &dyn KvStore, sha256: &str) -> Result<(), StoreError> {
-    store.delete(NAMESPACE, &blob_key(sha256)).await
 }
 
 fn blob_key(sha256: &str) -> String {

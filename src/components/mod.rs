@@ -111,19 +111,9 @@ impl Components {
         let sha256 = pipeline.sha256().to_string();
         let added = Added { id: id.clone(), name: pipeline.name().to_string(), kind: pipeline.kind().as_str(), replaced: false };
         let module = self.start(pipeline).await?;
-        let mut index = index::read(self.store.as_ref()).await?;
-        index::put_bytes(self.store.as_ref(), &sha256, &bytes).await?;
-        let old = index.components.insert(
-            id.clone(),
-            index::Entry { sha256: sha256.clone(), source, added_at_ms: sluice_sdk::clock::unix_ms() },
-        );
-        index.version += 1;
-        index::write(self.store.as_ref(), &index).await?;
-        if let Some(old) = &old {
-            self.drop_bytes_if_unused(&index, &old.sha256).await;
-        }
+        let (version, old) = index::insert(self.store.as_ref(), &id, &bytes, &sha256, source).await?;
         self.go_live(module, &sha256).await;
-        self.set_seen(index.version);
+        self.set_seen(version);
         tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");
         Ok(Added { replaced: old.is_some(), ..added })
     }
@@ -134,13 +124,11 @@ impl Components {
         if self.builtin.contains(id) {
             return Err(ComponentError::BuiltIn(id.to_string()));
         }
-        let mut index = index::read(self.store.as_ref()).await?;
-        let Some(entry) = index.components.remove(id) else { return Err(ComponentError::NotFound(id.to_string())) };
-        index.version += 1;
-        index::write(self.store.as_ref(), &index).await?;
-        self.drop_bytes_if_unused(&index, &entry.sha256).await;
+        let Some(version) = index::remove(self.store.as_ref(), id).await? else {
+            return Err(ComponentError::NotFound(id.to_string()));
+        };
         self.go_dead(id).await;
-        self.set_seen(index.version);
+        self.set_seen(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
     }
@@ -227,14 +215,6 @@ impl Components {
         }
         if let Some(old) = old {
             old.pipeline.on_shutdown().await;
-        }
-    }
-
-    async fn drop_bytes_if_unused(&self, index: &index::Index, sha256: &str) {
-        if index.components.values().all(|e| e.sha256 != sha256) {
-            if let Err(e) = index::delete_bytes(self.store.as_ref(), sha256).await {
-                tracing::warn!(error = %e, "an unused component could not be deleted from the store");
-            }
         }
     }
 

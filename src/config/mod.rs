@@ -76,6 +76,7 @@ pub struct Settings {
     pub wasm_instances: u32,
     /// A PEM file of certificates trusted, besides the system's, when a pipeline is added
     /// from a URL (a private registry with its own CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_fetch_ca_file: Option<PathBuf>,
     /// The `componentize-py` program that turns an uploaded `.py` pipeline into a component.
     /// Empty: `.py` files are refused with how to build one elsewhere.
@@ -299,7 +300,7 @@ mod tests {
         let mut listed: Vec<&str> = table.keys().map(String::as_str).collect();
         listed.sort();
         let mut known: Vec<&str> = defaults.as_object().unwrap().keys().map(String::as_str).collect();
-        known.extend(["api_key", "store_url"]);
+        known.extend(["api_key", "store_url", "wasm_fetch_ca_file"]);
         known.sort();
         assert_eq!(listed, known);
         for (key, value) in defaults.as_object().unwrap() {

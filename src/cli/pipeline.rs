@@ -1,0 +1,100 @@
+//! `sluice pipeline add|list|remove`: WebAssembly pipelines in whichever store the settings
+//! name, with the server running or not; a running server (every replica) picks a change up
+//! within a second.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use sluice_sdk::Pipeline;
+
+use crate::components::{index, python};
+use crate::config::Settings;
+use crate::registry;
+
+pub const USAGE: &str = "\
+Usage: sluice pipeline add FILE | list | remove ID
+
+  add FILE     check and store a WebAssembly component (.wasm), or a Python pipeline (.py, built
+               with componentize-py); replaces an added pipeline with the same id
+  list         the added pipelines: id, SHA-256, where each came from, when it was added
+  remove ID    remove an added pipeline (its valves file stays)
+
+See docs/wasm-pipelines.md.";
+
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    Add(String),
+    List,
+    Remove(String),
+}
+
+pub fn parse(args: &[&str]) -> Result<Action, String> {
+    match args {
+        ["add", file] => Ok(Action::Add(file.to_string())),
+        ["list"] => Ok(Action::List),
+        ["remove", id] => Ok(Action::Remove(id.to_string())),
+        _ => Err(format!("unexpected arguments {:?}\n{USAGE}", args.join(" "))),
+    }
+}
+
+pub async fn run(settings: &Settings, action: Action) -> ExitCode {
+    match act(settings, action).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sluice: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn act(settings: &Settings, action: Action) -> Result<(), String> {
+    let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default()).await.map_err(|e| e.to_string())?;
+    let store = stores.kv.as_ref();
+    let builtin: Vec<String> = registry::builtin().iter().map(|p| p.id().to_string()).collect();
+    match action {
+        Action::List => {
+            let index = index::read(store).await.map_err(|e| e.to_string())?;
+            if index.components.is_empty() {
+                println!("no WebAssembly pipelines added");
+            }
+            for (id, entry) in &index.components {
+                println!("{id}\tsha256:{}\t{}\tadded at {} (Unix ms)", &entry.sha256[..12.min(entry.sha256.len())], entry.source, entry.added_at_ms);
+            }
+            Ok(())
+        }
+        Action::Remove(id) => {
+            if builtin.contains(&id) {
+                return Err(format!("{id} is a built-in pipeline and cannot be removed"));
+            }
+            match index::remove(store, &id).await.map_err(|e| e.to_string())? {
+                Some(_) => {
+                    println!("removed {id}");
+                    Ok(())
+                }
+                None => Err(format!("pipeline {id} not found among the added WebAssembly pipelines")),
+            }
+        }
+        Action::Add(file) => {
+            let path = Path::new(&file);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let bytes = std::fs::read(path).map_err(|e| format!("{file}: {e}"))?;
+            let bytes = match name.strip_suffix(".py") {
+                Some(id) => python::build(&settings.componentize_py, id, &bytes).await.map_err(|e| e.to_string())?,
+                None => bytes,
+            };
+            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&settings.data_dir.join("wasm-cache")))
+                .map_err(|e| e.to_string())?;
+            let pipeline = sluice_wasm::load(&runtime, bytes.clone()).await.map_err(|e| format!("{file}: {e}"))?;
+            let id = pipeline.id().to_string();
+            if builtin.contains(&id) {
+                return Err(format!("{id} is a built-in pipeline and cannot be replaced"));
+            }
+            let sha256 = pipeline.sha256().to_string();
+            let kind = pipeline.kind().as_str();
+            let (_, old) = index::insert(store, &id, &bytes, &sha256, file.clone()).await.map_err(|e| e.to_string())?;
+            let verb = if old.is_some() { "replaced" } else { "added" };
+            println!("{verb} {id} ({kind}) from {file}; a running server loads it within a second");
+            Ok(())
+        }
+    }
+}
