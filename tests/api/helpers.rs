@@ -148,6 +148,10 @@ pub struct Options {
     pub body_timeout_secs: Option<u64>,
     /// More pipelines to register (a new pipeline's tests register it here).
     pub pipelines: Vec<Arc<dyn Pipeline>>,
+    /// `wasm_pipelines` (default: on, as in the server).
+    pub wasm: Option<bool>,
+    /// `componentize_py` (default: the server's).
+    pub componentize_py: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -184,6 +188,8 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         store_lease_secs: options.store_lease_secs.unwrap_or(300),
         cors_allowed_origins: options.cors_allowed_origins,
         body_timeout_secs: options.body_timeout_secs.unwrap_or(Settings::default().body_timeout_secs),
+        wasm_pipelines: options.wasm.unwrap_or(true),
+        componentize_py: options.componentize_py.unwrap_or_else(|| Settings::default().componentize_py),
         ..Settings::default()
     };
     let probe = Arc::new(Probe::default());

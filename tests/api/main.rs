@@ -31,3 +31,4 @@ mod store_contract;
 mod streaming;
 mod upstream_faults;
 mod valves;
+mod wasm;

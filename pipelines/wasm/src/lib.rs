@@ -4,6 +4,8 @@
 //! of sluice's store. See docs/wasm-pipelines.md.
 
 mod answer;
+#[cfg(feature = "guests")]
+pub mod guests;
 mod bindings;
 mod check;
 mod host;

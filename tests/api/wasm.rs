@@ -1,0 +1,198 @@
+//! WebAssembly pipelines through the server's routes, as Open WebUI's admin page and curl use
+//! them: upload (multipart), add by URL, delete, then inlet, outlet and chat through them;
+//! what is refused and how; a restart keeps them; a replica serves what another added.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_wasm::guests;
+
+use crate::helpers::{json_of, spawn_app_with, Options, TestApp, KEY};
+use crate::store_contract::pg_database;
+
+async fn upload(app: &TestApp, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()).mime_str("application/octet-stream").unwrap();
+    let form = reqwest::multipart::Form::new().text("urlIdx", "0").part("file", part);
+    let res = app.client.post(app.url("/pipelines/upload")).bearer_auth(KEY).multipart(form).send().await.unwrap();
+    json_of(res).await
+}
+
+async fn delete(app: &TestApp, id: &str) -> (u16, Value) {
+    let res = app.client.delete(app.url("/pipelines/delete")).bearer_auth(KEY).json(&json!({"id": id})).send().await.unwrap();
+    json_of(res).await
+}
+
+async fn listed(app: &TestApp) -> Vec<String> {
+    let (_, body) = json_of(app.get("/pipelines").await).await;
+    body["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn form(body: Value) -> Value {
+    json!({"body": body, "user": {"id": "u-1", "role": "user"}})
+}
+
+fn chat_body() -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn an_uploaded_filter_and_pipe_serve_until_deleted() {
+    let app = spawn_app_with(Options::default()).await.unwrap();
+    let (status, added) = upload(&app, "wat_filter.wasm", guests::filter("wat_filter", guests::ECHO)).await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["id"], "wat_filter");
+    assert_eq!(added["type"], "filter");
+    assert!(added["detail"].as_str().unwrap().contains("added from wat_filter.wasm"), "{added}");
+    assert!(listed(&app).await.contains(&"wat_filter".to_string()));
+
+    let (status, body) = json_of(app.post_json("/wat_filter/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!((status, body), (200, chat_body()));
+    let (status, body) = json_of(app.post_json("/wat_filter/filter/outlet", &form(chat_body())).await).await;
+    assert_eq!((status, body), (200, chat_body()));
+    let (_, spec) = json_of(app.get("/wat_filter/valves/spec").await).await;
+    assert_eq!(spec["properties"]["ALLOWED_HOSTS"]["type"], "array", "{spec}");
+    let (status, _) =
+        json_of(app.post_json("/wat_filter/valves/update", &json!({"ALLOWED_HOSTS": "api.example.com"})).await).await;
+    assert_eq!(status, 200);
+    assert!(app.valves_file("wat_filter").contains("api.example.com"));
+
+    let (status, added) = upload(&app, "ticker.wasm", guests::pipe("ticker", 3)).await;
+    assert_eq!(status, 200, "{added}");
+    let (_, models) = json_of(app.get("/v1/models").await).await;
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "ticker"), "{models}");
+    let (status, answer) = json_of(
+        app.post_json("/v1/chat/completions", &json!({"model": "ticker", "messages": [{"role": "user", "content": "go"}]}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "tickticktick");
+    let res = app
+        .post_json("/chat/completions", &json!({"model": "ticker", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .await;
+    let text = res.text().await.unwrap();
+    assert_eq!(text.matches("\"content\": \"tick\"").count(), 3, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("pipeline=\"ticker\",event=\"wasm_calls\""), "{metrics}");
+
+    // Uploading the same id again replaces it.
+    let (status, again) = upload(&app, "t.wasm", guests::pipe("ticker", 1)).await;
+    assert_eq!((status, again["detail"].as_str().unwrap().contains("replaced")), (200, true), "{again}");
+
+    let (status, deleted) = delete(&app, "wat_filter").await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["detail"], "Pipeline wat_filter deleted successfully");
+    assert!(!listed(&app).await.contains(&"wat_filter".to_string()));
+    let (status, _) = json_of(app.post_json("/wat_filter/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!(status, 404);
+    let (status, again) = delete(&app, "wat_filter").await;
+    assert_eq!(status, 404, "{again}");
+}
+
+#[tokio::test]
+async fn what_is_no_pipeline_is_refused_with_the_reason() {
+    let app = spawn_app_with(Options { componentize_py: Some(String::new()), ..Default::default() }).await.unwrap();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("notes.txt", b"hello".to_vec(), 400, "neither a WebAssembly component"),
+        ("core.wasm", wat_bytes("(module)"), 400, "not a WebAssembly component"),
+        ("garbage.wasm", b"\0asm\x0d\0\x01\0junk".to_vec(), 400, "not a WebAssembly component"),
+        ("scripted_pipe.wasm", guests::filter("scripted_pipe", guests::ECHO), 409, "built-in pipeline"),
+        ("my_filter.py", b"class Pipeline: pass\n".to_vec(), 400, "cannot build Python pipelines"),
+        ("../evil name.py", b"x = 1\n".to_vec(), 400, "may use only letters"),
+        (
+            "sneaky.wasm",
+            guests::component(
+                &guests::core(r#"{"id":"sneaky","kind":"filter"}"#, guests::ECHO, r#"(import "evil:host/shell" "run" (func))"#),
+                Some("package evil:host;\ninterface shell { run: func(); }\nworld bad { import shell; export sluice:pipeline/guest@0.1.0; }"),
+            ),
+            400,
+            "imports evil:host/shell",
+        ),
+    ];
+    for (name, bytes, status, says) in cases {
+        let (got, body) = upload(&app, name, bytes).await;
+        assert_eq!(got, status, "{name}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+    }
+    let too_big = vec![0u8; (sluice::config::Settings::default().wasm_component_mb << 20) + 1];
+    let (got, _) = upload(&app, "big.wasm", too_big).await;
+    assert_eq!(got, 413);
+    let res = app.client.post(app.url("/pipelines/upload")).bearer_auth(KEY).multipart(reqwest::multipart::Form::new().text("x", "y")).send().await.unwrap();
+    assert_eq!(json_of(res).await.0, 422);
+
+    for (body, status, says) in [
+        (json!({"url": "http://127.0.0.1:1/f.wasm"}), 400, "https"),
+        (json!({"url": "https://user:pw@example.com/f.wasm"}), 400, "https URL with a host"),
+        (json!({"url": "not a url"}), 400, "https"),
+        (json!({"url": "https://127.0.0.1:1/f.wasm"}), 400, "could not connect"),
+        (json!({"url": 3}), 422, "url"),
+        (json!({}), 422, "url: field required"),
+    ] {
+        let (got, answer) = json_of(app.post_json("/pipelines/add", &body).await).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["detail"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    let (status, body) = delete(&app, "scripted_pipe").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(listed(&app).await.contains(&"scripted_pipe".to_string()));
+}
+
+fn wat_bytes(text: &str) -> Vec<u8> {
+    wat::parse_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn switched_off_the_routes_say_so() {
+    let app = spawn_app_with(Options { wasm: Some(false), ..Default::default() }).await.unwrap();
+    let (status, body) = upload(&app, "f.wasm", guests::filter("f", guests::ECHO)).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("wasm_pipelines = false"), "{body}");
+    let (status, _) = json_of(app.post_json("/pipelines/add", &json!({"url": "https://example.com/f.wasm"})).await).await;
+    assert_eq!(status, 501);
+    let (status, _) = delete(&app, "f").await;
+    assert_eq!(status, 501);
+    let (status, _) = delete(&app, "scripted_pipe").await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_what_was_added() {
+    let root = tempfile::tempdir().unwrap();
+    let options = || Options { root: Some(root.path().to_path_buf()), ..Default::default() };
+    let app = spawn_app_with(options()).await.unwrap();
+    assert_eq!(upload(&app, "kept.wasm", guests::filter("kept", guests::ECHO)).await.0, 200);
+    app.stop().await;
+    let app = spawn_app_with(options()).await.unwrap();
+    assert!(listed(&app).await.contains(&"kept".to_string()));
+    let (status, body) = json_of(app.post_json("/kept/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!((status, body), (200, chat_body()));
+    assert_eq!(delete(&app, "kept").await.0, 200);
+    app.stop().await;
+    let app = spawn_app_with(options()).await.unwrap();
+    assert!(!listed(&app).await.contains(&"kept".to_string()));
+}
+
+#[tokio::test]
+async fn a_replica_serves_what_another_added_and_drops_what_it_removed() {
+    let Some(url) = pg_database().await else { return };
+    let replica = || spawn_app_with(Options { store_url: Some(url.clone()), ..Default::default() });
+    let (a, b) = (replica().await.unwrap(), replica().await.unwrap());
+    assert_eq!(upload(&a, "shared.wasm", guests::filter("shared", guests::ECHO)).await.0, 200);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = json_of(b.post_json("/shared/filter/inlet", &form(chat_body())).await).await;
+        if status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the other replica did not load it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delete(&a, "shared").await.0, 200);
+    let started = std::time::Instant::now();
+    while listed(&b).await.contains(&"shared".to_string()) {
+        assert!(started.elapsed() < Duration::from_secs(5), "the other replica kept it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
