@@ -23,6 +23,9 @@ COPY benches benches
 COPY tests/api/main.rs tests/api/main.rs
 COPY tests/load/main.rs tests/load/main.rs
 COPY scripts/build-release.sh scripts/build-release.sh
+# The WebAssembly pipeline interface and the Python kit are compiled into the binary.
+COPY wit wit
+COPY guests/python/kit guests/python/kit
 COPY src src
 # The commit's time, for a reproducible build: --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
 ARG SOURCE_DATE_EPOCH=0

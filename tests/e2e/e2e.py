@@ -19,6 +19,7 @@ import pathlib
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -881,6 +882,79 @@ async def wrong_key_shows_no_pipelines_and_sluice_says_why(c):
     assert len(listed["data"]) == 1, listed
 
 
+async def relayed_chat(request: web.Request):
+    """An OpenAI-compatible chat completions stream, for the WebAssembly pipe that relays one."""
+    await request.json()
+    chunks = [{"choices": [{"index": 0, "delta": {"content": word}}]} for word in ("relayed ", "through ", "wasi:http")]
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return web.Response(body=body.encode(), headers={"content-type": "text/event-stream"})
+
+
+def self_signed(work: pathlib.Path):
+    """A certificate for 127.0.0.1 and its key: the https server pipelines are added from."""
+    cert, key = work / "served-cert.pem", work / "served-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def upload_through_open_webui(c, path: pathlib.Path):
+    """Open WebUI's "Upload pipeline": a multipart form with the file and the connection index."""
+    form = aiohttp.FormData()
+    form.add_field("urlIdx", "0")
+    form.add_field("file", path.read_bytes(), filename=path.name, content_type="text/x-python")
+    async with c.http.post(c.owui.base + "/api/v1/pipelines/upload", data=form, headers=c.owui.headers()) as r:
+        return r.status, await r.text()
+
+
+@scenario
+async def a_pipeline_added_through_open_webui_runs_sandboxed(c):
+    """A component built from the Python kit's filter, added by https URL ("Install from GitHub
+    URL"); the kit's pipe uploaded as a .py file (built by sluice with componentize-py); both
+    used in chats; the pipe's HTTP refused until the admin allows the host; both deleted."""
+    wasm = c.served / "word_filter.wasm"
+    env = {**os.environ, "COMPONENTIZE_PY": c.componentize_py}
+    subprocess.run([str(ROOT / "guests/python/build.sh"), str(ROOT / "guests/python/examples/word_filter.py"), str(wasm)],
+                   env=env, check=True, capture_output=True)
+    url = f"https://127.0.0.1:{c.https_port}/word_filter.wasm"
+    _, added = await c.owui.call("POST", "/api/v1/pipelines/add", {"url": url, "urlIdx": 0}, expect=200)
+    c.show("added", added)
+    _, pipelines = await c.owui.call("GET", "/api/v1/pipelines/?urlIdx=0", expect=200)
+    assert {"id": "word_filter", "type": "filter"}.items() <= {
+        k: v for p in pipelines["data"] if p["id"] == "word_filter" for k, v in p.items()}.items(), pipelines
+    await c.owui.call("GET", "/api/models", expect=200)
+    message, error = await chat_error(c, "please say the forbidden word")
+    assert "blocked word" in error, message
+    _, _, _, fine, _ = await c.owui.ui_chat("openai_responses.gpt-4.1", "an innocent question")
+    assert not fine.get("error") and answer_text(fine), fine
+
+    status, text = await upload_through_open_webui(c, ROOT / "guests/python/examples/echo_pipe.py")
+    assert status == 200, (status, text)
+    _, models = await c.owui.call("GET", "/api/models", expect=200)
+    assert "echo_pipe" in [m["id"] for m in models["data"]], models
+    _, _, _, echoed, _ = await c.owui.ui_chat("echo_pipe", "hello from the sandbox")
+    assert answer_text(echoed).strip() == "hello from the sandbox", echoed
+
+    # Its HTTP goes nowhere until the admin lists the host in ALLOWED_HOSTS.
+    _, values = await c.owui.call("GET", "/api/v1/pipelines/echo_pipe/valves?urlIdx=0", expect=200)
+    update = {**values, "UPSTREAM_URL": c.relay_url}
+    await c.owui.call("POST", "/api/v1/pipelines/echo_pipe/valves/update?urlIdx=0", update, expect=200)
+    _, _, _, refused, _ = await c.owui.ui_chat("echo_pipe", "relay this")
+    assert "HttpRequestDenied" in json.dumps(refused.get("error") or refused.get("content")), refused
+    assert "outbound HTTP refused" in c.sluice.text()
+    host = c.relay_url.split("/")[2]
+    await c.owui.call("POST", "/api/v1/pipelines/echo_pipe/valves/update?urlIdx=0",
+                      {**update, "ALLOWED_HOSTS": [host]}, expect=200)
+    _, _, _, relayed, _ = await c.owui.ui_chat("echo_pipe", "relay this")
+    assert answer_text(relayed) == "relayed through wasi:http", relayed
+
+    for pipeline_id in ("word_filter", "echo_pipe"):
+        await c.owui.call("DELETE", "/api/v1/pipelines/delete", {"id": pipeline_id, "urlIdx": 0}, expect=200)
+    _, pipelines = await c.owui.call("GET", "/api/v1/pipelines/?urlIdx=0", expect=200)
+    assert not {"word_filter", "echo_pipe"} & {p["id"] for p in pipelines["data"]}, pipelines
+
+
 async def main(args) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
     procs = []
@@ -895,6 +969,8 @@ async def main(args) -> int:
         openai_port, openpipe_port, sluice_port, owui_port = free_port(), free_port(), free_port(), free_port()
         oa = web.Application(client_max_size=64 << 20)
         oa.router.add_post("/v1/responses", c.openai.responses)
+        oa.router.add_post("/relay/v1/chat/completions", relayed_chat)
+        c.relay_url = f"http://127.0.0.1:{openai_port}/relay/v1"
         runners.append(await serve(oa, openai_port))
         op = web.Application(client_max_size=64 << 20)
         op.router.add_post("/api/v1/report", c.openpipe.report)
@@ -902,6 +978,19 @@ async def main(args) -> int:
         op.router.add_post("/api/v1/datasets", c.openpipe.create_dataset)
         op.router.add_post("/api/v1/datasets/{id}/entries", c.openpipe.add_entries)
         runners.append(await serve(op, openpipe_port))
+
+        # Where pipelines are added from: https with a certificate sluice is told to trust.
+        cert, key = self_signed(work)
+        c.served, c.https_port, c.componentize_py = work / "served", free_port(), args.componentize_py
+        c.served.mkdir()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(str(cert), str(key))
+        files = web.Application()
+        files.router.add_static("/", c.served)
+        files_runner = web.AppRunner(files, access_log=None)
+        await files_runner.setup()
+        await web.TCPSite(files_runner, "127.0.0.1", c.https_port, ssl_context=tls).start()
+        runners.append(files_runner)
 
         (work / "valves").mkdir()
         (work / "sluice-data").mkdir()
@@ -917,6 +1006,7 @@ async def main(args) -> int:
             "SLUICE_VALVES__OPENAI_RESPONSES__REASONING_SUMMARY": "auto",
             "SLUICE_VALVES__OPENAI_RESPONSES__PERSIST_REASONING_TOKENS": "conversation",
             "OPENPIPE_API_KEY": OPENPIPE_KEY, "OPENPIPE_BASE_URL": f"http://127.0.0.1:{openpipe_port}/api/v1",
+            "SLUICE_WASM_FETCH_CA_FILE": str(cert), "SLUICE_COMPONENTIZE_PY": args.componentize_py,
             # Reported turns are kept, so a chat can be added to a dataset afterwards.
             "SLUICE_VALVES__OPENPIPE_REPORTING__DATASET_TURNS_KEEP_DAYS": "7",
             # What an operator of Open WebUI before 0.10 sets (README, supported versions): API
@@ -991,6 +1081,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sluice", required=True)
     parser.add_argument("--open-webui", required=True)
+    parser.add_argument("--componentize-py", required=True, help="builds the Python pipelines of the WebAssembly scenario")
     parser.add_argument("--only", default="")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--keep-logs", action="store_true")

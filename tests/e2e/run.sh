@@ -29,7 +29,8 @@ trap 'rm -f "$log"' EXIT
 status=0
 for version in $VERSIONS; do
   venv=$(E2E_OPEN_WEBUI_VERSION=$version tests/e2e/venv.sh)
-  "$venv/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$venv/bin/open-webui" "$@" \
+  "$venv/bin/python" tests/e2e/e2e.py --sluice "$sluice" --open-webui "$venv/bin/open-webui" \
+    --componentize-py "$VENV/bin/componentize-py" "$@" \
     | tee -a "$log" || status=1
 done
 clients_args=()

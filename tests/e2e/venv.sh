@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python environment of the end-to-end suites, made once and reused: Open WebUI 0.12.4
-# (which brings the openai package), LiteLLM, LangChain and podman-compose, the latter three
+# (which brings the openai package), LiteLLM, LangChain, podman-compose and componentize-py (which
+# builds the Python pipelines of the WebAssembly scenarios), the latter four
 # constrained to what Open WebUI installed so they change none of it. Prints its path.
 #
 # Cached under ${E2E_OPEN_WEBUI_CACHE:-~/.cache/sluice-e2e}/venv-<version> (about 4 GB and a
@@ -13,7 +14,7 @@ OWUI_VERSION=${E2E_OPEN_WEBUI_VERSION:-0.12.4}
 CACHE=${E2E_OPEN_WEBUI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-e2e}
 VENV=$CACHE/venv-$OWUI_VERSION
 WANT="open-webui==$OWUI_VERSION"
-CLIENTS="litellm==1.97.0 langchain-openai==1.3.3 podman-compose==1.6.0"
+CLIENTS="litellm==1.97.0 langchain-openai==1.3.3 podman-compose==1.6.0 componentize-py==0.25.1"
 
 python=""
 for candidate in "${E2E_PYTHON:-}" python3.11 python3; do
