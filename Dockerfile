@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # sluice as one static binary in an empty image: no shell, no libc, no package manager; CA
 # certificates for outbound TLS, a numeric non-root user, the valves and data directories as
-# volumes. About 20 MB (README, Container).
+# volumes. About 39 MB, half of it the WebAssembly runtime (README, Container).
 #
 #   docker build -t sluice .                              builds sluice in a Rust stage
 #   docker build --build-arg BINARY=prebuilt -t sluice .  takes a binary built already, from

@@ -55,6 +55,7 @@ impl Pipeline for BenchPipe {
 
 mod many_answers;
 mod raw_http;
+mod wasm;
 mod wrk;
 
 use raw_http::{start_canned_server, start_floor, start_mock_upstream, MOCK_DELTAS};
@@ -246,6 +247,9 @@ async fn drive() {
         many_answers::long_streams(port, child.id(), n).await;
     }
     println!("bench=rss_after_long_streams kb={}", rss_kb(child.id()));
+    if wants("wasm") {
+        wasm::group().await;
+    }
     // BENCH_PACED=1000,5000: other numbers of concurrent paced answers.
     let paced: Vec<usize> = std::env::var("BENCH_PACED")
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())

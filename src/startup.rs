@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_key, ApiKey};
 use crate::body::BodyConfig;
+use crate::components::{self, Components, Sources};
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::components::{self, Components, Sources};
 use crate::registry::{LiveRegistry, Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;

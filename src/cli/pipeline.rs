@@ -48,7 +48,9 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
 }
 
 async fn act(settings: &Settings, action: Action) -> Result<(), String> {
-    let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default()).await.map_err(|e| e.to_string())?;
+    let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let store = stores.kv.as_ref();
     let builtin: Vec<String> = registry::builtin().iter().map(|p| p.id().to_string()).collect();
     match action {
@@ -58,7 +60,12 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 println!("no WebAssembly pipelines added");
             }
             for (id, entry) in &index.components {
-                println!("{id}\tsha256:{}\t{}\tadded at {} (Unix ms)", &entry.sha256[..12.min(entry.sha256.len())], entry.source, entry.added_at_ms);
+                println!(
+                    "{id}\tsha256:{}\t{}\tadded at {} (Unix ms)",
+                    &entry.sha256[..12.min(entry.sha256.len())],
+                    entry.source,
+                    entry.added_at_ms
+                );
             }
             Ok(())
         }
@@ -82,8 +89,9 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 Some(id) => python::build(&settings.componentize_py, id, &bytes).await.map_err(|e| e.to_string())?,
                 None => bytes,
             };
-            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&settings.data_dir.join("wasm-cache")))
-                .map_err(|e| e.to_string())?;
+            let runtime =
+                sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&settings.data_dir.join("wasm-cache")))
+                    .map_err(|e| e.to_string())?;
             let pipeline = sluice_wasm::load(&runtime, bytes.clone()).await.map_err(|e| format!("{file}: {e}"))?;
             let id = pipeline.id().to_string();
             if builtin.contains(&id) {

@@ -29,7 +29,9 @@ pub enum FetchError {
 /// Python reference does, so the links people paste work.
 pub fn raw_github(url: &str) -> String {
     match url.strip_prefix("https://github.com/").and_then(|rest| rest.split_once("/blob/")) {
-        Some((repo, path)) if repo.matches('/').count() == 1 => format!("https://raw.githubusercontent.com/{repo}/{path}"),
+        Some((repo, path)) if repo.matches('/').count() == 1 => {
+            format!("https://raw.githubusercontent.com/{repo}/{path}")
+        }
         _ => url.to_string(),
     }
 }
@@ -62,7 +64,11 @@ impl Fetcher {
 
     pub async fn get(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
-        if parsed.scheme() != "https" || parsed.host().is_none() || !parsed.username().is_empty() || parsed.password().is_some() {
+        if parsed.scheme() != "https"
+            || parsed.host().is_none()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+        {
             return Err(FetchError::BadUrl(url.to_string()));
         }
         let work = async {
@@ -92,7 +98,13 @@ impl Fetcher {
 fn without_url(e: &reqwest::Error) -> String {
     let mut text = String::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    text.push_str(if e.is_connect() { "could not connect" } else if e.is_redirect() { "too many or non-https redirects" } else { "request failed" });
+    text.push_str(if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "too many or non-https redirects"
+    } else {
+        "request failed"
+    });
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

@@ -33,13 +33,21 @@ pub struct Entry {
 pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
     match store.get(NAMESPACE, INDEX).await? {
         None => Ok(Index::default()),
-        Some(value) => serde_json::from_value(value).map_err(|e| StoreError::new(format!("the components index is damaged: {e}"))),
+        Some(value) => {
+            serde_json::from_value(value).map_err(|e| StoreError::new(format!("the components index is damaged: {e}")))
+        }
     }
 }
 
 /// Stores `bytes` as the component of `id`: the new index version and the entry it replaced.
 /// With the server running, each replica loads it within a second.
-pub async fn insert(store: &dyn KvStore, id: &str, bytes: &[u8], sha256: &str, source: String) -> Result<(u64, Option<Entry>), StoreError> {
+pub async fn insert(
+    store: &dyn KvStore,
+    id: &str,
+    bytes: &[u8],
+    sha256: &str,
+    source: String,
+) -> Result<(u64, Option<Entry>), StoreError> {
     let mut index = read(store).await?;
     put_bytes(store, sha256, bytes).await?;
     let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms() };

@@ -109,7 +109,12 @@ impl Components {
             return Err(ComponentError::BuiltIn(id));
         }
         let sha256 = pipeline.sha256().to_string();
-        let added = Added { id: id.clone(), name: pipeline.name().to_string(), kind: pipeline.kind().as_str(), replaced: false };
+        let added = Added {
+            id: id.clone(),
+            name: pipeline.name().to_string(),
+            kind: pipeline.kind().as_str(),
+            replaced: false,
+        };
         let module = self.start(pipeline).await?;
         let (version, old) = index::insert(self.store.as_ref(), &id, &bytes, &sha256, source).await?;
         self.go_live(module, &sha256).await;
@@ -179,7 +184,8 @@ impl Components {
     }
 
     async fn load_stored(&self, id: &str, sha256: &str) -> Result<Module, ComponentError> {
-        let bytes = index::bytes(self.store.as_ref(), sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
+        let bytes =
+            index::bytes(self.store.as_ref(), sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
         let pipeline = sluice_wasm::load(&self.runtime, bytes).await?;
         self.start(pipeline).await
     }
@@ -256,7 +262,9 @@ pub async fn load_all(
                 loaded.push((id.clone(), entry.sha256.clone()));
                 pipelines.push(Arc::new(pipeline));
             }
-            Ok(pipeline) => tracing::error!(pipeline = %id, says = pipeline.id(), "stored component now has another id; left out"),
+            Ok(pipeline) => {
+                tracing::error!(pipeline = %id, says = pipeline.id(), "stored component now has another id; left out")
+            }
             Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded; left out"),
         }
     }

@@ -124,7 +124,8 @@ pub async fn upload(
     let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
     let max = components.runtime().limits().component_bytes;
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| ApiError::BadRequest(format!("the upload is no valid multipart form: {e}")))?;
+        let mut field =
+            field.map_err(|e| ApiError::BadRequest(format!("the upload is no valid multipart form: {e}")))?;
         if field.name() != Some("file") {
             while let Some(chunk) = field.next().await {
                 chunk.map_err(|e| ApiError::BadRequest(format!("the upload broke off: {e}")))?;

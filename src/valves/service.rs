@@ -62,8 +62,11 @@ impl ValvesService {
 
     /// The module with valves behind `id` (a connection prefix tolerated).
     pub fn module(&self, id: &str) -> Result<Arc<Module>, ValvesError> {
-        let module =
-            self.registry.load().module_lenient_shared(id).ok_or_else(|| ValvesError::PipelineNotFound(id.to_string()))?;
+        let module = self
+            .registry
+            .load()
+            .module_lenient_shared(id)
+            .ok_or_else(|| ValvesError::PipelineNotFound(id.to_string()))?;
         if module.valves.is_none() {
             return Err(ValvesError::NoValves(id.to_string()));
         }

@@ -73,4 +73,3 @@ async fn pipelines_lists_modules() {
         ]})
     );
 }
-

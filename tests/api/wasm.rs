@@ -11,14 +11,18 @@ use crate::helpers::{json_of, spawn_app_with, Options, TestApp, KEY};
 use crate::store_contract::pg_database;
 
 async fn upload(app: &TestApp, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()).mime_str("application/octet-stream").unwrap();
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_string())
+        .mime_str("application/octet-stream")
+        .unwrap();
     let form = reqwest::multipart::Form::new().text("urlIdx", "0").part("file", part);
     let res = app.client.post(app.url("/pipelines/upload")).bearer_auth(KEY).multipart(form).send().await.unwrap();
     json_of(res).await
 }
 
 async fn delete(app: &TestApp, id: &str) -> (u16, Value) {
-    let res = app.client.delete(app.url("/pipelines/delete")).bearer_auth(KEY).json(&json!({"id": id})).send().await.unwrap();
+    let res =
+        app.client.delete(app.url("/pipelines/delete")).bearer_auth(KEY).json(&json!({"id": id})).send().await.unwrap();
     json_of(res).await
 }
 
@@ -61,14 +65,20 @@ async fn an_uploaded_filter_and_pipe_serve_until_deleted() {
     let (_, models) = json_of(app.get("/v1/models").await).await;
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "ticker"), "{models}");
     let (status, answer) = json_of(
-        app.post_json("/v1/chat/completions", &json!({"model": "ticker", "messages": [{"role": "user", "content": "go"}]}))
-            .await,
+        app.post_json(
+            "/v1/chat/completions",
+            &json!({"model": "ticker", "messages": [{"role": "user", "content": "go"}]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], "tickticktick");
     let res = app
-        .post_json("/chat/completions", &json!({"model": "ticker", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .post_json(
+            "/chat/completions",
+            &json!({"model": "ticker", "stream": true, "messages": [{"role": "user", "content": "go"}]}),
+        )
         .await;
     let text = res.text().await.unwrap();
     assert_eq!(text.matches("\"content\": \"tick\"").count(), 3, "{text}");
@@ -119,7 +129,14 @@ async fn what_is_no_pipeline_is_refused_with_the_reason() {
     let too_big = vec![0u8; (sluice::config::Settings::default().wasm_component_mb << 20) + 1];
     let (got, _) = upload(&app, "big.wasm", too_big).await;
     assert_eq!(got, 413);
-    let res = app.client.post(app.url("/pipelines/upload")).bearer_auth(KEY).multipart(reqwest::multipart::Form::new().text("x", "y")).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/pipelines/upload"))
+        .bearer_auth(KEY)
+        .multipart(reqwest::multipart::Form::new().text("x", "y"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_of(res).await.0, 422);
 
     for (body, status, says) in [
@@ -149,7 +166,8 @@ async fn switched_off_the_routes_say_so() {
     let (status, body) = upload(&app, "f.wasm", guests::filter("f", guests::ECHO)).await;
     assert_eq!(status, 501, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("wasm_pipelines = false"), "{body}");
-    let (status, _) = json_of(app.post_json("/pipelines/add", &json!({"url": "https://example.com/f.wasm"})).await).await;
+    let (status, _) =
+        json_of(app.post_json("/pipelines/add", &json!({"url": "https://example.com/f.wasm"})).await).await;
     assert_eq!(status, 501);
     let (status, _) = delete(&app, "f").await;
     assert_eq!(status, 501);

@@ -134,7 +134,8 @@ async def the_image_is_one_static_binary_run_by_a_numeric_user(c):
     size = int(inspect["Size"])
     c.image_size = size
     print(f"    image size: {size / 1e6:.1f} MB", flush=True)
-    assert size < 25_000_000, f"{size} bytes"
+    # About half is the WebAssembly runtime (wasmtime with its Cranelift compiler).
+    assert size < 45_000_000, f"{size} bytes"
     shell = podman("run", "--rm", *LIMITS, "--entrypoint", "/bin/sh", c.image, "-c", "true", check=False)
     assert shell.returncode != 0, "the image has a shell"
 
@@ -223,6 +224,37 @@ async def a_valves_update_survives_a_restart(c):
         async with s.get(c.main.url + "/openpipe_reporting/valves") as r:
             assert r.status == 200, f"the key changed across the restart: {r.status}"
             assert (await r.json())["TIMEOUT_SECONDS"] == 21
+
+
+@scenario
+async def a_webassembly_pipeline_runs_in_the_image(c):
+    """A component built from the Python kit, uploaded to the running image, is compiled there
+    (cached in the data volume) and answers its inlet; a .py file is refused with how to build
+    it elsewhere, since the image carries no componentize-py."""
+    wasm = c.work / "word_filter.wasm"
+    compiler = pathlib.Path(sys.executable).parent / "componentize-py"
+    subprocess.run([str(ROOT / "guests/python/build.sh"), str(ROOT / "guests/python/examples/word_filter.py"), str(wasm)],
+                   env={**os.environ, "COMPONENTIZE_PY": str(compiler)}, check=True, capture_output=True)
+    headers = {"Authorization": f"Bearer {c.key}"}
+    timeout = aiohttp.ClientTimeout(total=180)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as s:
+        for name, data, status, says in [
+            ("word_filter.wasm", wasm.read_bytes(), 200, "added from word_filter.wasm"),
+            ("word_filter.py", (ROOT / "guests/python/examples/word_filter.py").read_bytes(), 400, "componentize-py"),
+        ]:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename=name, content_type="application/octet-stream")
+            async with s.post(c.main.url + "/pipelines/upload", data=form) as r:
+                text = await r.text()
+                assert r.status == status and says in text, (name, r.status, text, c.main.logs()[-1500:])
+        body = {"model": "m", "messages": [{"role": "user", "content": "a forbidden thing"}]}
+        async with s.post(c.main.url + "/word_filter/filter/inlet", json={"body": body, "user": None}) as r:
+            assert r.status == 400 and "blocked word" in await r.text(), (r.status, await r.text())
+        body["messages"][0]["content"] = "fine"
+        async with s.post(c.main.url + "/word_filter/filter/inlet", json={"body": body, "user": None}) as r:
+            assert r.status == 200 and (await r.json())["metadata"]["word_filter"] == "checked", await r.text()
+        async with s.delete(c.main.url + "/pipelines/delete", json={"id": "word_filter"}) as r:
+            assert r.status == 200, await r.text()
 
 
 @scenario

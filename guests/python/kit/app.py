@@ -20,8 +20,10 @@ class Rejected(Exception):
 
 
 def _error(e):
-    if isinstance(e, Err):
+    if isinstance(e, Err) and isinstance(e.value, t.Error):
         return e
+    if isinstance(e, Err):  # a host call's own error the pipeline did not catch
+        return Err(t.Error(t.ErrorKind.INTERNAL, f"{type(e.value).__name__}: {e.value}"))
     kind = t.ErrorKind.BAD_REQUEST if isinstance(e, (ValueError, KeyError, TypeError)) else t.ErrorKind.INTERNAL
     if type(e).__name__ == "Rejected":
         kind = t.ErrorKind.REJECTED

@@ -153,17 +153,23 @@ def _send(method, url, headers, body):
         future = outgoing_handler.handle(request, None)
     except Err as e:
         raise HttpError(f"{method} {url}: {e.value}")
-    if body:
-        data = body.encode() if isinstance(body, str) else body
-        out = outgoing.write()
-        for i in range(0, len(data), 4096):
-            out.blocking_write_and_flush(data[i:i + 4096])
-        out.__exit__(None, None, None)
-    http.OutgoingBody.finish(outgoing, None)
+    try:
+        if body:
+            data = body.encode() if isinstance(body, str) else body
+            out = outgoing.write()
+            for i in range(0, len(data), 4096):
+                out.blocking_write_and_flush(data[i:i + 4096])
+            out.__exit__(None, None, None)
+        http.OutgoingBody.finish(outgoing, None)
+    except Err:
+        pass  # the request failed before its body went out: the answer below says why
     future.subscribe().block()
+    # option<result<result<response, error-code>>>: Ok(Ok(response)), Ok(Err(code)), Err(None).
     result = future.get()
-    if result is None or isinstance(result.value, Err) or isinstance(result.value.value, Err):
+    if result is None or isinstance(result, Err):
         raise HttpError(f"{method} {url}: no answer")
+    if isinstance(result.value, Err):
+        raise HttpError(f"{method} {url}: {type(result.value.value).__name__.removeprefix('ErrorCode_')}")
     return result.value.value
 
 

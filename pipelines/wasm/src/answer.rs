@@ -75,7 +75,10 @@ async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
     };
     let size = event_size(&event);
     if size > live.budget {
-        let error = PipelineError::new(ErrorKind::Internal, format!("pipeline {} sent more text than an answer may hold", live.call.store.data().pipeline));
+        let error = PipelineError::new(
+            ErrorKind::Internal,
+            format!("pipeline {} sent more text than an answer may hold", live.call.store.data().pipeline),
+        );
         return Some((PipeEvent::Error(error), None));
     }
     live.budget -= size;
@@ -88,7 +91,9 @@ async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
 fn event_size(event: &Event) -> usize {
     match event {
         Event::Text(s) | Event::Reasoning(s) | Event::Source(s) | Event::Usage(s) => s.len(),
-        Event::ToolCall(t) => t.arguments.len() + t.name.as_ref().map_or(0, String::len) + t.id.as_ref().map_or(0, String::len),
+        Event::ToolCall(t) => {
+            t.arguments.len() + t.name.as_ref().map_or(0, String::len) + t.id.as_ref().map_or(0, String::len)
+        }
         Event::Status(s) => s.description.len(),
         Event::Notification((a, b)) => a.len() + b.len(),
         Event::Finish(_) => 0,
@@ -97,11 +102,18 @@ fn event_size(event: &Event) -> usize {
 }
 
 fn convert(event: Event) -> PipeEvent {
-    let bad_json = |what: &str| PipeEvent::Error(PipelineError::new(ErrorKind::Internal, format!("the pipeline sent a {what} that is no JSON object")));
+    let bad_json = |what: &str| {
+        PipeEvent::Error(PipelineError::new(
+            ErrorKind::Internal,
+            format!("the pipeline sent a {what} that is no JSON object"),
+        ))
+    };
     match event {
         Event::Text(text) => PipeEvent::Text(text),
         Event::Reasoning(text) => PipeEvent::Reasoning(text),
-        Event::ToolCall(t) => PipeEvent::ToolCall(ToolCallDelta { index: t.index, id: t.id, name: t.name, arguments: t.arguments }),
+        Event::ToolCall(t) => {
+            PipeEvent::ToolCall(ToolCallDelta { index: t.index, id: t.id, name: t.name, arguments: t.arguments })
+        }
         Event::Status(s) => PipeEvent::Status(Status::new(s.description, s.done)),
         Event::Source(json) => match serde_json::from_str::<Value>(&json) {
             Ok(value @ Value::Object(_)) => PipeEvent::Source(value),

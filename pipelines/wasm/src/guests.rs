@@ -1,7 +1,7 @@
 //! Guests written in WebAssembly text against wit/pipeline.wit and built into components here
 //! (wit-component): what the tests and the benchmark run where no guest toolchain exists
 //! (no `wasm32` Rust target on the build machines), and how a test builds a guest that
-//! misbehaves on purpose. Behind the `guests` feature; never in the server.
+//! misbehaves on purpose. Behind the `guests` feature; the server never calls it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -96,4 +96,3 @@ pub fn filter(id: &str, inlet: &str) -> Vec<u8> {
 pub fn pipe(id: &str, ticks: u32) -> Vec<u8> {
     component(&core_with(&format!(r#"{{"id":"{id}","name":"Ticker","kind":"pipe"}}"#), ECHO, "", ticks), None)
 }
-

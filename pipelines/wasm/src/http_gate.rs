@@ -62,7 +62,11 @@ impl WasiHttpHooks for HttpGate {
             self.allows(host, port)
         });
         if !allowed {
-            tracing::warn!(pipeline = &*self.pipeline, host = uri.host().unwrap_or(""), "outbound HTTP refused: host not in ALLOWED_HOSTS");
+            tracing::warn!(
+                pipeline = &*self.pipeline,
+                host = uri.host().unwrap_or(""),
+                "outbound HTTP refused: host not in ALLOWED_HOSTS"
+            );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         drop(fut);

@@ -4,10 +4,10 @@
 //! of sluice's store. See docs/wasm-pipelines.md.
 
 mod answer;
-#[cfg(feature = "guests")]
-pub mod guests;
 mod bindings;
 mod check;
+#[cfg(feature = "guests")]
+pub mod guests;
 mod host;
 mod http_gate;
 mod limits;

@@ -39,14 +39,18 @@ pub const ALLOWED_HOSTS: &str = "ALLOWED_HOSTS";
 
 impl Manifest {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let raw: Raw = serde_json::from_str(text).map_err(|e| format!("describe() returned no valid description: {e}"))?;
+        let raw: Raw =
+            serde_json::from_str(text).map_err(|e| format!("describe() returned no valid description: {e}"))?;
         let kind = match raw.kind.as_str() {
             "pipe" => PipelineKind::Pipe,
             "filter" => PipelineKind::Filter,
             "manifold" => PipelineKind::Manifold,
             other => return Err(format!("kind {other:?} is none of pipe, filter, manifold")),
         };
-        if raw.id.is_empty() || raw.id.len() > 64 || !raw.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if raw.id.is_empty()
+            || raw.id.len() > 64
+            || !raw.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(format!("id {:?} must have 1 to 64 letters, digits, '_' or '-'", raw.id));
         }
         if kind == PipelineKind::Manifold && raw.models.is_empty() {
@@ -87,7 +91,9 @@ impl Manifest {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("valve {name:?} must use only letters, digits and '_'"));
             }
-            let Some(property) = property.as_object() else { return Err(format!("valve {name} must be a schema object")) };
+            let Some(property) = property.as_object() else {
+                return Err(format!("valve {name} must be a schema object"));
+            };
             if !property.contains_key("default") {
                 return Err(format!("valve {name} has no default"));
             }

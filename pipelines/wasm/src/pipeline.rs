@@ -59,8 +59,20 @@ impl WasmPipeline {
             .and_then(Value::as_array)
             .map(|hosts| hosts.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
-        let own: Map<String, Value> = live.iter().filter(|(k, _)| *k != ALLOWED_HOSTS).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let own: Map<String, Value> =
+            live.iter().filter(|(k, _)| *k != ALLOWED_HOSTS).map(|(k, v)| (k.clone(), v.clone())).collect();
         (allowed, Value::Object(own).to_string())
+    }
+
+    /// One fresh instance and nothing else: what each call pays before the guest runs (for
+    /// the benchmark).
+    #[cfg(feature = "guests")]
+    pub async fn instantiate_only(&self) -> Result<(), PipelineError> {
+        let mut call = self.runtime.call(Arc::clone(&self.id), Vec::new(), None).await?;
+        let deadline = call.arm();
+        let store = &mut call.store;
+        let compiled = &self.compiled;
+        deadline.run(async { compiled.pre.instantiate_async(&mut *store).await.map(drop) }).await
     }
 
     fn counted<T>(&self, result: Result<T, PipelineError>) -> Result<T, PipelineError> {
@@ -94,7 +106,10 @@ impl WasmPipeline {
         self.runtime.check_output(&self.id, &answer)?;
         match serde_json::from_str::<Value>(&answer) {
             Ok(value @ Value::Object(_)) => Ok(value),
-            _ => Err(PipelineError::new(ErrorKind::Internal, format!("pipeline {} returned a body that is no JSON object", self.id))),
+            _ => Err(PipelineError::new(
+                ErrorKind::Internal,
+                format!("pipeline {} returned a body that is no JSON object", self.id),
+            )),
         }
     }
 }
@@ -127,7 +142,10 @@ impl Pipeline for WasmPipeline {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("wasm_calls", self.calls.load(Ordering::Relaxed)), ("wasm_failures", self.failures.load(Ordering::Relaxed))]
+        vec![
+            ("wasm_calls", self.calls.load(Ordering::Relaxed)),
+            ("wasm_failures", self.failures.load(Ordering::Relaxed)),
+        ]
     }
 
     async fn inlet(&self, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
@@ -146,7 +164,8 @@ impl Pipeline for WasmPipeline {
         }
         let (allowed, valves) = self.call_inputs();
         let call = self.runtime.call(Arc::clone(&self.id), allowed, self.kv.get().cloned()).await?;
-        let started = answer::start(call, Arc::clone(&self.compiled), &request, valves, self.runtime.limits().output_bytes).await;
+        let started =
+            answer::start(call, Arc::clone(&self.compiled), &request, valves, self.runtime.limits().output_bytes).await;
         self.counted(started)
     }
 }

@@ -92,7 +92,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(fail)?;
-        bindings::host::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s).map_err(fail)?;
+        bindings::host::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s)
+            .map_err(fail)?;
         bindings::types::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s)
             .map_err(fail)?;
         let weak = engine.weak();
@@ -162,7 +163,8 @@ impl Runtime {
             .await
             .map_err(|_| PipelineError::new(ErrorKind::Unavailable, "every WebAssembly instance is busy; try again"))?
             .map_err(|_| PipelineError::new(ErrorKind::Unavailable, "the WebAssembly runtime is stopping"))?;
-        let mut store = Store::new(&self.engine, GuestState::new(pipeline, self.limits.memory_bytes, allowed_hosts, kv));
+        let mut store =
+            Store::new(&self.engine, GuestState::new(pipeline, self.limits.memory_bytes, allowed_hosts, kv));
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         Ok(Call { store, _permit: permit, timeout: self.limits.call_timeout })
@@ -207,7 +209,10 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// Awaits a guest call; a trap, a timeout or an exhausted memory becomes an error that
     /// names the pipeline and what happened.
-    pub async fn run<T>(self, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, PipelineError> {
+    pub async fn run<T>(
+        self,
+        call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> Result<T, PipelineError> {
         // The epoch stops guest code; this stops a guest waiting on the host (a slow HTTP answer).
         match tokio::time::timeout(self.timeout + TICK * 2, call).await {
             Ok(Ok(value)) => Ok(value),
@@ -229,8 +234,14 @@ fn trap_error(pipeline: &str, error: &wasmtime::Error, timeout: Duration) -> Pip
     }
     let text = format!("{error:#}");
     if text.contains("growing memory") || text.contains("memory") && text.contains("limit") {
-        return PipelineError::new(ErrorKind::Internal, format!("pipeline {pipeline} exceeded its memory limit and was stopped"));
+        return PipelineError::new(
+            ErrorKind::Internal,
+            format!("pipeline {pipeline} exceeded its memory limit and was stopped"),
+        );
     }
-    let first = text.lines().next().unwrap_or("").chars().take(300).collect::<String>();
+    // The outermost context is wasmtime's "error while executing at wasm backtrace"; what
+    // happened is the root cause (a trap's name, a value that could not be lifted).
+    let cause = error.root_cause().to_string();
+    let first = cause.lines().next().unwrap_or("").chars().take(300).collect::<String>();
     PipelineError::new(ErrorKind::Internal, format!("pipeline {pipeline} failed: {first}"))
 }

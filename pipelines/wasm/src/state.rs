@@ -24,7 +24,12 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    pub fn new(pipeline: Arc<str>, memory_bytes: usize, allowed_hosts: Vec<String>, kv: Option<Arc<dyn KvStore>>) -> Self {
+    pub fn new(
+        pipeline: Arc<str>,
+        memory_bytes: usize,
+        allowed_hosts: Vec<String>,
+        kv: Option<Arc<dyn KvStore>>,
+    ) -> Self {
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_sdk::{ErrorKind, Pipeline};
 use sluice_wasm::guests::{component, core, filter, ECHO};
-use sluice_wasm::{LoadError, Limits, Runtime, WasmPipeline};
+use sluice_wasm::{Limits, LoadError, Runtime, WasmPipeline};
 
 fn runtime() -> Arc<Runtime> {
     let limits = Limits {
@@ -56,7 +56,12 @@ async fn hostile_guests_are_stopped_with_a_clear_error() {
     let good = load(&runtime, filter("good", ECHO)).await;
     let cases: &[(&str, &str, ErrorKind, &str)] = &[
         ("spin", "(loop $l (br $l)) unreachable", ErrorKind::Timeout, "longer than 1 s"),
-        ("hog", "(loop $l (drop (memory.grow (i32.const 256))) (br $l)) unreachable", ErrorKind::Internal, "memory limit"),
+        (
+            "hog",
+            "(loop $l (drop (memory.grow (i32.const 256))) (br $l)) unreachable",
+            ErrorKind::Internal,
+            "memory limit",
+        ),
         ("crash", "unreachable", ErrorKind::Internal, "failed"),
         (
             "flood",
@@ -122,10 +127,13 @@ async fn components_that_are_no_pipeline_are_refused_by_name() {
         Err(LoadError::Manifest(m)) => assert!(m.contains("\"a b\""), "{m}"),
         other => panic!("a bad id was accepted: {:?}", other.err()),
     }
-    let spin_describe = component(&core(r#"{"id":"x","kind":"filter"}"#, ECHO, "").replace(
-        "(func (export \"sluice:pipeline/guest@0.1.0#describe\") (result i32)",
-        "(func (export \"sluice:pipeline/guest@0.1.0#describe\") (result i32) (loop $l (br $l))",
-    ), None);
+    let spin_describe = component(
+        &core(r#"{"id":"x","kind":"filter"}"#, ECHO, "").replace(
+            "(func (export \"sluice:pipeline/guest@0.1.0#describe\") (result i32)",
+            "(func (export \"sluice:pipeline/guest@0.1.0#describe\") (result i32) (loop $l (br $l))",
+        ),
+        None,
+    );
     match sluice_wasm::load(&runtime, spin_describe).await {
         Err(LoadError::Describe(m)) => assert!(m.contains("longer than"), "{m}"),
         other => panic!("a describe that never returns was accepted: {:?}", other.err()),
