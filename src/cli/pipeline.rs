@@ -89,9 +89,11 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 Some(id) => python::build(&settings.componentize_py, id, &bytes).await.map_err(|e| e.to_string())?,
                 None => bytes,
             };
-            let runtime =
-                sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&settings.data_dir.join("wasm-cache")))
-                    .map_err(|e| e.to_string())?;
+            let runtime = sluice_wasm::Runtime::new(
+                settings.wasm_limits(),
+                Some(&crate::startup::wasm_cache(&settings.data_dir)),
+            )
+            .map_err(|e| e.to_string())?;
             let pipeline = sluice_wasm::load(&runtime, bytes.clone()).await.map_err(|e| format!("{file}: {e}"))?;
             let id = pipeline.id().to_string();
             if builtin.contains(&id) {

@@ -55,24 +55,6 @@ def podman(*args, check=True, timeout=120):
     return run
 
 
-def test_ca(work: pathlib.Path) -> ssl.SSLContext:
-    """A CA of this run and a certificate for openai.test signed by it."""
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=sluice test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=openai.test")
-    (work / "ext.cnf").write_text("subjectAltName=DNS:openai.test\nbasicConstraints=CA:FALSE\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    (work / "certs").mkdir()
-    shutil.copy(work / "ca.pem", work / "certs" / "ca.pem")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(work / "server.pem", work / "server.key")
-    return context
-
-
 class Ctx:
     pass
 
@@ -316,7 +298,7 @@ async def main(args) -> int:
     c.work, c.image, c.compose, c.pg_url = work, args.image, args.compose, os.environ.get("TEST_PG_URL", "")
     c.containers, c.volumes, results, runners = [], [], e2e.Results(), []
     try:
-        tls = test_ca(work)
+        tls = e2e.test_ca(work, "DNS:openai.test")
         c.openai = clients.MockOpenAI()
         c.openpipe = e2e.MockOpenPipe()
         c.openai_port, c.openpipe_port = e2e.free_port(), e2e.free_port()

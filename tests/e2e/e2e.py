@@ -890,13 +890,23 @@ async def relayed_chat(request: web.Request):
     return web.Response(body=body.encode(), headers={"content-type": "text/event-stream"})
 
 
-def self_signed(work: pathlib.Path):
-    """A certificate for 127.0.0.1 and its key: the https server pipelines are added from."""
-    cert, key = work / "served-cert.pem", work / "served-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
+def test_ca(work: pathlib.Path, name: str) -> ssl.SSLContext:
+    """A CA of this run (`work/certs/ca.pem`) and a server certificate for `name` (`DNS:host`
+    or `IP:address`) signed by it, as the context of a server that presents it."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=sluice test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=" + name.split(":", 1)[1])
+    (work / "ext.cnf").write_text(f"subjectAltName={name}\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    (work / "certs").mkdir()
+    shutil.copy(work / "ca.pem", work / "certs" / "ca.pem")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(work / "server.pem", work / "server.key")
+    return context
 
 
 async def upload_through_open_webui(c, path: pathlib.Path):
@@ -913,10 +923,8 @@ async def a_pipeline_added_through_open_webui_runs_sandboxed(c):
     """A component built from the Python kit's filter, added by https URL ("Install from GitHub
     URL"); the kit's pipe uploaded as a .py file (built by sluice with componentize-py); both
     used in chats; the pipe's HTTP refused until the admin allows the host; both deleted."""
-    wasm = c.served / "word_filter.wasm"
-    env = {**os.environ, "COMPONENTIZE_PY": c.componentize_py}
-    subprocess.run([str(ROOT / "guests/python/build.sh"), str(ROOT / "guests/python/examples/word_filter.py"), str(wasm)],
-                   env=env, check=True, capture_output=True)
+    _, failed = await asyncio.to_thread(c.building.communicate)
+    assert c.building.returncode == 0, failed.decode(errors="replace")[-1500:]
     url = f"https://127.0.0.1:{c.https_port}/word_filter.wasm"
     _, added = await c.owui.call("POST", "/api/v1/pipelines/add", {"url": url, "urlIdx": 0}, expect=200)
     c.show("added", added)
@@ -980,11 +988,15 @@ async def main(args) -> int:
         runners.append(await serve(op, openpipe_port))
 
         # Where pipelines are added from: https with a certificate sluice is told to trust.
-        cert, key = self_signed(work)
+        tls = test_ca(work, "IP:127.0.0.1")
+        cert = work / "certs" / "ca.pem"
         c.served, c.https_port, c.componentize_py = work / "served", free_port(), args.componentize_py
         c.served.mkdir()
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(str(cert), str(key))
+        # Built while Open WebUI starts: the kit's filter, as an author builds it.
+        c.building = subprocess.Popen(
+            [str(ROOT / "guests/python/build.sh"), str(ROOT / "guests/python/examples/word_filter.py"),
+             str(c.served / "word_filter.wasm")],
+            env={**os.environ, "COMPONENTIZE_PY": args.componentize_py}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         files = web.Application()
         files.router.add_static("/", c.served)
         files_runner = web.AppRunner(files, access_log=None)
