@@ -104,7 +104,11 @@ impl Application {
             pipelines.extend(added);
             let fetcher = components::fetch::Fetcher::new(settings.wasm_fetch_ca_file.as_deref())
                 .map_err(|e| StartupError::Wasm(e.to_string()))?;
-            let sources = Sources { fetcher, componentize_py: settings.componentize_py.clone() };
+            let sources = Sources {
+                fetcher,
+                componentize_py: settings.componentize_py.clone(),
+                builds: data_dir.join("builds"),
+            };
             Some((runtime, loaded, version, sources))
         } else {
             None

@@ -42,6 +42,8 @@ pub enum ComponentError {
 pub struct Sources {
     pub fetcher: fetch::Fetcher,
     pub componentize_py: String,
+    /// Where `.py` files are built (under the data directory).
+    pub builds: PathBuf,
 }
 
 /// What was added.

@@ -2,13 +2,15 @@
 //! when the server has it: the kit (guests/python/kit) and the interface (wit/) are compiled
 //! into this binary and laid out in a private temporary directory for each build.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 const KIT: &[(&str, &str)] = &[
     ("kit/app.py", include_str!("../../guests/python/kit/app.py")),
     ("kit/sluice_pipeline.py", include_str!("../../guests/python/kit/sluice_pipeline.py")),
+    ("kit/pydantic.py", include_str!("../../guests/python/kit/pydantic.py")),
+    ("kit/requests.py", include_str!("../../guests/python/kit/requests.py")),
     ("wit/pipeline.wit", include_str!("../../wit/pipeline.wit")),
     ("wit/deps/cli.wit", include_str!("../../wit/deps/cli.wit")),
     ("wit/deps/clocks.wit", include_str!("../../wit/deps/clocks.wit")),
@@ -43,8 +45,19 @@ pub enum BuildError {
     Io(String),
 }
 
-/// The component built from `source`, the pipeline `id` (its file name without `.py`).
-pub async fn build(compiler: &str, id: &str, source: &[u8]) -> Result<Vec<u8>, BuildError> {
+/// The program `compiler` names: a path, or a name looked up on `PATH`.
+fn find(compiler: &str) -> Option<PathBuf> {
+    if compiler.contains('/') {
+        return Path::new(compiler).is_file().then(|| PathBuf::from(compiler));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(compiler)).find(|candidate| candidate.is_file())
+}
+
+/// The component built from `source`, the pipeline `id` (its file name without `.py`), in a
+/// fresh directory under `builds` (in the data directory: private, and present in an image
+/// that has no /tmp).
+pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Result<Vec<u8>, BuildError> {
     if source.len() > MAX_SOURCE {
         return Err(BuildError::TooLarge);
     }
@@ -52,7 +65,11 @@ pub async fn build(compiler: &str, id: &str, source: &[u8]) -> Result<Vec<u8>, B
     if compiler.is_empty() {
         return Err(BuildError::NoCompiler("componentize_py is set to nothing".into(), id.into()));
     }
-    let work = tempfile::tempdir().map_err(|e| BuildError::Io(format!("a build directory: {e}")))?;
+    let Some(compiler) = find(compiler) else {
+        return Err(BuildError::NoCompiler(format!("{compiler} is not installed"), id.into()));
+    };
+    std::fs::create_dir_all(builds).map_err(|e| BuildError::Io(format!("{}: {e}", builds.display())))?;
+    let work = tempfile::tempdir_in(builds).map_err(|e| BuildError::Io(format!("a build directory: {e}")))?;
     let io = |e: std::io::Error| BuildError::Io(format!("the build directory: {e}"));
     for (path, text) in KIT {
         let path = work.path().join(path);
@@ -66,7 +83,7 @@ pub async fn build(compiler: &str, id: &str, source: &[u8]) -> Result<Vec<u8>, B
     std::fs::write(user.join("user_pipeline.py"), source).map_err(io)?;
     std::fs::write(user.join("sluice_build.py"), format!("ID = {}\n", serde_json::Value::from(id))).map_err(io)?;
     let out = work.path().join("out.wasm");
-    let child = tokio::process::Command::new(compiler)
+    let child = tokio::process::Command::new(&compiler)
         .current_dir(work.path())
         .args(["-d", "wit", "-w", "pipeline", "componentize", "app", "-p", "kit", "-p", "user", "-o"])
         .arg(&out)
@@ -75,7 +92,7 @@ pub async fn build(compiler: &str, id: &str, source: &[u8]) -> Result<Vec<u8>, B
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| BuildError::NoCompiler(format!("{compiler}: {e}"), id.into()))?;
+        .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", compiler.display()), id.into()))?;
     let done = tokio::time::timeout(BUILD_TIMEOUT, child.wait_with_output()).await.map_err(|_| BuildError::Timeout)?;
     let output = done.map_err(|e| BuildError::Failed(e.to_string()))?;
     if !output.status.success() {

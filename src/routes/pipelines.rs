@@ -79,16 +79,13 @@ fn python_id(file_name: &str) -> Result<Option<String>, ApiError> {
 }
 
 /// The component of `bytes`: as they are, or built from Python when `name` is a `.py` file.
-async fn component(components: &Components, compiler: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+async fn component(sources: &Sources, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
     match python_id(name)? {
-        Some(id) => Ok(python::build(compiler, &id, &bytes).await?),
+        Some(id) => Ok(python::build(&sources.componentize_py, &sources.builds, &id, &bytes).await?),
         None if bytes.starts_with(b"\0asm") => Ok(bytes),
-        None => {
-            let _ = components;
-            Err(ApiError::BadRequest(format!(
-                "{name:?} is neither a WebAssembly component (.wasm) nor a Python pipeline (.py)"
-            )))
-        }
+        None => Err(ApiError::BadRequest(format!(
+            "{name:?} is neither a WebAssembly component (.wasm) nor a Python pipeline (.py)"
+        ))),
     }
 }
 
@@ -111,7 +108,7 @@ pub async fn add(
     let name = shown.rsplit('/').next().unwrap_or("").to_string();
     let max = if name.ends_with(".py") { python::MAX_SOURCE } else { components.runtime().limits().component_bytes };
     let bytes = sources.fetcher.get(&url, max).await?;
-    let bytes = component(&components, &sources.componentize_py, &name, bytes).await?;
+    let bytes = component(&sources, &name, bytes).await?;
     Ok(answer(components.add(bytes, shown.clone()).await?, &shown))
 }
 
@@ -143,7 +140,7 @@ pub async fn upload(
             }
             bytes.extend_from_slice(&chunk);
         }
-        let bytes = component(&components, &sources.componentize_py, &name, bytes).await?;
+        let bytes = component(&sources, &name, bytes).await?;
         return Ok(answer(components.add(bytes, name.clone()).await?, &name));
     }
     Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))

@@ -154,6 +154,15 @@ async fn what_is_no_pipeline_is_refused_with_the_reason() {
     let (status, body) = delete(&app, "scripted_pipe").await;
     assert_eq!(status, 409, "{body}");
     assert!(listed(&app).await.contains(&"scripted_pipe".to_string()));
+
+    // A compiler that is not there (the container image has none): the same advice.
+    let app = spawn_app_with(Options { componentize_py: Some("/nonexistent/componentize-py".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let (status, body) = upload(&app, "my_filter.py", b"class Pipeline: pass\n".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("is not installed") && detail.contains("guests/python/build.sh my_filter.py"), "{detail}");
 }
 
 fn wat_bytes(text: &str) -> Vec<u8> {

@@ -2,7 +2,8 @@
 # The end-to-end tests: the real Open WebUI against sluice (tests/e2e/e2e.py) in each release
 # operators run (0.12.4, 0.10.2, 0.6.43; the scenarios encode what differs), the official
 # openai package, LiteLLM and LangChain against sluice (tests/e2e/clients.py), and the README's
-# commands as written (tests/e2e/readme.py).
+# commands as written (tests/e2e/readme.py), and the guest kits' examples built and run as
+# WebAssembly pipelines (tests/e2e/guests.py).
 #
 #   tests/e2e/run.sh [--only NAME] [--verbose] [--calls] [--keep-logs]
 #   E2E_OPEN_WEBUI_VERSIONS="0.12.4" tests/e2e/run.sh     # one release only
@@ -39,6 +40,12 @@ for arg in "$@"; do
 done
 "$VENV/bin/python" tests/e2e/clients.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
 "$VENV/bin/python" tests/e2e/readme.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
+# The guest kits: componentize-js from the npm registry (guests/js/package-lock.json).
+if [ ! -d guests/js/node_modules/@bytecodealliance/componentize-js ]; then
+  (cd guests/js && npm ci --silent --no-audit --no-fund) >&2
+fi
+PATH="$VENV/bin:$PATH" "$VENV/bin/python" tests/e2e/guests.py --sluice "$sluice" \
+  --componentize-py "$VENV/bin/componentize-py" "${clients_args[@]}" | tee -a "$log" || status=1
 passed=0 failed=0
 while read -r p _ f _; do
   passed=$((passed + p)) failed=$((failed + f))

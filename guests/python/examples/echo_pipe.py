@@ -1,11 +1,15 @@
 """A pipe in the reference's style that streams: echoes the user's message word by word, or,
 when UPSTREAM_URL is set (and its host is in ALLOWED_HOSTS), streams an OpenAI-compatible
-chat completion from there. It counts its answers in sluice's store."""
+chat completion from there with `requests`, as reference pipelines do. It counts its answers
+in sluice's store. `pydantic` and `requests` here are the kit's stand-ins (docs/wasm-pipelines.md)."""
 
 import json
 from typing import Generator, Iterator, List, Union
 
-from sluice_pipeline import BaseModel, Field, http_lines, kv_get, kv_set, log
+import requests
+from pydantic import BaseModel, Field
+
+from sluice_pipeline import kv_get, kv_set, log
 
 
 class Pipeline:
@@ -33,11 +37,16 @@ class Pipeline:
         yield {"status": f"answer {count}", "done": True}
 
     def _relay(self, messages):
-        headers = {"content-type": "application/json"}
-        if self.valves.API_KEY:
-            headers["authorization"] = "Bearer " + self.valves.API_KEY
-        body = json.dumps({"model": self.valves.UPSTREAM_MODEL, "messages": messages, "stream": True})
-        for line in http_lines("POST", self.valves.UPSTREAM_URL.rstrip("/") + "/chat/completions", headers, body):
+        headers = {"Authorization": f"Bearer {self.valves.API_KEY}"} if self.valves.API_KEY else {}
+        r = requests.post(
+            self.valves.UPSTREAM_URL.rstrip("/") + "/chat/completions",
+            json={"model": self.valves.UPSTREAM_MODEL, "messages": messages, "stream": True},
+            headers=headers,
+            stream=True,
+        )
+        r.raise_for_status()
+        for line in r.iter_lines():
+            line = line.decode()
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             delta = json.loads(line[6:])["choices"][0].get("delta", {})
