@@ -108,6 +108,7 @@ impl Application {
                 fetcher,
                 componentize_py: settings.componentize_py.clone(),
                 builds: data_dir.join("builds"),
+                intake: tokio::sync::Semaphore::new(components::INTAKE),
             };
             Some((runtime, loaded, version, sources))
         } else {

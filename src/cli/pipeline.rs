@@ -86,7 +86,9 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
             let bytes = std::fs::read(path).map_err(|e| format!("{file}: {e}"))?;
             let bytes = match name.strip_suffix(".py") {
-                Some(id) => python::build(&settings.componentize_py, &settings.data_dir.join("builds"), id, &bytes).await.map_err(|e| e.to_string())?,
+                Some(id) => python::build(&settings.componentize_py, &settings.data_dir.join("builds"), id, &bytes)
+                    .await
+                    .map_err(|e| e.to_string())?,
                 None => bytes,
             };
             let runtime = sluice_wasm::Runtime::new(

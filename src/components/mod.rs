@@ -44,7 +44,13 @@ pub struct Sources {
     pub componentize_py: String,
     /// Where `.py` files are built (under the data directory).
     pub builds: PathBuf,
+    /// Additions in progress at once: each holds its component (up to `wasm_component_mb`)
+    /// in memory and may run a compiler, so a third waits for its turn by being refused.
+    pub intake: tokio::sync::Semaphore,
 }
+
+/// Additions that may be in progress at once (see [`Sources::intake`]).
+pub const INTAKE: usize = 2;
 
 /// What was added.
 #[derive(Debug, Clone)]

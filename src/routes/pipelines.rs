@@ -55,6 +55,16 @@ fn wasm_off() -> ApiError {
     )
 }
 
+/// A place among the additions in progress, or a refusal to come back later.
+fn admitted(sources: &Sources) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    sources.intake.try_acquire().map_err(|_| {
+        ApiError::Busy(format!(
+            "{} pipelines are being added already; try again in a moment",
+            crate::components::INTAKE
+        ))
+    })
+}
+
 fn answer(added: Added, from: &str) -> HttpResponse {
     let verb = if added.replaced { "replaced" } else { "added" };
     HttpResponse::Ok().json(json!({
@@ -98,6 +108,7 @@ pub async fn add(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
+    let _admitted = admitted(&sources)?;
     let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
     let url = match body.get("url") {
         Some(Value::String(url)) if !url.trim().is_empty() => fetch::raw_github(url.trim()),
@@ -119,6 +130,7 @@ pub async fn upload(
     mut form: actix_multipart::Multipart,
 ) -> Result<HttpResponse, ApiError> {
     let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
+    let _admitted = admitted(&sources)?;
     let max = components.runtime().limits().component_bytes;
     while let Some(field) = form.next().await {
         let mut field =

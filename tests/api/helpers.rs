@@ -152,6 +152,8 @@ pub struct Options {
     pub wasm: Option<bool>,
     /// `componentize_py` (default: the server's).
     pub componentize_py: Option<String>,
+    /// `wasm_call_timeout_secs` (default: the server's).
+    pub wasm_call_timeout_secs: Option<u64>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -190,6 +192,7 @@ pub async fn spawn_app_with(options: Options) -> Result<TestApp, String> {
         body_timeout_secs: options.body_timeout_secs.unwrap_or(Settings::default().body_timeout_secs),
         wasm_pipelines: options.wasm.unwrap_or(true),
         componentize_py: options.componentize_py.unwrap_or_else(|| Settings::default().componentize_py),
+        wasm_call_timeout_secs: options.wasm_call_timeout_secs.unwrap_or(Settings::default().wasm_call_timeout_secs),
         ..Settings::default()
     };
     let probe = Arc::new(Probe::default());

@@ -156,13 +156,73 @@ async fn what_is_no_pipeline_is_refused_with_the_reason() {
     assert!(listed(&app).await.contains(&"scripted_pipe".to_string()));
 
     // A compiler that is not there (the container image has none): the same advice.
-    let app = spawn_app_with(Options { componentize_py: Some("/nonexistent/componentize-py".into()), ..Default::default() })
-        .await
-        .unwrap();
+    let app =
+        spawn_app_with(Options { componentize_py: Some("/nonexistent/componentize-py".into()), ..Default::default() })
+            .await
+            .unwrap();
     let (status, body) = upload(&app, "my_filter.py", b"class Pipeline: pass\n".to_vec()).await;
     assert_eq!(status, 400, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("is not installed") && detail.contains("guests/python/build.sh my_filter.py"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_guest_that_spins_or_traps_fails_its_own_request_and_nothing_else() {
+    let app = spawn_app_with(Options { wasm_call_timeout_secs: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(upload(&app, "spin.wasm", guests::filter("spin", "(loop $l (br $l)) unreachable")).await.0, 200);
+    assert_eq!(upload(&app, "crash.wasm", guests::filter("crash", "unreachable")).await.0, 200);
+    assert_eq!(upload(&app, "good.wasm", guests::filter("good", guests::ECHO)).await.0, 200);
+    let spinning = {
+        let (client, url) = (app.client.clone(), app.url("/spin/filter/inlet"));
+        tokio::spawn(async move { client.post(url).bearer_auth(KEY).json(&form(chat_body())).send().await })
+    };
+    // While one request spins, the server and the other pipelines answer.
+    let health = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (status, body) = json_of(app.post_json("/good/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!((status, body), (200, chat_body()));
+    let (status, crashed) = json_of(app.post_json("/crash/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!(status, 500, "{crashed}");
+    assert!(crashed["detail"].as_str().unwrap().contains("pipeline crash failed"), "{crashed}");
+    let (status, spun) = json_of(spinning.await.unwrap().unwrap()).await;
+    assert_eq!(status, 504, "{spun}");
+    assert!(spun["detail"].as_str().unwrap().contains("ran longer than 1 s"), "{spun}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("pipeline=\"spin\",event=\"wasm_failures\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn additions_in_progress_are_bounded() {
+    let app = spawn_app_with(Options::default()).await.unwrap();
+    // Two uploads whose bodies stall after their first bytes hold both places.
+    let mut stalled = Vec::new();
+    for _ in 0..sluice::components::INTAKE {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        tx.send(Ok(b"--X\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wasm\"\r\n\r\n\0asm".to_vec()))
+            .await
+            .unwrap();
+        let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+        let request = app
+            .client
+            .post(app.url("/pipelines/upload"))
+            .bearer_auth(KEY)
+            .header("content-type", "multipart/form-data; boundary=X")
+            .body(body);
+        stalled.push((tx, tokio::spawn(request.send())));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = upload(&app, "third.wasm", guests::filter("third", guests::ECHO)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("being added already"), "{body}");
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upload(&app, "third.wasm", guests::filter("third", guests::ECHO)).await.0, 200);
+}
+
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn wat_bytes(text: &str) -> Vec<u8> {
