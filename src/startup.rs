@@ -206,6 +206,10 @@ impl Application {
 /// cache takes no other).
 pub fn wasm_cache(data_dir: &std::path::Path) -> std::path::PathBuf {
     let dir = data_dir.join("wasm-cache");
+    // 0700 itself, not only inside the private data directory: native code sluice will run.
+    if let Err(e) = crate::private::dir(&dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "the compile cache directory could not be made private");
+    }
     std::path::absolute(&dir).unwrap_or(dir)
 }
 

@@ -11,7 +11,7 @@ const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("the URL must be an https URL with a host: {0}")]
+    #[error("the URL must be an https URL with a host and no credentials: {0}")]
     BadUrl(String),
     #[error("the URL answered HTTP {0}")]
     Status(u16),
@@ -63,13 +63,13 @@ impl Fetcher {
     }
 
     pub async fn get(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
-        let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
+        let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl("not a URL".into()))?;
         if parsed.scheme() != "https"
             || parsed.host().is_none()
             || !parsed.username().is_empty()
             || parsed.password().is_some()
         {
-            return Err(FetchError::BadUrl(url.to_string()));
+            return Err(FetchError::BadUrl(shown(&parsed)));
         }
         let work = async {
             let response = self.client.get(parsed).send().await.map_err(|e| FetchError::Failed(without_url(&e)))?;
@@ -94,23 +94,31 @@ impl Fetcher {
     }
 }
 
-/// reqwest's text with its source chain, without the URL (which may carry a token).
+/// A URL as it may be shown: scheme, host, port and path; no credentials, query or fragment.
+fn shown(url: &reqwest::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+}
+
+/// What the caller is told: the kind of failure only. The cause (a refused port, a TLS peer's
+/// names, a resolver's answer) would make the route a scanner of the server's network; it goes
+/// to the operator's log instead, without the URL (which may carry a token).
 fn without_url(e: &reqwest::Error) -> String {
-    let mut text = String::new();
+    let mut cause = String::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    text.push_str(if e.is_connect() {
-        "could not connect"
-    } else if e.is_redirect() {
-        "too many or non-https redirects"
-    } else {
-        "request failed"
-    });
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        cause.push_str(": ");
+        cause.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    tracing::info!(cause = %cause, "a pipeline could not be downloaded");
+    if e.is_connect() {
+        "could not connect (refused, unreachable, unknown name, or a certificate not trusted)".into()
+    } else if e.is_redirect() {
+        "too many or non-https redirects".into()
+    } else {
+        "the server's answer broke off".into()
+    }
 }
 
 #[cfg(test)]

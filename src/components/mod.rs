@@ -108,6 +108,10 @@ impl Components {
         &self.runtime
     }
 
+    pub fn is_builtin(&self, id: &str) -> bool {
+        self.builtin.contains(id)
+    }
+
     /// Checks, stores and starts a component; an older one with its id is replaced.
     pub async fn add(&self, bytes: Vec<u8>, source: String) -> Result<Added, ComponentError> {
         let _one_at_a_time = self.lock.lock().await;
@@ -131,7 +135,8 @@ impl Components {
         Ok(Added { replaced: old.is_some(), ..added })
     }
 
-    /// Removes an added pipeline (its valves file stays, for when it comes back).
+    /// Removes an added pipeline with its valves file and its records: a component that comes
+    /// later with the same id starts from its defaults and sees none of this one's secrets.
     pub async fn remove(&self, id: &str) -> Result<(), ComponentError> {
         let _one_at_a_time = self.lock.lock().await;
         if self.builtin.contains(id) {
@@ -141,6 +146,7 @@ impl Components {
             return Err(ComponentError::NotFound(id.to_string()));
         };
         self.go_dead(id).await;
+        self.forget(id).await;
         self.set_seen(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
@@ -185,6 +191,7 @@ impl Components {
         }
         for id in running.keys().filter(|id| !index.components.contains_key(*id)) {
             self.go_dead(id).await;
+            self.forget(id).await;
             tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
         }
         self.set_seen(index.version);
@@ -229,6 +236,19 @@ impl Components {
         }
         if let Some(old) = old {
             old.pipeline.on_shutdown().await;
+        }
+    }
+
+    /// The valves file (its keys) and the records of a removed pipeline.
+    async fn forget(&self, id: &str) {
+        let file = crate::valves::file_path(&self.valves_dir, id);
+        if let Err(e) = std::fs::remove_file(&file) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(pipeline = id, error = %e, "the valves file of a removed pipeline could not be deleted");
+            }
+        }
+        if let Err(e) = self.store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
+            tracing::warn!(pipeline = id, error = %e, "the records of a removed pipeline could not be deleted");
         }
     }
 

@@ -68,7 +68,7 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     let Some(compiler) = find(compiler) else {
         return Err(BuildError::NoCompiler(format!("{compiler} is not installed"), id.into()));
     };
-    std::fs::create_dir_all(builds).map_err(|e| BuildError::Io(format!("{}: {e}", builds.display())))?;
+    crate::private::dir(builds).map_err(|e| BuildError::Io(format!("{}: {e}", builds.display())))?;
     let work = tempfile::tempdir_in(builds).map_err(|e| BuildError::Io(format!("a build directory: {e}")))?;
     let io = |e: std::io::Error| BuildError::Io(format!("the build directory: {e}"));
     for (path, text) in KIT {

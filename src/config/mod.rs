@@ -249,6 +249,7 @@ impl Settings {
             call_timeout: std::time::Duration::from_secs(self.wasm_call_timeout_secs),
             output_bytes: self.wasm_output_mb << 20,
             instances: self.wasm_instances,
+            ..sluice_wasm::Limits::default()
         }
     }
 }

@@ -80,17 +80,27 @@ fn answer(added: Added, from: &str) -> HttpResponse {
 /// `.py`), checked, or `None` when the name is no Python file.
 fn python_id(file_name: &str) -> Result<Option<String>, ApiError> {
     let Some(stem) = file_name.strip_suffix(".py") else { return Ok(None) };
-    if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if stem.is_empty()
+        || stem.len() > 64
+        || !stem.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         return Err(ApiError::BadRequest(format!(
-            "{file_name:?}: the file name becomes the pipeline id and may use only letters, digits, '_' and '-'"
+            "{file_name:?}: the file name becomes the pipeline id and may use only lower-case letters, digits and '_'"
         )));
     }
     Ok(Some(stem.to_string()))
 }
 
 /// The component of `bytes`: as they are, or built from Python when `name` is a `.py` file.
-async fn component(sources: &Sources, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+async fn component(
+    components: &Components,
+    sources: &Sources,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
     match python_id(name)? {
+        // Refused before a build that would be refused after it.
+        Some(id) if components.is_builtin(&id) => Err(ComponentError::BuiltIn(id).into()),
         Some(id) => Ok(python::build(&sources.componentize_py, &sources.builds, &id, &bytes).await?),
         None if bytes.starts_with(b"\0asm") => Ok(bytes),
         None => Err(ApiError::BadRequest(format!(
@@ -119,7 +129,7 @@ pub async fn add(
     let name = shown.rsplit('/').next().unwrap_or("").to_string();
     let max = if name.ends_with(".py") { python::MAX_SOURCE } else { components.runtime().limits().component_bytes };
     let bytes = sources.fetcher.get(&url, max).await?;
-    let bytes = component(&sources, &name, bytes).await?;
+    let bytes = component(&components, &sources, &name, bytes).await?;
     Ok(answer(components.add(bytes, shown.clone()).await?, &shown))
 }
 
@@ -152,7 +162,7 @@ pub async fn upload(
             }
             bytes.extend_from_slice(&chunk);
         }
-        let bytes = component(&sources, &name, bytes).await?;
+        let bytes = component(&components, &sources, &name, bytes).await?;
         return Ok(answer(components.add(bytes, name.clone()).await?, &name));
     }
     Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))

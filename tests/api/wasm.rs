@@ -90,8 +90,17 @@ async fn an_uploaded_filter_and_pipe_serve_until_deleted() {
     let (status, again) = upload(&app, "t.wasm", guests::pipe("ticker", 1)).await;
     assert_eq!((status, again["detail"].as_str().unwrap().contains("replaced")), (200, true), "{again}");
 
+    let data = app.data_dir.clone();
+    #[cfg(unix)]
+    {
+        // Native code sluice will run: its own, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("wasm-cache")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
     let (status, deleted) = delete(&app, "wat_filter").await;
     assert_eq!(status, 200, "{deleted}");
+    assert_eq!(app.valves_file("wat_filter"), "", "a removed pipeline's valves (and keys) are forgotten");
     assert_eq!(deleted["detail"], "Pipeline wat_filter deleted successfully");
     assert!(!listed(&app).await.contains(&"wat_filter".to_string()));
     let (status, _) = json_of(app.post_json("/wat_filter/filter/inlet", &form(chat_body())).await).await;
@@ -109,7 +118,10 @@ async fn what_is_no_pipeline_is_refused_with_the_reason() {
         ("garbage.wasm", b"\0asm\x0d\0\x01\0junk".to_vec(), 400, "not a WebAssembly component"),
         ("scripted_pipe.wasm", guests::filter("scripted_pipe", guests::ECHO), 409, "built-in pipeline"),
         ("my_filter.py", b"class Pipeline: pass\n".to_vec(), 400, "cannot build Python pipelines"),
-        ("../evil name.py", b"x = 1\n".to_vec(), 400, "may use only letters"),
+        ("../evil name.py", b"x = 1\n".to_vec(), 400, "may use only lower-case letters"),
+        ("scripted_pipe.py", b"x = 1\n".to_vec(), 409, "built-in pipeline"),
+        // Upper-cased, '-' as '_': the built-in's environment variables (and key).
+        ("dash.wasm", guests::filter("openai-responses", guests::ECHO), 400, "lower-case letters"),
         (
             "sneaky.wasm",
             guests::component(
@@ -139,6 +151,12 @@ async fn what_is_no_pipeline_is_refused_with_the_reason() {
         .unwrap();
     assert_eq!(json_of(res).await.0, 422);
 
+    let (got, answer) = json_of(
+        app.post_json("/pipelines/add", &json!({"url": "https://user:secret-pw@example.com/f.wasm?token=t0k"})).await,
+    )
+    .await;
+    assert_eq!(got, 400, "{answer}");
+    assert!(!answer.to_string().contains("secret-pw") && !answer.to_string().contains("t0k"), "{answer}");
     for (body, status, says) in [
         (json!({"url": "http://127.0.0.1:1/f.wasm"}), 400, "https"),
         (json!({"url": "https://user:pw@example.com/f.wasm"}), 400, "https URL with a host"),
@@ -223,6 +241,25 @@ fn tokio_stream_of(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn an_answer_that_never_ends_is_cut_at_the_output_cap() {
+    let app = spawn_app_with(Options::default()).await.unwrap();
+    // Four bytes an event, but each counts as at least 64: about 262,000 events in 16 MiB.
+    assert_eq!(upload(&app, "endless.wasm", guests::pipe("endless", u32::MAX)).await.0, 200);
+    let started = std::time::Instant::now();
+    let (status, body) = json_of(
+        app.post_json(
+            "/v1/chat/completions",
+            &json!({"model": "endless", "messages": [{"role": "user", "content": "go"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("more text than an answer may hold"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 fn wat_bytes(text: &str) -> Vec<u8> {

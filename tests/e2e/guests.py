@@ -111,6 +111,14 @@ async def python_pipe_streams_and_relays_with_requests(c):
     await call(c, "POST", "/echo_pipe/valves/update", {"ALLOWED_HOSTS": [c.relay_url.split("/")[2]]})
     status, relayed = await chat(c, "echo_pipe", "relay")
     assert status == 200 and relayed["choices"][0]["message"]["content"] == "relayed through wasi:http", relayed
+    # https from a guest: its certificate (a test CA's) is not among the roots guests trust, so
+    # the request fails with a TLS error in the pipeline, and the server carries on.
+    tls_host = c.tls_url.split("/")[2]
+    await call(c, "POST", "/echo_pipe/valves/update", {"UPSTREAM_URL": c.tls_url, "ALLOWED_HOSTS": [tls_host]})
+    status, refused = await chat(c, "echo_pipe", "relay over tls")
+    assert status == 500 and "Tls" in refused["detail"], (status, refused)
+    async with c.http.get(c.url + "/") as r:
+        assert r.status == 200
 
 
 @scenario
@@ -148,6 +156,14 @@ async def main(args) -> int:
         relay.router.add_post("/v1/chat/completions", e2e.relayed_chat)
         runners.append(await e2e.serve(relay, relay_port))
         c.relay_url = f"http://127.0.0.1:{relay_port}/v1"
+        tls_port = e2e.free_port()
+        secure = web.Application()
+        secure.router.add_post("/v1/chat/completions", e2e.relayed_chat)
+        secure_runner = web.AppRunner(secure, access_log=None)
+        await secure_runner.setup()
+        await web.TCPSite(secure_runner, "127.0.0.1", tls_port, ssl_context=e2e.test_ca(work, "IP:127.0.0.1")).start()
+        runners.append(secure_runner)
+        c.tls_url = f"https://127.0.0.1:{tls_port}/v1"
         base_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
         env = {**base_env, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(port), "SLUICE_API_KEY": KEY,
                "SLUICE_DATA_DIR": str(work / "data"), "SLUICE_VALVES_DIR": str(work / "valves")}

@@ -27,12 +27,23 @@ pub(crate) fn guest_error(error: types::Error) -> PipelineError {
     PipelineError::new(kind, message)
 }
 
+/// What each event costs from the answer's budget at least: an endless run of empty events
+/// (`text("")`) ends like an endless text does.
+const EVENT_COST: usize = 64;
+/// Events pulled before the stream lets the runtime run other work: a guest answers `next()`
+/// without ever waiting, and a thread that only polls it would starve its neighbours (and
+/// never notice the client leave).
+const EVENTS_PER_TURN: u32 = 64;
+
 struct Live {
     call: Call,
     bindings: Bindings,
     answer: ResourceAny,
     /// Bytes of text the guest may still send in this answer.
     budget: usize,
+    /// When the whole answer must be over.
+    until: tokio::time::Instant,
+    pulled: u32,
 }
 
 /// Instantiates the component and asks it to start; the stream pulls the rest.
@@ -42,6 +53,7 @@ pub(crate) async fn start(
     request: &PipeRequest,
     valves: String,
     budget: usize,
+    answer_timeout: std::time::Duration,
 ) -> Result<PipeStream, PipelineError> {
     let body = Value::Object(request.body.clone()).to_string();
     let user = request.user.as_ref().map(Value::to_string);
@@ -58,12 +70,23 @@ pub(crate) async fn start(
         })
         .await?;
     let answer = started.map_err(guest_error)?;
-    let live = Live { call, bindings, answer, budget };
+    let until = tokio::time::Instant::now() + answer_timeout;
+    let live = Live { call, bindings, answer, budget, until, pulled: 0 };
     Ok(Box::pin(futures_util::stream::unfold(Some(live), next)))
 }
 
 async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
     let mut live = state?;
+    live.pulled = live.pulled.wrapping_add(1);
+    if live.pulled % EVENTS_PER_TURN == 0 {
+        tokio::task::yield_now().await;
+    }
+    if tokio::time::Instant::now() >= live.until {
+        let pipeline = std::sync::Arc::clone(&live.call.store.data().pipeline);
+        let error =
+            PipelineError::new(ErrorKind::Timeout, format!("pipeline {pipeline} answered for longer than allowed"));
+        return Some((PipeEvent::Error(error), None));
+    }
     let deadline = live.call.arm();
     let store = &mut live.call.store;
     let answer = live.answer;
@@ -73,7 +96,7 @@ async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
         Ok(Some(event)) => event,
         Err(error) => return Some((PipeEvent::Error(error), None)),
     };
-    let size = event_size(&event);
+    let size = event_size(&event).max(EVENT_COST);
     if size > live.budget {
         let error = PipelineError::new(
             ErrorKind::Internal,

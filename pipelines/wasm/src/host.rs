@@ -13,9 +13,14 @@ const MAX_VALUE: usize = 1 << 20;
 const MAX_KEY: usize = 512;
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Where a pipeline's records live in sluice's store (emptied when it is removed).
+pub fn records_namespace(pipeline: &str) -> String {
+    format!("wasm:{pipeline}")
+}
+
 impl GuestState {
     fn namespace(&self) -> String {
-        format!("wasm:{}", self.pipeline)
+        records_namespace(&self.pipeline)
     }
 
     fn store(&self, key: &str) -> Result<std::sync::Arc<dyn sluice_sdk::KvStore>, String> {
@@ -29,7 +34,11 @@ impl GuestState {
 impl Host for GuestState {
     async fn log(&mut self, level: Level, message: String) {
         let pipeline = &*self.pipeline;
-        let message: String = message.chars().take(4096).collect();
+        // One line, at most 4 KiB, without this pipeline's secrets: a guest can neither forge
+        // the server's own lines nor put its keys in the log.
+        let line: String = message.chars().take(4096).map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let message = sluice_sdk::secret::redact(&line, &secrets);
         match level {
             Level::Trace => tracing::trace!(pipeline, "{message}"),
             Level::Debug => tracing::debug!(pipeline, "{message}"),

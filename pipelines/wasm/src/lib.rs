@@ -17,6 +17,7 @@ mod runtime;
 mod state;
 mod valves;
 
+pub use host::records_namespace;
 pub use limits::Limits;
 pub use manifest::{Manifest, ALLOWED_HOSTS};
 pub use pipeline::WasmPipeline;

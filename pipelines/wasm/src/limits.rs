@@ -16,6 +16,8 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Instances alive at once, all pipelines together; a call waits for a free slot.
     pub instances: u32,
+    /// Wall-clock time one answer may stream for, all its events together.
+    pub answer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -26,6 +28,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(30),
             output_bytes: 16 << 20,
             instances: 64,
+            answer_timeout: Duration::from_secs(600),
         }
     }
 }

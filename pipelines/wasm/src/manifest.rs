@@ -47,11 +47,14 @@ impl Manifest {
             "manifold" => PipelineKind::Manifold,
             other => return Err(format!("kind {other:?} is none of pipe, filter, manifold")),
         };
+        // Lower case, digits and '_' only: the id names the valves file and, upper-cased, the
+        // environment variables of its valves, so two ids must never map to one name (a
+        // pipeline called `openai-responses` would read the built-in's key).
         if raw.id.is_empty()
             || raw.id.len() > 64
-            || !raw.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !raw.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
-            return Err(format!("id {:?} must have 1 to 64 letters, digits, '_' or '-'", raw.id));
+            return Err(format!("id {:?} must have 1 to 64 lower-case letters, digits or '_'", raw.id));
         }
         if kind == PipelineKind::Manifold && raw.models.is_empty() {
             return Err("a manifold must list its models".into());
@@ -127,6 +130,8 @@ mod tests {
         assert!(m.valves["properties"]["ALLOWED_HOSTS"].is_object());
         for bad in [
             r#"{"id":"a b","kind":"pipe"}"#,
+            r#"{"id":"openai-responses","kind":"pipe"}"#,
+            r#"{"id":"OPENAI_RESPONSES","kind":"pipe"}"#,
             r#"{"id":"a","kind":"tool"}"#,
             r#"{"id":"a","kind":"manifold"}"#,
             r#"{"id":"a","kind":"pipe","valves":{"properties":{"X":{"type":"string"}}}}"#,

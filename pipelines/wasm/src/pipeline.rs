@@ -13,6 +13,7 @@ use sluice_sdk::{
 use crate::answer;
 use crate::manifest::{Manifest, ALLOWED_HOSTS};
 use crate::runtime::{Compiled, Runtime};
+use crate::state::Grants;
 use crate::valves::JsonValves;
 
 pub struct WasmPipeline {
@@ -51,24 +52,26 @@ impl WasmPipeline {
         &self.compiled.sha256
     }
 
-    /// The allow-list, and the guest's own valves as JSON text (the host's valve left out).
-    pub(crate) fn call_inputs(&self) -> (Vec<String>, String) {
+    /// What a call may reach, and the guest's own valves as JSON text (the host's valve left
+    /// out).
+    pub(crate) fn call_inputs(&self) -> (Grants, String) {
         let live = self.valves.get();
-        let allowed = live
+        let allowed_hosts = live
             .get(ALLOWED_HOSTS)
             .and_then(Value::as_array)
             .map(|hosts| hosts.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
         let own: Map<String, Value> =
             live.iter().filter(|(k, _)| *k != ALLOWED_HOSTS).map(|(k, v)| (k.clone(), v.clone())).collect();
-        (allowed, Value::Object(own).to_string())
+        let grants = Grants { allowed_hosts, kv: self.kv.get().cloned(), secrets: self.valves.secrets() };
+        (grants, Value::Object(own).to_string())
     }
 
     /// One fresh instance and nothing else: what each call pays before the guest runs (for
     /// the benchmark).
     #[cfg(feature = "guests")]
     pub async fn instantiate_only(&self) -> Result<(), PipelineError> {
-        let mut call = self.runtime.call(Arc::clone(&self.id), Vec::new(), None).await?;
+        let mut call = self.runtime.call(Arc::clone(&self.id), Grants::default()).await?;
         let deadline = call.arm();
         let store = &mut call.store;
         let compiled = &self.compiled;
@@ -79,14 +82,15 @@ impl WasmPipeline {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(pipeline = &*self.id, error = %e.message, "WebAssembly call failed");
+            // Kind only: the message may quote a secret; the server logs it redacted.
+            tracing::warn!(pipeline = &*self.id, kind = e.kind.as_str(), "WebAssembly call failed");
         }
         result
     }
 
     async fn hook(&self, name: HookName, body: Value, user: Option<Value>) -> Result<Value, PipelineError> {
-        let (allowed, valves) = self.call_inputs();
-        let mut call = self.runtime.call(Arc::clone(&self.id), allowed, self.kv.get().cloned()).await?;
+        let (grants, valves) = self.call_inputs();
+        let mut call = self.runtime.call(Arc::clone(&self.id), grants).await?;
         let body = body.to_string();
         let user = user.map(|u| u.to_string());
         let deadline = call.arm();
@@ -162,10 +166,17 @@ impl Pipeline for WasmPipeline {
         if self.manifest.kind == PipelineKind::Filter {
             return Err(PipelineError::internal(format!("{} is not a pipe", self.id)));
         }
-        let (allowed, valves) = self.call_inputs();
-        let call = self.runtime.call(Arc::clone(&self.id), allowed, self.kv.get().cloned()).await?;
-        let started =
-            answer::start(call, Arc::clone(&self.compiled), &request, valves, self.runtime.limits().output_bytes).await;
+        let (grants, valves) = self.call_inputs();
+        let call = self.runtime.call(Arc::clone(&self.id), grants).await?;
+        let started = answer::start(
+            call,
+            Arc::clone(&self.compiled),
+            &request,
+            valves,
+            self.runtime.limits().output_bytes,
+            self.runtime.limits().answer_timeout,
+        )
+        .await;
         self.counted(started)
     }
 }

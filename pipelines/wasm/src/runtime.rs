@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sluice_sdk::{ErrorKind, KvStore, PipelineError};
+use sluice_sdk::{ErrorKind, PipelineError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -16,7 +16,7 @@ use crate::bindings::{self, PipelinePre};
 use crate::check;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
-use crate::state::GuestState;
+use crate::state::{Grants, GuestState};
 
 /// How often the deadline clock moves; a deadline is a number of these.
 const TICK: Duration = Duration::from_millis(10);
@@ -61,6 +61,10 @@ impl Runtime {
     /// `cache_dir`: where compiled code is kept between runs (none: compile every time).
     pub fn new(limits: Limits, cache_dir: Option<&Path>) -> Result<Arc<Self>, RuntimeError> {
         let fail = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
+        // wasi:http's TLS asks rustls for the process's provider; with two compiled in (ring
+        // here, aws-lc-rs for the server's own client) none is chosen and the first https
+        // request of a guest panicked. An earlier install (by anyone) is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.instances.max(1);
         pool.total_component_instances(instances)
@@ -138,7 +142,8 @@ impl Runtime {
 
     /// Asks a compiled component what it is, in a store without network or records.
     pub async fn describe(&self, compiled: &Compiled) -> Result<Manifest, LoadError> {
-        let mut call = self.call("(new)".into(), Vec::new(), None).await.map_err(|e| LoadError::Describe(e.message))?;
+        let mut call =
+            self.call("(new)".into(), Grants::default()).await.map_err(|e| LoadError::Describe(e.message))?;
         let deadline = call.arm();
         let store = &mut call.store;
         let text = deadline
@@ -153,18 +158,12 @@ impl Runtime {
     }
 
     /// A store for one call (or one answer), once an instance slot is free.
-    pub(crate) async fn call(
-        &self,
-        pipeline: Arc<str>,
-        allowed_hosts: Vec<String>,
-        kv: Option<Arc<dyn KvStore>>,
-    ) -> Result<Call, PipelineError> {
+    pub(crate) async fn call(&self, pipeline: Arc<str>, grants: Grants) -> Result<Call, PipelineError> {
         let permit = tokio::time::timeout(self.limits.call_timeout, Arc::clone(&self.slots).acquire_owned())
             .await
             .map_err(|_| PipelineError::new(ErrorKind::Unavailable, "every WebAssembly instance is busy; try again"))?
             .map_err(|_| PipelineError::new(ErrorKind::Unavailable, "the WebAssembly runtime is stopping"))?;
-        let mut store =
-            Store::new(&self.engine, GuestState::new(pipeline, self.limits.memory_bytes, allowed_hosts, kv));
+        let mut store = Store::new(&self.engine, GuestState::new(pipeline, self.limits.memory_bytes, grants));
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         Ok(Call { store, _permit: permit, timeout: self.limits.call_timeout })

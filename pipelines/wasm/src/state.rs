@@ -21,15 +21,13 @@ pub struct GuestState {
     pub limits: StoreLimits,
     /// `None` while the component is being described (before it has a place in the store).
     pub kv: Option<Arc<dyn KvStore>>,
+    /// This pipeline's secret valves, kept out of what it logs.
+    pub secrets: Vec<String>,
 }
 
 impl GuestState {
-    pub fn new(
-        pipeline: Arc<str>,
-        memory_bytes: usize,
-        allowed_hosts: Vec<String>,
-        kv: Option<Arc<dyn KvStore>>,
-    ) -> Self {
+    pub fn new(pipeline: Arc<str>, memory_bytes: usize, grants: Grants) -> Self {
+        let Grants { allowed_hosts, kv, secrets } = grants;
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -44,8 +42,18 @@ impl GuestState {
             http: WasiHttpCtx::new(),
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
             kv,
+            secrets,
         }
     }
+}
+
+/// What one call may reach: the hosts its HTTP may go to, its records, and the secrets its
+/// log lines are cleaned of.
+#[derive(Default)]
+pub struct Grants {
+    pub allowed_hosts: Vec<String>,
+    pub kv: Option<Arc<dyn KvStore>>,
+    pub secrets: Vec<String>,
 }
 
 impl WasiView for GuestState {

@@ -28,6 +28,17 @@ impl JsonValves {
         self.live.load_full()
     }
 
+    /// The current values of the valves marked `format: password`.
+    pub fn secrets(&self) -> Vec<String> {
+        let Some(props) = properties(&self.schema) else { return Vec::new() };
+        let live = self.get();
+        props
+            .iter()
+            .filter(|(_, spec)| spec.get("format").and_then(Value::as_str) == Some("password"))
+            .filter_map(|(name, _)| live.get(name).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned))
+            .collect()
+    }
+
     fn check(&self, values: &Map<String, Value>) -> Vec<FieldError> {
         let Some(props) = properties(&self.schema) else { return Vec::new() };
         let mut errors = Vec::new();
