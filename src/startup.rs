@@ -136,17 +136,16 @@ impl Application {
         }
         let (components, sources) = match wasm {
             Some((runtime, loaded, version, sources)) => {
-                let components = Arc::new(Components::new(
+                let setup = components::Setup {
                     runtime,
-                    Arc::clone(&registry),
-                    Arc::clone(&stores.kv),
+                    live: Arc::clone(&registry),
+                    store: Arc::clone(&stores.kv),
                     ctx,
-                    settings.valves_dir.clone(),
-                    valves_env.clone(),
+                    valves_dir: settings.valves_dir.clone(),
+                    env: valves_env.clone(),
                     builtin,
-                    loaded,
-                    version,
-                ));
+                };
+                let components = Arc::new(Components::new(setup, loaded, version));
                 tokio::spawn(Arc::clone(&components).follow(shutdown.draining.clone()));
                 (Some(web::Data::from(components)), Some(web::Data::new(sources)))
             }

@@ -61,14 +61,21 @@ pub struct Added {
     pub replaced: bool,
 }
 
+/// What the service is given once, at start.
+pub struct Setup {
+    pub runtime: Arc<Runtime>,
+    pub live: Arc<LiveRegistry>,
+    pub store: Arc<dyn KvStore>,
+    /// What each added pipeline's `on_startup` receives.
+    pub ctx: PipelineContext,
+    pub valves_dir: PathBuf,
+    pub env: ValvesEnv,
+    /// Ids no component may take.
+    pub builtin: HashSet<String>,
+}
+
 pub struct Components {
-    runtime: Arc<Runtime>,
-    live: Arc<LiveRegistry>,
-    store: Arc<dyn KvStore>,
-    ctx: PipelineContext,
-    valves_dir: PathBuf,
-    env: ValvesEnv,
-    builtin: HashSet<String>,
+    setup: Setup,
     /// The component (its SHA-256) each WebAssembly pipeline runs here.
     running: Mutex<HashMap<String, String>>,
     /// The index version this replica has applied.
@@ -78,26 +85,10 @@ pub struct Components {
 }
 
 impl Components {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        runtime: Arc<Runtime>,
-        live: Arc<LiveRegistry>,
-        store: Arc<dyn KvStore>,
-        ctx: PipelineContext,
-        valves_dir: PathBuf,
-        env: ValvesEnv,
-        builtin: HashSet<String>,
-        loaded: Vec<(String, String)>,
-        version: u64,
-    ) -> Self {
+    /// `loaded` and `version`: what [`load_all`] loaded at start.
+    pub fn new(setup: Setup, loaded: Vec<(String, String)>, version: u64) -> Self {
         Components {
-            runtime,
-            live,
-            store,
-            ctx,
-            valves_dir,
-            env,
-            builtin,
+            setup,
             running: Mutex::new(loaded.into_iter().collect()),
             seen: Mutex::new(version),
             lock: tokio::sync::Mutex::new(()),
@@ -105,19 +96,19 @@ impl Components {
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+        &self.setup.runtime
     }
 
     pub fn is_builtin(&self, id: &str) -> bool {
-        self.builtin.contains(id)
+        self.setup.builtin.contains(id)
     }
 
     /// Checks, stores and starts a component; an older one with its id is replaced.
     pub async fn add(&self, bytes: Vec<u8>, source: String) -> Result<Added, ComponentError> {
         let _one_at_a_time = self.lock.lock().await;
-        let pipeline = sluice_wasm::load(&self.runtime, bytes.clone()).await?;
+        let pipeline = sluice_wasm::load(&self.setup.runtime, bytes.clone()).await?;
         let id = pipeline.id().to_string();
-        if self.builtin.contains(&id) {
+        if self.setup.builtin.contains(&id) {
             return Err(ComponentError::BuiltIn(id));
         }
         let sha256 = pipeline.sha256().to_string();
@@ -128,7 +119,7 @@ impl Components {
             replaced: false,
         };
         let module = self.start(pipeline).await?;
-        let (version, old) = index::insert(self.store.as_ref(), &id, &bytes, &sha256, source).await?;
+        let (version, old) = index::insert(self.setup.store.as_ref(), &id, &bytes, &sha256, source).await?;
         self.go_live(module, &sha256).await;
         self.set_seen(version);
         tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");
@@ -139,10 +130,10 @@ impl Components {
     /// later with the same id starts from its defaults and sees none of this one's secrets.
     pub async fn remove(&self, id: &str) -> Result<(), ComponentError> {
         let _one_at_a_time = self.lock.lock().await;
-        if self.builtin.contains(id) {
+        if self.setup.builtin.contains(id) {
             return Err(ComponentError::BuiltIn(id.to_string()));
         }
-        let Some(version) = index::remove(self.store.as_ref(), id).await? else {
+        let Some(version) = index::remove(self.setup.store.as_ref(), id).await? else {
             return Err(ComponentError::NotFound(id.to_string()));
         };
         self.go_dead(id).await;
@@ -154,7 +145,7 @@ impl Components {
 
     /// What is added, as the index has it.
     pub async fn list(&self) -> Result<index::Index, ComponentError> {
-        Ok(index::read(self.store.as_ref()).await?)
+        Ok(index::read(self.setup.store.as_ref()).await?)
     }
 
     /// Applies changes another replica (or the CLI) made, until `stop`.
@@ -171,14 +162,14 @@ impl Components {
     }
 
     async fn sync(&self) -> Result<(), ComponentError> {
-        let index = index::read(self.store.as_ref()).await?;
+        let index = index::read(self.setup.store.as_ref()).await?;
         if index.version == self.seen() {
             return Ok(());
         }
         let _one_at_a_time = self.lock.lock().await;
         let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         for (id, entry) in &index.components {
-            if running.get(id) == Some(&entry.sha256) || self.builtin.contains(id) {
+            if running.get(id) == Some(&entry.sha256) || self.setup.builtin.contains(id) {
                 continue;
             }
             match self.load_stored(id, &entry.sha256).await {
@@ -199,9 +190,10 @@ impl Components {
     }
 
     async fn load_stored(&self, id: &str, sha256: &str) -> Result<Module, ComponentError> {
-        let bytes =
-            index::bytes(self.store.as_ref(), sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
-        let pipeline = sluice_wasm::load(&self.runtime, bytes).await?;
+        let bytes = index::bytes(self.setup.store.as_ref(), sha256)
+            .await?
+            .ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
+        let pipeline = sluice_wasm::load(&self.setup.runtime, bytes).await?;
         self.start(pipeline).await
     }
 
@@ -209,16 +201,16 @@ impl Components {
     async fn start(&self, pipeline: WasmPipeline) -> Result<Module, ComponentError> {
         let id = pipeline.id().to_string();
         let pipeline: Arc<dyn Pipeline> = Arc::new(pipeline);
-        let module = Module::load(Arc::clone(&pipeline), &self.valves_dir, &self.env)?;
-        pipeline.on_startup(&self.ctx).await.map_err(|e| ComponentError::Start { id, message: e.to_string() })?;
+        let module = Module::load(Arc::clone(&pipeline), &self.setup.valves_dir, &self.setup.env)?;
+        pipeline.on_startup(&self.setup.ctx).await.map_err(|e| ComponentError::Start { id, message: e.to_string() })?;
         Ok(module)
     }
 
     async fn go_live(&self, module: Module, sha256: &str) {
         let id = module.id().to_string();
-        let current = self.live.load();
+        let current = self.setup.live.load();
         let old = current.module_lenient_shared(&id).filter(|m| m.id() == id);
-        self.live.replace(current.with(module));
+        self.setup.live.replace(current.with(module));
         if let Ok(mut running) = self.running.lock() {
             running.insert(id, sha256.to_string());
         }
@@ -228,9 +220,9 @@ impl Components {
     }
 
     async fn go_dead(&self, id: &str) {
-        let current = self.live.load();
+        let current = self.setup.live.load();
         let old = current.module_lenient_shared(id).filter(|m| m.id() == id);
-        self.live.replace(current.without(id));
+        self.setup.live.replace(current.without(id));
         if let Ok(mut running) = self.running.lock() {
             running.remove(id);
         }
@@ -241,13 +233,13 @@ impl Components {
 
     /// The valves file (its keys) and the records of a removed pipeline.
     async fn forget(&self, id: &str) {
-        let file = crate::valves::file_path(&self.valves_dir, id);
+        let file = crate::valves::file_path(&self.setup.valves_dir, id);
         if let Err(e) = std::fs::remove_file(&file) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(pipeline = id, error = %e, "the valves file of a removed pipeline could not be deleted");
             }
         }
-        if let Err(e) = self.store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
+        if let Err(e) = self.setup.store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
             tracing::warn!(pipeline = id, error = %e, "the records of a removed pipeline could not be deleted");
         }
     }

@@ -311,10 +311,7 @@ async def main(args) -> int:
         op = web.Application()
         op.router.add_post("/api/v1/report", c.openpipe.report)
         runners.append(await e2e.serve(op, c.openpipe_port))
-        for fn in SCENARIOS:
-            if args.only and args.only not in fn.__name__:
-                continue
-            await results.scenario(fn.__name__, fn(c), args.verbose, limit=1500)
+        await results.run(SCENARIOS, c, args, limit=1500)
     except Exception as e:
         results.harness_failed(e)
     finally:

@@ -40,10 +40,20 @@ SESSION = "e2e-session-1"
 OWUI_VERSION = importlib.metadata.version("open-webui")
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this process: the kernel may offer a port
+    it just offered again, and two servers of one run would then collide (seen once: Open WebUI's
+    health check answered by sluice)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def fixture(name: str) -> bytes:
@@ -491,6 +501,13 @@ class Results(list):
             print(f"FAIL {name}: {(str(e) or type(e).__name__)[:limit]}", flush=True)
             if verbose:
                 traceback.print_exc()
+
+    async def run(self, scenarios, c, args, limit=800):
+        """Every scenario (those whose name has `args.only`, when given), in order."""
+        for fn in scenarios:
+            if args.only and args.only not in fn.__name__:
+                continue
+            await self.scenario(fn.__name__, fn(c), args.verbose, limit)
 
     def harness_failed(self, e):
         """The suite itself broke (a process that did not start, a mock that failed)."""

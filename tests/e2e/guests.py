@@ -175,10 +175,7 @@ async def main(args) -> int:
         async with aiohttp.ClientSession(timeout=timeout, headers={"Authorization": f"Bearer {KEY}"}) as session:
             c.http = session
             await e2e.wait_http(session, c.url + "/", 30)
-            for fn in SCENARIOS:
-                if args.only and args.only not in fn.__name__:
-                    continue
-                await results.scenario(fn.__name__, fn(c), args.verbose, limit=1500)
+            await results.run(SCENARIOS, c, args, limit=1500)
     except Exception as e:
         results.harness_failed(e)
     finally:
