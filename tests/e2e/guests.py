@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The guest kits as an author uses them: each example of guests/python (built with
 guests/python/build.sh and componentize-py) and guests/js (built with guests/js/build.mjs and
-componentize-js) is uploaded to a running sluice as a component, then its hooks and answers
-are checked over HTTP, as Open WebUI would call them.
+componentize-js) is uploaded to a running sluice as a component, deleted, added again by https
+URL, then its hooks and answers are checked over HTTP, as Open WebUI would call them.
 
 Prints one PASS/FAIL line per scenario and `N passed, M failed`. Run through tests/e2e/run.sh,
 which provides the Python environment (with componentize-py) and installs guests/js's packages.
@@ -63,11 +63,18 @@ async def call(c, method, path, body=None, form=None):
 
 
 async def upload(c, path: pathlib.Path):
+    """Added twice, as both ways go: uploaded, deleted, then added by https URL."""
     form = aiohttp.FormData()
     form.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
     status, answer = await call(c, "POST", "/pipelines/upload", form=form)
     assert status == 200, answer
-    return answer
+    status, deleted = await call(c, "DELETE", "/pipelines/delete", {"id": answer["id"]})
+    assert status == 200, deleted
+    (c.work / "served").mkdir(exist_ok=True)
+    (c.work / "served" / path.name).write_bytes(path.read_bytes())
+    status, added = await call(c, "POST", "/pipelines/add", {"url": f"https://127.0.0.1:{c.tls_port}/{path.name}"})
+    assert status == 200 and added["id"] == answer["id"] and "added from https://" in added["detail"], added
+    return added
 
 
 def hook_body(text, answer=None):
@@ -159,14 +166,17 @@ async def main(args) -> int:
         tls_port = e2e.free_port()
         secure = web.Application()
         secure.router.add_post("/v1/chat/completions", e2e.relayed_chat)
+        (work / "served").mkdir()
+        secure.router.add_static("/", work / "served")
         secure_runner = web.AppRunner(secure, access_log=None)
         await secure_runner.setup()
         await web.TCPSite(secure_runner, "127.0.0.1", tls_port, ssl_context=e2e.test_ca(work, "IP:127.0.0.1")).start()
         runners.append(secure_runner)
-        c.tls_url = f"https://127.0.0.1:{tls_port}/v1"
+        c.tls_url, c.tls_port = f"https://127.0.0.1:{tls_port}/v1", tls_port
         base_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
         env = {**base_env, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": str(port), "SLUICE_API_KEY": KEY,
-               "SLUICE_DATA_DIR": str(work / "data"), "SLUICE_VALVES_DIR": str(work / "valves")}
+               "SLUICE_DATA_DIR": str(work / "data"), "SLUICE_VALVES_DIR": str(work / "valves"),
+               "SLUICE_WASM_FETCH_CA_FILE": str(work / "certs" / "ca.pem")}
         (work / "valves").mkdir()
         c.sluice = e2e.Process("sluice", [args.sluice], env, work / "sluice.log")
         procs.append(c.sluice)
