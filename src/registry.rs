@@ -26,16 +26,21 @@ pub struct Module {
 }
 
 impl Module {
-    /// Checks the id and loads the pipeline's valves (file, then environment).
-    pub fn load(pipeline: Arc<dyn Pipeline>, valves_dir: &Path, env: &ValvesEnv) -> Result<Module, RegistryError> {
+    /// Checks the id and gives the pipeline its valves entry, not loaded yet.
+    fn new(pipeline: Arc<dyn Pipeline>, valves_dir: &Path) -> Result<Module, RegistryError> {
         let id = pipeline.id().to_string();
         if !valid_id(&id) {
             return Err(RegistryError::BadId(id));
         }
         let valves = pipeline.valves().map(|cell| ValvesEntry::new(&id, cell, valves_dir));
-        let module = Module { pipeline, valves };
+        Ok(Module { pipeline, valves })
+    }
+
+    /// [`Self::new`], then the pipeline's valves loaded (file, then environment) and live.
+    pub fn load(pipeline: Arc<dyn Pipeline>, valves_dir: &Path, env: &ValvesEnv) -> Result<Module, RegistryError> {
+        let module = Module::new(pipeline, valves_dir)?;
         if let Some(entry) = &module.valves {
-            let loaded = entry.load(env).map_err(|errors| sourced(&id, entry, env, errors))?;
+            let loaded = entry.load(env).map_err(|errors| sourced(module.id(), entry, env, errors))?;
             entry.install(loaded);
         }
         Ok(module)
@@ -124,15 +129,11 @@ impl Registry {
         let mut modules = Vec::with_capacity(pipelines.len());
         let mut by_id = HashMap::new();
         for pipeline in pipelines {
-            let id = pipeline.id().to_string();
-            if !valid_id(&id) {
-                return Err(RegistryError::BadId(id));
+            let module = Module::new(pipeline, valves_dir)?;
+            if by_id.insert(module.id().to_string(), modules.len()).is_some() {
+                return Err(RegistryError::Duplicate(module.id().to_string()));
             }
-            if by_id.insert(id.clone(), modules.len()).is_some() {
-                return Err(RegistryError::Duplicate(id));
-            }
-            let valves = pipeline.valves().map(|cell| ValvesEntry::new(&id, cell, valves_dir));
-            modules.push(Arc::new(Module { pipeline, valves }));
+            modules.push(Arc::new(module));
         }
         let registry = Registry { modules, by_id };
         let unknown = registry.unknown_overrides(env);
@@ -266,10 +267,14 @@ impl Registry {
         self.model_entry(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.model_entry(rest)))
     }
 
+    /// [`Self::module`], as a handle that outlives this snapshot.
+    pub fn module_shared(&self, id: &str) -> Option<Arc<Module>> {
+        self.by_id.get(id).map(|i| Arc::clone(&self.modules[*i]))
+    }
+
     /// [`Self::module_lenient`], as a handle that outlives this snapshot.
     pub fn module_lenient_shared(&self, id: &str) -> Option<Arc<Module>> {
-        let index = self.by_id.get(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.by_id.get(rest)))?;
-        Some(Arc::clone(&self.modules[*index]))
+        self.module_shared(id).or_else(|| id.split_once('.').and_then(|(_, rest)| self.module_shared(rest)))
     }
 
     pub fn module_lenient(&self, id: &str) -> Option<&Module> {

@@ -96,7 +96,7 @@ impl Application {
         // Added WebAssembly pipelines join the built-in ones before any valves are read.
         let builtin: std::collections::HashSet<String> = pipelines.iter().map(|p| p.id().to_string()).collect();
         let wasm = if settings.wasm_pipelines {
-            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&wasm_cache(&data_dir)))
+            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&components::cache_dir(&data_dir)))
                 .map_err(|e| StartupError::Wasm(e.to_string()))?;
             let (added, loaded, version) = components::load_all(&runtime, stores.kv.as_ref(), &builtin)
                 .await
@@ -107,7 +107,7 @@ impl Application {
             let sources = Sources {
                 fetcher,
                 componentize_py: settings.componentize_py.clone(),
-                builds: data_dir.join("builds"),
+                builds: components::builds_dir(&data_dir),
                 intake: tokio::sync::Semaphore::new(components::INTAKE),
             };
             Some((runtime, loaded, version, sources))
@@ -198,18 +198,6 @@ impl Application {
         tracing::info!("sluice stopped");
         result
     }
-}
-
-/// Where compiled WebAssembly is kept between runs: inside the data directory (private to
-/// sluice's user: the cache holds native code sluice runs), as an absolute path (wasmtime's
-/// cache takes no other).
-pub fn wasm_cache(data_dir: &std::path::Path) -> std::path::PathBuf {
-    let dir = data_dir.join("wasm-cache");
-    // 0700 itself, not only inside the private data directory: native code sluice will run.
-    if let Err(e) = crate::private::dir(&dir) {
-        tracing::warn!(path = %dir.display(), error = %e, "the compile cache directory could not be made private");
-    }
-    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// What to do about a valves directory this process cannot write.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use sluice_sdk::Pipeline;
 
-use crate::components::{index, python};
+use crate::components::{self, index, python};
 use crate::config::Settings;
 use crate::registry;
 
@@ -17,7 +17,7 @@ Usage: sluice pipeline add FILE | list | remove ID
   add FILE     check and store a WebAssembly component (.wasm), or a Python pipeline (.py, built
                with componentize-py); replaces an added pipeline with the same id
   list         the added pipelines: id, SHA-256, where each came from, when it was added
-  remove ID    remove an added pipeline (its valves file stays)
+  remove ID    remove an added pipeline, its valves file and its records
 
 See docs/wasm-pipelines.md.";
 
@@ -75,6 +75,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             }
             match index::remove(store, &id).await.map_err(|e| e.to_string())? {
                 Some(_) => {
+                    components::forget(store, &settings.valves_dir, &id).await;
                     println!("removed {id}");
                     Ok(())
                 }
@@ -86,16 +87,16 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
             let bytes = std::fs::read(path).map_err(|e| format!("{file}: {e}"))?;
             let bytes = match name.strip_suffix(".py") {
-                Some(id) => python::build(&settings.componentize_py, &settings.data_dir.join("builds"), id, &bytes)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Some(id) => {
+                    python::build(&settings.componentize_py, &components::builds_dir(&settings.data_dir), id, &bytes)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
                 None => bytes,
             };
-            let runtime = sluice_wasm::Runtime::new(
-                settings.wasm_limits(),
-                Some(&crate::startup::wasm_cache(&settings.data_dir)),
-            )
-            .map_err(|e| e.to_string())?;
+            let runtime =
+                sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&components::cache_dir(&settings.data_dir)))
+                    .map_err(|e| e.to_string())?;
             let pipeline = sluice_wasm::load(&runtime, bytes.clone()).await.map_err(|e| format!("{file}: {e}"))?;
             let id = pipeline.id().to_string();
             if builtin.contains(&id) {

@@ -7,7 +7,7 @@ pub mod index;
 pub mod python;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub enum ComponentError {
     Store(#[from] sluice_sdk::StoreError),
     #[error("pipeline {id} failed to start: {message}")]
     Start { id: String, message: String },
+    #[error("the component stored as {id} now says it is {says}")]
+    IdChanged { id: String, says: String },
 }
 
 /// Where new pipelines come from: the downloader for `/pipelines/add`, and the Python
@@ -137,15 +139,10 @@ impl Components {
             return Err(ComponentError::NotFound(id.to_string()));
         };
         self.go_dead(id).await;
-        self.forget(id).await;
+        forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
         self.set_seen(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
-    }
-
-    /// What is added, as the index has it.
-    pub async fn list(&self) -> Result<index::Index, ComponentError> {
-        Ok(index::read(self.setup.store.as_ref()).await?)
     }
 
     /// Applies changes another replica (or the CLI) made, until `stop`.
@@ -182,7 +179,7 @@ impl Components {
         }
         for id in running.keys().filter(|id| !index.components.contains_key(*id)) {
             self.go_dead(id).await;
-            self.forget(id).await;
+            forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
             tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
         }
         self.set_seen(index.version);
@@ -190,10 +187,7 @@ impl Components {
     }
 
     async fn load_stored(&self, id: &str, sha256: &str) -> Result<Module, ComponentError> {
-        let bytes = index::bytes(self.setup.store.as_ref(), sha256)
-            .await?
-            .ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
-        let pipeline = sluice_wasm::load(&self.setup.runtime, bytes).await?;
+        let pipeline = stored(&self.setup.runtime, self.setup.store.as_ref(), id, sha256).await?;
         self.start(pipeline).await
     }
 
@@ -209,7 +203,7 @@ impl Components {
     async fn go_live(&self, module: Module, sha256: &str) {
         let id = module.id().to_string();
         let current = self.setup.live.load();
-        let old = current.module_lenient_shared(&id).filter(|m| m.id() == id);
+        let old = current.module_shared(&id);
         self.setup.live.replace(current.with(module));
         if let Ok(mut running) = self.running.lock() {
             running.insert(id, sha256.to_string());
@@ -221,26 +215,13 @@ impl Components {
 
     async fn go_dead(&self, id: &str) {
         let current = self.setup.live.load();
-        let old = current.module_lenient_shared(id).filter(|m| m.id() == id);
+        let old = current.module_shared(id);
         self.setup.live.replace(current.without(id));
         if let Ok(mut running) = self.running.lock() {
             running.remove(id);
         }
         if let Some(old) = old {
             old.pipeline.on_shutdown().await;
-        }
-    }
-
-    /// The valves file (its keys) and the records of a removed pipeline.
-    async fn forget(&self, id: &str) {
-        let file = crate::valves::file_path(&self.setup.valves_dir, id);
-        if let Err(e) = std::fs::remove_file(&file) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(pipeline = id, error = %e, "the valves file of a removed pipeline could not be deleted");
-            }
-        }
-        if let Err(e) = self.setup.store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
-            tracing::warn!(pipeline = id, error = %e, "the records of a removed pipeline could not be deleted");
         }
     }
 
@@ -255,6 +236,52 @@ impl Components {
     }
 }
 
+/// Deletes what a removed pipeline leaves: its valves file (its keys) and its records, so a
+/// component added later with its id starts from its defaults.
+pub async fn forget(store: &dyn KvStore, valves_dir: &Path, id: &str) {
+    let file = crate::valves::file_path(valves_dir, id);
+    if let Err(e) = std::fs::remove_file(&file) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(pipeline = id, error = %e, "the valves file of a removed pipeline could not be deleted");
+        }
+    }
+    if let Err(e) = store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
+        tracing::warn!(pipeline = id, error = %e, "the records of a removed pipeline could not be deleted");
+    }
+}
+
+/// Where compiled WebAssembly is kept between runs: inside the data directory, 0700 itself
+/// (native code sluice will run), as an absolute path (wasmtime's cache takes no other).
+pub fn cache_dir(data_dir: &Path) -> PathBuf {
+    let dir = data_dir.join("wasm-cache");
+    if let Err(e) = crate::private::dir(&dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "the compile cache directory could not be made private");
+    }
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Where `.py` pipelines are built: under the data directory (private, and present in an
+/// image that has no /tmp).
+pub fn builds_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("builds")
+}
+
+/// A stored component, loaded: its bytes from the store, compiled (or taken from the cache),
+/// described, and checked to still name the id it is stored under.
+async fn stored(
+    runtime: &Arc<Runtime>,
+    store: &dyn KvStore,
+    id: &str,
+    sha256: &str,
+) -> Result<WasmPipeline, ComponentError> {
+    let bytes = index::bytes(store, sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
+    let pipeline = sluice_wasm::load(runtime, bytes).await?;
+    if pipeline.id() != id {
+        return Err(ComponentError::IdChanged { id: id.to_string(), says: pipeline.id().to_string() });
+    }
+    Ok(pipeline)
+}
+
 /// At start: the stored components, loaded before the registry is built so their valves are
 /// read with the others'. One that fails to load is left out with an error in the log; the
 /// server starts without it.
@@ -266,25 +293,13 @@ pub async fn load_all(
     let index = index::read(store).await?;
     let mut pipelines: Vec<Arc<dyn Pipeline>> = Vec::new();
     let mut loaded = Vec::new();
-    for (id, entry) in &index.components {
-        if builtin.contains(id) {
-            continue;
-        }
-        let bytes = match index::bytes(store, &entry.sha256).await? {
-            Some(bytes) => bytes,
-            None => {
-                tracing::error!(pipeline = %id, "WebAssembly pipeline missing from the store; left out");
-                continue;
-            }
-        };
-        match sluice_wasm::load(runtime, bytes).await {
-            Ok(pipeline) if pipeline.id() == id => {
+    for (id, entry) in index.components.iter().filter(|(id, _)| !builtin.contains(*id)) {
+        match stored(runtime, store, id, &entry.sha256).await {
+            Ok(pipeline) => {
                 loaded.push((id.clone(), entry.sha256.clone()));
                 pipelines.push(Arc::new(pipeline));
             }
-            Ok(pipeline) => {
-                tracing::error!(pipeline = %id, says = pipeline.id(), "stored component now has another id; left out")
-            }
+            Err(ComponentError::Store(e)) => return Err(e),
             Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded; left out"),
         }
     }

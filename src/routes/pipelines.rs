@@ -24,7 +24,9 @@ impl From<ComponentError> for ApiError {
             ComponentError::BuiltIn(_) => ApiError::Conflict(e.to_string()),
             ComponentError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ComponentError::Load(_) | ComponentError::Valves(_) => ApiError::BadRequest(e.to_string()),
-            ComponentError::Store(_) | ComponentError::Start { .. } => ApiError::Internal(e.to_string()),
+            ComponentError::Store(_) | ComponentError::Start { .. } | ComponentError::IdChanged { .. } => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

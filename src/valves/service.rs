@@ -129,7 +129,7 @@ impl ValvesService {
     /// hook. A text this replica cannot accept (its environment pins another value, say) is
     /// left out with a warning; the replica keeps its values.
     pub async fn apply_shared(&self, id: &str, text: &str, version: i64) {
-        let Some(module) = self.registry.load().module_lenient_shared(id).filter(|m| m.id() == id) else { return };
+        let Some(module) = self.registry.load().module_shared(id) else { return };
         let Some(entry) = &module.valves else { return };
         let _one_at_a_time = self.lock.lock().await;
         if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {
