@@ -4,7 +4,7 @@ wasi:http: only to the hosts the admin listed in ALLOWED_HOSTS."""
 
 import json as _json
 
-from sluice_pipeline import HttpError, _chunks, _send
+from sluice_pipeline import HttpError, _chunks, _lines, _send
 
 __all__ = ["get", "post", "request", "Response", "HTTPError", "RequestException"]
 
@@ -49,15 +49,8 @@ class Response:
         return _json.loads(self.content)
 
     def iter_lines(self, decode_unicode=False):
-        pending = b""
-        for chunk in self.iter_content():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                line = line.rstrip(b"\r")
-                yield line.decode() if decode_unicode else line
-        if pending:
-            yield pending.decode() if decode_unicode else pending
+        for line in _lines(self.iter_content()):
+            yield line.decode() if decode_unicode else line
 
     def raise_for_status(self):
         if self.status_code >= 400:

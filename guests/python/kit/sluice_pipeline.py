@@ -199,11 +199,17 @@ def http_lines(method, url, headers=None, body=None):
     response = _send(method, url, headers, body)
     if response.status() >= 400:
         raise HttpError(f"{method} {url}: status {response.status()}")
+    for line in _lines(_chunks(response)):
+        yield line.decode("utf-8", "replace")
+
+
+def _lines(chunks):
+    """The lines of a stream of byte chunks, as they complete, without their line ends."""
     pending = b""
-    for chunk in _chunks(response):
+    for chunk in chunks:
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            yield line.decode("utf-8", "replace").rstrip("\r")
+            yield line.rstrip(b"\r")
     if pending:
-        yield pending.decode("utf-8", "replace")
+        yield pending
