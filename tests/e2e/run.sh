@@ -40,9 +40,12 @@ for arg in "$@"; do
 done
 "$VENV/bin/python" tests/e2e/clients.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
 "$VENV/bin/python" tests/e2e/readme.py --sluice "$sluice" "${clients_args[@]}" | tee -a "$log" || status=1
-# The guest kits: componentize-js from the npm registry (guests/js/package-lock.json).
-if [ ! -d guests/js/node_modules/@bytecodealliance/componentize-js ]; then
-  (cd guests/js && npm ci --silent --no-audit --no-fund) >&2
+# The guest kits: componentize-js from the npm registry, exactly as guests/js/package-lock.json
+# names it. npm keeps a copy of the lock it installed in node_modules; a tree installed from an
+# older lock (or by hand) is replaced, so what runs here is what a fresh clone gets.
+if ! cmp -s guests/js/package-lock.json guests/js/node_modules/.sluice-installed-lock; then
+  (cd guests/js && npm ci --silent --no-audit --no-fund &&
+    cp package-lock.json node_modules/.sluice-installed-lock) >&2
 fi
 PATH="$VENV/bin:$PATH" "$VENV/bin/python" tests/e2e/guests.py --sluice "$sluice" \
   --componentize-py "$VENV/bin/componentize-py" "${clients_args[@]}" | tee -a "$log" || status=1
