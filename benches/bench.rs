@@ -234,8 +234,11 @@ async fn drive() {
     for conns in [1usize, 16].into_iter().filter(|_| wants("streams")) {
         stream(&client, &base, conns).await;
     }
+    // The raw relay (raw_http::start_relay): the floor of a streamed answer through a proxy.
+    let (mut relay_child, relay_port) = start_child(&["relay", &mock_url], &[]);
+    let relay_url = format!("http://127.0.0.1:{relay_port}");
     for conns in [1usize, 16].into_iter().filter(|_| wants("manifold")) {
-        manifold(&client, &base, &mock_url, conns).await;
+        manifold(&client, (&base, &relay_url, &mock_url), conns).await;
     }
     for conns in [1usize, 16].into_iter().filter(|_| wants("openpipe")) {
         openpipe(&client, &base, &reports_served, conns).await;
@@ -254,14 +257,11 @@ async fn drive() {
     let paced: Vec<usize> = std::env::var("BENCH_PACED")
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![200, 1_000]);
-    if wants("paced") {
-        let (mut relay_child, relay_port) = start_child(&["relay", &mock_url], &[]);
-        for n in paced {
-            many_answers::paced_manifold((port, child.id()), (relay_port, relay_child.id()), n).await;
-        }
-        let _ = relay_child.kill();
-        let _ = relay_child.wait();
+    for n in paced.into_iter().filter(|_| wants("paced")) {
+        many_answers::paced_manifold((port, child.id()), (relay_port, relay_child.id()), n).await;
     }
+    let _ = relay_child.kill();
+    let _ = relay_child.wait();
     let _ = upstream_child.kill();
     let _ = upstream_child.wait();
     let _ = child.kill();
@@ -394,18 +394,22 @@ async fn openpipe(client: &reqwest::Client, base: &str, served: &std::sync::atom
     );
 }
 
-/// Time to first byte and total time, direct to the mock and through the manifold.
-async fn manifold(client: &reqwest::Client, base: &str, mock: &str, conns: usize) {
+/// Time to first byte and total time, direct to the mock, through the raw relay (what any
+/// proxy adds) and through the manifold. `added` is over direct; `over_relay` is sluice's own.
+async fn manifold(client: &reqwest::Client, (base, relay, mock): (&str, &str, &str), conns: usize) {
     let direct_body = serde_json::to_vec(&json!({"model": "gpt-4.1", "stream": true, "input": "go"})).unwrap();
     let via_body = serde_json::to_vec(&json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "go"}], "user": {"id": "bench"}})).unwrap();
     let direct = timed_streams(client, &format!("{mock}/v1/responses"), direct_body, conns).await;
+    let floor = timed_streams(client, &format!("{relay}/v1/chat/completions"), via_body.clone(), conns).await;
     let via = timed_streams(client, &format!("{base}/v1/chat/completions"), via_body, conns).await;
     let p = |v: &[Duration], q: f64| percentile(v, q);
     println!(
-        "bench=manifold_200_deltas conns={conns} direct_ttfb_p50_ms={:.3} direct_ttfb_p99_ms={:.3} via_ttfb_p50_ms={:.3} via_ttfb_p90_ms={:.3} via_ttfb_p99_ms={:.3} added_ttfb_p50_ms={:.3} added_ttfb_p99_ms={:.3} direct_total_p50_ms={:.3} via_total_p50_ms={:.3} via_total_p99_ms={:.3} added_total_p50_ms={:.3} added_us_per_delta_p50={:.2} streams={}",
-        p(&direct.0, 0.5), p(&direct.0, 0.99), p(&via.0, 0.5), p(&via.0, 0.9), p(&via.0, 0.99),
+        "bench=manifold_200_deltas conns={conns} direct_ttfb_p50_ms={:.3} direct_ttfb_p99_ms={:.3} relay_ttfb_p50_ms={:.3} relay_ttfb_p99_ms={:.3} via_ttfb_p50_ms={:.3} via_ttfb_p90_ms={:.3} via_ttfb_p99_ms={:.3} added_ttfb_p50_ms={:.3} added_ttfb_p99_ms={:.3} over_relay_ttfb_p50_ms={:.3} over_relay_ttfb_p99_ms={:.3} direct_total_p50_ms={:.3} relay_total_p50_ms={:.3} via_total_p50_ms={:.3} via_total_p99_ms={:.3} added_total_p50_ms={:.3} added_us_per_delta_p50={:.2} streams={}",
+        p(&direct.0, 0.5), p(&direct.0, 0.99), p(&floor.0, 0.5), p(&floor.0, 0.99),
+        p(&via.0, 0.5), p(&via.0, 0.9), p(&via.0, 0.99),
         p(&via.0, 0.5) - p(&direct.0, 0.5), p(&via.0, 0.99) - p(&direct.0, 0.99),
-        p(&direct.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99), p(&via.1, 0.5) - p(&direct.1, 0.5),
+        p(&via.0, 0.5) - p(&floor.0, 0.5), p(&via.0, 0.99) - p(&floor.0, 0.99),
+        p(&direct.1, 0.5), p(&floor.1, 0.5), p(&via.1, 0.5), p(&via.1, 0.99), p(&via.1, 0.5) - p(&direct.1, 0.5),
         (p(&via.1, 0.5) - p(&direct.1, 0.5)) * 1000.0 / MOCK_DELTAS as f64,
         via.1.len(),
     );

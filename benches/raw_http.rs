@@ -166,67 +166,101 @@ pub async fn start_mock_upstream() -> String {
     url
 }
 
-/// The floor of a streamed answer: a relay that takes a chat request, asks `upstream` for a
-/// paced answer and passes each piece on as it arrives, with the end marker sluice's clients
-/// wait for. One read and one write per upstream event, no parsing: what any proxy pays.
+/// The floor of a streamed answer: a relay that takes a chat request, asks `upstream` for the
+/// same kind of answer (paced when the request holds [`PACED_MARKER`], else at once) and passes
+/// each piece on as it arrives as one HTTP chunk, with the end marker sluice's clients wait
+/// for. One read and one write per upstream event, no parsing: what any proxy pays. Both of its
+/// connections are kept alive between answers, as sluice keeps its own.
 pub async fn start_relay(upstream: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let addr = upstream.trim_start_matches("http://").to_string();
-    let body = format!(r#"{{"model":"gpt-4.1","stream":true,"input":"{PACED_MARKER}"}}"#);
-    let ask = Arc::new(format!(
-        "POST /v1/responses HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    ));
+    let ask = |input: &str| {
+        let body = format!(r#"{{"model":"gpt-4.1","stream":true,"input":"{input}"}}"#);
+        Arc::new(format!(
+            "POST /v1/responses HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let (paced, whole) = (ask(PACED_MARKER), ask("go"));
     tokio::spawn(async move {
         loop {
             let Ok((mut client, _)) = listener.accept().await else { return };
-            let (addr, ask) = (addr.clone(), Arc::clone(&ask));
+            let (addr, paced, whole) = (addr.clone(), Arc::clone(&paced), Arc::clone(&whole));
             tokio::spawn(async move {
                 let _ = client.set_nodelay(true);
                 let mut buf = vec![0u8; 1 << 16];
                 let mut seen = Vec::new();
-                // The whole request (the driver sends it in one write, with its length).
-                loop {
-                    let Ok(n) = client.read(&mut buf).await else { return };
-                    if n == 0 {
+                let mut up: Option<tokio::net::TcpStream> = None;
+                while let Some(request) = read_request(&mut client, &mut buf, &mut seen).await {
+                    let marker = PACED_MARKER.as_bytes();
+                    let ask = if request.windows(marker.len()).any(|w| w == marker) { &paced } else { &whole };
+                    if up.is_none() {
+                        let Ok(conn) = tokio::net::TcpStream::connect(&addr).await else { return };
+                        let _ = conn.set_nodelay(true);
+                        up = Some(conn);
+                    }
+                    let Some(conn) = up.as_mut() else { return };
+                    if conn.write_all(ask.as_bytes()).await.is_err() {
                         return;
                     }
-                    seen.extend_from_slice(&buf[..n]);
-                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        if seen.len() >= end + 4 + content_length(&seen[..end]) {
-                            break;
-                        }
-                    }
-                }
-                let Ok(mut up) = tokio::net::TcpStream::connect(&addr).await else { return };
-                let _ = up.set_nodelay(true);
-                if up.write_all(ask.as_bytes()).await.is_err() {
-                    return;
-                }
-                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
-                if client.write_all(head).await.is_err() {
-                    return;
-                }
-                // The head is kept until it shows the length; then bytes are only counted.
-                let (mut head_bytes, mut want, mut received) = (Vec::new(), None::<usize>, 0usize);
-                while want.is_none_or(|w| received < w) {
-                    let Ok(n) = up.read(&mut buf).await else { return };
-                    if n == 0 || client.write_all(&buf[..n]).await.is_err() {
+                    let head =
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if client.write_all(head).await.is_err() || !relay_answer(conn, &mut client, &mut buf).await {
                         return;
                     }
-                    received += n;
-                    if want.is_none() {
-                        head_bytes.extend_from_slice(&buf[..n]);
-                        if let Some(end) = head_bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-                            want = Some(end + 4 + content_length(&head_bytes[..end]));
-                        }
-                    }
                 }
-                let _ = client.write_all(b"data: [DONE]\n\n").await;
             });
         }
     });
     url
+}
+
+/// Reads one whole request (headers and `content-length` body) from `socket`; `seen` keeps what
+/// arrived after it. `None` when the peer closed.
+async fn read_request(socket: &mut tokio::net::TcpStream, buf: &mut [u8], seen: &mut Vec<u8>) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let len = end + 4 + content_length(&seen[..end]);
+            if seen.len() >= len {
+                let rest = seen.split_off(len);
+                return Some(std::mem::replace(seen, rest));
+            }
+        }
+        match socket.read(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Passes the upstream's answer on to `client`, each read as one chunk, then the end marker and
+/// the last chunk. The upstream's own head goes along unparsed (its length only ends the answer).
+async fn relay_answer(up: &mut tokio::net::TcpStream, client: &mut tokio::net::TcpStream, buf: &mut [u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut head_bytes, mut want, mut received) = (Vec::new(), None::<usize>, 0usize);
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    while want.is_none_or(|w| received < w) {
+        let n = match up.read(buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        out.clear();
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&buf[..n]);
+        out.extend_from_slice(b"\r\n");
+        if client.write_all(&out).await.is_err() {
+            return false;
+        }
+        received += n;
+        if want.is_none() {
+            head_bytes.extend_from_slice(&buf[..n]);
+            if let Some(end) = head_bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                want = Some(end + 4 + content_length(&head_bytes[..end]));
+            }
+        }
+    }
+    client.write_all(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n").await.is_ok()
 }

@@ -2,6 +2,7 @@
 //! requests become `POST {BASE_URL}/responses` (streaming); the event stream becomes chat
 //! chunks and Open WebUI events. Spec: docs/manifold.md.
 
+mod clients;
 mod convert;
 mod events;
 mod files;
@@ -28,6 +29,7 @@ use sluice_sdk::{
 };
 use tokio::sync::{mpsc, Notify};
 
+use crate::clients::{ClientSettings, Clients};
 use crate::convert::{Converter, Outcome};
 use crate::events::EventKind;
 use crate::replay::Record;
@@ -41,7 +43,7 @@ pub const PIPELINE_ID: &str = "openai_responses";
 /// What exists only after start-up.
 struct Runtime {
     store: Arc<dyn KvStore>,
-    client: ArcSwap<reqwest::Client>,
+    clients: Clients,
     /// Base model ids the upstream serves, from the last successful fetch.
     served: ArcSwap<Option<HashSet<String>>>,
     refresh: Notify,
@@ -60,13 +62,8 @@ pub struct OpenAIResponses {
     listed: model_list::ModelList,
 }
 
-fn build_client(valves: &ResponsesValves) -> Result<reqwest::Client, PipelineError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(valves.REQUEST_TIMEOUT_CONNECT_S))
-        .tcp_nodelay(true)
-        .user_agent(concat!("sluice-openai-responses/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| PipelineError::internal(format!("cannot build the HTTP client: {}", sluice_sdk::error_chain(&e))))
+fn client_settings(valves: &ResponsesValves) -> ClientSettings {
+    ClientSettings { connect_timeout: Duration::from_secs(valves.REQUEST_TIMEOUT_CONNECT_S) }
 }
 
 const MAX_MODEL_LIST_BYTES: usize = 4 << 20;
@@ -111,7 +108,11 @@ impl OpenAIResponses {
         loop {
             let v = valves.get();
             if v.FETCH_MODELS && !v.API_KEY.is_empty() {
-                match fetch_models(&runtime.client.load(), &v).await {
+                let fetched = match runtime.clients.get() {
+                    Ok(client) => fetch_models(&client, &v).await,
+                    Err(e) => Err(e.message),
+                };
+                match fetched {
                     Ok(ids) => runtime.served.store(Arc::new(Some(ids))),
                     Err(e) => {
                         tracing::warn!(pipeline = PIPELINE_ID, error = %e, "model list fetch failed; keeping the last list")
@@ -269,14 +270,9 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
     // Made once: a fresh `cancelled()` per event registers and unregisters a waiter each time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
-    let mut first = true;
+    // Whether the first event to the client has gone out yet (see below).
+    let mut first_sent = false;
     loop {
-        if std::mem::take(&mut first) {
-            // This task shares its thread with the connection: without a yield here it would
-            // convert a whole channel's worth of events (64) before the first byte is written.
-            // One yield lets the first chunk out at once (time to first byte in the benchmark).
-            tokio::task::yield_now().await;
-        }
         let next = match prefetched.next() {
             Some(v) => Ok(Some(v)),
             None => tokio::select! {
@@ -297,10 +293,18 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
         };
         match a.converter.on_event(&event) {
             Outcome::Continue(events) => {
+                let any = !events.is_empty();
                 for e in events {
                     if !send(e).await {
                         return;
                     }
+                }
+                if any && !std::mem::replace(&mut first_sent, true) {
+                    // This task shares its thread with the client's connection. When the
+                    // upstream's events are already here (a burst), it would go on converting
+                    // a whole channel's worth (64) before the connection writes anything; one
+                    // yield after the first event lets that event out at once.
+                    tokio::task::yield_now().await;
                 }
             }
             Outcome::Finished { response, tail } => {
@@ -365,10 +369,9 @@ impl Pipeline for OpenAIResponses {
     }
 
     async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
-        let client = build_client(&self.valves.get())?;
         let runtime = Arc::new(Runtime {
             store: Arc::clone(&ctx.store),
-            client: ArcSwap::from_pointee(client),
+            clients: Clients::new(client_settings(&self.valves.get()))?,
             served: ArcSwap::from_pointee(None),
             refresh: Notify::new(),
             shutdown: ctx.shutdown.clone(),
@@ -387,7 +390,7 @@ impl Pipeline for OpenAIResponses {
 
     async fn on_valves_updated(&self) -> Result<(), PipelineError> {
         let runtime = self.runtime()?;
-        runtime.client.store(Arc::new(build_client(&self.valves.get())?));
+        runtime.clients.replace(client_settings(&self.valves.get()))?;
         runtime.refresh.notify_one();
         let has_key = !self.valves.get().API_KEY.is_empty();
         if self.had_key.swap(has_key, std::sync::atomic::Ordering::Relaxed) && !has_key {
@@ -468,7 +471,7 @@ impl Pipeline for OpenAIResponses {
             ));
         }
         let keep_record = valves.ITEM_STORE_TTL_DAYS > 0 && !task;
-        let client = runtime.client.load_full();
+        let client = runtime.clients.get()?;
         // Fetched once, before the first attempt: retries send the same files.
         // Open WebUI's users only: their id is what a file's owner is checked against.
         let attached = if model.caps.files && !task && request.dialect == Dialect::OpenWebUi {

@@ -16,33 +16,49 @@ pub struct SseReader {
 pub struct TooLarge;
 
 impl SseReader {
-    /// Feeds bytes; returns the `data` of every event completed by them. `[DONE]` (added by
-    /// some proxies) is dropped. Lines are found with a slice search and handled in place; only
-    /// a line split across reads is copied (a byte-at-a-time loop was the manifold's largest
-    /// CPU cost before its first chunk).
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, TooLarge> {
-        let mut events = Vec::new();
+    /// Reads lines from the front of `bytes` until an event is complete and returns its `data`,
+    /// leaving `bytes` just after it; `None` once `bytes` is used up (a partial line is kept for
+    /// the next read). One event at a time, so the first event of a large read is handed on
+    /// before the rest of the read is split. `[DONE]` (added by some proxies) is dropped. Lines
+    /// are found with a slice search and handled in place; only a line split across reads is
+    /// copied.
+    pub fn next_event(&mut self, bytes: &mut &[u8]) -> Result<Option<String>, TooLarge> {
         while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
             let (line, rest) = (&bytes[..end], &bytes[end + 1..]);
-            bytes = rest;
-            if self.line.is_empty() {
-                self.on_line(line, &mut events)?;
+            *bytes = rest;
+            let event = if self.line.is_empty() {
+                self.on_line(line)?
             } else {
                 let mut joined = std::mem::take(&mut self.line);
                 joined.extend_from_slice(line);
-                self.on_line(&joined, &mut events)?;
+                let event = self.on_line(&joined);
                 joined.clear();
                 self.line = joined;
+                event?
+            };
+            if event.is_some() {
+                return Ok(event);
             }
         }
         self.line.extend_from_slice(bytes);
+        *bytes = &[];
         if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
             return Err(TooLarge);
+        }
+        Ok(None)
+    }
+
+    /// Feeds bytes; returns the `data` of every event completed by them.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, TooLarge> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_event(&mut bytes)? {
+            events.push(event);
         }
         Ok(events)
     }
 
-    fn on_line(&mut self, line: &[u8], events: &mut Vec<String>) -> Result<(), TooLarge> {
+    /// The event a line completes, if it does.
+    fn on_line(&mut self, line: &[u8]) -> Result<Option<String>, TooLarge> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if self.has_data {
@@ -52,7 +68,7 @@ impl SseReader {
                     Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
                 };
                 if data.trim() != "[DONE]" {
-                    events.push(data);
+                    return Ok(Some(data));
                 }
             }
         } else if let Some(rest) = line.strip_prefix(b"data:") {
@@ -67,7 +83,7 @@ impl SseReader {
             }
         }
         // `event:`, `id:`, `retry:` and `:` comments carry nothing we use: the JSON has `type`.
-        Ok(())
+        Ok(None)
     }
 
     /// The last event when the stream ended without a blank line after it.

@@ -167,7 +167,10 @@ fn truncate(text: &str, max: usize) -> String {
 pub struct Events {
     body: BoxStream<'static, Result<Bytes, reqwest::Error>>,
     reader: SseReader,
-    pending: VecDeque<String>,
+    /// What is left of the last read: split into events one at a time, as they are asked for.
+    unread: Bytes,
+    /// The event the reader held when the stream ended without a blank line after it.
+    last: VecDeque<String>,
     idle: Duration,
     /// The idle timer, moved on lazily: a wait or a read only notes the time; the timer is set
     /// again when it fires early, not once per read.
@@ -205,7 +208,8 @@ impl Events {
         Events {
             body: resp.bytes_stream().boxed(),
             reader: SseReader::default(),
-            pending: VecDeque::new(),
+            unread: Bytes::new(),
+            last: VecDeque::new(),
             idle,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             malformed: 0,
@@ -218,7 +222,7 @@ impl Events {
         // Idle is counted from the start of this wait or the last read, whichever is later.
         let mut since = Instant::now();
         loop {
-            while let Some(data) = self.pending.pop_front() {
+            while let Some(data) = self.take()? {
                 if let Some(event) = text_delta(&data) {
                     return Ok(Some(event));
                 }
@@ -251,21 +255,30 @@ impl Events {
                 }
                 Ok(None) => {
                     self.ended = true;
-                    self.pending.extend(self.reader.flush());
+                    self.last.extend(self.reader.flush());
                 }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(detail = %sluice_sdk::error_chain(&e), "the connection to OpenAI broke");
                     return Err(PipelineError::upstream("OpenAI: the connection broke; the answer was cut short"));
                 }
-                Ok(Some(Ok(bytes))) => match self.reader.push(&bytes) {
-                    Ok(events) => {
-                        since = Instant::now();
-                        self.pending.extend(events)
-                    }
-                    Err(_) => return Err(PipelineError::upstream("OpenAI: an event exceeded the size limit")),
-                },
+                Ok(Some(Ok(bytes))) => {
+                    since = Instant::now();
+                    self.unread = bytes;
+                }
             }
         }
+    }
+
+    /// The `data` of the next event already read, if there is one.
+    fn take(&mut self) -> Result<Option<String>, PipelineError> {
+        if self.unread.is_empty() {
+            return Ok(self.last.pop_front());
+        }
+        let mut rest: &[u8] = &self.unread;
+        let event = self.reader.next_event(&mut rest);
+        let used = self.unread.len() - rest.len();
+        self.unread = self.unread.slice(used..);
+        event.map_err(|_| PipelineError::upstream("OpenAI: an event exceeded the size limit"))
     }
 }
 
