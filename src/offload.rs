@@ -27,6 +27,7 @@ where
     let cancel = CancellationToken::new();
     let _cancel_on_drop = cancel.clone().drop_guard();
     let done = tokio::task::spawn_blocking(move || {
+        let _lent = sluice_sdk::offloaded::enter();
         handle.block_on(async move {
             tokio::select! {
                 result = work => Some(result),
@@ -37,4 +38,18 @@ where
     .await
     .map_err(|e| ApiError::Internal(format!("the request's work stopped: {e}")))?;
     done.ok_or_else(|| ApiError::Internal("the request was abandoned".into()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heavy_work_runs_on_a_thread_marked_as_lent() {
+        let offloaded = || async { sluice_sdk::offloaded::is_offloaded() };
+        assert!(run(true, offloaded()).await.unwrap());
+        assert!(!run(false, offloaded()).await.unwrap());
+        assert!(!sluice_sdk::offloaded::is_offloaded());
+    }
 }

@@ -4,7 +4,7 @@
 //! drives, and the request, the answer's head and each read of its body cross threads, a
 //! wake-up of a sleeping thread each time (about 90 µs before the first byte at p50 on the
 //! 2-core machine of docs/performance.md). A client per thread keeps a worker's chats on the
-//! connections it drives itself.
+//! connections it drives itself. Threads lent to heavy requests get one shared client.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -40,24 +40,31 @@ thread_local! {
 
 pub struct Clients {
     settings: ArcSwap<ClientSettings>,
+    /// For threads lent to heavy requests (`sluice_sdk::offloaded`), which come and go: a
+    /// client of their own would start cold each time.
+    shared: ArcSwap<reqwest::Client>,
 }
 
 impl Clients {
     /// Checks that a client can be made with `settings` before any request needs one.
     pub fn new(settings: ClientSettings) -> Result<Self, PipelineError> {
-        settings.build()?;
-        Ok(Clients { settings: ArcSwap::from_pointee(settings) })
+        let shared = settings.build()?;
+        Ok(Clients { settings: ArcSwap::from_pointee(settings), shared: ArcSwap::from_pointee(shared) })
     }
 
     /// Later requests use clients made with `settings`.
     pub fn replace(&self, settings: ClientSettings) -> Result<(), PipelineError> {
-        settings.build()?;
+        let shared = settings.build()?;
         self.settings.store(Arc::new(settings));
+        self.shared.store(Arc::new(shared));
         Ok(())
     }
 
     /// This thread's client for the current settings (cheap to clone: it shares the pool).
     pub fn get(&self) -> Result<reqwest::Client, PipelineError> {
+        if sluice_sdk::offloaded::is_offloaded() {
+            return Ok(self.shared.load().as_ref().clone());
+        }
         let settings = self.settings.load_full();
         LOCAL.with_borrow_mut(|local| {
             local.retain(|(s, _)| s.strong_count() > 0);
@@ -98,6 +105,11 @@ mod tests {
         clients.get().unwrap();
         assert_eq!(count(), 1);
         std::thread::spawn(move || {
+            {
+                let _lent = sluice_sdk::offloaded::enter();
+                clients.get().unwrap();
+                assert_eq!(LOCAL.with_borrow(Vec::len), 0, "a thread lent to a heavy request uses the shared client");
+            }
             clients.get().unwrap();
             assert_eq!(LOCAL.with_borrow(Vec::len), 1, "each thread makes its own");
         })

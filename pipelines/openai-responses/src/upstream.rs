@@ -169,7 +169,8 @@ pub struct Events {
     reader: SseReader,
     /// What is left of the last read: split into events one at a time, as they are asked for.
     unread: Bytes,
-    /// The event the reader held when the stream ended without a blank line after it.
+    /// The event the reader held when the stream ended without a blank line after it (at most
+    /// one).
     last: VecDeque<String>,
     idle: Duration,
     /// The idle timer, moved on lazily: a wait or a read only notes the time; the timer is set

@@ -16,6 +16,7 @@ mod event;
 pub mod fuzz;
 pub mod marker;
 pub mod message;
+pub mod offloaded;
 pub mod outbox;
 mod pipeline;
 mod request;
