@@ -53,13 +53,9 @@ where
                         Ok(n) => n,
                     };
                     pending.extend_from_slice(&buf[..n]);
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let len = content_length(&pending[..end]);
-                        if pending.len() < end + 4 + len {
-                            break;
-                        }
-                        let reply = respond(&pending[end + 4..end + 4 + len]);
-                        pending.drain(..end + 4 + len);
+                    while let Some((body, used)) = framed(&pending) {
+                        let reply = respond(&pending[body]);
+                        pending.drain(..used);
                         served.fetch_add(1, Ordering::Relaxed);
                         // Deadlines from the start, not sleeps in a row: timer rounding must not
                         // add up into a stretch that sluice did not cause.
@@ -78,6 +74,14 @@ where
         }
     });
     (url, served)
+}
+
+/// Where the body of the first whole request in `bytes` is, and how many bytes that request
+/// takes; `None` until it has all arrived.
+fn framed(bytes: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let used = end + 4 + content_length(&bytes[..end]);
+    (bytes.len() >= used).then_some((end + 4..used, used))
 }
 
 fn content_length(head: &[u8]) -> usize {
@@ -172,7 +176,7 @@ pub async fn start_mock_upstream() -> String {
 /// for. One read and one write per upstream event, no parsing: what any proxy pays. Both of its
 /// connections are kept alive between answers, as sluice keeps its own.
 pub async fn start_relay(upstream: String) -> String {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let addr = upstream.trim_start_matches("http://").to_string();
@@ -193,9 +197,17 @@ pub async fn start_relay(upstream: String) -> String {
                 let mut buf = vec![0u8; 1 << 16];
                 let mut seen = Vec::new();
                 let mut up: Option<tokio::net::TcpStream> = None;
-                while let Some(request) = read_request(&mut client, &mut buf, &mut seen).await {
+                loop {
+                    let Some((body, used)) = framed(&seen) else {
+                        match client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
                     let marker = PACED_MARKER.as_bytes();
-                    let ask = if request.windows(marker.len()).any(|w| w == marker) { &paced } else { &whole };
+                    let ask = if seen[body].windows(marker.len()).any(|w| w == marker) { &paced } else { &whole };
+                    seen.drain(..used);
                     if up.is_none() {
                         let Ok(conn) = tokio::net::TcpStream::connect(&addr).await else { return };
                         let _ = conn.set_nodelay(true);
@@ -217,28 +229,10 @@ pub async fn start_relay(upstream: String) -> String {
     url
 }
 
-/// Reads one whole request (headers and `content-length` body) from `socket`; `seen` keeps what
-/// arrived after it. `None` when the peer closed.
-async fn read_request(socket: &mut tokio::net::TcpStream, buf: &mut [u8], seen: &mut Vec<u8>) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            let len = end + 4 + content_length(&seen[..end]);
-            if seen.len() >= len {
-                let rest = seen.split_off(len);
-                return Some(std::mem::replace(seen, rest));
-            }
-        }
-        match socket.read(buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 /// Passes the upstream's answer on to `client`, each read as one chunk, then the end marker and
 /// the last chunk. The upstream's own head goes along unparsed (its length only ends the answer).
 async fn relay_answer(up: &mut tokio::net::TcpStream, client: &mut tokio::net::TcpStream, buf: &mut [u8]) -> bool {
+    use std::io::Write;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut head_bytes, mut want, mut received) = (Vec::new(), None::<usize>, 0usize);
     let mut out = Vec::with_capacity(buf.len() + 16);
@@ -248,7 +242,7 @@ async fn relay_answer(up: &mut tokio::net::TcpStream, client: &mut tokio::net::T
             Ok(n) => n,
         };
         out.clear();
-        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        let _ = write!(out, "{n:x}\r\n");
         out.extend_from_slice(&buf[..n]);
         out.extend_from_slice(b"\r\n");
         if client.write_all(&out).await.is_err() {

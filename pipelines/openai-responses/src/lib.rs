@@ -293,13 +293,14 @@ async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: Cancella
         };
         match a.converter.on_event(&event) {
             Outcome::Continue(events) => {
-                let any = !events.is_empty();
+                let first = !first_sent && !events.is_empty();
                 for e in events {
                     if !send(e).await {
                         return;
                     }
                 }
-                if any && !std::mem::replace(&mut first_sent, true) {
+                if first {
+                    first_sent = true;
                     // This task shares its thread with the client's connection. When the
                     // upstream's events are already here (a burst), it would go on converting
                     // a whole channel's worth (64) before the connection writes anything; one

@@ -48,7 +48,9 @@ impl SseReader {
         Ok(None)
     }
 
-    /// Feeds bytes; returns the `data` of every event completed by them.
+    /// Feeds bytes; returns the `data` of every event completed by them (the tests' reader of
+    /// whole transcripts).
+    #[cfg(test)]
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, TooLarge> {
         let mut events = Vec::new();
         while let Some(event) = self.next_event(&mut bytes)? {
@@ -86,9 +88,10 @@ impl SseReader {
         Ok(None)
     }
 
-    /// The last event when the stream ended without a blank line after it.
-    pub fn flush(&mut self) -> Vec<String> {
-        self.push(b"\n\n").unwrap_or_default()
+    /// The last event when the stream ended without a blank line after it (only one can be
+    /// open).
+    pub fn flush(&mut self) -> Option<String> {
+        self.next_event(&mut &b"\n\n"[..]).ok().flatten()
     }
 }
 

@@ -1,7 +1,6 @@
 //! The HTTP side of `POST {BASE_URL}/responses`: status and error mapping, retry decisions
 //! (docs/manifold.md §8), and the event reader with its idle timeout.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -169,9 +168,8 @@ pub struct Events {
     reader: SseReader,
     /// What is left of the last read: split into events one at a time, as they are asked for.
     unread: Bytes,
-    /// The event the reader held when the stream ended without a blank line after it (at most
-    /// one).
-    last: VecDeque<String>,
+    /// The event the reader held when the stream ended without a blank line after it.
+    last: Option<String>,
     idle: Duration,
     /// The idle timer, moved on lazily: a wait or a read only notes the time; the timer is set
     /// again when it fires early, not once per read.
@@ -210,7 +208,7 @@ impl Events {
             body: resp.bytes_stream().boxed(),
             reader: SseReader::default(),
             unread: Bytes::new(),
-            last: VecDeque::new(),
+            last: None,
             idle,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             malformed: 0,
@@ -256,7 +254,7 @@ impl Events {
                 }
                 Ok(None) => {
                     self.ended = true;
-                    self.last.extend(self.reader.flush());
+                    self.last = self.reader.flush();
                 }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(detail = %sluice_sdk::error_chain(&e), "the connection to OpenAI broke");
@@ -273,7 +271,7 @@ impl Events {
     /// The `data` of the next event already read, if there is one.
     fn take(&mut self) -> Result<Option<String>, PipelineError> {
         if self.unread.is_empty() {
-            return Ok(self.last.pop_front());
+            return Ok(self.last.take());
         }
         let mut rest: &[u8] = &self.unread;
         let event = self.reader.next_event(&mut rest);
