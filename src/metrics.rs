@@ -77,13 +77,12 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 impl Metrics {
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
         let Ok(mut routes) = self.routes.lock() else { return };
-        if !routes.contains_key(route) {
-            routes.insert(route.to_string(), RouteStats::default());
-        }
-        if let Some(stats) = routes.get_mut(route) {
-            *stats.by_status.entry(status).or_default() += 1;
-            stats.latency.observe(elapsed.as_secs_f64());
-        }
+        let stats = match routes.get_mut(route) {
+            Some(stats) => stats,
+            None => routes.entry(route.to_string()).or_default(),
+        };
+        *stats.by_status.entry(status).or_default() += 1;
+        stats.latency.observe(elapsed.as_secs_f64());
     }
 
     pub fn stream_opened(self: &Arc<Self>) -> OpenStream {

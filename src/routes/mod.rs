@@ -31,11 +31,13 @@ pub fn configure(cfg: &mut ServiceConfig, small_body: &web::Data<BodyConfig>) {
         .service(resource("/pipelines/delete").delete(pipelines::delete))
         .service(resource("/pipelines/reload").post(pipelines::reload))
         .service(resource("/chat/completions").post(chat::chat_completions))
+        // Routes with a path parameter are tried in this order, each a regex match: the filter
+        // hooks, called around every chat, come first; no path matches two of them.
+        .service(resource("/{id}/filter/inlet").post(filter::inlet))
+        .service(resource("/{id}/filter/outlet").post(filter::outlet))
         .service(resource("/{id}/valves").get(valves::get_valves))
         .service(resource("/{id}/valves/spec").get(valves::get_valves_spec))
         .service(resource("/{id}/valves/update").app_data(small_body.clone()).post(valves::update_valves))
-        .service(resource("/{id}/filter/inlet").post(filter::inlet))
-        .service(resource("/{id}/filter/outlet").post(filter::outlet))
         .service(resource("/{id}/actions/{name}").app_data(small_body.clone()).post(actions::run_action));
 }
 

@@ -1,12 +1,13 @@
-use actix_web::{web, HttpResponse};
-use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde::Serialize;
+use actix_web::{web, HttpResponse};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use sluice_sdk::{FilterTargets, PipelineKind};
 
 use sluice_sdk::clock::unix_secs;
 
+use crate::error::ApiError;
 use crate::registry::LiveRegistry;
 
 /// One model entry, serialised straight from borrowed fields in the reference's key order:
@@ -14,14 +15,29 @@ use crate::registry::LiveRegistry;
 /// route's time in the profile.
 #[derive(Serialize)]
 struct Entry<'a> {
-    id: Cow<'a, str>,
-    name: Cow<'a, str>,
+    id: Joined<'a>,
+    name: Joined<'a>,
     object: &'static str,
     created: u64,
     owned_by: &'static str,
     pipeline: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<Value>,
+    info: Option<&'a Value>,
+}
+
+/// Two strings written as one JSON string (`<manifold>.<sub-model>`), without building it.
+struct Joined<'a>(&'a str, &'static str, &'a str);
+
+impl Serialize for Joined<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}{}{}", self.0, self.1, self.2))
+    }
+}
+
+impl<'a> From<&'a str> for Joined<'a> {
+    fn from(one: &'a str) -> Self {
+        Joined(one, "", "")
+    }
 }
 
 #[derive(Serialize)]
@@ -51,11 +67,18 @@ struct List<'a> {
 
 /// `GET /models` (docs/protocol.md §5.2): one entry per pipe and filter, one per manifold
 /// sub-model, and `"pipelines": true`, which is how Open WebUI recognises a Pipelines server.
-pub async fn list_models(live: web::Data<LiveRegistry>) -> HttpResponse {
+pub async fn list_models(live: web::Data<LiveRegistry>) -> Result<HttpResponse, ApiError> {
+    // The last list's size: the answer is written into one buffer, not grown step by step.
+    static LAST_LEN: AtomicUsize = AtomicUsize::new(1024);
     let registry = live.load();
     let created = unix_secs();
+    let subs: Vec<_> = registry
+        .modules()
+        .iter()
+        .map(|m| if m.kind() == PipelineKind::Manifold { m.pipeline.sub_models() } else { Vec::new() })
+        .collect();
     let mut data = Vec::new();
-    for module in registry.modules() {
+    for (module, subs) in registry.modules().iter().zip(&subs) {
         let valves = module.valves.is_some();
         let id = module.id();
         let name = module.pipeline.name();
@@ -68,16 +91,20 @@ pub async fn list_models(live: web::Data<LiveRegistry>) -> HttpResponse {
                 data.push(entry(id.into(), name.into(), Kind::Filter { pipelines, priority, valves }, None));
             }
             PipelineKind::Manifold => {
-                for sub in module.pipeline.sub_models() {
+                for sub in subs {
                     data.push(entry(
-                        format!("{id}.{}", sub.id).into(),
-                        format!("{name}{}", sub.name).into(),
+                        Joined(id, ".", &sub.id),
+                        Joined(name, "", &sub.name),
                         Kind::Manifold { valves },
-                        sub.info,
+                        sub.info.as_ref(),
                     ));
                 }
             }
         }
     }
-    HttpResponse::Ok().json(List { data, object: "list", pipelines: true })
+    let mut body = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed) + 256);
+    serde_json::to_writer(&mut body, &List { data, object: "list", pipelines: true })
+        .map_err(|e| ApiError::Internal(format!("the model list could not be written: {e}")))?;
+    LAST_LEN.store(body.len(), Ordering::Relaxed);
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
