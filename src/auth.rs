@@ -122,17 +122,17 @@ pub async fn require_key(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     if !is_open(&req) {
-        let key = req.app_data::<web::Data<ApiKey>>().cloned();
+        let key = req.app_data::<web::Data<ApiKey>>();
         let mut headers = req.headers().get_all(header::AUTHORIZATION);
-        let header = headers.next().map(|h| h.as_bytes().to_vec());
+        let header = headers.next().map(|h| h.as_bytes());
         // Two keys: which one a proxy or a client meant is not for sluice to guess.
         let checked = if headers.next().is_some() {
             Err(ApiError::DuplicateAuthorization)
         } else {
-            check(key.as_ref().map(|k| k.get_ref()), header.as_deref())
+            check(key.map(|k| k.get_ref()), header)
         };
         if let Err(refused) = checked {
-            log_refusal(&req, &refused, key.as_ref().map(|k| k.origin.as_str()).unwrap_or("no key"));
+            log_refusal(&req, &refused, key.map(|k| k.origin.as_str()).unwrap_or("no key"));
             // Answered here, as a response, so the request log shows the status like any other.
             return Ok(req.error_response(refused).map_into_right_body());
         }
