@@ -159,6 +159,7 @@ impl Application {
             registry: web::Data::from(Arc::clone(&registry)),
             valves: web::Data::from(valves),
             metrics: web::Data::new(Metrics::default()),
+            models: web::Data::new(routes::ModelsCache::default()),
             store: web::Data::from(Arc::clone(&stores.admin)),
             streams: web::Data::new(StreamOptions {
                 keepalive: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
@@ -316,6 +317,7 @@ struct Services {
     registry: web::Data<LiveRegistry>,
     valves: web::Data<ValvesService>,
     metrics: web::Data<Metrics>,
+    models: web::Data<routes::ModelsCache>,
     store: web::Data<dyn StoreAdmin>,
     streams: web::Data<StreamOptions>,
     key: web::Data<ApiKey>,
@@ -349,6 +351,7 @@ fn run(
         app.app_data(services.registry.clone())
             .app_data(services.valves.clone())
             .app_data(services.metrics.clone())
+            .app_data(services.models.clone())
             .app_data(services.store.clone())
             .app_data(services.streams.clone())
             .app_data(services.key.clone())

@@ -19,6 +19,7 @@ use crate::body::BodyConfig;
 use crate::error::ApiError;
 
 pub use health::health;
+pub use models::ModelsCache;
 
 /// Every route except the health check, relative to the mount point. `small_body` bounds what
 /// the valves editor may send (kilobytes, not the megabytes of a chat).

@@ -47,6 +47,9 @@ async fn key_order_inside_pipeline_objects_is_the_reference_order() {
 #[tokio::test]
 async fn filter_routing_follows_valves_updates() {
     let app = spawn_app().await;
+    // Listed before the update too: the list written for it must not be served after it.
+    let (_, before) = json_of(app.get("/models").await).await;
+    assert_eq!(before["data"][1]["pipeline"]["priority"], json!(0));
     let res = app
         .post_json("/scripted_filter/valves/update", &json!({"pipelines": "scripted_pipe, other", "priority": "5"}))
         .await;
