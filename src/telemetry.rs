@@ -143,6 +143,7 @@ pub async fn trace_requests(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
