@@ -17,7 +17,7 @@ use sluice_sdk::{KvStore, Outbox, QueueStats, StoreError};
 use sluice_sdk::clock::{unix_ms as unix_now_ms, unix_secs as unix_now};
 
 use super::admin::StoreAdmin;
-use super::sqlite_writer::{stopped as writer_stopped, Writer};
+use super::sqlite_writer::{run, stopped as writer_stopped, Writer};
 
 /// File name inside the data dir.
 pub const STORE_FILE: &str = "sluice.db";
@@ -112,7 +112,8 @@ impl SqliteStore {
         let queue = queue.to_string();
         let now = unix_now_ms() as i64;
         self.write_blocking(move |c| {
-            c.execute(
+            run(
+                c,
                 "UPDATE outbox SET dead_at_ms = NULL, attempts = 0, next_attempt_at_ms = ?2, created_at_ms = ?2
                  WHERE queue = ?1 AND dead_at_ms IS NOT NULL",
                 params![queue, now],
@@ -123,7 +124,7 @@ impl SqliteStore {
     /// Removes expired records; run at start-up and every few minutes (reads skip them anyway).
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         let now = unix_now() as i64;
-        self.write_blocking(move |c| c.execute("DELETE FROM kv WHERE expires_at <= ?1", params![now]))
+        self.write_blocking(move |c| run(c, "DELETE FROM kv WHERE expires_at <= ?1", params![now]))
     }
 
     fn submit(
@@ -225,7 +226,8 @@ impl KvStore for SqliteStore {
         let ns = namespace.to_string();
         let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         self.write(move |c| {
-            c.execute(
+            run(
+                c,
                 "DELETE FROM kv WHERE namespace = ?1 AND key IN (
                     SELECT key FROM (
                         SELECT key, ROW_NUMBER() OVER w AS n, SUM(length(CAST(value AS BLOB))) OVER w AS total
@@ -270,13 +272,14 @@ impl KvRow {
 
     fn apply(&self, c: &Connection) -> rusqlite::Result<usize> {
         match self {
-            KvRow::Put { namespace, key, text, expires_at } => c.execute(
+            KvRow::Put { namespace, key, text, expires_at } => run(
+                c,
                 "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                 params![namespace, key, text, expires_at],
             ),
             KvRow::Delete { namespace, key } => {
-                c.execute("DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![namespace, key])
+                run(c, "DELETE FROM kv WHERE namespace = ?1 AND key = ?2", params![namespace, key])
             }
         }
     }
@@ -343,7 +346,8 @@ impl Outbox for SqliteStore {
         // One savepoint in the writer's group: all of it or none of it.
         self.write(move |tx| {
             for (e, body) in &entries {
-                tx.execute(
+                run(
+                    tx,
                     "INSERT INTO outbox (queue, id, kind, target, body, created_at_ms, next_attempt_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                      ON CONFLICT (queue, id) DO NOTHING",
@@ -397,7 +401,8 @@ impl Outbox for SqliteStore {
     ) -> Result<(), StoreError> {
         let (queue, id, error) = (queue.to_string(), id.to_string(), error.to_string());
         self.write(move |c| {
-            c.execute(
+            run(
+                c,
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_status = ?4, last_error = ?5
                  WHERE queue = ?1 AND id = ?2",
                 params![queue, id, next_attempt_at_ms as i64, status.map(i64::from), error],
@@ -410,7 +415,7 @@ impl Outbox for SqliteStore {
     async fn replace_body(&self, queue: &str, id: &str, body: &Value) -> Result<(), StoreError> {
         let (queue, id, body) = (queue.to_string(), id.to_string(), body.to_string());
         self.write(move |c| {
-            c.execute("UPDATE outbox SET body = ?3 WHERE queue = ?1 AND id = ?2", params![queue, id, body])
+            run(c, "UPDATE outbox SET body = ?3 WHERE queue = ?1 AND id = ?2", params![queue, id, body])
         })
         .await
         .map(|_| ())
@@ -418,7 +423,7 @@ impl Outbox for SqliteStore {
 
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError> {
         let (queue, id) = (queue.to_string(), id.to_string());
-        self.write(move |c| c.execute("DELETE FROM outbox WHERE queue = ?1 AND id = ?2", params![queue, id]))
+        self.write(move |c| run(c, "DELETE FROM outbox WHERE queue = ?1 AND id = ?2", params![queue, id]))
             .await
             .map(|_| ())
     }
@@ -427,7 +432,8 @@ impl Outbox for SqliteStore {
         let (queue, id, reason) = (queue.to_string(), id.to_string(), reason.to_string());
         let now_ms = unix_now_ms() as i64;
         self.write(move |c| {
-            c.execute(
+            run(
+                c,
                 "UPDATE outbox SET dead_at_ms = ?3, last_status = COALESCE(?4, last_status), last_error = ?5
                  WHERE queue = ?1 AND id = ?2",
                 params![queue, id, now_ms, status.map(i64::from), reason],
@@ -494,7 +500,7 @@ mod tests {
                 store.put("ns", &format!("k{i}"), &serde_json::json!(i), Duration::from_secs(60)).await
             }));
         }
-        let broken = store.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", [])).await;
+        let broken = store.write(|c| run(c, "INSERT INTO no_such_table VALUES (1)", [])).await;
         let panicked = store
             .write(|_| {
                 let v: Vec<usize> = Vec::new();
