@@ -88,7 +88,9 @@ struct Source {
     part: Part,
 }
 
-/// What a module's entries are made from, besides its id, name and valves.
+/// What a module's entries are made from, besides its id, name and valves. Objects inside a
+/// sub-model's `info` compare equal in any key order, so a change of key order alone shows up
+/// with the next second's list.
 #[derive(PartialEq)]
 enum Part {
     Pipe,
