@@ -297,4 +297,65 @@ mod tests {
         assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
         assert!(text_delta(r#"{"type":"response.output_text.delta","delta":"x""#).is_none());
     }
+
+    /// The events of a body that arrives in exactly these reads.
+    fn events_of(reads: Vec<Vec<u8>>) -> Events {
+        let chunks = futures_util::stream::iter(reads.into_iter().map(Ok::<_, std::io::Error>));
+        let resp = reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)));
+        Events::new(resp, Duration::from_secs(5))
+    }
+
+    async fn types(events: &mut Events) -> Result<Vec<String>, PipelineError> {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await? {
+            seen.push(event["type"].as_str().unwrap_or("?").to_owned());
+        }
+        Ok(seen)
+    }
+
+    fn event(kind: &str) -> String {
+        format!("event: {kind}\ndata: {{\"type\":\"{kind}\",\"delta\":\"x\"}}\n\n")
+    }
+
+    #[tokio::test]
+    async fn events_come_out_whole_and_in_order_however_the_reads_cut_them() {
+        let stream = [event("a"), event("response.output_text.delta"), event("b"), event("c")].concat().into_bytes();
+        let want = ["a", "response.output_text.delta", "b", "c"];
+        // Everything in one read; then every cut into two reads; then a byte per read.
+        let mut cuts: Vec<Vec<Vec<u8>>> = vec![vec![stream.clone()]];
+        cuts.extend((1..stream.len()).map(|at| vec![stream[..at].to_vec(), stream[at..].to_vec()]));
+        cuts.push(stream.iter().map(|b| vec![*b]).collect());
+        for reads in cuts {
+            let shape: Vec<usize> = reads.iter().map(Vec::len).collect();
+            assert_eq!(types(&mut events_of(reads)).await.unwrap(), want, "reads of {shape:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_a_blank_line_keeps_its_last_event() {
+        let mut text = [event("a"), event("b")].concat();
+        text.truncate(text.len() - 2);
+        assert_eq!(types(&mut events_of(vec![text.into_bytes()])).await.unwrap(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_after_good_ones_is_refused_after_they_are_handed_on() {
+        let mut big = event("a").into_bytes();
+        big.extend_from_slice(b"data: ");
+        big.resize(big.len() + crate::sse::MAX_EVENT_BYTES + 1, b'x');
+        let mut events = events_of(vec![big]);
+        assert_eq!(events.next().await.unwrap().unwrap()["type"], "a");
+        let refused = events.next().await.unwrap_err();
+        assert!(refused.to_string().contains("exceeded the size limit"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_few_malformed_events_are_skipped_and_many_end_the_stream() {
+        let bad = "data: {not json\n\n".to_string();
+        let few = [bad.repeat(MAX_MALFORMED as usize), event("a")].concat();
+        assert_eq!(types(&mut events_of(vec![few.into_bytes()])).await.unwrap(), ["a"]);
+        let many = [bad.repeat(MAX_MALFORMED as usize + 1), event("a")].concat();
+        let broken = types(&mut events_of(vec![many.into_bytes()])).await.unwrap_err();
+        assert!(broken.to_string().contains("malformed"), "{broken}");
+    }
 }
