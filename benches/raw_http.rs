@@ -79,9 +79,15 @@ where
 /// Where the body of the first whole request in `bytes` is, and how many bytes that request
 /// takes; `None` until it has all arrived.
 fn framed(bytes: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let (body, used) = extent(bytes)?;
+    (bytes.len() >= used).then_some((body..used, used))
+}
+
+/// Where the body of the HTTP message starting `bytes` begins and where the message ends, by
+/// its Content-Length; `None` until its head has arrived.
+fn extent(bytes: &[u8]) -> Option<(usize, usize)> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let used = end + 4 + content_length(&bytes[..end]);
-    (bytes.len() >= used).then_some((end + 4..used, used))
+    Some((end + 4, end + 4 + content_length(&bytes[..end])))
 }
 
 fn content_length(head: &[u8]) -> usize {
@@ -251,9 +257,7 @@ async fn relay_answer(up: &mut tokio::net::TcpStream, client: &mut tokio::net::T
         received += n;
         if want.is_none() {
             head_bytes.extend_from_slice(&buf[..n]);
-            if let Some(end) = head_bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-                want = Some(end + 4 + content_length(&head_bytes[..end]));
-            }
+            want = extent(&head_bytes).map(|(_, end)| end);
         }
     }
     client.write_all(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n").await.is_ok()

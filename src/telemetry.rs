@@ -10,7 +10,6 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::web::Bytes;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
@@ -98,16 +97,15 @@ impl Drop for AnswerLog {
 fn request_id() -> HeaderValue {
     static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let keys = KEYS.get_or_init(Default::default);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let bits = (u128::from(keys.hash_one((n, 0u8))) << 64) | u128::from(keys.hash_one((n, 1u8)));
-    // Written by hand: `format!` with `{:x}` was a visible share of a small request.
+    // Into a stack buffer: `format!` with `{:x}` was a visible share of a small request.
     let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    match hex::encode_to_slice(bits.to_be_bytes(), &mut text) {
+        Ok(()) => HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-")),
+        Err(_) => HeaderValue::from_static("-"),
     }
-    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&text)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Root span per request and one log line when the response head is ready.

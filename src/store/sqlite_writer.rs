@@ -59,12 +59,12 @@ fn commit_some(conn: &Connection, pending: &mut std::vec::IntoIter<Job>) {
     let mut done = Vec::with_capacity(pending.len());
     // Alone in its group, a write needs no savepoint: its failure rolls back the group.
     let alone = pending.len() == 1;
+    // A write that panics fails alone instead of taking the writer thread down.
+    let work_alone = |work: Work| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery))
+    };
     for Job { work, reply } in pending.by_ref() {
-        // A write that panics fails alone instead of taking the writer thread down.
-        let work_alone = |work: Work| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
-                .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery))
-        };
         if alone {
             let result = work_alone(work).map_err(err);
             if result.is_err() {
