@@ -297,6 +297,16 @@ pub struct StreamOptions {
     pub deadline: CancellationToken,
 }
 
+/// How far the answer's first write is. It goes out alone and is written before anything
+/// more is asked of the pipe: a pipe whose events are all ready at once (a burst from the
+/// upstream) would otherwise fill the connection's whole buffer before its first byte left.
+#[derive(PartialEq)]
+enum Opening {
+    NothingOut,
+    FirstOut,
+    Flowing,
+}
+
 struct Driver {
     events: PipeStream,
     encoder: StreamEncoder,
@@ -307,6 +317,7 @@ struct Driver {
     /// ([`Driver::last_out`]); the timer is set again when it fires, not per event.
     keepalive: Option<(Duration, Pin<Box<Sleep>>)>,
     last_out: Instant,
+    opening: Opening,
     done: bool,
     log: crate::telemetry::AnswerLog,
     /// Dropped with the response body (client gone, or answer over): cancels the pipe's token.
@@ -367,6 +378,7 @@ pub fn body(
         deadline: Box::pin(options.deadline.cancelled_owned()),
         keepalive: options.keepalive.map(|every| (every, Box::pin(tokio::time::sleep_until(now + every)))),
         last_out: now,
+        opening: Opening::NothingOut,
         done: false,
         log,
         _cancel_on_drop: cancel.drop_guard(),
@@ -374,6 +386,11 @@ pub fn body(
     futures_util::stream::unfold(driver, |mut d| async move {
         if d.done {
             return None;
+        }
+        if d.opening == Opening::FirstOut {
+            // Pending once: the connection writes what it holds before polling again.
+            d.opening = Opening::Flowing;
+            tokio::task::yield_now().await;
         }
         let mut out = Vec::new();
         while out.is_empty() {
@@ -392,9 +409,12 @@ pub fn body(
                 _ = keepalive_timer(&mut d.keepalive) => d.keepalive_fired(&mut out),
             }
         }
+        if d.opening == Opening::NothingOut {
+            d.opening = Opening::FirstOut;
+        }
         // Events that are already waiting go out in the same write: one syscall and one TCP
         // segment for a burst instead of one per token.
-        while !d.done && out.len() < BATCH_BYTES {
+        while !d.done && d.opening == Opening::Flowing && out.len() < BATCH_BYTES {
             match d.events.next().now_or_never() {
                 Some(Some(event)) => d.encode(event, &mut out),
                 Some(None) => d.finish(&mut out),

@@ -2,6 +2,7 @@
 //! requests become `POST {BASE_URL}/responses` (streaming); the event stream becomes chat
 //! chunks and Open WebUI events. Spec: docs/manifold.md.
 
+mod answer;
 mod clients;
 mod convert;
 mod events;
@@ -24,13 +25,14 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use sluice_sdk::{
-    async_trait, CancellationToken, Dialect, DynValves, KvStore, PipeEvent, PipeRequest, PipeStream, Pipeline,
-    PipelineContext, PipelineError, PipelineKind, SubModel, ValvesCell,
+    async_trait, CancellationToken, Dialect, DynValves, KvStore, PipeRequest, PipeStream, Pipeline, PipelineContext,
+    PipelineError, PipelineKind, SubModel, ValvesCell,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
+use crate::answer::{Answer, RecordPlan};
 use crate::clients::{ClientSettings, Clients};
-use crate::convert::{Converter, Outcome};
+use crate::convert::Converter;
 use crate::events::EventKind;
 use crate::replay::Record;
 use crate::request::{Context, Stash};
@@ -202,140 +204,6 @@ async fn prefetch(events: &mut Events, into: &mut Vec<Value>) -> Prefetch {
             }
             Ok(None) => return Prefetch::Ready,
             Err(e) => return Prefetch::Broken(e),
-        }
-    }
-}
-
-/// What the answer task needs once the upstream stream is open.
-struct Answer {
-    events: Events,
-    prefetched: Vec<Value>,
-    converter: Converter,
-    /// The first events are a failure sluice already retried.
-    retries_spent: bool,
-    /// For redacting failure texts of the stream.
-    valves: Arc<ResponsesValves>,
-    /// Where the finished response's items are kept for a later request.
-    record: Option<RecordPlan>,
-    /// The answer's own log (`LOG_LEVEL`), sent as a citation before the end.
-    log: Option<request_log::RequestLog>,
-}
-
-struct RecordPlan {
-    store: Arc<dyn KvStore>,
-    ttl: Duration,
-    owner: String,
-    chat_id: Option<String>,
-    owui_model: String,
-    model: String,
-    encrypted_reasoning: bool,
-    tool_outputs: Vec<Value>,
-}
-
-impl RecordPlan {
-    /// Keeps a finished response's items under the keys a later request finds them by.
-    async fn write(&self, response: &Value) {
-        let output = response.get("output").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-        let keys = replay::keys_of(&self.owner, output);
-        if keys.is_empty() {
-            return;
-        }
-        let mut items = self.tool_outputs.clone();
-        items.extend(output.iter().cloned());
-        let status = response.get("status").and_then(Value::as_str).unwrap_or("completed");
-        let value = replay::record_value(
-            &self.owner,
-            self.chat_id.as_deref(),
-            &self.owui_model,
-            &self.model,
-            response.get("id").and_then(Value::as_str),
-            status,
-            self.encrypted_reasoning,
-            items,
-        );
-        for key in &keys {
-            if let Err(e) = self.store.put(replay::NAMESPACE, key, &value, self.ttl).await {
-                tracing::warn!(error = %e, "replay record not written; the next turn replays degraded");
-            }
-        }
-    }
-}
-
-async fn run_answer(mut a: Answer, tx: mpsc::Sender<PipeEvent>, cancel: CancellationToken) {
-    let send = |e: PipeEvent| {
-        let tx = &tx;
-        async move { tx.send(e).await.is_ok() }
-    };
-    let mut prefetched = std::mem::take(&mut a.prefetched).into_iter();
-    // Made once: a fresh `cancelled()` per event registers and unregisters a waiter each time.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    // Whether the first event to the client has gone out yet (see below).
-    let mut first_sent = false;
-    loop {
-        let next = match prefetched.next() {
-            Some(v) => Ok(Some(v)),
-            None => tokio::select! {
-                _ = &mut cancelled => return,
-                r = a.events.next() => r,
-            },
-        };
-        let event = match next {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                let _ = send(PipeEvent::Error(PipelineError::upstream("OpenAI: the stream ended unexpectedly"))).await;
-                return;
-            }
-            Err(e) => {
-                let _ = send(PipeEvent::Error(e)).await;
-                return;
-            }
-        };
-        match a.converter.on_event(&event) {
-            Outcome::Continue(events) => {
-                let first = !first_sent && !events.is_empty();
-                for e in events {
-                    if !send(e).await {
-                        return;
-                    }
-                }
-                if first {
-                    first_sent = true;
-                    // This task shares its thread with the client's connection. When the
-                    // upstream's events are already here (a burst), it would go on converting
-                    // a whole channel's worth (64) before the connection writes anything; one
-                    // yield after the first event lets that event out at once.
-                    tokio::task::yield_now().await;
-                }
-            }
-            Outcome::Finished { response, tail } => {
-                // Stored before the finish goes out: Open WebUI sends the tool results at once.
-                if let Some(plan) = &a.record {
-                    plan.write(&response).await;
-                }
-                if let Some(mut log) = a.log.take() {
-                    log.finish(&response);
-                    if !send(log.into_event(&a.valves)).await {
-                        return;
-                    }
-                }
-                for e in tail {
-                    if !send(e).await {
-                        return;
-                    }
-                }
-                return;
-            }
-            Outcome::Failed(e) => {
-                let e = if a.retries_spent { e.final_() } else { e };
-                // The log matters most when the answer failed (the Function's "Error Logs").
-                if let Some(mut log) = a.log.take() {
-                    log.info(format!("the answer failed: {}", e.message));
-                    let _ = send(log.into_event(&a.valves)).await;
-                }
-                let _ = send(PipeEvent::Error(a.valves.redact(e))).await;
-                return;
-            }
         }
     }
 }
@@ -591,8 +459,6 @@ impl Pipeline for OpenAIResponses {
             custom_pricing: valves.custom_pricing(),
         });
         let answer = Answer { events, prefetched, converter, retries_spent, valves: Arc::clone(&valves), record, log };
-        let (tx, mut rx) = mpsc::channel(64);
-        tokio::spawn(run_answer(answer, tx, request.cancel.clone()));
-        Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+        Ok(answer::stream(answer))
     }
 }
