@@ -393,6 +393,8 @@ pub fn body(
             tokio::task::yield_now().await;
         }
         let mut out = Vec::new();
+        // Whether `out` is the pipe's (a ping is not the answer's first write).
+        let mut from_pipe = false;
         while out.is_empty() {
             tokio::select! {
                 biased;
@@ -402,14 +404,20 @@ pub fn body(
                     d.done = true;
                     d.log.end = Some(AnswerEnd::CutByShutdown);
                 }
-                event = d.events.next() => match event {
-                    Some(event) => d.encode(event, &mut out),
-                    None => d.finish(&mut out),
-                },
-                _ = keepalive_timer(&mut d.keepalive) => d.keepalive_fired(&mut out),
+                event = d.events.next() => {
+                    from_pipe = true;
+                    match event {
+                        Some(event) => d.encode(event, &mut out),
+                        None => d.finish(&mut out),
+                    }
+                }
+                _ = keepalive_timer(&mut d.keepalive) => {
+                    from_pipe = false;
+                    d.keepalive_fired(&mut out);
+                }
             }
         }
-        if d.opening == Opening::NothingOut {
+        if from_pipe && d.opening == Opening::NothingOut {
             d.opening = Opening::FirstOut;
         }
         // Events that are already waiting go out in the same write: one syscall and one TCP
@@ -514,4 +522,42 @@ pub async fn collect(mut events: PipeStream, envelope: Envelope, dialect: Dialec
         map.insert("usage".into(), Value::Object(usage));
     }
     Ok(completion)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::telemetry::AnswerLog;
+
+    /// The body's items, as text: each item is one write of the connection.
+    async fn writes(events: PipeStream, keepalive: Option<Duration>) -> Vec<String> {
+        let options = StreamOptions { keepalive, deadline: CancellationToken::new() };
+        let form = Form { events: false, usage: false };
+        let body = body(events, Envelope::new("m"), form, options, CancellationToken::new(), AnswerLog::detached());
+        body.map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap()).collect().await
+    }
+
+    /// `n` text events, all ready at once (an upstream's burst).
+    fn burst(n: usize) -> impl futures_util::Stream<Item = PipeEvent> {
+        futures_util::stream::iter((0..n).map(|i| PipeEvent::text(format!("t{i}."))))
+    }
+
+    #[tokio::test]
+    async fn a_bursts_first_event_is_written_alone_and_the_rest_together() {
+        let w = writes(burst(50).boxed(), None).await;
+        assert!(w[0].contains("t0.") && !w[0].contains("t1."), "{w:?}");
+        assert!(w[1].contains("t1.") && w[1].contains("t49.") && w[1].ends_with("data: [DONE]\n\n"), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ping_before_the_answer_is_not_its_first_write() {
+        let late = futures_util::stream::once(tokio::time::sleep(Duration::from_millis(300))).flat_map(|_| burst(50));
+        let w = writes(late.boxed(), Some(Duration::from_millis(100))).await;
+        let first = w.iter().position(|w| !w.starts_with(": ping")).unwrap();
+        assert!(first >= 1 && w[..first].iter().all(|w| w == ": ping\n\n"), "{w:?}");
+        assert!(w[first].contains("t0.") && !w[first].contains("t1."), "{w:?}");
+        assert!(w[first + 1].contains("t1.") && w[first + 1].contains("t49."), "{w:?}");
+    }
 }

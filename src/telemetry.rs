@@ -73,6 +73,14 @@ impl AnswerLog {
     }
 }
 
+#[cfg(test)]
+impl AnswerLog {
+    /// Outside any request: for tests of the stream body alone.
+    pub fn detached() -> Self {
+        AnswerLog { span: tracing::Span::none(), started: Instant::now(), bytes: 0, end: None }
+    }
+}
+
 /// When the request arrived, for timings that outlast the response head.
 #[derive(Clone, Copy)]
 pub struct RequestStart(pub Instant);
