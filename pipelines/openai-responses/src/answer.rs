@@ -1,7 +1,7 @@
 //! A streamed answer once the upstream stream is open: each upstream event becomes the
 //! client's events when the response body asks for the next one, on the connection's own task.
-//! No task or channel sits between the upstream and the client: a hand-off per event cost
-//! more CPU than the conversion itself (docs/performance.md).
+//! No task or channel sits between the upstream and the client: each hand-off per event was
+//! CPU the answer did not need (docs/performance.md, 2026-12-03).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
