@@ -393,8 +393,6 @@ pub fn body(
             tokio::task::yield_now().await;
         }
         let mut out = Vec::new();
-        // Whether `out` is the pipe's (a ping is not the answer's first write).
-        let mut from_pipe = false;
         while out.is_empty() {
             tokio::select! {
                 biased;
@@ -405,20 +403,17 @@ pub fn body(
                     d.log.end = Some(AnswerEnd::CutByShutdown);
                 }
                 event = d.events.next() => {
-                    from_pipe = true;
                     match event {
                         Some(event) => d.encode(event, &mut out),
                         None => d.finish(&mut out),
                     }
+                    // The pipe's first output is the answer's first write; a ping before it is not.
+                    if !out.is_empty() && d.opening == Opening::NothingOut {
+                        d.opening = Opening::FirstOut;
+                    }
                 }
-                _ = keepalive_timer(&mut d.keepalive) => {
-                    from_pipe = false;
-                    d.keepalive_fired(&mut out);
-                }
+                _ = keepalive_timer(&mut d.keepalive) => d.keepalive_fired(&mut out),
             }
-        }
-        if from_pipe && d.opening == Opening::NothingOut {
-            d.opening = Opening::FirstOut;
         }
         // Events that are already waiting go out in the same write: one syscall and one TCP
         // segment for a burst instead of one per token.
