@@ -6,6 +6,7 @@
 mod answer;
 mod bindings;
 mod check;
+mod epoch;
 #[cfg(feature = "guests")]
 pub mod guests;
 mod host;

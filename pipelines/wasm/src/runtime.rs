@@ -14,12 +14,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::bindings::{self, PipelinePre};
 use crate::check;
+use crate::epoch::{EpochClock, Running, TICK};
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::state::{Grants, GuestState};
-
-/// How often the deadline clock moves; a deadline is a number of these.
-const TICK: Duration = Duration::from_millis(10);
 
 /// Why a component was not accepted: said to whoever added it.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +53,7 @@ pub struct Runtime {
     linker: Linker<GuestState>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    clock: EpochClock,
 }
 
 impl Runtime {
@@ -100,19 +99,9 @@ impl Runtime {
             .map_err(fail)?;
         bindings::types::add_to_linker::<_, wasmtime::component::HasSelf<GuestState>>(&mut linker, |s| s)
             .map_err(fail)?;
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .map_err(|e| RuntimeError(e.to_string()))?;
+        let clock = EpochClock::start(&engine).map_err(|e| RuntimeError(e.to_string()))?;
         let slots = Arc::new(Semaphore::new(instances as usize));
-        Ok(Arc::new(Runtime { engine, linker, limits, slots }))
+        Ok(Arc::new(Runtime { engine, linker, limits, slots, clock }))
     }
 
     pub fn limits(&self) -> &Limits {
@@ -166,7 +155,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, GuestState::new(pipeline, self.limits.memory_bytes, grants));
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        Ok(Call { store, _permit: permit, timeout: self.limits.call_timeout })
+        Ok(Call { store, _permit: permit, _clock: self.clock.running(), timeout: self.limits.call_timeout })
     }
 
     pub(crate) fn check_output(&self, pipeline: &str, text: &str) -> Result<(), PipelineError> {
@@ -188,6 +177,7 @@ impl Runtime {
 pub(crate) struct Call {
     pub store: Store<GuestState>,
     _permit: OwnedSemaphorePermit,
+    _clock: Running,
     timeout: Duration,
 }
 
