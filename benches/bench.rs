@@ -1,7 +1,8 @@
 //! `sluice-bench`: starts sluice in a child process with an in-process scripted pipe, drives
 //! it over loopback and prints one machine-readable line per figure. Run on demand:
 //! `cargo run --release --bin sluice-bench` (figures in docs/performance.md). Not a test:
-//! nothing here asserts a speed.
+//! nothing here asserts a speed. The served sluice logs warnings only; `BENCH_LOG_LEVEL=info`
+//! measures the default, a line per request (send its stderr to a pipe, as a container's is).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -77,6 +78,8 @@ fn main() {
 
 #[actix_web::main]
 async fn serve() {
+    // Warnings only unless asked: BENCH_LOG_LEVEL=info measures the default, a line per request.
+    let log_level = std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         host: "127.0.0.1".into(),
@@ -84,12 +87,12 @@ async fn serve() {
         valves_dir: dir.path().join("valves"),
         data_dir: dir.path().join("data"),
         api_key: Some(sluice_sdk::Secret::new(KEY)),
-        log_level: "warn".into(),
+        log_level: log_level.clone(),
         store_url: std::env::var("SLUICE_STORE_URL").ok().map(sluice_sdk::Secret::new),
         workers: std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(0),
         ..Settings::default()
     };
-    sluice::telemetry::init("warn", settings.log_format);
+    let _log = sluice::telemetry::init(&log_level, settings.log_format);
     let app = {
         let pipelines: Vec<Arc<dyn Pipeline>> = vec![
             Arc::new(BenchPipe),

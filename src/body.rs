@@ -87,14 +87,15 @@ impl JsonBody {
 
 /// A body as received, within the bounds of the resource's [`BodyConfig`], not yet parsed.
 pub struct RawBody {
-    pub bytes: Bytes,
+    bytes: Bytes,
     max_nodes: usize,
     budget: Option<OwnedSemaphorePermit>,
 }
 
 impl RawBody {
-    pub fn into_reservation(self) -> Reservation {
-        Reservation(self.budget)
+    /// The bytes and their share of the budget, for a handler that does not parse them.
+    pub fn into_parts(self) -> (Bytes, Reservation) {
+        (self.bytes, Reservation(self.budget))
     }
 
     /// Parses it (off the HTTP thread when large).
@@ -164,25 +165,38 @@ pub async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<RawBod
 }
 
 /// Reads a body up to the limit; larger ones are refused before they are buffered whole. A body
-/// without a declared length takes its budget once it grows large.
+/// without a declared length takes its budget once it grows large. A body that came in one
+/// chunk (most: a request read in one go) is kept as that chunk, not copied.
 async fn read_body(
     mut payload: web::Payload,
     declared: Option<usize>,
     config: &BodyConfig,
     budget: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<Bytes, ApiError> {
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(config.limit));
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("the request body could not be read: {e}")))?;
-        if body.len() + chunk.len() > config.limit {
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, BytesMut::len);
+        let held_after = held + chunk.len();
+        if held_after > config.limit {
             return Err(ApiError::PayloadTooLarge(config.limit));
         }
-        body.extend_from_slice(&chunk);
-        if budget.is_none() && body.len() > LARGE_BYTES {
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(earlier)) => {
+                let mut both = BytesMut::with_capacity(declared.unwrap_or(0).min(config.limit).max(held_after));
+                both.extend_from_slice(&earlier);
+                both.extend_from_slice(&chunk);
+                joined = Some(both);
+            }
+        }
+        if budget.is_none() && held_after > LARGE_BYTES {
             *budget = Some(config.reserve(config.limit).await?);
         }
     }
-    Ok(body.freeze())
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
 /// Parses JSON with a message that says where it is broken, refusing bodies with more values

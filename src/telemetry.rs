@@ -16,8 +16,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls (tests) are ignored.
-pub fn init(level: &str, format: LogFormat) {
+mod log_writer;
+use log_writer::{Batching, LogWriter, WriterGuard};
+
+/// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
+#[must_use = "the log is written while this lives"]
+pub struct LogGuard(#[allow(dead_code)] Option<WriterGuard>);
+
+/// Installs the global subscriber once; later calls (tests) are ignored. Lines reach stderr
+/// through [`log_writer`], many per write.
+pub fn init(level: &str, format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into())))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -25,11 +33,22 @@ pub fn init(level: &str, format: LogFormat) {
     // Colour only for a person at a terminal: in a file, journald or `docker logs` the escape
     // codes are noise (and formatting them costs time on every line).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match format {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let Ok((writer, guard)) = LogWriter::start(Box::new(std::io::stderr()), Batching::default()) else {
+        // No thread for it: each line written by whoever logs it, as before.
+        let _ = match format {
+            LogFormat::Json => builder.with_writer(std::io::stderr).json().flatten_event(true).try_init(),
+            LogFormat::Text => builder.with_writer(std::io::stderr).try_init(),
+        };
+        return LogGuard(None);
+    };
+    let builder = builder.with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    // Another subscriber was there first: this writer is not used, its thread can go.
+    LogGuard(installed.is_ok().then_some(guard))
 }
 
 /// Caps the dependencies that log data at debug level, whatever level was asked for:

@@ -174,7 +174,7 @@ pub async fn run(args: Vec<String>) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    telemetry::init(&settings.log_level, settings.log_format);
+    let _log = telemetry::init(&settings.log_level, settings.log_format);
     let app = match Application::build(settings, registry::builtin(), ValvesEnv::Process).await {
         Ok(app) => app,
         Err(e) => {

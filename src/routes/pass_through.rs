@@ -35,8 +35,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Answers `raw`'s `body` field, or the error the parsed path would give.
 pub async fn answer(raw: RawBody) -> Result<HttpResponse, ApiError> {
-    let bytes = raw.bytes.clone();
-    let _reservation = raw.into_reservation();
+    let (bytes, _reservation) = raw.into_parts();
     let body = crate::body::read_off_thread_if_large(bytes, "read", body_of).await?;
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }

@@ -121,3 +121,65 @@ async fn a_hook_that_changes_nothing_answers_the_bytes_that_came() {
         assert_eq!(res.text().await.unwrap(), body);
     }
 }
+
+/// Writes `request` in `pieces` writes with a pause between them, so the server reads its body
+/// in several chunks, and answers the whole response.
+async fn sent_in_pieces(address: &str, request: &[u8], pieces: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address.trim_start_matches("http://")).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    for piece in request.chunks(request.len().div_ceil(pieces)) {
+        socket.write_all(piece).await.unwrap();
+        socket.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_is_read_whole() {
+    let app = spawn_app().await;
+    // The body is kept uncopied when it comes in one chunk and joined when it does not: both
+    // ways, declared length or chunked, on the route that answers the bytes and on the one that
+    // parses them. Multi-byte characters are cut between pieces.
+    let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "é".repeat(3000));
+    let form = format!(r#"{{"user":null,"body":{body}}}"#);
+    let want: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for path in ["/scripted_pipe/filter/inlet", "/scripted_filter/filter/inlet"] {
+        let head = |framing: String| {
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n",
+                crate::helpers::KEY
+            )
+            .into_bytes()
+        };
+        let mut declared = head(format!("content-length: {}", form.len()));
+        declared.extend_from_slice(form.as_bytes());
+        let mut chunked = head("transfer-encoding: chunked".into());
+        for chunk in form.as_bytes().chunks(1001) {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        // The pipe answers the body as sent; the filter (which parses it) the same each time.
+        let mut first: Option<serde_json::Value> = None;
+        for (framing, request) in [("declared", &declared), ("chunked", &chunked)] {
+            for pieces in [1, 4] {
+                let response = sent_in_pieces(&app.address, request, pieces).await;
+                let at = format!("{path}, {framing}, {pieces} piece(s)");
+                assert!(response.starts_with("HTTP/1.1 200"), "{at}: {}", &response[..200.min(response.len())]);
+                let answered: serde_json::Value =
+                    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+                let first = first.get_or_insert_with(|| answered.clone());
+                assert_eq!(&answered, first, "{at}");
+                assert_eq!(answered["messages"][0]["content"], want["messages"][0]["content"], "{at}");
+            }
+        }
+        if path.contains("pipe") {
+            assert_eq!(first, Some(want.clone()), "{path}");
+        }
+    }
+}
