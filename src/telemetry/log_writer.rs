@@ -4,9 +4,10 @@
 //! the pipe (`docker logs`, journald): a third of a small request's CPU at the default level.
 //!
 //! Nothing is dropped: past [`Batching::limit`] bytes waiting, a thread that logs waits for
-//! the writer, as it waited on a slow stderr before. What is waiting when the process is
-//! killed outright is lost (at most [`Batching::gather`] of lines); an orderly exit writes it
-//! all ([`LogWriter`]'s guard).
+//! the writer, as it waited on a slow stderr before. What is waiting when the process dies
+//! outright (`kill -9`, an abort) is lost: the last [`Batching::gather`] of lines, or up to the
+//! limit when stderr's reader is slow; an orderly exit writes it all ([`WriterGuard`]). Lines
+//! logged while it ends go straight to stderr and may come out before older ones.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -77,6 +78,9 @@ impl LogWriter {
     }
 }
 
+/// Capacity a buffer keeps between batches.
+const KEPT_BYTES: usize = 64 << 10;
+
 fn write_batches(shared: &Shared, mut out: Box<dyn Write + Send>, gather: Duration) {
     let mut batch = Vec::new();
     loop {
@@ -99,6 +103,8 @@ fn write_batches(shared: &Shared, mut out: Box<dyn Write + Send>, gather: Durati
         // A log that cannot be written is not worth stopping for; the next batch tries again.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
+        // After a burst, the buffers go back to a size a quiet log needs.
+        batch.shrink_to(KEPT_BYTES);
     }
 }
 
@@ -226,5 +232,6 @@ mod tests {
         assert_eq!(recorder.writes.lock().unwrap().concat(), b"before\n", "written at the end, not lost");
         // After the end, straight to stderr rather than into a buffer nobody writes.
         assert_eq!(writer.write(b"after\n").unwrap(), 6);
+        assert!(writer.shared.lock().pending.is_empty(), "nothing left waiting for a writer that is gone");
     }
 }

@@ -15,7 +15,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 struct State {
     /// Calls holding a store.
     busy: usize,
-    /// The runtime is gone: the thread ends.
+    /// The runtime is gone: the thread ends once no call holds a store.
     stopped: bool,
     /// Steps taken since the start (read by the tests).
     ticks: u64,
@@ -51,7 +51,8 @@ impl EpochClock {
                 while state.busy == 0 && !state.stopped {
                     state = thread.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
                 }
-                if state.stopped {
+                // A call still running when the runtime goes keeps its deadline.
+                if state.stopped && state.busy == 0 {
                     return;
                 }
             }
@@ -117,7 +118,7 @@ mod tests {
 
         drop(second);
         // The step under way when the last call ended may still be taken.
-        std::thread::sleep(TICK * 3);
+        std::thread::sleep(TICK * 10);
         let after = clock.ticks();
         wait();
         assert_eq!(clock.ticks(), after, "no call left: the clock stopped");
@@ -126,6 +127,26 @@ mod tests {
         wait();
         assert!(clock.ticks() > after, "a new call starts it again");
         drop(again);
+    }
+
+    #[test]
+    fn a_call_that_outlives_the_clock_keeps_its_deadline() {
+        let engine = Engine::new(wasmtime::Config::new().epoch_interruption(true)).unwrap();
+        let clock = EpochClock::start(&engine).unwrap();
+        let shared = Arc::clone(&clock.0);
+        let call = clock.running();
+        drop(clock);
+        wait();
+        let ticks = shared.lock().ticks;
+        assert!(ticks >= 2, "the runtime is gone but a call runs: ticks {ticks}");
+        drop(call);
+        for _ in 0..100 {
+            if Arc::strong_count(&shared) == 1 {
+                return;
+            }
+            std::thread::sleep(TICK);
+        }
+        panic!("the epoch thread still runs a second after the last call ended");
     }
 
     #[test]
