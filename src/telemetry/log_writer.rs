@@ -34,6 +34,8 @@ struct State {
     pending: Vec<u8>,
     /// The writer sleeps until a line comes (and must be woken).
     idle: bool,
+    /// Threads waiting for room (woken only if there are some: a wake-up is a system call).
+    waiting_for_room: usize,
     closed: bool,
 }
 
@@ -98,7 +100,9 @@ fn write_batches(shared: &Shared, mut out: Box<dyn Write + Send>, gather: Durati
             state = shared.lock();
         }
         std::mem::swap(&mut state.pending, &mut batch);
-        shared.room.notify_all();
+        if state.waiting_for_room > 0 {
+            shared.room.notify_all();
+        }
         drop(state);
         // A log that cannot be written is not worth stopping for; the next batch tries again.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
@@ -112,14 +116,19 @@ impl Write for LogWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.lock();
         while !state.closed && !state.pending.is_empty() && state.pending.len() + line.len() > self.batching.limit {
+            state.waiting_for_room += 1;
             state = self.shared.room.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state.waiting_for_room -= 1;
         }
         if state.closed {
             drop(state);
             return std::io::stderr().write(line);
         }
         state.pending.extend_from_slice(line);
-        if std::mem::take(&mut state.idle) {
+        let wake = std::mem::take(&mut state.idle);
+        // Woken after the lock is let go, or the writer wakes only to wait for it.
+        drop(state);
+        if wake {
             self.shared.lines.notify_one();
         }
         Ok(line.len())
