@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -33,22 +34,18 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
     // Colour only for a person at a terminal: in a file, journald or `docker logs` the escape
     // codes are noise (and formatting them costs time on every line).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    let Ok((writer, guard)) = LogWriter::start(Box::new(std::io::stderr()), Batching::default()) else {
+    let (writer, guard) = match LogWriter::start(Box::new(std::io::stderr()), Batching::default()) {
+        Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
         // No thread for it: each line written by whoever logs it, as before.
-        let _ = match format {
-            LogFormat::Json => builder.with_writer(std::io::stderr).json().flatten_event(true).try_init(),
-            LogFormat::Text => builder.with_writer(std::io::stderr).try_init(),
-        };
-        return LogGuard(None);
+        Err(_) => (BoxMakeWriter::new(std::io::stderr), None),
     };
-    let builder = builder.with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
     // Another subscriber was there first: this writer is not used, its thread can go.
-    LogGuard(installed.is_ok().then_some(guard))
+    LogGuard(guard.filter(|_| installed.is_ok()))
 }
 
 /// Caps the dependencies that log data at debug level, whatever level was asked for:

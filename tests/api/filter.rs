@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::{error_of, json_of, spawn_app};
+use crate::helpers::{error_of, json_of, raw_exchange, spawn_app};
 
 fn form() -> serde_json::Value {
     json!({
@@ -71,17 +71,13 @@ async fn a_refusing_inlet_answers_a_json_error() {
     assert_eq!(body["detail"], json!("Blocked by policy"));
 
     // Open WebUI shows a failed inlet's reason phrase and nothing else: it must carry the message.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let payload = serde_json::to_string(&request).unwrap();
-    let mut socket = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
     let head = format!(
         "POST /scripted_filter/filter/inlet HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
         crate::helpers::KEY,
         payload.len()
     );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
+    let response = raw_exchange(&app.address, head.as_bytes(), 1).await;
     assert!(response.starts_with("HTTP/1.1 403 Blocked by policy\r\n"), "{response}");
 }
 
@@ -122,22 +118,6 @@ async fn a_hook_that_changes_nothing_answers_the_bytes_that_came() {
     }
 }
 
-/// Writes `request` in `pieces` writes with a pause between them, so the server reads its body
-/// in several chunks, and answers the whole response.
-async fn sent_in_pieces(address: &str, request: &[u8], pieces: usize) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(address.trim_start_matches("http://")).await.unwrap();
-    socket.set_nodelay(true).unwrap();
-    for piece in request.chunks(request.len().div_ceil(pieces)) {
-        socket.write_all(piece).await.unwrap();
-        socket.flush().await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 #[tokio::test]
 async fn a_body_that_arrives_in_pieces_is_read_whole() {
     let app = spawn_app().await;
@@ -168,7 +148,7 @@ async fn a_body_that_arrives_in_pieces_is_read_whole() {
         let mut first: Option<serde_json::Value> = None;
         for (framing, request) in [("declared", &declared), ("chunked", &chunked)] {
             for pieces in [1, 4] {
-                let response = sent_in_pieces(&app.address, request, pieces).await;
+                let response = raw_exchange(&app.address, request, pieces).await;
                 let at = format!("{path}, {framing}, {pieces} piece(s)");
                 assert!(response.starts_with("HTTP/1.1 200"), "{at}: {}", &response[..200.min(response.len())]);
                 let answered: serde_json::Value =

@@ -316,3 +316,23 @@ pub fn assert_golden(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
     assert_eq!(actual, expected, "stream differs from {}", path.display());
 }
+
+/// Sends `request` as raw bytes on a fresh connection, in `pieces` writes 20 ms apart (so the
+/// server reads it in several chunks), and returns the whole answer ("" if none within 5 s).
+/// A write the server refuses by closing is not an error: the answer says what happened.
+pub async fn raw_exchange(address: &str, request: &[u8], pieces: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address.trim_start_matches("http://")).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    for (i, piece) in request.chunks(request.len().div_ceil(pieces.max(1)).max(1)).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if socket.write_all(piece).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -2,17 +2,12 @@
 //! would point sluice somewhere it should not go.
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{json_of, spawn_app, spawn_app_with, Options, KEY};
+use crate::helpers::{json_of, raw_exchange, spawn_app, spawn_app_with, Options, KEY};
 
 /// Sends raw bytes on a fresh connection; the status line of the answer ("" if none).
 async fn raw(address: &str, request: &[u8]) -> String {
-    let mut socket = tokio::net::TcpStream::connect(address.trim_start_matches("http://")).await.unwrap();
-    let _ = socket.write_all(request).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_string()
+    raw_exchange(address, request, 1).await.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
