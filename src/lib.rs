@@ -9,6 +9,7 @@ pub mod data_lock;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod normal_path;
 pub mod offload;
 pub mod private;
 pub mod registry;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, Condition, NormalizePath, TrailingSlash};
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use sluice_sdk::{Pipeline, PipelineContext};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use crate::body::BodyConfig;
 use crate::components::{self, Components, Sources};
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::normal_path::NormalPath;
 use crate::registry::{LiveRegistry, Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
@@ -357,7 +358,7 @@ fn run(
             .app_data(services.key.clone())
             .app_data(body.clone())
             .wrap(from_fn(require_key))
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap(NormalPath)
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(trace_requests))
             .service(web::resource("/").get(routes::health).head(routes::health))

@@ -108,3 +108,19 @@ async fn a_configured_origin_gets_cors_access_and_no_other_does() {
     let res = preflight(&app, "https://evil.example").await;
     assert!(res.headers().get("access-control-allow-origin").is_none(), "{:?}", res.headers());
 }
+
+#[tokio::test]
+async fn extra_slashes_find_the_route_and_still_need_the_key() {
+    let app = spawn_app().await;
+    for path in ["//models", "/v1//models/", "//v1///models//", "/models/?x=//"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(error_of(res).await, (403, json!({"detail": "Not authenticated"})), "{path}");
+        let res = app.client.get(app.url(path)).bearer_auth(KEY).send().await.unwrap();
+        let (status, body) = json_of(res).await;
+        assert_eq!((status, &body["object"]), (200, &json!("list")), "{path}");
+    }
+    for path in ["//", "/v1//", "//v1"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(json_of(res).await, (200, json!({"status": true})), "{path}");
+    }
+}
