@@ -17,7 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod line_time;
 mod log_writer;
+use line_time::LineTime;
 use log_writer::{Batching, LogWriter, WriterGuard};
 
 /// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
@@ -39,7 +41,8 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
         // No thread for it: each line written by whoever logs it, as before.
         Err(_) => (BoxMakeWriter::new(std::io::stderr), None),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(LineTime);
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
