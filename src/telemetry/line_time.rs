@@ -27,15 +27,20 @@ thread_local! {
 impl FormatTime for LineTime {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
         let (seconds, micros) = since_epoch(SystemTime::now());
-        LAST.with(|last| {
+        let cached = LAST.try_with(|last| {
             let mut last = last.borrow_mut();
             let second = match &mut *last {
                 Some(second) if second.at == seconds => second,
                 other => other.insert(Second { at: seconds, text: calendar(seconds) }),
             };
-            w.write_str(&second.text)?;
-            w.write_str(std::str::from_utf8(&fraction(micros)).unwrap_or(".000000Z"))
-        })
+            w.write_str(&second.text)
+        });
+        match cached {
+            Ok(written) => written?,
+            // A line logged while this thread's locals are being dropped: no cache to use.
+            Err(_) => w.write_str(&calendar(seconds))?,
+        }
+        w.write_str(std::str::from_utf8(&fraction(micros)).unwrap_or(".000000Z"))
     }
 }
 
@@ -47,9 +52,10 @@ fn since_epoch(now: SystemTime) -> (i64, u32) {
         Err(e) => {
             let back = e.duration();
             let seconds = -i64::try_from(back.as_secs()).unwrap_or(i64::MAX);
-            match back.subsec_micros() {
+            match back.subsec_nanos() {
                 0 => (seconds, 0),
-                m => (seconds - 1, 1_000_000 - m),
+                // Rounded down, in nanoseconds first, as tracing-subscriber's clock does.
+                n => (seconds - 1, (1_000_000_000 - n) / 1000),
             }
         }
     }
@@ -123,6 +129,10 @@ mod tests {
         assert_eq!(text(at(253_402_300_799, 0)), "9999-12-31T23:59:59.000000Z");
         assert_eq!(text(at(253_402_300_800, 0)), "+10000-01-01T00:00:00.000000Z");
         assert_eq!(text(UNIX_EPOCH - Duration::from_micros(1)), "1969-12-31T23:59:59.999999Z");
+        // Before 1970 the fraction is rounded down from nanoseconds (found by a reviewer).
+        assert_eq!(text(UNIX_EPOCH - Duration::from_nanos(500)), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(text(UNIX_EPOCH - Duration::from_nanos(1500)), "1969-12-31T23:59:59.999998Z");
+        assert_eq!(text(UNIX_EPOCH - Duration::from_nanos(999_999_999)), "1969-12-31T23:59:59.000000Z");
     }
 
     #[test]
