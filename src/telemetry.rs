@@ -17,8 +17,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod line_fields;
 mod line_time;
 mod log_writer;
+use line_fields::LineFields;
 use line_time::LineTime;
 use log_writer::{Batching, LogWriter, WriterGuard};
 
@@ -45,7 +47,7 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(LineTime);
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(LineFields).try_init(),
     };
     // Another subscriber was there first: this writer is not used, its thread can go.
     LogGuard(guard.filter(|_| installed.is_ok()))

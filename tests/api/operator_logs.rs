@@ -10,7 +10,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::manifold::fixture;
 
-/// The binary on a free port with a generated key (read from the data dir), JSON logs.
+/// The binary on a free port with a generated key (read from the data dir), logging in
+/// `format` (`json` or `text`).
 struct Served {
     child: std::process::Child,
     url: String,
@@ -18,7 +19,7 @@ struct Served {
 }
 
 impl Served {
-    fn start(dir: &std::path::Path, upstream: &str) -> Served {
+    fn start(dir: &std::path::Path, upstream: &str, format: &str) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .env_clear()
@@ -27,7 +28,7 @@ impl Served {
             .env("SLUICE_VALVES_DIR", dir.join("valves"))
             .env("SLUICE_HOST", "127.0.0.1")
             .env("SLUICE_PORT", port.to_string())
-            .env("SLUICE_LOG_FORMAT", "json")
+            .env("SLUICE_LOG_FORMAT", format)
             .env("OPENAI_API_KEY", "sk-upstream-test")
             .env("OPENAI_API_BASE_URL", format!("{upstream}/v1"))
             .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
@@ -44,14 +45,19 @@ impl Served {
     }
 
     /// Stops it (SIGTERM-free: the log is complete once each request was answered) and
-    /// returns its log lines.
-    fn stop(mut self) -> Vec<serde_json::Value> {
+    /// returns its log.
+    fn stop_text(mut self) -> String {
         std::thread::sleep(Duration::from_millis(200));
         let _ = self.child.kill();
         let mut text = String::new();
         self.child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
         let _ = self.child.wait();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text
+    }
+
+    /// [`Served::stop_text`] of a JSON log, one value per line.
+    fn stop(self) -> Vec<serde_json::Value> {
+        self.stop_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
 
@@ -59,7 +65,7 @@ impl Served {
 async fn refusals_name_each_cause_and_where_the_key_came_from() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = MockServer::start().await;
-    let served = Served::start(dir.path(), &upstream.uri());
+    let served = Served::start(dir.path(), &upstream.uri(), "json");
     let client = reqwest::Client::new();
     let models = format!("{}/models", served.url);
     client.get(&models).send().await.unwrap();
@@ -93,7 +99,7 @@ async fn a_streamed_answer_logs_how_long_it_took_and_how_it_ended() {
         )
         .mount(&upstream)
         .await;
-    let served = Served::start(dir.path(), &upstream.uri());
+    let served = Served::start(dir.path(), &upstream.uri(), "json");
     let body = serde_json::json!({"model": "openai_responses.gpt-4.1", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
     let answer = reqwest::Client::new()
@@ -114,4 +120,32 @@ async fn a_streamed_answer_logs_how_long_it_took_and_how_it_ended() {
     assert!(ended[0]["duration_ms"].as_u64().unwrap() >= 700, "{:?}", ended[0]);
     assert_eq!(ended[0]["bytes"].as_u64().unwrap(), answer.len() as u64);
     assert!(ended[0]["span"]["request_id"].is_string() || ended[0]["request_id"].is_string(), "{:?}", ended[0]);
+}
+
+/// The default text log quotes a caller in a refusal (a valves update naming an unknown valve):
+/// a newline, a terminal escape or a line separator in that name stays inside the one line,
+/// escaped, and cannot print a line of the caller's making. Found by trying it: tracing's own
+/// text fields escaped none of them outside the message.
+#[tokio::test]
+async fn a_caller_cannot_forge_a_line_in_the_text_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockServer::start().await;
+    let served = Served::start(dir.path(), &upstream.uri(), "text");
+    let forged = "2026-01-01T00:00:00.000000Z  WARN sluice::auth: request refused";
+    let body = serde_json::json!({ format!("x\n{forged}\u{1b}[2J\u{2028}\r"): 1 });
+    let res = reqwest::Client::new()
+        .post(format!("{}/openai_responses/valves/update", served.url))
+        .bearer_auth(&served.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let log = served.stop_text();
+    let quoted: Vec<&str> = log.lines().filter(|l| l.contains(forged)).collect();
+    assert_eq!(quoted.len(), 1, "{log}");
+    assert!(quoted[0].contains("status=422"), "{log}");
+    assert!(quoted[0].contains(&format!(r"x\n{forged}\u{{1b}}[2J\u{{2028}}\r")), "{log}");
+    assert!(log.lines().all(|l| !l.starts_with(forged)), "{log}");
+    assert!(!log.contains(['\u{1b}', '\u{2028}', '\r']), "{log:?}");
 }
