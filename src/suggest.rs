@@ -10,10 +10,15 @@ where
 {
     let word = word.to_lowercase();
     let candidates: Vec<&'a str> = candidates.into_iter().collect();
-    let allowed = (word.chars().count() / 3).clamp(1, 3);
+    let letters = word.chars().count();
+    let allowed = (letters / 3).clamp(1, 3);
+    // Words further apart in length than `allowed` are further apart in edits too: skipping
+    // them keeps a megabyte-long name (a caller's) from costing a table of a megabyte's rows.
     let typo = candidates
         .iter()
-        .map(|c| (distance(&word, &c.to_lowercase()), *c))
+        .map(|c| (c.to_lowercase(), *c))
+        .filter(|(lower, _)| lower.chars().count().abs_diff(letters) <= allowed)
+        .map(|(lower, c)| (distance(&word, &lower), c))
         .filter(|(d, _)| *d <= allowed)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c);
@@ -75,5 +80,16 @@ mod tests {
         assert_eq!(closest("openpipe", ["openai_responses", "openpipe_reporting"]), Some("openpipe_reporting"));
         assert_eq!(closest("open", ["openai_responses", "openpipe_reporting"]), None);
         assert_eq!(hint("hots", known), " (did you mean `host`?)");
+    }
+
+    #[test]
+    fn a_name_far_longer_than_every_candidate_is_not_compared() {
+        // A caller's megabyte-long valve name: before, each candidate cost a table of a
+        // million rows (seconds per request); now the lengths alone rule it out.
+        let long = "a".repeat(1 << 20);
+        assert_eq!(closest(&long, ["API_KEY", "BASE_URL", "aaaa"]), None);
+        // Within reach by length, still found.
+        assert_eq!(closest("api_keyss", ["API_KEY"]), Some("API_KEY"));
+        assert_eq!(closest("ky", ["KEY"]), Some("KEY"));
     }
 }

@@ -121,8 +121,9 @@ pub fn normalize(id: &str) -> String {
     let id = id.strip_prefix("openai_responses.").unwrap_or(id).to_lowercase();
     let bytes = id.as_bytes();
     if bytes.len() > 11 {
-        let tail = &id[id.len() - 11..];
-        let t = tail.as_bytes();
+        // As bytes: the 11th byte from the end may fall inside a character (a caller's model
+        // id); when it is the date's `-`, cutting there is on a character boundary.
+        let t = &bytes[bytes.len() - 11..];
         let digits = |r: std::ops::Range<usize>| t[r].iter().all(u8::is_ascii_digit);
         if t[0] == b'-' && digits(1..5) && t[5] == b'-' && digits(6..8) && t[8] == b'-' && digits(9..11) {
             return id[..id.len() - 11].to_string();
@@ -284,6 +285,19 @@ pub fn cost(served: &str, custom: Option<&Value>, input: u64, cached: u64, outpu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_id_with_wide_characters_near_its_end_is_kept_whole() {
+        // The date check cut the id 11 bytes from its end, inside a caller's `é`: a panic
+        // that dropped the connection without an answer (found by trying it).
+        for n in 0..14 {
+            let id = format!("a{}", "é".repeat(n));
+            assert_eq!(normalize(&format!("openai_responses.{id}")), id);
+            assert_eq!(normalize(&format!("{id}-2025-04-14")), id);
+        }
+        assert_eq!(normalize("gpt-4.1-2025-04-14"), "gpt-4.1");
+        assert_eq!(normalize("gpt-4.1-2025-04-1é"), "gpt-4.1-2025-04-1é");
+    }
 
     #[test]
     fn aliases_resolve_to_base_and_effort() {

@@ -57,7 +57,8 @@ pub fn unescape(s: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let Some(end) = rest[..rest.len().min(12)].find(';') else {
+        // Searched as bytes: the 12th byte may fall inside a character (a caller's text).
+        let Some(end) = rest.as_bytes()[..rest.len().min(12)].iter().position(|&b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -430,6 +431,19 @@ mod tests {
             unescape("a &amp; b &lt;c&gt; &quot;d&quot; &#x27;e&#39; &#233; &bogus; & x"),
             "a & b <c> \"d\" 'e' é &bogus; & x"
         );
+    }
+
+    #[test]
+    fn an_entity_search_ending_inside_a_character_does_not_panic() {
+        // The search for `;` looks 12 bytes ahead; a caller's text put a two-, three- or
+        // four-byte character across that edge and the slice panicked (found by a reviewer).
+        for wide in ["é", "€", "𝄞"] {
+            for pad in 0..14 {
+                let text = format!("&{}{wide}{wide};x &amp;", "a".repeat(pad));
+                assert_eq!(unescape(&text), format!("&{}{wide}{wide};x &", "a".repeat(pad)));
+            }
+        }
+        assert_eq!(unescape("&#233;&#x20AC;"), "é€");
     }
 
     #[test]
