@@ -20,9 +20,11 @@ use crate::config::LogFormat;
 mod line_fields;
 mod line_time;
 mod log_writer;
+mod panics;
 use line_fields::LineFields;
 use line_time::LineTime;
 use log_writer::{Batching, LogWriter, WriterGuard};
+pub use panics::log_panics;
 
 /// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
 #[must_use = "the log is written while this lives"]
@@ -147,7 +149,8 @@ pub async fn trace_requests(
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), method = %req.method());
     let started = Instant::now();
     req.extensions_mut().insert(RequestStart(started));
-    let result = next.call(req).instrument(span.clone()).await;
+    // A panic becomes a 500 here, inside the span: its log line carries the request id.
+    let result = panics::answered(next.call(req)).instrument(span.clone()).await;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {

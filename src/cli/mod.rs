@@ -175,6 +175,7 @@ pub async fn run(args: Vec<String>) -> ExitCode {
 
 async fn serve(settings: Settings) -> ExitCode {
     let _log = telemetry::init(&settings.log_level, settings.log_format);
+    telemetry::log_panics();
     let app = match Application::build(settings, registry::builtin(), ValvesEnv::Process).await {
         Ok(app) => app,
         Err(e) => {
