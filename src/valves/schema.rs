@@ -83,7 +83,12 @@ pub fn title_of(name: &str) -> String {
 }
 
 pub fn normalize(raw: &Value) -> ValvesSchema {
-    let defs = raw.get("$defs").or_else(|| raw.get("definitions")).cloned().unwrap_or(Value::Null);
+    // Definitions that loop would be inlined for ever (a stack overflow aborts the process):
+    // a guest's are refused when it is loaded; here they are left out, their fields untyped.
+    let defs = match sluice_sdk::valves::ref_cycle(raw) {
+        Some(_) => Value::Null,
+        None => raw.get("$defs").or_else(|| raw.get("definitions")).cloned().unwrap_or(Value::Null),
+    };
     let mut properties = Map::new();
     let mut fields = Vec::new();
     if let Some(props) = raw.get("properties").and_then(Value::as_object) {
@@ -299,6 +304,17 @@ fn normalize_property(name: &str, prop: &Value, defs: &Value) -> (Value, FieldSp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn definitions_that_loop_are_left_out_instead_of_inlined_for_ever() {
+        let looped = serde_json::json!({"$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}},
+            "B": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/B"}]}},
+            "properties": {"X": {"$ref": "#/$defs/A", "default": []}, "Y": {"$ref": "#/$defs/B", "default": null},
+                "Z": {"type": "integer", "default": 1}}});
+        let schema = normalize(&looped);
+        let types: Vec<&FieldType> = schema.fields.iter().map(|f| &f.ty).collect();
+        assert_eq!(types, [&FieldType::Any, &FieldType::Any, &FieldType::Integer]);
+    }
 
     #[test]
     fn titles_follow_pydantic() {

@@ -33,6 +33,69 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// A loop among a valves schema's `$defs` (or `definitions`), as `A → B → A`: a definition that
+/// refers to itself through `$ref`s, anywhere inside it. Whoever inlines the references (the
+/// server, for Open WebUI's editor) would never finish; a schema from a WebAssembly guest is
+/// refused with it. References are matched by their last `/` segment, as they are inlined.
+pub fn ref_cycle(schema: &Value) -> Option<String> {
+    let defs = schema.get("$defs").or_else(|| schema.get("definitions"))?.as_object()?;
+    let refers_to = |name: &str| -> Vec<&str> {
+        let mut found = Vec::new();
+        // A stack, not recursion: a guest's schema can be deep.
+        let mut stack: Vec<&Value> = defs.get(name).into_iter().collect();
+        while let Some(value) = stack.pop() {
+            match value {
+                Value::Object(map) => {
+                    if let Some(target) = map.get("$ref").and_then(Value::as_str) {
+                        let target = target.rsplit('/').next().unwrap_or_default();
+                        if defs.contains_key(target) {
+                            found.push(target);
+                        }
+                    }
+                    stack.extend(map.values());
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+        }
+        found
+    };
+    // Depth-first from each definition, again with a stack: `path` is the chain being walked
+    // (`on_path` the same names, for a lookup that does not grow with it), `done` the
+    // definitions already shown to lead to no loop.
+    let mut done = std::collections::HashSet::new();
+    let mut on_path = std::collections::HashSet::new();
+    for start in defs.keys() {
+        if done.contains(start.as_str()) {
+            continue;
+        }
+        let mut path: Vec<(&str, Vec<&str>)> = vec![(start.as_str(), refers_to(start))];
+        on_path.insert(start.as_str());
+        while let Some((_, next)) = path.last_mut() {
+            match next.pop() {
+                Some(target) if on_path.contains(target) => {
+                    let from = path.iter().position(|(name, _)| *name == target).unwrap_or_default();
+                    let mut names: Vec<&str> = path[from..].iter().map(|(name, _)| *name).collect();
+                    names.push(target);
+                    return Some(names.join(" → "));
+                }
+                Some(target) if !done.contains(target) => {
+                    on_path.insert(target);
+                    path.push((target, refers_to(target)));
+                }
+                Some(_) => {}
+                None => {
+                    if let Some((name, _)) = path.pop() {
+                        on_path.remove(name);
+                        done.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Every error on one line, `; `-separated.
 pub fn join_errors(errors: &[FieldError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
@@ -230,5 +293,39 @@ mod url_tests {
             assert!(check_url(bad, true).is_err(), "{bad}");
         }
         assert!(check_url("https://mcp.example.com/sse?team=1", false).is_ok());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod ref_cycle_tests {
+    use serde_json::json;
+
+    use super::ref_cycle;
+
+    #[test]
+    fn loops_through_defs_are_named() {
+        let own = json!({"$defs": {"A": {"$ref": "#/$defs/A"}}});
+        assert_eq!(ref_cycle(&own).as_deref(), Some("A → A"));
+        let deep = json!({"definitions": {"A": {"type": "array", "items": {"anyOf": [{"type": "null"}, {"$ref": "#/definitions/B"}]}},
+            "B": {"properties": {"x": {"$ref": "#/definitions/A"}}}}});
+        let found = ref_cycle(&deep).unwrap();
+        assert!(found == "A → B → A" || found == "B → A → B", "{found}");
+    }
+
+    #[test]
+    fn schemas_without_a_loop_pass() {
+        assert_eq!(ref_cycle(&json!({"properties": {"X": {"$ref": "#/$defs/Mode", "default": "a"}}})), None);
+        let shared = json!({"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/B"}, {"$ref": "#/$defs/B"}]},
+            "B": {"items": {"$ref": "#/$defs/C"}}, "C": {"enum": ["x"]}, "D": {"$ref": "#/$defs/Missing"}}});
+        assert_eq!(ref_cycle(&shared), None);
+        // A chain a hundred thousand long is walked without recursion.
+        let mut defs = serde_json::Map::new();
+        for i in 0..100_000 {
+            defs.insert(format!("D{i}"), json!({"$ref": format!("#/$defs/D{}", i + 1)}));
+        }
+        assert_eq!(ref_cycle(&json!({"$defs": defs.clone()})), None);
+        defs.insert("D100000".into(), json!({"$ref": "#/$defs/D0"}));
+        assert!(ref_cycle(&json!({"$defs": defs})).unwrap().starts_with('D'));
     }
 }

@@ -101,6 +101,14 @@ impl Manifest {
                 return Err(format!("valve {name} has no default"));
             }
         }
+        if let Some(cycle) = sluice_sdk::valves::ref_cycle(&schema) {
+            return Err(format!(
+                "valves: $defs refer to themselves ({cycle}); Open WebUI's editor could not show them"
+            ));
+        }
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            return Err("valves.properties must be an object".into());
+        };
         if properties.contains_key(ALLOWED_HOSTS) {
             return Err(format!("{ALLOWED_HOSTS} is the host's valve; a pipeline cannot declare it"));
         }
@@ -141,5 +149,18 @@ mod tests {
         ] {
             assert!(Manifest::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn valves_whose_defs_loop_are_refused() {
+        // Inlining them for the editor never ended: the server's stack overflowed and the
+        // process aborted, on every start (found by a reviewer).
+        let looped = r##"{"id":"a","kind":"pipe","valves":{"$defs":{"A":{"type":"array","items":{"$ref":"#/$defs/A"}}},
+            "properties":{"X":{"$ref":"#/$defs/A","default":[]}}}}"##;
+        let error = Manifest::parse(looped).err().unwrap();
+        assert!(error.contains("$defs refer to themselves (A → A)"), "{error}");
+        let shared = r##"{"id":"a","kind":"pipe","valves":{"$defs":{"Mode":{"enum":["a","b"]}},
+            "properties":{"X":{"$ref":"#/$defs/Mode","default":"a"},"Y":{"$ref":"#/$defs/Mode","default":"b"}}}}"##;
+        assert!(Manifest::parse(shared).is_ok());
     }
 }
