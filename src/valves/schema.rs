@@ -83,9 +83,10 @@ pub fn title_of(name: &str) -> String {
 }
 
 pub fn normalize(raw: &Value) -> ValvesSchema {
-    // Definitions that loop would be inlined for ever (a stack overflow aborts the process):
-    // a guest's are refused when it is loaded; here they are left out, their fields untyped.
-    let defs = match sluice_sdk::valves::ref_cycle(raw) {
+    // Definitions that loop, or lead too deep, would overflow the stack as they are inlined,
+    // which aborts the process: a guest's are refused when it is loaded; here they are left
+    // out, their fields untyped.
+    let defs = match sluice_sdk::valves::ref_trouble(raw) {
         Some(_) => Value::Null,
         None => raw.get("$defs").or_else(|| raw.get("definitions")).cloned().unwrap_or(Value::Null),
     };
@@ -302,6 +303,7 @@ fn normalize_property(name: &str, prop: &Value, defs: &Value) -> (Value, FieldSp
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -314,6 +316,33 @@ mod tests {
         let schema = normalize(&looped);
         let types: Vec<&FieldType> = schema.fields.iter().map(|f| &f.ty).collect();
         assert_eq!(types, [&FieldType::Any, &FieldType::Any, &FieldType::Integer]);
+    }
+
+    #[test]
+    fn the_deepest_schema_a_guest_may_send_is_reshaped_on_a_small_stack() {
+        // As deep as a guest's schema may nest once inlined, half in references and half in
+        // arrays inside each definition: on the 2 MiB stack of a spawned thread (a test
+        // build's frames are the larger ones).
+        let limit = sluice_sdk::valves::MAX_INLINED_DEPTH;
+        let links = 8;
+        let arrays = (limit - 3) / links - 1;
+        let nested =
+            |inner: Value| (0..arrays).fold(inner, |acc, _| serde_json::json!({"type": "array", "items": acc}));
+        let defs: Map<String, Value> = (0..links)
+            .map(|i| {
+                let next = if i + 1 < links {
+                    serde_json::json!({"$ref": format!("#/$defs/D{}", i + 1)})
+                } else {
+                    serde_json::json!({"type": "string"})
+                };
+                (format!("D{i}"), nested(next))
+            })
+            .collect();
+        let raw = serde_json::json!({"$defs": defs, "properties": {"X": {"$ref": "#/$defs/D0", "default": []}}});
+        assert_eq!(sluice_sdk::valves::ref_trouble(&raw), None, "the test must stay within the limit");
+        let reshaped =
+            std::thread::Builder::new().stack_size(2 << 20).spawn(move || normalize(&raw).fields.len()).unwrap();
+        assert_eq!(reshaped.join().unwrap(), 1);
     }
 
     #[test]

@@ -33,67 +33,97 @@ impl std::fmt::Display for FieldError {
     }
 }
 
-/// A loop among a valves schema's `$defs` (or `definitions`), as `A → B → A`: a definition that
-/// refers to itself through `$ref`s, anywhere inside it. Whoever inlines the references (the
-/// server, for Open WebUI's editor) would never finish; a schema from a WebAssembly guest is
-/// refused with it. References are matched by their last `/` segment, as they are inlined.
-pub fn ref_cycle(schema: &Value) -> Option<String> {
-    let defs = schema.get("$defs").or_else(|| schema.get("definitions"))?.as_object()?;
-    let refers_to = |name: &str| -> Vec<&str> {
+/// How deep a valves schema may nest once its `$ref`s are inlined (objects and arrays): far
+/// more than any settings struct does, and shallow enough for the recursion that inlines it
+/// (measured: about a thousand levels fit in a test build on a 2 MiB stack).
+pub const MAX_INLINED_DEPTH: usize = 64;
+
+/// What is wrong with a valves schema for whoever inlines its `$ref`s to `$defs` (or
+/// `definitions`), as the server does, recursively, for Open WebUI's editor: a definition that
+/// refers to itself, anywhere inside it (`A → B → A`: inlining never ends), or a schema nesting
+/// deeper than [`MAX_INLINED_DEPTH`] once inlined (the recursion overflows the stack, which
+/// aborts the process). A WebAssembly guest's schema is refused with it. References are
+/// matched by their last `/` segment, as they are inlined.
+pub fn ref_trouble(schema: &Value) -> Option<String> {
+    /// A definition referred to, and how deep the reference sits.
+    type Reference<'a> = (&'a str, usize);
+    let empty = serde_json::Map::new();
+    let defs = schema.get("$defs").or_else(|| schema.get("definitions")).and_then(Value::as_object).unwrap_or(&empty);
+    // How deep `root` nests by itself, and the references in it with the depth each sits at.
+    // A stack, not recursion: a guest's schema can be deep.
+    let scan = |root: &Value, skip_defs: bool| -> (usize, Vec<Reference>) {
         let mut found = Vec::new();
-        // A stack, not recursion: a guest's schema can be deep.
-        let mut stack: Vec<&Value> = defs.get(name).into_iter().collect();
-        while let Some(value) = stack.pop() {
+        let mut own = 0;
+        let mut stack: Vec<(&Value, usize)> = vec![(root, 0)];
+        while let Some((value, level)) = stack.pop() {
+            own = own.max(level);
             match value {
                 Value::Object(map) => {
                     if let Some(target) = map.get("$ref").and_then(Value::as_str) {
                         let target = target.rsplit('/').next().unwrap_or_default();
-                        if defs.contains_key(target) {
-                            found.push(target);
+                        if let Some((name, _)) = defs.get_key_value(target) {
+                            found.push((name.as_str(), level));
                         }
                     }
-                    stack.extend(map.values());
+                    let inner = map
+                        .iter()
+                        .filter(|(key, _)| !(skip_defs && level == 0 && (*key == "$defs" || *key == "definitions")));
+                    stack.extend(inner.map(|(_, v)| (v, level + 1)));
                 }
-                Value::Array(items) => stack.extend(items),
+                Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
                 _ => {}
             }
         }
-        found
+        (own, found)
     };
-    // Depth-first from each definition, again with a stack: `path` is the chain being walked
-    // (`on_path` the same names, for a lookup that does not grow with it), `done` the
-    // definitions already shown to lead to no loop.
-    let mut done = std::collections::HashSet::new();
+    // Depth-first through the definitions, again with a stack. `path` is the chain being
+    // walked, each with the references left to follow and how deep it nests so far; `on_path`
+    // holds the same names, for a lookup that does not grow with the chain; `inlined` how deep
+    // each definition finished nests once inlined.
+    let mut inlined: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut on_path = std::collections::HashSet::new();
     for start in defs.keys() {
-        if done.contains(start.as_str()) {
+        if inlined.contains_key(start.as_str()) {
             continue;
         }
-        let mut path: Vec<(&str, Vec<&str>)> = vec![(start.as_str(), refers_to(start))];
+        let (own, refs) = scan(&defs[start], false);
+        let mut path: Vec<(&str, Vec<Reference>, usize)> = vec![(start.as_str(), refs, own)];
         on_path.insert(start.as_str());
-        while let Some((_, next)) = path.last_mut() {
+        while let Some((_, next, deepest)) = path.last_mut() {
             match next.pop() {
-                Some(target) if on_path.contains(target) => {
-                    let from = path.iter().position(|(name, _)| *name == target).unwrap_or_default();
-                    let mut names: Vec<&str> = path[from..].iter().map(|(name, _)| *name).collect();
+                Some((target, _)) if on_path.contains(target) => {
+                    let from = path.iter().position(|(name, ..)| *name == target).unwrap_or_default();
+                    let mut names: Vec<&str> = path[from..].iter().map(|(name, ..)| *name).collect();
                     names.push(target);
-                    return Some(names.join(" → "));
+                    return Some(format!("$defs refer to themselves ({})", names.join(" → ")));
                 }
-                Some(target) if !done.contains(target) => {
-                    on_path.insert(target);
-                    path.push((target, refers_to(target)));
-                }
-                Some(_) => {}
-                None => {
-                    if let Some((name, _)) = path.pop() {
-                        on_path.remove(name);
-                        done.insert(name);
+                Some((target, level)) => match inlined.get(target) {
+                    Some(below) => *deepest = (*deepest).max(level + below),
+                    None => {
+                        // Looked at again once the target is finished.
+                        next.push((target, level));
+                        let (own, refs) = scan(&defs[target], false);
+                        on_path.insert(target);
+                        path.push((target, refs, own));
                     }
+                },
+                None => {
+                    let Some((name, _, depth)) = path.pop() else { break };
+                    on_path.remove(name);
+                    // Capped: only whether it passes the limit matters, and a long chain
+                    // must not add up past `usize`.
+                    inlined.insert(name, depth.min(MAX_INLINED_DEPTH + 1));
                 }
             }
         }
     }
-    None
+    let (own, refs) = scan(schema, true);
+    let depth = refs
+        .iter()
+        .map(|(target, level)| level + inlined.get(target).copied().unwrap_or_default())
+        .fold(own, usize::max);
+    (depth > MAX_INLINED_DEPTH)
+        .then(|| format!("it nests more than {MAX_INLINED_DEPTH} levels deep once its $refs are inlined"))
 }
 
 /// Every error on one line, `; `-separated.
@@ -298,34 +328,64 @@ mod url_tests {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod ref_cycle_tests {
+mod ref_trouble_tests {
     use serde_json::json;
 
-    use super::ref_cycle;
+    use super::{ref_trouble, MAX_INLINED_DEPTH};
+
+    /// A schema whose one property refers to D0, D0 → D1 → … → D{n-1}, each from `items`.
+    fn chain(n: usize) -> serde_json::Value {
+        let defs: serde_json::Map<String, serde_json::Value> = (0..n)
+            .map(|i| {
+                let def = if i + 1 < n {
+                    json!({"items": {"$ref": format!("#/$defs/D{}", i + 1)}})
+                } else {
+                    json!({"type": "string"})
+                };
+                (format!("D{i}"), def)
+            })
+            .collect();
+        json!({"$defs": defs, "properties": {"X": {"$ref": "#/$defs/D0", "default": []}}})
+    }
 
     #[test]
     fn loops_through_defs_are_named() {
         let own = json!({"$defs": {"A": {"$ref": "#/$defs/A"}}});
-        assert_eq!(ref_cycle(&own).as_deref(), Some("A → A"));
+        assert_eq!(ref_trouble(&own).as_deref(), Some("$defs refer to themselves (A → A)"));
         let deep = json!({"definitions": {"A": {"type": "array", "items": {"anyOf": [{"type": "null"}, {"$ref": "#/definitions/B"}]}},
             "B": {"properties": {"x": {"$ref": "#/definitions/A"}}}}});
-        let found = ref_cycle(&deep).unwrap();
-        assert!(found == "A → B → A" || found == "B → A → B", "{found}");
+        let found = ref_trouble(&deep).unwrap();
+        assert!(found.ends_with("(A → B → A)") || found.ends_with("(B → A → B)"), "{found}");
+        let mut long_loop = chain(100_000);
+        long_loop["$defs"]["D99999"] = json!({"$ref": "#/$defs/D0"});
+        assert!(ref_trouble(&long_loop).unwrap().starts_with("$defs refer to themselves"));
     }
 
     #[test]
-    fn schemas_without_a_loop_pass() {
-        assert_eq!(ref_cycle(&json!({"properties": {"X": {"$ref": "#/$defs/Mode", "default": "a"}}})), None);
+    fn schemas_nesting_deeper_than_the_limit_once_inlined_are_named() {
+        // Each link nests one level (`items`); the property's reference sits two deep, so n
+        // links are n + 2 levels: 62 are the limit.
+        assert_eq!(ref_trouble(&chain(MAX_INLINED_DEPTH - 2)), None);
+        let found = ref_trouble(&chain(MAX_INLINED_DEPTH - 1)).unwrap();
+        assert_eq!(found, format!("it nests more than {MAX_INLINED_DEPTH} levels deep once its $refs are inlined"));
+        // Nesting inside a definition counts as much as references do.
+        let mut wide = chain(2);
+        wide["$defs"]["D1"] = (0..70).fold(json!({"type": "string"}), |acc, _| json!({"type": "array", "items": acc}));
+        assert!(ref_trouble(&wide).is_some());
+        // A definition both a short and a long path lead to counts on the long one.
+        let mut shared = chain(MAX_INLINED_DEPTH - 1);
+        shared["properties"]["Y"] = json!({"$ref": "#/$defs/D60", "default": []});
+        assert!(ref_trouble(&shared).is_some());
+        // A hundred thousand links: found without recursion.
+        assert!(ref_trouble(&chain(100_000)).is_some());
+    }
+
+    #[test]
+    fn schemas_without_trouble_pass() {
+        assert_eq!(ref_trouble(&json!({"properties": {"X": {"$ref": "#/$defs/Mode", "default": "a"}}})), None);
         let shared = json!({"$defs": {"A": {"anyOf": [{"$ref": "#/$defs/B"}, {"$ref": "#/$defs/B"}]},
-            "B": {"items": {"$ref": "#/$defs/C"}}, "C": {"enum": ["x"]}, "D": {"$ref": "#/$defs/Missing"}}});
-        assert_eq!(ref_cycle(&shared), None);
-        // A chain a hundred thousand long is walked without recursion.
-        let mut defs = serde_json::Map::new();
-        for i in 0..100_000 {
-            defs.insert(format!("D{i}"), json!({"$ref": format!("#/$defs/D{}", i + 1)}));
-        }
-        assert_eq!(ref_cycle(&json!({"$defs": defs.clone()})), None);
-        defs.insert("D100000".into(), json!({"$ref": "#/$defs/D0"}));
-        assert!(ref_cycle(&json!({"$defs": defs})).unwrap().starts_with('D'));
+            "B": {"items": {"$ref": "#/$defs/C"}}, "C": {"enum": ["x"]}, "D": {"$ref": "#/$defs/Missing"}},
+            "properties": {"X": {"$ref": "#/$defs/A", "default": "x"}}});
+        assert_eq!(ref_trouble(&shared), None);
     }
 }

@@ -101,10 +101,8 @@ impl Manifest {
                 return Err(format!("valve {name} has no default"));
             }
         }
-        if let Some(cycle) = sluice_sdk::valves::ref_cycle(&schema) {
-            return Err(format!(
-                "valves: $defs refer to themselves ({cycle}); Open WebUI's editor could not show them"
-            ));
+        if let Some(trouble) = sluice_sdk::valves::ref_trouble(&schema) {
+            return Err(format!("valves: {trouble}; Open WebUI's editor could not show them"));
         }
         let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
             return Err("valves.properties must be an object".into());
