@@ -72,6 +72,12 @@ impl From<crate::valves::ValvesError> for ApiError {
 }
 
 impl ApiError {
+    /// A panic, caught: its message may quote the request, so the caller gets these words and
+    /// the log the rest (telemetry::log_panics).
+    pub fn bug() -> Self {
+        ApiError::Internal("the server hit a bug; it is in the server's log".into())
+    }
+
     pub fn pipeline_not_found(id: &str) -> Self {
         ApiError::NotFound(format!("Pipeline {id} not found"))
     }

@@ -36,12 +36,15 @@ where
         })
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("the request's work stopped: {e}")))?;
+    .map_err(|e| match e.is_panic() {
+        true => ApiError::bug(),
+        false => ApiError::Internal(format!("the request's work stopped: {e}")),
+    })?;
     done.ok_or_else(|| ApiError::Internal("the request was abandoned".into()))
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -51,5 +54,12 @@ mod tests {
         assert!(run(true, offloaded()).await.unwrap());
         assert!(!run(false, offloaded()).await.unwrap());
         assert!(!sluice_sdk::offloaded::is_offloaded());
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_heavy_work_is_answered_without_its_message() {
+        // tokio's error for it reads `task N panicked with message "…"`: the caller's text.
+        let error = run(true, async { panic!("a caller's text") }).await.err().unwrap();
+        assert_eq!(error.to_string(), ApiError::bug().to_string());
     }
 }

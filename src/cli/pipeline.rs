@@ -62,7 +62,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             for (id, entry) in &index.components {
                 println!(
                     "{id}\tsha256:{}\t{}\tadded at {} (Unix ms)",
-                    &entry.sha256[..12.min(entry.sha256.len())],
+                    entry.sha256.get(..12).unwrap_or(&entry.sha256),
                     entry.source,
                     entry.added_at_ms
                 );

@@ -45,7 +45,7 @@ pub async fn answered<T>(work: impl Future<Output = Result<T, actix_web::Error>>
     // what every handler already guards with its own locks and stores.
     match AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,
-        Err(_) => Err(ApiError::Internal("the server hit a bug; it is in the server's log".into()).into()),
+        Err(_) => Err(ApiError::bug().into()),
     }
 }
 

@@ -496,6 +496,43 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
 }
 
 #[tokio::test]
+async fn an_idle_timeout_the_clock_cannot_hold_is_refused() {
+    // `now + idle` panicked in every chat once the valve held u64::MAX (found by a reviewer).
+    let mock = MockServer::start().await;
+    let app = manifold_app(&mock, "").await;
+    let (status, body) =
+        json_of(app.post_json("/openai_responses/valves/update", &json!({"STREAM_IDLE_TIMEOUT_S": u64::MAX})).await)
+            .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["message"], "must be between 1 and 86400");
+}
+
+#[tokio::test]
+async fn an_asked_delay_that_is_no_duration_is_ignored() {
+    // `Duration::from_secs_f64` panicked on each of these (found by a reviewer).
+    for (header, value) in [
+        ("retry-after", "-1"),
+        ("retry-after", "NaN"),
+        ("retry-after", "inf"),
+        ("retry-after", "1e400"),
+        ("retry-after-ms", "-5"),
+    ] {
+        let mock = MockServer::start().await;
+        on_responses()
+            .respond_with(ResponseTemplate::new(429).insert_header(header, value).set_body_raw(
+                r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+                "application/json",
+            ))
+            .mount(&mock)
+            .await;
+        let app = manifold_app(&mock, "").await;
+        let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+        assert_eq!(res.status().as_u16(), 429, "{header}: {value}");
+        assert!(res.headers().get("retry-after").is_none(), "{header}: {value}");
+    }
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_and_a_failure_event_before_output_too() {
     let mock = MockServer::start().await;
     on_responses()

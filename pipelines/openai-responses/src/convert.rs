@@ -195,7 +195,7 @@ impl Converter {
                 }
             }
             EventKind::PartialImage => {
-                let n = event.get("partial_image_index").and_then(Value::as_u64).unwrap_or(0) + 1;
+                let n = event.get("partial_image_index").and_then(Value::as_u64).unwrap_or(0).saturating_add(1);
                 self.status(status(&format!("Generating the image… (preview {n})"), &[]))
             }
             EventKind::OutputItemDone => self.item_done(event.get("item").unwrap_or(&Value::Null)),
@@ -317,7 +317,7 @@ impl Converter {
         map.insert("completion_tokens".into(), output.into());
         map.insert(
             "total_tokens".into(),
-            u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output).into(),
+            u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input.saturating_add(output)).into(),
         );
         map.insert("prompt_tokens_details".into(), json!({"cached_tokens": cached}));
         map.insert("completion_tokens_details".into(), json!({"reasoning_tokens": reasoning}));

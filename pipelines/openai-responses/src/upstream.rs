@@ -95,9 +95,13 @@ pub async fn send(
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let request_id = header("x-request-id");
     let should_retry = header("x-should-retry");
+    // `try_`: a negative, infinite or NaN wait (the upstream's text) is no wait, not a panic.
+    let seconds = |v: String, per_second: f64| {
+        v.parse::<f64>().ok().and_then(|n| Duration::try_from_secs_f64(n / per_second).ok())
+    };
     let asked = header("retry-after-ms")
-        .and_then(|v| v.parse::<f64>().ok().map(|ms| Duration::from_secs_f64(ms / 1000.0)))
-        .or_else(|| header("retry-after").and_then(|v| v.parse::<f64>().ok().map(Duration::from_secs_f64)));
+        .and_then(|v| seconds(v, 1000.0))
+        .or_else(|| header("retry-after").and_then(|v| seconds(v, 1.0)));
     let text = error_body(resp, idle).await;
     let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let err = parsed.get("error").unwrap_or(&Value::Null);

@@ -151,8 +151,9 @@ pub struct ResponsesValves {
     /// Seconds to wait for a connection to the upstream.
     #[schemars(range(min = 1, max = 300))]
     pub REQUEST_TIMEOUT_CONNECT_S: u64,
-    /// Longest silence allowed between upstream events, in seconds.
-    #[schemars(range(min = 1))]
+    /// Longest silence allowed between upstream events, in seconds (at most a day: a deadline
+    /// further away than the clock can hold would stop every chat).
+    #[schemars(range(min = 1, max = 86400))]
     pub STREAM_IDLE_TIMEOUT_S: u64,
     /// Retries before the answer starts (429, 5xx, connection errors).
     #[schemars(range(max = 10))]
