@@ -57,7 +57,9 @@ impl LineFieldsVisitor<'_> {
             self.writer.write_str(name)?;
             self.writer.write_char('=')?;
         }
-        Escaped(&mut self.writer).write_fmt(value)
+        let mut out = Escaped::new(&mut self.writer);
+        out.write_fmt(value)?;
+        out.finish()
     }
 }
 
@@ -83,16 +85,20 @@ impl Visit for LineFieldsVisitor<'_> {
     }
 }
 
+/// Causes listed after an error, at most: a chain that comes back to itself would not end.
+const MAX_SOURCES: usize = 32;
+
 /// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them.
 fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static)) -> fmt::Result {
     write!(writer, " {name}.sources=[")?;
-    let mut next = Some(first);
-    let mut separator = "";
-    while let Some(error) = next {
-        writer.write_str(separator)?;
-        write!(Escaped(&mut *writer), "{error}")?;
-        separator = ", ";
-        next = error.source();
+    let causes = std::iter::successors(Some(first), |&error| error.source());
+    for (n, error) in causes.take(MAX_SOURCES).enumerate() {
+        if n > 0 {
+            writer.write_str(", ")?;
+        }
+        let mut out = Escaped::new(&mut *writer);
+        write!(out, "{error}")?;
+        out.finish()?;
     }
     writer.write_char(']')
 }
@@ -109,39 +115,73 @@ impl VisitFmt for LineFieldsVisitor<'_> {
     }
 }
 
-/// Writes through to the inner writer with each character a terminal or a log reader would
-/// act on written as its Rust escape (`\n`, `\u{1b}`, `\u{2028}`): the C0 and C1 controls and
-/// DEL, the Unicode line and paragraph separators, and the bidirectional overrides and
-/// isolates (which reorder what a reader sees). A backslash stays as it is: text that spells
-/// `\n` cannot start a line.
-struct Escaped<'w, W: Write>(&'w mut W);
+/// The most of one value a line holds, in bytes of its text. A caller's megabyte-long valve
+/// name made a line that journald (48 KiB) or Docker (16 KiB) splits into records, the later
+/// ones starting with whatever the caller padded its way to (found by a reviewer).
+const VALUE_BYTES: usize = 4096;
+
+/// Writes one value through to the inner writer, each character a terminal or a log reader
+/// would act on written as its Rust escape (`\n`, `\u{1b}`, `\u{2028}`): the C0 and C1
+/// controls and DEL, the Unicode line and paragraph separators, and the marks that reorder
+/// what a reader sees (bidirectional overrides, isolates, LRM, RLM, ALM). A backslash stays as
+/// it is: text that spells `\n` cannot start a line. Past [`VALUE_BYTES`] the rest is counted,
+/// not written; [`Escaped::finish`] says how much.
+struct Escaped<'w, W: Write> {
+    out: &'w mut W,
+    left: usize,
+    cut: usize,
+}
+
+impl<'w, W: Write> Escaped<'w, W> {
+    fn new(out: &'w mut W) -> Self {
+        Escaped { out, left: VALUE_BYTES, cut: 0 }
+    }
+
+    /// `…(+N bytes)` after a value that was cut.
+    fn finish(self) -> fmt::Result {
+        match self.cut {
+            0 => Ok(()),
+            cut => write!(self.out, "…(+{cut} bytes)"),
+        }
+    }
+}
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut keep = text.len().min(self.left);
+        while !text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        // Once one character did not fit, nothing after it is written either.
+        self.left = if keep < text.len() { 0 } else { self.left - keep };
+        self.cut += text.len() - keep;
+        let text = &text[..keep];
         // Nearly every value is plain: one pass over its bytes, then one write.
         if !text.bytes().any(may_start_hazard) {
-            return self.0.write_str(text);
+            return self.out.write_str(text);
         }
         let mut plain_from = 0;
         for (at, c) in text.char_indices() {
             if is_hazard(c) {
-                self.0.write_str(&text[plain_from..at])?;
-                write!(self.0, "{}", c.escape_default())?;
+                self.out.write_str(&text[plain_from..at])?;
+                write!(self.out, "{}", c.escape_default())?;
                 plain_from = at + c.len_utf8();
             }
         }
-        self.0.write_str(&text[plain_from..])
+        self.out.write_str(&text[plain_from..])
     }
 }
 
 /// A byte that is, or starts the UTF-8 of, a character [`is_hazard`] may hold: C0 and DEL are
-/// the byte itself, C1 starts with 0xC2, the separators and direction marks with 0xE2.
+/// the byte itself, C1 starts with 0xC2, ALM (U+061C) with 0xD8, the separators and the other
+/// marks with 0xE2.
 fn may_start_hazard(byte: u8) -> bool {
-    byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xe2
+    byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xd8 || byte == 0xe2
 }
 
 fn is_hazard(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -235,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_value_cannot_start_a_line_or_steer_a_terminal() {
-        let hostile = "x\n2026-01-01T00:00:00.000000Z  INFO forged\r\u{1b}[31m\u{7}\u{7f}\u{85}\u{9b}\u{2028}\u{2029}\u{202e}\u{2066}\t";
+        let hostile = "x\n2026-01-01T00:00:00.000000Z  INFO forged\r\u{1b}[31m\u{7}\u{7f}\u{85}\u{9b}\u{2028}\u{2029}\u{202e}\u{2066}\u{200f}\u{61c}\t";
         let out = printed(LineFields, || {
             every_kind_of_field(hostile);
             let error = Failure("bad\nline", Some(Box::new(Failure("cause\u{1b}[2J", None))));
@@ -243,7 +283,7 @@ mod tests {
         });
         assert_eq!(out.lines().count(), 3, "{out}");
         assert!(out.chars().filter(|&c| c != '\n').all(|c| !is_hazard(c)), "{out:?}");
-        let escaped = r"x\n2026-01-01T00:00:00.000000Z  INFO forged\r\u{1b}[31m\u{7}\u{7f}\u{85}\u{9b}\u{2028}\u{2029}\u{202e}\u{2066}\t";
+        let escaped = r"x\n2026-01-01T00:00:00.000000Z  INFO forged\r\u{1b}[31m\u{7}\u{7f}\u{85}\u{9b}\u{2028}\u{2029}\u{202e}\u{2066}\u{200f}\u{61c}\t";
         // Bare in the message, the span and `%` fields; `?` and text fields were already
         // escaped by `Debug`, which writes the same escapes.
         assert!(out.contains(&format!("request{{request_id={escaped} method=\"POST\" n=3}}")), "{out}");
@@ -259,6 +299,31 @@ mod tests {
     }
 
     #[test]
+    fn a_long_value_is_cut_and_says_by_how_much() {
+        let out = printed(LineFields, || {
+            tracing::info!(name = %"é".repeat(1 << 20), short = 1, "{}", "x".repeat(5000));
+        });
+        assert_eq!(out.lines().count(), 1);
+        assert!(out.len() < 2 * VALUE_BYTES + 200, "{} bytes", out.len());
+        assert!(out.contains(&format!("{}…(+904 bytes) name=", "x".repeat(VALUE_BYTES))), "{out}");
+        // Cut on a character: 2,048 `é` fit in 4,096 bytes.
+        assert!(
+            out.contains(&format!("name={}…(+{} bytes) short=1", "é".repeat(2048), (2 << 20) - VALUE_BYTES)),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character_or_an_escape() {
+        let mut out = String::new();
+        let mut escaped = Escaped::new(&mut out);
+        write!(escaped, "{}€€\r", "a".repeat(VALUE_BYTES - 4)).unwrap();
+        escaped.finish().unwrap();
+        // One `€` (3 bytes) fits, the second does not, nor anything after it.
+        assert_eq!(out, format!("{}€…(+4 bytes)", "a".repeat(VALUE_BYTES - 4)));
+    }
+
+    #[test]
     fn plain_text_and_harmless_non_ascii_pass_as_they_are() {
         for text in [
             "",
@@ -270,11 +335,11 @@ mod tests {
             "\u{a0}\u{2027}\u{202f}\u{2065}\u{206a}",
         ] {
             let mut out = String::new();
-            write!(Escaped(&mut out), "{text}").unwrap();
+            write!(Escaped::new(&mut out), "{text}").unwrap();
             assert_eq!(out, text);
         }
         let mut out = String::new();
-        write!(Escaped(&mut out), "a\u{0}b\u{1f}c\u{80}d\u{9f}").unwrap();
+        write!(Escaped::new(&mut out), "a\u{0}b\u{1f}c\u{80}d\u{9f}").unwrap();
         assert_eq!(out, r"a\u{0}b\u{1f}c\u{80}d\u{9f}");
     }
 }
