@@ -160,5 +160,14 @@ mod tests {
         let shared = r##"{"id":"a","kind":"pipe","valves":{"$defs":{"Mode":{"enum":["a","b"]}},
             "properties":{"X":{"$ref":"#/$defs/Mode","default":"a"},"Y":{"$ref":"#/$defs/Mode","default":"b"}}}}"##;
         assert!(Manifest::parse(shared).is_ok());
+        // No loop, but a chain of 70 definitions: as deep a recursion, refused the same way.
+        let defs: Vec<String> =
+            (0..70).map(|i| format!(r##""D{i}":{{"items":{{"$ref":"#/$defs/D{}"}}}}"##, i + 1)).collect();
+        let deep = format!(
+            r##"{{"id":"a","kind":"pipe","valves":{{"$defs":{{{}}},"properties":{{"X":{{"$ref":"#/$defs/D0","default":[]}}}}}}}}"##,
+            defs.join(",")
+        );
+        let error = Manifest::parse(&deep).err().unwrap();
+        assert!(error.contains("nests more than 64 levels deep"), "{error}");
     }
 }
