@@ -38,7 +38,7 @@ where
     .await
     .map_err(|e| match e.is_panic() {
         true => ApiError::bug(),
-        false => ApiError::Internal(format!("the request's work stopped: {e}")),
+        false => ApiError::Internal(format!("the request's work stopped: {}", sluice_sdk::join_failure(&e))),
     })?;
     done.ok_or_else(|| ApiError::Internal("the request was abandoned".into()))
 }

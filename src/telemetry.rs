@@ -150,7 +150,7 @@ pub async fn trace_requests(
     let started = Instant::now();
     req.extensions_mut().insert(RequestStart(started));
     // A panic becomes a 500 here, inside the span: its log line carries the request id.
-    let result = panics::answered(next.call(req)).instrument(span.clone()).await;
+    let result = panics::answered(req, move |req| next.call(req)).instrument(span.clone()).await;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {
@@ -167,6 +167,10 @@ pub async fn trace_requests(
         }
         Err(e) => {
             span.in_scope(|| tracing::warn!(error = %e, elapsed_ms, "failed"));
+            // No route to name: the request is gone (a caught panic, see panics::answered).
+            if let Some(m) = metrics {
+                m.observe_request("failed", e.as_response_error().status_code().as_u16(), started.elapsed());
+            }
             Err(e)
         }
     }

@@ -174,7 +174,7 @@ impl SqliteStore {
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> StoreError {
-    StoreError::from_cause(e)
+    StoreError::new(format!("the store's work stopped: {}", sluice_sdk::join_failure(&e)))
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@ impl<'a> MakeVisitor<Writer<'a>> for LineFields {
     type Visitor = LineFieldsVisitor<'a>;
 
     fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
-        LineFieldsVisitor { writer: target, first: true, result: Ok(()) }
+        LineFieldsVisitor { writer: target, first: true, result: Ok(()), left: FIELDS_BYTES }
     }
 }
 
@@ -34,6 +34,8 @@ pub struct LineFieldsVisitor<'a> {
     writer: Writer<'a>,
     first: bool,
     result: fmt::Result,
+    /// What is left of [`FIELDS_BYTES`] for the values still to come.
+    left: usize,
 }
 
 impl LineFieldsVisitor<'_> {
@@ -57,10 +59,16 @@ impl LineFieldsVisitor<'_> {
             self.writer.write_str(name)?;
             self.writer.write_char('=')?;
         }
-        let mut out = Escaped::new(&mut self.writer);
+        let mut out = Escaped::new(&mut self.writer, value_limit(self.left));
         out.write_fmt(value)?;
+        self.left = self.left.saturating_sub(out.written);
         out.finish()
     }
+}
+
+/// How much the next value may write when `left` is what the line has left.
+fn value_limit(left: usize) -> usize {
+    left.clamp(SMALL_VALUE_BYTES, VALUE_BYTES)
 }
 
 impl Visit for LineFieldsVisitor<'_> {
@@ -76,7 +84,7 @@ impl Visit for LineFieldsVisitor<'_> {
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         self.record(field, format_args!("{value}"));
         if let (Some(source), Ok(())) = (value.source(), self.result) {
-            self.result = write_sources(&mut self.writer, field.name(), source);
+            self.result = write_sources(&mut self.writer, field.name(), source, &mut self.left);
         }
     }
 
@@ -89,15 +97,16 @@ impl Visit for LineFieldsVisitor<'_> {
 const MAX_SOURCES: usize = 32;
 
 /// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them.
-fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static)) -> fmt::Result {
+fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static), left: &mut usize) -> fmt::Result {
     write!(writer, " {name}.sources=[")?;
     let causes = std::iter::successors(Some(first), |&error| error.source());
     for (n, error) in causes.take(MAX_SOURCES).enumerate() {
         if n > 0 {
             writer.write_str(", ")?;
         }
-        let mut out = Escaped::new(&mut *writer);
+        let mut out = Escaped::new(&mut *writer, value_limit(*left));
         write!(out, "{error}")?;
+        *left = left.saturating_sub(out.written);
         out.finish()?;
     }
     writer.write_char(']')
@@ -115,54 +124,75 @@ impl VisitFmt for LineFieldsVisitor<'_> {
     }
 }
 
-/// The most of one value a line holds, in bytes of its text. A caller's megabyte-long valve
-/// name made a line that journald (48 KiB) or Docker (16 KiB) splits into records, the later
-/// ones starting with whatever the caller padded its way to (found by a reviewer).
+/// The most one value writes, in bytes of the line (escapes counted as written).
 const VALUE_BYTES: usize = 4096;
+/// The most the values of one event (or of one span) write together; once it is spent, each
+/// value still shows its first [`SMALL_VALUE_BYTES`]. So a line stays well under the 16 KiB at
+/// which Docker, or the 48 KiB at which journald, split it into records: a caller's
+/// megabyte-long valve name made a line whose later records started where the caller padded
+/// its way to (found by a reviewer).
+const FIELDS_BYTES: usize = 8192;
+const SMALL_VALUE_BYTES: usize = 64;
 
 /// Writes one value through to the inner writer, each character a terminal or a log reader
 /// would act on written as its Rust escape (`\n`, `\u{1b}`, `\u{2028}`): the C0 and C1
 /// controls and DEL, the Unicode line and paragraph separators, and the marks that reorder
 /// what a reader sees (bidirectional overrides, isolates, LRM, RLM, ALM). A backslash stays as
-/// it is: text that spells `\n` cannot start a line. Past [`VALUE_BYTES`] the rest is counted,
-/// not written; [`Escaped::finish`] says how much.
+/// it is: text that spells `\n` cannot start a line. Past its limit the rest is counted, not
+/// written, never half a character or half an escape; [`Escaped::finish`] says how much.
 struct Escaped<'w, W: Write> {
     out: &'w mut W,
     left: usize,
+    written: usize,
     cut: usize,
 }
 
 impl<'w, W: Write> Escaped<'w, W> {
-    fn new(out: &'w mut W) -> Self {
-        Escaped { out, left: VALUE_BYTES, cut: 0 }
+    fn new(out: &'w mut W, limit: usize) -> Self {
+        Escaped { out, left: limit, written: 0, cut: 0 }
     }
 
-    /// `…(+N bytes)` after a value that was cut.
+    /// `…(+N bytes)` after a value that was cut: N bytes of its text were left out.
     fn finish(self) -> fmt::Result {
         match self.cut {
             0 => Ok(()),
             cut => write!(self.out, "…(+{cut} bytes)"),
         }
     }
+
+    fn spend(&mut self, bytes: usize) {
+        self.left -= bytes;
+        self.written += bytes;
+    }
 }
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut keep = text.len().min(self.left);
-        while !text.is_char_boundary(keep) {
-            keep -= 1;
-        }
-        // Once one character did not fit, nothing after it is written either.
-        self.left = if keep < text.len() { 0 } else { self.left - keep };
-        self.cut += text.len() - keep;
-        let text = &text[..keep];
         // Nearly every value is plain: one pass over its bytes, then one write.
         if !text.bytes().any(may_start_hazard) {
-            return self.out.write_str(text);
+            let mut keep = text.len().min(self.left);
+            while !text.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            // Once one character did not fit, nothing after it is written either.
+            if keep < text.len() {
+                self.cut += text.len() - keep;
+                self.left = keep;
+            }
+            self.spend(keep);
+            return self.out.write_str(&text[..keep]);
         }
         let mut plain_from = 0;
         for (at, c) in text.char_indices() {
-            if is_hazard(c) {
+            let hazard = is_hazard(c);
+            let needed = if hazard { c.escape_default().len() } else { c.len_utf8() };
+            if needed > self.left {
+                self.cut += text.len() - at;
+                self.left = 0;
+                return self.out.write_str(&text[plain_from..at]);
+            }
+            self.spend(needed);
+            if hazard {
                 self.out.write_str(&text[plain_from..at])?;
                 write!(self.out, "{}", c.escape_default())?;
                 plain_from = at + c.len_utf8();
@@ -299,28 +329,50 @@ mod tests {
     }
 
     #[test]
-    fn a_long_value_is_cut_and_says_by_how_much() {
+    fn long_values_are_cut_and_say_by_how_much() {
         let out = printed(LineFields, || {
-            tracing::info!(name = %"é".repeat(1 << 20), short = 1, "{}", "x".repeat(5000));
+            tracing::info!(name = %"é".repeat(1 << 20), control = %"\u{7f}".repeat(5000), short = 1, "{}", "x".repeat(5000));
         });
         assert_eq!(out.lines().count(), 1);
-        assert!(out.len() < 2 * VALUE_BYTES + 200, "{} bytes", out.len());
+        // The message and the name take their 4 KiB each, which spends the line's 8 KiB: the
+        // rest show 64 bytes, escapes counted as written (`\u{7f}` is 6).
         assert!(out.contains(&format!("{}…(+904 bytes) name=", "x".repeat(VALUE_BYTES))), "{out}");
-        // Cut on a character: 2,048 `é` fit in 4,096 bytes.
         assert!(
-            out.contains(&format!("name={}…(+{} bytes) short=1", "é".repeat(2048), (2 << 20) - VALUE_BYTES)),
+            out.contains(&format!("name={}…(+{} bytes) control=", "é".repeat(2048), (2 << 20) - VALUE_BYTES)),
             "{out}"
         );
+        assert!(out.contains(&format!("control={}…(+{} bytes) short=1", r"\u{7f}".repeat(10), 5000 - 10)), "{out}");
+        assert!(out.len() < FIELDS_BYTES + 1024, "{} bytes", out.len());
+    }
+
+    #[test]
+    fn the_most_a_line_of_hostile_values_can_be() {
+        // Every value as long as a caller can make it, each character an escape: the line
+        // stays far below the 16 KiB at which Docker splits it.
+        let error = Failure("\u{1b}".repeat(10_000).leak(), Some(Box::new(Failure("\n".repeat(10_000).leak(), None))));
+        let out = printed(LineFields, || {
+            let long = "\u{2028}".repeat(10_000);
+            tracing::info!(a = %long, b = %long, c = %long, d = %long, e = %long, f = %long, g = %long, h = %long,
+                error = &error as &(dyn Error + 'static), "{long}");
+        });
+        assert_eq!(out.lines().count(), 1);
+        assert!(out.len() < FIELDS_BYTES + 2048, "{} bytes", out.len());
     }
 
     #[test]
     fn a_cut_never_splits_a_character_or_an_escape() {
         let mut out = String::new();
-        let mut escaped = Escaped::new(&mut out);
-        write!(escaped, "{}€€\r", "a".repeat(VALUE_BYTES - 4)).unwrap();
+        let mut escaped = Escaped::new(&mut out, 9);
+        write!(escaped, "aaaa€€\r").unwrap();
         escaped.finish().unwrap();
-        // One `€` (3 bytes) fits, the second does not, nor anything after it.
-        assert_eq!(out, format!("{}€…(+4 bytes)", "a".repeat(VALUE_BYTES - 4)));
+        // One `€` (3 bytes) fits in 9 after four `a`, the second does not, nor anything after.
+        assert_eq!(out, "aaaa€…(+4 bytes)");
+        let mut out = String::new();
+        let mut escaped = Escaped::new(&mut out, 10);
+        write!(escaped, "ab\u{1b}\u{1b}c").unwrap();
+        escaped.finish().unwrap();
+        // `\u{1b}` is 6 bytes: the first fits after `ab`, the second would not.
+        assert_eq!(out, r"ab\u{1b}…(+2 bytes)");
     }
 
     #[test]
@@ -335,11 +387,11 @@ mod tests {
             "\u{a0}\u{2027}\u{202f}\u{2065}\u{206a}",
         ] {
             let mut out = String::new();
-            write!(Escaped::new(&mut out), "{text}").unwrap();
+            write!(Escaped::new(&mut out, VALUE_BYTES), "{text}").unwrap();
             assert_eq!(out, text);
         }
         let mut out = String::new();
-        write!(Escaped::new(&mut out), "a\u{0}b\u{1f}c\u{80}d\u{9f}").unwrap();
+        write!(Escaped::new(&mut out, VALUE_BYTES), "a\u{0}b\u{1f}c\u{80}d\u{9f}").unwrap();
         assert_eq!(out, r"a\u{0}b\u{1f}c\u{80}d\u{9f}");
     }
 }

@@ -8,6 +8,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use futures_util::FutureExt;
 
 use crate::error::ApiError;
@@ -37,13 +38,22 @@ fn payload_text(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(not text)")
 }
 
-/// `work`, with a panic inside it turned into a 500 with a JSON body (the hook above has
-/// logged it). A panic while a streamed body is being sent is not caught here: that
-/// connection ends, the rest of the server goes on.
-pub async fn answered<T>(work: impl Future<Output = Result<T, actix_web::Error>>) -> Result<T, actix_web::Error> {
+/// What `call` answers `req`, or, when it panics, the error a JSON 500 is made of (the hook
+/// above has logged the panic). A response cannot be made here: the request is gone with the
+/// unwinding, and keeping a copy of it would stop actix from routing it, which needs it
+/// unshared. A panic while a streamed body is being sent is not caught here: that connection
+/// ends, the rest of the server goes on.
+pub async fn answered<B, F>(
+    req: ServiceRequest,
+    call: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<B>, actix_web::Error>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
     // Unwind safety: a request that panicked shares nothing it could leave half-changed but
-    // what every handler already guards with its own locks and stores.
-    match AssertUnwindSafe(work).catch_unwind().await {
+    // what every handler already guards with its own locks and stores. The call is made
+    // inside the future, so a panic in its synchronous part is caught too.
+    match AssertUnwindSafe(async move { call(req).await }).catch_unwind().await {
         Ok(result) => result,
         Err(_) => Err(ApiError::bug().into()),
     }
@@ -69,7 +79,7 @@ mod tests {
         let app = init_service(
             App::new()
                 .wrap(actix_web::middleware::from_fn(|req, next: actix_web::middleware::Next<_>| {
-                    answered(next.call(req))
+                    answered(req, move |req| next.call(req))
                 }))
                 .route("/bug", web::get().to(|| async { panic!("a caller's text \n forged") as HttpResponse }))
                 .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("fine") })),

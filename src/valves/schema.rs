@@ -325,7 +325,7 @@ mod tests {
         // build's frames are the larger ones).
         let limit = sluice_sdk::valves::MAX_INLINED_DEPTH;
         let links = 8;
-        let arrays = (limit - 3) / links - 1;
+        let arrays = (limit - 3) / links - 2;
         let nested =
             |inner: Value| (0..arrays).fold(inner, |acc, _| serde_json::json!({"type": "array", "items": acc}));
         let defs: Map<String, Value> = (0..links)

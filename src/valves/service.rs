@@ -89,7 +89,7 @@ impl ValvesService {
             })
         })
         .await
-        .map_err(|e| ValvesError::Io(format!("the valves update stopped: {e}")))??;
+        .map_err(|e| ValvesError::Io(format!("the valves update stopped: {}", sluice_sdk::join_failure(&e))))??;
         tracing::info!(pipeline = module.id(), "valves updated");
         self.publish(module.id(), &updated.text).await?;
         self.notify(&module).await?;
@@ -114,7 +114,7 @@ impl ValvesService {
             Ok(changed)
         })
         .await
-        .map_err(|e| ValvesError::Io(format!("the reload stopped: {e}")))??;
+        .map_err(|e| ValvesError::Io(format!("the reload stopped: {}", sluice_sdk::join_failure(&e))))??;
         for (id, text) in &changed {
             self.publish(id, text).await?;
         }

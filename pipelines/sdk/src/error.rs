@@ -128,6 +128,16 @@ impl fmt::Display for PipelineError {
 
 impl std::error::Error for PipelineError {}
 
+/// Why work handed to another thread or task did not come back, without what a panic said:
+/// its message may quote the request (the server's panic hook logs it).
+pub fn join_failure(e: &tokio::task::JoinError) -> &'static str {
+    if e.is_panic() {
+        "it hit a bug (a panic, written to the server's log)"
+    } else {
+        "it was cancelled"
+    }
+}
+
 /// An error and its causes, `: `-separated, each said once. Library errors often say little
 /// at the top ("builder error") and the reason at the bottom ("no such file").
 pub fn chain(e: &dyn std::error::Error) -> String {
@@ -141,4 +151,19 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod join_failure_tests {
+    use super::join_failure;
+
+    #[tokio::test]
+    async fn a_panic_is_named_without_its_message() {
+        let panicked = tokio::spawn(async { panic!("a caller's text") }).await.err().unwrap();
+        assert_eq!(join_failure(&panicked), "it hit a bug (a panic, written to the server's log)");
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        assert_eq!(join_failure(&task.await.err().unwrap()), "it was cancelled");
+    }
 }

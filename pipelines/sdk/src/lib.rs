@@ -25,7 +25,7 @@ mod store;
 pub mod valves;
 
 pub use context::PipelineContext;
-pub use error::{chain as error_chain, ErrorKind, PipelineError};
+pub use error::{chain as error_chain, join_failure, ErrorKind, PipelineError};
 pub use event::{FinishReason, PipeEvent, PipeStream, Status, ToolCallDelta};
 pub use outbox::{Outbox, QueueStats};
 pub use pipeline::{FilterTargets, Hook, Pipeline, PipelineKind, SubModel};

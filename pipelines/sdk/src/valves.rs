@@ -98,7 +98,9 @@ pub fn ref_trouble(schema: &Value) -> Option<String> {
                     return Some(format!("$defs refer to themselves ({})", names.join(" → ")));
                 }
                 Some((target, level)) => match inlined.get(target) {
-                    Some(below) => *deepest = (*deepest).max(level + below),
+                    // The hop itself is one level: `{"$ref": …}` chains nest nothing, yet
+                    // each link is a frame of the inlining recursion.
+                    Some(below) => *deepest = (*deepest).max(level + 1 + below),
                     None => {
                         // Looked at again once the target is finished.
                         next.push((target, level));
@@ -120,7 +122,7 @@ pub fn ref_trouble(schema: &Value) -> Option<String> {
     let (own, refs) = scan(schema, true);
     let depth = refs
         .iter()
-        .map(|(target, level)| level + inlined.get(target).copied().unwrap_or_default())
+        .map(|(target, level)| level + 1 + inlined.get(target).copied().unwrap_or_default())
         .fold(own, usize::max);
     (depth > MAX_INLINED_DEPTH)
         .then(|| format!("it nests more than {MAX_INLINED_DEPTH} levels deep once its $refs are inlined"))
@@ -363,21 +365,28 @@ mod ref_trouble_tests {
 
     #[test]
     fn schemas_nesting_deeper_than_the_limit_once_inlined_are_named() {
-        // Each link nests one level (`items`); the property's reference sits two deep, so n
-        // links are n + 2 levels: 62 are the limit.
-        assert_eq!(ref_trouble(&chain(MAX_INLINED_DEPTH - 2)), None);
-        let found = ref_trouble(&chain(MAX_INLINED_DEPTH - 1)).unwrap();
+        // Each link is two levels (`items`, then the hop); the property's reference sits two
+        // deep and its hop is one more, the last definition's `type` one: n links are 2n + 2
+        // levels, 31 are the limit.
+        assert_eq!(ref_trouble(&chain(31)), None);
+        let found = ref_trouble(&chain(32)).unwrap();
         assert_eq!(found, format!("it nests more than {MAX_INLINED_DEPTH} levels deep once its $refs are inlined"));
         // Nesting inside a definition counts as much as references do.
         let mut wide = chain(2);
         wide["$defs"]["D1"] = (0..70).fold(json!({"type": "string"}), |acc, _| json!({"type": "array", "items": acc}));
         assert!(ref_trouble(&wide).is_some());
         // A definition both a short and a long path lead to counts on the long one.
-        let mut shared = chain(MAX_INLINED_DEPTH - 1);
-        shared["properties"]["Y"] = json!({"$ref": "#/$defs/D60", "default": []});
+        let mut shared = chain(32);
+        shared["properties"]["Y"] = json!({"$ref": "#/$defs/D30", "default": []});
         assert!(ref_trouble(&shared).is_some());
         // A hundred thousand links: found without recursion.
         assert!(ref_trouble(&chain(100_000)).is_some());
+        // Aliases (`{"$ref": …}` and nothing else) nest nothing but are followed one frame
+        // each: they count (found by a reviewer).
+        let aliases: serde_json::Map<String, serde_json::Value> =
+            (0..100).map(|i| (format!("D{i}"), json!({"$ref": format!("#/$defs/D{}", i + 1)}))).collect();
+        let aliased = json!({"$defs": aliases, "properties": {"X": {"$ref": "#/$defs/D0", "default": null}}});
+        assert!(ref_trouble(&aliased).is_some());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub async fn load(runtime: &std::sync::Arc<Runtime>, bytes: Vec<u8>) -> Result<W
     let compiling = std::sync::Arc::clone(runtime);
     let compiled = tokio::task::spawn_blocking(move || compiling.compile(&bytes))
         .await
-        .map_err(|e| LoadError::Invalid(format!("the compilation stopped: {e}")))??;
+        .map_err(|e| LoadError::Invalid(format!("the compilation stopped: {}", sluice_sdk::join_failure(&e))))??;
     let manifest = runtime.describe(&compiled).await?;
     Ok(WasmPipeline::new(std::sync::Arc::clone(runtime), compiled, manifest))
 }
