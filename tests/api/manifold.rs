@@ -32,6 +32,14 @@ fn on_responses() -> MockBuilder {
     Mock::given(method("POST")).and(path("/v1/responses"))
 }
 
+/// OpenAI's 429 for a rate limit, asking for the wait `header: value`.
+fn rate_limited(header: &str, value: &str) -> ResponseTemplate {
+    ResponseTemplate::new(429).insert_header(header, value).set_body_raw(
+        r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+        "application/json",
+    )
+}
+
 pub fn sse_response(name: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(fixture(name), "text/event-stream; charset=utf-8")
 }
@@ -448,10 +456,7 @@ async fn upstream_errors_before_the_stream_are_statuses_with_openai_s_message() 
 async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not() {
     let mock = MockServer::start().await;
     on_responses()
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after-ms", "50").set_body_raw(
-            r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
-            "application/json",
-        ))
+        .respond_with(rate_limited("retry-after-ms", "50"))
         .up_to_n_times(2)
         .with_priority(1)
         .mount(&mock)
@@ -481,13 +486,7 @@ async fn rate_limits_are_retried_after_the_asked_delay_but_quota_errors_are_not(
     // Not retried (MAX_RETRIES = 0): the wait OpenAI asked for goes on to the caller, whom Open
     // WebUI passes it to.
     let mock = MockServer::start().await;
-    on_responses()
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7").set_body_raw(
-            r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
-            "application/json",
-        ))
-        .mount(&mock)
-        .await;
+    on_responses().respond_with(rate_limited("retry-after", "7")).mount(&mock).await;
     let app = manifold_app(&mock, "").await;
     let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
     assert_eq!(res.status().as_u16(), 429);
@@ -518,13 +517,7 @@ async fn an_asked_delay_that_is_no_duration_is_ignored() {
         ("retry-after-ms", "-5"),
     ] {
         let mock = MockServer::start().await;
-        on_responses()
-            .respond_with(ResponseTemplate::new(429).insert_header(header, value).set_body_raw(
-                r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
-                "application/json",
-            ))
-            .mount(&mock)
-            .await;
+        on_responses().respond_with(rate_limited(header, value)).mount(&mock).await;
         let app = manifold_app(&mock, "").await;
         let res = app.post_json("/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
         assert_eq!(res.status().as_u16(), 429, "{header}: {value}");
