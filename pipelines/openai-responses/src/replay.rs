@@ -117,16 +117,25 @@ pub fn strip_markers(text: &str) -> String {
 pub fn strip_reasoning(text: &str) -> String {
     let mut out = text.to_string();
     for (open, close) in [("<details type=\"reasoning\"", "</details>"), ("<think>", "</think>")] {
-        while let Some(start) = out.find(open) {
-            match out[start..].find(close) {
-                Some(len) => out.replace_range(start..start + len + close.len(), ""),
-                None => {
-                    out.truncate(start);
-                    break;
-                }
-            }
+        out = without_blocks(&out, open, close);
+    }
+    out
+}
+
+/// `text` without each `open` … `close` block, and without everything from an `open` that is
+/// never closed. One pass: removing blocks in place rewrote the text once per block (seconds
+/// for a few MB of `<think></think>`, found by a red team).
+fn without_blocks(text: &str, open: &str, close: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(open) {
+        out.push_str(&rest[..start]);
+        match rest[start..].find(close) {
+            Some(len) => rest = &rest[start + len + close.len()..],
+            None => return out,
         }
     }
+    out.push_str(rest);
     out
 }
 
@@ -255,5 +264,9 @@ mod tests {
     fn reasoning_blocks_are_removed() {
         let text = "<details type=\"reasoning\" done=\"true\">\n<summary>Thought</summary>\nx\n</details>\nA<think>hmm</think>B";
         assert_eq!(strip_reasoning(text), "\nAB");
+        assert_eq!(strip_reasoning("A<think>never closed"), "A");
+        assert_eq!(strip_reasoning("<think></think>".repeat(200_000).as_str()), "");
+        let many = format!("{}end", "x<think>y</think>".repeat(100_000));
+        assert_eq!(strip_reasoning(&many), format!("{}end", "x".repeat(100_000)));
     }
 }

@@ -26,8 +26,13 @@ pub fn spans(text: &str) -> Vec<Range<usize>> {
         let mut from = 0;
         while let Some(pos) = text[from..].find(prefix) {
             let start = from + pos;
-            let end = text[start..]
-                .find(END)
+            // `]: #` looked for within MAX_LEN only: searching the whole rest for every
+            // opening made a text of many unclosed openings cost seconds per 100 KB, growing
+            // with its square (found by a red team).
+            let window = &text.as_bytes()[start..text.len().min(start + MAX_LEN)];
+            let end = window
+                .windows(END.len())
+                .position(|w| w == END.as_bytes())
                 .map(|e| start + e + END.len())
                 .filter(|e| !text[start..*e].contains('\n') && e - start < MAX_LEN);
             match end {
@@ -86,5 +91,23 @@ mod tests {
         assert_eq!(strip(&text, true), "Hello\n\n");
         assert_eq!(strip("Hello [sluice:v1:x\ny]: #", true), "Hello [sluice:v1:x\ny]: #", "one line only");
         assert_eq!(strip("plain", true), "plain");
+    }
+
+    #[test]
+    fn many_unclosed_openings_cost_a_bounded_look_each() {
+        // A red team's chat: 40,000 openings with no end took minutes (each searched the
+        // whole rest of the text); each now looks MAX_LEN bytes ahead at most.
+        let hostile = "[sluice:v1:".repeat(40_000) + "[openai_responses:v2:".repeat(40_000).as_str();
+        assert!(spans(&hostile).is_empty());
+        // An end within reach still closes the nearest opening before it that reaches it.
+        let text = format!("{}{}", "[sluice:v1:".repeat(1_000), format("turn", "ABC"));
+        let found = spans(&text);
+        assert_eq!(found.len(), 1);
+        assert!(text[found[0].clone()].ends_with("turn:ABC]: #") && found[0].len() < MAX_LEN, "{found:?}");
+        assert_eq!(
+            strip(&format!("[sluice:v1:{}]: #", "x".repeat(MAX_LEN)), false).len(),
+            MAX_LEN + 15,
+            "too long to be ours"
+        );
     }
 }
