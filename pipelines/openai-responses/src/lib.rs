@@ -184,10 +184,21 @@ enum Prefetch {
     Broken(PipelineError),
 }
 
+/// What is held back while waiting for the first output item, at most: OpenAI sends two or
+/// three events before it. An upstream that sent a gigabyte of other events first had it all
+/// held (1.6 GB of memory before the answer's first byte, found by a red team); past this the
+/// answer starts, and only a failure before it is still retried.
+const PREFETCH_EVENTS: usize = 256;
+const PREFETCH_BYTES: usize = 4 << 20;
+
 /// Reads up to the first output item into `into`, so a failure before any output can still
 /// be retried without the user seeing anything.
 async fn prefetch(events: &mut Events, into: &mut Vec<Value>) -> Prefetch {
+    let from = events.data_bytes;
     loop {
+        if into.len() >= PREFETCH_EVENTS || events.data_bytes - from >= PREFETCH_BYTES {
+            return Prefetch::Ready;
+        }
         match events.next().await {
             Ok(Some(ev)) => {
                 let kind = EventKind::of(&ev);
@@ -460,5 +471,37 @@ impl Pipeline for OpenAIResponses {
         });
         let answer = Answer { events, prefetched, converter, retries_spent, valves: Arc::clone(&valves), record, log };
         Ok(answer::stream(answer))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `events` as an upstream's event stream.
+    fn stream_of(events: &[String]) -> Events {
+        let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        Events::new(reqwest::Response::from(http::Response::new(body)), std::time::Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn what_is_held_before_the_first_output_is_bounded() {
+        let progress = r#"{"type":"response.in_progress","response":{"id":"r"}}"#.to_string();
+        let output = r#"{"type":"response.output_item.added","item":{"type":"message"}}"#.to_string();
+        let mut events = vec![progress.clone(); 2 * PREFETCH_EVENTS];
+        events.push(output.clone());
+        let mut held = Vec::new();
+        assert!(matches!(prefetch(&mut stream_of(&events), &mut held).await, Prefetch::Ready));
+        assert_eq!(held.len(), PREFETCH_EVENTS);
+        // By bytes too: a few large events.
+        let large = format!(r#"{{"type":"response.in_progress","padding":"{}"}}"#, "x".repeat(1 << 20));
+        let mut held = Vec::new();
+        assert!(matches!(prefetch(&mut stream_of(&vec![large; 10]), &mut held).await, Prefetch::Ready));
+        assert_eq!(held.len(), 4);
+        // As OpenAI sends it: everything up to the first output item.
+        let mut held = Vec::new();
+        assert!(matches!(prefetch(&mut stream_of(&[progress, output]), &mut held).await, Prefetch::Ready));
+        assert_eq!(held.len(), 2);
     }
 }

@@ -180,6 +180,8 @@ pub struct Events {
     timer: Pin<Box<Sleep>>,
     malformed: u32,
     ended: bool,
+    /// Bytes of event data handed out so far.
+    pub data_bytes: usize,
 }
 
 /// A `response.output_text.delta` event (most of a stream) as the converter reads it: its type
@@ -217,6 +219,7 @@ impl Events {
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
             malformed: 0,
             ended: false,
+            data_bytes: 0,
         }
     }
 
@@ -226,6 +229,7 @@ impl Events {
         let mut since = Instant::now();
         loop {
             while let Some(data) = self.take()? {
+                self.data_bytes += data.len();
                 if let Some(event) = text_delta(&data) {
                     return Ok(Some(event));
                 }
