@@ -177,14 +177,11 @@ impl Registry {
 
     /// `error` without any secret of any pipeline's valves: the last line of defence for a
     /// pipeline that passes on an upstream text quoting a key.
-    pub fn redact(&self, mut error: PipelineError) -> PipelineError {
+    pub fn redact(&self, error: PipelineError) -> PipelineError {
         let secrets: Vec<String> =
             self.modules.iter().filter_map(|m| m.valves.as_ref()).flat_map(|v| v.secrets()).collect();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        if let std::borrow::Cow::Owned(clean) = sluice_sdk::secret::redact(&error.message, &refs) {
-            error.message = clean;
-        }
-        error
+        error.redacted(&refs)
     }
 
     pub fn modules(&self) -> &[Arc<Module>] {

@@ -196,7 +196,9 @@ async fn an_upstream_error_quoting_the_key_reaches_nobody_with_the_key() {
     Mock::given(method("POST"))
         .and(path("/v1/responses"))
         .respond_with(
-            ResponseTemplate::new(401).set_body_json(json!({"error": {"message": echo, "code": "invalid_api_key"}})),
+            // The key in the code too: the code went out as it was (found by a red team).
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": {"message": echo, "code": format!("invalid_api_key:{OPENAI_KEY}")}})),
         )
         .with_priority(1)
         .mount(&upstream)
@@ -206,6 +208,7 @@ async fn an_upstream_error_quoting_the_key_reaches_nobody_with_the_key() {
         json_of(app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await).await;
     assert_eq!(status, 502, "{answer}");
     assert!(answer["detail"].as_str().unwrap().contains("Incorrect API key provided: ********"), "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_api_key:********", "{answer}");
 }
 
 #[tokio::test]

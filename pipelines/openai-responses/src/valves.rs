@@ -281,13 +281,10 @@ impl ResponsesValves {
 
     /// `error` with every secret of these valves removed from its message: an upstream (or a
     /// proxy in front of it) may quote the `Authorization` header it was sent.
-    pub fn redact(&self, mut error: sluice_sdk::PipelineError) -> sluice_sdk::PipelineError {
+    pub fn redact(&self, error: sluice_sdk::PipelineError) -> sluice_sdk::PipelineError {
         let secrets = self.secrets();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        if let std::borrow::Cow::Owned(clean) = sluice_sdk::secret::redact(&error.message, &refs) {
-            error.message = clean;
-        }
-        error
+        error.redacted(&refs)
     }
 
     /// `MODEL_CAPABILITIES_JSON`, parsed (it was validated when it went live).

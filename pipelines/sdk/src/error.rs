@@ -85,6 +85,19 @@ impl PipelineError {
         self
     }
 
+    /// This error with each of `secrets` replaced by `********` in every text a caller sees:
+    /// the message and the upstream's code (a red team had an upstream put the key in its
+    /// `code`, which went out as it was).
+    pub fn redacted(mut self, secrets: &[&str]) -> Self {
+        if let std::borrow::Cow::Owned(clean) = crate::secret::redact(&self.message, secrets) {
+            self.message = clean;
+        }
+        if let Some(std::borrow::Cow::Owned(clean)) = self.code.as_deref().map(|c| crate::secret::redact(c, secrets)) {
+            self.code = Some(clean);
+        }
+        self
+    }
+
     /// Says the caller should not retry (see [`PipelineError::retry`]).
     pub fn final_(mut self) -> Self {
         self.retry = Some(false);
