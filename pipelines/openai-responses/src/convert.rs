@@ -260,8 +260,15 @@ impl Converter {
                 out
             }
             Some("image_generation_call") => match str_of(item, "result") {
-                Some(b64) if !b64.is_empty() => {
-                    let format = str_of(item, "output_format").unwrap_or("png");
+                // Only what makes a data URL: the upstream's text goes into a page (a red team's
+                // upstream named the format `<script>`).
+                Some(b64)
+                    if !b64.is_empty() && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) =>
+                {
+                    let format = match str_of(item, "output_format") {
+                        Some(f @ ("png" | "jpeg" | "webp" | "gif")) => f,
+                        _ => "png",
+                    };
                     vec![PipeEvent::Images(vec![format!("data:image/{format};base64,{b64}")])]
                 }
                 _ => Vec::new(),
@@ -350,6 +357,27 @@ mod tests {
             "OpenAI: boom (server_error; request req_1)"
         );
         assert_eq!(upstream_message("boom", None, None), "OpenAI: boom");
+    }
+
+    #[test]
+    fn an_image_becomes_a_data_url_only_of_what_one_may_hold() {
+        let options = Options {
+            status_updates: false,
+            reasoning_display: ReasoningDisplay::None,
+            reasoning_model: false,
+            show_cost: false,
+            custom_pricing: None,
+        };
+        let image = |format: &str, b64: &str| {
+            let item = serde_json::json!({"type": "image_generation_call", "output_format": format, "result": b64});
+            Converter::new(options.clone()).item_done(&item)
+        };
+        let urls = |events: Vec<PipeEvent>| -> Vec<String> {
+            events.into_iter().flat_map(|e| if let PipeEvent::Images(urls) = e { urls } else { Vec::new() }).collect()
+        };
+        assert_eq!(urls(image("webp", "iVBO+/w==")), ["data:image/webp;base64,iVBO+/w=="]);
+        assert_eq!(urls(image("<script>", "iVBO")), ["data:image/png;base64,iVBO"]);
+        assert!(urls(image("png", "iVBO\"><script>")).is_empty());
     }
 }
 
