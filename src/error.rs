@@ -197,7 +197,11 @@ impl ResponseError for ApiError {
                 | ApiError::InvalidKey
                 | ApiError::DuplicateAuthorization
         ) {
-            if let Some(phrase) = reason_phrase(&self.to_string()) {
+            // A pipeline's errors (what Open WebUI must show) keep room of their own: a caller
+            // naming 600 missing pipelines filled the set, and a real upstream refusal then
+            // went out as a bare `502 Bad Gateway` (found by a red team).
+            let own_room = matches!(self, ApiError::Pipeline(_));
+            if let Some(phrase) = reason_phrase(&self.to_string(), own_room) {
                 response.reason(phrase);
             }
         }
@@ -216,14 +220,15 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Distinct phrases kept; beyond this the standard phrase is used (the interned strings live
-/// for the whole process, so the set must stay bounded).
-const MAX_PHRASES: usize = 512;
+/// Distinct phrases kept, for pipelines' errors and for the others; beyond this the standard
+/// phrase is used (the interned strings live for the whole process, so the sets stay bounded).
+const MAX_PHRASES: usize = 256;
 
 /// `message` as an HTTP reason phrase: visible ASCII only, at most 120 characters, interned.
-fn reason_phrase(message: &str) -> Option<&'static str> {
-    static PHRASES: std::sync::Mutex<Option<std::collections::HashMap<String, &'static str>>> =
-        std::sync::Mutex::new(None);
+fn reason_phrase(message: &str, pipeline: bool) -> Option<&'static str> {
+    type Phrases = std::sync::Mutex<Option<std::collections::HashMap<String, &'static str>>>;
+    static OF_PIPELINES: Phrases = std::sync::Mutex::new(None);
+    static OTHERS: Phrases = std::sync::Mutex::new(None);
     let mut phrase = String::with_capacity(message.len().min(120));
     for c in message.chars() {
         if phrase.len() >= 120 {
@@ -239,7 +244,7 @@ fn reason_phrase(message: &str) -> Option<&'static str> {
     if phrase.is_empty() {
         return None;
     }
-    let mut guard = PHRASES.lock().ok()?;
+    let mut guard = if pipeline { &OF_PIPELINES } else { &OTHERS }.lock().ok()?;
     let map = guard.get_or_insert_with(Default::default);
     if let Some(p) = map.get(phrase) {
         return Some(p);
@@ -268,11 +273,21 @@ mod tests {
 
     #[test]
     fn reason_phrases_are_ascii_short_and_interned() {
-        assert_eq!(reason_phrase("Blocked by policy: too long"), Some("Blocked by policy: too long"));
-        assert_eq!(reason_phrase("caf\u{e9}\r\nnext"), Some("caf?  next"));
-        assert_eq!(reason_phrase(&"x".repeat(500)).map(str::len), Some(120));
-        assert_eq!(reason_phrase("   "), None);
-        let a = reason_phrase("same").map(str::as_ptr);
-        assert_eq!(a, reason_phrase("same").map(str::as_ptr), "one allocation per distinct phrase");
+        assert_eq!(reason_phrase("Blocked by policy: too long", true), Some("Blocked by policy: too long"));
+        assert_eq!(reason_phrase("caf\u{e9}\r\nnext", true), Some("caf?  next"));
+        assert_eq!(reason_phrase(&"x".repeat(500), true).map(str::len), Some(120));
+        assert_eq!(reason_phrase("   ", true), None);
+        let a = reason_phrase("same", true).map(str::as_ptr);
+        assert_eq!(a, reason_phrase("same", true).map(str::as_ptr), "one allocation per distinct phrase");
+    }
+
+    #[test]
+    fn callers_cannot_use_up_the_phrases_of_pipelines_errors() {
+        for n in 0..2 * MAX_PHRASES {
+            reason_phrase(&format!("Pipeline nope{n} not found"), false);
+        }
+        assert_eq!(reason_phrase("Pipeline one-more not found", false), None, "the callers' set is full");
+        let upstream = ApiError::Pipeline(sluice_sdk::PipelineError::upstream("OpenAI: your quota is exhausted"));
+        assert_eq!(upstream.error_response().head().reason, Some("OpenAI: your quota is exhausted"));
     }
 }

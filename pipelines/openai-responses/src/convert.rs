@@ -265,10 +265,9 @@ impl Converter {
                 Some(b64)
                     if !b64.is_empty() && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) =>
                 {
-                    let format = match str_of(item, "output_format") {
-                        Some(f @ ("png" | "jpeg" | "webp" | "gif")) => f,
-                        _ => "png",
-                    };
+                    let format = str_of(item, "output_format")
+                        .filter(|f| matches!(*f, "png" | "jpeg" | "webp" | "gif"))
+                        .unwrap_or("png");
                     vec![PipeEvent::Images(vec![format!("data:image/{format};base64,{b64}")])]
                 }
                 _ => Vec::new(),
