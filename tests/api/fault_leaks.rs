@@ -46,7 +46,7 @@ fn sse_head() -> &'static str {
 
 async fn serve(mut socket: TcpStream) {
     let Some(body) = read_request(&mut socket).await else { return };
-    let fault = ["slow", "stall", "reset", "storm", "five", "garbage", "giant", "drip", "fine"]
+    let fault = ["slow", "stall", "pings", "reset", "storm", "five", "garbage", "giant", "drip", "fine"]
         .into_iter()
         .find(|f| body.contains(&format!("fault:{f}")))
         .unwrap_or("fine");
@@ -61,6 +61,16 @@ async fn serve(mut socket: TcpStream) {
         "stall" => {
             let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
             let _ = socket.read(&mut hold).await;
+        }
+        "pings" => {
+            // Bytes but no event: SSE comments every 200 ms, for up to 20 s.
+            let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if socket.write_all(b": ping\n\n").await.is_err() {
+                    return;
+                }
+            }
         }
         "reset" => {
             let _ = socket.write_all(format!("{}{first_events}", sse_head()).as_bytes()).await;
@@ -188,6 +198,13 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
         let error = stream_error(&text);
         assert!(error["message"].as_str().unwrap().contains("no event for 1 s"), "{text}");
         assert!(took < Duration::from_secs(4), "{took:?}");
+
+        // Comments are bytes, not events: they held the answer open for as long as they came
+        // (found by a red team).
+        let (status, text, took) = ask(&server, "pings", true).await;
+        assert_eq!(status, 200);
+        assert!(stream_error(&text)["message"].as_str().unwrap().contains("no event for 1 s"), "{text}");
+        assert!(took < Duration::from_secs(8), "{took:?}");
 
         let (_, text, _) = ask(&server, "reset", true).await;
         let message = stream_error(&text)["message"].as_str().unwrap().to_string();

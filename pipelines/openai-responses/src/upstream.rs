@@ -226,8 +226,10 @@ impl Events {
 
     /// The next event; `Ok(None)` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<Value>, PipelineError> {
-        // Idle is counted from the start of this wait or the last read, whichever is later.
-        let mut since = Instant::now();
+        // Idle is counted from the start of this wait: from the last event. Reads do not move
+        // it on, or bytes that never make an event (comments, a line that never ends) would
+        // hold the answer open for as long as they come (found by a red team).
+        let since = Instant::now();
         loop {
             while let Some(data) = self.take()? {
                 self.data_bytes += data.len();
@@ -269,10 +271,7 @@ impl Events {
                     tracing::warn!(detail = %sluice_sdk::error_chain(&e), "the connection to OpenAI broke");
                     return Err(PipelineError::upstream("OpenAI: the connection broke; the answer was cut short"));
                 }
-                Ok(Some(Ok(bytes))) => {
-                    since = Instant::now();
-                    self.unread = bytes;
-                }
+                Ok(Some(Ok(bytes))) => self.unread = bytes,
             }
         }
     }
