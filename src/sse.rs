@@ -432,6 +432,11 @@ pub fn body(
     })
 }
 
+/// The most text a non-streamed answer gathers (content, reasoning, tool arguments, images):
+/// far beyond any real answer; a red team's upstream sent 1.5 GB, which was held whole (4.6 GB
+/// at its peak) before a byte went out.
+pub const MAX_COLLECTED_BYTES: usize = 64 << 20;
+
 /// Collects a whole answer into one `chat.completion` object (`stream: false`). Statuses,
 /// sources and notifications have no place in it and are dropped.
 /// `dialect`: other clients get `content: null` for an answer of tool calls only, as OpenAI
@@ -444,7 +449,21 @@ pub async fn collect(mut events: PipeStream, envelope: Envelope, dialect: Dialec
     let mut images = Vec::new();
     let mut usage = None;
     let mut finish = None;
+    let mut held = 0usize;
     while let Some(event) = events.next().await {
+        held += match &event {
+            PipeEvent::Text(t) | PipeEvent::Reasoning(t) => t.len(),
+            PipeEvent::ToolCall(c) => c.arguments.len(),
+            PipeEvent::Images(urls) => urls.iter().map(String::len).sum(),
+            _ => 0,
+        };
+        if held > MAX_COLLECTED_BYTES {
+            return Err(PipelineError::upstream(format!(
+                "{} answered more than {} MiB; ask for it with \"stream\": true",
+                envelope.model,
+                MAX_COLLECTED_BYTES >> 20
+            )));
+        }
         match event {
             PipeEvent::Text(t) => content.push_str(&t),
             PipeEvent::Reasoning(t) => reasoning.push_str(&t),
@@ -544,6 +563,19 @@ mod tests {
         assert!(w[0].contains("t0.") && !w[0].contains("t1."), "{w:?}");
         assert!(w[1].contains("t1.") && w[1].contains("t49.") && w[1].ends_with("data: [DONE]\n\n"), "{w:?}");
         assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[tokio::test]
+    async fn a_non_streamed_answer_is_gathered_up_to_a_bound() {
+        fn mib() -> PipeEvent {
+            PipeEvent::text("x".repeat(1 << 20))
+        }
+        let within = futures_util::stream::iter((0..MAX_COLLECTED_BYTES >> 20).map(|_| mib())).boxed();
+        let answer = collect(within, Envelope::new("m"), Dialect::OpenAi).await.unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"].as_str().unwrap().len(), MAX_COLLECTED_BYTES);
+        let endless = futures_util::stream::iter(std::iter::repeat_with(mib)).boxed();
+        let error = collect(endless, Envelope::new("m"), Dialect::OpenAi).await.unwrap_err();
+        assert_eq!(error.message, "m answered more than 64 MiB; ask for it with \"stream\": true");
     }
 
     #[tokio::test]
