@@ -208,6 +208,14 @@ fn text_delta(data: &str) -> Option<Value> {
 /// Malformed lines tolerated before the stream counts as broken.
 const MAX_MALFORMED: u32 = 5;
 
+/// Values one event may hold, counted before it is parsed when it is large: an event of
+/// 60 MB of small numbers (under the size limit, which generated images need) became about
+/// 3 GB as a parsed tree (found by a red team). A whole response of a long answer holds a few
+/// thousand.
+const MAX_EVENT_VALUES: usize = 250_000;
+/// Events shorter than this cannot hold more values than the bound: the count is skipped.
+const COUNT_FROM_BYTES: usize = MAX_EVENT_VALUES;
+
 impl Events {
     pub fn new(resp: reqwest::Response, idle: Duration) -> Self {
         let now = Instant::now();
@@ -235,6 +243,11 @@ impl Events {
                 self.data_bytes += data.len();
                 if let Some(event) = text_delta(&data) {
                     return Ok(Some(event));
+                }
+                if data.len() > COUNT_FROM_BYTES
+                    && sluice_sdk::json_values::count_values(data.as_bytes()) > MAX_EVENT_VALUES
+                {
+                    return Err(PipelineError::upstream("OpenAI: an event held too many values"));
                 }
                 match serde_json::from_str::<Value>(&data) {
                     Ok(v) if v.is_object() => return Ok(Some(v)),
@@ -355,6 +368,26 @@ mod tests {
         assert_eq!(events.next().await.unwrap().unwrap()["type"], "a");
         let refused = events.next().await.unwrap_err();
         assert!(refused.to_string().contains("exceeded the size limit"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn an_event_of_too_many_values_is_refused_before_it_is_parsed() {
+        let zeros =
+            |n: usize| format!("data: {{\"type\":\"response.created\",\"junk\":[{}]}}\n\n", vec!["0"; n].join(","));
+        let mut events =
+            events_of(vec![zeros(MAX_EVENT_VALUES - 10).into_bytes(), zeros(MAX_EVENT_VALUES + 1).into_bytes()]);
+        assert_eq!(events.next().await.unwrap().unwrap()["type"], "response.created");
+        let refused = events.next().await.unwrap_err();
+        assert_eq!(refused.to_string(), "OpenAI: an event held too many values");
+        // A large event of few values (a generated image) is parsed as before.
+        let image = format!(
+            "data: {{\"type\":\"response.image_generation_call.partial_image\",\"partial_image_b64\":\"{}\"}}\n\n",
+            "A".repeat(8 << 20)
+        );
+        assert_eq!(
+            types(&mut events_of(vec![image.into_bytes()])).await.unwrap(),
+            ["response.image_generation_call.partial_image"]
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod error;
 mod event;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod json_values;
 pub mod marker;
 pub mod message;
 pub mod offloaded;
