@@ -59,16 +59,17 @@ impl LineFieldsVisitor<'_> {
             self.writer.write_str(name)?;
             self.writer.write_char('=')?;
         }
-        let mut out = Escaped::new(&mut self.writer, value_limit(self.left));
-        out.write_fmt(value)?;
-        self.left = self.left.saturating_sub(out.written);
-        out.finish()
+        write_value(&mut self.writer, value, &mut self.left)
     }
 }
 
-/// How much the next value may write when `left` is what the line has left.
-fn value_limit(left: usize) -> usize {
-    left.clamp(SMALL_VALUE_BYTES, VALUE_BYTES)
+/// One value, escaped and cut ([`Escaped`]): at most what `left`, the line's remaining
+/// budget, allows (never less than [`SMALL_VALUE_BYTES`]), which it then spends.
+fn write_value(writer: &mut Writer<'_>, value: fmt::Arguments<'_>, left: &mut usize) -> fmt::Result {
+    let mut out = Escaped::new(writer, (*left).clamp(SMALL_VALUE_BYTES, VALUE_BYTES));
+    out.write_fmt(value)?;
+    *left = left.saturating_sub(out.written);
+    out.finish()
 }
 
 impl Visit for LineFieldsVisitor<'_> {
@@ -104,10 +105,7 @@ fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'stat
         if n > 0 {
             writer.write_str(", ")?;
         }
-        let mut out = Escaped::new(&mut *writer, value_limit(*left));
-        write!(out, "{error}")?;
-        *left = left.saturating_sub(out.written);
-        out.finish()?;
+        write_value(writer, format_args!("{error}"), left)?;
     }
     writer.write_char(']')
 }

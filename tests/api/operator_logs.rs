@@ -44,6 +44,12 @@ impl Served {
         Served { child, url: format!("http://127.0.0.1:{port}"), key }
     }
 
+    /// `body` posted to `path` with the key.
+    async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        let url = format!("{}{path}", self.url);
+        reqwest::Client::new().post(url).bearer_auth(&self.key).json(body).send().await.unwrap()
+    }
+
     /// Stops it (SIGTERM-free: the log is complete once each request was answered) and
     /// returns its log.
     fn stop_text(mut self) -> String {
@@ -102,16 +108,7 @@ async fn a_streamed_answer_logs_how_long_it_took_and_how_it_ended() {
     let served = Served::start(dir.path(), &upstream.uri(), "json");
     let body = serde_json::json!({"model": "openai_responses.gpt-4.1", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let answer = reqwest::Client::new()
-        .post(format!("{}/chat/completions", served.url))
-        .bearer_auth(&served.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let answer = served.post("/chat/completions", &body).await.text().await.unwrap();
     assert!(answer.ends_with("data: [DONE]\n\n"), "{answer}");
     let lines = served.stop();
     let ended: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "answer ended").collect();
@@ -133,13 +130,7 @@ async fn a_caller_cannot_forge_a_line_in_the_text_log() {
     let served = Served::start(dir.path(), &upstream.uri(), "text");
     let forged = "2026-01-01T00:00:00.000000Z  WARN sluice::auth: request refused";
     let body = serde_json::json!({ format!("x\n{forged}\u{1b}[2J\u{2028}\r"): 1 });
-    let res = reqwest::Client::new()
-        .post(format!("{}/openai_responses/valves/update", served.url))
-        .bearer_auth(&served.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = served.post("/openai_responses/valves/update", &body).await;
     assert_eq!(res.status(), 422);
     let log = served.stop_text();
     let quoted: Vec<&str> = log.lines().filter(|l| l.contains(forged)).collect();

@@ -131,12 +131,8 @@ pub async fn send(
         || (status == 404 && message.starts_with("Item with id"));
     let prefix =
         if matches!(status, 401 | 403) { format!("the API key was refused (HTTP {status}): ") } else { String::new() };
-    let mut error = PipelineError::new(
-        kind,
-        upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref()),
-    );
-    error.code = code;
-    let mut error = valves.redact(error);
+    let message = upstream_message(&format!("{prefix}{message}"), code.as_deref(), request_id.as_deref());
+    let mut error = valves.redact(PipelineError { code, ..PipelineError::new(kind, message) });
     error.retry_after = asked.filter(|_| matches!(status, 429 | 503));
     Err(Failure { error, retryable, delay: asked, replay, detail: None })
 }
