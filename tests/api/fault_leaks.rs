@@ -213,8 +213,14 @@ async fn every_upstream_fault_is_a_specific_error_and_leaks_nothing() {
         let (_, text, _) = ask(&server, "garbage", true).await;
         assert_eq!(stream_error(&text)["message"], json!("OpenAI: the event stream is malformed"), "{text}");
 
+        // 80 MB of one event: on a loaded machine it takes sluice more than the idle second to
+        // read up to the size limit, and the idle bound counts from the last event. Room for it
+        // here, then the one second again.
+        let idle = |secs: u64| server.post("/openai_responses/valves/update", json!({"STREAM_IDLE_TIMEOUT_S": secs}));
+        assert_eq!(idle(30).await.status(), 200);
         let (_, text, _) = ask(&server, "giant", true).await;
         assert_eq!(stream_error(&text)["message"], json!("OpenAI: an event exceeded the size limit"), "{text}");
+        assert_eq!(idle(1).await.status(), 200);
 
         let (status, text, _) = ask(&server, "five", false).await;
         assert_eq!(status, 502, "{text}");
