@@ -184,11 +184,97 @@ pub struct StreamEncoder {
     /// The last status, if it was not `done`: the end of the stream closes it, or Open WebUI
     /// keeps a spinner (docs/manifold.md §5.7).
     open_status: Option<String>,
+    /// The bytes around a text delta's one field, made once per answer: most chunks of an
+    /// answer differ only in that field, and escaping the rest for each was a measurable share
+    /// of a streamed event's CPU (docs/performance.md, 2026-12-03, late).
+    frame: Option<DeltaFrame>,
+}
+
+/// A chunk with an empty delta, cut where the delta's field goes: `data: {"id": …, "delta": {`
+/// and `}, "logprobs": null, "finish_reason": null}]}` plus the blank line. Cut from the same
+/// serialisation as every other chunk, so the two cannot drift apart.
+struct DeltaFrame {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl DeltaFrame {
+    fn of(envelope: &Envelope) -> Option<Self> {
+        let mut line = Vec::new();
+        let chunk = Chunk {
+            id: &envelope.id,
+            object: "chat.completion.chunk",
+            created: envelope.created,
+            model: &envelope.model,
+            choices: [Choice { index: 0, delta: Delta::default(), logprobs: None, finish_reason: None }],
+        };
+        data_line(&mut line, &chunk);
+        // The last `"delta": {}`: a JSON string cannot hold it unescaped, and the delta comes
+        // after the id and the model.
+        const EMPTY: &[u8] = b"\"delta\": {}";
+        let at = line.windows(EMPTY.len()).rposition(|w| w == EMPTY)? + EMPTY.len() - 1;
+        let tail = line.split_off(at);
+        Some(DeltaFrame { head: line, tail })
+    }
+
+    /// A chunk whose delta is the one field `field` with the text `text`.
+    fn write(&self, out: &mut Vec<u8>, field: TextField, text: &str) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(field.key());
+        // Escaping a string into memory cannot fail.
+        let _ = write_python(out, text);
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+/// The delta fields that carry text alone.
+#[derive(Clone, Copy)]
+enum TextField {
+    Content,
+    Reasoning,
+}
+
+impl TextField {
+    /// The field's name as the frame writes it, up to its value.
+    fn key(self) -> &'static [u8] {
+        match self {
+            TextField::Content => b"\"content\": ",
+            TextField::Reasoning => b"\"reasoning_content\": ",
+        }
+    }
+
+    fn delta(self, text: &str) -> Delta<'_> {
+        match self {
+            TextField::Content => Delta { content: Some(text), ..Delta::default() },
+            TextField::Reasoning => Delta { reasoning_content: Some(text), ..Delta::default() },
+        }
+    }
 }
 
 impl StreamEncoder {
     pub fn new(envelope: Envelope, form: Form) -> Self {
-        Self { envelope, form, role_sent: false, tool_calls_seen: false, finish: None, usage: None, open_status: None }
+        Self {
+            envelope,
+            form,
+            role_sent: false,
+            tool_calls_seen: false,
+            finish: None,
+            usage: None,
+            open_status: None,
+            frame: None,
+        }
+    }
+
+    /// A delta of one text field: through the answer's frame once the role went out (the
+    /// first delta carries it and takes the general way).
+    fn text_delta(&mut self, out: &mut Vec<u8>, field: TextField, text: &str) {
+        if self.role_sent && self.frame.is_none() {
+            self.frame = DeltaFrame::of(&self.envelope);
+        }
+        match &self.frame {
+            Some(frame) if self.role_sent => frame.write(out, field, text),
+            _ => self.delta(out, field.delta(text), None),
+        }
     }
 
     fn delta(&mut self, out: &mut Vec<u8>, mut delta: Delta<'_>, finish_reason: Option<&str>) {
@@ -209,10 +295,8 @@ impl StreamEncoder {
     /// Encodes one event. Returns `false` when the answer is over (an error was written).
     pub fn encode(&mut self, event: PipeEvent, out: &mut Vec<u8>) -> bool {
         match event {
-            PipeEvent::Text(text) => self.delta(out, Delta { content: Some(&text), ..Delta::default() }, None),
-            PipeEvent::Reasoning(text) => {
-                self.delta(out, Delta { reasoning_content: Some(&text), ..Delta::default() }, None)
-            }
+            PipeEvent::Text(text) => self.text_delta(out, TextField::Content, &text),
+            PipeEvent::Reasoning(text) => self.text_delta(out, TextField::Reasoning, &text),
             PipeEvent::ToolCall(call) => {
                 self.tool_calls_seen = true;
                 let ToolCallDelta { index, id, name, arguments } = &call;
@@ -586,5 +670,58 @@ mod tests {
         assert!(first >= 1 && w[..first].iter().all(|w| w == ": ping\n\n"), "{w:?}");
         assert!(w[first].contains("t0.") && !w[first].contains("t1."), "{w:?}");
         assert!(w[first + 1].contains("t1.") && w[first + 1].contains("t49."), "{w:?}");
+    }
+
+    /// What the general way writes for a delta of one text field after the first.
+    fn general(envelope: &Envelope, field: TextField, text: &str) -> Vec<u8> {
+        let mut encoder = StreamEncoder::new(envelope.clone(), Form { events: true, usage: true });
+        encoder.role_sent = true;
+        let mut out = Vec::new();
+        encoder.delta(&mut out, field.delta(text), None);
+        out
+    }
+
+    #[test]
+    fn a_text_delta_through_the_frame_is_the_general_chunk_byte_for_byte() {
+        let envelope = Envelope { id: r#"a "delta": {}\-1"#.into(), created: 17, model: "m\u{e9}\"delta\": {}".into() };
+        for field in [TextField::Content, TextField::Reasoning] {
+            let mut encoder = StreamEncoder::new(envelope.clone(), Form { events: true, usage: true });
+            for text in ["first", "h\u{e9}llo \u{1F600}", "\"delta\": {}\n\u{0}\u{2028}", ""] {
+                let mut out = Vec::new();
+                let was_sent = encoder.role_sent;
+                encoder.encode(
+                    match field {
+                        TextField::Content => PipeEvent::text(text),
+                        TextField::Reasoning => PipeEvent::Reasoning(text.into()),
+                    },
+                    &mut out,
+                );
+                if was_sent {
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&general(&envelope, field, text))
+                    );
+                } else {
+                    assert!(String::from_utf8_lossy(&out).contains(r#""role": "assistant""#));
+                }
+            }
+            assert!(encoder.frame.is_some());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(sluice_sdk::fuzz::cases()))]
+        #[test]
+        fn any_text_and_model_give_the_same_chunk_through_the_frame(
+            model in ".{0,24}", text in ".{0,40}", created in proptest::prelude::any::<u64>(),
+        ) {
+            let envelope = Envelope { id: format!("{model}-1"), created, model };
+            let frame = DeltaFrame::of(&envelope).unwrap();
+            for field in [TextField::Content, TextField::Reasoning] {
+                let mut out = Vec::new();
+                frame.write(&mut out, field, &text);
+                proptest::prop_assert_eq!(out, general(&envelope, field, &text));
+            }
+        }
     }
 }
