@@ -14,7 +14,7 @@ use sluice_sdk::{KvStore, PipeEvent, PipeStream, PipelineError};
 use crate::convert::{Converter, Outcome};
 use crate::replay;
 use crate::request_log::RequestLog;
-use crate::upstream::Events;
+use crate::upstream::{Events, Upstream};
 use crate::valves::ResponsesValves;
 
 /// What an answer needs once the upstream stream is open.
@@ -106,11 +106,13 @@ impl Turn {
     async fn step(&mut self) {
         let a = &mut self.answer;
         let next = match self.prefetched.next() {
-            Some(event) => Ok(Some(event)),
-            None => a.events.next().await,
+            Some(event) => Ok(Some(Upstream::Event(event))),
+            None => a.events.next_read().await,
         };
         let event = match next {
-            Ok(Some(event)) => event,
+            // Most of a stream: no tree, no list.
+            Ok(Some(Upstream::Text(text))) => return self.ready.push_back(a.converter.on_text(text)),
+            Ok(Some(Upstream::Event(event))) => event,
             Ok(None) => {
                 return self.end(PipeEvent::Error(PipelineError::upstream("OpenAI: the stream ended unexpectedly")))
             }

@@ -119,6 +119,12 @@ impl Converter {
         self.answer_began.get_or_insert_with(Instant::now);
     }
 
+    /// A text delta's text (`response.output_text.delta`, `response.refusal.delta`).
+    pub fn on_text(&mut self, text: String) -> PipeEvent {
+        self.answer_begins();
+        PipeEvent::Text(text)
+    }
+
     pub fn on_event(&mut self, event: &Value) -> Outcome {
         let out = match EventKind::of(event) {
             EventKind::Created if self.options.reasoning_model => self.status(status("Thinking…", &[])),
@@ -152,10 +158,7 @@ impl Converter {
                 let title = text.split("**").nth(1).filter(|t| !t.trim().is_empty()).unwrap_or("Thinking…").to_string();
                 self.status(status(&title, &[]))
             }
-            EventKind::TextDelta => {
-                self.answer_begins();
-                vec![PipeEvent::Text(str_of(event, "delta").unwrap_or_default().to_string())]
-            }
+            EventKind::TextDelta => vec![self.on_text(str_of(event, "delta").unwrap_or_default().to_string())],
             EventKind::AnnotationAdded => {
                 let a = event.get("annotation").unwrap_or(&Value::Null);
                 match (str_of(a, "type"), str_of(a, "url")) {

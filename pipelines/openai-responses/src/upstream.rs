@@ -181,10 +181,31 @@ pub struct Events {
     pub data_bytes: usize,
 }
 
-/// A `response.output_text.delta` event (most of a stream) as the converter reads it: its type
-/// and `delta`, parsed without building its other fields (ids, logprobs, obfuscation). `None`
-/// for any other event, or one that does not read so; those take the full parse.
-fn text_delta(data: &str) -> Option<Value> {
+/// One upstream event as the answer reads it.
+#[derive(Debug)]
+pub enum Upstream {
+    /// A `response.output_text.delta` (most of a stream): its text alone, parsed without
+    /// building its other fields (ids, logprobs, obfuscation) into a tree only to drop them.
+    Text(String),
+    /// Any other event, parsed whole.
+    Event(Value),
+}
+
+impl Upstream {
+    /// The event as a tree: the text delta as `type` and `delta`, all the converter reads.
+    pub fn into_value(self) -> Value {
+        match self {
+            Upstream::Text(text) => serde_json::json!({"type": TEXT_DELTA, "delta": text}),
+            Upstream::Event(event) => event,
+        }
+    }
+}
+
+const TEXT_DELTA: &str = "response.output_text.delta";
+
+/// The text of a `response.output_text.delta` event. `None` for any other event, or one that
+/// does not read so; those take the full parse.
+fn text_delta(data: &str) -> Option<String> {
     const PREFIX: &str = r#"{"type":"response.output_text.delta","#;
     #[derive(serde::Deserialize)]
     struct Delta<'a> {
@@ -195,10 +216,7 @@ fn text_delta(data: &str) -> Option<Value> {
         return None;
     }
     let parsed: Delta<'_> = serde_json::from_str(data).ok()?;
-    let mut event = serde_json::Map::with_capacity(2);
-    event.insert("type".into(), Value::String("response.output_text.delta".into()));
-    event.insert("delta".into(), Value::String(parsed.delta.into_owned()));
-    Some(Value::Object(event))
+    Some(parsed.delta.into_owned())
 }
 
 /// Malformed lines tolerated before the stream counts as broken.
@@ -228,8 +246,13 @@ impl Events {
         }
     }
 
-    /// The next event; `Ok(None)` when the stream ended.
+    /// The next event as a tree; `Ok(None)` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<Value>, PipelineError> {
+        Ok(self.next_read().await?.map(Upstream::into_value))
+    }
+
+    /// The next event, a text delta read for its text alone; `Ok(None)` when the stream ended.
+    pub async fn next_read(&mut self) -> Result<Option<Upstream>, PipelineError> {
         // Idle is counted from the start of this wait: from the last event. Reads do not move
         // it on, or bytes that never make an event (comments, a line that never ends) would
         // hold the answer open for as long as they come (found by a red team).
@@ -237,8 +260,8 @@ impl Events {
         loop {
             while let Some(data) = self.take()? {
                 self.data_bytes += data.len();
-                if let Some(event) = text_delta(&data) {
-                    return Ok(Some(event));
+                if let Some(text) = text_delta(&data) {
+                    return Ok(Some(Upstream::Text(text)));
                 }
                 if data.len() > COUNT_FROM_BYTES
                     && sluice_sdk::json_values::count_values(data.as_bytes()) > MAX_EVENT_VALUES
@@ -246,7 +269,7 @@ impl Events {
                     return Err(PipelineError::upstream("OpenAI: an event held too many values"));
                 }
                 match serde_json::from_str::<Value>(&data) {
-                    Ok(v) if v.is_object() => return Ok(Some(v)),
+                    Ok(v) if v.is_object() => return Ok(Some(Upstream::Event(v))),
                     _ => {
                         self.malformed += 1;
                         tracing::warn!(bytes = data.len(), "skipped a malformed upstream event");
@@ -306,9 +329,9 @@ mod tests {
     #[test]
     fn a_text_delta_reads_as_its_full_parse_does_for_the_converter() {
         let data = r#"{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"caf\u00e9 \"x\"\n","logprobs":[],"obfuscation":"abc"}"#;
-        let fast = text_delta(data).unwrap();
+        let fast = Upstream::Text(text_delta(data).unwrap()).into_value();
         let full: Value = serde_json::from_str(data).unwrap();
-        assert_eq!((fast["type"].clone(), fast["delta"].clone()), (full["type"].clone(), full["delta"].clone()));
+        assert_eq!(fast, serde_json::json!({"type": full["type"], "delta": full["delta"]}));
         // Anything else, or a delta that does not read, takes the full parse.
         assert!(text_delta(r#"{"type":"response.output_text.done","text":"x"}"#).is_none());
         assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
