@@ -209,6 +209,10 @@ fn text_delta(data: &str) -> Option<String> {
     const PREFIX: &str = r#"{"type":"response.output_text.delta","#;
     #[derive(serde::Deserialize)]
     struct Delta<'a> {
+        // Read so that an event naming its type twice is refused here (serde refuses a
+        // duplicate field) and takes the full parse, whose last `type` wins, as before.
+        #[serde(rename = "type", borrow)]
+        _kind: std::borrow::Cow<'a, str>,
         #[serde(borrow)]
         delta: std::borrow::Cow<'a, str>,
     }
@@ -336,6 +340,8 @@ mod tests {
         assert!(text_delta(r#"{"type":"response.output_text.done","text":"x"}"#).is_none());
         assert!(text_delta(r#"{"type":"response.output_text.delta","delta":7}"#).is_none());
         assert!(text_delta(r#"{"type":"response.output_text.delta","delta":"x""#).is_none());
+        // A second `type` is the one the full parse keeps: not a text delta then.
+        assert!(text_delta(r#"{"type":"response.output_text.delta","type":"error","delta":"x"}"#).is_none());
     }
 
     /// The events of a body that arrives in exactly these reads.
