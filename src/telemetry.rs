@@ -22,6 +22,7 @@ mod line_time;
 mod log_writer;
 mod panics;
 use line_fields::LineFields;
+pub use line_fields::OneLine;
 use line_time::LineTime;
 use log_writer::{Batching, LogWriter, WriterGuard};
 pub use panics::log_panics;

@@ -80,7 +80,8 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
             let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}  last error", "queue", "queued", "dead", "oldest (s)");
             for q in &queues {
                 let age = q.oldest_age(now).map(|a| a.as_secs().to_string()).unwrap_or_else(|| "-".into());
-                let error = q.last_error.as_deref().unwrap_or("-");
+                // An upstream's words: escaped, so they cannot drive the terminal.
+                let error = crate::telemetry::OneLine(q.last_error.as_deref().unwrap_or("-"));
                 let _ = writeln!(out, "{:<24} {:>8} {:>8} {:>12}  {error}", q.queue, q.depth, q.dead, age);
             }
             Ok(())

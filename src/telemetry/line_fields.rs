@@ -200,6 +200,20 @@ impl<W: Write> Write for Escaped<'_, W> {
     }
 }
 
+/// Text shown on one line of a terminal as the log shows it: every character [`Escaped`]
+/// escapes written as its escape, nothing cut. For text from outside printed by the command
+/// line (an upstream's error kept in the outbox), where a raw ESC would drive the operator's
+/// terminal.
+pub struct OneLine<'a>(pub &'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = Escaped::new(f, usize::MAX);
+        out.write_str(self.0)?;
+        out.finish()
+    }
+}
+
 /// A byte that is, or starts the UTF-8 of, a character [`is_hazard`] may hold: C0 and DEL are
 /// the byte itself, C1 starts with 0xC2, ALM (U+061C) with 0xD8, the separators and the other
 /// marks with 0xE2.
@@ -289,6 +303,15 @@ mod tests {
             "handled {text}"
         );
         tracing::warn!(text);
+    }
+
+    #[test]
+    fn one_line_escapes_what_would_drive_a_terminal_and_cuts_nothing() {
+        let long = "x".repeat(10_000);
+        let text = format!("HTTP 500: \u{1b}]0;owned\u{7}\n\u{9b}2J \u{202e}txt {long}");
+        let shown = OneLine(&text).to_string();
+        assert_eq!(shown, format!("HTTP 500: \\u{{1b}}]0;owned\\u{{7}}\\n\\u{{9b}}2J \\u{{202e}}txt {long}"));
+        assert_eq!(OneLine("plain - text").to_string(), "plain - text");
     }
 
     #[test]

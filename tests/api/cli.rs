@@ -139,6 +139,12 @@ fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     let (code, out, _) = sluice(dir.path(), &["outbox"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("queue") && out.contains("openpipe_reporting"), "a fresh store names its queues: {out}");
+    // An upstream's error text, kept for the operator, cannot drive the operator's terminal.
+    outbox_entry_failed_with(dir.path(), "HTTP 500: \u{1b}]0;owned\u{7}\nforged line");
+    let (code, out, _) = sluice(dir.path(), &["outbox"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("HTTP 500: \\u{1b}]0;owned\\u{7}\\nforged line"), "{out}");
+    assert!(!out.contains('\u{1b}') && out.lines().count() == 2, "{out}");
     let (code, _, err) = sluice(dir.path(), &["outbox", "--frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("Usage: sluice outbox"), "{err}");
@@ -150,6 +156,19 @@ fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     let (code, _, err) = sluice(dir.path(), &["outbox", "--dead", "openpipe_reporting", "many"]);
     assert_eq!(code, 2);
     assert!(err.contains("LIMIT must be a positive number"), "{err}");
+}
+
+/// Queues one report in the store under `dir` and records a failed attempt with `error`.
+fn outbox_entry_failed_with(dir: &std::path::Path, error: &str) {
+    use sluice_sdk::outbox::{NewEntry, Outbox};
+    let store = sluice::store::SqliteStore::open(&dir.join("data").join(sluice::store::STORE_FILE)).unwrap();
+    let entry =
+        NewEntry { id: "r1".into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({}) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        store.enqueue("openpipe_reporting", vec![entry], vec![]).await.unwrap();
+        store.retry_later("openpipe_reporting", "r1", 0, Some(500), error).await.unwrap();
+    });
 }
 
 #[test]
