@@ -9,7 +9,6 @@
 //! clean end instead of a cut connection, and `data: [DONE]` terminated by a blank line like
 //! every other SSE event.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -23,6 +22,12 @@ use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOw
 
 use crate::json::write_python;
 use crate::telemetry::AnswerEnd;
+
+mod collect;
+mod frame;
+
+pub use collect::{collect, MAX_COLLECTED_BYTES};
+use frame::{DeltaFrame, TextField};
 
 /// The stream terminator.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -188,67 +193,6 @@ pub struct StreamEncoder {
     /// answer differ only in that field, and escaping the rest for each was a measurable share
     /// of a streamed event's CPU (docs/performance.md, 2026-12-03, late).
     frame: Option<DeltaFrame>,
-}
-
-/// A chunk with an empty delta, cut where the delta's field goes: `data: {"id": …, "delta": {`
-/// and `}, "logprobs": null, "finish_reason": null}]}` plus the blank line. Cut from the same
-/// serialisation as every other chunk, so the two cannot drift apart.
-struct DeltaFrame {
-    head: Vec<u8>,
-    tail: Vec<u8>,
-}
-
-impl DeltaFrame {
-    fn of(envelope: &Envelope) -> Option<Self> {
-        let mut line = Vec::new();
-        let chunk = Chunk {
-            id: &envelope.id,
-            object: "chat.completion.chunk",
-            created: envelope.created,
-            model: &envelope.model,
-            choices: [Choice { index: 0, delta: Delta::default(), logprobs: None, finish_reason: None }],
-        };
-        data_line(&mut line, &chunk);
-        // The last `"delta": {}`: a JSON string cannot hold it unescaped, and the delta comes
-        // after the id and the model.
-        const EMPTY: &[u8] = b"\"delta\": {}";
-        let at = line.windows(EMPTY.len()).rposition(|w| w == EMPTY)? + EMPTY.len() - 1;
-        let tail = line.split_off(at);
-        Some(DeltaFrame { head: line, tail })
-    }
-
-    /// A chunk whose delta is the one field `field` with the text `text`.
-    fn write(&self, out: &mut Vec<u8>, field: TextField, text: &str) {
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(field.key());
-        // Escaping a string into memory cannot fail.
-        let _ = write_python(out, text);
-        out.extend_from_slice(&self.tail);
-    }
-}
-
-/// The delta fields that carry text alone.
-#[derive(Clone, Copy)]
-enum TextField {
-    Content,
-    Reasoning,
-}
-
-impl TextField {
-    /// The field's name as the frame writes it, up to its value.
-    fn key(self) -> &'static [u8] {
-        match self {
-            TextField::Content => b"\"content\": ",
-            TextField::Reasoning => b"\"reasoning_content\": ",
-        }
-    }
-
-    fn delta(self, text: &str) -> Delta<'_> {
-        match self {
-            TextField::Content => Delta { content: Some(text), ..Delta::default() },
-            TextField::Reasoning => Delta { reasoning_content: Some(text), ..Delta::default() },
-        }
-    }
 }
 
 impl StreamEncoder {
@@ -516,112 +460,6 @@ pub fn body(
     })
 }
 
-/// The most text a non-streamed answer gathers (content, reasoning, tool arguments, images):
-/// far beyond any real answer; a red team's upstream sent 1.5 GB, which was held whole (4.6 GB
-/// at its peak) before a byte went out.
-pub const MAX_COLLECTED_BYTES: usize = 64 << 20;
-
-/// Collects a whole answer into one `chat.completion` object (`stream: false`). Statuses,
-/// sources and notifications have no place in it and are dropped.
-/// `dialect`: other clients get `content: null` for an answer of tool calls only, as OpenAI
-/// sends it; Open WebUI keeps the reference's `""`.
-pub async fn collect(mut events: PipeStream, envelope: Envelope, dialect: Dialect) -> Result<Value, PipelineError> {
-    let mut content = String::new();
-    let mut reasoning = String::new();
-    let mut calls: BTreeMap<u32, (Option<String>, Option<String>, String)> = BTreeMap::new();
-    let mut annotations = Vec::new();
-    let mut images = Vec::new();
-    let mut usage = None;
-    let mut finish = None;
-    let mut held = 0usize;
-    while let Some(event) = events.next().await {
-        held += match &event {
-            PipeEvent::Text(t) | PipeEvent::Reasoning(t) => t.len(),
-            PipeEvent::ToolCall(c) => c.arguments.len(),
-            PipeEvent::Images(urls) => urls.iter().map(String::len).sum(),
-            _ => 0,
-        };
-        if held > MAX_COLLECTED_BYTES {
-            return Err(PipelineError::upstream(format!(
-                "{} answered more than {} MiB; ask for it with \"stream\": true",
-                envelope.model,
-                MAX_COLLECTED_BYTES >> 20
-            )));
-        }
-        match event {
-            PipeEvent::Text(t) => content.push_str(&t),
-            PipeEvent::Reasoning(t) => reasoning.push_str(&t),
-            PipeEvent::ToolCall(c) => {
-                let entry = calls.entry(c.index).or_default();
-                if c.id.is_some() {
-                    entry.0 = c.id;
-                }
-                if c.name.is_some() {
-                    entry.1 = c.name;
-                }
-                entry.2.push_str(&c.arguments);
-            }
-            PipeEvent::Annotations(list) => annotations.extend(list),
-            PipeEvent::Images(urls) => images.extend(urls),
-            PipeEvent::Usage(u) => usage = Some(u),
-            PipeEvent::Finish(f) => finish = Some(f),
-            PipeEvent::Error(e) => return Err(e),
-            PipeEvent::Status(_) | PipeEvent::Source(_) | PipeEvent::Notification { .. } => {}
-        }
-    }
-    if content.is_empty() && calls.is_empty() && images.is_empty() {
-        // Open WebUI never marks a reply without content or tool calls as finished
-        // (docs/open-webui-client.md §4.5): say what happened instead.
-        if reasoning.is_empty() {
-            return Err(PipelineError::upstream(format!("{} returned an empty answer", envelope.model)));
-        }
-    }
-    let mut message = Map::new();
-    message.insert("role".into(), "assistant".into());
-    let content = match dialect {
-        Dialect::OpenAi if content.is_empty() && !calls.is_empty() => Value::Null,
-        _ => content.into(),
-    };
-    message.insert("content".into(), content);
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), reasoning.into());
-    }
-    if !calls.is_empty() {
-        let list: Vec<Value> = calls
-            .into_iter()
-            .map(|(index, (id, name, arguments))| {
-                serde_json::json!({
-                    "id": id.unwrap_or_else(|| format!("call_{index}")),
-                    "type": "function",
-                    "function": {"name": name.unwrap_or_default(), "arguments": arguments},
-                })
-            })
-            .collect();
-        message.insert("tool_calls".into(), Value::Array(list));
-    }
-    if !annotations.is_empty() {
-        message.insert("annotations".into(), Value::Array(annotations));
-    }
-    if !images.is_empty() {
-        let list =
-            images.into_iter().map(|u| serde_json::json!({"type": "image_url", "image_url": {"url": u}})).collect();
-        message.insert("images".into(), Value::Array(list));
-    }
-    let tool_calls = message.contains_key("tool_calls");
-    let finish = finish.unwrap_or(if tool_calls { FinishReason::ToolCalls } else { FinishReason::Stop });
-    let mut completion = serde_json::json!({
-        "id": envelope.id,
-        "object": "chat.completion",
-        "created": envelope.created,
-        "model": envelope.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish.as_str()}],
-    });
-    if let (Some(usage), Value::Object(map)) = (usage, &mut completion) {
-        map.insert("usage".into(), Value::Object(usage));
-    }
-    Ok(completion)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -650,19 +488,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_non_streamed_answer_is_gathered_up_to_a_bound() {
-        fn mib() -> PipeEvent {
-            PipeEvent::text("x".repeat(1 << 20))
-        }
-        let within = futures_util::stream::iter((0..MAX_COLLECTED_BYTES >> 20).map(|_| mib())).boxed();
-        let answer = collect(within, Envelope::new("m"), Dialect::OpenAi).await.unwrap();
-        assert_eq!(answer["choices"][0]["message"]["content"].as_str().unwrap().len(), MAX_COLLECTED_BYTES);
-        let endless = futures_util::stream::iter(std::iter::repeat_with(mib)).boxed();
-        let error = collect(endless, Envelope::new("m"), Dialect::OpenAi).await.unwrap_err();
-        assert_eq!(error.message, "m answered more than 64 MiB; ask for it with \"stream\": true");
-    }
-
-    #[tokio::test]
     async fn a_ping_before_the_answer_is_not_its_first_write() {
         let late = futures_util::stream::once(tokio::time::sleep(Duration::from_millis(300))).flat_map(|_| burst(50));
         let w = writes(late.boxed(), Some(Duration::from_millis(100))).await;
@@ -670,58 +495,5 @@ mod tests {
         assert!(first >= 1 && w[..first].iter().all(|w| w == ": ping\n\n"), "{w:?}");
         assert!(w[first].contains("t0.") && !w[first].contains("t1."), "{w:?}");
         assert!(w[first + 1].contains("t1.") && w[first + 1].contains("t49."), "{w:?}");
-    }
-
-    /// What the general way writes for a delta of one text field after the first.
-    fn general(envelope: &Envelope, field: TextField, text: &str) -> Vec<u8> {
-        let mut encoder = StreamEncoder::new(envelope.clone(), Form { events: true, usage: true });
-        encoder.role_sent = true;
-        let mut out = Vec::new();
-        encoder.delta(&mut out, field.delta(text), None);
-        out
-    }
-
-    #[test]
-    fn a_text_delta_through_the_frame_is_the_general_chunk_byte_for_byte() {
-        let envelope = Envelope { id: r#"a "delta": {}\-1"#.into(), created: 17, model: "m\u{e9}\"delta\": {}".into() };
-        for field in [TextField::Content, TextField::Reasoning] {
-            let mut encoder = StreamEncoder::new(envelope.clone(), Form { events: true, usage: true });
-            for text in ["first", "h\u{e9}llo \u{1F600}", "\"delta\": {}\n\u{0}\u{2028}", ""] {
-                let mut out = Vec::new();
-                let was_sent = encoder.role_sent;
-                encoder.encode(
-                    match field {
-                        TextField::Content => PipeEvent::text(text),
-                        TextField::Reasoning => PipeEvent::Reasoning(text.into()),
-                    },
-                    &mut out,
-                );
-                if was_sent {
-                    assert_eq!(
-                        String::from_utf8_lossy(&out),
-                        String::from_utf8_lossy(&general(&envelope, field, text))
-                    );
-                } else {
-                    assert!(String::from_utf8_lossy(&out).contains(r#""role": "assistant""#));
-                }
-            }
-            assert!(encoder.frame.is_some());
-        }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(sluice_sdk::fuzz::cases()))]
-        #[test]
-        fn any_text_and_model_give_the_same_chunk_through_the_frame(
-            model in ".{0,24}", text in ".{0,40}", created in proptest::prelude::any::<u64>(),
-        ) {
-            let envelope = Envelope { id: format!("{model}-1"), created, model };
-            let frame = DeltaFrame::of(&envelope).unwrap();
-            for field in [TextField::Content, TextField::Reasoning] {
-                let mut out = Vec::new();
-                frame.write(&mut out, field, &text);
-                proptest::prop_assert_eq!(out, general(&envelope, field, &text));
-            }
-        }
     }
 }
