@@ -63,6 +63,19 @@ struct Chunk<'a> {
     choices: [Choice<'a>; 1],
 }
 
+impl<'a> Chunk<'a> {
+    /// The answer's one chunk shape: `delta` as its only choice.
+    fn of(envelope: &'a Envelope, delta: Delta<'a>, finish_reason: Option<&'a str>) -> Self {
+        Chunk {
+            id: &envelope.id,
+            object: "chat.completion.chunk",
+            created: envelope.created,
+            model: &envelope.model,
+            choices: [Choice { index: 0, delta, logprobs: None, finish_reason }],
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Choice<'a> {
     index: u32,
@@ -226,14 +239,7 @@ impl StreamEncoder {
             delta.role = Some("assistant");
             self.role_sent = true;
         }
-        let chunk = Chunk {
-            id: &self.envelope.id,
-            object: "chat.completion.chunk",
-            created: self.envelope.created,
-            model: &self.envelope.model,
-            choices: [Choice { index: 0, delta, logprobs: None, finish_reason }],
-        };
-        data_line(out, &chunk);
+        data_line(out, &Chunk::of(&self.envelope, delta, finish_reason));
     }
 
     /// Encodes one event. Returns `false` when the answer is over (an error was written).

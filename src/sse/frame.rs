@@ -4,7 +4,7 @@
 //! Escaping the rest for every token was a measurable share of a streamed event's CPU
 //! (docs/performance.md, 2026-12-03, late).
 
-use super::{data_line, Choice, Chunk, Delta, Envelope};
+use super::{data_line, Chunk, Delta, Envelope};
 use crate::json::write_python;
 
 /// A chunk with an empty delta, cut where the delta's field goes: `data: {"id": …, "delta": {`
@@ -18,14 +18,7 @@ pub(super) struct DeltaFrame {
 impl DeltaFrame {
     pub(super) fn of(envelope: &Envelope) -> Option<Self> {
         let mut line = Vec::new();
-        let chunk = Chunk {
-            id: &envelope.id,
-            object: "chat.completion.chunk",
-            created: envelope.created,
-            model: &envelope.model,
-            choices: [Choice { index: 0, delta: Delta::default(), logprobs: None, finish_reason: None }],
-        };
-        data_line(&mut line, &chunk);
+        data_line(&mut line, &Chunk::of(envelope, Delta::default(), None));
         // The last `"delta": {}`: a JSON string cannot hold it unescaped, and the delta comes
         // after the id and the model.
         const EMPTY: &[u8] = b"\"delta\": {}";
