@@ -13,8 +13,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sluice_sdk::PipelineError;
 
-/// How the clients are made; replaced when the valves change.
-#[derive(Debug)]
+/// How the clients are made; replaced when the valves that set it change.
+#[derive(Debug, PartialEq)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
 }
@@ -52,8 +52,14 @@ impl Clients {
         Ok(Clients { settings: ArcSwap::from_pointee(settings), shared: ArcSwap::from_pointee(shared) })
     }
 
-    /// Later requests use clients made with `settings`.
+    /// Later requests use clients made with `settings`. The same settings keep the clients:
+    /// every valves edit (a key, a model) comes here, and new clients would drop each thread's
+    /// pooled upstream connections (a new TLS handshake per thread's next chat) and make each
+    /// thread stop for milliseconds to build its own again (root certificates, resolver).
     pub fn replace(&self, settings: ClientSettings) -> Result<(), PipelineError> {
+        if **self.settings.load() == settings {
+            return Ok(());
+        }
         let shared = settings.build()?;
         self.settings.store(Arc::new(settings));
         self.shared.store(Arc::new(shared));
@@ -96,6 +102,9 @@ mod tests {
         clients.get().unwrap();
         assert_eq!(count(), 1, "the same settings reuse this thread's client");
         clients.replace(settings()).unwrap();
+        let kept = LOCAL.with_borrow(|local| local[0].0.upgrade().map(|s| Arc::ptr_eq(&s, &clients.settings.load())));
+        assert_eq!(kept, Some(true), "the same settings keep this thread's client");
+        clients.replace(ClientSettings { connect_timeout: Duration::from_secs(6) }).unwrap();
         clients.get().unwrap();
         assert_eq!(count(), 1, "the client of replaced settings is dropped");
         let other = Clients::new(settings()).unwrap();
