@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::fault_leaks::read_request;
-use crate::helpers::{spawn_app_with, Options, TestApp, KEY};
-use crate::manifold::{chat, system_and, OPENAI_KEY};
+use crate::helpers::{TestApp, KEY};
+use crate::manifold::{chat, manifold_app_from, system_and, OPENAI_KEY};
 
 #[derive(Clone, Copy)]
 enum Upstream {
@@ -78,13 +78,7 @@ async fn app_for(upstream: &StandIn) -> TestApp {
         "BASE_URL = \"{}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nMAX_RETRIES = 2\nSTREAM_IDLE_TIMEOUT_S = 60\n",
         upstream.url
     );
-    spawn_app_with(Options {
-        manifold: true,
-        valves_files: vec![("openai_responses.toml", valves)],
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    manifold_app_from(valves).await
 }
 
 /// Asks for an answer and hangs up after `patience`, as a user closing the tab does.

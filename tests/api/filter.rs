@@ -139,9 +139,7 @@ async fn a_body_that_arrives_in_pieces_is_read_whole() {
         declared.extend_from_slice(form.as_bytes());
         let mut chunked = head("transfer-encoding: chunked".into());
         for chunk in form.as_bytes().chunks(1001) {
-            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-            chunked.extend_from_slice(chunk);
-            chunked.extend_from_slice(b"\r\n");
+            crate::helpers::http_chunk(&mut chunked, chunk);
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
         // The pipe answers the body as sent; the filter (which parses it) the same each time.

@@ -317,6 +317,14 @@ pub fn assert_golden(name: &str, actual: &str) {
     assert_eq!(actual, expected, "stream differs from {}", path.display());
 }
 
+/// Appends `bytes` to `out` as one chunk of a chunked HTTP/1.1 body (its size in hex, the
+/// bytes, CRLF): a size written by hand is easy to get wrong.
+pub fn http_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Sends `request` as raw bytes on a fresh connection, in `pieces` writes 20 ms apart (so the
 /// server reads it in several chunks), and returns the whole answer ("" if none within 5 s).
 /// A write the server refuses by closing is not an error: the answer says what happened.

@@ -65,6 +65,11 @@ pub async fn manifold_app(mock: &MockServer, extra_valves: &str) -> TestApp {
         .map(|l| format!("{l}\n"))
         .collect();
     valves.push_str(extra_valves);
+    manifold_app_from(valves).await
+}
+
+/// The app with the manifold and `valves` as its valves file.
+pub async fn manifold_app_from(valves: String) -> TestApp {
     spawn_app_with(Options {
         manifold: true,
         valves_files: vec![("openai_responses.toml", valves)],
