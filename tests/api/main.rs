@@ -29,6 +29,7 @@ mod openpipe_mock;
 mod operator_logs;
 mod store_contract;
 mod streaming;
+mod upstream_connections;
 mod upstream_faults;
 mod valves;
 mod wasm;

@@ -121,6 +121,7 @@ impl Turn {
         match a.converter.on_event(&event) {
             Outcome::Continue(events) => self.ready.extend(events),
             Outcome::Finished { response, tail } => {
+                a.events.finish();
                 // Stored before the finish goes out: Open WebUI sends the tool results at once.
                 let response = match a.record.take() {
                     Some(plan) => written(plan, response).await,

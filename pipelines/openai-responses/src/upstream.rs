@@ -323,7 +323,33 @@ impl Events {
         self.unread = self.unread.slice(used..);
         event.map_err(|_| PipelineError::upstream("OpenAI: an event exceeded the size limit"))
     }
+
+    /// The answer is complete: reads what is left of the body (the chunked body's end, a
+    /// comment) on a task of its own, so the connection goes back to the pool. A body dropped
+    /// before its end closes the connection, and the next chat pays a new connection (a TLS
+    /// handshake) whenever that end comes in a write of its own, as from HTTP/1.1 servers that
+    /// flush each event (found by a reviewer). Bounded in bytes and time: a body that goes on
+    /// is dropped.
+    pub fn finish(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let mut body = std::mem::replace(&mut self.body, futures_util::stream::empty().boxed());
+        tokio::spawn(tokio::time::timeout(MAX_REST_WAIT, async move {
+            let mut left = MAX_REST_BYTES;
+            while let Some(Ok(bytes)) = body.next().await {
+                left = left.saturating_sub(bytes.len());
+                if left == 0 {
+                    return;
+                }
+            }
+        }));
+    }
 }
+
+/// What [`Events::finish`] reads at most after an answer's last event, and how long it waits.
+const MAX_REST_BYTES: usize = 64 * 1024;
+const MAX_REST_WAIT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
