@@ -6,13 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::raw_http::{paced_events, PACE, PACED_MARKER};
+use crate::raw_http::{paced_events, FIRST_TOKEN, FIRST_TOKEN_DUE, PACE, PACED_MARKER};
 use crate::wrk::cpu_secs;
 use crate::{percentile, rss_kb, KEY};
 
 /// What one batch of answers showed.
 struct Run {
     took: Vec<Duration>,
+    /// Until the answer's first token arrived, sorted: the upstream sends it [`FIRST_TOKEN_DUE`]
+    /// after the request reached it, so what is over that was made at the start (the server
+    /// taking the request and opening the upstream call).
+    first_token: Vec<Duration>,
+    /// From the first token to the end marker, sorted: the stretch made along the answer.
+    after_first_token: Vec<Duration>,
     rss_before_kb: u64,
     rss_peak_kb: u64,
 }
@@ -48,6 +54,7 @@ async fn answers(port: u16, pid: u32, body: &str, n: usize) -> Run {
             let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
             socket.write_all(request.as_bytes()).await.ok()?;
             let mut seen = Vec::new();
+            let mut first_token = None;
             let mut buf = [0u8; 4096];
             loop {
                 match tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await {
@@ -56,8 +63,11 @@ async fn answers(port: u16, pid: u32, body: &str, n: usize) -> Run {
                         // Only the tail can hold the end marker that just arrived.
                         let from = seen.len().saturating_sub(12);
                         seen.extend_from_slice(&buf[..k]);
+                        if first_token.is_none() && seen.windows(FIRST_TOKEN.len()).any(|w| w == FIRST_TOKEN) {
+                            first_token = Some(t.elapsed());
+                        }
                         if seen[from..].windows(12).any(|w| w == b"data: [DONE]") {
-                            return Some(t.elapsed());
+                            return Some((t.elapsed(), first_token));
                         }
                     }
                 }
@@ -65,11 +75,16 @@ async fn answers(port: u16, pid: u32, body: &str, n: usize) -> Run {
             None
         }));
     }
-    let mut took: Vec<Duration> =
-        futures_util::future::join_all(tasks).await.into_iter().filter_map(|r| r.ok().flatten()).collect();
+    let (mut took, first_token): (Vec<Duration>, Vec<Option<Duration>>) =
+        futures_util::future::join_all(tasks).await.into_iter().filter_map(|r| r.ok().flatten()).unzip();
     sampling.abort();
+    // An answer whose first token was not seen is left out of both (counted as missing).
+    let (mut first_token, mut after_first_token): (Vec<Duration>, Vec<Duration>) =
+        took.iter().zip(&first_token).filter_map(|(t, f)| f.map(|f| (f, t.saturating_sub(f)))).unzip();
     took.sort();
-    Run { took, rss_before_kb: before, rss_peak_kb: peak.load(Ordering::Relaxed) }
+    first_token.sort();
+    after_first_token.sort();
+    Run { took, first_token, after_first_token, rss_before_kb: before, rss_peak_kb: peak.load(Ordering::Relaxed) }
 }
 
 fn stretch_pct(took: &[Duration], pace: Duration, q: f64) -> f64 {
@@ -121,12 +136,18 @@ pub async fn paced_manifold(sluice: (u16, u32), relay: (u16, u32), n: usize) {
         let us = cpu * 1e6 / events.max(1) as f64;
         per_event.push(us);
         println!(
-            "bench=paced_manifold n={n} server={who} completed={} deltas_per_s={:.0} events={events} cpu_s={cpu:.2} cpu_us_per_event={us:.1} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2} rss_before_kb={} rss_peak_kb={} machine_idle_pct={:.0} machine_steal_pct={:.1}",
+            "bench=paced_manifold n={n} server={who} completed={} deltas_per_s={:.0} events={events} cpu_s={cpu:.2} cpu_us_per_event={us:.1} stretch_p50_pct={:.2} stretch_p99_pct={:.2} stretch_max_pct={:.2} first_token_due_ms={:.0} first_token_missing={} first_token_p50_ms={:.1} first_token_p99_ms={:.1} after_first_token_p50_ms={:.1} after_first_token_p99_ms={:.1} rss_before_kb={} rss_peak_kb={} machine_idle_pct={:.0} machine_steal_pct={:.1}",
             run.took.len(),
             1.0 / PACE.as_secs_f64(),
             stretch_pct(&run.took, length, 0.5),
             stretch_pct(&run.took, length, 0.99),
             stretch_pct(&run.took, length, 1.0),
+            FIRST_TOKEN_DUE.as_secs_f64() * 1000.0,
+            run.took.len() - run.first_token.len(),
+            percentile(&run.first_token, 0.5),
+            percentile(&run.first_token, 0.99),
+            percentile(&run.after_first_token, 0.5),
+            percentile(&run.after_first_token, 0.99),
             run.rss_before_kb,
             run.rss_peak_kb,
             (machine_after.0 - machine_before.0) as f64 * 100.0 / total,

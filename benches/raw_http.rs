@@ -130,6 +130,11 @@ pub const PACED_MARKER: &str = "PACED-ANSWER";
 pub const PACED_DELTAS: usize = 100;
 pub const PACE: Duration = Duration::from_millis(20);
 
+/// The text of an answer's first delta, as it appears in both the upstream's event and
+/// sluice's chunk, and when a paced answer sends it (after created and item added).
+pub const FIRST_TOKEN: &[u8] = b"token0 ";
+pub const FIRST_TOKEN_DUE: Duration = PACE.saturating_mul(2);
+
 /// The events of one answer of `deltas` text deltas, each a separate SSE event.
 fn transcript(deltas: usize) -> Vec<String> {
     let mut events = vec![
