@@ -13,6 +13,10 @@ use tokio::net::TcpListener;
 use crate::helpers::{http_chunk, json_of, TestApp};
 use crate::manifold::{chat, fixture, manifold_app_from, system_and, OPENAI_KEY};
 
+const PLAIN: &str = "1_plain_text.sse";
+/// A `response.failed` with a `server_error`, which sluice retries while it may.
+const FAILED: &str = "5a_failed.sse";
+
 /// How the stand-in frames its answer.
 #[derive(Clone, Copy)]
 enum Framing {
@@ -22,6 +26,8 @@ enum Framing {
     /// Chunked, the end of the body written on its own a moment after the last event, as
     /// HTTP/1.1 servers that flush each event do (uvicorn behind LiteLLM, for one).
     ChunkedEndApart,
+    /// As `ChunkedEndApart`, a 256 KiB comment before the end.
+    ChunkedLongTail,
 }
 
 struct StandIn {
@@ -50,39 +56,25 @@ impl StandIn {
     }
 }
 
-/// A Responses API stand-in that answers every request with the plain-text transcript on a
-/// kept-alive connection, framed as asked, and counts the connections it accepted.
-async fn counting_upstream(framing: Framing) -> StandIn {
+/// A Responses API stand-in that answers requests with `transcripts` in turn (the last one
+/// again once they are spent) on kept-alive connections, framed as asked, and counts the
+/// connections it accepted.
+async fn counting_upstream(framing: Framing, transcripts: &[&str]) -> StandIn {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
     let written = Arc::new(AtomicUsize::new(0));
-    let transcript = fixture("1_plain_text.sse");
-    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n";
-    let mut answer = Vec::new();
-    let mut end = Vec::new();
-    if let Framing::Length = framing {
-        answer.extend_from_slice(format!("{head}content-length: {}\r\n\r\n", transcript.len()).as_bytes());
-        answer.extend_from_slice(&transcript);
-    } else {
-        answer.extend_from_slice(format!("{head}transfer-encoding: chunked\r\n\r\n").as_bytes());
-        for event in transcript.split_inclusive(|&b| b == b'\n') {
-            http_chunk(&mut answer, event);
-        }
-        end.extend_from_slice(b"0\r\n\r\n");
-    }
-    if let Framing::Chunked = framing {
-        answer.append(&mut end);
-    }
-    let (parts, count, done) = (Arc::new([answer, end]), Arc::clone(&accepted), Arc::clone(&written));
+    let answers: Arc<Vec<[Vec<u8>; 2]>> = Arc::new(transcripts.iter().map(|name| framed(framing, name)).collect());
+    let (count, done) = (Arc::clone(&accepted), Arc::clone(&written));
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { return };
             count.fetch_add(1, Ordering::SeqCst);
-            let (parts, done) = (Arc::clone(&parts), Arc::clone(&done));
+            let (answers, done) = (Arc::clone(&answers), Arc::clone(&done));
             tokio::spawn(async move {
                 while crate::fault_leaks::read_request(&mut socket).await.is_some() {
-                    for (i, part) in parts.iter().filter(|p| !p.is_empty()).enumerate() {
+                    let turn = done.load(Ordering::SeqCst).min(answers.len() - 1);
+                    for (i, part) in answers[turn].iter().filter(|p| !p.is_empty()).enumerate() {
                         if i > 0 {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
@@ -98,25 +90,58 @@ async fn counting_upstream(framing: Framing) -> StandIn {
     StandIn { url, accepted, written }
 }
 
+/// The transcript `name` as one answer: what is written first, and the body's end when it
+/// is written apart (else empty).
+fn framed(framing: Framing, name: &str) -> [Vec<u8>; 2] {
+    let transcript = fixture(name);
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n";
+    let mut answer = Vec::new();
+    let mut end = Vec::new();
+    if let Framing::Length = framing {
+        answer.extend_from_slice(format!("{head}content-length: {}\r\n\r\n", transcript.len()).as_bytes());
+        answer.extend_from_slice(&transcript);
+    } else {
+        answer.extend_from_slice(format!("{head}transfer-encoding: chunked\r\n\r\n").as_bytes());
+        for event in transcript.split_inclusive(|&b| b == b'\n') {
+            http_chunk(&mut answer, event);
+        }
+        if let Framing::ChunkedLongTail = framing {
+            let comment = format!(": {}\n\n", "x".repeat(256 * 1024));
+            http_chunk(&mut end, comment.as_bytes());
+        }
+        end.extend_from_slice(b"0\r\n\r\n");
+    }
+    if let Framing::Chunked = framing {
+        answer.append(&mut end);
+    }
+    [answer, end]
+}
+
 /// The test app has one HTTP worker, so every chat rides that worker's client and pool (each
 /// worker has its own): the counts below assume it.
-async fn app_for(url: &str) -> TestApp {
+async fn app_for(url: &str, retries: u32) -> TestApp {
     let valves = format!(
-        "BASE_URL = \"{url}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nMODEL_ID = [\"gpt-4.1\"]\n"
+        "BASE_URL = \"{url}/v1\"\nAPI_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\nMODEL_ID = [\"gpt-4.1\"]\nMAX_RETRIES = {retries}\n"
     );
     manifold_app_from(valves).await
 }
 
-async fn answered(app: &TestApp) {
+/// One streamed chat's body, its status checked.
+async fn chatted(app: &TestApp) -> String {
     let res = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res.text().await.unwrap().contains("data: [DONE]"));
+    res.text().await.unwrap()
+}
+
+async fn answered(app: &TestApp) {
+    let body = chatted(app).await;
+    assert!(body.contains("data: [DONE]") && !body.contains("\"error\""), "not an answer: {body}");
 }
 
 #[tokio::test]
 async fn valves_edits_keep_the_connections_to_openai_unless_they_change_how_they_are_made() {
-    let upstream = counting_upstream(Framing::Length).await;
-    let app = app_for(&upstream.url).await;
+    let upstream = counting_upstream(Framing::Length, &[PLAIN]).await;
+    let app = app_for(&upstream.url, 2).await;
     answered(&app).await;
     answered(&app).await;
     assert_eq!(upstream.accepted(), 1, "the second chat rides the first one's connection");
@@ -140,8 +165,8 @@ async fn valves_edits_keep_the_connections_to_openai_unless_they_change_how_they
 async fn chats_reuse_the_connection_however_the_answer_is_framed() {
     for (framing, name) in [(Framing::Chunked, "chunked"), (Framing::ChunkedEndApart, "chunked, its end written apart")]
     {
-        let upstream = counting_upstream(framing).await;
-        let app = app_for(&upstream.url).await;
+        let upstream = counting_upstream(framing, &[PLAIN]).await;
+        let app = app_for(&upstream.url, 2).await;
         for n in 1..=3 {
             answered(&app).await;
             // A user's next message comes later than the end of the last answer's body.
@@ -151,6 +176,39 @@ async fn chats_reuse_the_connection_however_the_answer_is_framed() {
     }
 }
 
+#[tokio::test]
+async fn a_failed_answer_leaves_its_connection_to_the_next_chat() {
+    let upstream = counting_upstream(Framing::ChunkedEndApart, &[FAILED, PLAIN]).await;
+    let app = app_for(&upstream.url, 0).await;
+    let body = chatted(&app).await;
+    assert!(body.contains("The model failed to generate a response."), "not the failure: {body}");
+    upstream.wait_written(1).await;
+    answered(&app).await;
+    assert_eq!(upstream.accepted(), 1, "the failed answer's connection was closed");
+}
+
+#[tokio::test]
+async fn a_retried_failure_is_retried_on_the_same_connection() {
+    let upstream = counting_upstream(Framing::ChunkedEndApart, &[FAILED, PLAIN]).await;
+    let app = app_for(&upstream.url, 1).await;
+    // The retry waits at least 375 ms, the failed body's end comes 20 ms after its last event.
+    // An answer, so the failure was retried.
+    answered(&app).await;
+    assert_eq!(upstream.accepted(), 1, "the retry opened a connection of its own");
+}
+
+#[tokio::test]
+async fn what_follows_an_answer_is_read_only_so_far() {
+    let upstream = counting_upstream(Framing::ChunkedLongTail, &[PLAIN]).await;
+    let app = app_for(&upstream.url, 0).await;
+    answered(&app).await;
+    // Time to read far more than the bound: read whole, the tail would leave the connection
+    // in the pool (as the short end of the test above does).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    answered(&app).await;
+    assert_eq!(upstream.accepted(), 2, "256 KiB after the answer were read to the body's end");
+}
+
 /// A stand-in whose body goes on after the answer's last event, a comment every 50 ms, and
 /// which notes when sluice closes the connection.
 async fn endless_upstream() -> (String, Arc<tokio::sync::Notify>) {
@@ -158,7 +216,7 @@ async fn endless_upstream() -> (String, Arc<tokio::sync::Notify>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let closed = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&closed);
-    let transcript = fixture("1_plain_text.sse");
+    let transcript = fixture(PLAIN);
     tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
         crate::fault_leaks::read_request(&mut socket).await.unwrap();
@@ -180,7 +238,7 @@ async fn endless_upstream() -> (String, Arc<tokio::sync::Notify>) {
 #[tokio::test]
 async fn a_body_that_goes_on_after_the_answer_is_not_read_for_ever() {
     let (url, closed) = endless_upstream().await;
-    let app = app_for(&url).await;
+    let app = app_for(&url, 2).await;
     answered(&app).await;
     let waited = tokio::time::timeout(Duration::from_secs(15), closed.notified()).await;
     assert!(waited.is_ok(), "sluice still held the connection 15 s after the answer");

@@ -135,6 +135,7 @@ impl Turn {
                 self.ended = true;
             }
             Outcome::Failed(e) => {
+                a.events.finish();
                 let e = if a.retries_spent { e.final_() } else { e };
                 // The log matters most when the answer failed (the Function's "Error Logs").
                 if let Some(mut log) = a.log.take() {

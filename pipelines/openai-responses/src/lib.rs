@@ -399,13 +399,17 @@ impl Pipeline for OpenAIResponses {
                     let mut prefetched = Vec::new();
                     match prefetch(&mut events, &mut prefetched).await {
                         Prefetch::Ready => break (events, prefetched, conversion),
-                        Prefetch::RetryableFailure if attempt < valves.MAX_RETRIES => Failure {
-                            error: PipelineError::upstream("retryable stream failure"),
-                            retryable: true,
-                            delay: None,
-                            replay: false,
-                            detail: None,
-                        },
+                        Prefetch::RetryableFailure if attempt < valves.MAX_RETRIES => {
+                            // The retry can ride this connection once its body's end is read.
+                            events.finish();
+                            Failure {
+                                error: PipelineError::upstream("retryable stream failure"),
+                                retryable: true,
+                                delay: None,
+                                replay: false,
+                                detail: None,
+                            }
+                        }
                         // Out of retries: the converter reports the failure event in the stream.
                         Prefetch::RetryableFailure => {
                             retries_spent = valves.MAX_RETRIES > 0;

@@ -324,8 +324,9 @@ impl Events {
         event.map_err(|_| PipelineError::upstream("OpenAI: an event exceeded the size limit"))
     }
 
-    /// The answer is complete: reads what is left of the body (the chunked body's end, a
-    /// comment) on a task of its own, so the connection goes back to the pool. A body dropped
+    /// The answer is over (finished, or failed in an event of its own): reads what is left of
+    /// the body (the chunked body's end, a comment) on a task of its own, so the connection
+    /// goes back to the pool for the next chat or the retry. A body dropped
     /// before its end closes the connection, and the next chat pays a new connection (a TLS
     /// handshake) whenever that end comes in a write of its own, as from HTTP/1.1 servers that
     /// flush each event (found by a reviewer). Bounded in bytes and time: a body that goes on
