@@ -22,7 +22,7 @@ use crate::registry::{LiveRegistry, Registry, RegistryError};
 use crate::routes;
 use crate::sse::StreamOptions;
 use crate::store::{StoreAdmin, Stores};
-use crate::telemetry::trace_requests;
+use crate::telemetry::{catch_panics, trace_requests};
 use crate::valves::{replicas, ValvesEnv, ValvesService};
 
 #[derive(Debug, thiserror::Error)]
@@ -348,7 +348,8 @@ fn run(
         if let (Some(components), Some(sources)) = (&services.components, &services.sources) {
             app = app.app_data(components.clone()).app_data(sources.clone());
         }
-        // Outermost last: trace → CORS (answers preflights) → path normalising → key check.
+        // Outermost last: trace → CORS (answers preflights) → a panic's 500 → path normalising
+        // → key check.
         app.app_data(services.registry.clone())
             .app_data(services.valves.clone())
             .app_data(services.metrics.clone())
@@ -359,6 +360,7 @@ fn run(
             .app_data(body.clone())
             .wrap(from_fn(require_key))
             .wrap(NormalPath)
+            .wrap(from_fn(catch_panics))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(trace_requests))
             .service(web::resource("/").get(routes::health).head(routes::health))

@@ -25,7 +25,7 @@ use line_fields::LineFields;
 pub use line_fields::OneLine;
 use line_time::LineTime;
 use log_writer::{Batching, LogWriter, WriterGuard};
-pub use panics::log_panics;
+pub use panics::{catch_panics, log_panics};
 
 /// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
 #[must_use = "the log is written while this lives"]
@@ -150,8 +150,9 @@ pub async fn trace_requests(
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), method = %req.method());
     let started = Instant::now();
     req.extensions_mut().insert(RequestStart(started));
-    // A panic becomes a 500 here, inside the span: its log line carries the request id.
-    let result = panics::answered(req, move |req| next.call(req)).instrument(span.clone()).await;
+    // A panic is caught further in (`catch_panics`), still inside the span: its log line
+    // carries the request id.
+    let result = next.call(req).instrument(span.clone()).await;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {
@@ -166,9 +167,14 @@ pub async fn trace_requests(
             res.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
             Ok(res)
         }
-        Err(e) => {
+        Err(mut e) => {
             span.in_scope(|| tracing::warn!(error = %e, elapsed_ms, "failed"));
-            // No route to name: the request is gone (a caught panic, see panics::answered).
+            // The answer is made from the error after this returns: the id goes with it.
+            e.add_response_mapper(move |mut res| {
+                res.headers_mut().insert(HeaderName::from_static("x-request-id"), id.clone());
+                res
+            });
+            // No route to name: the request is gone (a caught panic, see panics::catch_panics).
             if let Some(m) = metrics {
                 m.observe_request("failed", e.as_response_error().status_code().as_u16(), started.elapsed());
             }

@@ -8,7 +8,9 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use futures_util::FutureExt;
 
 use crate::error::ApiError;
@@ -36,6 +38,16 @@ fn payload_text(payload: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(not text)")
+}
+
+/// The middleware: a request whose handling panicked is answered with a JSON 500. It sits
+/// inside CORS and the request log (src/startup.rs), so that answer carries the CORS headers
+/// a browser needs to read it and the request id; a panic in those two is not caught.
+pub async fn catch_panics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    answered(req, move |req| next.call(req)).await
 }
 
 /// What `call` answers `req`, or, when it panics, the error a JSON 500 is made of (the hook

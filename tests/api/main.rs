@@ -27,6 +27,7 @@ mod openai_clients;
 mod openpipe;
 mod openpipe_mock;
 mod operator_logs;
+mod panics;
 mod store_contract;
 mod streaming;
 mod upstream_connections;
