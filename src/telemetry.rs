@@ -174,7 +174,8 @@ pub async fn trace_requests(
                 res.headers_mut().insert(HeaderName::from_static("x-request-id"), id.clone());
                 res
             });
-            // No route to name: the request is gone (a caught panic, see panics::catch_panics).
+            // An error instead of a response (a caught panic, see panics::catch_panics, or a
+            // middleware's error): the request is gone, so there is no route to name.
             if let Some(m) = metrics {
                 m.observe_request("failed", e.as_response_error().status_code().as_u16(), started.elapsed());
             }
