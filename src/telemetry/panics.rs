@@ -5,7 +5,6 @@
 //! quote a caller's text, straight to stderr past the log's escaping.
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use actix_web::body::MessageBody;
@@ -40,32 +39,21 @@ fn payload_text(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(not text)")
 }
 
-/// The middleware: a request whose handling panicked is answered with a JSON 500. It sits
-/// inside CORS and the request log (src/startup.rs), so that answer carries the CORS headers
-/// a browser needs to read it and the request id; a panic in those two is not caught.
+/// The middleware: a request whose handling panicked is answered with a JSON 500 (the hook
+/// above has logged the panic). It sits inside CORS and the request log (src/startup.rs), so
+/// that answer carries the CORS headers a browser needs to read it and the request id; a
+/// panic in those two is not caught. The answer is an error, not a response: the request is
+/// gone with the unwinding, and keeping a copy of it would stop actix from routing it, which
+/// needs it unshared. A panic while a streamed body is being sent is not caught here: that
+/// connection ends, the rest of the server goes on.
 pub async fn catch_panics(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    answered(req, move |req| next.call(req)).await
-}
-
-/// What `call` answers `req`, or, when it panics, the error a JSON 500 is made of (the hook
-/// above has logged the panic). A response cannot be made here: the request is gone with the
-/// unwinding, and keeping a copy of it would stop actix from routing it, which needs it
-/// unshared. A panic while a streamed body is being sent is not caught here: that connection
-/// ends, the rest of the server goes on.
-pub async fn answered<B, F>(
-    req: ServiceRequest,
-    call: impl FnOnce(ServiceRequest) -> F,
-) -> Result<ServiceResponse<B>, actix_web::Error>
-where
-    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-{
     // Unwind safety: a request that panicked shares nothing it could leave half-changed but
     // what every handler already guards with its own locks and stores. The call is made
     // inside the future, so a panic in its synchronous part is caught too.
-    match AssertUnwindSafe(async move { call(req).await }).catch_unwind().await {
+    match AssertUnwindSafe(async move { next.call(req).await }).catch_unwind().await {
         Ok(result) => result,
         Err(_) => Err(ApiError::bug().into()),
     }
@@ -90,9 +78,7 @@ mod tests {
     async fn a_handler_that_panics_gets_a_json_500_and_the_next_request_is_served() {
         let app = init_service(
             App::new()
-                .wrap(actix_web::middleware::from_fn(|req, next: actix_web::middleware::Next<_>| {
-                    answered(req, move |req| next.call(req))
-                }))
+                .wrap(actix_web::middleware::from_fn(catch_panics))
                 .route("/bug", web::get().to(|| async { panic!("a caller's text \n forged") as HttpResponse }))
                 .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("fine") })),
         )
