@@ -326,11 +326,10 @@ impl Events {
 
     /// The answer is over (finished, or failed in an event of its own): reads what is left of
     /// the body (the chunked body's end, a comment) on a task of its own, so the connection
-    /// goes back to the pool for the next chat or the retry. A body dropped
-    /// before its end closes the connection, and the next chat pays a new connection (a TLS
-    /// handshake) whenever that end comes in a write of its own, as from HTTP/1.1 servers that
-    /// flush each event (found by a reviewer). Bounded in bytes and time: a body that goes on
-    /// is dropped.
+    /// goes back to the pool for the next chat or the retry. A body dropped before its end
+    /// closes the connection, and the next chat pays a new connection (a TLS handshake)
+    /// whenever that end comes in a write of its own, as from HTTP/1.1 servers that flush each
+    /// event (found by a reviewer). Bounded in bytes and time: a body that goes on is dropped.
     pub fn finish(&mut self) {
         if std::mem::replace(&mut self.ended, true) {
             return;
