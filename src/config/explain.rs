@@ -162,6 +162,26 @@ mod tests {
     }
 
     #[test]
+    fn times_past_a_day_are_refused_before_they_overflow_a_clock() {
+        let max = u64::MAX.to_string();
+        let keys = ["BODY_TIMEOUT", "SHUTDOWN_GRACE", "KEEPALIVE", "STORE_LEASE", "WASM_CALL_TIMEOUT"];
+        let vars: Vec<(String, &str)> = keys.iter().map(|k| (format!("SLUICE_{k}_SECS"), max.as_str())).collect();
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let p = problems(&vars, None);
+        assert_eq!(p.len(), keys.len(), "{p:?}");
+        for (problem, key) in p.iter().zip(keys) {
+            let setting = format!("{}_secs", key.to_ascii_lowercase());
+            assert!(
+                problem
+                    .starts_with(&format!("{setting} (environment variable SLUICE_{key}_SECS): must be at most 86400")),
+                "{p:?}"
+            );
+        }
+        let day = [("SLUICE_WASM_CALL_TIMEOUT_SECS", "86400"), ("SLUICE_KEEPALIVE_SECS", "86400")];
+        assert!(problems(&day, None).is_empty());
+    }
+
+    #[test]
     fn effective_settings_name_their_source_and_hide_secrets() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("sluice.toml", "port = 9200\n")?;

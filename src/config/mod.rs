@@ -220,6 +220,19 @@ impl Settings {
         if self.wasm_call_timeout_secs == 0 {
             problems.push("wasm_call_timeout_secs: must be at least 1".to_string());
         }
+        // A time past any use is a mistake, and one near u64::MAX seconds overflows the clock
+        // it is added to (a panic on the first call that arms it).
+        for (key, secs) in [
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+            ("keepalive_secs", self.keepalive_secs),
+            ("store_lease_secs", self.store_lease_secs),
+            ("wasm_call_timeout_secs", self.wasm_call_timeout_secs),
+        ] {
+            if secs > MAX_SECS {
+                problems.push(format!("{key}: must be at most {MAX_SECS} (a day)"));
+            }
+        }
         if !(1..=1024).contains(&self.wasm_output_mb) {
             problems.push("wasm_output_mb: must be between 1 and 1024".to_string());
         }
@@ -253,6 +266,9 @@ impl Settings {
         }
     }
 }
+
+/// The longest any setting in seconds may be: a day.
+const MAX_SECS: u64 = 24 * 3600;
 
 /// `scheme://host[:port]`, nothing after: what a browser sends as `Origin`.
 fn valid_origin(origin: &str) -> bool {
