@@ -17,10 +17,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod escaped;
+mod json_line;
 mod line_fields;
 mod line_time;
 mod log_writer;
 mod panics;
+use json_line::{JsonFields, JsonLine};
 use line_fields::LineFields;
 pub use line_fields::OneLine;
 use line_time::LineTime;
@@ -49,7 +52,7 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(LineTime);
     let installed = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.fmt_fields(JsonFields).event_format(JsonLine).try_init(),
         LogFormat::Text => builder.fmt_fields(LineFields).try_init(),
     };
     // Another subscriber was there first: this writer is not used, its thread can go.

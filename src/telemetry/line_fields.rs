@@ -17,6 +17,8 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 
+use super::escaped::{write_value, AsRust, Escaped, FIELDS_BYTES};
+
 /// Text-format fields: `DefaultFields`' layout, every value escaped.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LineFields;
@@ -59,17 +61,8 @@ impl LineFieldsVisitor<'_> {
             self.writer.write_str(name)?;
             self.writer.write_char('=')?;
         }
-        write_value(&mut self.writer, value, &mut self.left)
+        write_value::<AsRust>(&mut self.writer, value, &mut self.left)
     }
-}
-
-/// One value, escaped and cut ([`Escaped`]): at most what `left`, the line's remaining
-/// budget, allows (never less than [`SMALL_VALUE_BYTES`]), which it then spends.
-fn write_value(writer: &mut Writer<'_>, value: fmt::Arguments<'_>, left: &mut usize) -> fmt::Result {
-    let mut out = Escaped::new(writer, (*left).clamp(SMALL_VALUE_BYTES, VALUE_BYTES));
-    out.write_fmt(value)?;
-    *left = left.saturating_sub(out.written);
-    out.finish()
 }
 
 impl Visit for LineFieldsVisitor<'_> {
@@ -105,7 +98,7 @@ fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'stat
         if n > 0 {
             writer.write_str(", ")?;
         }
-        write_value(writer, format_args!("{error}"), left)?;
+        write_value::<AsRust>(writer, format_args!("{error}"), left)?;
     }
     writer.write_char(']')
 }
@@ -122,84 +115,6 @@ impl VisitFmt for LineFieldsVisitor<'_> {
     }
 }
 
-/// The most one value writes, in bytes of the line (escapes counted as written).
-const VALUE_BYTES: usize = 4096;
-/// The most the values of one event (or of one span) write together; once it is spent, each
-/// value still shows its first [`SMALL_VALUE_BYTES`]. So a line stays well under the 16 KiB at
-/// which Docker, or the 48 KiB at which journald, split it into records: a caller's
-/// megabyte-long valve name made a line whose later records started where the caller padded
-/// its way to (found by a reviewer).
-const FIELDS_BYTES: usize = 8192;
-const SMALL_VALUE_BYTES: usize = 64;
-
-/// Writes one value through to the inner writer, each character a terminal or a log reader
-/// would act on written as its Rust escape (`\n`, `\u{1b}`, `\u{2028}`): the C0 and C1
-/// controls and DEL, the Unicode line and paragraph separators, and the marks that reorder
-/// what a reader sees (bidirectional overrides, isolates, LRM, RLM, ALM). A backslash stays as
-/// it is: text that spells `\n` cannot start a line. Past its limit the rest is counted, not
-/// written, never half a character or half an escape; [`Escaped::finish`] says how much.
-struct Escaped<'w, W: Write> {
-    out: &'w mut W,
-    left: usize,
-    written: usize,
-    cut: usize,
-}
-
-impl<'w, W: Write> Escaped<'w, W> {
-    fn new(out: &'w mut W, limit: usize) -> Self {
-        Escaped { out, left: limit, written: 0, cut: 0 }
-    }
-
-    /// `…(+N bytes)` after a value that was cut: N bytes of its text were left out.
-    fn finish(self) -> fmt::Result {
-        match self.cut {
-            0 => Ok(()),
-            cut => write!(self.out, "…(+{cut} bytes)"),
-        }
-    }
-
-    fn spend(&mut self, bytes: usize) {
-        self.left -= bytes;
-        self.written += bytes;
-    }
-}
-
-impl<W: Write> Write for Escaped<'_, W> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        // Nearly every value is plain: one pass over its bytes, then one write.
-        if !text.bytes().any(may_start_hazard) {
-            let mut keep = text.len().min(self.left);
-            while !text.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            // Once one character did not fit, nothing after it is written either.
-            if keep < text.len() {
-                self.cut += text.len() - keep;
-                self.left = keep;
-            }
-            self.spend(keep);
-            return self.out.write_str(&text[..keep]);
-        }
-        let mut plain_from = 0;
-        for (at, c) in text.char_indices() {
-            let hazard = is_hazard(c);
-            let needed = if hazard { c.escape_default().len() } else { c.len_utf8() };
-            if needed > self.left {
-                self.cut += text.len() - at;
-                self.left = 0;
-                return self.out.write_str(&text[plain_from..at]);
-            }
-            self.spend(needed);
-            if hazard {
-                self.out.write_str(&text[plain_from..at])?;
-                write!(self.out, "{}", c.escape_default())?;
-                plain_from = at + c.len_utf8();
-            }
-        }
-        self.out.write_str(&text[plain_from..])
-    }
-}
-
 /// Text shown on one line of a terminal as the log shows it: every character [`Escaped`]
 /// escapes written as its escape, nothing cut. For text from outside printed by the command
 /// line (an upstream's error kept in the outbox), where a raw ESC would drive the operator's
@@ -208,22 +123,10 @@ pub struct OneLine<'a>(pub &'a str);
 
 impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = Escaped::new(f, usize::MAX);
+        let mut out = Escaped::<_, AsRust>::new(f, usize::MAX);
         out.write_str(self.0)?;
         out.finish()
     }
-}
-
-/// A byte that is, or starts the UTF-8 of, a character [`is_hazard`] may hold: C0 and DEL are
-/// the byte itself, C1 starts with 0xC2, ALM (U+061C) with 0xD8, the separators and the other
-/// marks with 0xE2.
-fn may_start_hazard(byte: u8) -> bool {
-    byte < 0x20 || byte == 0x7f || byte == 0xc2 || byte == 0xd8 || byte == 0xe2
-}
-
-fn is_hazard(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -235,6 +138,7 @@ mod tests {
     use tracing_subscriber::fmt::format::DefaultFields;
     use tracing_subscriber::fmt::FormatFields;
 
+    use super::super::escaped::{is_hazard, VALUE_BYTES};
     use super::*;
 
     #[derive(Clone, Default)]
@@ -378,41 +282,5 @@ mod tests {
         });
         assert_eq!(out.lines().count(), 1);
         assert!(out.len() < FIELDS_BYTES + 2048, "{} bytes", out.len());
-    }
-
-    #[test]
-    fn a_cut_never_splits_a_character_or_an_escape() {
-        let mut out = String::new();
-        let mut escaped = Escaped::new(&mut out, 9);
-        write!(escaped, "aaaa€€\r").unwrap();
-        escaped.finish().unwrap();
-        // One `€` (3 bytes) fits in 9 after four `a`, the second does not, nor anything after.
-        assert_eq!(out, "aaaa€…(+4 bytes)");
-        let mut out = String::new();
-        let mut escaped = Escaped::new(&mut out, 10);
-        write!(escaped, "ab\u{1b}\u{1b}c").unwrap();
-        escaped.finish().unwrap();
-        // `\u{1b}` is 6 bytes: the first fits after `ab`, the second would not.
-        assert_eq!(out, r"ab\u{1b}…(+2 bytes)");
-    }
-
-    #[test]
-    fn plain_text_and_harmless_non_ascii_pass_as_they_are() {
-        for text in [
-            "",
-            "plain",
-            "é ü ß",
-            "€ – “quoted” …",
-            "日本語",
-            "\\n stays a backslash and an n",
-            "\u{a0}\u{2027}\u{202f}\u{2065}\u{206a}",
-        ] {
-            let mut out = String::new();
-            write!(Escaped::new(&mut out, VALUE_BYTES), "{text}").unwrap();
-            assert_eq!(out, text);
-        }
-        let mut out = String::new();
-        write!(Escaped::new(&mut out, VALUE_BYTES), "a\u{0}b\u{1f}c\u{80}d\u{9f}").unwrap();
-        assert_eq!(out, r"a\u{0}b\u{1f}c\u{80}d\u{9f}");
     }
 }

@@ -140,3 +140,44 @@ async fn a_caller_cannot_forge_a_line_in_the_text_log() {
     assert!(log.lines().all(|l| !l.starts_with(forged)), "{log}");
     assert!(!log.contains(['\u{1b}', '\u{2028}', '\r']), "{log:?}");
 }
+
+/// The same refusal in the JSON log, the valve's name 100,000 escape characters after a
+/// quote, a brace and a newline, and a request whose method is 8,000 letters (logged in the
+/// request's span): every line is one JSON object, shows no control character raw and stays
+/// under the 16 KiB at which Docker splits a line into records that are not JSON. Found by
+/// trying it: tracing-subscriber's JSON writer made a line of 60 KB.
+#[tokio::test]
+async fn a_caller_cannot_break_a_json_line_or_make_one_docker_would_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockServer::start().await;
+    let served = Served::start(dir.path(), &upstream.uri(), "json");
+    let start = "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\"}\u{2028}";
+    let body = serde_json::json!({ format!("{start}{}", "\u{1b}".repeat(100_000)): 1 });
+    let res = served.post("/openai_responses/valves/update", &body).await;
+    assert_eq!(res.status(), 422);
+    let method = "A".repeat(8000);
+    let head = format!(
+        "{method} /models HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {}\r\n\r\n",
+        served.key
+    );
+    let answer = crate::helpers::raw_exchange(&served.url, head.as_bytes(), 1).await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer:.200}");
+    let log = served.stop_text();
+    let mut lines = Vec::new();
+    for line in log.lines() {
+        assert!(line.len() < 16 * 1024, "a line of {} bytes: {line:.300}", line.len());
+        assert!(!line.contains(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')), "{line:.300}");
+        lines.push(serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line:.300}")));
+    }
+    // The caller's text is there as it was sent, up to where it was cut.
+    let quoting: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.as_object().unwrap().values().any(|v| v.as_str().is_some_and(|s| s.contains(start))))
+        .collect();
+    assert!(!quoting.is_empty(), "{log:.2000}");
+    assert!(quoting.iter().any(|l| l["status"] == 422), "{quoting:#?}");
+    let with_method: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["span"]["method"].as_str().is_some_and(|m| m.starts_with("AAAA"))).collect();
+    assert!(!with_method.is_empty(), "{log:.2000}");
+    assert!(with_method.iter().all(|l| l["span"]["method"].as_str().unwrap().ends_with("bytes)")), "{with_method:#?}");
+}
