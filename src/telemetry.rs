@@ -23,6 +23,7 @@ mod line_fields;
 mod line_time;
 mod log_writer;
 mod panics;
+pub use escaped::ShownJson;
 use json_line::{JsonFields, JsonLine};
 use line_fields::LineFields;
 pub use line_fields::OneLine;

@@ -97,7 +97,8 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
                         "dead_at_ms": e.dead_at_ms, "attempts": e.attempts, "last_status": e.last_status,
                         "last_error": e.last_error,
                     });
-                    let _ = writeln!(out, "{line}");
+                    // OpenPipe's answer, quoted in last_error, cannot drive the terminal.
+                    let _ = writeln!(out, "{}", crate::telemetry::ShownJson(&line.to_string()));
                 }
             })
         }

@@ -154,6 +154,24 @@ impl<W: Write, E: Escapes> Write for Escaped<'_, W, E> {
     }
 }
 
+/// Compact JSON as serde writes it, shown with the characters serde leaves raw that
+/// [`is_hazard`] names (C1 controls, DEL, separators, direction marks) as `\uXXXX` escapes.
+/// In compact JSON they can stand only inside strings, where the escape decodes to the same
+/// text: for JSON lines printed to an operator's terminal.
+pub struct ShownJson<'a>(pub &'a str);
+
+impl fmt::Display for ShownJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut plain_from = 0;
+        for (at, c) in self.0.char_indices().filter(|&(_, c)| is_hazard(c)) {
+            f.write_str(&self.0[plain_from..at])?;
+            AsJson::write(c, f)?;
+            plain_from = at + c.len_utf8();
+        }
+        f.write_str(&self.0[plain_from..])
+    }
+}
+
 /// A byte that is, or starts the UTF-8 of, a character [`is_hazard`] may hold: C0 and DEL are
 /// the byte itself, C1 starts with 0xC2, ALM (U+061C) with 0xD8, the separators and the other
 /// marks with 0xE2.
@@ -201,6 +219,18 @@ mod tests {
         }
         assert_eq!(escaped::<AsRust>("\\n stays a backslash and an n", VALUE_BYTES), "\\n stays a backslash and an n");
         assert_eq!(escaped::<AsRust>("a\u{0}b\u{1f}c\u{80}d\u{9f}", VALUE_BYTES), r"a\u{0}b\u{1f}c\u{80}d\u{9f}");
+    }
+
+    #[test]
+    fn shown_json_is_the_same_json_without_a_raw_hazard() {
+        let value =
+            serde_json::json!({"last_error": "HTTP 500: \u{1b}]0;x\u{7}\n\u{9b}2J \u{202e}txt \u{2028} é \"q\" \\"});
+        let json = value.to_string();
+        assert!(json.contains('\u{9b}') && json.contains('\u{202e}'), "serde leaves them raw: {json}");
+        let shown = ShownJson(&json).to_string();
+        assert!(shown.chars().all(|c| !is_hazard(c)), "{shown:?}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap(), value);
+        assert_eq!(ShownJson("{\"plain\":\"é\"}").to_string(), "{\"plain\":\"é\"}");
     }
 
     #[test]

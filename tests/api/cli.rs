@@ -145,6 +145,14 @@ fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     assert_eq!(code, 0);
     assert!(out.contains("HTTP 500: \\u{1b}]0;owned\\u{7}\\nforged line"), "{out}");
     assert!(!out.contains('\u{1b}') && out.lines().count() == 2, "{out}");
+    // Dead, as JSON lines: the text decodes as it was, no character a terminal acts on is raw.
+    let error = "HTTP 400: \u{9b}2J\u{1b}]0;owned\u{7} \u{202e}txt\u{2028}forged";
+    dead_letter_with(dir.path(), error);
+    let (code, out, _) = sluice(dir.path(), &["outbox", "--dead", "openpipe_reporting"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(|c: char| c.is_control() && c != '\n' || ('\u{2028}'..='\u{202e}').contains(&c)), "{out:?}");
+    let dead: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((dead["id"].as_str(), dead["last_error"].as_str()), (Some("r2"), Some(error)), "{out}");
     let (code, _, err) = sluice(dir.path(), &["outbox", "--frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("Usage: sluice outbox"), "{err}");
@@ -168,6 +176,19 @@ fn outbox_entry_failed_with(dir: &std::path::Path, error: &str) {
     runtime.block_on(async {
         store.enqueue("openpipe_reporting", vec![entry], vec![]).await.unwrap();
         store.retry_later("openpipe_reporting", "r1", 0, Some(500), error).await.unwrap();
+    });
+}
+
+/// Queues one report in the store under `dir` and makes it a dead letter with `reason`.
+fn dead_letter_with(dir: &std::path::Path, reason: &str) {
+    use sluice_sdk::outbox::{NewEntry, Outbox};
+    let store = sluice::store::SqliteStore::open(&dir.join("data").join(sluice::store::STORE_FILE)).unwrap();
+    let entry =
+        NewEntry { id: "r2".into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({}) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        store.enqueue("openpipe_reporting", vec![entry], vec![]).await.unwrap();
+        store.dead_letter("openpipe_reporting", "r2", Some(400), reason).await.unwrap();
     });
 }
 
