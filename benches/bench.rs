@@ -2,7 +2,8 @@
 //! it over loopback and prints one machine-readable line per figure. Run on demand:
 //! `cargo run --release --bin sluice-bench` (figures in docs/performance.md). Not a test:
 //! nothing here asserts a speed. The served sluice logs warnings only; `BENCH_LOG_LEVEL=info`
-//! measures the default, a line per request (send its stderr to a pipe, as a container's is).
+//! measures the default, a line per request (send its stderr to a pipe, as a container's is);
+//! `BENCH_LOG_FORMAT=json` logs JSON lines instead of text.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -90,6 +91,10 @@ async fn serve() {
         log_level: log_level.clone(),
         store_url: std::env::var("SLUICE_STORE_URL").ok().map(sluice_sdk::Secret::new),
         workers: std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(0),
+        log_format: match std::env::var("BENCH_LOG_FORMAT").as_deref() {
+            Ok("json") => sluice::config::LogFormat::Json,
+            _ => sluice::config::LogFormat::Text,
+        },
         ..Settings::default()
     };
     let _log = sluice::telemetry::init(&log_level, settings.log_format);

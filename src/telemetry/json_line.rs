@@ -23,9 +23,12 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use super::escaped::{write_value, AsJson, FIELDS_BYTES, VALUE_BYTES};
 use super::line_time::LineTime;
 
-/// The most one span's fields write. A span is written twice in a line, as `span` and in
-/// `spans`: with the event's [`FIELDS_BYTES`] a line stays under Docker's 16 KiB.
-const SPAN_FIELDS_BYTES: usize = 2048;
+/// The most one span's fields write, `Span::record`s included.
+const SPAN_FIELDS_BYTES: usize = 1536;
+/// The most the spans' fields write in one line, where a span is written twice (as `span` and
+/// in `spans`): a span whose fields do not fit any more is written without them. With the
+/// event's [`FIELDS_BYTES`] a line stays under Docker's 16 KiB.
+const SPANS_BYTES: usize = 4096;
 /// Spans listed in `spans`, from the root; sluice opens one per request.
 const MAX_SPANS: usize = 4;
 /// Causes listed after an error, at most: a chain that comes back to itself would not end.
@@ -63,14 +66,15 @@ where
         name(&mut writer, meta.target())?;
         let current = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
         if let Some(current) = current {
+            let mut left = SPANS_BYTES;
             writer.write_str(",\"span\":")?;
-            write_span(&mut writer, &current)?;
+            write_span(&mut writer, &current, &mut left)?;
             writer.write_str(",\"spans\":[")?;
             for (n, span) in current.scope().from_root().take(MAX_SPANS).enumerate() {
                 if n > 0 {
                     writer.write_char(',')?;
                 }
-                write_span(&mut writer, &span)?;
+                write_span(&mut writer, &span, &mut left)?;
             }
             writer.write_char(']')?;
         }
@@ -78,16 +82,22 @@ where
     }
 }
 
-/// `{"field":value,…,"name":"span name"}`.
-fn write_span<S>(writer: &mut Writer<'_>, span: &SpanRef<'_, S>) -> fmt::Result
+/// `{"field":value,…,"name":"span name"}`, the fields if they fit in `left` (which they
+/// spend), else `"fields":"…(+N bytes)"`.
+fn write_span<S>(writer: &mut Writer<'_>, span: &SpanRef<'_, S>, left: &mut usize) -> fmt::Result
 where
     S: for<'a> LookupSpan<'a>,
 {
     writer.write_char('{')?;
     let extensions = span.extensions();
-    if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>().filter(|f| !f.fields.is_empty()) {
-        writer.write_str(&fields.fields)?;
-        writer.write_char(',')?;
+    match extensions.get::<FormattedFields<JsonFields>>().map(|f| f.fields.as_str()).filter(|f| !f.is_empty()) {
+        Some(fields) if fields.len() <= *left => {
+            *left -= fields.len();
+            writer.write_str(fields)?;
+            writer.write_char(',')?;
+        }
+        Some(fields) => write!(writer, "\"fields\":\"…(+{} bytes)\",", fields.len())?,
+        None => {}
     }
     writer.write_str("\"name\":")?;
     name(writer, span.name())?;
@@ -103,8 +113,10 @@ impl<'w> FormatFields<'w> for JsonFields {
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
         let separate = !current.fields.is_empty();
+        // What the span's fields wrote so far is spent: records cannot grow it without bound.
+        let left = SPAN_FIELDS_BYTES.saturating_sub(current.fields.len());
         let mut writer = current.as_writer();
-        let mut entries = Entries::new(&mut writer, SPAN_FIELDS_BYTES, separate);
+        let mut entries = Entries::new(&mut writer, left, separate);
         fields.record(&mut entries);
         entries.result
     }
@@ -124,10 +136,10 @@ impl<'a, 'w> Entries<'a, 'w> {
         Entries { writer, separate, left: budget, result: Ok(()) }
     }
 
-    /// Writes `"name":` then the value with `value`, unless an earlier entry failed.
+    /// Writes `"name":` then the value with `value`, unless an earlier entry failed or the
+    /// field is not written.
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>, &mut usize) -> fmt::Result) {
-        // tracing-log's copy of a `log` record's metadata: already in the line's target.
-        if self.result.is_err() || field.name().starts_with("log.") {
+        if self.result.is_err() || unwritten(field) {
             return;
         }
         self.result = self.key(field.name());
@@ -144,17 +156,23 @@ impl<'a, 'w> Entries<'a, 'w> {
         self.writer.write_char(':')
     }
 
-    /// `,"error.sources":["cause","its cause"]`, as the text log lists an error's causes.
+    /// `"error.sources":["cause","its cause"]`, as the text log lists an error's causes; once
+    /// the budget is spent, how many more there are.
     fn sources(&mut self, field: &Field, first: &(dyn Error + 'static)) -> fmt::Result {
-        self.writer.write_char(',')?;
-        name(self.writer, &format!("{}.sources", field.name()))?;
-        self.writer.write_str(":[")?;
-        let causes = std::iter::successors(Some(first), |&error| error.source());
-        for (n, error) in causes.take(MAX_SOURCES).enumerate() {
+        self.key(&format!("{}.sources", field.name()))?;
+        self.writer.write_char('[')?;
+        let mut causes = std::iter::successors(Some(first), |&error| error.source()).take(MAX_SOURCES);
+        let mut n = 0;
+        while let Some(error) = causes.next() {
             if n > 0 {
                 self.writer.write_char(',')?;
+                if self.left == 0 {
+                    string(self.writer, format_args!("…(+{} more)", 1 + causes.count()), &mut { VALUE_BYTES })?;
+                    break;
+                }
             }
             string(self.writer, format_args!("{error}"), &mut self.left)?;
+            n += 1;
         }
         self.writer.write_char(']')
     }
@@ -162,6 +180,11 @@ impl<'a, 'w> Entries<'a, 'w> {
     fn raw(&mut self, field: &Field, value: impl fmt::Display) {
         self.entry(field, |writer, _| write!(writer, "{value}"));
     }
+}
+
+/// tracing-log's copy of a `log` record's metadata: already in the line's target.
+fn unwritten(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
 /// A name from the code (a field, a target, a span), as a JSON string: escaped all the same, so
@@ -188,7 +211,7 @@ impl Visit for Entries<'_, '_> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         self.entry(field, |writer, left| string(writer, format_args!("{value}"), left));
-        if let (Some(first), Ok(())) = (value.source(), self.result) {
+        if let (Some(first), Ok(()), false) = (value.source(), self.result, unwritten(field)) {
             self.result = self.sources(field, first);
         }
     }
@@ -206,11 +229,14 @@ impl Visit for Entries<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // Rust writes a finite f64 without an exponent, which JSON reads; JSON has no NaN.
-        if value.is_finite() {
+        // Rust writes an f64 without an exponent: `f64::MAX` as 309 digits, which serde's JSON
+        // refuses to read back. Very large and very small ones get an exponent; JSON has no NaN.
+        if !value.is_finite() {
+            self.raw(field, "null");
+        } else if value == 0.0 || (1e-6..1e15).contains(&value.abs()) {
             self.raw(field, value);
         } else {
-            self.raw(field, "null");
+            self.raw(field, format_args!("{value:e}"));
         }
     }
 }
@@ -347,6 +373,11 @@ mod tests {
                 nan = f64::NAN,
                 inf = f64::INFINITY,
                 tiny = 1e-300,
+                max = f64::MAX,
+                min = f64::MIN,
+                least = 5e-324,
+                big = 1e21,
+                small = -0.25,
                 "refused"
             )
         });
@@ -354,7 +385,18 @@ mod tests {
         assert_eq!(line["error"], "outer\n");
         assert_eq!(line["error.sources"], serde_json::json!(["middle\"", "inner"]));
         assert!(line["nan"].is_null() && line["inf"].is_null(), "{line}");
-        assert_eq!(line["tiny"], 1e-300);
+        let floats = [
+            ("tiny", 1e-300),
+            ("max", f64::MAX),
+            ("min", f64::MIN),
+            ("least", 5e-324),
+            ("big", 1e21),
+            ("small", -0.25),
+        ];
+        for (key, value) in floats {
+            assert_eq!(line[key].as_f64(), Some(value), "{key}: {out}");
+        }
+        assert!(out.contains("\"small\":-0.25,"), "{out}");
     }
 
     #[test]
@@ -395,6 +437,38 @@ mod tests {
             "{message:.80}"
         );
         assert!(line["span"]["method"].as_str().unwrap().ends_with("bytes)"), "{line}");
+    }
+
+    #[test]
+    fn no_span_or_error_makes_a_line_docker_would_split() {
+        // What sluice does not do today, found by a reviewer reading the code: nested spans
+        // with long fields, a field recorded again and again, errors with many long causes,
+        // a `log.` error field with causes in a span.
+        let long: &'static str = "\u{1b}".repeat(10_000).leak();
+        let chain = (0..40).fold(None, |cause, _| Some(Box::new(Failure(long, cause)))).unwrap();
+        let chain = &*chain as &(dyn Error + 'static);
+        let out = ours(|| {
+            let outer = tracing::info_span!("outer", a = %long, b = %long, log.err = chain, n = 1);
+            let _outer = outer.enter();
+            let middle = tracing::info_span!("middle", a = %long, user = tracing::field::Empty);
+            for _ in 0..20 {
+                middle.record("user", long);
+            }
+            let _middle = middle.enter();
+            let inner = tracing::info_span!("inner", a = %long);
+            let _inner = inner.enter();
+            let innermost = tracing::info_span!("innermost", a = %long);
+            let _innermost = innermost.enter();
+            tracing::info!(e1 = chain, e2 = chain, e3 = chain, a = %long, "{long}");
+        });
+        assert_eq!(out.lines().count(), 1);
+        assert!(out.len() < 16 * 1024, "{} bytes", out.len());
+        let line = &parsed(&out)[0];
+        assert_eq!(line["spans"][0]["n"], 1, "{line}");
+        assert_eq!(line["spans"].as_array().unwrap().len(), MAX_SPANS);
+        assert!(line["spans"][3]["fields"].as_str().unwrap().starts_with("…(+"), "{line}");
+        let causes = line["e3.sources"].as_array().unwrap();
+        assert!(causes.last().unwrap().as_str().unwrap().ends_with(" more)"), "{line}");
     }
 
     #[test]

@@ -90,15 +90,23 @@ impl Visit for LineFieldsVisitor<'_> {
 /// Causes listed after an error, at most: a chain that comes back to itself would not end.
 const MAX_SOURCES: usize = 32;
 
-/// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them.
+/// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them; once the
+/// line's budget is spent, how many more there are (`…(+N more)`), so many long causes cannot
+/// make a line that is split.
 fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static), left: &mut usize) -> fmt::Result {
     write!(writer, " {name}.sources=[")?;
-    let causes = std::iter::successors(Some(first), |&error| error.source());
-    for (n, error) in causes.take(MAX_SOURCES).enumerate() {
+    let mut causes = std::iter::successors(Some(first), |&error| error.source()).take(MAX_SOURCES);
+    let mut n = 0;
+    while let Some(error) = causes.next() {
         if n > 0 {
             writer.write_str(", ")?;
+            if *left == 0 {
+                write!(writer, "…(+{} more)", 1 + causes.count())?;
+                break;
+            }
         }
         write_value::<AsRust>(writer, format_args!("{error}"), left)?;
+        n += 1;
     }
     writer.write_char(']')
 }
@@ -274,13 +282,16 @@ mod tests {
     fn the_most_a_line_of_hostile_values_can_be() {
         // Every value as long as a caller can make it, each character an escape: the line
         // stays far below the 16 KiB at which Docker splits it.
-        let error = Failure("\u{1b}".repeat(10_000).leak(), Some(Box::new(Failure("\n".repeat(10_000).leak(), None))));
+        let error =
+            (0..40).fold(None, |cause, _| Some(Box::new(Failure("\u{1b}".repeat(10_000).leak(), cause)))).unwrap();
+        let error = &*error;
         let out = printed(LineFields, || {
             let long = "\u{2028}".repeat(10_000);
             tracing::info!(a = %long, b = %long, c = %long, d = %long, e = %long, f = %long, g = %long, h = %long,
-                error = &error as &(dyn Error + 'static), "{long}");
+                error = error as &(dyn Error + 'static), "{long}");
         });
         assert_eq!(out.lines().count(), 1);
         assert!(out.len() < FIELDS_BYTES + 2048, "{} bytes", out.len());
+        assert!(out.trim_end().ends_with(", …(+31 more)]"), "{out}");
     }
 }

@@ -70,10 +70,13 @@ impl std::io::Write for ScanningWriter {
 /// every `sluice_*` crate, a new pipeline's too) and every dependency at `debug` (HTTP server
 /// and clients, wiremock), so a secret logged anywhere fails a test.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::new("debug,sluice=trace");
-    // The same caps as the binary's logging (sluice::telemetry), so the scan checks them.
-    let filter = sluice::telemetry::without_secret_leaks(filter);
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScanningWriter).try_init();
+    // The same cap as the binary's logging (sluice::telemetry), so the scan checks it.
+    let cap = sluice::telemetry::secret_cap();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScanningWriter).finish().with(cap).try_init();
 });
 
 /// Fails the calling test if any log line so far held a secret.
