@@ -26,6 +26,8 @@ mod line_fields;
 mod line_time;
 mod log_writer;
 mod panics;
+#[cfg(test)]
+mod test_log;
 pub use escaped::ShownJson;
 use json_line::{JsonFields, JsonLine};
 use line_fields::LineFields;

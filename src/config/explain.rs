@@ -179,6 +179,8 @@ mod tests {
         }
         let day = [("SLUICE_WASM_CALL_TIMEOUT_SECS", "86400"), ("SLUICE_KEEPALIVE_SECS", "86400")];
         assert!(problems(&day, None).is_empty());
+        let p = problems(&[("SLUICE_STORE_LEASE_SECS", "0")], None);
+        assert_eq!(p, ["store_lease_secs (environment variable SLUICE_STORE_LEASE_SECS): must be at least 1"]);
     }
 
     #[test]

@@ -220,6 +220,11 @@ impl Settings {
         if self.wasm_call_timeout_secs == 0 {
             problems.push("wasm_call_timeout_secs: must be at least 1".to_string());
         }
+        // Leases are renewed every third of the lease: at 0 the delivery loop renewed without
+        // sleeping while an attempt was in flight, and another replica took it at once.
+        if self.store_lease_secs == 0 {
+            problems.push("store_lease_secs: must be at least 1".to_string());
+        }
         // A time past any use is a mistake, and one near u64::MAX seconds overflows the clock
         // it is added to (a panic on the first call that arms it).
         for (key, secs) in [

@@ -244,58 +244,40 @@ impl Visit for Entries<'_, '_> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use serde_json::Value;
 
     use super::super::escaped::is_hazard;
+    use super::super::test_log::{logged, Failure};
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn capture(log: impl FnOnce(), install: impl FnOnce(Captured) -> tracing::Dispatch) -> String {
-        let out = Captured::default();
-        tracing::dispatcher::with_default(&install(out.clone()), log);
-        let bytes = out.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
 
     /// What `log` prints as JSON lines: ours.
     fn ours(log: impl FnOnce()) -> String {
-        capture(log, |out| {
-            tracing_subscriber::fmt()
-                .with_writer(move || out.clone())
-                .with_max_level(tracing::Level::TRACE)
-                .fmt_fields(JsonFields)
-                .event_format(JsonLine)
-                .finish()
-                .into()
-        })
+        logged(
+            |out| {
+                tracing_subscriber::fmt()
+                    .with_writer(move || out.clone())
+                    .with_max_level(tracing::Level::TRACE)
+                    .fmt_fields(JsonFields)
+                    .event_format(JsonLine)
+                    .finish()
+            },
+            log,
+        )
     }
 
     /// The same through tracing-subscriber's own JSON writer, as sluice used it.
     fn theirs(log: impl FnOnce()) -> String {
-        capture(log, |out| {
-            tracing_subscriber::fmt()
-                .with_writer(move || out.clone())
-                .with_max_level(tracing::Level::TRACE)
-                .json()
-                .flatten_event(true)
-                .finish()
-                .into()
-        })
+        logged(
+            |out| {
+                tracing_subscriber::fmt()
+                    .with_writer(move || out.clone())
+                    .with_max_level(tracing::Level::TRACE)
+                    .json()
+                    .flatten_event(true)
+                    .finish()
+            },
+            log,
+        )
     }
 
     fn parsed(lines: &str) -> Vec<Value> {
@@ -347,21 +329,6 @@ mod tests {
         // 2026-12-04T19:05:20.062307Z
         assert_eq!((time.len(), &time[4..5], &time[10..11], &time[26..]), (27, "-", "T", "Z"), "{time}");
         assert!(line.get("span").is_none() && line.get("spans").is_none(), "{line}");
-    }
-
-    #[derive(Debug)]
-    struct Failure(&'static str, Option<Box<Failure>>);
-
-    impl fmt::Display for Failure {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl Error for Failure {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
-        }
     }
 
     #[test]

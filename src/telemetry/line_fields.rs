@@ -140,60 +140,30 @@ impl fmt::Display for OneLine<'_> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::fmt::format::DefaultFields;
     use tracing_subscriber::fmt::FormatFields;
 
     use super::super::escaped::{is_hazard, VALUE_BYTES};
+    use super::super::test_log::{logged, Failure};
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// What `log` prints through a text subscriber that formats fields with `fields`.
     fn printed<N>(fields: N, log: impl FnOnce()) -> String
     where
         N: for<'w> FormatFields<'w> + Send + Sync + 'static,
     {
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .without_time()
-            .with_max_level(tracing::Level::TRACE)
-            .fmt_fields(fields)
-            .finish();
-        tracing::subscriber::with_default(subscriber, log);
-        let bytes = out.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    #[derive(Debug)]
-    struct Failure(&'static str, Option<Box<Failure>>);
-
-    impl fmt::Display for Failure {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl Error for Failure {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
-        }
+        logged(
+            |out| {
+                tracing_subscriber::fmt()
+                    .with_writer(move || out.clone())
+                    .with_ansi(false)
+                    .without_time()
+                    .with_max_level(tracing::Level::TRACE)
+                    .fmt_fields(fields)
+                    .finish()
+            },
+            log,
+        )
     }
 
     fn every_kind_of_field(text: &'static str) {

@@ -140,14 +140,14 @@ fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     assert_eq!(code, 0);
     assert!(out.starts_with("queue") && out.contains("openpipe_reporting"), "a fresh store names its queues: {out}");
     // An upstream's error text, kept for the operator, cannot drive the operator's terminal.
-    outbox_entry_failed_with(dir.path(), "HTTP 500: \u{1b}]0;owned\u{7}\nforged line");
+    report_in_store(dir.path(), "r1", Outcome::Failed("HTTP 500: \u{1b}]0;owned\u{7}\nforged line"));
     let (code, out, _) = sluice(dir.path(), &["outbox"]);
     assert_eq!(code, 0);
     assert!(out.contains("HTTP 500: \\u{1b}]0;owned\\u{7}\\nforged line"), "{out}");
     assert!(!out.contains('\u{1b}') && out.lines().count() == 2, "{out}");
     // Dead, as JSON lines: the text decodes as it was, no character a terminal acts on is raw.
     let error = "HTTP 400: \u{9b}2J\u{1b}]0;owned\u{7} \u{202e}txt\u{2028}forged";
-    dead_letter_with(dir.path(), error);
+    report_in_store(dir.path(), "r2", Outcome::Dead(error));
     let (code, out, _) = sluice(dir.path(), &["outbox", "--dead", "openpipe_reporting"]);
     assert_eq!(code, 0);
     assert!(!out.contains(|c: char| c.is_control() && c != '\n' || ('\u{2028}'..='\u{202e}').contains(&c)), "{out:?}");
@@ -166,29 +166,27 @@ fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     assert!(err.contains("LIMIT must be a positive number"), "{err}");
 }
 
-/// Queues one report in the store under `dir` and records a failed attempt with `error`.
-fn outbox_entry_failed_with(dir: &std::path::Path, error: &str) {
-    use sluice_sdk::outbox::{NewEntry, Outbox};
-    let store = sluice::store::SqliteStore::open(&dir.join("data").join(sluice::store::STORE_FILE)).unwrap();
-    let entry =
-        NewEntry { id: "r1".into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({}) };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        store.enqueue("openpipe_reporting", vec![entry], vec![]).await.unwrap();
-        store.retry_later("openpipe_reporting", "r1", 0, Some(500), error).await.unwrap();
-    });
+/// What became of the one report [`report_in_store`] queues.
+enum Outcome<'a> {
+    /// An attempt failed with this error; it is tried again later.
+    Failed(&'a str),
+    /// Given up on, with this reason.
+    Dead(&'a str),
 }
 
-/// Queues one report in the store under `dir` and makes it a dead letter with `reason`.
-fn dead_letter_with(dir: &std::path::Path, reason: &str) {
+/// Queues the report `id` in the store under `dir`, then records `outcome` for it.
+fn report_in_store(dir: &std::path::Path, id: &str, outcome: Outcome<'_>) {
     use sluice_sdk::outbox::{NewEntry, Outbox};
     let store = sluice::store::SqliteStore::open(&dir.join("data").join(sluice::store::STORE_FILE)).unwrap();
     let entry =
-        NewEntry { id: "r2".into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({}) };
+        NewEntry { id: id.into(), kind: "report".into(), target: "/report".into(), body: serde_json::json!({}) };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         store.enqueue("openpipe_reporting", vec![entry], vec![]).await.unwrap();
-        store.dead_letter("openpipe_reporting", "r2", Some(400), reason).await.unwrap();
+        match outcome {
+            Outcome::Failed(error) => store.retry_later("openpipe_reporting", id, 0, Some(500), error).await.unwrap(),
+            Outcome::Dead(reason) => store.dead_letter("openpipe_reporting", id, Some(400), reason).await.unwrap(),
+        }
     });
 }
 
