@@ -4,6 +4,7 @@
 //! (16 KiB) or journald (48 KiB) to split it into records that start where a caller padded its
 //! text to.
 
+use std::error::Error;
 use std::fmt::{self, Write};
 
 /// The most one value writes, in bytes of the line (escapes counted as written).
@@ -86,6 +87,34 @@ pub fn write_value<E: Escapes>(out: &mut impl Write, value: fmt::Arguments<'_>, 
     escaped.write_fmt(value)?;
     *left = left.saturating_sub(escaped.written);
     escaped.finish()
+}
+
+/// Causes listed after an error, at most: a chain that comes back to itself would not end.
+const MAX_SOURCES: usize = 32;
+
+/// An error's causes as both formats list them: each written by `cause` within what is left of
+/// the line's budget, `separator` between; once the budget is spent, how many more there are
+/// (`…(+N more)`, also written by `cause`), so many long causes cannot make a line that is split.
+pub fn write_causes<W: Write>(
+    out: &mut W,
+    first: &(dyn Error + 'static),
+    separator: &str,
+    left: &mut usize,
+    mut cause: impl FnMut(&mut W, fmt::Arguments<'_>, &mut usize) -> fmt::Result,
+) -> fmt::Result {
+    let mut causes = std::iter::successors(Some(first), |&error| error.source()).take(MAX_SOURCES);
+    let mut n = 0;
+    while let Some(error) = causes.next() {
+        if n > 0 {
+            out.write_str(separator)?;
+            if *left == 0 {
+                return cause(out, format_args!("…(+{} more)", 1 + causes.count()), &mut { VALUE_BYTES });
+            }
+        }
+        cause(out, format_args!("{error}"), left)?;
+        n += 1;
+    }
+    Ok(())
 }
 
 /// Writes one value through to the inner writer, each character `E` escapes written as its

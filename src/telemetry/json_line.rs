@@ -20,7 +20,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use super::escaped::{write_value, AsJson, FIELDS_BYTES, VALUE_BYTES};
+use super::escaped::{write_causes, write_value, AsJson, FIELDS_BYTES, VALUE_BYTES};
 use super::line_time::LineTime;
 
 /// The most one span's fields write, `Span::record`s included.
@@ -31,8 +31,6 @@ const SPAN_FIELDS_BYTES: usize = 1536;
 const SPANS_BYTES: usize = 4096;
 /// Spans listed in `spans`, from the root; sluice opens one per request.
 const MAX_SPANS: usize = 4;
-/// Causes listed after an error, at most: a chain that comes back to itself would not end.
-const MAX_SOURCES: usize = 32;
 
 /// Writes one event as one JSON object on one line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,19 +159,7 @@ impl<'a, 'w> Entries<'a, 'w> {
     fn sources(&mut self, field: &Field, first: &(dyn Error + 'static)) -> fmt::Result {
         self.key(&format!("{}.sources", field.name()))?;
         self.writer.write_char('[')?;
-        let mut causes = std::iter::successors(Some(first), |&error| error.source()).take(MAX_SOURCES);
-        let mut n = 0;
-        while let Some(error) = causes.next() {
-            if n > 0 {
-                self.writer.write_char(',')?;
-                if self.left == 0 {
-                    string(self.writer, format_args!("…(+{} more)", 1 + causes.count()), &mut { VALUE_BYTES })?;
-                    break;
-                }
-            }
-            string(self.writer, format_args!("{error}"), &mut self.left)?;
-            n += 1;
-        }
+        write_causes(self.writer, first, ",", &mut self.left, string)?;
         self.writer.write_char(']')
     }
 

@@ -17,7 +17,7 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 
-use super::escaped::{write_value, AsRust, Escaped, FIELDS_BYTES};
+use super::escaped::{write_causes, write_value, AsRust, Escaped, FIELDS_BYTES};
 
 /// Text-format fields: `DefaultFields`' layout, every value escaped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -87,27 +87,11 @@ impl Visit for LineFieldsVisitor<'_> {
     }
 }
 
-/// Causes listed after an error, at most: a chain that comes back to itself would not end.
-const MAX_SOURCES: usize = 32;
-
-/// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them; once the
-/// line's budget is spent, how many more there are (`…(+N more)`), so many long causes cannot
-/// make a line that is split.
+/// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them
+/// ([`write_causes`]).
 fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static), left: &mut usize) -> fmt::Result {
     write!(writer, " {name}.sources=[")?;
-    let mut causes = std::iter::successors(Some(first), |&error| error.source()).take(MAX_SOURCES);
-    let mut n = 0;
-    while let Some(error) = causes.next() {
-        if n > 0 {
-            writer.write_str(", ")?;
-            if *left == 0 {
-                write!(writer, "…(+{} more)", 1 + causes.count())?;
-                break;
-            }
-        }
-        write_value::<AsRust>(writer, format_args!("{error}"), left)?;
-        n += 1;
-    }
+    write_causes(writer, first, ", ", left, write_value::<AsRust>)?;
     writer.write_char(']')
 }
 
