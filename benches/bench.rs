@@ -57,6 +57,7 @@ impl Pipeline for BenchPipe {
 
 mod many_answers;
 mod raw_http;
+mod request_log;
 mod wasm;
 mod wrk;
 
@@ -72,6 +73,10 @@ fn main() {
         upstream();
     } else if args.get(1).map(String::as_str) == Some("relay") {
         relay(&args[2]);
+    } else if args.get(1).map(String::as_str) == Some("log-child") {
+        request_log::child(&args[2], &args[3]);
+    } else if args.get(1).map(String::as_str) == Some("log") {
+        request_log::group();
     } else {
         drive();
     }
