@@ -12,9 +12,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
-use tracing_subscriber::filter::{filter_fn, FilterFn};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::{filter_fn, FilterFn, Targets};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,7 @@ mod line_fields;
 mod line_time;
 mod log_writer;
 mod panics;
+mod staged;
 #[cfg(test)]
 mod test_log;
 pub use escaped::ShownJson;
@@ -33,7 +34,7 @@ use json_line::{JsonFields, JsonLine};
 use line_fields::LineFields;
 pub use line_fields::OneLine;
 use line_time::LineTime;
-use log_writer::{Batching, LogWriter, WriterGuard};
+use log_writer::{Batching, LogSink, LogWriter, WriterGuard};
 pub use panics::{catch_panics, log_panics};
 
 /// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
@@ -43,25 +44,61 @@ pub struct LogGuard(#[allow(dead_code)] Option<WriterGuard>);
 /// Installs the global subscriber once; later calls (tests) are ignored. Lines reach stderr
 /// through [`log_writer`], many per write.
 pub fn init(level: &str, format: LogFormat) -> LogGuard {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into())))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal: in a file, journald or `docker logs` the escape
     // codes are noise (and formatting them costs time on every line).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = match LogWriter::start(Box::new(std::io::stderr()), Batching::default()) {
-        Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
+    let (sink, guard) = match LogWriter::start(Box::new(std::io::stderr()), Batching::default()) {
+        Ok((writer, guard)) => (LogSink::Batched(writer), Some(guard)),
         // No thread for it: each line written by whoever logs it, as before.
-        Err(_) => (BoxMakeWriter::new(std::io::stderr), None),
+        Err(_) => (LogSink::Stderr, None),
     };
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).with_timer(LineTime);
+    let lines = tracing_subscriber::fmt::layer().with_writer(sink).with_ansi(ansi).with_timer(LineTime);
     let installed = match format {
-        LogFormat::Json => builder.fmt_fields(JsonFields).event_format(JsonLine).finish().with(secret_cap()).try_init(),
-        LogFormat::Text => builder.fmt_fields(LineFields).finish().with(secret_cap()).try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(lines.fmt_fields(JsonFields).event_format(JsonLine))
+            .with(operator_filter(level))
+            .with(secret_cap())
+            .try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(lines.fmt_fields(LineFields))
+            .with(operator_filter(level))
+            .with(secret_cap())
+            .try_init(),
     };
     // Another subscriber was there first: this writer is not used, its thread can go.
     LogGuard(guard.filter(|_| installed.is_ok()))
+}
+
+/// What the operator asked to see: `RUST_LOG` when it is set and valid, else the level setting.
+/// Directives of targets and levels only (`info`, `sluice=debug,warn`), the usual case, are
+/// kept as [`Targets`]: the same choice, made without EnvFilter's bookkeeping of every span
+/// entered and left (a read lock on each, 7 % of a request's logging). Directives that name
+/// spans or fields need EnvFilter.
+fn operator_filter<S>(level: &str) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(asked) if EnvFilter::try_new(&asked).is_ok() => asked,
+        _ => crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into()),
+    };
+    match plain_targets(&directives) {
+        Some(targets) => Box::new(targets),
+        None => Box::new(EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))),
+    }
+}
+
+/// `directives` as [`Targets`] when they name no span or field, with EnvFilter's reading of
+/// them (empty directives are skipped); `None` for what only EnvFilter reads.
+fn plain_targets(directives: &str) -> Option<Targets> {
+    if directives.contains(['[', ']', '{', '}', '"']) {
+        return None;
+    }
+    let kept: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    kept.join(",").parse().ok()
 }
 
 /// Caps the dependencies that log data at debug level, whatever level was asked for:
@@ -218,6 +255,72 @@ mod tests {
         // The cap does not widen the level the operator asked for.
         let subscriber = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("info")).finish().with(secret_cap());
         assert_eq!(tracing::Subscriber::max_level_hint(&subscriber), Some(tracing::level_filters::LevelFilter::INFO));
+    }
+
+    /// What a subscriber filtered by `filter` enables: for each target, levels trace to error.
+    fn verdicts<L>(filter: L) -> (Vec<[bool; 5]>, Option<tracing::level_filters::LevelFilter>)
+    where
+        L: Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    {
+        use tracing::Level;
+        macro_rules! each_target {
+            ($($target:literal),*) => {
+                vec![$([
+                    tracing::enabled!(target: $target, Level::TRACE),
+                    tracing::enabled!(target: $target, Level::DEBUG),
+                    tracing::enabled!(target: $target, Level::INFO),
+                    tracing::enabled!(target: $target, Level::WARN),
+                    tracing::enabled!(target: $target, Level::ERROR),
+                ]),*]
+            };
+        }
+        let subscriber = tracing_subscriber::registry().with(filter);
+        let hint = tracing::Subscriber::max_level_hint(&subscriber);
+        let seen = tracing::subscriber::with_default(subscriber, || {
+            each_target!(
+                "sluice",
+                "sluice::store",
+                "sluice::store::postgres",
+                "sluicex",
+                "actix_web",
+                "actix_server::worker",
+                "h2",
+                "tokio_postgres::query"
+            )
+        });
+        (seen, hint)
+    }
+
+    #[test]
+    fn plain_directives_read_as_envfilter_reads_them() {
+        for asked in [
+            "info",
+            "warn",
+            "debug",
+            "trace",
+            "error",
+            "off",
+            "INFO",
+            "Warn",
+            "sluice",
+            "sluice=debug",
+            "sluice=debug,warn",
+            "warn,sluice=debug",
+            "sluice::store=trace,info",
+            "actix_web=warn,sluice=info,error",
+            "info,sluice=off",
+            "info,,sluice=debug,",
+            "sluice::store=debug",
+            "sluice=trace,sluice::store=warn",
+            "actix_web=4,2",
+        ] {
+            let targets = plain_targets(asked).unwrap_or_else(|| panic!("{asked} is plain"));
+            assert_eq!(verdicts(targets), verdicts(EnvFilter::try_new(asked).unwrap()), "{asked}");
+        }
+        for only_envfilter in ["", ",", "sluice[request]=debug", "[{request_id}]=trace", "info,sluice[{x=\"y\"}]=debug"]
+        {
+            assert!(plain_targets(only_envfilter).is_none(), "{only_envfilter}");
+        }
     }
 
     #[test]

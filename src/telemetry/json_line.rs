@@ -22,6 +22,7 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::escaped::{write_causes, write_value, AsJson, FIELDS_BYTES, VALUE_BYTES};
 use super::line_time::LineTime;
+use super::staged::staged;
 
 /// The most one span's fields write, `Span::record`s included.
 const SPAN_FIELDS_BYTES: usize = 1536;
@@ -104,9 +105,13 @@ where
 
 impl<'w> FormatFields<'w> for JsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut entries = Entries::new(&mut writer, SPAN_FIELDS_BYTES, false);
-        fields.record(&mut entries);
-        entries.result
+        // A new span's fields: its string allocated once ([`staged`]).
+        staged(&mut writer, |text| {
+            let mut text = Writer::new(text);
+            let mut entries = Entries::new(&mut text, SPAN_FIELDS_BYTES, false);
+            fields.record(&mut entries);
+            entries.result
+        })
     }
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {

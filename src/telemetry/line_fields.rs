@@ -18,6 +18,7 @@ use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 
 use super::escaped::{write_causes, write_value, AsRust, Escaped, FIELDS_BYTES};
+use super::staged;
 
 /// Text-format fields: `DefaultFields`' layout, every value escaped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,13 +28,15 @@ impl<'a> MakeVisitor<Writer<'a>> for LineFields {
     type Visitor = LineFieldsVisitor<'a>;
 
     fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
-        LineFieldsVisitor { writer: target, first: true, result: Ok(()), left: FIELDS_BYTES }
+        LineFieldsVisitor { target, text: staged::take(), first: true, result: Ok(()), left: FIELDS_BYTES }
     }
 }
 
-/// Writes one event's or span's fields, separated by spaces.
+/// Writes one event's or span's fields, separated by spaces: into `text`, then to `target` in
+/// one piece when done (a span's string is then allocated once, see [`staged`]).
 pub struct LineFieldsVisitor<'a> {
-    writer: Writer<'a>,
+    target: Writer<'a>,
+    text: String,
     first: bool,
     result: fmt::Result,
     /// What is left of [`FIELDS_BYTES`] for the values still to come.
@@ -55,13 +58,13 @@ impl LineFieldsVisitor<'_> {
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
         if !std::mem::take(&mut self.first) {
-            self.writer.write_char(' ')?;
+            self.text.write_char(' ')?;
         }
         if name != "message" {
-            self.writer.write_str(name)?;
-            self.writer.write_char('=')?;
+            self.text.write_str(name)?;
+            self.text.write_char('=')?;
         }
-        write_value::<AsRust>(&mut self.writer, value, &mut self.left)
+        write_value::<AsRust>(&mut self.text, value, &mut self.left)
     }
 }
 
@@ -78,7 +81,7 @@ impl Visit for LineFieldsVisitor<'_> {
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         self.record(field, format_args!("{value}"));
         if let (Some(source), Ok(())) = (value.source(), self.result) {
-            self.result = write_sources(&mut self.writer, field.name(), source, &mut self.left);
+            self.result = write_sources(&mut self.text, field.name(), source, &mut self.left);
         }
     }
 
@@ -89,21 +92,23 @@ impl Visit for LineFieldsVisitor<'_> {
 
 /// ` name.sources=[first, second]`: an error's causes, as `DefaultFields` lists them
 /// ([`write_causes`]).
-fn write_sources(writer: &mut Writer<'_>, name: &str, first: &(dyn Error + 'static), left: &mut usize) -> fmt::Result {
+fn write_sources(writer: &mut String, name: &str, first: &(dyn Error + 'static), left: &mut usize) -> fmt::Result {
     write!(writer, " {name}.sources=[")?;
     write_causes(writer, first, ", ", left, write_value::<AsRust>)?;
     writer.write_char(']')
 }
 
 impl VisitOutput<fmt::Result> for LineFieldsVisitor<'_> {
-    fn finish(self) -> fmt::Result {
-        self.result
+    fn finish(mut self) -> fmt::Result {
+        let written = self.result.and_then(|()| self.target.write_str(&self.text));
+        staged::give_back(self.text);
+        written
     }
 }
 
 impl VisitFmt for LineFieldsVisitor<'_> {
     fn writer(&mut self) -> &mut dyn fmt::Write {
-        &mut self.writer
+        &mut self.text
     }
 }
 
