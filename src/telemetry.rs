@@ -314,9 +314,12 @@ mod tests {
             "sluice=trace,sluice::store=warn",
             "actix_web=4,2",
         ] {
-            let targets = plain_targets(asked).unwrap_or_else(|| panic!("{asked} is plain"));
-            assert_eq!(verdicts(targets), verdicts(EnvFilter::try_new(asked).unwrap()), "{asked}");
+            let targets = plain_targets(asked);
+            assert!(targets.is_some(), "{asked} is plain");
+            assert_eq!(verdicts(targets.unwrap()), verdicts(EnvFilter::try_new(asked).unwrap()), "{asked}");
         }
+        // The comparison sees a difference when there is one.
+        assert_ne!(verdicts(plain_targets("info").unwrap()), verdicts(EnvFilter::new("sluice::store=debug,info")));
         for only_envfilter in ["", ",", "sluice[request]=debug", "[{request_id}]=trace", "info,sluice[{x=\"y\"}]=debug"]
         {
             assert!(plain_targets(only_envfilter).is_none(), "{only_envfilter}");
