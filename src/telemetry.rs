@@ -29,6 +29,7 @@ mod panics;
 mod staged;
 #[cfg(test)]
 mod test_log;
+mod text_line;
 pub use escaped::ShownJson;
 use json_line::{JsonFields, JsonLine};
 use line_fields::LineFields;
@@ -36,6 +37,7 @@ pub use line_fields::OneLine;
 use line_time::LineTime;
 use log_writer::{Batching, LogSink, LogWriter, WriterGuard};
 pub use panics::{catch_panics, log_panics};
+use text_line::TextLine;
 
 /// Keeps the log's writer thread; dropped at exit, it writes what is still waiting.
 #[must_use = "the log is written while this lives"]
@@ -60,7 +62,7 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
             .with(secret_cap())
             .try_init(),
         LogFormat::Text => tracing_subscriber::registry()
-            .with(lines.fmt_fields(LineFields))
+            .with(lines.fmt_fields(LineFields).event_format(TextLine::default()))
             .with(operator_filter(level))
             .with(secret_cap())
             .try_init(),
