@@ -97,7 +97,8 @@ fn plain_targets(directives: &str) -> Option<Targets> {
         return None;
     }
     let kept: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
-    if kept.is_empty() {
+    // `target=` with no level: EnvFilter enables all of the target, Targets only its errors.
+    if kept.is_empty() || kept.iter().any(|d| d.ends_with('=')) {
         return None;
     }
     kept.join(",").parse().ok()
@@ -320,11 +321,56 @@ mod tests {
             assert!(targets.is_some(), "{asked} is plain");
             assert_eq!(verdicts(targets.unwrap()), verdicts(EnvFilter::try_new(asked).unwrap()), "{asked}");
         }
+        // Odd spellings: read alike, or left to EnvFilter.
+        for odd in [
+            " info",
+            "info ",
+            "sluice =debug",
+            "sluice= debug",
+            " sluice=debug",
+            "sluice::=debug",
+            "=debug",
+            "sluice=",
+            "a,b",
+            "sluice=DEBUG",
+            "sluice=5",
+            "sluice=6",
+            "sluice=off,info",
+            "::=info",
+            "sluice=debug=info",
+            "=",
+            "sluice-bench=debug,warn",
+            "sluice::store::=trace",
+            "sluice,info",
+            "info,sluice",
+            "trace,sluice=warn",
+        ] {
+            let (Some(targets), Ok(env)) = (plain_targets(odd), EnvFilter::try_new(odd)) else { continue };
+            assert_eq!(verdicts(targets), verdicts(env), "{odd:?}");
+        }
         // The comparison sees a difference when there is one.
         assert_ne!(verdicts(plain_targets("info").unwrap()), verdicts(EnvFilter::new("sluice::store=debug,info")));
         for only_envfilter in ["", ",", "sluice[request]=debug", "[{request_id}]=trace", "info,sluice[{x=\"y\"}]=debug"]
         {
             assert!(plain_targets(only_envfilter).is_none(), "{only_envfilter}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(sluice_sdk::fuzz::cases()))]
+        /// Directives spelt from the pieces operators (and typos) use: whenever they are kept
+        /// as Targets, they enable what EnvFilter would.
+        #[test]
+        fn any_plain_directives_read_as_envfilter_reads_them(
+            pieces in proptest::collection::vec(
+                "(sluice|sluice::store|actix_web|h2|tokio_postgres::query|:|::| |)(=|)(info|debug|warn|trace|error|off|INFO|Debug|[0-6]| |)(,|)",
+                0..5,
+            )
+        ) {
+            let asked = pieces.concat();
+            if let (Some(targets), Ok(env)) = (plain_targets(&asked), EnvFilter::try_new(&asked)) {
+                proptest::prop_assert_eq!(verdicts(targets), verdicts(env), "{:?}", asked);
+            }
         }
     }
 
