@@ -75,8 +75,7 @@ fn main() {
         relay(&args[2]);
     } else if args.get(1).map(String::as_str) == Some("log-child") {
         request_log::child(&args[2], &args[3]);
-    } else if args.get(1).map(String::as_str) == Some("log") {
-        request_log::group();
+
     } else {
         drive();
     }
@@ -243,6 +242,9 @@ async fn drive() {
     }
     if wants("wrk") {
         wrk::group((&base, child.id()), (&floor, floor_child.id()), KEY, &small, &large);
+    }
+    if wants("log") {
+        request_log::group();
     }
     for conns in [1usize, 16].into_iter().filter(|_| wants("streams")) {
         stream(&client, &base, conns).await;

@@ -1,13 +1,13 @@
-//! `sluice-bench log`: what a request's span and log line cost by themselves, without the
-//! HTTP work around them. The wrk runs show the logging's share only as the difference of two
-//! runs minutes apart, which a busy host moves by more than the share itself; here one process
-//! does the tracing work of many requests (the span, its polls, the `handled` line, as
-//! `telemetry::trace_requests` does them) on as many threads as there are cores, with the
-//! subscriber sluice installs, its stderr a pipe the driver drains. Between two requests each
-//! thread does about as much other work as a small request costs sluice (a fixed loop), so
-//! threads meet on the log's lock about as often as a server's workers do. Its CPU (the
-//! writer's thread included) per request is printed for each level and format, and what each
-//! adds to the run at `warn`, where the same loop runs and nothing is logged.
+//! The `log` group (`sluice-bench log`): what a request's span and log line cost by
+//! themselves, without the HTTP work around them. The wrk runs show the logging's share only as
+//! the difference of two runs minutes apart, which a busy host moves by more than the share
+//! itself; here one process does the tracing work of many requests (the span, its polls, the
+//! `handled` line, as `telemetry::trace_requests` does them) on as many threads as there are
+//! cores, with the subscriber sluice installs, its stderr a pipe the driver drains. Between two
+//! requests each thread does about as much other work as a small request costs sluice (a fixed
+//! loop), so threads meet on the log's lock about as often as a server's workers do. Its CPU
+//! (the writer's thread included) per request is printed for each level and format, and what
+//! each adds to the run at `warn`, where the same loop runs and nothing is logged.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
