@@ -75,7 +75,6 @@ fn main() {
         relay(&args[2]);
     } else if args.get(1).map(String::as_str) == Some("log-child") {
         request_log::child(&args[2], &args[3]);
-
     } else {
         drive();
     }

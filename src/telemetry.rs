@@ -54,39 +54,63 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
         // No thread for it: each line written by whoever logs it, as before.
         Err(_) => (LogSink::Stderr, None),
     };
-    let lines = tracing_subscriber::fmt::layer().with_writer(sink).with_ansi(ansi).with_timer(LineTime);
+    // An event that cannot be formatted is reported on stderr, not dropped without a word.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(sink)
+        .with_ansi(ansi)
+        .with_timer(LineTime)
+        .log_internal_errors(true);
+    let rust_log = match std::env::var("RUST_LOG") {
+        Ok(asked) => Some(asked),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not UTF-8: set aside like any text that is not ASCII.
+        Err(std::env::VarError::NotUnicode(_)) => Some("\u{fffd}".into()),
+    };
+    let (directives, set_aside) = chosen_directives(rust_log.as_deref(), level);
     let installed = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(lines.fmt_fields(JsonFields).event_format(JsonLine))
-            .with(operator_filter(level))
+            .with(operator_filter(&directives))
             .with(secret_cap())
             .try_init(),
         LogFormat::Text => tracing_subscriber::registry()
             .with(lines.fmt_fields(LineFields).event_format(TextLine::default()))
-            .with(operator_filter(level))
+            .with(operator_filter(&directives))
             .with(secret_cap())
             .try_init(),
     };
+    if let (Some(reason), true) = (set_aside, installed.is_ok()) {
+        tracing::warn!(directives = %directives, "RUST_LOG set aside ({reason}): logging by the level setting");
+    }
     // Another subscriber was there first: this writer is not used, its thread can go.
     LogGuard(guard.filter(|_| installed.is_ok()))
 }
 
-/// What the operator asked to see: `RUST_LOG` when it is set and valid, else the level setting.
-/// Directives of targets and levels only (`info`, `sluice=debug,warn`), the usual case, are
+/// The directives the log is filtered by: `rust_log` when it is a valid filter, else the level
+/// setting; and why `rust_log` was set aside, if it was.
+fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option<&'static str>) {
+    let setting = || crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into());
+    match rust_log {
+        None => (setting(), None),
+        // tracing-subscriber's parser panics on some (`RUST_LOG=" é=debug"`, found by a
+        // reviewer); targets are Rust module paths.
+        Some(asked) if !asked.is_ascii() => (setting(), Some("it holds characters other than ASCII")),
+        Some(asked) if EnvFilter::try_new(asked).is_err() => (setting(), Some("it is not a valid filter")),
+        Some(asked) => (asked.to_owned(), None),
+    }
+}
+
+/// What the operator asked to see ([`chosen_directives`]). Directives of targets and levels only (`info`, `sluice=debug,warn`), the usual case, are
 /// kept as [`Targets`]: the same choice, made without EnvFilter's bookkeeping of every span
 /// entered and left (a read lock on each, 7 % of a request's logging). Directives that name
 /// spans or fields need EnvFilter.
-fn operator_filter<S>(level: &str) -> Box<dyn Layer<S> + Send + Sync>
+fn operator_filter<S>(directives: &str) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let directives = match std::env::var("RUST_LOG") {
-        Ok(asked) if EnvFilter::try_new(&asked).is_ok() => asked,
-        _ => crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into()),
-    };
-    match plain_targets(&directives) {
+    match plain_targets(directives) {
         Some(targets) => Box::new(targets),
-        None => Box::new(EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))),
+        None => Box::new(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))),
     }
 }
 
@@ -371,6 +395,21 @@ mod tests {
             if let (Some(targets), Ok(env)) = (plain_targets(&asked), EnvFilter::try_new(&asked)) {
                 proptest::prop_assert_eq!(verdicts(targets), verdicts(env), "{:?}", asked);
             }
+        }
+    }
+
+    #[test]
+    fn rust_log_wins_unless_it_is_no_filter_or_not_ascii() {
+        assert_eq!(chosen_directives(None, "WARNING"), ("warn".into(), None));
+        assert_eq!(chosen_directives(Some("sluice=debug,info"), "warn"), ("sluice=debug,info".into(), None));
+        assert_eq!(
+            chosen_directives(Some("sluice=verbose"), "warn"),
+            ("warn".into(), Some("it is not a valid filter"))
+        );
+        // Each of these made tracing-subscriber's parser panic at start.
+        for asked in [" é=debug", "\u{85}_=x", "\n\u{3000}-=\n", "\u{fffd}"] {
+            assert_eq!(chosen_directives(Some(asked), "error").0, "error", "{asked:?}");
+            assert!(chosen_directives(Some(asked), "error").1.is_some());
         }
     }
 

@@ -100,7 +100,10 @@ fn write_sources(writer: &mut String, name: &str, first: &(dyn Error + 'static),
 
 impl VisitOutput<fmt::Result> for LineFieldsVisitor<'_> {
     fn finish(mut self) -> fmt::Result {
-        let written = self.result.and_then(|()| self.target.write_str(&self.text));
+        // What was written before a failure goes out too, as it did when written directly: a
+        // `Span::record` that fails keeps its partial value (the line of an event that fails
+        // is dropped either way).
+        let written = self.target.write_str(&self.text).and(self.result);
         staged::give_back(self.text);
         written
     }
@@ -193,6 +196,26 @@ mod tests {
         assert_eq!(ours.lines().count(), 2, "{ours}");
         assert!(ours.contains("error=outer error.sources=[middle, inner] lone=alone"), "{ours}");
         assert!(!ours.contains("r#type") && ours.contains("type=\"filter\""), "{ours}");
+    }
+
+    #[test]
+    fn a_record_that_fails_part_way_keeps_what_it_wrote_as_before() {
+        struct FailsAfterPart;
+        impl fmt::Display for FailsAfterPart {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("part")?;
+                Err(fmt::Error)
+            }
+        }
+        let log = || {
+            let span = tracing::info_span!("req", a = 1, b = tracing::field::Empty, c = tracing::field::Empty);
+            span.record("b", tracing::field::display(FailsAfterPart));
+            span.record("c", 3);
+            span.in_scope(|| tracing::info!("line"));
+        };
+        let ours = printed(LineFields, log);
+        assert_eq!(ours, printed(DefaultFields::new(), log));
+        assert!(ours.contains("req{a=1 b=part c=3}"), "{ours}");
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl LogWriter {
         }
         if state.closed {
             drop(state);
-            return std::io::stderr().write(line);
+            // Whole, under stderr's lock: not interleaved with another thread's line.
+            return std::io::stderr().write_all(line).map(|()| line.len());
         }
         state.pending.extend_from_slice(line);
         let wake = std::mem::take(&mut state.idle);
@@ -176,6 +177,15 @@ impl Write for SinkLine<'_> {
         match self {
             SinkLine::Batched(writer) => writer.append(line),
             SinkLine::Stderr(stderr) => stderr.write(line),
+        }
+    }
+
+    // A line goes out whole, under stderr's lock (`write_all`'s own loop would take the lock
+    // again for what a short write left, and another thread's line could come between).
+    fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            SinkLine::Batched(writer) => writer.append(line).map(drop),
+            SinkLine::Stderr(stderr) => stderr.write_all(line),
         }
     }
 

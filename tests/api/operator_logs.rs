@@ -20,6 +20,11 @@ struct Served {
 
 impl Served {
     fn start(dir: &std::path::Path, upstream: &str, format: &str) -> Served {
+        Served::start_with(dir, upstream, format, &[])
+    }
+
+    /// [`Served::start`] with more environment.
+    fn start_with(dir: &std::path::Path, upstream: &str, format: &str, env: &[(&str, &str)]) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .env_clear()
@@ -32,6 +37,7 @@ impl Served {
             .env("OPENAI_API_KEY", "sk-upstream-test")
             .env("OPENAI_API_BASE_URL", format!("{upstream}/v1"))
             .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -123,6 +129,27 @@ async fn a_streamed_answer_logs_how_long_it_took_and_how_it_ended() {
 /// a newline, a terminal escape or a line separator in that name stays inside the one line,
 /// escaped, and cannot print a line of the caller's making. Found by trying it: tracing's own
 /// text fields escaped none of them outside the message.
+/// `RUST_LOG` text that tracing-subscriber's parser panics on (a space, then a letter that is
+/// not ASCII; found by a reviewer), and one that is no filter: the binary starts, says it set
+/// `RUST_LOG` aside and why, and logs by its level setting (`info`: a line per request).
+#[tokio::test]
+async fn a_rust_log_that_cannot_be_read_is_set_aside_with_a_word() {
+    for (asked, why) in
+        [(" é=debug", "it holds characters other than ASCII"), ("sluice=loud", "it is not a valid filter")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = MockServer::start().await;
+        let served = Served::start_with(dir.path(), &upstream.uri(), "text", &[("RUST_LOG", asked)]);
+        let url = format!("{}/v1/models", served.url);
+        let res = reqwest::Client::new().get(url).bearer_auth(&served.key).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let log = served.stop_text();
+        assert!(log.contains(&format!("RUST_LOG set aside ({why}): logging by the level setting")), "{log}");
+        assert!(log.contains("handled route=/v1/models"), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
 #[tokio::test]
 async fn a_caller_cannot_forge_a_line_in_the_text_log() {
     let dir = tempfile::tempdir().unwrap();
