@@ -12,7 +12,7 @@ use std::error::Error;
 use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
@@ -20,7 +20,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use super::escaped::{write_causes, write_value, AsJson, FIELDS_BYTES, VALUE_BYTES};
+use super::escaped::{write_causes, write_value, AsJson, Escapes, FIELDS_BYTES, VALUE_BYTES};
 use super::line_time::LineTime;
 use super::staged::staged;
 
@@ -57,7 +57,13 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
         LineTime.format_time(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        writer.write_str(match *meta.level() {
+            Level::TRACE => "\",\"level\":\"TRACE\"",
+            Level::DEBUG => "\",\"level\":\"DEBUG\"",
+            Level::INFO => "\",\"level\":\"INFO\"",
+            Level::WARN => "\",\"level\":\"WARN\"",
+            Level::ERROR => "\",\"level\":\"ERROR\"",
+        })?;
         let mut entries = Entries::new(&mut writer, FIELDS_BYTES, true);
         event.record(&mut entries);
         entries.result?;
@@ -181,6 +187,12 @@ fn unwritten(field: &Field) -> bool {
 /// A name from the code (a field, a target, a span), as a JSON string: escaped all the same, so
 /// the line is JSON whatever it holds.
 fn name(writer: &mut impl Write, name: &str) -> fmt::Result {
+    // Nearly always plain and short: written as it is, without the formatting machinery.
+    if name.len() <= VALUE_BYTES && !name.bytes().any(AsJson::may_start) {
+        writer.write_char('"')?;
+        writer.write_str(name)?;
+        return writer.write_char('"');
+    }
     string(writer, format_args!("{name}"), &mut { VALUE_BYTES })
 }
 
