@@ -92,6 +92,9 @@ fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option<&'s
     let setting = || crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into());
     match rust_log {
         None => (setting(), None),
+        // Empty (`RUST_LOG=` from a template or an env file) asks for nothing; read as a filter
+        // it would enable nothing, errors included.
+        Some(asked) if asked.split(',').all(|d| d.trim().is_empty()) => (setting(), None),
         // tracing-subscriber's parser panics on some (`RUST_LOG=" é=debug"`, found by a
         // reviewer); targets are Rust module paths.
         Some(asked) if !asked.is_ascii() => (setting(), Some("it holds characters other than ASCII")),
@@ -399,8 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn rust_log_wins_unless_it_is_no_filter_or_not_ascii() {
+    fn rust_log_wins_unless_it_is_empty_no_filter_or_not_ascii() {
         assert_eq!(chosen_directives(None, "WARNING"), ("warn".into(), None));
+        for empty in ["", " ", ",", " , "] {
+            assert_eq!(chosen_directives(Some(empty), "debug"), ("debug".into(), None), "{empty:?}");
+        }
+        assert_eq!(chosen_directives(Some("off"), "debug"), ("off".into(), None));
+        // What an empty one would have done: no line at all, errors included.
+        assert!(verdicts(EnvFilter::try_new("").unwrap()).0.iter().flatten().all(|on| !on));
         assert_eq!(chosen_directives(Some("sluice=debug,info"), "warn"), ("sluice=debug,info".into(), None));
         assert_eq!(
             chosen_directives(Some("sluice=verbose"), "warn"),
