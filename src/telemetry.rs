@@ -103,10 +103,10 @@ fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option<&'s
     }
 }
 
-/// What the operator asked to see ([`chosen_directives`]). Directives of targets and levels only (`info`, `sluice=debug,warn`), the usual case, are
-/// kept as [`Targets`]: the same choice, made without EnvFilter's bookkeeping of every span
-/// entered and left (a read lock on each, 7 % of a request's logging). Directives that name
-/// spans or fields need EnvFilter.
+/// What the operator asked to see ([`chosen_directives`]). Directives of targets and levels
+/// only (`info`, `sluice=debug,warn`), the usual case, are kept as [`Targets`]: the same choice,
+/// made without EnvFilter's bookkeeping of every span entered and left (a read lock on each, 7 %
+/// of a request's logging). Directives that name spans or fields need EnvFilter.
 fn operator_filter<S>(directives: &str) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
