@@ -60,13 +60,7 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
         .with_ansi(ansi)
         .with_timer(LineTime)
         .log_internal_errors(true);
-    let rust_log = match std::env::var("RUST_LOG") {
-        Ok(asked) => Some(asked),
-        Err(std::env::VarError::NotPresent) => None,
-        // Not UTF-8: set aside like any text that is not ASCII.
-        Err(std::env::VarError::NotUnicode(_)) => Some("\u{fffd}".into()),
-    };
-    let (directives, set_aside) = chosen_directives(rust_log.as_deref(), level);
+    let (directives, set_aside) = chosen_directives(rust_log().as_deref(), level);
     let installed = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(lines.fmt_fields(JsonFields).event_format(JsonLine))
@@ -86,9 +80,19 @@ pub fn init(level: &str, format: LogFormat) -> LogGuard {
     LogGuard(guard.filter(|_| installed.is_ok()))
 }
 
+/// `RUST_LOG` from the environment (text that is not UTF-8 as `\u{fffd}`, which
+/// [`chosen_directives`] sets aside like any text that is not ASCII).
+pub fn rust_log() -> Option<String> {
+    match std::env::var("RUST_LOG") {
+        Ok(asked) => Some(asked),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => Some("\u{fffd}".into()),
+    }
+}
+
 /// The directives the log is filtered by: `rust_log` when it is a valid filter, else the level
 /// setting; and why `rust_log` was set aside, if it was.
-fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option<&'static str>) {
+pub fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option<&'static str>) {
     let setting = || crate::config::normalize_log_level(level).unwrap_or_else(|_| "info".into());
     match rust_log {
         None => (setting(), None),

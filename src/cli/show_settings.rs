@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use figment::Figment;
 
 use crate::config::{effective, Settings};
+use crate::telemetry::{chosen_directives, rust_log, OneLine};
 
 pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
     let lines = effective(figment, settings);
@@ -17,6 +18,17 @@ pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
             println!("# {:<width$}  # {}", format!("{} {}", line.key, line.value), line.source, width = width - 2);
         } else {
             println!("{assignment:<width$}  # {}", line.source);
+        }
+    }
+    // RUST_LOG, when set, filters the log in place of log_level: say so, or why it does not.
+    if let Some(asked) = rust_log() {
+        match chosen_directives(Some(&asked), &settings.log_level) {
+            (_, Some(reason)) => println!("# RUST_LOG is set aside ({reason}): log_level is used"),
+            (directives, None) if directives == asked => {
+                println!("# RUST_LOG={} filters the log in place of log_level", OneLine(&asked))
+            }
+            // Empty: read as unset.
+            _ => {}
         }
     }
     ExitCode::SUCCESS

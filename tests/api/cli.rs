@@ -128,6 +128,23 @@ fn settings_shows_each_value_with_its_source_and_never_a_secret() {
     assert!(out.contains("api_key") && !out.contains("sk-never-shown"), "{out}");
 }
 
+/// `RUST_LOG` wins over `log_level` when it is a filter: the settings say which is in effect.
+#[test]
+fn settings_say_whether_rust_log_filters_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = |rust_log: &str| {
+        let (code, out, err) = sluice_with(dir.path(), &["settings"], &[("RUST_LOG", rust_log)]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().filter(|l| l.contains("RUST_LOG")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(said("sluice=debug,warn"), ["# RUST_LOG=sluice=debug,warn filters the log in place of log_level"]);
+    assert_eq!(said(" é=debug"), ["# RUST_LOG is set aside (it holds characters other than ASCII): log_level is used"]);
+    assert_eq!(said("sluice=loud"), ["# RUST_LOG is set aside (it is not a valid filter): log_level is used"]);
+    assert!(said("").is_empty());
+    // Shown on one line, without the escape a terminal would act on.
+    assert_eq!(said("sluice\u{1b}=debug"), ["# RUST_LOG=sluice\\u{1b}=debug filters the log in place of log_level"]);
+}
+
 #[test]
 fn outbox_names_its_queues_checks_its_arguments_and_shows_the_last_error() {
     let dir = tempfile::tempdir().unwrap();
