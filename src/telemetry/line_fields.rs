@@ -103,9 +103,7 @@ impl VisitOutput<fmt::Result> for LineFieldsVisitor<'_> {
         // What was written before a failure goes out too, as it did when written directly: a
         // `Span::record` that fails keeps its partial value (the line of an event that fails
         // is dropped either way).
-        let written = self.target.write_str(&self.text).and(self.result);
-        staged::give_back(self.text);
-        written
+        staged::hand_over(&mut self.target, self.text, self.result)
     }
 }
 

@@ -137,6 +137,9 @@ impl LogWriter {
     }
 }
 
+/// For the tests, which write from threads of their own; the subscriber writes through
+/// [`SinkLine`].
+#[cfg(test)]
 impl Write for LogWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         self.append(line)

@@ -19,22 +19,23 @@ pub fn take() -> String {
     SPARE.try_with(Cell::take).unwrap_or_default()
 }
 
-/// Gives `text` back for the thread's next use.
-pub fn give_back(mut text: String) {
+/// Writes `text` to `out` in one call, also when `result` says writing it failed part way (as
+/// writing directly would have left it), gives it back for the thread's next use, and returns
+/// the first failure.
+pub fn hand_over(out: &mut impl Write, mut text: String, result: fmt::Result) -> fmt::Result {
+    let written = out.write_str(&text).and(result);
     text.clear();
     if text.capacity() <= KEPT_BYTES {
         let _ = SPARE.try_with(|spare| spare.set(text));
     }
+    written
 }
 
-/// Runs `write` on scratch text, then writes what it wrote to `out` in one call, also when
-/// `write` failed part way (as writing directly would have left it), and returns the failure.
+/// Runs `write` on scratch text, then [`hand_over`]s what it wrote to `out`.
 pub fn staged(out: &mut impl Write, write: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
     let mut text = take();
     let result = write(&mut text);
-    let written = out.write_str(&text).and(result);
-    give_back(text);
-    written
+    hand_over(out, text, result)
 }
 
 #[cfg(test)]
