@@ -232,7 +232,7 @@ impl Registry {
                     )
                 }
                 PipelineKind::Manifold => {
-                    let first = module.pipeline.sub_models().into_iter().next();
+                    let first = module.pipeline.sub_models().first().cloned();
                     let example = first.map(|m| format!(", such as {id}.{}", m.id)).unwrap_or_default();
                     return format!("{id} is a manifold: ask for one of its models{example} (GET /models lists them)");
                 }
@@ -243,7 +243,7 @@ impl Registry {
         for module in &self.modules {
             match module.kind() {
                 PipelineKind::Manifold => {
-                    models.extend(module.pipeline.sub_models().into_iter().map(|m| format!("{}.{}", module.id(), m.id)))
+                    models.extend(module.pipeline.sub_models().iter().map(|m| format!("{}.{}", module.id(), m.id)))
                 }
                 PipelineKind::Pipe => models.push(module.id().to_string()),
                 PipelineKind::Filter => {}

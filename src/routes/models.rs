@@ -70,7 +70,8 @@ struct List<'a> {
 /// The last list written and what it was made from. Asked again in the same second with the
 /// same sources, the same bytes go out: the list is a function of both. The pipelines are
 /// still asked every time, so nothing here assumes when their lists change; what is saved is
-/// writing the JSON (most of the route's time in the profile).
+/// writing the JSON (most of the route's time in the profile), and a manifold that hands back
+/// the list it keeps is compared by pointer, not entry by entry.
 #[derive(Default)]
 pub struct ModelsCache(ArcSwapOption<Written>);
 
@@ -88,14 +89,24 @@ struct Source {
     part: Part,
 }
 
-/// What a module's entries are made from, besides its id, name and valves. Objects inside a
-/// sub-model's `info` compare equal in any key order, so a change of key order alone shows up
-/// with the next second's list.
-#[derive(PartialEq)]
+/// What a module's entries are made from, besides its id, name and valves.
 enum Part {
     Pipe,
     Filter(FilterTargets),
-    Manifold(Vec<SubModel>),
+    Manifold(Arc<[SubModel]>),
+}
+
+impl Part {
+    /// Whether both make the same entries. Objects inside a sub-model's `info` compare equal in
+    /// any key order, so a change of key order alone shows up with the next second's list.
+    fn same(&self, other: &Part) -> bool {
+        match (self, other) {
+            (Part::Pipe, Part::Pipe) => true,
+            (Part::Filter(a), Part::Filter(b)) => a == b,
+            (Part::Manifold(a), Part::Manifold(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Source {
@@ -103,7 +114,7 @@ impl Source {
         self.id == module.id()
             && self.name == module.pipeline.name()
             && self.valves == module.valves.is_some()
-            && self.part == *part
+            && self.part.same(part)
     }
 }
 
@@ -168,7 +179,7 @@ fn write(modules: &[Arc<Module>], parts: &[Part], created: u64, room: usize) -> 
                 data.push(entry(id.into(), name.into(), Kind::Filter { pipelines, priority: *priority, valves }, None))
             }
             Part::Manifold(subs) => {
-                for sub in subs {
+                for sub in subs.iter() {
                     data.push(entry(
                         Joined(id, ".", &sub.id),
                         Joined(name, "", &sub.name),

@@ -577,6 +577,34 @@ async fn models_list_configured_ids_with_display_names_and_tolerates_a_failed_fe
     );
 }
 
+/// The model list kept from the last request is not served after an edit of the models, even
+/// in the same second: the manifold's new list is a new `Arc` with other entries.
+#[tokio::test]
+async fn the_model_list_follows_an_edit_of_the_models_at_once() {
+    let mock = MockServer::start().await;
+    let app = manifold_app(&mock, "").await;
+    let ours = |body: Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str().filter(|i| i.starts_with("openai_")).map(str::to_owned))
+            .collect()
+    };
+    let (_, first) = json_of(app.get("/models").await).await;
+    let (_, again) = json_of(app.get("/models").await).await;
+    assert_eq!(first, again, "asked twice, the same list");
+    assert_eq!(ours(first).len(), 4);
+    for models in [json!(["gpt-4.1", "o3"]), json!(["o3", "gpt-4.1"]), json!(["o3"])] {
+        let res = app.post_json("/openai_responses/valves/update", &json!({"MODEL_ID": models})).await;
+        assert_eq!(res.status().as_u16(), 200);
+        let (_, body) = json_of(app.get("/models").await).await;
+        let want: Vec<String> =
+            models.as_array().unwrap().iter().map(|m| format!("openai_responses.{}", m.as_str().unwrap())).collect();
+        assert_eq!(ours(body), want);
+    }
+}
+
 #[tokio::test]
 async fn served_models_filter_the_list() {
     let mock = MockServer::start().await;

@@ -306,15 +306,15 @@ impl Pipeline for ScriptedManifold {
         PipelineKind::Manifold
     }
 
-    fn sub_models(&self) -> Vec<SubModel> {
-        vec![
+    fn sub_models(&self) -> Arc<[SubModel]> {
+        Arc::new([
             SubModel { id: "m-1".into(), name: "Model One".into(), info: None },
             SubModel {
                 id: "m.2".into(),
                 name: "Model Two".into(),
                 info: Some(json!({"meta": {"description": "second"}})),
             },
-        ]
+        ])
     }
 
     async fn inlet(&self, mut body: Value, _user: Option<Value>) -> Result<Value, PipelineError> {

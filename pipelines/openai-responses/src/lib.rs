@@ -239,7 +239,7 @@ impl Pipeline for OpenAIResponses {
 
     /// The configured models the upstream serves; all of them when the fetch is off, failed,
     /// or matched nothing (custom proxies). Cheap: reads the cached list.
-    fn sub_models(&self) -> Vec<SubModel> {
+    fn sub_models(&self) -> Arc<[SubModel]> {
         self.listed.get(self.valves.get(), self.runtime.get().map(|r| r.served.load_full()))
     }
 

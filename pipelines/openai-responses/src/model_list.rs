@@ -23,12 +23,12 @@ pub struct ModelList {
 struct Listed {
     valves: Arc<ResponsesValves>,
     served: Option<Served>,
-    models: Vec<SubModel>,
+    models: Arc<[SubModel]>,
 }
 
 impl ModelList {
     /// The list for these valves and this served set (`None`: not started yet).
-    pub fn get(&self, valves: Arc<ResponsesValves>, served: Option<Served>) -> Vec<SubModel> {
+    pub fn get(&self, valves: Arc<ResponsesValves>, served: Option<Served>) -> Arc<[SubModel]> {
         if let Some(last) = self.last.load().as_ref() {
             let same_served = match (&last.served, &served) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -36,11 +36,11 @@ impl ModelList {
                 _ => false,
             };
             if Arc::ptr_eq(&last.valves, &valves) && same_served {
-                return last.models.clone();
+                return Arc::clone(&last.models);
             }
         }
-        let models = make(&valves, served.as_deref().and_then(Option::as_ref));
-        self.last.store(Some(Arc::new(Listed { valves, served, models: models.clone() })));
+        let models: Arc<[SubModel]> = make(&valves, served.as_deref().and_then(Option::as_ref)).into();
+        self.last.store(Some(Arc::new(Listed { valves, served, models: Arc::clone(&models) })));
         models
     }
 }
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn the_list_follows_the_valves_and_the_served_set() {
         let list = ModelList::default();
-        let ids = |m: Vec<SubModel>| m.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let ids = |m: Arc<[SubModel]>| m.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
         let valves =
             Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into(), "o4-mini".into()], ..Default::default() });
         assert_eq!(ids(list.get(Arc::clone(&valves), None)), ["gpt-4.1", "o4-mini"]);

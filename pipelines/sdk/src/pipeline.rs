@@ -74,10 +74,11 @@ pub trait Pipeline: Send + Sync + 'static {
         None
     }
 
-    /// A manifold's models. Called on every `/models` request: return a cached list, never do
-    /// network I/O here.
-    fn sub_models(&self) -> Vec<SubModel> {
-        Vec::new()
+    /// A manifold's models. Called on every `/models` request: return the list the pipeline
+    /// keeps (a clone of its `Arc`, which the server compares by pointer before by content),
+    /// never do network I/O here.
+    fn sub_models(&self) -> Arc<[SubModel]> {
+        Arc::new([])
     }
 
     /// Whether a manifold serves `sub_id`. By default: the ids listed by [`Self::sub_models`].

@@ -1,5 +1,7 @@
 //! What a component says it is (`describe`), checked before it is accepted.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_sdk::{PipelineKind, SubModel};
@@ -9,7 +11,7 @@ pub struct Manifest {
     pub id: String,
     pub name: String,
     pub kind: PipelineKind,
-    pub models: Vec<SubModel>,
+    pub models: Arc<[SubModel]>,
     /// A JSON schema of an object; each property has its default.
     pub valves: Value,
 }
@@ -71,7 +73,7 @@ impl Manifest {
                 }
                 Ok(SubModel { name: m.name.unwrap_or_else(|| m.id.clone()), id: m.id, info: None })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Arc<[_]>, _>>()?;
         let valves = Self::valves_schema(raw.valves)?;
         Ok(Manifest { name: raw.name.unwrap_or_else(|| raw.id.clone()), id: raw.id, kind, models, valves })
     }

@@ -136,8 +136,8 @@ impl Pipeline for WasmPipeline {
         Some(Arc::clone(&self.valves) as Arc<dyn DynValves>)
     }
 
-    fn sub_models(&self) -> Vec<SubModel> {
-        self.manifest.models.clone()
+    fn sub_models(&self) -> Arc<[SubModel]> {
+        Arc::clone(&self.manifest.models)
     }
 
     async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
