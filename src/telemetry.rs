@@ -233,7 +233,8 @@ pub async fn trace_requests(
     // A panic is caught further in (`catch_panics`), still inside the span: its log line
     // carries the request id.
     let result = next.call(req).instrument(span.clone()).await;
-    let elapsed_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let elapsed = started.elapsed();
+    let elapsed_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {
             let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -242,7 +243,7 @@ pub async fn trace_requests(
                 || tracing::info!(route = %route, path = %res.request().path(), status, elapsed_ms, "handled"),
             );
             if let Some(m) = metrics {
-                m.observe_request(&route, status, started.elapsed());
+                m.observe_request(&route, status, elapsed);
             }
             res.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
             Ok(res)
@@ -257,7 +258,7 @@ pub async fn trace_requests(
             // An error instead of a response (a caught panic, see panics::catch_panics, or a
             // middleware's error): the request is gone, so there is no route to name.
             if let Some(m) = metrics {
-                m.observe_request("failed", e.as_response_error().status_code().as_u16(), started.elapsed());
+                m.observe_request("failed", e.as_response_error().status_code().as_u16(), elapsed);
             }
             Err(e)
         }
