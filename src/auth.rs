@@ -74,12 +74,35 @@ fn warn_reference_key(why: &str) {
     );
 }
 
+/// The kept key, or a new one when there is none (no file, or an empty one). A file that
+/// cannot be read as a key is an error, never replaced: Open WebUI's connection holds that key.
 fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let key = text.trim();
-        if !key.is_empty() {
-            tracing::info!(path = %path.display(), "using the API key kept in the data dir");
-            return Ok(ApiKey::from(key, format!("the key generated into {}", path.display())));
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the kept API key is not text; remove the file to have a new key generated, or set \
+                         SLUICE_API_KEY",
+                        path.display()
+                    ),
+                )
+            })?;
+            let key = text.trim();
+            if !key.is_empty() {
+                // Kept by an older version or copied in with a wider mode.
+                crate::private::tighten(path, 0o600)?;
+                tracing::info!(path = %path.display(), "using the API key kept in the data dir");
+                return Ok(ApiKey::from(key, format!("the key generated into {}", path.display())));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: the kept API key cannot be read: {e}", path.display()),
+            ))
         }
     }
     let mut bytes = [0u8; 24];
@@ -93,6 +116,8 @@ fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
+    // An empty file left with a wider mode keeps it through `open`.
+    crate::private::tighten(path, 0o600)?;
     file.write_all(key.as_bytes())?;
     file.sync_all()?;
     if show {
@@ -183,8 +208,37 @@ fn check(key: Option<&ApiKey>, header: Option<&[u8]>) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_kept_key_is_never_replaced_and_always_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api_key");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // Not text: an error naming the file, and the file as it was.
+        std::fs::write(&path, b"\xff\xfeold-key\n").unwrap();
+        let e = load_or_generate(&path, false).err().unwrap();
+        assert!(e.to_string().contains("is not text"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xfeold-key\n");
+        // Kept with a wide mode: used, and made 0600.
+        std::fs::write(&path, "sk-kept\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_generate(&path, false).unwrap().matches(b"sk-kept"));
+        assert_eq!(mode(&path), 0o600);
+        // Empty with a wide mode: a new key, in a 0600 file.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let key = load_or_generate(&path, false).unwrap();
+        assert!(key.matches(std::fs::read(&path).unwrap().as_slice()));
+        assert_eq!(mode(&path), 0o600);
+        // A directory where the file should be: named.
+        let e = load_or_generate(dir.path(), false).err().unwrap();
+        assert!(e.to_string().contains("the kept API key cannot be read"), "{e}");
+    }
 
     #[test]
     fn bearer_checks_follow_the_reference() {

@@ -19,4 +19,5 @@ pub mod startup;
 pub mod store;
 pub mod suggest;
 pub mod telemetry;
+pub mod toml_syntax;
 pub mod valves;

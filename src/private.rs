@@ -7,10 +7,33 @@ use std::path::Path;
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 
-/// Creates `dir` (and its parents) and makes it 0700.
+/// Creates `dir` (and its parents) and makes it 0700. A directory others may create files in
+/// (`/tmp`, a shared drop) is refused, not tightened: 0700 would lock them out of it.
 pub fn dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    refuse_shared(dir)?;
     tighten(dir, 0o700)
+}
+
+fn refuse_shared(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+        // Sticky (kept for others' files) or writable by anyone.
+        if mode & 0o1002 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is shared with other users (mode {mode:o}); sluice makes its directories 0700, which would \
+                     lock them out: name a directory of sluice's own (it is created when missing)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does.
@@ -42,11 +65,50 @@ pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
         };
         let current = meta.permissions().mode() & 0o777;
         if current & !mode != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is mode {current:o} and could not be made {mode:o} ({e}); only its owner can: run \
+                         sluice as the owner, or make it {mode:o} yourself",
+                        path.display()
+                    ),
+                )
+            })?;
             tracing::info!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "permissions tightened");
         }
     }
     #[cfg(not(unix))]
     let _ = (path, mode);
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_shared_directory_is_refused_and_left_as_it_was() {
+        let root = tempfile::tempdir().unwrap();
+        for shared in [0o1777, 0o777, 0o1770, 0o703] {
+            let path = root.path().join(format!("d{shared:o}"));
+            std::fs::create_dir(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(shared)).unwrap();
+            let e = dir(&path).unwrap_err();
+            assert!(e.to_string().contains("shared with other users"), "{e}");
+            assert_eq!(mode(&path), shared);
+        }
+        let own = root.path().join("own");
+        std::fs::create_dir(&own).unwrap();
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir(&own).unwrap();
+        assert_eq!(mode(&own), 0o700, "a directory of its own is tightened");
+        dir(&root.path().join("new/deeper")).unwrap();
+        assert_eq!(mode(&root.path().join("new/deeper")), 0o700);
+    }
 }

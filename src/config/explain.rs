@@ -18,6 +18,8 @@ pub fn describe(error: figment::Error) -> Vec<String> {
             if e.profile.as_ref().is_some_and(|p| path.first().is_some_and(|k| k.as_str() == p.as_str())) {
                 path.remove(0);
             }
+            // The secrets' values are never quoted, nor a file's line that may hold one.
+            let secret = matches!(path.first().map(String::as_str), Some("api_key" | "store_url"));
             let what = match &e.kind {
                 Kind::UnknownField(field, known) => {
                     if path.last() != Some(field) {
@@ -29,6 +31,9 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                         known.join(", ")
                     )
                 }
+                Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
+                    format!("expected {expected} (the value is not shown)")
+                }
                 Kind::InvalidType(found, expected) => format!("expected {expected}, found {found}"),
                 Kind::InvalidValue(found, expected) => format!("expected {expected}, found {found}"),
                 Kind::UnknownVariant(found, known) => {
@@ -37,6 +42,12 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                         known.join(", "),
                         crate::suggest::hint(found, known.iter().copied())
                     )
+                }
+                Kind::Message(message) if file_of(&e).is_some() => {
+                    let text = file_of(&e).and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
+                    // Else the first line: the parser's excerpt of the file follows it.
+                    crate::toml_syntax::check(&text)
+                        .unwrap_or_else(|| message.lines().next().unwrap_or_default().to_string())
                 }
                 other => other.to_string(),
             };
@@ -47,6 +58,14 @@ pub fn describe(error: figment::Error) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The file an error's value came from, if a file.
+fn file_of(e: &figment::Error) -> Option<std::path::PathBuf> {
+    match e.metadata.as_ref()?.source.as_ref()? {
+        Source::File(path) => Some(path.clone()),
+        _ => None,
+    }
 }
 
 /// `key: message` with the key's source added: `key (source): message`.
@@ -159,6 +178,37 @@ mod tests {
         assert!(p[1].starts_with("max_body_bytes (environment variable SLUICE_MAX_BODY_BYTES):"), "{p:?}");
 
         assert!(problems(&[("SLUICE_LOG_FORMAT", "JSON"), ("SLUICE_LOG_LEVEL", "warning")], None).is_empty());
+    }
+
+    /// A key is the text given, whatever it looks like, and no error quotes it.
+    #[test]
+    fn keys_are_taken_as_given_and_never_quoted() {
+        for key in ["123456789", "00123", "\"quoted key\"", "true", "1.5", "[a]"] {
+            for variable in ["SLUICE_API_KEY", "PIPELINES_API_KEY", "sluice_api_key"] {
+                figment::Jail::expect_with(|jail| {
+                    jail.set_env(variable, key);
+                    let settings = Settings::load().unwrap();
+                    assert_eq!(settings.api_key.as_ref().map(sluice_sdk::Secret::expose), Some(key), "{variable}={key}");
+                    Ok(())
+                });
+            }
+        }
+        for (env, toml) in [
+            (&[("SLUICE_API_KEY", "  padded-key ")][..], None),
+            (&[("SLUICE_API_KEY", "sk-line\nbreak")], None),
+            (&[], Some("api_key = 27182818284\n")),
+            (&[], Some("api_key = \"sk-secret-unterminated\n")),
+            (&[], Some("store_url = \"postgres://u:pa\\qss@h/db\"\n")),
+            (&[], Some("store_url = 31415926535\n")),
+        ] {
+            let p = problems(env, toml);
+            assert_eq!(p.len(), 1, "{p:?}");
+            for secret in ["padded-key", "sk-line", "27182818284", "sk-secret", "pa\\qss", "31415926535"] {
+                assert!(!p[0].contains(secret), "{p:?}");
+            }
+        }
+        let p = problems(&[], Some("port = 9100\napi_key = \"sk-secret-unterminated\n"));
+        assert!(p[0].contains("line 2, column"), "{p:?}");
     }
 
     #[test]

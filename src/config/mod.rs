@@ -3,6 +3,7 @@
 //! Every mistake is refused at start-up with the key, where it came from, and a hint.
 
 mod explain;
+mod key_variable;
 mod log_level;
 
 pub use explain::{effective, Effective};
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use key_variable::KeyVariable;
 use serde::{Deserialize, Serialize};
 use sluice_sdk::Secret;
 
@@ -170,18 +172,13 @@ impl Settings {
             .map(|k| k.to_ascii_uppercase())
             .collect();
         let set = move |name: &str| non_empty.contains(&name.to_ascii_uppercase());
-        let set_too = set.clone();
         figment
-            .merge(
-                Env::raw()
-                    .only(&["PIPELINES_API_KEY"])
-                    .filter(move |_| set_too("PIPELINES_API_KEY"))
-                    .map(|_| "api_key".into()),
-            )
-            .merge(Env::prefixed("SLUICE_").ignore(&["CONFIG"]).filter(move |k| {
+            .merge(KeyVariable("PIPELINES_API_KEY"))
+            .merge(Env::prefixed("SLUICE_").ignore(&["CONFIG", "API_KEY"]).filter(move |k| {
                 !k.as_str().to_ascii_lowercase().starts_with("valves__")
                     && set(&format!("SLUICE_{}", k.as_str().to_ascii_uppercase()))
             }))
+            .merge(KeyVariable("SLUICE_API_KEY"))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Settings, SettingsError> {
@@ -247,8 +244,21 @@ impl Settings {
         if !(1..=10_000).contains(&self.wasm_instances) {
             problems.push("wasm_instances: must be between 1 and 10000".to_string());
         }
-        if self.api_key.as_ref().is_some_and(|key| key.expose().trim().is_empty()) {
-            problems.push("api_key: is set but empty; unset it to have a key generated".to_string());
+        // actix-server panics above it.
+        if self.workers > 512 {
+            problems.push("workers: must be at most 512 (0: one per core)".to_string());
+        }
+        if let Some(key) = self.api_key.as_ref().map(Secret::expose) {
+            if key.trim().is_empty() {
+                problems.push("api_key: is set but empty; unset it to have a key generated".to_string());
+            } else if key.trim() != key || key.chars().any(char::is_control) {
+                // An Authorization header carries neither: no client could send this key.
+                problems.push(
+                    "api_key: has spaces at an end or control characters, which no Authorization header can carry \
+                     (the value is not shown)"
+                        .to_string(),
+                );
+            }
         }
         if problems.is_empty() {
             Ok(())

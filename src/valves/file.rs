@@ -14,9 +14,10 @@ pub enum FileError {
     // No path: whoever reports the error names the file once.
     #[error("cannot read: {source}")]
     Read { source: std::io::Error },
-    #[error("{source}")]
-    Syntax { source: toml_edit::TomlError },
+    /// Place and reason only (crate::toml_syntax): the parser's excerpt may quote a key.
     #[error("{0}")]
+    Syntax(String),
+    #[error("{}", .0.message())]
     Value(#[from] toml::de::Error),
 }
 
@@ -27,7 +28,9 @@ pub fn read(path: &Path) -> Result<Option<DocumentMut>, FileError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(FileError::Read { source }),
     };
-    text.parse::<DocumentMut>().map(Some).map_err(|source| FileError::Syntax { source })
+    text.parse::<DocumentMut>()
+        .map(Some)
+        .map_err(|e| FileError::Syntax(crate::toml_syntax::described(&text, e.message(), e.span())))
 }
 
 /// The document's keys as JSON values.

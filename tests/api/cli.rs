@@ -74,8 +74,16 @@ fn check_lists_every_problem_with_its_file_and_line_on_stdout() {
     std::fs::write(dir.path().join("valves/openpipe_reporting.toml"), "TIMEOUT_SECONDS = \n").unwrap();
     let (code, out, _) = sluice(dir.path(), &["check"]);
     assert_eq!(code, 1);
-    assert!(out.contains("TOML parse error at line 1"), "{out}");
+    assert!(out.contains(": line 1, column 19: string values must be quoted"), "{out}");
     assert_eq!(out.matches("openpipe_reporting.toml").count(), 1, "the path once: {out}");
+
+    // The parser's excerpt of the line is not shown: here it would be a key.
+    std::fs::write(dir.path().join("valves/openpipe_reporting.toml"), "OPENPIPE_API_KEY = \"opk-unterminated-secret\n")
+        .unwrap();
+    let (code, out, err) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("openpipe_reporting.toml") && out.contains("line 1, column"), "{out}");
+    assert!(!out.contains("opk-unterminated") && !err.contains("opk-unterminated"), "{out}{err}");
 }
 
 #[test]
