@@ -18,39 +18,54 @@ pub fn run(settings: &Settings) -> ExitCode {
     if let Err(RegistryError::UnknownOverrides(found)) = Registry::build(all, &settings.valves_dir, &env) {
         for u in found {
             problems += 1;
-            println!("error  {u}");
+            say!("error  {u}");
             unknown.push(u.variable);
         }
     }
     // Each pipeline on its own (one failing stops none of the others), without those variables.
-    let known_env: HashMap<String, String> = std::env::vars().filter(|(k, _)| !unknown.contains(k)).collect();
+    // `vars()` panics on a value that is not UTF-8, quoting it (a key, as like as not).
+    let mut known_env = HashMap::new();
+    for (name, value) in std::env::vars_os() {
+        let Ok(name) = name.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) if !unknown.contains(&name) => {
+                known_env.insert(name, value);
+            }
+            Ok(_) => {}
+            Err(_) if name.to_ascii_uppercase().starts_with("SLUICE_") => {
+                problems += 1;
+                say!("error  {name}: the value is not UTF-8 text (not shown)");
+            }
+            Err(_) => {}
+        }
+    }
     for pipeline in registry::builtin() {
         let id = pipeline.id().to_string();
         match Registry::build(vec![pipeline], &settings.valves_dir, &ValvesEnv::Map(own_variables(&known_env, &id))) {
-            Ok(_) => println!("ok     {id}"),
+            Ok(_) => say!("ok     {id}"),
             Err(RegistryError::Valves { errors, .. }) => {
                 for e in errors {
                     problems += 1;
                     match &e.source {
                         Source::File(path) => {
                             let line = line_of(path, &e.error.field).map(|l| format!(":{l}")).unwrap_or_default();
-                            println!("error  {}{line}: {}", path.display(), e.error);
+                            say!("error  {}{line}: {}", path.display(), e.error);
                         }
-                        Source::Variable(_) => println!("error  {e}"),
+                        Source::Variable(_) => say!("error  {e}"),
                     }
                 }
             }
             Err(e) => {
                 problems += 1;
-                println!("error  {id}: {e}");
+                say!("error  {id}: {e}");
             }
         }
     }
     if problems == 0 {
-        println!("sluice: settings, every valves file and the valve variables are valid");
+        say!("sluice: settings, every valves file and the valve variables are valid");
         ExitCode::SUCCESS
     } else {
-        println!("sluice: {problems} problem(s)");
+        say!("sluice: {problems} problem(s)");
         ExitCode::FAILURE
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::Settings;
 
 pub async fn run(settings: &Settings) -> ExitCode {
-    let url = format!("http://127.0.0.1:{}/", settings.port);
+    let url = super::local_url(settings, "/");
     let client = match super::local_client(Duration::from_secs(3), "sluice healthcheck") {
         Ok(c) => c,
         Err(code) => return code,

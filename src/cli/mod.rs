@@ -1,13 +1,19 @@
 //! The command line. The command is read before the settings, so `sluice --help` works while
 //! a setting is wrong; every mistake exits 2 with what to type instead.
 
-// Printing is what the command line is for; the server itself logs through tracing.
-#![allow(clippy::print_stdout)]
+/// A line of a command's output on stdout ([`output::line`]): unlike `println!`, a closed pipe
+/// or a full disk does not panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))
+    };
+}
 
 mod check;
 mod healthcheck;
 mod openpipe;
 mod outbox;
+mod output;
 mod pipeline;
 mod show_settings;
 
@@ -73,7 +79,8 @@ fn usage(command: &str) -> &'static str {
         "openpipe" => openpipe::USAGE,
         "pipeline" => pipeline::USAGE,
         "healthcheck" => {
-            "Usage: sluice healthcheck\n\nAsks GET / of the server on 127.0.0.1 at the configured port; exit 0 when it \
+            "Usage: sluice healthcheck\n\nAsks GET / of the server at the configured host (127.0.0.1 when it listens on \
+             every address) and port; exit 0 when it \
              answers 200, 1 (with the reason) otherwise."
         }
         "version" => "Usage: sluice version\n\nPrints the version.",
@@ -127,6 +134,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
 
 /// Runs the command line; the process exits with what this returns.
 pub async fn run(args: Vec<String>) -> ExitCode {
+    output::finish(run_command(args).await)
+}
+
+async fn run_command(args: Vec<String>) -> ExitCode {
     let command = match parse(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -136,12 +147,12 @@ pub async fn run(args: Vec<String>) -> ExitCode {
     };
     match command {
         Command::Help(command) => {
-            println!("sluice {VERSION}: a server for Open WebUI's Pipelines protocol\n");
-            println!("{}", command.map(usage).unwrap_or(HELP));
+            say!("sluice {VERSION}: a server for Open WebUI's Pipelines protocol\n");
+            say!("{}", command.map(usage).unwrap_or(HELP));
             return ExitCode::SUCCESS;
         }
         Command::Version => {
-            println!("sluice {VERSION}");
+            say!("sluice {VERSION}");
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -151,9 +162,9 @@ pub async fn run(args: Vec<String>) -> ExitCode {
         Ok(s) => s,
         Err(e) if command == Command::Check => {
             for problem in e.problems() {
-                println!("error  {problem}");
+                say!("error  {problem}");
             }
-            println!("sluice: {} problem(s) in the settings", e.problems().len());
+            say!("sluice: {} problem(s) in the settings", e.problems().len());
             return ExitCode::FAILURE;
         }
         Err(e) => {
@@ -192,6 +203,22 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
+/// The server on this machine at `path`: on the address it listens on, or on the loopback
+/// when it listens on every address (`0.0.0.0`, `::`).
+fn local_url(settings: &Settings, path: &str) -> String {
+    use std::net::IpAddr;
+    let host = settings.host.trim();
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => "[::1]".to_string(),
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+        Ok(IpAddr::V4(ip)) => ip.to_string(),
+        Err(_) if host.is_empty() => "127.0.0.1".to_string(),
+        Err(_) => host.to_string(),
+    };
+    format!("http://{host}:{}{path}", settings.port)
+}
+
 /// The HTTP client a command talks to the server on this machine with, each request bounded by
 /// `timeout`; a client that cannot be built is said (after `who`, the command's name) and fails
 /// the command.
@@ -225,5 +252,15 @@ mod tests {
         }
         assert!(p(&["chek"]).unwrap_err().contains("did you mean `check`"));
         assert!(p(&["check", "extra"]).unwrap_err().contains("takes no arguments"));
+    }
+
+    #[test]
+    fn commands_reach_the_server_where_it_listens() {
+        let at = |host: &str| local_url(&Settings { host: host.into(), port: 9, ..Settings::default() }, "/");
+        assert_eq!(at("0.0.0.0"), "http://127.0.0.1:9/");
+        assert_eq!(at("::"), "http://[::1]:9/");
+        assert_eq!(at("::1"), "http://[::1]:9/");
+        assert_eq!(at("127.0.0.2"), "http://127.0.0.2:9/");
+        assert_eq!(at("localhost"), "http://localhost:9/");
     }
 }

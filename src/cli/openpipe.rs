@@ -52,7 +52,7 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
             }
         },
     };
-    let url = format!("http://127.0.0.1:{}/openpipe_reporting/actions/dataset_add", settings.port);
+    let url = super::local_url(settings, "/openpipe_reporting/actions/dataset_add");
     let client = match super::local_client(Duration::from_secs(30), "sluice") {
         Ok(c) => c,
         Err(code) => return code,
@@ -71,7 +71,7 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
     let status = answer.status();
     let reply: Value = answer.json().await.unwrap_or(json!({}));
     if status.is_success() {
-        println!(
+        say!(
             "{} entr{} queued for dataset {}; {} already added",
             reply["queued"],
             if reply["queued"] == 1 { "y" } else { "ies" },

@@ -57,10 +57,10 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
         Action::List => {
             let index = index::read(store).await.map_err(|e| e.to_string())?;
             if index.components.is_empty() {
-                println!("no WebAssembly pipelines added");
+                say!("no WebAssembly pipelines added");
             }
             for (id, entry) in &index.components {
-                println!(
+                say!(
                     "{id}\tsha256:{}\t{}\tadded at {} (Unix ms)",
                     entry.sha256.get(..12).unwrap_or(&entry.sha256),
                     entry.source,
@@ -76,7 +76,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             match index::remove(store, &id).await.map_err(|e| e.to_string())? {
                 Some(_) => {
                     components::forget(store, &settings.valves_dir, &id).await;
-                    println!("removed {id}");
+                    say!("removed {id}");
                     Ok(())
                 }
                 None => Err(format!("pipeline {id} not found among the added WebAssembly pipelines")),
@@ -106,7 +106,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             let kind = pipeline.kind().as_str();
             let (_, old) = index::insert(store, &id, &bytes, &sha256, file.clone()).await.map_err(|e| e.to_string())?;
             let verb = if old.is_some() { "replaced" } else { "added" };
-            println!("{verb} {id} ({kind}) from {file}; a running server loads it within a second");
+            say!("{verb} {id} ({kind}) from {file}; a running server loads it within a second");
             Ok(())
         }
     }

@@ -15,17 +15,17 @@ pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
         let assignment = format!("{} = {}", line.key, line.value);
         if line.value.starts_with('(') {
             // Not a value: a note about a secret.
-            println!("# {:<width$}  # {}", format!("{} {}", line.key, line.value), line.source, width = width - 2);
+            say!("# {:<width$}  # {}", format!("{} {}", line.key, line.value), line.source, width = width - 2);
         } else {
-            println!("{assignment:<width$}  # {}", line.source);
+            say!("{assignment:<width$}  # {}", line.source);
         }
     }
     // RUST_LOG, when set, filters the log in place of log_level: say so, or why it does not.
     if let Some(asked) = rust_log() {
         match chosen_directives(Some(&asked), &settings.log_level) {
-            (_, Some(reason)) => println!("# RUST_LOG is set aside ({reason}): log_level is used"),
+            (_, Some(reason)) => say!("# RUST_LOG is set aside ({reason}): log_level is used"),
             (directives, None) if directives == asked => {
-                println!("# RUST_LOG={} filters the log in place of log_level", OneLine(&asked))
+                say!("# RUST_LOG={} filters the log in place of log_level", OneLine(&asked))
             }
             // Empty: read as unset.
             _ => {}

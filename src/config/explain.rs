@@ -188,7 +188,11 @@ mod tests {
                 figment::Jail::expect_with(|jail| {
                     jail.set_env(variable, key);
                     let settings = Settings::load().unwrap();
-                    assert_eq!(settings.api_key.as_ref().map(sluice_sdk::Secret::expose), Some(key), "{variable}={key}");
+                    assert_eq!(
+                        settings.api_key.as_ref().map(sluice_sdk::Secret::expose),
+                        Some(key),
+                        "{variable}={key}"
+                    );
                     Ok(())
                 });
             }

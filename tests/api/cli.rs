@@ -1,7 +1,7 @@
 //! The command line, run as an operator would: help and version before any setting is read,
 //! `check`, `settings`, `outbox` and `healthcheck`, and settings mistakes that name their cause.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Runs `sluice <args>` with `dir/valves`, `dir/data` and `env`: exit code, stdout, stderr.
 pub fn sluice_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -298,4 +298,48 @@ fn an_unwritable_valves_directory_is_reported_at_start() {
         "{log}"
     );
     assert!(log.contains("named volume"), "{log}");
+}
+
+/// What is not UTF-8 (a variable's value, an argument) and an output that cannot be written
+/// get a clear word and an exit code, not a panic that quotes the value.
+#[cfg(unix)]
+#[test]
+fn bytes_that_are_not_text_and_unwritable_output_are_said_not_panicked() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<OsString>, env: Vec<(&str, OsString)>, stdout: Stdio| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env_clear()
+            .current_dir(dir.path())
+            .envs(env)
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let key = OsString::from_vec(b"sk-secret-\xff".to_vec());
+    let (code, out, err) = run(vec!["check".into()], vec![("SLUICE_API_KEY", key.clone())], Stdio::piped());
+    assert_ne!(code, 101, "{out}{err}");
+    assert!(!out.contains("sk-secret") && !err.contains("sk-secret") && !err.contains("panicked"), "{out}{err}");
+    let (code, out, err) =
+        run(vec!["check".into()], vec![("SLUICE_VALVES__OPENPIPE_REPORTING__OPENPIPE_API_KEY", key)], Stdio::piped());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("OPENPIPE_API_KEY: the value is not UTF-8 text (not shown)"), "{out}");
+    assert!(!out.contains("sk-secret") && !err.contains("panicked"), "{out}{err}");
+
+    let (code, _, err) =
+        run(vec!["pipeline".into(), "add".into(), OsString::from_vec(b"f\xff.wasm".to_vec())], vec![], Stdio::piped());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not UTF-8 text") && !err.contains("panicked"), "{err}");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let (code, _, err) = run(vec!["settings".into()], vec![], Stdio::from(full));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the output could not be written") && !err.contains("panicked"), "{err}");
 }
