@@ -102,8 +102,15 @@ pub fn chosen_directives(rust_log: Option<&str>, level: &str) -> (String, Option
         // tracing-subscriber's parser panics on some (`RUST_LOG=" é=debug"`, found by a
         // reviewer); targets are Rust module paths.
         Some(asked) if !asked.is_ascii() => (setting(), Some("it holds characters other than ASCII")),
-        Some(asked) if EnvFilter::try_new(asked).is_err() => (setting(), Some("it is not a valid filter")),
-        Some(asked) => (asked.to_owned(), None),
+        // A line break made a target name of the rest: `warn\ndebug` enabled nothing.
+        Some(asked) if asked.chars().any(|c| c.is_ascii_control()) => (setting(), Some("it holds control characters")),
+        Some(asked) => {
+            let asked = crate::config::rust_log_with_tracing_names(asked);
+            match EnvFilter::try_new(&asked) {
+                Ok(_) => (asked, None),
+                Err(_) => (setting(), Some("it is not a valid filter")),
+            }
+        }
     }
 }
 
@@ -419,6 +426,13 @@ mod tests {
         assert_eq!(
             chosen_directives(Some("sluice=verbose"), "warn"),
             ("warn".into(), Some("it is not a valid filter"))
+        );
+        // Python's names are levels, not targets that silence everything else.
+        assert_eq!(chosen_directives(Some("warning"), "info"), ("warn".into(), None));
+        assert_eq!(chosen_directives(Some("sluice=critical,info"), "warn"), ("sluice=error,info".into(), None));
+        assert_eq!(
+            chosen_directives(Some("warn\ndebug"), "info"),
+            ("info".into(), Some("it holds control characters"))
         );
         // Each of these made tracing-subscriber's parser panic at start.
         for asked in [" é=debug", "\u{85}_=x", "\n\u{3000}-=\n", "\u{fffd}"] {

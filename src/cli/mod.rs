@@ -191,6 +191,10 @@ async fn serve(settings: Settings) -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             tracing::error!(error = %e, "sluice could not start");
+            // A filter that hides errors (`off`) must not hide why the process ends.
+            if !tracing::enabled!(tracing::Level::ERROR) {
+                eprintln!("sluice could not start: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };

@@ -27,6 +27,12 @@ pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
             (directives, None) if directives == asked => {
                 say!("# RUST_LOG={} filters the log in place of log_level", OneLine(&asked))
             }
+            // Python's level names turned into tracing's.
+            (directives, None) if !asked.split(',').all(|d| d.trim().is_empty()) => say!(
+                "# RUST_LOG={} filters the log in place of log_level, read as {}",
+                OneLine(&asked),
+                OneLine(&directives)
+            ),
             // Empty: read as unset.
             _ => {}
         }

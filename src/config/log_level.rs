@@ -12,11 +12,10 @@ pub fn normalize(filter: &str) -> Result<String, String> {
             Some((target, level)) => (Some(target), level),
             None => (None, directive),
         };
-        let level = match level.to_ascii_lowercase().as_str() {
-            "warning" => "warn".to_string(),
-            "critical" | "fatal" => "error".to_string(),
-            l if LEVELS.contains(&l) => l.to_string(),
-            _ => {
+        let level = match python_level(level) {
+            Some(level) => level.to_string(),
+            None if LEVELS.contains(&level.to_ascii_lowercase().as_str()) => level.to_ascii_lowercase(),
+            None => {
                 let hint = crate::suggest::hint(level, LEVELS);
                 return Err(match target {
                     Some(_) => format!("{level:?} in {directive:?} is not a level{hint}; use {}", LEVELS.join(", ")),
@@ -40,6 +39,31 @@ pub fn normalize(filter: &str) -> Result<String, String> {
     Ok(normalized)
 }
 
+/// `tracing`'s name of one of Python's level names (`warning`, `critical`, `fatal`).
+fn python_level(word: &str) -> Option<&'static str> {
+    match word.trim().to_ascii_lowercase().as_str() {
+        "warning" => Some("warn"),
+        "critical" | "fatal" => Some("error"),
+        _ => None,
+    }
+}
+
+/// `RUST_LOG` directives with Python's level names turned into `tracing`'s, the rest as they
+/// are: `RUST_LOG=warning` meant warnings, but as a target name it silenced every line.
+pub fn with_tracing_names(directives: &str) -> String {
+    directives
+        .split(',')
+        .map(|d| match d.rsplit_once('=') {
+            Some((target, level)) => match python_level(level) {
+                Some(level) => format!("{target}={level}"),
+                None => d.to_string(),
+            },
+            None => python_level(d).map_or_else(|| d.to_string(), str::to_string),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Whether `filter` is usable.
 pub fn check(filter: &str) -> Result<(), String> {
     normalize(filter).map(|_| ())
@@ -61,5 +85,12 @@ mod tests {
         assert!(normalize("verbose").is_err());
         assert!(normalize("sluice=loud").is_err());
         assert!(normalize(" , ").is_err());
+    }
+
+    #[test]
+    fn python_names_in_rust_log_are_levels() {
+        assert_eq!(with_tracing_names("warning"), "warn");
+        assert_eq!(with_tracing_names("sluice=Critical, hyper=debug,FATAL"), "sluice=error, hyper=debug,error");
+        assert_eq!(with_tracing_names("sluice,info,x[span]=debug"), "sluice,info,x[span]=debug");
     }
 }

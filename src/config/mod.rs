@@ -8,6 +8,7 @@ mod log_level;
 
 pub use explain::{effective, Effective};
 pub use log_level::normalize as normalize_log_level;
+pub use log_level::with_tracing_names as rust_log_with_tracing_names;
 
 use std::path::PathBuf;
 

@@ -149,8 +149,13 @@ fn settings_say_whether_rust_log_filters_the_log() {
     assert_eq!(said(" é=debug"), ["# RUST_LOG is set aside (it holds characters other than ASCII): log_level is used"]);
     assert_eq!(said("sluice=loud"), ["# RUST_LOG is set aside (it is not a valid filter): log_level is used"]);
     assert!(said("").is_empty());
-    // Shown on one line, without the escape a terminal would act on.
-    assert_eq!(said("sluice\u{1b}=debug"), ["# RUST_LOG=sluice\\u{1b}=debug filters the log in place of log_level"]);
+    // Control characters (an escape a terminal would act on, a line break that made a target of
+    // what follows) are not a filter.
+    assert_eq!(
+        said("sluice\u{1b}=debug"),
+        ["# RUST_LOG is set aside (it holds control characters): log_level is used"]
+    );
+    assert_eq!(said("warning"), ["# RUST_LOG=warning filters the log in place of log_level, read as warn"]);
 }
 
 #[test]
@@ -342,4 +347,20 @@ fn bytes_that_are_not_text_and_unwritable_output_are_said_not_panicked() {
     let (code, _, err) = run(vec!["settings".into()], vec![], Stdio::from(full));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("the output could not be written") && !err.contains("panicked"), "{err}");
+}
+
+/// A log filter that hides errors does not hide why the server did not start.
+#[test]
+fn a_failed_start_is_said_whatever_the_log_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.to_str().unwrap();
+    for env in
+        [[("RUST_LOG", "off"), ("SLUICE_DATA_DIR", data)], [("SLUICE_LOG_LEVEL", "off"), ("SLUICE_DATA_DIR", data)]]
+    {
+        let (code, _, err) = sluice_with(dir.path(), &["serve"], &env);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("sluice could not start") && err.contains("a-file"), "{env:?}: {err}");
+    }
 }
