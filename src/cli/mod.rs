@@ -223,6 +223,23 @@ fn local_url(settings: &Settings, path: &str) -> String {
     format!("http://{host}:{}{path}", settings.port)
 }
 
+/// Whether the embedded store is there for a command to read (the server creates it); said
+/// when not, with the real cause when it cannot be looked at.
+fn store_is_there(settings: &Settings) -> Result<(), String> {
+    if settings.store_url.is_some() {
+        return Ok(());
+    }
+    let path = settings.data_dir.join(crate::store::STORE_FILE);
+    match std::fs::metadata(&path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "no store at {} yet: the server creates it on first start (start it once, then run this again)",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// The HTTP client a command talks to the server on this machine with, each request bounded by
 /// `timeout`; a client that cannot be built is said (after `who`, the command's name) and fails
 /// the command.

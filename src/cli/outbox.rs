@@ -36,9 +36,8 @@ pub fn parse(args: &[&str]) -> Result<Action, String> {
 }
 
 pub async fn run(settings: &Settings, action: Action) -> ExitCode {
-    let path = settings.data_dir.join(crate::store::STORE_FILE);
-    if settings.store_url.is_none() && !path.exists() {
-        eprintln!("sluice: no store at {} yet (the server creates it on first start)", path.display());
+    if let Err(why) = super::store_is_there(settings) {
+        eprintln!("sluice: {why}");
         return ExitCode::FAILURE;
     }
     let stores = match crate::store::Stores::open(settings, &settings.data_dir, Default::default()).await {

@@ -48,6 +48,7 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
 }
 
 async fn act(settings: &Settings, action: Action) -> Result<(), String> {
+    super::store_is_there(settings)?;
     let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -85,7 +86,8 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
         Action::Add(file) => {
             let path = Path::new(&file);
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-            let bytes = std::fs::read(path).map_err(|e| format!("{file}: {e}"))?;
+            let bytes = read_at_most(path, settings.wasm_component_mb as u64 * 1024 * 1024)
+                .map_err(|e| format!("{file}: {e}"))?;
             let bytes = match name.strip_suffix(".py") {
                 Some(id) => {
                     python::build(&settings.componentize_py, &components::builds_dir(&settings.data_dir), id, &bytes)
@@ -109,5 +111,35 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             say!("{verb} {id} ({kind}) from {file}; a running server loads it within a second");
             Ok(())
         }
+    }
+}
+
+/// The file, or an error when it holds more than `limit` bytes: read no further than that (a
+/// 600 MB file took 1.2 GB before it was refused, `/dev/zero` all the memory there was).
+fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(limit + 1).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than wasm_component_mb allows ({} MB)", limit / (1024 * 1024)));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_read_no_further_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.wasm");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        assert_eq!(read_at_most(&path, 1 << 20).unwrap().len(), 1 << 20);
+        let e = read_at_most(&path, (1 << 20) - 1).unwrap_err();
+        assert!(e.contains("larger than wasm_component_mb allows"), "{e}");
+        // Endless: refused after the limit, not read to the end of memory.
+        assert!(read_at_most(Path::new("/dev/zero"), 1 << 20).is_err());
     }
 }

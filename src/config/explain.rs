@@ -117,12 +117,17 @@ pub fn effective(figment: &Figment, settings: &Settings) -> Vec<Effective> {
     for (key, value) in [("api_key", settings.api_key.is_some()), ("store_url", settings.store_url.is_some())] {
         let (value, source) = match figment.find_metadata(key) {
             Some(meta) if value => ("(set, not shown)".to_string(), origin(meta, key)),
+            _ if key == "api_key" && settings.allow_reference_key => {
+                ("(not shown)".to_string(), "unset: the reference's well-known key (allow_reference_key)".to_string())
+            }
             _ if key == "api_key" => {
                 let file = settings.data_dir.join(crate::auth::KEY_FILE);
-                let source = if file.exists() {
-                    format!("generated, kept in {}", file.display())
-                } else {
-                    format!("unset: generated into {} on first start", file.display())
+                let source = match std::fs::metadata(&file) {
+                    Ok(_) => format!("generated, kept in {}", file.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        format!("unset: generated into {} on first start", file.display())
+                    }
+                    Err(e) => format!("unset: {} cannot be looked at ({e})", file.display()),
                 };
                 ("(not shown)".to_string(), source)
             }
@@ -252,6 +257,15 @@ mod tests {
             assert_eq!(find("host").source, "default");
             assert_eq!(find("api_key").source, "environment variable SLUICE_API_KEY");
             assert!(lines.iter().all(|l| !l.value.contains("sk-top-secret")));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_ALLOW_REFERENCE_KEY", "true");
+            let figment = Settings::figment();
+            let settings = Settings::from_figment(figment.clone()).map_err(|e| e.to_string())?;
+            let lines = effective(&figment, &settings);
+            let key = lines.iter().find(|l| l.key == "api_key").unwrap();
+            assert!(key.source.contains("the reference's well-known key"), "{key:?}");
             Ok(())
         });
     }

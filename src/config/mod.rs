@@ -159,12 +159,16 @@ impl Settings {
     pub fn figment() -> Figment {
         // A file named by SLUICE_CONFIG must exist; the default `sluice.toml` is optional.
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        match std::env::var("SLUICE_CONFIG") {
-            Ok(file) => figment = figment.merge(Toml::file_exact(file)),
-            Err(_) if std::path::Path::new("sluice.toml").exists() => {
+        // In any case, as the other variables; empty is unset; a name that is not UTF-8 is a
+        // name all the same.
+        let named = std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case("SLUICE_CONFIG"));
+        match named {
+            Some((_, file)) => figment = figment.merge(Toml::file_exact(PathBuf::from(file))),
+            // A link to nowhere is read too, and said missing, not skipped.
+            None if std::fs::symlink_metadata("sluice.toml").is_ok() => {
                 figment = figment.merge(Toml::file_exact("sluice.toml"))
             }
-            Err(_) => {}
+            None => {}
         }
         // An empty variable is an unset one, as for valves (a compose file's `${X:-}`).
         let non_empty: std::collections::HashSet<String> = std::env::vars_os()
@@ -366,6 +370,21 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SLUICE_CONFIG", "missing.toml");
             assert!(Settings::load().is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("other.toml", "port = 9300\n")?;
+            jail.set_env("sluice_config", "other.toml");
+            assert_eq!(Settings::load().unwrap().port, 9300, "named in lower case");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_CONFIG", "");
+            assert_eq!(Settings::load().unwrap().port, Settings::default().port, "empty is unset");
+            #[cfg(unix)]
+            std::os::unix::fs::symlink("nowhere.toml", "sluice.toml").unwrap();
+            #[cfg(unix)]
+            assert!(Settings::load().is_err(), "a link to nowhere is not skipped");
             Ok(())
         });
     }

@@ -354,3 +354,24 @@ async fn a_generated_key_is_never_written_to_a_log() {
         );
     }
 }
+
+/// A valves file whose key line lost its closing quote: the parser's message quoted that line,
+/// and it went to whoever reloaded or edited the valves, and to the log.
+#[tokio::test]
+async fn a_broken_line_of_a_valves_file_is_placed_not_quoted() {
+    let upstream = MockServer::start().await;
+    let app = crate::manifold::manifold_app(&upstream, "").await;
+    let path = app.valves_dir.join("openai_responses.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let broken = text.replace(&format!("API_KEY = \"{OPENAI_KEY}\""), &format!("API_KEY = \"{OPENAI_KEY}"));
+    assert_ne!(broken, text);
+    std::fs::write(&path, broken).unwrap();
+    let (status, body) = json_of(app.post_json("/pipelines/reload", &json!({})).await).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("line 2, column"), "{body}");
+    let (status, edited) = update(&app, "openai_responses", json!({"MAX_RETRIES": 1})).await;
+    assert!(status >= 400, "{edited}");
+    for answer in [body, edited] {
+        assert!(!answer.to_string().contains(OPENAI_KEY), "{answer}");
+    }
+}
