@@ -1,7 +1,7 @@
 //! One answer of a WebAssembly pipe: the host pulls events from the guest's `answer` resource
 //! one call at a time (each under the deadline), turning them into [`PipeEvent`]s.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 use sluice_sdk::{ErrorKind, FinishReason, PipeEvent, PipeRequest, PipeStream, PipelineError, Status, ToolCallDelta};
@@ -71,30 +71,73 @@ pub(crate) async fn start(
         .await?;
     let answer = started.map_err(guest_error)?;
     let until = tokio::time::Instant::now() + answer_timeout;
+    let pipeline = Arc::clone(&call.store.data().pipeline);
     let live = Live { call, bindings, answer, budget, until, pulled: 0 };
-    Ok(Box::pin(futures_util::stream::unfold(Some(live), next)))
+    let slot = Arc::new(Mutex::new(Some(live)));
+    // A client that stops reading stops the pulls, and the answer with its instance would wait
+    // for them as long as the connection stays open: at `until` the instance goes back to the
+    // pool whether it is pulled or not (a pull under way puts it back only before `until`).
+    let watched = Arc::downgrade(&slot);
+    tokio::spawn(async move {
+        tokio::time::sleep_until(until).await;
+        if let Some(slot) = watched.upgrade() {
+            drop(take(&slot));
+        }
+    });
+    Ok(Box::pin(futures_util::stream::unfold(Some(Answer { slot, pipeline }), next)))
 }
 
-async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
-    let mut live = state?;
+/// An answer as the stream holds it: its instance in a slot the timer may empty.
+struct Answer {
+    slot: Arc<Mutex<Option<Live>>>,
+    pipeline: Arc<str>,
+}
+
+fn take(slot: &Mutex<Option<Live>>) -> Option<Live> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+fn too_long(pipeline: &str) -> PipeEvent {
+    PipeEvent::Error(PipelineError::new(
+        ErrorKind::Timeout,
+        format!("pipeline {pipeline} answered for longer than allowed"),
+    ))
+}
+
+async fn next(state: Option<Answer>) -> Option<(PipeEvent, Option<Answer>)> {
+    let answer = state?;
+    let Some(live) = take(&answer.slot) else {
+        return Some((too_long(&answer.pipeline), None));
+    };
+    let (event, live) = pull(live).await;
+    if let Some(live) = live {
+        if tokio::time::Instant::now() < live.until {
+            *answer.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
+        }
+        // Else dropped here: the timer found the slot empty while this pull ran.
+        return Some((event?, Some(answer)));
+    }
+    event.map(|event| (event, None))
+}
+
+/// One event of the answer and the answer again, or `None` in its place once it has ended.
+async fn pull(mut live: Live) -> (Option<PipeEvent>, Option<Live>) {
     live.pulled = live.pulled.wrapping_add(1);
     if live.pulled % EVENTS_PER_TURN == 0 {
         tokio::task::yield_now().await;
     }
     if tokio::time::Instant::now() >= live.until {
-        let pipeline = std::sync::Arc::clone(&live.call.store.data().pipeline);
-        let error =
-            PipelineError::new(ErrorKind::Timeout, format!("pipeline {pipeline} answered for longer than allowed"));
-        return Some((PipeEvent::Error(error), None));
+        let pipeline = Arc::clone(&live.call.store.data().pipeline);
+        return (Some(too_long(&pipeline)), None);
     }
     let deadline = live.call.arm();
     let store = &mut live.call.store;
     let answer = live.answer;
     let pulled = deadline.run(live.bindings.sluice_pipeline_guest().answer().call_next(&mut *store, answer)).await;
     let event = match pulled {
-        Ok(None) => return None,
+        Ok(None) => return (None, None),
         Ok(Some(event)) => event,
-        Err(error) => return Some((PipeEvent::Error(error), None)),
+        Err(error) => return (Some(PipeEvent::Error(error)), None),
     };
     let size = event_size(&event).max(EVENT_COST);
     if size > live.budget {
@@ -102,12 +145,12 @@ async fn next(state: Option<Live>) -> Option<(PipeEvent, Option<Live>)> {
             ErrorKind::Internal,
             format!("pipeline {} sent more text than an answer may hold", live.call.store.data().pipeline),
         );
-        return Some((PipeEvent::Error(error), None));
+        return (Some(PipeEvent::Error(error)), None);
     }
     live.budget -= size;
     match convert(event) {
-        PipeEvent::Error(error) => Some((PipeEvent::Error(error), None)),
-        event => Some((event, Some(live))),
+        PipeEvent::Error(error) => (Some(PipeEvent::Error(error)), None),
+        event => (Some(event), Some(live)),
     }
 }
 

@@ -156,3 +156,39 @@ async fn calls_beyond_the_instance_pool_wait_and_then_run() {
         assert_eq!(call.await.unwrap().unwrap(), body());
     }
 }
+
+/// An answer nobody pulls (its client stopped reading) gives its instance back when its time
+/// is up, and says so when it is pulled again: it held the instance for as long as the
+/// connection stayed open, and with the pool taken every WebAssembly pipeline answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_nobody_reads_gives_its_instance_back_at_its_time() {
+    use futures_util::StreamExt;
+    let limits = Limits {
+        call_timeout: Duration::from_secs(1),
+        instances: 1,
+        answer_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(limits, None).unwrap();
+    let endless = load(&runtime, sluice_wasm::guests::pipe("endless", u32::MAX)).await;
+    let good = load(&runtime, filter("good", ECHO)).await;
+    let request = sluice_sdk::PipeRequest {
+        model: "endless".into(),
+        model_id: "endless".into(),
+        stream: true,
+        dialect: sluice_sdk::Dialect::OpenWebUi,
+        body: body().as_object().unwrap().clone(),
+        user: None,
+        cancel: sluice_sdk::CancellationToken::new(),
+    };
+    let mut answer = endless.pipe(request).await.unwrap();
+    assert!(matches!(answer.next().await, Some(sluice_sdk::PipeEvent::Text(_))));
+    // Not pulled past its time: the one instance is free again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    still_serves(&good).await;
+    match answer.next().await {
+        Some(sluice_sdk::PipeEvent::Error(e)) => assert!(e.to_string().contains("longer than allowed"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(answer.next().await.is_none());
+}
