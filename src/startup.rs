@@ -363,10 +363,10 @@ fn run(
             .wrap(from_fn(catch_panics))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(trace_requests))
-            .service(web::resource("/").get(routes::health).head(routes::health))
+            .service(routes::health_check("/"))
             .service(
                 web::scope("/v1")
-                    .service(web::resource("").get(routes::health).head(routes::health))
+                    .service(routes::health_check(""))
                     .configure(|cfg| routes::configure(cfg, &small_body))
                     .default_service(web::to(routes::not_found)),
             )

@@ -18,7 +18,7 @@ use actix_web::{HttpResponse, Resource};
 use crate::body::BodyConfig;
 use crate::error::ApiError;
 
-pub use health::health;
+use health::health;
 pub use models::ModelsCache;
 
 /// Every route except the health check, relative to the mount point. `small_body` bounds what
@@ -40,6 +40,12 @@ pub fn configure(cfg: &mut ServiceConfig, small_body: &web::Data<BodyConfig>) {
         .service(resource("/{id}/valves/spec").get(valves::get_valves_spec))
         .service(resource("/{id}/valves/update").app_data(small_body.clone()).post(valves::update_valves))
         .service(resource("/{id}/actions/{name}").app_data(small_body.clone()).post(actions::run_action));
+}
+
+/// The health check at `path` (GET and HEAD, no key), its wrong methods a JSON 405 like every
+/// other route's (they got an empty one).
+pub fn health_check(path: &str) -> Resource {
+    resource(path).get(health).head(health)
 }
 
 /// A resource whose wrong methods get a JSON 405 instead of an empty body.

@@ -23,6 +23,7 @@ impl From<ComponentError> for ApiError {
         match e {
             ComponentError::BuiltIn(_) => ApiError::Conflict(e.to_string()),
             ComponentError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ComponentError::Load(sluice_wasm::LoadError::Busy(_)) => ApiError::Busy(e.to_string()),
             ComponentError::Load(_) | ComponentError::Valves(_) => ApiError::BadRequest(e.to_string()),
             ComponentError::Store(_) | ComponentError::Start { .. } | ComponentError::IdChanged { .. } => {
                 ApiError::Internal(e.to_string())

@@ -88,4 +88,9 @@ async fn unknown_paths_and_wrong_methods_answer_json() {
     assert_eq!((status, body), (405, json!({"detail": "Method Not Allowed"})));
     let (status, _) = json_of(app.post_json("/models", &json!({})).await).await;
     assert_eq!(status, 405);
+    // The health check's paths too (their 405 had no body).
+    for path in ["/", "/v1", "/v1/"] {
+        let answer = error_of(app.post_json(path, &json!({})).await).await;
+        assert_eq!(answer, (405, json!({"detail": "Method Not Allowed"})), "{path}");
+    }
 }

@@ -34,6 +34,9 @@ pub enum LoadError {
     Link(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    /// No instance came free in time: the component was not looked at; worth retrying.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Manifest(String),
 }
@@ -131,8 +134,7 @@ impl Runtime {
 
     /// Asks a compiled component what it is, in a store without network or records.
     pub async fn describe(&self, compiled: &Compiled) -> Result<Manifest, LoadError> {
-        let mut call =
-            self.call("(new)".into(), Grants::default()).await.map_err(|e| LoadError::Describe(e.message))?;
+        let mut call = self.call("(new)".into(), Grants::default()).await.map_err(|e| LoadError::Busy(e.message))?;
         let deadline = call.arm();
         let store = &mut call.store;
         let text = deadline
