@@ -123,7 +123,7 @@ async fn next(state: Option<Answer>) -> Option<(PipeEvent, Option<Answer>)> {
 /// One event of the answer and the answer again, or `None` in its place once it has ended.
 async fn pull(mut live: Live) -> (Option<PipeEvent>, Option<Live>) {
     live.pulled = live.pulled.wrapping_add(1);
-    if live.pulled % EVENTS_PER_TURN == 0 {
+    if live.pulled.is_multiple_of(EVENTS_PER_TURN) {
         tokio::task::yield_now().await;
     }
     if tokio::time::Instant::now() >= live.until {
