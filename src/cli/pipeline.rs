@@ -128,7 +128,7 @@ fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod read_tests {
+mod tests {
     use super::*;
 
     #[test]

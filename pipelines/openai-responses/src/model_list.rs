@@ -46,7 +46,14 @@ impl ModelList {
 }
 
 fn make(valves: &ResponsesValves, served: Option<&HashSet<String>>) -> Vec<SubModel> {
-    let configured: Vec<String> = valves.MODEL_ID.iter().map(|m| models::normalize(m)).collect();
+    // Entries that are one id once normalised (`gpt-4.1`, `GPT-4.1`, a dated snapshot) are
+    // listed once: Open WebUI keys its models by id.
+    let mut configured: Vec<String> = Vec::new();
+    for id in valves.MODEL_ID.iter().map(|m| models::normalize(m)) {
+        if !configured.contains(&id) {
+            configured.push(id);
+        }
+    }
     let kept: Vec<&String> = match served {
         Some(set) => configured.iter().filter(|id| set.contains(&models::resolve(id).base)).collect(),
         None => configured.iter().collect(),
@@ -73,5 +80,10 @@ mod tests {
         assert_eq!(ids(list.get(Arc::clone(&valves), Some(Arc::clone(&served)))), ["o4-mini"], "kept");
         let more = Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into()], ..Default::default() });
         assert_eq!(ids(list.get(more, Some(served))), ["gpt-4.1"], "new valves; none served: all listed");
+        let twice = Arc::new(ResponsesValves {
+            MODEL_ID: vec!["gpt-4.1".into(), "GPT-4.1".into(), "o3".into(), "gpt-4.1-2025-04-14".into()],
+            ..Default::default()
+        });
+        assert_eq!(ids(list.get(twice, None)), ["gpt-4.1", "o3"], "one entry per id");
     }
 }
