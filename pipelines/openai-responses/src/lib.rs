@@ -47,7 +47,7 @@ struct Runtime {
     store: Arc<dyn KvStore>,
     clients: Clients,
     /// Base model ids the upstream serves, from the last successful fetch.
-    served: ArcSwap<Option<HashSet<String>>>,
+    served: ArcSwap<Option<model_list::Fetched>>,
     refresh: Notify,
     shutdown: CancellationToken,
 }
@@ -115,7 +115,9 @@ impl OpenAIResponses {
                     Err(e) => Err(e.message),
                 };
                 match fetched {
-                    Ok(ids) => runtime.served.store(Arc::new(Some(ids))),
+                    Ok(ids) => {
+                        runtime.served.store(Arc::new(Some(model_list::Fetched { base_url: v.BASE_URL.clone(), ids })))
+                    }
                     Err(e) => {
                         tracing::warn!(pipeline = PIPELINE_ID, error = %e, "model list fetch failed; keeping the last list")
                     }

@@ -13,7 +13,14 @@ use crate::models;
 use crate::valves::ResponsesValves;
 
 /// What the upstream serves, from the last fetch (`None` inside: not known).
-pub type Served = Arc<Option<HashSet<String>>>;
+pub type Served = Arc<Option<Fetched>>;
+
+/// The ids a fetch found, and the upstream it asked: after an edit of `BASE_URL` they say
+/// nothing of the new one until its own fetch, and with `FETCH_MODELS` off nothing at all.
+pub struct Fetched {
+    pub base_url: String,
+    pub ids: HashSet<String>,
+}
 
 #[derive(Default)]
 pub struct ModelList {
@@ -39,7 +46,9 @@ impl ModelList {
                 return Arc::clone(&last.models);
             }
         }
-        let models: Arc<[SubModel]> = make(&valves, served.as_deref().and_then(Option::as_ref)).into();
+        let fetched = served.as_deref().and_then(Option::as_ref);
+        let applies = fetched.filter(|f| valves.FETCH_MODELS && f.base_url == valves.BASE_URL);
+        let models: Arc<[SubModel]> = make(&valves, applies.map(|f| &f.ids)).into();
         self.last.store(Some(Arc::new(Listed { valves, served, models: Arc::clone(&models) })));
         models
     }
@@ -75,7 +84,10 @@ mod tests {
         let valves =
             Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into(), "o4-mini".into()], ..Default::default() });
         assert_eq!(ids(list.get(Arc::clone(&valves), None)), ["gpt-4.1", "o4-mini"]);
-        let served: Served = Arc::new(Some(HashSet::from(["o4-mini".to_string()])));
+        let fetched = |ids: &[&str], base_url: &str| -> Served {
+            Arc::new(Some(Fetched { base_url: base_url.into(), ids: ids.iter().map(|i| i.to_string()).collect() }))
+        };
+        let served = fetched(&["o4-mini"], &valves.BASE_URL);
         assert_eq!(ids(list.get(Arc::clone(&valves), Some(Arc::clone(&served)))), ["o4-mini"], "a new served set");
         assert_eq!(ids(list.get(Arc::clone(&valves), Some(Arc::clone(&served)))), ["o4-mini"], "kept");
         let more = Arc::new(ResponsesValves { MODEL_ID: vec!["gpt-4.1".into()], ..Default::default() });
@@ -85,5 +97,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ids(list.get(twice, None)), ["gpt-4.1", "o3"], "one entry per id");
+        // What another upstream served, or a fetch now switched off, filters nothing.
+        let elsewhere = fetched(&["o4-mini"], "http://elsewhere/v1");
+        assert_eq!(ids(list.get(Arc::clone(&valves), Some(elsewhere))), ["gpt-4.1", "o4-mini"]);
+        let off = Arc::new(ResponsesValves { FETCH_MODELS: false, ..(*valves).clone() });
+        assert_eq!(ids(list.get(off, Some(fetched(&["o4-mini"], &valves.BASE_URL)))), ["gpt-4.1", "o4-mini"]);
     }
 }
