@@ -1,21 +1,25 @@
 //! `sluice check`: what the server would refuse at start-up, every problem at once, on stdout.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Settings;
 use crate::registry::{self, Registry, RegistryError, Source};
 use crate::valves::ValvesEnv;
 
 /// Every pipeline's valves are checked on their own, so one run lists every problem; a value
 /// from a file names its line, a value from the environment its variable.
-pub fn run(settings: &Settings) -> ExitCode {
-    let mut problems = 0usize;
+/// `settings_problems`: what the settings were found to have wrong, listed first.
+pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
+    for problem in settings_problems {
+        say!("error  {problem}");
+    }
+    let mut problems = settings_problems.len();
     let env = ValvesEnv::Process;
     let all = registry::builtin();
     // The variables are checked against every pipeline at once: one may name any of them.
     let mut unknown = Vec::new();
-    if let Err(RegistryError::UnknownOverrides(found)) = Registry::build(all, &settings.valves_dir, &env) {
+    if let Err(RegistryError::UnknownOverrides(found)) = Registry::build(all, valves_dir, &env) {
         for u in found {
             problems += 1;
             say!("error  {u}");
@@ -41,7 +45,7 @@ pub fn run(settings: &Settings) -> ExitCode {
     }
     for pipeline in registry::builtin() {
         let id = pipeline.id().to_string();
-        match Registry::build(vec![pipeline], &settings.valves_dir, &ValvesEnv::Map(own_variables(&known_env, &id))) {
+        match Registry::build(vec![pipeline], valves_dir, &ValvesEnv::Map(own_variables(&known_env, &id))) {
             Ok(_) => say!("ok     {id}"),
             Err(RegistryError::Valves { errors, .. }) => {
                 for e in errors {

@@ -160,12 +160,11 @@ async fn run_command(args: Vec<String>) -> ExitCode {
     let figment = Settings::figment();
     let settings = match Settings::from_figment(figment.clone()) {
         Ok(s) => s,
+        // The valves are checked too (in the directory the settings name, if they name one
+        // that can be read): every problem at once.
         Err(e) if command == Command::Check => {
-            for problem in e.problems() {
-                say!("error  {problem}");
-            }
-            say!("sluice: {} problem(s) in the settings", e.problems().len());
-            return ExitCode::FAILURE;
+            let valves_dir = figment.extract_inner("valves_dir").unwrap_or_else(|_| Settings::default().valves_dir);
+            return check::run(&valves_dir, e.problems());
         }
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -174,7 +173,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
     };
     match command {
         Command::Serve => serve(settings).await,
-        Command::Check => check::run(&settings),
+        Command::Check => check::run(&settings.valves_dir, &[]),
         Command::Settings => show_settings::run(&figment, &settings),
         Command::Outbox(action) => outbox::run(&settings, action).await,
         Command::Openpipe(body) => openpipe::run(&settings, body).await,

@@ -86,6 +86,19 @@ fn check_lists_every_problem_with_its_file_and_line_on_stdout() {
     assert!(!out.contains("opk-unterminated") && !err.contains("opk-unterminated"), "{out}{err}");
 }
 
+/// A wrong setting does not hide the valves' problems: every problem at once.
+#[test]
+fn check_lists_the_valves_problems_beside_a_wrong_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    let env = [("SLUICE_PORT", "abc"), ("SLUICE_VALVES__OPENPIPE_REPORTING__TIMEOUT_SECONDS", "abc")];
+    let (code, out, _) = sluice_with(dir.path(), &["check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("port (environment variable SLUICE_PORT)"), "{out}");
+    assert!(out.contains("SLUICE_VALVES__OPENPIPE_REPORTING__TIMEOUT_SECONDS"), "{out}");
+    assert!(out.contains("2 problem(s)"), "{out}");
+}
+
 #[test]
 fn check_blames_variables_not_files_and_refuses_typos_in_their_names() {
     let dir = tempfile::tempdir().unwrap();
