@@ -140,8 +140,31 @@ impl ValvesEntry {
     /// Reads the file and the environment and checks the result, without changing anything.
     pub fn load(&self, env: &ValvesEnv) -> Result<Loaded, Vec<FieldError>> {
         let doc = file::read(&self.path).map_err(|e| vec![FieldError::new("", e.to_string())])?;
+        if let Some(doc) = &doc {
+            self.warn_if_others_may_read(doc);
+        }
         let pinned = self.read_env(env)?;
         self.check(doc.as_ref(), pinned)
+    }
+
+    /// A file the operator wrote with a key in it and left readable by others is said, not
+    /// changed: it is theirs (sluice makes the files it writes 0600).
+    fn warn_if_others_may_read(&self, doc: &DocumentMut) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let Ok(meta) = std::fs::metadata(&self.path) else { return };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 && file::to_json(doc).is_ok_and(|values| self.holds_secret(&values)) {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    mode = format!("{mode:o}"),
+                    "this valves file holds a key and others on this machine may read it: make it 0600 (chmod 600)"
+                );
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = doc;
     }
 
     /// Whether `loaded` holds other values than the live ones.

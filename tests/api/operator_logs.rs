@@ -150,6 +150,26 @@ async fn a_rust_log_that_cannot_be_read_is_set_aside_with_a_word() {
     }
 }
 
+/// A valves file the operator wrote with a key in it, readable by others: the log says so
+/// (without the key) and the file is left as it is.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_valves_file_holding_a_key_that_others_may_read_is_said() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    let file = dir.path().join("valves/openpipe_reporting.toml");
+    std::fs::write(&file, "OPENPIPE_API_KEY = \"opk-readable-by-all-0123456789\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let upstream = MockServer::start().await;
+    let log = Served::start(dir.path(), &upstream.uri(), "text").stop_text();
+    let line =
+        log.lines().find(|l| l.contains("holds a key and others on this machine may read it")).unwrap_or_default();
+    assert!(line.contains("openpipe_reporting.toml") && line.contains("mode=\"644\""), "{log}");
+    assert!(!log.contains("opk-readable-by-all"), "{log}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
+}
+
 #[tokio::test]
 async fn a_caller_cannot_forge_a_line_in_the_text_log() {
     let dir = tempfile::tempdir().unwrap();
