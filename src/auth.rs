@@ -111,13 +111,9 @@ fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
     if let Some(dir) = path.parent() {
         crate::private::dir(dir)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    // An empty file left with a wider mode keeps it through `open`.
-    crate::private::tighten(path, 0o600)?;
+    // 0600 before the key goes in, also for an empty file left with a wider mode.
+    crate::private::file(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(path)?;
     file.write_all(key.as_bytes())?;
     file.sync_all()?;
     if show {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use figment::Figment;
 
-use crate::config::{effective, Settings};
+use crate::config::{effective, rust_log_with_tracing_names, Settings};
 use crate::telemetry::{chosen_directives, rust_log, OneLine};
 
 pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
@@ -28,12 +28,12 @@ pub fn run(figment: &Figment, settings: &Settings) -> ExitCode {
                 say!("# RUST_LOG={} filters the log in place of log_level", OneLine(&asked))
             }
             // Python's level names turned into tracing's.
-            (directives, None) if !asked.split(',').all(|d| d.trim().is_empty()) => say!(
+            (directives, None) if directives == rust_log_with_tracing_names(&asked) => say!(
                 "# RUST_LOG={} filters the log in place of log_level, read as {}",
                 OneLine(&asked),
                 OneLine(&directives)
             ),
-            // Empty: read as unset.
+            // Empty: read as unset (the level setting's directives came back).
             _ => {}
         }
     }

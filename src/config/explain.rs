@@ -43,12 +43,15 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                         crate::suggest::hint(found, known.iter().copied())
                     )
                 }
-                Kind::Message(message) if file_of(&e).is_some() => {
-                    let text = file_of(&e).and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
-                    // Else the first line: the parser's excerpt of the file follows it.
-                    crate::toml_syntax::check(&text)
-                        .unwrap_or_else(|| message.lines().next().unwrap_or_default().to_string())
-                }
+                Kind::Message(message) => match file_of(&e) {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).unwrap_or_default();
+                        // Else the first line: the parser's excerpt of the file follows it.
+                        crate::toml_syntax::check(&text)
+                            .unwrap_or_else(|| message.lines().next().unwrap_or_default().to_string())
+                    }
+                    None => e.kind.to_string(),
+                },
                 other => other.to_string(),
             };
             let key = path.join(".");

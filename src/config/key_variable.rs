@@ -17,8 +17,7 @@ impl Provider for KeyVariable {
 
     fn data(&self) -> Result<Map<Profile, Dict>, Error> {
         let mut dict = Dict::new();
-        let found = std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case(self.0));
-        if let Some((_, value)) = found {
+        if let Some(value) = super::variable(self.0) {
             let text = value
                 .into_string()
                 .map_err(|_| Error::from(format!("{} is not UTF-8 text (the value is not shown)", self.0)))?;

@@ -149,6 +149,12 @@ impl SettingsError {
     }
 }
 
+/// The variable `name` in any case (as figment's `Env` reads the others), when it is set and
+/// not empty: an empty variable is an unset one.
+fn variable(name: &str) -> Option<std::ffi::OsString> {
+    std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
 impl Settings {
     /// Reads the layered settings from the process environment.
     pub fn load() -> Result<Settings, SettingsError> {
@@ -161,9 +167,8 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         // In any case, as the other variables; empty is unset; a name that is not UTF-8 is a
         // name all the same.
-        let named = std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case("SLUICE_CONFIG"));
-        match named {
-            Some((_, file)) => figment = figment.merge(Toml::file_exact(PathBuf::from(file))),
+        match variable("SLUICE_CONFIG") {
+            Some(file) => figment = figment.merge(Toml::file_exact(PathBuf::from(file))),
             // A link to nowhere is read too, and said missing, not skipped.
             None if std::fs::symlink_metadata("sluice.toml").is_ok() => {
                 figment = figment.merge(Toml::file_exact("sluice.toml"))

@@ -106,7 +106,8 @@ fn too_long(pipeline: &str) -> PipeEvent {
 
 async fn next(state: Option<Answer>) -> Option<(PipeEvent, Option<Answer>)> {
     let answer = state?;
-    let Some(live) = take(&answer.slot) else {
+    // Emptied by the timer, or found past its time here: ended either way.
+    let Some(live) = take(&answer.slot).filter(|live| tokio::time::Instant::now() < live.until) else {
         return Some((too_long(&answer.pipeline), None));
     };
     let (event, live) = pull(live).await;
@@ -125,10 +126,6 @@ async fn pull(mut live: Live) -> (Option<PipeEvent>, Option<Live>) {
     live.pulled = live.pulled.wrapping_add(1);
     if live.pulled.is_multiple_of(EVENTS_PER_TURN) {
         tokio::task::yield_now().await;
-    }
-    if tokio::time::Instant::now() >= live.until {
-        let pipeline = Arc::clone(&live.call.store.data().pipeline);
-        return (Some(too_long(&pipeline)), None);
     }
     let deadline = live.call.arm();
     let store = &mut live.call.store;
