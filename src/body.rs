@@ -131,6 +131,15 @@ pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<JsonB
     raw_body(req, payload).await?.parse().await
 }
 
+/// The body of a request as JSON, within the bounds of `config`.
+pub async fn json_body_within(
+    req: &HttpRequest,
+    payload: web::Payload,
+    config: &BodyConfig,
+) -> Result<JsonBody, ApiError> {
+    raw_body_within(req, payload, config.clone()).await?.parse().await
+}
+
 /// The bytes of a request body, within the bounds of the resource's [`BodyConfig`]: encoding,
 /// size, arrival time and the large-body budget are checked; the JSON is not.
 pub async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<RawBody, ApiError> {
@@ -138,6 +147,10 @@ pub async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<RawBod
         Some(c) => c.get_ref().clone(),
         None => return Err(ApiError::Internal("no body configuration".into())),
     };
+    raw_body_within(req, payload, config).await
+}
+
+async fn raw_body_within(req: &HttpRequest, payload: web::Payload, config: BodyConfig) -> Result<RawBody, ApiError> {
     if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
         let encoding = encoding.to_str().unwrap_or("?").trim();
         if !encoding.eq_ignore_ascii_case("identity") {

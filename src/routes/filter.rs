@@ -7,36 +7,16 @@ use sluice_sdk::Hook;
 use crate::error::ApiError;
 use crate::registry::LiveRegistry;
 
-/// `POST /{id}/filter/inlet` (docs/protocol.md §5.11).
-pub async fn inlet(
-    live: web::Data<LiveRegistry>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    run(live, &id, req, payload, Hook::Inlet).await
-}
-
-/// `POST /{id}/filter/outlet` (§5.12).
-pub async fn outlet(
-    live: web::Data<LiveRegistry>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    run(live, &id, req, payload, Hook::Outlet).await
-}
-
 /// Takes `{"body": {...}, "user": {...} | null}` and answers the bare body. Pipes and manifold
 /// sub-models answer too: Open WebUI calls every pipeline model's own inlet and outlet.
-async fn run(
-    live: web::Data<LiveRegistry>,
+/// `POST /{id}/filter/inlet` and `/{id}/filter/outlet` (docs/protocol.md §5.11, §5.12).
+pub(super) async fn run(
     id: &str,
     req: HttpRequest,
     payload: web::Payload,
     hook: Hook,
 ) -> Result<HttpResponse, ApiError> {
-    let registry = live.load();
+    let registry = super::shared::<LiveRegistry>(&req)?.load();
     let resolved =
         registry.model_entry_lenient(id).ok_or_else(|| ApiError::NotFound(format!("Filter {id} not found")))?;
     let pipeline = Arc::clone(&resolved.module.pipeline);

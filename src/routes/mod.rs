@@ -9,21 +9,22 @@ mod metrics;
 mod models;
 mod observe;
 mod pass_through;
+mod pipeline_paths;
 mod pipelines;
 mod valves;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpResponse, Resource};
+use actix_web::{HttpRequest, HttpResponse, Resource};
 
-use crate::body::BodyConfig;
 use crate::error::ApiError;
 
 use health::health;
 pub use models::ModelsCache;
+pub use pipeline_paths::{service as under_ids, Mount};
 
-/// Every route except the health check, relative to the mount point. `small_body` bounds what
-/// the valves editor may send (kilobytes, not the megabytes of a chat).
-pub fn configure(cfg: &mut ServiceConfig, small_body: &web::Data<BodyConfig>) {
+/// The routes at fixed paths, relative to the mount point; the routes under a pipeline's id
+/// are the mount's default service ([`under_ids`]).
+pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(resource("/models").get(models::list_models))
         .service(resource("/metrics").get(metrics::metrics))
         .service(resource("/pipelines").get(pipelines::list_pipelines))
@@ -31,15 +32,7 @@ pub fn configure(cfg: &mut ServiceConfig, small_body: &web::Data<BodyConfig>) {
         .service(resource("/pipelines/upload").post(pipelines::upload))
         .service(resource("/pipelines/delete").delete(pipelines::delete))
         .service(resource("/pipelines/reload").post(pipelines::reload))
-        .service(resource("/chat/completions").post(chat::chat_completions))
-        // Routes with a path parameter are tried in this order, each a regex match: the filter
-        // hooks, called around every chat, come first; no path matches two of them.
-        .service(resource("/{id}/filter/inlet").post(filter::inlet))
-        .service(resource("/{id}/filter/outlet").post(filter::outlet))
-        .service(resource("/{id}/valves").get(valves::get_valves))
-        .service(resource("/{id}/valves/spec").get(valves::get_valves_spec))
-        .service(resource("/{id}/valves/update").app_data(small_body.clone()).post(valves::update_valves))
-        .service(resource("/{id}/actions/{name}").app_data(small_body.clone()).post(actions::run_action));
+        .service(resource("/chat/completions").post(chat::chat_completions));
 }
 
 /// The health check at `path` (GET and HEAD, no key), its wrong methods a JSON 405 like every
@@ -59,4 +52,11 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("Not Found".into()))
+}
+
+/// What the server shares with every request (`app_data`), for routes called without
+/// actix-web's extractors.
+fn shared<T: ?Sized + 'static>(req: &HttpRequest) -> Result<&web::Data<T>, ApiError> {
+    req.app_data::<web::Data<T>>()
+        .ok_or_else(|| ApiError::Internal(format!("{} is not configured", std::any::type_name::<T>())))
 }

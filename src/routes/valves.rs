@@ -2,6 +2,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use serde_json::Value;
 
+use crate::body::BodyConfig;
 use crate::error::ApiError;
 use crate::valves::{ValvesEntry, ValvesService};
 
@@ -12,26 +13,25 @@ fn entry(valves: &ValvesService, id: &str, read: impl FnOnce(&ValvesEntry) -> Va
 }
 
 /// `GET /{id}/valves`: current values, secrets masked (docs/protocol.md §5.8).
-pub async fn get_valves(valves: web::Data<ValvesService>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(entry(&valves, &id, ValvesEntry::masked)?))
+pub(super) fn get_valves(id: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(entry(super::shared::<ValvesService>(req)?, id, ValvesEntry::masked)?))
 }
 
 /// `GET /{id}/valves/spec`: the schema in the shape Open WebUI's editor renders (§5.9).
-pub async fn get_valves_spec(
-    valves: web::Data<ValvesService>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(entry(&valves, &id, ValvesEntry::spec)?))
+pub(super) fn get_valves_spec(id: &str, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(entry(super::shared::<ValvesService>(req)?, id, ValvesEntry::spec)?))
 }
 
-/// `POST /{id}/valves/update` (§5.10): applied by the [`ValvesService`].
-pub async fn update_valves(
-    valves: web::Data<ValvesService>,
-    id: web::Path<String>,
+/// `POST /{id}/valves/update` (§5.10): applied by the [`ValvesService`]; the body is bounded
+/// by `small_body`.
+pub(super) async fn update_valves(
+    id: &str,
     req: HttpRequest,
     payload: web::Payload,
+    small_body: &BodyConfig,
 ) -> Result<HttpResponse, ApiError> {
-    valves.module(&id)?;
-    let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
-    Ok(HttpResponse::Ok().json(valves.update(&id, body).await?))
+    let valves = super::shared::<ValvesService>(&req)?.clone();
+    valves.module(id)?;
+    let (body, _reservation) = crate::body::json_body_within(&req, payload, small_body).await?.into_parts();
+    Ok(HttpResponse::Ok().json(valves.update(id, body).await?))
 }

@@ -28,6 +28,7 @@ mod openpipe;
 mod openpipe_mock;
 mod operator_logs;
 mod panics;
+mod route_table;
 mod store_contract;
 mod streaming;
 mod upstream_connections;

@@ -1,0 +1,134 @@
+//! The routes under a pipeline's id are told apart by their path segments, not by actix-web's
+//! router (src/routes/pipeline_paths.rs). From the outside they must answer as the router's
+//! did: at both mounts, a JSON 405 for a wrong method, a JSON 404 for a near miss, the id
+//! percent-decoded, the small body limit on the valves editor and actions, the key checked,
+//! and the request log and metrics naming each route by its pattern.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{error_of, json_of, spawn_app, KEY};
+
+fn inlet_form() -> serde_json::Value {
+    json!({"body": {"model": "scripted_pipe", "messages": [{"role": "user", "content": "hi"}]}, "user": null})
+}
+
+async fn call(app: &crate::helpers::TestApp, method: Method, path: &str) -> reqwest::Response {
+    let req = app.client.request(method.clone(), app.url(path)).bearer_auth(KEY);
+    let req = if method == Method::POST { req.json(&inlet_form()) } else { req };
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn each_route_under_an_id_answers_at_both_mounts_by_its_method() {
+    let app = spawn_app().await;
+    for mount in ["", "/v1"] {
+        let routes = [
+            (Method::POST, "/scripted_filter/filter/inlet", 200),
+            (Method::POST, "/scripted_filter/filter/outlet", 200),
+            (Method::GET, "/scripted_pipe/valves", 200),
+            (Method::GET, "/scripted_pipe/valves/spec", 200),
+            // The pipeline answers: it has no actions (the route's own 404 says "Not Found").
+            (Method::POST, "/scripted_pipe/actions/anything", 404),
+        ];
+        for (method, path, status) in routes {
+            let path = format!("{mount}{path}");
+            let res = call(&app, method.clone(), &path).await;
+            assert_eq!(res.status().as_u16(), status, "{method} {path}");
+            let (_, body) = json_of(res).await;
+            assert_ne!(body["detail"], "Not Found", "{method} {path}: {body}");
+            // Every other method is the JSON 405 the router gave.
+            for wrong in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+                if wrong == method {
+                    continue;
+                }
+                let answer = error_of(call(&app, wrong.clone(), &path).await).await;
+                assert_eq!(answer, (405, json!({"detail": "Method Not Allowed"})), "{wrong} {path}");
+            }
+        }
+        let update = format!("{mount}/scripted_pipe/valves/update");
+        let (status, _) = json_of(app.post_json(&update, &json!({})).await).await;
+        assert_eq!(status, 200, "{update}");
+        assert_eq!(error_of(app.get(&update).await).await.0, 405, "{update}");
+    }
+}
+
+#[tokio::test]
+async fn near_misses_are_a_json_404_and_the_key_is_still_asked_for() {
+    let app = spawn_app().await;
+    for path in [
+        "/scripted_filter/filter",
+        "/scripted_filter/filter/inlet/more",
+        "/scripted_filter/filter/Inlet",
+        "/scripted_filter/valves/spec/more",
+        "/scripted_filter/actions",
+        "/scripted_filter/actions/a/b",
+        "/scripted_filter/other",
+        "/v1/filter/inlet",
+        "/v1/v1/scripted_filter/filter",
+    ] {
+        let answer = error_of(call(&app, Method::POST, path).await).await;
+        assert_eq!(answer, (404, json!({"detail": "Not Found"})), "{path}");
+    }
+    for path in ["/scripted_filter/filter/inlet", "/v1/scripted_filter/filter/inlet", "/x/valves"] {
+        let res = app.client.post(app.url(path)).json(&inlet_form()).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 403, "{path} without the key");
+    }
+}
+
+#[tokio::test]
+async fn an_encoded_id_arrives_decoded() {
+    let app = spawn_app().await;
+    for (path, id) in [
+        ("/scripted%5Ffilter/filter/inlet", None),
+        ("/v1/scripted%5ffilter/filter/inlet", None),
+        ("/no%20such%2Fpipe%C3%A9/filter/inlet", Some("no such/pipeé")),
+        ("/a%25b/filter/outlet", Some("a%b")),
+        ("/a+b/valves", Some("a+b")),
+    ] {
+        let res = call(&app, if path.ends_with("valves") { Method::GET } else { Method::POST }, path).await;
+        match id {
+            None => assert_eq!(res.status(), 200, "{path}"),
+            Some(id) => {
+                let (status, body) = error_of(res).await;
+                assert_eq!(status, 404, "{path}");
+                let detail = body["detail"].as_str().unwrap();
+                assert!(detail.contains(id), "{path}: {detail}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_valves_editor_and_actions_take_a_small_body_where_a_filter_takes_a_large_one() {
+    let app = spawn_app().await;
+    let big = "x".repeat(1536 * 1024);
+    for path in ["/scripted_pipe/valves/update", "/v1/scripted_pipe/valves/update", "/scripted_pipe/actions/a"] {
+        let (status, body) = error_of(app.post_json(path, &json!({ "DESCRIBED": big })).await).await;
+        assert_eq!(status, 413, "{path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("1048576 bytes"), "{path}: {body}");
+    }
+    let form =
+        json!({"body": {"model": "scripted_pipe", "messages": [{"role": "user", "content": big}]}, "user": null});
+    assert_eq!(app.post_json("/v1/scripted_filter/filter/inlet", &form).await.status(), 200);
+}
+
+#[tokio::test]
+async fn metrics_name_each_route_by_its_pattern() {
+    let app = spawn_app().await;
+    assert_eq!(call(&app, Method::POST, "/scripted_filter/filter/inlet").await.status(), 200);
+    assert_eq!(call(&app, Method::POST, "/v1/scripted_filter/filter/outlet").await.status(), 200);
+    assert_eq!(call(&app, Method::GET, "/v1/scripted_pipe/valves").await.status(), 200);
+    assert_eq!(call(&app, Method::GET, "/scripted_pipe/valves/update").await.status(), 405);
+    assert_eq!(call(&app, Method::POST, "/nothing/at/all/here").await.status(), 404);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "sluice_http_requests_total{route=\"/{id}/filter/inlet\",status=\"200\"} 1",
+        "sluice_http_requests_total{route=\"/v1/{id}/filter/outlet\",status=\"200\"} 1",
+        "sluice_http_requests_total{route=\"/v1/{id}/valves\",status=\"200\"} 1",
+        "sluice_http_requests_total{route=\"/{id}/valves/update\",status=\"405\"} 1",
+        "sluice_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
