@@ -425,6 +425,9 @@ impl ValvesEntry {
         }
         self.check_destinations(&changes, &given, &current, &pinned, &mut invalid, &mut refused);
         if !invalid.is_empty() {
+            // The well-typed part is checked too: every problem told at once, not one per attempt.
+            let more = self.value_problems(&current, &changes, &invalid);
+            invalid.extend(more);
             return Err(UpdateError::Invalid(redact_errors(invalid, &secrets)));
         }
         if !refused.is_empty() {
@@ -456,6 +459,32 @@ impl ValvesEntry {
     /// A stored secret goes only where it went when it was entered: an update that moves a
     /// secret's URL must carry the secret too, and a secret from the environment pins its URL
     /// to the environment ([`sluice_sdk::Valves::sent_to`]).
+    /// What the pipeline's own checks say of `current` with `changes` applied, for the fields
+    /// not already `refused` (a field refused keeps its current value here).
+    fn value_problems(
+        &self,
+        current: &Map<String, Value>,
+        changes: &[(String, Value)],
+        refused: &[FieldError],
+    ) -> Vec<FieldError> {
+        let defaults = match self.cell.defaults() {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let mut values = current.clone();
+        for (key, value) in changes {
+            match (value.is_null(), defaults.get(key)) {
+                (false, _) => values.insert(key.clone(), value.clone()),
+                (true, Some(default)) => values.insert(key.clone(), default.clone()),
+                (true, None) => values.remove(key),
+            };
+        }
+        match self.cell.prepare(Value::Object(values)) {
+            Ok(_) => Vec::new(),
+            Err(more) => more.into_iter().filter(|m| !refused.iter().any(|r| r.field == m.field)).collect(),
+        }
+    }
+
     fn check_destinations(
         &self,
         changes: &[(String, Value)],

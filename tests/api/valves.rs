@@ -89,6 +89,9 @@ async fn invalid_values_are_refused_with_every_field_and_nothing_is_written() {
         (json!({"TAGS": 5}), &["TAGS"]),
         (json!({"DESCRIBED": 12}), &["DESCRIBED"]),
         (json!({"NOPE": 1}), &["NOPE"]),
+        // A value the pipeline refuses is told beside a value of the wrong type.
+        (json!({"MAX": "abc", "TEMPERATURE": 5}), &["MAX", "TEMPERATURE"]),
+        (json!({"TEMPERATURE": "hot", "BASE_URL": "ftp://example.com"}), &["TEMPERATURE", "BASE_URL"]),
     ];
     for (body, fields) in table {
         let (status, answer) = json_of(app.post_json("/scripted_pipe/valves/update", body).await).await;
