@@ -15,6 +15,10 @@ pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
         say!("error  {problem}");
     }
     let mut problems = settings_problems.len();
+    // Said, not counted: the settings are valid, only exposed.
+    if let Some(warning) = crate::config::readable_settings_file() {
+        say!("warn   {warning}");
+    }
     let env = ValvesEnv::Process;
     let all = registry::builtin();
     // The variables are checked against every pipeline at once: one may name any of them.

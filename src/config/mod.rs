@@ -5,6 +5,7 @@
 mod explain;
 mod key_variable;
 mod log_level;
+mod readable_file;
 
 pub use explain::{effective, Effective};
 pub use log_level::normalize as normalize_log_level;
@@ -155,6 +156,20 @@ fn variable(name: &str) -> Option<std::ffi::OsString> {
     std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
+/// The settings file read: the one `SLUICE_CONFIG` names, or `sluice.toml` when there is one.
+/// (A link to nowhere is read too, and said missing, not skipped.)
+fn settings_file() -> Option<PathBuf> {
+    match variable("SLUICE_CONFIG") {
+        Some(file) => Some(PathBuf::from(file)),
+        None => std::fs::symlink_metadata("sluice.toml").is_ok().then(|| PathBuf::from("sluice.toml")),
+    }
+}
+
+/// A warning when the settings file holds a secret and others on this machine may read it.
+pub fn readable_settings_file() -> Option<String> {
+    readable_file::warning(&settings_file()?)
+}
+
 impl Settings {
     /// Reads the layered settings from the process environment.
     pub fn load() -> Result<Settings, SettingsError> {
@@ -167,13 +182,8 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         // In any case, as the other variables; empty is unset; a name that is not UTF-8 is a
         // name all the same.
-        match variable("SLUICE_CONFIG") {
-            Some(file) => figment = figment.merge(Toml::file_exact(PathBuf::from(file))),
-            // A link to nowhere is read too, and said missing, not skipped.
-            None if std::fs::symlink_metadata("sluice.toml").is_ok() => {
-                figment = figment.merge(Toml::file_exact("sluice.toml"))
-            }
-            None => {}
+        if let Some(file) = settings_file() {
+            figment = figment.merge(Toml::file_exact(file));
         }
         // An empty variable is an unset one, as for valves (a compose file's `${X:-}`).
         let non_empty: std::collections::HashSet<String> = std::env::vars_os()

@@ -86,6 +86,30 @@ fn check_lists_every_problem_with_its_file_and_line_on_stdout() {
     assert!(!out.contains("opk-unterminated") && !err.contains("opk-unterminated"), "{out}{err}");
 }
 
+/// A settings file holding the key that others may read is said, without the key, and is not a
+/// problem that fails the check; once it is 0600 nothing is said.
+#[cfg(unix)]
+#[test]
+fn check_says_a_settings_file_with_a_key_that_others_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "api_key = \"k-readable-by-all-0123456789\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warn   sluice.toml holds api_key and others on this machine may read it (mode 644)"),
+        "{out}"
+    );
+    assert!(!out.contains("k-readable") && !err.contains("k-readable"), "{out}{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, _) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warn"), "{out}");
+}
+
 /// A wrong setting does not hide the valves' problems: every problem at once.
 #[test]
 fn check_lists_the_valves_problems_beside_a_wrong_setting() {

@@ -170,6 +170,30 @@ async fn a_valves_file_holding_a_key_that_others_may_read_is_said() {
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
 }
 
+/// The same for the settings file, when it holds the key: said at start, without the key.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_settings_file_holding_the_key_that_others_may_read_is_said() {
+    use std::os::unix::fs::PermissionsExt;
+    const KEY: &str = "k-settings-readable-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, format!("api_key = \"{KEY}\"\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Where `Served` reads the key from (the server takes it from sluice.toml).
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.path().join("data/api_key"), KEY).unwrap();
+    let upstream = MockServer::start().await;
+    let served = Served::start(dir.path(), &upstream.uri(), "text");
+    let res = reqwest::Client::new().get(format!("{}/v1/models", served.url)).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let log = served.stop_text();
+    let line = log.lines().find(|l| l.contains("sluice.toml holds api_key and others")).unwrap_or_default();
+    assert!(line.contains("WARN") && line.contains("(mode 644)") && line.contains("chmod 600"), "{log}");
+    assert!(!log.contains(KEY), "{log}");
+}
+
 #[tokio::test]
 async fn a_caller_cannot_forge_a_line_in_the_text_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,90 @@
+//! A settings file that holds a secret and that others on the machine may read: said at start
+//! and by `sluice check`, not changed (it is the operator's file; the files sluice writes
+//! itself are 0600).
+
+use std::path::Path;
+
+/// The warning for the settings file at `path`, when it holds a secret (`api_key`, a
+/// `store_url` with a password) and its mode lets others read it. Never quotes the secret.
+pub fn warning(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return None;
+        }
+        let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+        let held: Vec<&str> = ["api_key", "store_url"]
+            .into_iter()
+            .filter(|name| table.get(*name).and_then(toml::Value::as_str).is_some_and(|v| is_secret(name, v)))
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        let shown = path.display();
+        Some(format!(
+            "{shown} holds {} and others on this machine may read it (mode {mode:o}): make it 0600 (chmod 600 {shown})",
+            held.join(" and ")
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Whether the setting `name` holds a secret: any key; a store URL with a password in it
+/// (`postgres://user:password@host/db`, or `password=` in the key-value form).
+fn is_secret(name: &str, value: &str) -> bool {
+    let value = value.trim();
+    match name {
+        "api_key" => !value.is_empty(),
+        _ => {
+            let userinfo = value.split_once("://").and_then(|(_, rest)| rest.rsplit_once('@')).map(|(info, _)| info);
+            userinfo.is_some_and(|info| info.contains(':')) || value.to_ascii_lowercase().contains("password=")
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_secret_counts() {
+        assert!(is_secret("api_key", "k-1234"));
+        assert!(!is_secret("api_key", " "));
+        assert!(is_secret("store_url", "postgres://sluice:hunter2@db/sluice"));
+        assert!(is_secret("store_url", "host=db user=sluice password=hunter2"));
+        assert!(!is_secret("store_url", "postgres://sluice@db/sluice"));
+        assert!(!is_secret("store_url", "postgres://db/sluice"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_readable_file_with_a_secret_is_said_and_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        let set = |text: &str, mode: u32| {
+            std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set("port = 9200\napi_key = \"k-readable-0123456789\"\n", 0o644);
+        let said = warning(&file).unwrap();
+        assert!(said.contains("holds api_key and others") && said.contains("mode 644"), "{said}");
+        assert!(!said.contains("k-readable"), "{said}");
+        set("api_key = \"k\"\nstore_url = \"postgres://u:p@db/s\"\n", 0o640);
+        assert!(warning(&file).unwrap().contains("holds api_key and store_url"));
+        set("api_key = \"k-readable-0123456789\"\n", 0o600);
+        assert_eq!(warning(&file), None);
+        set("port = 9200\nstore_url = \"postgres://u@db/s\"\n", 0o644);
+        assert_eq!(warning(&file), None);
+        set("not toml [", 0o644);
+        assert_eq!(warning(&file), None);
+        assert_eq!(warning(&dir.path().join("missing.toml")), None);
+    }
+}
