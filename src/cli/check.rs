@@ -1,16 +1,23 @@
 //! `sluice check`: what the server would refuse at start-up, every problem at once, on stdout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use sluice_sdk::Pipeline;
+
+use crate::components;
+use crate::config::Settings;
 use crate::registry::{self, Registry, RegistryError, Source};
 use crate::valves::ValvesEnv;
 
 /// Every pipeline's valves are checked on their own, so one run lists every problem; a value
 /// from a file names its line, a value from the environment its variable.
 /// `settings_problems`: what the settings were found to have wrong, listed first.
-pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
+/// `settings`: when they are valid, the WebAssembly pipelines added in the store they name are
+/// checked with the built-in ones (their valves files and variables are as much the server's).
+pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
     for problem in settings_problems {
         say!("error  {problem}");
     }
@@ -19,11 +26,19 @@ pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
     if let Some(warning) = crate::config::readable_settings_file() {
         say!("warn   {warning}");
     }
+    let mut all = registry::builtin();
+    if let Some(settings) = settings {
+        let (added, trouble) = added_pipelines(settings, &all).await;
+        all.extend(added);
+        for t in &trouble {
+            say!("error  {t}");
+        }
+        problems += trouble.len();
+    }
     let env = ValvesEnv::Process;
-    let all = registry::builtin();
     // The variables are checked against every pipeline at once: one may name any of them.
     let mut unknown = Vec::new();
-    if let Err(RegistryError::UnknownOverrides(found)) = Registry::build(all, valves_dir, &env) {
+    if let Err(RegistryError::UnknownOverrides(found)) = Registry::build(all.clone(), valves_dir, &env) {
         for u in found {
             problems += 1;
             say!("error  {u}");
@@ -47,7 +62,7 @@ pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
             Err(_) => {}
         }
     }
-    for pipeline in registry::builtin() {
+    for pipeline in all {
         let id = pipeline.id().to_string();
         match Registry::build(vec![pipeline], valves_dir, &ValvesEnv::Map(own_variables(&known_env, &id))) {
             Ok(_) => say!("ok     {id}"),
@@ -77,6 +92,50 @@ pub fn run(valves_dir: &Path, settings_problems: &[String]) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// The WebAssembly pipelines added in the store `settings` name, and what kept any from loading.
+/// None when they are switched off or the store is not there yet (nothing was added).
+async fn added_pipelines(settings: &Settings, builtin: &[Arc<dyn Pipeline>]) -> (Vec<Arc<dyn Pipeline>>, Vec<String>) {
+    if !settings.wasm_pipelines || super::store_is_there(settings).is_err() {
+        return (Vec::new(), Vec::new());
+    }
+    let builtin: HashSet<String> = builtin.iter().map(|p| p.id().to_string()).collect();
+    let read = async {
+        let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let cache = components::cache_dir(&settings.data_dir);
+        let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&cache)).map_err(|e| e.to_string())?;
+        components::load_each(&runtime, stores.kv.as_ref(), &builtin).await.map_err(|e| e.to_string())
+    };
+    // A database that does not answer must not hold the check forever.
+    let each = match tokio::time::timeout(STORE_WAIT, read).await {
+        Ok(Ok((each, _))) => each,
+        Ok(Err(e)) => return (Vec::new(), vec![format!("the added WebAssembly pipelines could not be read: {e}")]),
+        Err(_) => {
+            let waited = STORE_WAIT.as_secs();
+            return (
+                Vec::new(),
+                vec![format!(
+                    "the added WebAssembly pipelines could not be read: the store did not answer within {waited} s"
+                )],
+            );
+        }
+    };
+    let mut added: Vec<Arc<dyn Pipeline>> = Vec::new();
+    let mut trouble = Vec::new();
+    for (id, _, result) in each {
+        match result {
+            Ok(pipeline) => added.push(Arc::new(pipeline)),
+            Err(e) => trouble
+                .push(format!("{id}: the added WebAssembly pipeline cannot be loaded (the server leaves it out): {e}")),
+        }
+    }
+    (added, trouble)
+}
+
+/// How long `check` waits for the store to list the added pipelines.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `env` without the `SLUICE_VALVES__` variables of other pipelines (a registry of one
 /// pipeline would call them unknown).

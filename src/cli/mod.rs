@@ -164,7 +164,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
         // that can be read): every problem at once.
         Err(e) if command == Command::Check => {
             let valves_dir = figment.extract_inner("valves_dir").unwrap_or_else(|_| Settings::default().valves_dir);
-            return check::run(&valves_dir, e.problems());
+            return check::run(None, &valves_dir, e.problems()).await;
         }
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -173,7 +173,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
     };
     match command {
         Command::Serve => serve(settings).await,
-        Command::Check => check::run(&settings.valves_dir, &[]),
+        Command::Check => check::run(Some(&settings), &settings.valves_dir, &[]).await,
         Command::Settings => show_settings::run(&figment, &settings),
         Command::Outbox(action) => outbox::run(&settings, action).await,
         Command::Openpipe(body) => openpipe::run(&settings, body).await,

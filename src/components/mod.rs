@@ -290,18 +290,35 @@ pub async fn load_all(
     store: &dyn KvStore,
     builtin: &HashSet<String>,
 ) -> Result<(Vec<Arc<dyn Pipeline>>, Vec<(String, String)>, u64), sluice_sdk::StoreError> {
-    let index = index::read(store).await?;
+    let (each, version) = load_each(runtime, store, builtin).await?;
     let mut pipelines: Vec<Arc<dyn Pipeline>> = Vec::new();
     let mut loaded = Vec::new();
-    for (id, entry) in index.components.iter().filter(|(id, _)| !builtin.contains(*id)) {
-        match stored(runtime, store, id, &entry.sha256).await {
+    for (id, sha256, result) in each {
+        match result {
             Ok(pipeline) => {
-                loaded.push((id.clone(), entry.sha256.clone()));
+                loaded.push((id, sha256));
                 pipelines.push(Arc::new(pipeline));
             }
-            Err(ComponentError::Store(e)) => return Err(e),
             Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded; left out"),
         }
     }
-    Ok((pipelines, loaded, index.version))
+    Ok((pipelines, loaded, version))
+}
+
+/// Each stored component (its id and digest) loaded, or why it could not be (`sluice check`
+/// says each); and the index's version. Only the store failing fails the whole.
+pub async fn load_each(
+    runtime: &Arc<Runtime>,
+    store: &dyn KvStore,
+    builtin: &HashSet<String>,
+) -> Result<(Vec<(String, String, Result<WasmPipeline, ComponentError>)>, u64), sluice_sdk::StoreError> {
+    let index = index::read(store).await?;
+    let mut each = Vec::new();
+    for (id, entry) in index.components.iter().filter(|(id, _)| !builtin.contains(*id)) {
+        match stored(runtime, store, id, &entry.sha256).await {
+            Err(ComponentError::Store(e)) => return Err(e),
+            result => each.push((id.clone(), entry.sha256.clone(), result)),
+        }
+    }
+    Ok((each, index.version))
 }

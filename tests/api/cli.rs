@@ -110,6 +110,53 @@ fn check_says_a_settings_file_with_a_key_that_others_may_read() {
     assert!(!out.contains("warn"), "{out}");
 }
 
+/// The WebAssembly pipelines added in the store are checked with the built-in ones: a variable
+/// for one is not "unknown", and its valves file is read (it was neither).
+#[test]
+fn check_knows_the_added_webassembly_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A first start makes the store.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .current_dir(dir.path())
+        .env("SLUICE_DATA_DIR", dir.path().join("data"))
+        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_API_KEY", "sk-test")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let wasm = dir.path().join("my_filter.wasm");
+    std::fs::write(&wasm, sluice_wasm::guests::filter("my_filter", sluice_wasm::guests::ECHO)).unwrap();
+    let (code, out, err) = sluice(dir.path(), &["pipeline", "add", wasm.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let hosts = [("SLUICE_VALVES__MY_FILTER__ALLOWED_HOSTS", "[\"api.example.com\"]")];
+    let (code, out, _) = sluice_with(dir.path(), &["check"], &hosts);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok     my_filter"), "{out}");
+    std::fs::create_dir_all(dir.path().join("valves")).unwrap();
+    std::fs::write(dir.path().join("valves/my_filter.toml"), "ALLOWED_HOSTS = 5\n").unwrap();
+    let (code, out, _) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("my_filter.toml:1: ALLOWED_HOSTS"), "{out}");
+    // Switched off, they are not the server's: their variable is unknown again.
+    std::fs::remove_file(dir.path().join("valves/my_filter.toml")).unwrap();
+    let off = [hosts[0], ("SLUICE_WASM_PIPELINES", "false")];
+    let (code, out, _) = sluice_with(dir.path(), &["check"], &off);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("SLUICE_VALVES__MY_FILTER__ALLOWED_HOSTS"), "{out}");
+}
+
 /// A wrong setting does not hide the valves' problems: every problem at once.
 #[test]
 fn check_lists_the_valves_problems_beside_a_wrong_setting() {
