@@ -17,8 +17,9 @@ pub enum ApiError {
     InvalidKey,
     #[error("{0}")]
     NotFound(String),
+    /// With the methods the route takes (its `Allow` header).
     #[error("Method Not Allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("Malformed JSON: {0}")]
     MalformedJson(String),
     #[error("{0}")]
@@ -89,7 +90,7 @@ impl ApiError {
             ApiError::NotAuthenticated | ApiError::InvalidCredentials => ("permission_error", None),
             ApiError::InvalidKey => ("authentication_error", Some("invalid_api_key")),
             ApiError::NotFound(_) => ("not_found_error", Some("not_found")),
-            ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::MalformedJson(_) => ("invalid_request_error", Some("invalid_json")),
             ApiError::Unprocessable(_) | ApiError::InvalidValves(_) => ("invalid_request_error", None),
             ApiError::PayloadTooLarge(_) | ApiError::TooComplex(_) => {
@@ -162,7 +163,7 @@ impl ResponseError for ApiError {
             ApiError::NotAuthenticated | ApiError::InvalidCredentials => StatusCode::FORBIDDEN,
             ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) | ApiError::InvalidValves(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) | ApiError::TooComplex(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -207,6 +208,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Busy(_) = self {
             response.insert_header(("retry-after", "5"));
+        }
+        if let ApiError::MethodNotAllowed(allowed) = self {
+            response.insert_header((actix_web::http::header::ALLOW, *allowed));
         }
         if let Some(retry) = self.should_retry() {
             response.insert_header(("x-should-retry", if retry { "true" } else { "false" }));

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::normal_path::NormalPath;
 use crate::registry::{LiveRegistry, Registry, RegistryError};
-use crate::routes::{self, Mount};
+use crate::routes;
 use crate::sse::StreamOptions;
 use crate::store::{StoreAdmin, Stores};
 use crate::telemetry::{catch_panics, trace_requests};
@@ -368,10 +368,10 @@ fn run(
                 web::scope("/v1")
                     .service(routes::health_check(""))
                     .configure(routes::configure)
-                    .default_service(routes::under_ids(Mount::V1, small_body.clone())),
+                    .default_service(routes::under_ids(small_body.clone())),
             )
             .configure(routes::configure)
-            .default_service(routes::under_ids(Mount::Bare, small_body.clone()))
+            .default_service(routes::under_ids(small_body.clone()))
     })
     // A client that closes its side has gone (nginx sees it the same way): its handler is
     // dropped, and with it every wait of the pipe (the first upstream event, retries, backoff),

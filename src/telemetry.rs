@@ -196,11 +196,6 @@ impl AnswerLog {
 #[derive(Clone, Copy)]
 pub struct RequestStart(pub Instant);
 
-/// The route a request took, as the request log and the metrics name it, when a route sets it
-/// itself (those dispatched without actix-web's router, src/routes/pipeline_paths.rs);
-/// otherwise the pattern actix-web matched.
-pub struct RouteName(pub &'static str);
-
 impl Drop for AnswerLog {
     fn drop(&mut self) {
         let end = self.end.unwrap_or(AnswerEnd::ClientLeft);
@@ -249,8 +244,9 @@ pub async fn trace_requests(
     let elapsed_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(mut res) => {
-            let named = res.request().extensions().get::<RouteName>().map(|name| name.0);
-            let route: std::borrow::Cow<'static, str> = match named {
+            // The routes under an id are named by their path (no pattern of actix-web's), also
+            // when refused before they were reached (no key, a CORS preflight).
+            let route: std::borrow::Cow<'static, str> = match crate::routes::id_route_name(res.request().path()) {
                 Some(name) => name.into(),
                 None => res.request().match_pattern().map_or("unmatched".into(), Into::into),
             };

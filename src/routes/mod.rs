@@ -14,40 +14,51 @@ mod pipelines;
 mod valves;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, Resource};
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
 
 use crate::error::ApiError;
 
 use health::health;
 pub use models::ModelsCache;
-pub use pipeline_paths::{service as under_ids, Mount};
+pub use pipeline_paths::{name_of as id_route_name, service as under_ids};
+
+/// The `Allow` header of a GET route's 405.
+const GET: &str = "GET, HEAD";
 
 /// The routes at fixed paths, relative to the mount point; the routes under a pipeline's id
 /// are the mount's default service ([`under_ids`]).
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(resource("/models").get(models::list_models))
-        .service(resource("/metrics").get(metrics::metrics))
-        .service(resource("/pipelines").get(pipelines::list_pipelines))
-        .service(resource("/pipelines/add").post(pipelines::add))
-        .service(resource("/pipelines/upload").post(pipelines::upload))
-        .service(resource("/pipelines/delete").delete(pipelines::delete))
-        .service(resource("/pipelines/reload").post(pipelines::reload))
-        .service(resource("/chat/completions").post(chat::chat_completions));
+    cfg.service(get("/models", models::list_models))
+        .service(get("/metrics", metrics::metrics))
+        .service(get("/pipelines", pipelines::list_pipelines))
+        .service(resource("/pipelines/add", "POST").post(pipelines::add))
+        .service(resource("/pipelines/upload", "POST").post(pipelines::upload))
+        .service(resource("/pipelines/delete", "DELETE").delete(pipelines::delete))
+        .service(resource("/pipelines/reload", "POST").post(pipelines::reload))
+        .service(resource("/chat/completions", "POST").post(chat::chat_completions));
 }
 
 /// The health check at `path` (GET and HEAD, no key), its wrong methods a JSON 405 like every
 /// other route's (they got an empty one).
 pub fn health_check(path: &str) -> Resource {
-    resource(path).get(health).head(health)
+    get(path, health)
 }
 
-/// A resource whose wrong methods get a JSON 405 instead of an empty body.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A GET route, and HEAD with it (HTTP asks every server for HEAD wherever GET is).
+fn get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource(path, GET).get(handler.clone()).head(handler)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource whose wrong methods get a JSON 405 naming the `allowed` ones, instead of an empty
+/// body.
+fn resource(path: &str, allowed: &'static str) -> Resource {
+    web::resource(path)
+        .default_service(web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allowed)) }))
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {

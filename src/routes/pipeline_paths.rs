@@ -7,13 +7,16 @@
 
 use std::borrow::Cow;
 
-use actix_web::{http::Method, web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{http::Method, web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 use sluice_sdk::Hook;
 
 use crate::body::BodyConfig;
 use crate::error::ApiError;
-use crate::telemetry::RouteName;
+
+/// Longer ids name no pipeline (an added one has at most 64 bytes, a manifold's model 128
+/// more); they are refused without echoing them whole into the answer and the log.
+const MAX_ID_BYTES: usize = 256;
 
 /// A route under a pipeline's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +30,19 @@ enum IdRoute {
 }
 
 impl IdRoute {
-    fn method(self) -> Method {
+    /// Whether `method` is the route's (HEAD wherever GET is, as HTTP asks of every server).
+    fn takes(self, method: &Method) -> bool {
         match self {
-            IdRoute::Valves | IdRoute::ValvesSpec => Method::GET,
-            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => Method::POST,
+            IdRoute::Valves | IdRoute::ValvesSpec => method == Method::GET || method == Method::HEAD,
+            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => method == Method::POST,
+        }
+    }
+
+    /// The `Allow` header of its 405.
+    fn allowed(self) -> &'static str {
+        match self {
+            IdRoute::Valves | IdRoute::ValvesSpec => "GET, HEAD",
+            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => "POST",
         }
     }
 
@@ -58,6 +70,17 @@ impl IdRoute {
 pub enum Mount {
     Bare,
     V1,
+}
+
+/// The route a whole request path (after the mount) names, as the request log and the metrics
+/// call it: also for a request refused before it reached the route (no key, a CORS preflight).
+pub fn name_of(path: &str) -> Option<&'static str> {
+    // Everything under `/v1` goes to that mount's table, as actix-web's scope sends it.
+    let (mount, rest) = match path.strip_prefix("/v1") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => (Mount::V1, rest),
+        _ => (Mount::Bare, path),
+    };
+    recognise(rest).map(|found| found.route.name(mount))
 }
 
 /// A path recognised: its route, the pipeline's id and an action's name, still percent-encoded.
@@ -93,27 +116,29 @@ fn decoded(segment: &str) -> Cow<'_, str> {
 }
 
 /// The mount's default service: a route under a pipeline's id, or a JSON 404.
-pub fn service(mount: Mount, small_body: web::Data<BodyConfig>) -> actix_web::Route {
+pub fn service(small_body: web::Data<BodyConfig>) -> actix_web::Route {
     web::to(move |req: HttpRequest, payload: web::Payload| {
         let small_body = small_body.clone();
-        async move { dispatch(mount, &small_body, req, payload).await }
+        async move { dispatch(&small_body, req, payload).await }
     })
 }
 
-async fn dispatch(
-    mount: Mount,
-    small_body: &BodyConfig,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+async fn dispatch(small_body: &BodyConfig, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let Some(found) = recognise(req.match_info().unprocessed()) else {
         return super::not_found().await;
     };
-    let (route, id, name) = (found.route, decoded(found.id).into_owned(), decoded(found.name).into_owned());
-    req.extensions_mut().insert(RouteName(route.name(mount)));
-    if *req.method() != route.method() {
-        return Err(ApiError::MethodNotAllowed);
+    let route = found.route;
+    if !route.takes(req.method()) {
+        return Err(ApiError::MethodNotAllowed(route.allowed()));
     }
+    let (id, name) = (decoded(found.id), decoded(found.name));
+    if id.len() > MAX_ID_BYTES || name.len() > MAX_ID_BYTES {
+        let shown: String = id.chars().take(64).collect();
+        return Err(ApiError::NotFound(format!(
+            "Pipeline {shown}... not found (an id has at most {MAX_ID_BYTES} bytes)"
+        )));
+    }
+    let (id, name) = (id.into_owned(), name.into_owned());
     match route {
         IdRoute::Inlet => super::filter::run(&id, req, payload, Hook::Inlet).await,
         IdRoute::Outlet => super::filter::run(&id, req, payload, Hook::Outlet).await,
@@ -167,6 +192,19 @@ mod tests {
         ] {
             assert_eq!(seen(path), None, "{path:?}");
         }
+    }
+
+    #[test]
+    fn a_whole_path_is_named_by_its_mount_and_route() {
+        assert_eq!(name_of("/p/filter/inlet"), Some("/{id}/filter/inlet"));
+        assert_eq!(name_of("/v1/p/filter/inlet"), Some("/v1/{id}/filter/inlet"));
+        assert_eq!(name_of("/v1/p/actions/a"), Some("/v1/{id}/actions/{name}"));
+        // `/v1/...` is the `/v1` table's, never an id `v1` in the bare one.
+        assert_eq!(name_of("/v1/filter/inlet"), None);
+        assert_eq!(name_of("/v1x/filter/inlet"), Some("/{id}/filter/inlet"));
+        assert_eq!(name_of("/v1"), None);
+        assert_eq!(name_of("/models"), None);
+        assert_eq!(name_of("/v1/models"), None);
     }
 
     #[test]

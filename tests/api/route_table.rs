@@ -37,13 +37,23 @@ async fn each_route_under_an_id_answers_at_both_mounts_by_its_method() {
             assert_eq!(res.status().as_u16(), status, "{method} {path}");
             let (_, body) = json_of(res).await;
             assert_ne!(body["detail"], "Not Found", "{method} {path}: {body}");
-            // Every other method is the JSON 405 the router gave.
+            // Every other method is the JSON 405 the router gave, with the `Allow` header HTTP
+            // asks for (which the router did not give).
+            let allow = if method == Method::GET { "GET, HEAD" } else { "POST" };
             for wrong in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
                 if wrong == method {
                     continue;
                 }
-                let answer = error_of(call(&app, wrong.clone(), &path).await).await;
+                let res = call(&app, wrong.clone(), &path).await;
+                assert_eq!(res.headers().get("allow").map(|v| v.to_str().unwrap()), Some(allow), "{wrong} {path}");
+                let answer = error_of(res).await;
                 assert_eq!(answer, (405, json!({"detail": "Method Not Allowed"})), "{wrong} {path}");
+            }
+            // HEAD wherever GET is: the GET's head, no body.
+            if method == Method::GET {
+                let head = call(&app, Method::HEAD, &path).await;
+                assert_eq!(head.status(), 200, "HEAD {path}");
+                assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}");
             }
         }
         let update = format!("{mount}/scripted_pipe/valves/update");
@@ -73,6 +83,50 @@ async fn near_misses_are_a_json_404_and_the_key_is_still_asked_for() {
     for path in ["/scripted_filter/filter/inlet", "/v1/scripted_filter/filter/inlet", "/x/valves"] {
         let res = app.client.post(app.url(path)).json(&inlet_form()).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 403, "{path} without the key");
+    }
+}
+
+#[tokio::test]
+async fn a_fixed_route_takes_head_where_it_takes_get_and_says_what_it_takes() {
+    let app = spawn_app().await;
+    for path in ["/models", "/v1/pipelines", "/metrics", "/"] {
+        let get = call(&app, Method::GET, path).await;
+        let length = get.headers().get("content-length").cloned();
+        assert_eq!(get.status(), 200, "{path}");
+        let head = call(&app, Method::HEAD, path).await;
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.headers().get("content-type"), get.headers().get("content-type"), "HEAD {path}");
+        assert!(length.is_some(), "{path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}");
+        let res = call(&app, Method::DELETE, path).await;
+        assert_eq!(
+            (res.status().as_u16(), res.headers().get("allow").cloned()),
+            (405, Some("GET, HEAD".parse().unwrap()))
+        );
+    }
+    for (method, path, allow) in [
+        (Method::GET, "/v1/chat/completions", "POST"),
+        (Method::GET, "/pipelines/add", "POST"),
+        (Method::POST, "/pipelines/delete", "DELETE"),
+    ] {
+        let res = call(&app, method.clone(), path).await;
+        assert_eq!(res.headers().get("allow").map(|v| v.to_str().unwrap()), Some(allow), "{method} {path}");
+        assert_eq!(error_of(res).await, (405, json!({"detail": "Method Not Allowed"})), "{method} {path}");
+    }
+}
+
+/// An id longer than any pipeline's is refused without being echoed whole into the answer.
+#[tokio::test]
+async fn a_very_long_id_is_not_echoed_whole() {
+    let app = spawn_app().await;
+    let long = "a".repeat(60_000);
+    for path in [format!("/{long}/valves"), format!("/v1/scripted_pipe/actions/{long}")] {
+        let method = if path.ends_with("valves") { Method::GET } else { Method::POST };
+        let res = call(&app, method, &path).await;
+        assert_eq!(res.status(), 404);
+        let text = res.text().await.unwrap();
+        assert!(text.len() < 1_000, "{} bytes", text.len());
+        assert!(text.contains("an id has at most 256 bytes"), "{text}");
     }
 }
 
@@ -121,6 +175,9 @@ async fn metrics_name_each_route_by_its_pattern() {
     assert_eq!(call(&app, Method::GET, "/v1/scripted_pipe/valves").await.status(), 200);
     assert_eq!(call(&app, Method::GET, "/scripted_pipe/valves/update").await.status(), 405);
     assert_eq!(call(&app, Method::POST, "/nothing/at/all/here").await.status(), 404);
+    // Refused before the route was reached: still named by it.
+    let anonymous = app.client.post(app.url("/v1/scripted_filter/filter/inlet")).json(&inlet_form()).send().await;
+    assert_eq!(anonymous.unwrap().status(), 403);
     let text = app.get("/metrics").await.text().await.unwrap();
     for line in [
         "sluice_http_requests_total{route=\"/{id}/filter/inlet\",status=\"200\"} 1",
@@ -128,6 +185,7 @@ async fn metrics_name_each_route_by_its_pattern() {
         "sluice_http_requests_total{route=\"/v1/{id}/valves\",status=\"200\"} 1",
         "sluice_http_requests_total{route=\"/{id}/valves/update\",status=\"405\"} 1",
         "sluice_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+        "sluice_http_requests_total{route=\"/v1/{id}/filter/inlet\",status=\"403\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
