@@ -7,6 +7,7 @@ pub mod components;
 pub mod config;
 pub mod data_lock;
 pub mod error;
+pub mod id_routes;
 pub mod json;
 pub mod metrics;
 pub mod normal_path;

@@ -112,3 +112,19 @@ mod tests {
         assert_eq!(mode(&root.path().join("new/deeper")), 0o700);
     }
 }
+
+/// The mode of `path` (the permission bits) when users other than its owner may read it: an
+/// operator's file that holds a secret is then worth a warning. `None` when only the owner may,
+/// when it cannot be looked at, and off Unix.
+pub fn others_may_read(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}

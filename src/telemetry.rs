@@ -246,10 +246,11 @@ pub async fn trace_requests(
         Ok(mut res) => {
             // The routes under an id are named by their path (no pattern of actix-web's), also
             // when refused before they were reached (no key, a CORS preflight).
-            let route: std::borrow::Cow<'static, str> = match crate::routes::id_route_name(res.request().path()) {
-                Some(name) => name.into(),
-                None => res.request().match_pattern().map_or("unmatched".into(), Into::into),
-            };
+            let route: std::borrow::Cow<'static, str> =
+                match crate::id_routes::name_of(res.request().match_info().as_str()) {
+                    Some(name) => name.into(),
+                    None => res.request().match_pattern().map_or("unmatched".into(), Into::into),
+                };
             let status = res.status().as_u16();
             span.in_scope(
                 || tracing::info!(route = %route, path = %res.request().path(), status, elapsed_ms, "handled"),

@@ -23,7 +23,7 @@ pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_proble
     }
     let mut problems = settings_problems.len();
     // Said, not counted: the settings are valid, only exposed.
-    if let Some(warning) = crate::config::readable_settings_file() {
+    if let Some(warning) = crate::config::settings_file_warning() {
         say!("warn   {warning}");
     }
     let mut all = registry::builtin();
@@ -93,33 +93,34 @@ pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_proble
     }
 }
 
-/// The WebAssembly pipelines added in the store `settings` name, and what kept any from loading.
-/// None when they are switched off or the store is not there yet (nothing was added).
+/// The WebAssembly pipelines added in the store `settings` name, and what kept any from loading
+/// (each a problem). Nothing when they are switched off or there is no store yet (nothing was
+/// added). The store is only read: no schema migrated, no compiled-code cache written.
 async fn added_pipelines(settings: &Settings, builtin: &[Arc<dyn Pipeline>]) -> (Vec<Arc<dyn Pipeline>>, Vec<String>) {
-    if !settings.wasm_pipelines || super::store_is_there(settings).is_err() {
+    if !settings.wasm_pipelines {
         return (Vec::new(), Vec::new());
     }
+    let cannot = |why: String| (Vec::new(), vec![format!("the added WebAssembly pipelines could not be read: {why}")]);
+    if settings.store_url.is_none() {
+        let path = settings.data_dir.join(crate::store::STORE_FILE);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+            Err(e) => return cannot(format!("{}: {e}", path.display())),
+        }
+    }
     let builtin: HashSet<String> = builtin.iter().map(|p| p.id().to_string()).collect();
-    let read = async {
-        let stores = crate::store::Stores::open(settings, &settings.data_dir, Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let cache = components::cache_dir(&settings.data_dir);
-        let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&cache)).map_err(|e| e.to_string())?;
-        components::load_each(&runtime, stores.kv.as_ref(), &builtin).await.map_err(|e| e.to_string())
+    let each = async {
+        let store = crate::store::open_to_read(settings, &settings.data_dir).await.map_err(|e| e.to_string())?;
+        let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), None).map_err(|e| e.to_string())?;
+        components::load_each(&runtime, store.as_ref(), &builtin).await.map_err(|e| e.to_string())
     };
     // A database that does not answer must not hold the check forever.
-    let each = match tokio::time::timeout(STORE_WAIT, read).await {
+    let each = match tokio::time::timeout(READ_WAIT, each).await {
         Ok(Ok((each, _))) => each,
-        Ok(Err(e)) => return (Vec::new(), vec![format!("the added WebAssembly pipelines could not be read: {e}")]),
+        Ok(Err(e)) => return cannot(e),
         Err(_) => {
-            let waited = STORE_WAIT.as_secs();
-            return (
-                Vec::new(),
-                vec![format!(
-                    "the added WebAssembly pipelines could not be read: the store did not answer within {waited} s"
-                )],
-            );
+            return cannot(format!("the store did not answer, or they did not load, within {} s", READ_WAIT.as_secs()))
         }
     };
     let mut added: Vec<Arc<dyn Pipeline>> = Vec::new();
@@ -134,8 +135,8 @@ async fn added_pipelines(settings: &Settings, builtin: &[Arc<dyn Pipeline>]) -> 
     (added, trouble)
 }
 
-/// How long `check` waits for the store to list the added pipelines.
-const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long `check` waits for the store to list the added pipelines and for them to load.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `env` without the `SLUICE_VALVES__` variables of other pipelines (a registry of one
 /// pipeline would call them unknown).

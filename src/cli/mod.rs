@@ -186,7 +186,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
 async fn serve(settings: Settings) -> ExitCode {
     let _log = telemetry::init(&settings.log_level, settings.log_format);
     telemetry::log_panics();
-    if let Some(warning) = crate::config::readable_settings_file() {
+    if let Some(warning) = crate::config::settings_file_warning() {
         tracing::warn!("{warning}");
     }
     let app = match Application::build(settings, registry::builtin(), ValvesEnv::Process).await {

@@ -166,7 +166,7 @@ fn settings_file() -> Option<PathBuf> {
 }
 
 /// A warning when the settings file holds a secret and others on this machine may read it.
-pub fn readable_settings_file() -> Option<String> {
+pub fn settings_file_warning() -> Option<String> {
     readable_file::warning(&settings_file()?)
 }
 

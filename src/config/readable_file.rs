@@ -7,44 +7,28 @@ use std::path::Path;
 /// The warning for the settings file at `path`, when it holds a secret (`api_key`, a
 /// `store_url` with a password) and its mode lets others read it. Never quotes the secret.
 pub fn warning(path: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        if mode & 0o077 == 0 {
-            return None;
-        }
-        let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
-        let held: Vec<&str> = ["api_key", "store_url"]
-            .into_iter()
-            .filter(|name| table.get(*name).and_then(toml::Value::as_str).is_some_and(|v| is_secret(name, v)))
-            .collect();
-        if held.is_empty() {
-            return None;
-        }
-        let shown = path.display();
-        Some(format!(
-            "{shown} holds {} and others on this machine may read it (mode {mode:o}): make it 0600 (chmod 600 {shown})",
-            held.join(" and ")
-        ))
+    let mode = crate::private::others_may_read(path)?;
+    let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+    let held: Vec<&str> = ["api_key", "store_url"]
+        .into_iter()
+        .filter(|name| table.get(*name).and_then(toml::Value::as_str).is_some_and(|v| is_secret(name, v)))
+        .collect();
+    if held.is_empty() {
+        return None;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
+    let shown = path.display();
+    Some(format!(
+        "{shown} holds {} and others on this machine may read it (mode {mode:o}): make it 0600 (chmod 600 {shown})",
+        held.join(" and ")
+    ))
 }
 
-/// Whether the setting `name` holds a secret: any key; a store URL with a password in it
-/// (`postgres://user:password@host/db`, or `password=` in the key-value form).
+/// Whether the setting `name` holds a secret: any key; a store URL with a password, as the
+/// PostgreSQL client reads it (one that does not parse may hold one all the same).
 fn is_secret(name: &str, value: &str) -> bool {
-    let value = value.trim();
     match name {
-        "api_key" => !value.is_empty(),
-        _ => {
-            let userinfo = value.split_once("://").and_then(|(_, rest)| rest.rsplit_once('@')).map(|(info, _)| info);
-            userinfo.is_some_and(|info| info.contains(':')) || value.to_ascii_lowercase().contains("password=")
-        }
+        "api_key" => !value.trim().is_empty(),
+        _ => value.parse::<tokio_postgres::Config>().map_or(true, |config| config.get_password().is_some()),
     }
 }
 
@@ -59,6 +43,8 @@ mod tests {
         assert!(!is_secret("api_key", " "));
         assert!(is_secret("store_url", "postgres://sluice:hunter2@db/sluice"));
         assert!(is_secret("store_url", "host=db user=sluice password=hunter2"));
+        assert!(is_secret("store_url", "host=db user=sluice password = hunter2"));
+        assert!(is_secret("store_url", "postgres://not a url: with spaces@"));
         assert!(!is_secret("store_url", "postgres://sluice@db/sluice"));
         assert!(!is_secret("store_url", "postgres://db/sluice"));
     }
@@ -79,6 +65,9 @@ mod tests {
         assert!(!said.contains("k-readable"), "{said}");
         set("api_key = \"k\"\nstore_url = \"postgres://u:p@db/s\"\n", 0o640);
         assert!(warning(&file).unwrap().contains("holds api_key and store_url"));
+        // Others may write or run it, not read it: nothing to say.
+        set("api_key = \"k-readable-0123456789\"\n", 0o622);
+        assert_eq!(warning(&file), None);
         set("api_key = \"k-readable-0123456789\"\n", 0o600);
         assert_eq!(warning(&file), None);
         set("port = 9200\nstore_url = \"postgres://u@db/s\"\n", 0o644);

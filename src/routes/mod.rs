@@ -20,10 +20,9 @@ use crate::error::ApiError;
 
 use health::health;
 pub use models::ModelsCache;
-pub use pipeline_paths::{name_of as id_route_name, service as under_ids};
+pub use pipeline_paths::service as under_ids;
 
-/// The `Allow` header of a GET route's 405.
-const GET: &str = "GET, HEAD";
+use crate::id_routes::GET;
 
 /// The routes at fixed paths, relative to the mount point; the routes under a pipeline's id
 /// are the mount's default service ([`under_ids`]).

@@ -1,119 +1,21 @@
-//! The routes under a pipeline's id (`/{id}/filter/inlet`, `/{id}/valves`, ...), told apart by
-//! their path segments. Registered as actix-web resources, each was a regex tried in turn on
-//! every request that reached it (an outlet tried the inlet's first), and then a resource, a
-//! route and a path extractor: together the largest part of the 2 KB inlet that was sluice's
-//! own (docs/performance.md, 2026-12-05). This is the mount's default service: actix-web's
-//! router has already tried the fixed paths, which are plain string comparisons.
+//! Serves the routes under a pipeline's id (src/id_routes.rs tells which path is which) as
+//! the mount's default service: actix-web's router has already tried the fixed paths, which are
+//! plain string comparisons. As actix-web resources, each was a regex tried in turn on every
+//! request that reached it (an outlet tried the inlet's first), then a resource, a route and a
+//! path extractor: together the largest part of the 2 KB inlet that was sluice's own
+//! (docs/performance.md, 2026-12-05).
 
-use std::borrow::Cow;
-
-use actix_web::{http::Method, web, HttpRequest, HttpResponse};
-use percent_encoding::percent_decode_str;
+use actix_web::{web, HttpRequest, HttpResponse};
 use sluice_sdk::Hook;
 
 use crate::body::BodyConfig;
 use crate::error::ApiError;
+use crate::id_routes::{decoded, recognise, IdRoute};
 
-/// Longer ids name no pipeline (an added one has at most 64 bytes, a manifold's model 128
-/// more); they are refused without echoing them whole into the answer and the log.
+/// Longer ids and action names name nothing (an added pipeline's id has at most 64 bytes, a
+/// manifold's model 128 more, an Open WebUI connection prefix a few); they are refused
+/// without being echoed whole into the answer (the request log cuts every value it writes).
 const MAX_ID_BYTES: usize = 256;
-
-/// A route under a pipeline's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IdRoute {
-    Inlet,
-    Outlet,
-    Valves,
-    ValvesSpec,
-    ValvesUpdate,
-    Action,
-}
-
-impl IdRoute {
-    /// Whether `method` is the route's (HEAD wherever GET is, as HTTP asks of every server).
-    fn takes(self, method: &Method) -> bool {
-        match self {
-            IdRoute::Valves | IdRoute::ValvesSpec => method == Method::GET || method == Method::HEAD,
-            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => method == Method::POST,
-        }
-    }
-
-    /// The `Allow` header of its 405.
-    fn allowed(self) -> &'static str {
-        match self {
-            IdRoute::Valves | IdRoute::ValvesSpec => "GET, HEAD",
-            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => "POST",
-        }
-    }
-
-    /// The route's name in the request log and the metrics, as actix-web names a pattern.
-    fn name(self, mount: Mount) -> &'static str {
-        match (mount, self) {
-            (Mount::Bare, IdRoute::Inlet) => "/{id}/filter/inlet",
-            (Mount::Bare, IdRoute::Outlet) => "/{id}/filter/outlet",
-            (Mount::Bare, IdRoute::Valves) => "/{id}/valves",
-            (Mount::Bare, IdRoute::ValvesSpec) => "/{id}/valves/spec",
-            (Mount::Bare, IdRoute::ValvesUpdate) => "/{id}/valves/update",
-            (Mount::Bare, IdRoute::Action) => "/{id}/actions/{name}",
-            (Mount::V1, IdRoute::Inlet) => "/v1/{id}/filter/inlet",
-            (Mount::V1, IdRoute::Outlet) => "/v1/{id}/filter/outlet",
-            (Mount::V1, IdRoute::Valves) => "/v1/{id}/valves",
-            (Mount::V1, IdRoute::ValvesSpec) => "/v1/{id}/valves/spec",
-            (Mount::V1, IdRoute::ValvesUpdate) => "/v1/{id}/valves/update",
-            (Mount::V1, IdRoute::Action) => "/v1/{id}/actions/{name}",
-        }
-    }
-}
-
-/// Where the route table is mounted: at the root or under `/v1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mount {
-    Bare,
-    V1,
-}
-
-/// The route a whole request path (after the mount) names, as the request log and the metrics
-/// call it: also for a request refused before it reached the route (no key, a CORS preflight).
-pub fn name_of(path: &str) -> Option<&'static str> {
-    // Everything under `/v1` goes to that mount's table, as actix-web's scope sends it.
-    let (mount, rest) = match path.strip_prefix("/v1") {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => (Mount::V1, rest),
-        _ => (Mount::Bare, path),
-    };
-    recognise(rest).map(|found| found.route.name(mount))
-}
-
-/// A path recognised: its route, the pipeline's id and an action's name, still percent-encoded.
-#[derive(Debug, PartialEq, Eq)]
-struct Recognised<'a> {
-    route: IdRoute,
-    id: &'a str,
-    name: &'a str,
-}
-
-/// What `path` (relative to the mount, starting with `/`) asks for, if it is one of the routes.
-/// Each part is one non-empty segment, as actix-web's `{id}` is.
-fn recognise(path: &str) -> Option<Recognised<'_>> {
-    let mut parts = path.strip_prefix('/')?.split('/');
-    let id = parts.next().filter(|id| !id.is_empty())?;
-    let (route, name) = match (parts.next()?, parts.next(), parts.next()) {
-        ("filter", Some("inlet"), None) => (IdRoute::Inlet, ""),
-        ("filter", Some("outlet"), None) => (IdRoute::Outlet, ""),
-        ("valves", None, None) => (IdRoute::Valves, ""),
-        ("valves", Some("spec"), None) => (IdRoute::ValvesSpec, ""),
-        ("valves", Some("update"), None) => (IdRoute::ValvesUpdate, ""),
-        ("actions", Some(name), None) if !name.is_empty() => (IdRoute::Action, name),
-        _ => return None,
-    };
-    Some(Recognised { route, id, name })
-}
-
-/// A segment as actix-web's path extractor hands it over: percent-decoded, invalid UTF-8
-/// replaced. (The path it is cut from keeps `%2F` encoded, so an encoded slash stays in its
-/// segment.)
-fn decoded(segment: &str) -> Cow<'_, str> {
-    percent_decode_str(segment).decode_utf8_lossy()
-}
 
 /// The mount's default service: a route under a pipeline's id, or a JSON 404.
 pub fn service(small_body: web::Data<BodyConfig>) -> actix_web::Route {
@@ -132,11 +34,11 @@ async fn dispatch(small_body: &BodyConfig, req: HttpRequest, payload: web::Paylo
         return Err(ApiError::MethodNotAllowed(route.allowed()));
     }
     let (id, name) = (decoded(found.id), decoded(found.name));
-    if id.len() > MAX_ID_BYTES || name.len() > MAX_ID_BYTES {
-        let shown: String = id.chars().take(64).collect();
-        return Err(ApiError::NotFound(format!(
-            "Pipeline {shown}... not found (an id has at most {MAX_ID_BYTES} bytes)"
-        )));
+    if id.len() > MAX_ID_BYTES {
+        return Err(ApiError::NotFound(format!("Pipeline {} not found: {}", cut(&id), too_long("an id"))));
+    }
+    if name.len() > MAX_ID_BYTES {
+        return Err(ApiError::NotFound(format!("{id} has no action {}: {}", cut(&name), too_long("an action's name"))));
     }
     let (id, name) = (id.into_owned(), name.into_owned());
     match route {
@@ -149,71 +51,11 @@ async fn dispatch(small_body: &BodyConfig, req: HttpRequest, payload: web::Paylo
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
+/// The start of a text too long to echo.
+fn cut(text: &str) -> String {
+    format!("{}...", text.chars().take(64).collect::<String>())
+}
 
-    fn seen(path: &str) -> Option<(IdRoute, &str, &str)> {
-        recognise(path).map(|r| (r.route, r.id, r.name))
-    }
-
-    #[test]
-    fn each_route_is_told_by_its_segments() {
-        assert_eq!(seen("/p/filter/inlet"), Some((IdRoute::Inlet, "p", "")));
-        assert_eq!(seen("/p/filter/outlet"), Some((IdRoute::Outlet, "p", "")));
-        assert_eq!(seen("/p/valves"), Some((IdRoute::Valves, "p", "")));
-        assert_eq!(seen("/p/valves/spec"), Some((IdRoute::ValvesSpec, "p", "")));
-        assert_eq!(seen("/p/valves/update"), Some((IdRoute::ValvesUpdate, "p", "")));
-        assert_eq!(seen("/p/actions/add"), Some((IdRoute::Action, "p", "add")));
-        assert_eq!(seen("/a%2Fb/filter/inlet"), Some((IdRoute::Inlet, "a%2Fb", "")));
-    }
-
-    #[test]
-    fn anything_else_is_not_a_route() {
-        for path in [
-            "",
-            "/",
-            "p/filter/inlet",
-            "//filter/inlet",
-            "/p",
-            "/p/",
-            "/p/filter",
-            "/p/filter/",
-            "/p/filter/inlet/",
-            "/p/filter/inlet/x",
-            "/p/filter/Inlet",
-            "/p/valves/",
-            "/p/valves/spec/x",
-            "/p/actions",
-            "/p/actions/",
-            "/p/actions/a/b",
-            "/p/other",
-        ] {
-            assert_eq!(seen(path), None, "{path:?}");
-        }
-    }
-
-    #[test]
-    fn a_whole_path_is_named_by_its_mount_and_route() {
-        assert_eq!(name_of("/p/filter/inlet"), Some("/{id}/filter/inlet"));
-        assert_eq!(name_of("/v1/p/filter/inlet"), Some("/v1/{id}/filter/inlet"));
-        assert_eq!(name_of("/v1/p/actions/a"), Some("/v1/{id}/actions/{name}"));
-        // `/v1/...` is the `/v1` table's, never an id `v1` in the bare one.
-        assert_eq!(name_of("/v1/filter/inlet"), None);
-        assert_eq!(name_of("/v1x/filter/inlet"), Some("/{id}/filter/inlet"));
-        assert_eq!(name_of("/v1"), None);
-        assert_eq!(name_of("/models"), None);
-        assert_eq!(name_of("/v1/models"), None);
-    }
-
-    #[test]
-    fn segments_are_decoded_as_the_path_extractor_decoded_them() {
-        assert_eq!(decoded("a%2Fb"), "a/b");
-        assert_eq!(decoded("a%252F"), "a%2F");
-        assert_eq!(decoded("a+b%20c"), "a+b c");
-        assert_eq!(decoded("%C3%A9"), "é");
-        assert_eq!(decoded("%FF"), "\u{FFFD}");
-        assert_eq!(decoded("plain"), "plain");
-    }
+fn too_long(what: &str) -> String {
+    format!("{what} has at most {MAX_ID_BYTES} bytes")
 }

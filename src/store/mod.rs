@@ -82,6 +82,20 @@ impl Stores {
     }
 }
 
+/// The key-value store `settings` name, to read what is kept there (`sluice check`): the
+/// PostgreSQL schema is not migrated and no background work starts.
+pub async fn open_to_read(settings: &Settings, data_dir: &Path) -> Result<Arc<dyn KvStore>, OpenError> {
+    match &settings.store_url {
+        Some(url) => Ok(Arc::new(PgStore::connect_to_read(url.expose())?)),
+        None => {
+            let path = data_dir.join(STORE_FILE);
+            let store = SqliteStore::open(&path)
+                .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// An outbox entry's last failure as `sluice outbox` shows it: `503: Service Unavailable`,
 /// `connection refused`, or nothing.
 fn last_error(status: Option<i64>, error: Option<String>) -> Option<String> {

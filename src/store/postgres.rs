@@ -80,6 +80,8 @@ pub enum PgStoreError {
 pub struct PgStore {
     pool: Pool,
     lease: Duration,
+    /// Where it connects (no credentials), for errors.
+    target: String,
 }
 
 /// In a URL, the user and password end at the one `@`, before any `/`, `?` or `#`.
@@ -141,6 +143,23 @@ impl PgStore {
     }
 
     pub async fn connect_with_lease(url: &str, lease: Duration) -> Result<PgStore, PgStoreError> {
+        let store = Self::pool(url, lease)?;
+        let target = store.target.clone();
+        store.migrate().await.map_err(|e| match e {
+            PgStoreError::Connect(cause) => PgStoreError::Connect(format!("{target}{cause}")),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// A store to read, the schema left as it is (`sluice check`: a newer binary checking
+    /// before a deploy must not migrate the schema under the replicas still running).
+    pub fn connect_to_read(url: &str) -> Result<PgStore, PgStoreError> {
+        Self::pool(url, DEFAULT_LEASE)
+    }
+
+    /// The pool; no connection is made until the first query.
+    fn pool(url: &str, lease: Duration) -> Result<PgStore, PgStoreError> {
         const FORM: &str = "the form is postgres://user:password@host:5432/database, with @ / : ? # in the \
                             password percent-encoded (%40 %2F %3A %3F %23)";
         if !credentials_are_escaped(url) {
@@ -168,12 +187,7 @@ impl PgStore {
             .recycle_timeout(Some(OP_TIMEOUT))
             .build()
             .map_err(|e| PgStoreError::Connect(format!("{target}: {e}")))?;
-        let store = PgStore { pool, lease };
-        store.migrate().await.map_err(|e| match e {
-            PgStoreError::Connect(cause) => PgStoreError::Connect(format!("{target}{cause}")),
-            other => other,
-        })?;
-        Ok(store)
+        Ok(PgStore { pool, lease, target })
     }
 
     /// The schema version this binary brings.

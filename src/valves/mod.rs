@@ -150,21 +150,14 @@ impl ValvesEntry {
     /// A file the operator wrote with a key in it and left readable by others is said, not
     /// changed: it is theirs (sluice makes the files it writes 0600).
     fn warn_if_others_may_read(&self, doc: &DocumentMut) {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let Ok(meta) = std::fs::metadata(&self.path) else { return };
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 && file::to_json(doc).is_ok_and(|values| self.holds_secret(&values)) {
-                tracing::warn!(
-                    path = %self.path.display(),
-                    mode = format!("{mode:o}"),
-                    "this valves file holds a key and others on this machine may read it: make it 0600 (chmod 600)"
-                );
-            }
+        let Some(mode) = crate::private::others_may_read(&self.path) else { return };
+        if file::to_json(doc).is_ok_and(|values| self.holds_secret(&values)) {
+            tracing::warn!(
+                path = %self.path.display(),
+                mode = format!("{mode:o}"),
+                "this valves file holds a key and others on this machine may read it: make it 0600 (chmod 600)"
+            );
         }
-        #[cfg(not(unix))]
-        let _ = doc;
     }
 
     /// Whether `loaded` holds other values than the live ones.
@@ -425,25 +418,20 @@ impl ValvesEntry {
         }
         self.check_destinations(&changes, &given, &current, &pinned, &mut invalid, &mut refused);
         if !invalid.is_empty() {
-            // The well-typed part is checked too: every problem told at once, not one per attempt.
-            let more = self.value_problems(&current, &changes, &invalid);
-            invalid.extend(more);
+            // The well-typed part is checked too, as it would be written: every problem told at
+            // once, not one per attempt.
+            if let Ok((_, doc)) = self.merged(&changes) {
+                if let Err(more) = self.check(Some(&doc), (*pinned).clone()) {
+                    let named: Vec<String> = invalid.iter().map(|e| e.field.clone()).collect();
+                    invalid.extend(more.into_iter().filter(|m| !named.contains(&m.field)));
+                }
+            }
             return Err(UpdateError::Invalid(redact_errors(invalid, &secrets)));
         }
         if !refused.is_empty() {
             return Err(UpdateError::Pinned(redact_errors(refused, &secrets)));
         }
-        let original = file::read(&self.path).map_err(|e| UpdateError::Io(e.to_string()))?;
-        let mut doc = original.clone().unwrap_or_default();
-        for (key, value) in &changes {
-            if value.is_null() {
-                file::remove(&mut doc, key);
-            } else {
-                file::set(&mut doc, key, value).ok_or_else(|| {
-                    UpdateError::Invalid(vec![FieldError::new(key.clone(), "this value cannot be written to TOML")])
-                })?;
-            }
-        }
+        let (original, doc) = self.merged(&changes)?;
         let loaded = self.check(Some(&doc), (*pinned).clone()).map_err(UpdateError::Invalid)?;
         let text = doc.to_string();
         // What the file holds decides, not what the environment adds to it.
@@ -456,35 +444,25 @@ impl ValvesEntry {
         Ok(Updated { masked: self.masked(), text })
     }
 
+    /// The valves file as it is, and as it would be with `changes` (a `null` removes the key).
+    fn merged(&self, changes: &[(String, Value)]) -> Result<(Option<DocumentMut>, DocumentMut), UpdateError> {
+        let original = file::read(&self.path).map_err(|e| UpdateError::Io(e.to_string()))?;
+        let mut doc = original.clone().unwrap_or_default();
+        for (key, value) in changes {
+            if value.is_null() {
+                file::remove(&mut doc, key);
+            } else {
+                file::set(&mut doc, key, value).ok_or_else(|| {
+                    UpdateError::Invalid(vec![FieldError::new(key.clone(), "this value cannot be written to TOML")])
+                })?;
+            }
+        }
+        Ok((original, doc))
+    }
+
     /// A stored secret goes only where it went when it was entered: an update that moves a
     /// secret's URL must carry the secret too, and a secret from the environment pins its URL
     /// to the environment ([`sluice_sdk::Valves::sent_to`]).
-    /// What the pipeline's own checks say of `current` with `changes` applied, for the fields
-    /// not already `refused` (a field refused keeps its current value here).
-    fn value_problems(
-        &self,
-        current: &Map<String, Value>,
-        changes: &[(String, Value)],
-        refused: &[FieldError],
-    ) -> Vec<FieldError> {
-        let defaults = match self.cell.defaults() {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        let mut values = current.clone();
-        for (key, value) in changes {
-            match (value.is_null(), defaults.get(key)) {
-                (false, _) => values.insert(key.clone(), value.clone()),
-                (true, Some(default)) => values.insert(key.clone(), default.clone()),
-                (true, None) => values.remove(key),
-            };
-        }
-        match self.cell.prepare(Value::Object(values)) {
-            Ok(_) => Vec::new(),
-            Err(more) => more.into_iter().filter(|m| !refused.iter().any(|r| r.field == m.field)).collect(),
-        }
-    }
-
     fn check_destinations(
         &self,
         changes: &[(String, Value)],
