@@ -113,14 +113,19 @@ mod tests {
     }
 }
 
-/// The mode of `path` (the permission bits) when users other than its owner may read it: an
-/// operator's file that holds a secret is then worth a warning. `None` when only the owner may,
-/// when it cannot be looked at, and off Unix.
+/// The mode of the regular file `path` (its permission bits) when users other than the one
+/// sluice runs as may read it: an operator's file that holds a secret is then worth a warning.
+/// Read by the group of a file someone else owns is how an operator shares it with sluice, not
+/// a leak. `None` otherwise, when it cannot be looked at, for anything but a regular file (a
+/// FIFO would be read a second time, and hang), and off Unix.
 pub fn others_may_read(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o044 != 0).then_some(mode)
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
+        let mode = meta.mode() & 0o777;
+        let ours = meta.uid() == rustix::process::geteuid().as_raw();
+        (mode & 0o004 != 0 || (ours && mode & 0o040 != 0)).then_some(mode)
     }
     #[cfg(not(unix))]
     {

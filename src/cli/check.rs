@@ -5,11 +5,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sluice_sdk::Pipeline;
+use sluice_sdk::{error_chain, Pipeline};
 
 use crate::components;
 use crate::config::Settings;
 use crate::registry::{self, Registry, RegistryError, Source};
+use crate::store::PgStore;
 use crate::valves::ValvesEnv;
 
 /// Every pipeline's valves are checked on their own, so one run lists every problem; a value
@@ -27,6 +28,12 @@ pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_proble
         say!("warn   {warning}");
     }
     let mut all = registry::builtin();
+    // The store's URL is read as the server reads it, whether or not anything is read there.
+    if let Some(Err(e)) = settings.and_then(|s| s.store_url.as_ref()).map(|url| PgStore::connect_to_read(url.expose()))
+    {
+        problems += 1;
+        say!("error  store_url: {e}");
+    }
     if let Some(settings) = settings {
         let (added, trouble) = added_pipelines(settings, &all).await;
         all.extend(added);
@@ -111,9 +118,9 @@ async fn added_pipelines(settings: &Settings, builtin: &[Arc<dyn Pipeline>]) -> 
     }
     let builtin: HashSet<String> = builtin.iter().map(|p| p.id().to_string()).collect();
     let each = async {
-        let store = crate::store::open_to_read(settings, &settings.data_dir).await.map_err(|e| e.to_string())?;
+        let store = crate::store::open_to_read(settings, &settings.data_dir).map_err(|e| error_chain(&e))?;
         let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), None).map_err(|e| e.to_string())?;
-        components::load_each(&runtime, store.as_ref(), &builtin).await.map_err(|e| e.to_string())
+        components::load_each(&runtime, store.as_ref(), &builtin).await.map_err(|e| error_chain(&e))
     };
     // A database that does not answer must not hold the check forever.
     let each = match tokio::time::timeout(READ_WAIT, each).await {

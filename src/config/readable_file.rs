@@ -18,7 +18,8 @@ pub fn warning(path: &Path) -> Option<String> {
     }
     let shown = path.display();
     Some(format!(
-        "{shown} holds {} and others on this machine may read it (mode {mode:o}): make it 0600 (chmod 600 {shown})",
+        "{shown} holds {} and others on this machine may read it (mode {mode:o}): make it readable by its owner \
+         and sluice only (chmod 600 {shown} when sluice runs as its owner, chmod o-r otherwise)",
         held.join(" and ")
     ))
 }
@@ -68,8 +69,21 @@ mod tests {
         // Others may write or run it, not read it: nothing to say.
         set("api_key = \"k-readable-0123456789\"\n", 0o622);
         assert_eq!(warning(&file), None);
+        // A FIFO is not read a second time (it would wait for a writer forever).
+        let fifo = dir.path().join("fifo.toml");
+        assert!(std::process::Command::new("mkfifo").args(["-m", "644"]).arg(&fifo).status().unwrap().success());
+        assert_eq!(warning(&fifo), None);
         set("api_key = \"k-readable-0123456789\"\n", 0o600);
         assert_eq!(warning(&file), None);
+        // Owned by another user and readable by its group: how it is shared with sluice. (Only
+        // root can give a file away; elsewhere this part is skipped.)
+        set("api_key = \"k-readable-0123456789\"\n", 0o640);
+        if std::os::unix::fs::chown(&file, Some(65534), Some(65534)).is_ok() {
+            assert_eq!(warning(&file), None);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(warning(&file).unwrap().contains("chmod o-r otherwise"));
+            std::fs::remove_file(&file).unwrap();
+        }
         set("port = 9200\nstore_url = \"postgres://u@db/s\"\n", 0o644);
         assert_eq!(warning(&file), None);
         set("not toml [", 0o644);

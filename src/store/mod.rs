@@ -14,6 +14,7 @@ mod postgres;
 mod shared_valves;
 mod spill;
 mod sqlite;
+mod sqlite_read;
 mod sqlite_writer;
 
 use std::path::Path;
@@ -83,13 +84,14 @@ impl Stores {
 }
 
 /// The key-value store `settings` name, to read what is kept there (`sluice check`): the
-/// PostgreSQL schema is not migrated and no background work starts.
-pub async fn open_to_read(settings: &Settings, data_dir: &Path) -> Result<Arc<dyn KvStore>, OpenError> {
+/// PostgreSQL schema is not migrated, the SQLite file is opened read-only, no background work
+/// starts.
+pub fn open_to_read(settings: &Settings, data_dir: &Path) -> Result<Arc<dyn KvStore>, OpenError> {
     match &settings.store_url {
         Some(url) => Ok(Arc::new(PgStore::connect_to_read(url.expose())?)),
         None => {
             let path = data_dir.join(STORE_FILE);
-            let store = SqliteStore::open(&path)
+            let store = sqlite_read::SqliteReader::open(&path)
                 .map_err(|source| OpenError::Sqlite { path: path.display().to_string(), source })?;
             Ok(Arc::new(store))
         }

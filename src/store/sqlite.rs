@@ -199,6 +199,16 @@ impl StoreAdmin for SqliteStore {
     }
 }
 
+/// A key's live value as stored (JSON text), read on `conn`; also the read-only reader's.
+pub(super) fn read_value(conn: &Connection, namespace: &str, key: &str, now: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2 AND expires_at > ?3",
+        params![namespace, key, now],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
 #[async_trait]
 impl KvStore for SqliteStore {
     async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
@@ -209,16 +219,7 @@ impl KvStore for SqliteStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let (ns, key) = (namespace.to_string(), key.to_string());
         let now = unix_now() as i64;
-        let text: Option<String> = self
-            .read(move |c| {
-                c.query_row(
-                    "SELECT value FROM kv WHERE namespace = ?1 AND key = ?2 AND expires_at > ?3",
-                    params![ns, key, now],
-                    |row| row.get(0),
-                )
-                .optional()
-            })
-            .await?;
+        let text: Option<String> = self.read(move |c| read_value(c, &ns, &key, now)).await?;
         text.map(|t| serde_json::from_str(&t).map_err(err)).transpose()
     }
 

@@ -140,10 +140,23 @@ fn check_knows_the_added_webassembly_pipelines() {
     let (code, out, err) = sluice(dir.path(), &["pipeline", "add", wasm.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
 
+    // The store is only read: a mode the server would tighten, its content and its time stay.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("data/sluice.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let store = || {
+        let db = dir.path().join("data/sluice.db");
+        let meta = std::fs::metadata(&db).unwrap();
+        (std::fs::read(&db).unwrap(), meta.permissions(), meta.modified().unwrap())
+    };
+    let before = store();
     let hosts = [("SLUICE_VALVES__MY_FILTER__ALLOWED_HOSTS", "[\"api.example.com\"]")];
     let (code, out, _) = sluice_with(dir.path(), &["check"], &hosts);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok     my_filter"), "{out}");
+    assert!(before == store(), "check changed the store");
     std::fs::create_dir_all(dir.path().join("valves")).unwrap();
     std::fs::write(dir.path().join("valves/my_filter.toml"), "ALLOWED_HOSTS = 5\n").unwrap();
     let (code, out, _) = sluice(dir.path(), &["check"]);
@@ -155,6 +168,20 @@ fn check_knows_the_added_webassembly_pipelines() {
     let (code, out, _) = sluice_with(dir.path(), &["check"], &off);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("SLUICE_VALVES__MY_FILTER__ALLOWED_HOSTS"), "{out}");
+}
+
+/// A store URL the server would refuse is a problem for check too, whatever else is switched
+/// off (it was read only to look for added pipelines).
+#[test]
+fn check_reads_the_store_url_as_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["mysql://u:s3cr3tXYZ@db/s", "postgres://user:pa55@w0rdQQ@db/s"] {
+        let env = [("SLUICE_STORE_URL", url), ("SLUICE_WASM_PIPELINES", "false")];
+        let (code, out, _) = sluice_with(dir.path(), &["check"], &env);
+        assert_eq!(code, 1, "{url}: {out}");
+        assert!(out.contains("error  store_url:"), "{url}: {out}");
+        assert!(!out.contains("s3cr3tXYZ") && !out.contains("pa55") && !out.contains("w0rdQQ"), "{url}: {out}");
+    }
 }
 
 /// A wrong setting does not hide the valves' problems: every problem at once.
