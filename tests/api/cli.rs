@@ -25,6 +25,38 @@ pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     sluice_with(dir, args, &[])
 }
 
+/// `sluice serve` with `dir/data`, `dir/valves`, the key `sk-test` on a free loopback port
+/// (`env` overrides any of them), its stderr to `stderr`: the child and its port.
+fn start_server(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .current_dir(dir)
+        .env("SLUICE_DATA_DIR", dir.join("data"))
+        .env("SLUICE_VALVES_DIR", dir.join("valves"))
+        .env("SLUICE_HOST", "127.0.0.1")
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_API_KEY", "sk-test")
+        .envs(env.iter().copied())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (server, port)
+}
+
+/// Waits until something listens on `port`, at most until `deadline`; `said` names what
+/// did not start.
+fn wait_for_port(port: u16, deadline: std::time::Instant, said: &str) {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{said}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn in_30_s() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(30)
+}
+
 #[test]
 fn help_and_version_answer_even_with_broken_settings() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,24 +147,9 @@ fn check_says_a_settings_file_with_a_key_that_others_may_read() {
 #[test]
 fn check_knows_the_added_webassembly_pipelines() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // A first start makes the store.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .current_dir(dir.path())
-        .env("SLUICE_DATA_DIR", dir.path().join("data"))
-        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
-        .env("SLUICE_HOST", "127.0.0.1")
-        .env("SLUICE_PORT", port.to_string())
-        .env("SLUICE_API_KEY", "sk-test")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut server, port) = start_server(dir.path(), &[], Stdio::null());
+    wait_for_port(port, in_30_s(), "the server did not start");
     let _ = server.kill();
     let _ = server.wait();
     let wasm = dir.path().join("my_filter.wasm");
@@ -343,23 +360,8 @@ fn healthcheck_says_why_it_failed() {
 #[test]
 fn a_second_server_on_the_same_data_dir_stops_before_it_starts_anything() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut first = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .current_dir(dir.path())
-        .env("SLUICE_DATA_DIR", dir.path().join("data"))
-        .env("SLUICE_VALVES_DIR", dir.path().join("valves"))
-        .env("SLUICE_HOST", "127.0.0.1")
-        .env("SLUICE_PORT", &port)
-        .env("SLUICE_API_KEY", "sk-test")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the first server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut first, port) = start_server(dir.path(), &[], Stdio::null());
+    wait_for_port(port, in_30_s(), "the first server did not start");
     let (code, _, err) = sluice_with(dir.path(), &["serve"], &[("SLUICE_PORT", "0"), ("SLUICE_API_KEY", "sk-test")]);
     let _ = first.kill();
     let _ = first.wait();
@@ -373,18 +375,8 @@ fn a_second_server_on_the_same_data_dir_stops_before_it_starts_anything() {
 #[test]
 fn an_unwritable_valves_directory_is_reported_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .current_dir(dir.path())
-        .env("SLUICE_DATA_DIR", dir.path().join("data"))
-        .env("SLUICE_VALVES_DIR", "/proc/self/no-valves-here")
-        .env("SLUICE_HOST", "127.0.0.1")
-        .env("SLUICE_PORT", port.to_string())
-        .env("SLUICE_API_KEY", "sk-test")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let unwritable = [("SLUICE_VALVES_DIR", "/proc/self/no-valves-here")];
+    let (mut server, port) = start_server(dir.path(), &unwritable, Stdio::piped());
     // The warning may be written after the port opens: read stderr until it is there (or the
     // server started and 30 s passed), then stop the server.
     let stderr = server.stderr.take().unwrap();
@@ -395,7 +387,7 @@ fn an_unwritable_valves_directory_is_reported_at_start() {
             let _ = tx.send(line);
         }
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = in_30_s();
     let mut log = String::new();
     while !log.contains("named volume") && std::time::Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
@@ -403,10 +395,7 @@ fn an_unwritable_valves_directory_is_reported_at_start() {
             log.push('\n');
         }
     }
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "it did not start: {log}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_port(port, deadline, &format!("it did not start: {log}"));
     let _ = server.kill();
     let _ = server.wait();
     assert!(
