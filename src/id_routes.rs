@@ -23,37 +23,41 @@ pub enum IdRoute {
 }
 
 impl IdRoute {
+    /// Whether it only reads (GET); the others take a body (POST).
+    fn reads(self) -> bool {
+        matches!(self, IdRoute::Valves | IdRoute::ValvesSpec)
+    }
+
     /// Whether `method` is the route's (HEAD wherever GET is, as HTTP asks of every server).
     pub fn takes(self, method: &Method) -> bool {
-        match self {
-            IdRoute::Valves | IdRoute::ValvesSpec => method == Method::GET || method == Method::HEAD,
-            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => method == Method::POST,
+        match self.reads() {
+            true => method == Method::GET || method == Method::HEAD,
+            false => method == Method::POST,
         }
     }
 
     /// The `Allow` header of its 405.
     pub fn allowed(self) -> &'static str {
-        match self {
-            IdRoute::Valves | IdRoute::ValvesSpec => GET,
-            IdRoute::Inlet | IdRoute::Outlet | IdRoute::ValvesUpdate | IdRoute::Action => "POST",
+        if self.reads() {
+            GET
+        } else {
+            "POST"
         }
     }
 
     /// The route's name in the request log and the metrics, as actix-web names a pattern.
     pub fn name(self, mount: Mount) -> &'static str {
-        match (mount, self) {
-            (Mount::Bare, IdRoute::Inlet) => "/{id}/filter/inlet",
-            (Mount::Bare, IdRoute::Outlet) => "/{id}/filter/outlet",
-            (Mount::Bare, IdRoute::Valves) => "/{id}/valves",
-            (Mount::Bare, IdRoute::ValvesSpec) => "/{id}/valves/spec",
-            (Mount::Bare, IdRoute::ValvesUpdate) => "/{id}/valves/update",
-            (Mount::Bare, IdRoute::Action) => "/{id}/actions/{name}",
-            (Mount::V1, IdRoute::Inlet) => "/v1/{id}/filter/inlet",
-            (Mount::V1, IdRoute::Outlet) => "/v1/{id}/filter/outlet",
-            (Mount::V1, IdRoute::Valves) => "/v1/{id}/valves",
-            (Mount::V1, IdRoute::ValvesSpec) => "/v1/{id}/valves/spec",
-            (Mount::V1, IdRoute::ValvesUpdate) => "/v1/{id}/valves/update",
-            (Mount::V1, IdRoute::Action) => "/v1/{id}/actions/{name}",
+        let (bare, v1) = match self {
+            IdRoute::Inlet => ("/{id}/filter/inlet", "/v1/{id}/filter/inlet"),
+            IdRoute::Outlet => ("/{id}/filter/outlet", "/v1/{id}/filter/outlet"),
+            IdRoute::Valves => ("/{id}/valves", "/v1/{id}/valves"),
+            IdRoute::ValvesSpec => ("/{id}/valves/spec", "/v1/{id}/valves/spec"),
+            IdRoute::ValvesUpdate => ("/{id}/valves/update", "/v1/{id}/valves/update"),
+            IdRoute::Action => ("/{id}/actions/{name}", "/v1/{id}/actions/{name}"),
+        };
+        match mount {
+            Mount::Bare => bare,
+            Mount::V1 => v1,
         }
     }
 }

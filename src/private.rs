@@ -83,6 +83,27 @@ pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The mode of the regular file `path` (its permission bits) when users other than the one
+/// sluice runs as may read it: an operator's file that holds a secret is then worth a warning.
+/// Read by the group of a file someone else owns is how an operator shares it with sluice, not
+/// a leak. `None` otherwise, when it cannot be looked at, for anything but a regular file (a
+/// FIFO would be read a second time, and hang), and off Unix.
+pub fn others_may_read(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
+        let mode = meta.mode() & 0o777;
+        let ours = meta.uid() == rustix::process::geteuid().as_raw();
+        (mode & 0o004 != 0 || (ours && mode & 0o040 != 0)).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 #[cfg(all(test, unix))]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -110,26 +131,5 @@ mod tests {
         assert_eq!(mode(&own), 0o700, "a directory of its own is tightened");
         dir(&root.path().join("new/deeper")).unwrap();
         assert_eq!(mode(&root.path().join("new/deeper")), 0o700);
-    }
-}
-
-/// The mode of the regular file `path` (its permission bits) when users other than the one
-/// sluice runs as may read it: an operator's file that holds a secret is then worth a warning.
-/// Read by the group of a file someone else owns is how an operator shares it with sluice, not
-/// a leak. `None` otherwise, when it cannot be looked at, for anything but a regular file (a
-/// FIFO would be read a second time, and hang), and off Unix.
-pub fn others_may_read(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
-        let mode = meta.mode() & 0o777;
-        let ours = meta.uid() == rustix::process::geteuid().as_raw();
-        (mode & 0o004 != 0 || (ours && mode & 0o040 != 0)).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
     }
 }

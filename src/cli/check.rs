@@ -28,13 +28,16 @@ pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_proble
         say!("warn   {warning}");
     }
     let mut all = registry::builtin();
-    // The store's URL is read as the server reads it, whether or not anything is read there.
+    // The store's URL is read as the server reads it, whether or not anything is read there;
+    // one it refuses is one problem, not also a store that could not be read.
+    let mut url_refused = false;
     if let Some(Err(e)) = settings.and_then(|s| s.store_url.as_ref()).map(|url| PgStore::connect_to_read(url.expose()))
     {
         problems += 1;
+        url_refused = true;
         say!("error  store_url: {e}");
     }
-    if let Some(settings) = settings {
+    if let Some(settings) = settings.filter(|_| !url_refused) {
         let (added, trouble) = added_pipelines(settings, &all).await;
         all.extend(added);
         for t in &trouble {
@@ -108,13 +111,10 @@ async fn added_pipelines(settings: &Settings, builtin: &[Arc<dyn Pipeline>]) -> 
         return (Vec::new(), Vec::new());
     }
     let cannot = |why: String| (Vec::new(), vec![format!("the added WebAssembly pipelines could not be read: {why}")]);
-    if settings.store_url.is_none() {
-        let path = settings.data_dir.join(crate::store::STORE_FILE);
-        match std::fs::metadata(&path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
-            Err(e) => return cannot(format!("{}: {e}", path.display())),
-        }
+    match super::store_exists(settings) {
+        Ok(true) => {}
+        Ok(false) => return (Vec::new(), Vec::new()),
+        Err(why) => return cannot(why),
     }
     let builtin: HashSet<String> = builtin.iter().map(|p| p.id().to_string()).collect();
     let each = async {

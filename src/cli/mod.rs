@@ -228,16 +228,25 @@ fn local_url(settings: &Settings, path: &str) -> String {
 /// Whether the embedded store is there for a command to read (the server creates it); said
 /// when not, with the real cause when it cannot be looked at.
 fn store_is_there(settings: &Settings) -> Result<(), String> {
+    match store_exists(settings)? {
+        true => Ok(()),
+        false => Err(format!(
+            "no store at {} yet: the server creates it on first start (start it once, then run this again)",
+            settings.data_dir.join(crate::store::STORE_FILE).display()
+        )),
+    }
+}
+
+/// Whether there is a store to read: PostgreSQL is always there to ask; the embedded file only
+/// once the server has made it. The real cause when it cannot be looked at.
+fn store_exists(settings: &Settings) -> Result<bool, String> {
     if settings.store_url.is_some() {
-        return Ok(());
+        return Ok(true);
     }
     let path = settings.data_dir.join(crate::store::STORE_FILE);
     match std::fs::metadata(&path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "no store at {} yet: the server creates it on first start (start it once, then run this again)",
-            path.display()
-        )),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
