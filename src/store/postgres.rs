@@ -82,6 +82,9 @@ pub struct PgStore {
     lease: Duration,
     /// Where it connects (no credentials), for errors.
     target: String,
+    /// Opened to read what is there (`sluice check`): a database the server never used has no
+    /// tables, and nothing is kept in it.
+    to_read: bool,
 }
 
 /// In a URL, the user and password end at the one `@`, before any `/`, `?` or `#`.
@@ -110,6 +113,19 @@ fn target_of(config: &tokio_postgres::Config) -> String {
 
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::from_cause(e)
+}
+
+/// Whether the query failed on a table the schema does not have (yet).
+fn no_such_table(e: &StoreError) -> bool {
+    // The database's own error is down the chain (the cause is kept behind an `Arc`).
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(db) = c.downcast_ref::<tokio_postgres::error::DbError>() {
+            return db.code() == &tokio_postgres::error::SqlState::UNDEFINED_TABLE;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Waiting, dead, and the birth of the oldest waiting entry: the columns of [`QueueStats`].
@@ -155,7 +171,7 @@ impl PgStore {
     /// A store to read, the schema left as it is (`sluice check`: a newer binary checking
     /// before a deploy must not migrate the schema under the replicas still running).
     pub fn connect_to_read(url: &str) -> Result<PgStore, PgStoreError> {
-        Self::pool(url, DEFAULT_LEASE)
+        Ok(PgStore { to_read: true, ..Self::pool(url, DEFAULT_LEASE)? })
     }
 
     /// The pool; no connection is made until the first query.
@@ -187,7 +203,7 @@ impl PgStore {
             .recycle_timeout(Some(OP_TIMEOUT))
             .build()
             .map_err(|e| PgStoreError::Connect(format!("{target}: {e}")))?;
-        Ok(PgStore { pool, lease, target })
+        Ok(PgStore { pool, lease, target, to_read: false })
     }
 
     /// The schema version this binary brings.
@@ -389,12 +405,16 @@ impl KvStore for PgStore {
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let now = unix_now() as i64;
-        let row = query_opt_cached(
+        let row = match query_opt_cached(
             &self.client().await?,
             "SELECT value FROM kv WHERE namespace = $1 AND key = $2 AND expires_at > $3",
             &[&namespace, &key, &now],
         )
-        .await?;
+        .await
+        {
+            Err(e) if self.to_read && no_such_table(&e) => None,
+            other => other?,
+        };
         row.map(|r| serde_json::from_str(&r.try_get::<_, String>(0).map_err(err)?).map_err(err)).transpose()
     }
 

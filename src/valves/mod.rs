@@ -404,6 +404,10 @@ impl ValvesEntry {
                 }
                 continue;
             }
+            if !field.nested_secrets.is_empty() {
+                // Given without masks: the caller wrote every token in it.
+                given.push(key.clone());
+            }
             let value = match coerce::coerce(field, value) {
                 Ok(v) => v,
                 Err(e) => {
@@ -476,6 +480,9 @@ impl ValvesEntry {
             if !changes.iter().any(|(k, _)| k == url) {
                 continue;
             }
+            if !self.field_holds_secret(secret, current) {
+                continue;
+            }
             if let Some(p) = pinned.get(*secret) {
                 let url_var = self
                     .cell
@@ -492,9 +499,7 @@ impl ValvesEntry {
                         p.variable
                     ),
                 ));
-            } else if !given.iter().any(|g| g == secret)
-                && current.get(*secret).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
-            {
+            } else if !given.iter().any(|g| g == secret) {
                 invalid.push(FieldError::new(
                     *url,
                     format!(
@@ -504,6 +509,13 @@ impl ValvesEntry {
                 ));
             }
         }
+    }
+
+    /// Whether `field` holds secret text now: a secret, or tokens inside JSON text (MCP
+    /// servers' headers).
+    fn field_holds_secret(&self, field: &str, current: &Map<String, Value>) -> bool {
+        let only: Map<String, Value> = current.get(field).map(|v| (field.to_string(), v.clone())).into_iter().collect();
+        self.holds_secret(&only)
     }
 }
 

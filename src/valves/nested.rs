@@ -27,6 +27,11 @@ fn mask_under(value: &mut Value, keys: &[String], inside: bool) -> bool {
             *s = mask_secret(s);
             true
         }
+        // A token written as a number is a token all the same (it was shown in clear).
+        Value::Number(n) if inside => {
+            *value = Value::String(mask_secret(&n.to_string()));
+            true
+        }
         Value::Array(items) => items.iter_mut().fold(false, |any, v| mask_under(v, keys, inside) | any),
         Value::Object(map) => {
             map.iter_mut().fold(false, |any, (k, v)| mask_under(v, keys, inside || is_secret_key(k, keys)) | any)
@@ -45,6 +50,7 @@ pub fn secrets_in(text: &str, keys: &[String], out: &mut Vec<String>) {
 fn collect(value: &Value, keys: &[String], inside: bool, out: &mut Vec<String>) {
     match value {
         Value::String(s) if inside => out.push(s.clone()),
+        Value::Number(n) if inside => out.push(n.to_string()),
         Value::Array(items) => items.iter().for_each(|v| collect(v, keys, inside, out)),
         Value::Object(map) => map.iter().for_each(|(k, v)| collect(v, keys, inside || is_secret_key(k, keys), out)),
         _ => {}
@@ -75,5 +81,11 @@ mod tests {
         assert_eq!(found, ["Bearer tok-123456789012345678", "short"]);
         assert_eq!(mask("not json", &keys()), "not json");
         assert_eq!(mask(r#"{"server_url":"x"}"#, &keys()), r#"{"server_url":"x"}"#, "nothing to mask: as written");
+        let numeric = r#"[{"server_url":"https://m","headers":{"X-Tok":123456789012345678901},"Authorization":12345}]"#;
+        let masked = mask(numeric, &keys());
+        assert!(!masked.contains("12345"), "{masked}");
+        let mut found = Vec::new();
+        secrets_in(numeric, &keys(), &mut found);
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 }

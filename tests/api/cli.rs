@@ -205,6 +205,26 @@ fn check_reads_the_store_url_as_the_server_does() {
     }
 }
 
+/// A PostgreSQL database the server has not used yet holds no added pipelines: check reads it
+/// without creating the schema (it said `relation "kv" does not exist` and failed).
+#[tokio::test]
+async fn check_finds_nothing_added_in_a_database_not_used_yet() {
+    let Some(url) = crate::store_contract::pg_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SLUICE_STORE_URL", url.as_str()), ("SLUICE_WASM_PIPELINES", "true")];
+    let (code, out, _) = sluice_with(dir.path(), &["check"], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("are valid"), "{out}");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let tables = client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", &[]).await.unwrap();
+    assert!(
+        tables.is_empty(),
+        "check created tables: {:?}",
+        tables.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+    );
+}
+
 /// A wrong setting does not hide the valves' problems: every problem at once.
 #[test]
 fn check_lists_the_valves_problems_beside_a_wrong_setting() {

@@ -21,9 +21,13 @@ pub const POSTED_KEY: &str = "sk-live-posted-key-5f4dcc3b5aa765d61d83";
 /// An MCP server's token.
 pub const MCP_TOKEN: &str = "mcp-token-e99a18c428cb38d5f260853678922e03";
 
+/// An MCP token written as a JSON number.
+const NUMERIC_TOKEN: &str = "918273645546372819";
+
 /// This file's secrets join the suite's: no log line or response may hold them.
 fn watch_secrets() {
     crate::helpers::register_secret(POSTED_KEY);
+    crate::helpers::register_secret(NUMERIC_TOKEN);
     crate::helpers::register_secret(MCP_TOKEN);
 }
 
@@ -172,6 +176,66 @@ async fn mcp_tokens_are_masked_and_cannot_be_moved_without_being_given_again() {
     assert!(app.valves_file("openai_responses").contains("https://mcp.example.com/sse"));
 }
 
+/// The MCP servers' tokens travel to BASE_URL inside every request (OpenAI calls the servers
+/// with them): moving BASE_URL, even with a new API_KEY, must not send them to the new host
+/// (found by a red team: the attacker's host received them in clear).
+#[tokio::test]
+async fn mcp_tokens_do_not_follow_a_new_base_url_unless_given_again() {
+    let upstream = MockServer::start().await;
+    let thief = elsewhere().await;
+    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
+                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
+    .to_string();
+    let extra = format!("REMOTE_MCP_SERVERS_JSON = {}\n", toml_string(&servers));
+    let app = manifold_with(&upstream, HashMap::new(), &extra).await;
+    let moved = format!("{}/v1", thief.uri());
+    let with_new_key = json!({"BASE_URL": moved, "API_KEY": "sk-attacker-own-key-0000"});
+    let mut form = json_of(app.get("/openai_responses/valves").await).await.1;
+    form["BASE_URL"] = json!(moved);
+    form["API_KEY"] = json!("sk-attacker-own-key-0000");
+    for attempt in [with_new_key, form] {
+        let (status, answer) = update(&app, "openai_responses", attempt).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("give REMOTE_MCP_SERVERS_JSON again"), "{answer}");
+    }
+    let _ = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(thief.received_requests().await.unwrap().is_empty(), "the stored tokens travelled to another host");
+
+    // Who writes the servers again (tokens and all), or without tokens, may move them.
+    let given = json!({"BASE_URL": moved, "API_KEY": "sk-attacker-own-key-0000", "REMOTE_MCP_SERVERS_JSON": servers});
+    assert_eq!(update(&app, "openai_responses", given).await.0, 200);
+    let back = format!("{}/v1", upstream.uri());
+    let (status, answer) = update(&app, "openai_responses", json!({"BASE_URL": back, "API_KEY": ""})).await;
+    assert_eq!(status, 422, "the tokens are bound to the new URL now: {answer}");
+    let tokenless = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse"}]).to_string();
+    let cleared = json!({"BASE_URL": back, "API_KEY": "", "REMOTE_MCP_SERVERS_JSON": tokenless});
+    assert_eq!(update(&app, "openai_responses", cleared).await.0, 200);
+}
+
+/// An error body that is not JSON is cut to 200 characters for the message: cut after the
+/// keys are taken out, or the first characters of a key across the cut went out (red team).
+#[tokio::test]
+async fn a_key_across_the_cut_of_an_error_body_leaves_nothing_of_itself() {
+    for before in [180, 190, 195] {
+        let upstream = MockServer::start().await;
+        let body = format!("{}{OPENAI_KEY} tail", "P".repeat(before));
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(ResponseTemplate::new(500).set_body_raw(body, "text/plain"))
+            .with_priority(1)
+            .mount(&upstream)
+            .await;
+        let app = manifold_with(&upstream, HashMap::new(), "").await;
+        let chat_body = chat("gpt-4.1", system_and("hi"), json!({"stream": false}));
+        let (status, answer) = json_of(app.post_json("/v1/chat/completions", &chat_body).await).await;
+        assert_eq!(status, 502, "{answer}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains("PPPP"), "{answer}");
+        assert!(!detail.contains(&OPENAI_KEY[..6]), "{before}: a piece of the key: {detail}");
+    }
+}
+
 #[tokio::test]
 async fn a_secret_of_the_wrong_shape_is_never_echoed() {
     let upstream = MockServer::start().await;
@@ -182,6 +246,8 @@ async fn a_secret_of_the_wrong_shape_is_never_echoed() {
         json!({"API_KEY": format!("{POSTED_KEY}\r\nX-Evil: 1")}),
         json!({"REMOTE_MCP_SERVERS_JSON": {"headers": {"Authorization": POSTED_KEY}}}),
         json!({"REMOTE_MCP_SERVERS_JSON": format!("[{{\"server_label\": \"x\", \"headers\": {{\"a\": \"{POSTED_KEY}\"}}}}]")}),
+        // A token written as a number (it was shown in clear by GET /valves).
+        json!({"REMOTE_MCP_SERVERS_JSON": format!("[{{\"server_label\": \"x\", \"server_url\": \"https://m.example\", \"headers\": {{\"X-Tok\": {NUMERIC_TOKEN}}}}}]")}),
     ] {
         // The helpers fail the test if the key reaches the body, the reason phrase or the log.
         let (status, answer) = update(&app, "openai_responses", body.clone()).await;

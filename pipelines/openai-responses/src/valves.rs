@@ -265,10 +265,11 @@ impl ResponsesValves {
         fn tokens(v: &Value, inside: bool, out: &mut Vec<String>) {
             match v {
                 Value::String(s) if inside => out.push(s.clone()),
+                Value::Number(n) if inside => out.push(n.to_string()),
                 Value::Array(items) => items.iter().for_each(|i| tokens(i, inside, out)),
-                Value::Object(map) => {
-                    map.iter().for_each(|(k, v)| tokens(v, inside || MCP_SECRET_KEYS.contains(&k.as_str()), out))
-                }
+                Value::Object(map) => map.iter().for_each(|(k, v)| {
+                    tokens(v, inside || MCP_SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)), out)
+                }),
                 _ => {}
             }
         }
@@ -355,9 +356,27 @@ impl Valves for ResponsesValves {
                 {
                     errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i}: server_url {e}")));
                 }
-                let headers = server.get("headers").and_then(Value::as_object).into_iter().flatten();
-                let tokens = headers.map(|(_, v)| v).chain(server.get("authorization"));
-                if tokens.filter_map(Value::as_str).any(|t| sluice_sdk::valves::check_header_value(t).is_err()) {
+                let headers = server.get("headers");
+                if headers.is_some_and(|h| !h.is_object()) {
+                    errors.push(FieldError::new(
+                        "REMOTE_MCP_SERVERS_JSON",
+                        format!("server {i}: headers must be an object"),
+                    ));
+                }
+                let headers = headers.and_then(Value::as_object).into_iter().flatten();
+                let tokens: Vec<&Value> = headers.map(|(_, v)| v).chain(server.get("authorization")).collect();
+                // A token that is not text is masked and redacted all the same, but OpenAI takes
+                // only text: said here rather than by the upstream.
+                if tokens.iter().any(|t| !t.is_string()) {
+                    errors.push(FieldError::new(
+                        "REMOTE_MCP_SERVERS_JSON",
+                        format!("server {i}: header values and authorization must be strings"),
+                    ));
+                } else if tokens
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .any(|t| sluice_sdk::valves::check_header_value(t).is_err())
+                {
                     errors.push(FieldError::new(
                         "REMOTE_MCP_SERVERS_JSON",
                         format!("server {i}: header values must be printable ASCII without line breaks"),
@@ -431,7 +450,9 @@ impl Valves for ResponsesValves {
     }
 
     fn sent_to() -> &'static [(&'static str, &'static str)] {
-        &[("API_KEY", "BASE_URL"), ("OPEN_WEBUI_API_KEY", "OPEN_WEBUI_URL")]
+        // The MCP servers' tokens travel to BASE_URL inside each request's `tools` (OpenAI
+        // calls the servers): a new BASE_URL must not receive them unless they are given again.
+        &[("API_KEY", "BASE_URL"), ("REMOTE_MCP_SERVERS_JSON", "BASE_URL"), ("OPEN_WEBUI_API_KEY", "OPEN_WEBUI_URL")]
     }
 
     /// MCP servers carry their own tokens: `headers` (any header) and `authorization`.
