@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 use sluice_sdk::valves::join_errors;
 use sluice_sdk::{FieldError, PipelineError};
 
+mod reason_phrase;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("Not authenticated")]
@@ -198,7 +200,7 @@ impl ResponseError for ApiError {
                 | ApiError::InvalidKey
                 | ApiError::DuplicateAuthorization
         ) {
-            if let Some(phrase) = reason_phrase(&self.to_string(), PhraseRoom::of(self)) {
+            if let Some(phrase) = reason_phrase::of(self) {
                 response.reason(phrase);
             }
         }
@@ -220,83 +222,6 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Distinct phrases kept in each [`PhraseRoom`]; beyond this the standard phrase is used (the
-/// interned strings live for the whole process, so the sets stay bounded).
-const MAX_PHRASES: usize = 256;
-
-/// Which set of reason phrases an error's phrase is kept in. The phrases Open WebUI shows or
-/// logs keep rooms of their own, so that a caller filling one set with errors that quote what
-/// it sent (missing pipelines, unknown valves) cannot take the others' phrases: a caller naming
-/// 600 missing pipelines filled the one set there was, and a real upstream refusal then went
-/// out as a bare `502 Bad Gateway` (found by a red team); 256 were enough to take the phrase of
-/// every later invalid valves update, the only text of it Open WebUI logs.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum PhraseRoom {
-    /// A pipeline's errors: Open WebUI shows the phrase of a failed inlet to the user.
-    Pipeline,
-    /// A refused valves update: Open WebUI logs only its phrase.
-    Valves,
-    Other,
-}
-
-impl PhraseRoom {
-    fn of(error: &ApiError) -> Self {
-        match error {
-            ApiError::Pipeline(_) => PhraseRoom::Pipeline,
-            ApiError::InvalidValves(_) | ApiError::PinnedValves(_) => PhraseRoom::Valves,
-            _ => PhraseRoom::Other,
-        }
-    }
-
-    /// The phrase once the room is full: a refused valves update still says what it is in
-    /// Open WebUI's log, without the words a caller chose.
-    fn when_full(self) -> Option<&'static str> {
-        match self {
-            PhraseRoom::Valves => Some("Valves refused; the reasons are in the body"),
-            PhraseRoom::Pipeline | PhraseRoom::Other => None,
-        }
-    }
-}
-
-/// `message` as an HTTP reason phrase: visible ASCII only, at most 120 characters, interned.
-fn reason_phrase(message: &str, room: PhraseRoom) -> Option<&'static str> {
-    type Phrases = std::sync::Mutex<Option<std::collections::HashMap<String, &'static str>>>;
-    static OF_PIPELINES: Phrases = std::sync::Mutex::new(None);
-    static OF_VALVES: Phrases = std::sync::Mutex::new(None);
-    static OTHERS: Phrases = std::sync::Mutex::new(None);
-    let mut phrase = String::with_capacity(message.len().min(120));
-    for c in message.chars() {
-        if phrase.len() >= 120 {
-            break;
-        }
-        phrase.push(match c {
-            ' '..='~' => c,
-            '\t' | '\n' | '\r' => ' ',
-            _ => '?',
-        });
-    }
-    let phrase = phrase.trim();
-    if phrase.is_empty() {
-        return None;
-    }
-    let phrases = match room {
-        PhraseRoom::Pipeline => &OF_PIPELINES,
-        PhraseRoom::Valves => &OF_VALVES,
-        PhraseRoom::Other => &OTHERS,
-    };
-    let mut guard = phrases.lock().ok()?;
-    let map = guard.get_or_insert_with(Default::default);
-    if let Some(p) = map.get(phrase) {
-        return Some(p);
-    }
-    if map.len() >= MAX_PHRASES {
-        return room.when_full();
-    }
-    let leaked: &'static str = Box::leak(phrase.to_string().into_boxed_str());
-    map.insert(phrase.to_string(), leaked);
-    Some(leaked)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,46 +234,5 @@ mod tests {
         assert_eq!(param(ApiError::Pipeline(upstream)), Value::Null, "the speaker is not a parameter");
         let refused = sluice_sdk::PipelineError::new(sluice_sdk::ErrorKind::BadRequest, "seed: not supported");
         assert_eq!(param(ApiError::Pipeline(refused)), "seed");
-    }
-
-    #[test]
-    fn reason_phrases_are_ascii_short_and_interned() {
-        assert_eq!(
-            reason_phrase("Blocked by policy: too long", PhraseRoom::Pipeline),
-            Some("Blocked by policy: too long")
-        );
-        assert_eq!(reason_phrase("caf\u{e9}\r\nnext", PhraseRoom::Pipeline), Some("caf?  next"));
-        assert_eq!(reason_phrase(&"x".repeat(500), PhraseRoom::Pipeline).map(str::len), Some(120));
-        assert_eq!(reason_phrase("   ", PhraseRoom::Pipeline), None);
-        let a = reason_phrase("same", PhraseRoom::Pipeline).map(str::as_ptr);
-        assert_eq!(
-            a,
-            reason_phrase("same", PhraseRoom::Pipeline).map(str::as_ptr),
-            "one allocation per distinct phrase"
-        );
-    }
-
-    /// One test, as the rooms are the process's: filling one room, then another.
-    #[test]
-    fn callers_cannot_use_up_the_phrases_of_pipelines_or_valves_errors() {
-        for n in 0..2 * MAX_PHRASES {
-            ApiError::pipeline_not_found(&format!("nope{n}")).error_response();
-        }
-        let missing = ApiError::pipeline_not_found("one-more").error_response();
-        assert_eq!(missing.head().reason, None, "the callers' set is full");
-        let upstream = ApiError::Pipeline(sluice_sdk::PipelineError::upstream("OpenAI: your quota is exhausted"));
-        assert_eq!(upstream.error_response().head().reason, Some("OpenAI: your quota is exhausted"));
-        let valves = ApiError::InvalidValves(vec![FieldError::new("TIMEOUT", "must be an integer")]);
-        assert_eq!(valves.error_response().head().reason, Some("Invalid valves: TIMEOUT: must be an integer"));
-
-        // Unknown valve names, each its own phrase, fill the valves room.
-        for n in 0..2 * MAX_PHRASES {
-            ApiError::InvalidValves(vec![FieldError::new(format!("X{n}"), "unknown valve")]).error_response();
-        }
-        assert_eq!(valves.error_response().head().reason, Some("Invalid valves: TIMEOUT: must be an integer"));
-        let refused = ApiError::InvalidValves(vec![FieldError::new("TIMEOUT", "must be a number")]).error_response();
-        assert_eq!(refused.head().reason, Some("Valves refused; the reasons are in the body"));
-        let upstream = ApiError::Pipeline(sluice_sdk::PipelineError::upstream("OpenAI: overloaded"));
-        assert_eq!(upstream.error_response().head().reason, Some("OpenAI: overloaded"));
     }
 }
