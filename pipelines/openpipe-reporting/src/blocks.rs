@@ -107,26 +107,29 @@ fn attributes(tag: &str) -> Vec<(String, String)> {
 }
 
 /// Finds the `</details>` closing the block whose body starts at `from`, allowing nesting.
+/// One pass over the tags in order: looking for the next opening and the next closing tag
+/// from each tag in turn read the rest of the text again each time, and 10,000 nested blocks
+/// (190 KB in a chat's history) took 9 s of a worker (found by a red team).
 fn closing(text: &str, from: usize) -> Option<usize> {
     let mut depth = 1usize;
     let mut pos = from;
-    loop {
-        let next_open = text[pos..].find("<details").map(|i| i + pos);
-        let next_close = text[pos..].find("</details>").map(|i| i + pos)?;
-        match next_open {
-            Some(o) if o < next_close => {
-                depth += 1;
-                pos = o + "<details".len();
+    while let Some(i) = text[pos..].find('<') {
+        let at = pos + i;
+        let tag = &text[at..];
+        if tag.starts_with("</details>") {
+            depth -= 1;
+            if depth == 0 {
+                return Some(at);
             }
-            _ => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(next_close);
-                }
-                pos = next_close + "</details>".len();
-            }
+            pos = at + "</details>".len();
+        } else if tag.starts_with("<details") {
+            depth += 1;
+            pos = at + "<details".len();
+        } else {
+            pos = at + 1;
         }
     }
+    None
 }
 
 fn strip_summary(body: &str) -> &str {
@@ -372,6 +375,24 @@ mod tests {
             esc(args),
             esc(result)
         )
+    }
+
+    #[test]
+    fn nested_blocks_close_where_they_balance() {
+        let text = "<details>a<details>b</details><b>c</b></details>tail</details>";
+        assert_eq!(closing(text, "<details>".len()), text.find("</details>tail"));
+        assert_eq!(closing("<details><details></details>", "<details>".len()), None, "unbalanced");
+        let odd = "<details><detailsx></details></details>";
+        assert_eq!(closing(odd, 9), odd.rfind("</details>"), "any <details… opens");
+        // 100,000 deep, balanced and not: one pass each (the search from every tag took
+        // minutes at this depth).
+        let n = 100_000;
+        let deep = format!("{}x{}", "<details>".repeat(n), "</details>".repeat(n));
+        assert_eq!(parse(&deep, "m").texts, [deep.clone()]);
+        let open = format!("{}x", "<details>".repeat(n));
+        assert_eq!(parse(&open, "m").texts, [open.clone()]);
+        let closed_early = format!("{}x{}", "<details>".repeat(n), "</details>".repeat(n - 1));
+        assert_eq!(parse(&closed_early, "m").texts, [closed_early.clone()]);
     }
 
     #[test]
