@@ -212,6 +212,7 @@ impl ValvesEntry {
         let mut errors = Vec::new();
         if let Some(doc) = doc {
             let from_file = file::to_json(doc).map_err(|e| vec![FieldError::new("", e.to_string())])?;
+            let mut unknown = Unknown::default();
             for (key, value) in from_file {
                 match self.schema.field(&key) {
                     Some(field) => match coerce::coerce(field, value) {
@@ -220,9 +221,10 @@ impl ValvesEntry {
                         }
                         Err(e) => errors.push(e),
                     },
-                    None => errors.push(self.unknown(&key)),
+                    None => unknown.note(self, &key, &mut errors),
                 }
             }
+            errors.extend(unknown.not_named());
         }
         for (key, p) in &pinned {
             values.insert(key.clone(), p.value.clone());
@@ -364,9 +366,10 @@ impl ValvesEntry {
         let mut changes = Vec::new();
         // Secrets given in this update, changed or not: the caller knows them.
         let mut given = Vec::new();
+        let mut unknown = Unknown::default();
         for (key, value) in body {
             let Some(field) = self.schema.field(&key) else {
-                invalid.push(self.unknown(&key));
+                unknown.note(self, &key, &mut invalid);
                 continue;
             };
             if field.secret && value.as_str().is_some_and(|s| s.starts_with(SECRET_MASK)) {
@@ -420,6 +423,7 @@ impl ValvesEntry {
             }
             changes.push((key, value));
         }
+        invalid.extend(unknown.not_named());
         self.check_destinations(&changes, &given, &current, &pinned, &mut invalid, &mut refused);
         if !invalid.is_empty() {
             // The well-typed part is checked too, as it would be written: every problem told at
@@ -516,6 +520,31 @@ impl ValvesEntry {
     fn field_holds_secret(&self, field: &str, current: &Map<String, Value>) -> bool {
         let only: Map<String, Value> = current.get(field).map(|v| (field.to_string(), v.clone())).into_iter().collect();
         self.holds_secret(&only)
+    }
+}
+
+/// Unknown valves named one by one, up to this many in one document; the rest are counted.
+const UNKNOWN_NAMED: usize = 10;
+
+/// The unknown valves of one document: each named with the known ones (and a likely meant
+/// one) up to [`UNKNOWN_NAMED`], the rest counted. Every one named, an update of 100,000
+/// unknown keys (under 1 MB) answered 190 MB and took 22 s (found by a red team).
+#[derive(Default)]
+struct Unknown {
+    seen: usize,
+}
+
+impl Unknown {
+    fn note(&mut self, entry: &ValvesEntry, key: &str, errors: &mut Vec<FieldError>) {
+        self.seen += 1;
+        if self.seen <= UNKNOWN_NAMED {
+            errors.push(entry.unknown(key));
+        }
+    }
+
+    fn not_named(&self) -> Option<FieldError> {
+        let more = self.seen.saturating_sub(UNKNOWN_NAMED);
+        (more > 0).then(|| FieldError::new("", format!("and {more} more unknown valves")))
     }
 }
 
