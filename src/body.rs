@@ -151,12 +151,16 @@ pub async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<RawBod
 }
 
 async fn raw_body_within(req: &HttpRequest, payload: web::Payload, config: BodyConfig) -> Result<RawBody, ApiError> {
-    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("?").trim();
-        if !encoding.eq_ignore_ascii_case("identity") {
+    // Every header and every coding listed in one (`identity, br`): the first header alone let
+    // a second `Content-Encoding: br` through as plain JSON (red team).
+    for value in req.headers().get_all(header::CONTENT_ENCODING) {
+        let codings = value.to_str().unwrap_or("?");
+        if let Some(coding) =
+            codings.split(',').map(str::trim).find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "request bodies must not be compressed (Content-Encoding: {})",
-                encoding.chars().take(40).collect::<String>()
+                coding.chars().take(40).collect::<String>()
             )));
         }
     }

@@ -440,7 +440,9 @@ impl ValvesEntry {
             return Err(UpdateError::Pinned(redact_errors(refused, &secrets)));
         }
         let (original, doc) = self.merged(&changes)?;
-        let loaded = self.check(Some(&doc), (*pinned).clone()).map_err(UpdateError::Invalid)?;
+        let loaded = self
+            .check(Some(&doc), (*pinned).clone())
+            .map_err(|errors| UpdateError::Invalid(redact_errors(errors, &secrets)))?;
         let text = doc.to_string();
         // What the file holds decides, not what the environment adds to it.
         let private = self.text_holds_secret(&text);

@@ -133,7 +133,7 @@ async fn parameters_the_responses_api_cannot_honour_are_refused_by_name() {
     assert!(upstream_bodies(&upstream).await.is_empty(), "nothing reached the upstream");
     // Their defaults are fine; a string `user` becomes the safety identifier.
     let mut body = base.clone();
-    body["n"] = json!(1);
+    body["n"] = json!(1.0);
     body["presence_penalty"] = json!(0);
     body["user"] = json!("customer-42");
     let (status, _) = json_of(app.post_json("/v1/chat/completions", &body).await).await;

@@ -161,6 +161,16 @@ async fn compressed_bodies_are_refused_as_unsupported() {
     let (status, answer) = json_of(res).await;
     assert_eq!(status, 415, "{answer}");
     assert!(answer["detail"].as_str().unwrap().contains("must not be compressed"), "{answer}");
+    // A second header, or a list in one, is read too (the first alone let `br` through).
+    for codings in [&["identity", "br"][..], &["identity, gzip"], &["Identity", ""]] {
+        let mut request = app.client.post(app.url("/bare_filter/filter/inlet")).bearer_auth(KEY);
+        for coding in codings {
+            request = request.header("content-encoding", *coding);
+        }
+        let res = request.header("content-type", "application/json").body(r#"{"body": {}}"#).send().await.unwrap();
+        let expected = if codings[0] == "Identity" { 200 } else { 415 };
+        assert_eq!(res.status().as_u16(), expected, "{codings:?}");
+    }
 }
 
 #[tokio::test]

@@ -279,7 +279,8 @@ pub fn check_openai_params(body: &Map<String, Value>) -> Result<(), sluice_sdk::
         e
     };
     if let Some(n) = body.get("n").filter(|n| !n.is_null()) {
-        if n.as_u64() != Some(1) {
+        // `1.0` is one too (pydantic's reading, which the reference server gives it).
+        if n.as_f64() != Some(1.0) {
             return Err(unsupported("n", "only one choice per request is supported"));
         }
     }
