@@ -1,6 +1,7 @@
-//! A small SSE reader for the upstream stream: follows the framing rules the API promises
-//! (`data:` lines, blank line between events, `:` comments, CRLF), reassembles events split
-//! across reads, and refuses an event larger than a bound instead of growing without limit.
+//! A small SSE reader for the upstream stream: follows the framing rules of the SSE standard
+//! (`data:` lines, blank line between events, `:` comments, lines ended by LF, CRLF or CR),
+//! reassembles events split across reads, and refuses an event larger than a bound instead of
+//! growing without limit.
 
 /// Largest accepted event (an image generation result can be several MB of base64).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
@@ -10,6 +11,9 @@ pub struct SseReader {
     line: Vec<u8>,
     data: Vec<u8>,
     has_data: bool,
+    /// The last line ended with a CR at the end of a read: an LF starting the next read is
+    /// the rest of that line's end, not an empty line.
+    after_cr: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -23,9 +27,28 @@ impl SseReader {
     /// are found with a slice search and handled in place; only a line split across reads is
     /// copied.
     pub fn next_event(&mut self, bytes: &mut &[u8]) -> Result<Option<String>, TooLarge> {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            let (line, rest) = (&bytes[..end], &bytes[end + 1..]);
-            *bytes = rest;
+        loop {
+            if std::mem::take(&mut self.after_cr) {
+                match bytes.first() {
+                    Some(b'\n') => *bytes = &bytes[1..],
+                    Some(_) => {}
+                    None => {
+                        self.after_cr = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else { break };
+            let line = &bytes[..end];
+            // A CR ends the line, with the LF after it if there is one (maybe in the next read).
+            *bytes = match (bytes[end], bytes.get(end + 1)) {
+                (b'\r', Some(b'\n')) => &bytes[end + 2..],
+                (b'\r', None) => {
+                    self.after_cr = true;
+                    &bytes[end + 1..]
+                }
+                _ => &bytes[end + 1..],
+            };
             let event = if self.line.is_empty() {
                 self.on_line(line)?
             } else {
@@ -61,7 +84,6 @@ impl SseReader {
 
     /// The event a line completes, if it does.
     fn on_line(&mut self, line: &[u8]) -> Result<Option<String>, TooLarge> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if self.has_data {
                 self.has_data = false;
@@ -108,6 +130,18 @@ mod tests {
         assert_eq!(out, vec!["{\"x\":1}".to_string(), "1\n2".to_string()]);
     }
 
+    /// The SSE standard ends lines with LF, CRLF or CR; a stream of CR alone read as one line
+    /// that never ended ("the stream ended unexpectedly"; red team).
+    #[test]
+    fn lines_ended_by_cr_alone_are_lines() {
+        let mut r = SseReader::default();
+        let mut out = r.push(b"data: 1\r\rdata: 2\r").unwrap_or_default();
+        // A CR at the end of a read, its LF at the start of the next: one line end.
+        out.extend(r.push(b"\ndata: 3\r").unwrap_or_default());
+        out.extend(r.push(b"\n\r\n").unwrap_or_default());
+        assert_eq!(out, vec!["1".to_string(), "2\n3".to_string()]);
+    }
+
     #[test]
     fn oversized_events_are_refused() {
         let mut r = SseReader::default();
@@ -140,6 +174,7 @@ mod fuzz {
             Just(b"data:".to_vec()),
             Just(b"\n".to_vec()),
             Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
             Just(b"\n\n".to_vec()),
             Just(b"event: response.output_text.delta\n".to_vec()),
             Just(b": ping\n".to_vec()),
