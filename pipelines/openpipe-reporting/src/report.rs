@@ -157,18 +157,32 @@ impl Turn {
     fn base_messages(&self) -> Vec<Value> {
         self.request.get("messages").and_then(Value::as_array).cloned().unwrap_or_default()
     }
+}
 
+/// Most steps of one answer reported one by one (see [`Turn::reports`]).
+pub const MAX_STEPS: usize = 64;
+
+impl Turn {
     /// One report per step (N tool calls ⇒ N + 1), each within `max_bytes` if it can be (§7.6):
     /// images go first, then long texts one message at a time until it fits. Sizes are kept
     /// up to date by difference (a JSON list is its items' bytes plus separators), so a report
     /// of thousands of long messages is serialised a few times, not once per message.
+    ///
+    /// Past [`MAX_STEPS`] steps in one answer only the last step is reported (it holds
+    /// every call in its messages), marked `steps_omitted`: each step repeats the calls before
+    /// it, so N calls made N²/2 call pairs, and 1,000 tool blocks in a 160 KB outlet took
+    /// 97 s and 4 GB (found by a reviewer).
     pub fn reports(&self, max_bytes: usize) -> Vec<Built> {
         let n = self.answer.calls.len();
-        (0..=n)
+        let first = if n + 1 > MAX_STEPS { n } else { 0 };
+        (first..=n)
             .map(|k| {
                 let mut messages = self.base_messages();
                 messages.extend(call_pairs(&self.answer, k));
                 let mut cap = self.shrunk.clone();
+                if first > 0 {
+                    cap.push(("steps_omitted".to_string(), first.to_string()));
+                }
                 let body = self.report(k, &cap, messages.clone());
                 let mut size = serialized_len(&body);
                 if size <= max_bytes {
@@ -238,6 +252,46 @@ mod tests {
         assert_eq!(built[0].body["tags"]["images_omitted"], "2", "what the capture lost is said");
         let untouched = built[0].body["reqPayload"]["messages"][599]["content"].as_str().unwrap().len();
         assert!(untouched > 40_000, "only as many messages as needed are cut");
+    }
+
+    /// Each step repeats the calls before it: past MAX_STEPS only the last step is reported,
+    /// with every call in it.
+    #[test]
+    fn many_tool_calls_make_one_report_past_the_cap() {
+        let turn_with = |calls: usize| Turn {
+            request: json!({"messages": [{"role": "user", "content": "hi"}]}).as_object().unwrap().clone(),
+            model: "m".into(),
+            message_id: "m2".into(),
+            head: vec![],
+            tail: vec![],
+            custom: vec![],
+            answer: Answer {
+                texts: (0..=calls).map(|i| format!("text {i}")).collect(),
+                calls: (0..calls)
+                    .map(|i| crate::blocks::ToolCall {
+                        id: format!("c{i}"),
+                        name: "f".into(),
+                        arguments: "{}".into(),
+                        result: Some("r".into()),
+                    })
+                    .collect(),
+            },
+            usage: None,
+            revision: 0,
+            requested_at_ms: 1,
+            received_at_ms: 2,
+            shrunk: vec![],
+        };
+        let stepped = turn_with(MAX_STEPS - 1).reports(1 << 20);
+        assert_eq!(stepped.len(), MAX_STEPS);
+        assert!(stepped.iter().all(|b| b.body["tags"].get("steps_omitted").is_none()));
+        let calls = 2_000;
+        let built = turn_with(calls).reports(1 << 30);
+        assert_eq!(built.len(), 1);
+        assert_eq!(built[0].body["tags"]["steps_omitted"], calls.to_string());
+        let messages = built[0].body["reqPayload"]["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 1 + 2 * calls, "the question, then each call and its result");
+        assert_eq!(built[0].body["respPayload"]["choices"][0]["message"]["content"], format!("text {calls}"));
     }
 
     #[test]

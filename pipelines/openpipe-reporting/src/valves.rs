@@ -166,6 +166,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "regeneration_index",
     "images_omitted",
     "truncated",
+    "steps_omitted",
 ];
 
 /// Parses `CUSTOM_METADATA` into flat string values, or says what is wrong (§3).
