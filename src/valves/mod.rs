@@ -379,8 +379,12 @@ impl ValvesEntry {
                 given.push(key.clone());
             }
             if let Some(p) = pinned.get(&key) {
-                // Pinned: only its own value may come back (the editor posts every field).
-                if coerce::coerce(field, value).ok().as_ref() != current.get(&key) {
+                // Pinned: only its own value may come back (the editor posts every field), as
+                // shown: JSON with masked tokens included.
+                let shown = current.get(&key).and_then(Value::as_str).map(|c| masked_field(field, c));
+                let as_shown =
+                    !field.nested_secrets.is_empty() && shown.is_some() && value.as_str() == shown.as_deref();
+                if !as_shown && coerce::coerce(field, value).ok().as_ref() != current.get(&key) {
                     refused.push(FieldError::new(
                         key.clone(),
                         format!("is set by the environment variable {}; change it there", p.variable),

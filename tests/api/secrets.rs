@@ -213,6 +213,32 @@ async fn mcp_tokens_do_not_follow_a_new_base_url_unless_given_again() {
     assert_eq!(update(&app, "openai_responses", cleared).await.0, 200);
 }
 
+/// MCP servers set by the environment: the editor's form posts them back masked, which is
+/// their own value (every save from Open WebUI got a 409; found by a reviewer), and they pin
+/// BASE_URL while they hold tokens.
+#[tokio::test]
+async fn mcp_servers_from_the_environment_come_back_masked_from_the_editor() {
+    let upstream = MockServer::start().await;
+    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
+                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
+    .to_string();
+    let env = HashMap::from([("SLUICE_VALVES__OPENAI_RESPONSES__REMOTE_MCP_SERVERS_JSON".to_string(), servers)]);
+    let app = manifold_with(&upstream, env, "").await;
+    let shown = json_of(app.get("/openai_responses/valves").await).await.1;
+    let mut form = shown.clone();
+    form["MAX_RETRIES"] = json!(3);
+    let (status, answer) = update(&app, "openai_responses", form).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut moved = shown.clone();
+    moved["BASE_URL"] = json!("https://elsewhere.example/v1");
+    moved["API_KEY"] = json!("sk-a-new-key-for-elsewhere-0000");
+    assert_eq!(update(&app, "openai_responses", moved).await.0, 409);
+    let mut changed = shown.clone();
+    let text = shown["REMOTE_MCP_SERVERS_JSON"].as_str().unwrap();
+    changed["REMOTE_MCP_SERVERS_JSON"] = json!(text.replace("mcp.example.com", "elsewhere.example"));
+    assert_eq!(update(&app, "openai_responses", changed).await.0, 409);
+}
+
 /// An error body that is not JSON is cut to 200 characters for the message: cut after the
 /// keys are taken out, or the first characters of a key across the cut went out (red team).
 #[tokio::test]
