@@ -301,6 +301,18 @@ impl ResponsesValves {
     }
 }
 
+/// The name of a query parameter of `url` that looks like a credential (`api_key`, `token`,
+/// `sig`, ...), if there is one. Names only: a value is never quoted.
+fn credential_in_query(url: &str) -> Option<String> {
+    const WORDS: &[&str] = &["key", "token", "secret", "pass", "auth", "sig", "credential", "session"];
+    let url = reqwest::Url::parse(url).ok()?;
+    let name = url.query_pairs().map(|(name, _)| name.into_owned()).find(|name| {
+        let name = name.to_ascii_lowercase();
+        WORDS.iter().any(|w| name.contains(w))
+    })?;
+    Some(name.chars().take(40).collect())
+}
+
 /// Keys of an MCP server entry whose values are secrets.
 pub const MCP_SECRET_KEYS: &[&str] = &["headers", "authorization"];
 
@@ -351,10 +363,24 @@ impl Valves for ResponsesValves {
                         "REMOTE_MCP_SERVERS_JSON",
                         format!("server {i} needs server_label and server_url"),
                     ));
-                } else if let Some(Err(e)) =
-                    server.get("server_url").and_then(Value::as_str).map(|u| sluice_sdk::valves::check_url(u, false))
-                {
-                    errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i}: server_url {e}")));
+                } else if let Some(url) = server.get("server_url").and_then(Value::as_str) {
+                    // Credentials belong in `headers`/`authorization`: masked by GET /valves,
+                    // kept out of errors, bound to BASE_URL. In the URL they were shown in clear.
+                    let problem = match sluice_sdk::valves::check_url(url, false) {
+                        Err(e) if e.starts_with("must not contain credentials") => {
+                            Some("server_url must not contain credentials; put them in headers or authorization".into())
+                        }
+                        Err(e) => Some(format!("server_url {e}")),
+                        Ok(()) => credential_in_query(url).map(|name| {
+                            format!(
+                                "server_url carries what looks like a credential in its query ({name}); put it in \
+                                 headers or authorization"
+                            )
+                        }),
+                    };
+                    if let Some(problem) = problem {
+                        errors.push(FieldError::new("REMOTE_MCP_SERVERS_JSON", format!("server {i}: {problem}")));
+                    }
                 }
                 let headers = server.get("headers");
                 if headers.is_some_and(|h| !h.is_object()) {
@@ -458,5 +484,41 @@ impl Valves for ResponsesValves {
     /// MCP servers carry their own tokens: `headers` (any header) and `authorization`.
     fn nested_secrets() -> &'static [(&'static str, &'static [&'static str])] {
         &[("REMOTE_MCP_SERVERS_JSON", MCP_SECRET_KEYS)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mcp_problems(servers: Value) -> Vec<String> {
+        let valves = ResponsesValves { REMOTE_MCP_SERVERS_JSON: Some(servers.to_string()), ..Default::default() };
+        match valves.validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    /// Tokens belong in `headers`/`authorization` (masked, bound to BASE_URL): a token in the
+    /// URL was shown in clear by GET /valves (found by a reviewer).
+    #[test]
+    fn mcp_credentials_in_the_url_are_refused_without_quoting_them() {
+        let server = |url: &str| json!([{"server_label": "s", "server_url": url}]);
+        for url in [
+            "https://mcp.example.com/sse?api_key=QUERYSECRET123",
+            "https://mcp.example.com/sse?x=1&Access_Token=QUERYSECRET123",
+            "https://user:QUERYSECRET123@mcp.example.com/sse",
+        ] {
+            let problems = mcp_problems(server(url));
+            assert_eq!(problems.len(), 1, "{url}: {problems:?}");
+            assert!(problems[0].contains("put it") || problems[0].contains("put them"), "{problems:?}");
+            assert!(!problems[0].contains("QUERYSECRET123"), "{problems:?}");
+        }
+        assert!(mcp_problems(server("https://mcp.example.com/sse?transport=sse&v=2")).is_empty());
+        let numeric = json!([{"server_label": "s", "server_url": "https://m.example", "headers": {"X-Tok": 1234567}}]);
+        assert_eq!(mcp_problems(numeric), ["server 0: header values and authorization must be strings"]);
+        let headers = json!([{"server_label": "s", "server_url": "https://m.example", "headers": "Bearer x"}]);
+        assert_eq!(mcp_problems(headers), ["server 0: headers must be an object"]);
     }
 }
