@@ -154,6 +154,7 @@ fn interned(phrase: &str, room: Room) -> Interned {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
     use actix_web::ResponseError;

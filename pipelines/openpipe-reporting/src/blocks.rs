@@ -388,11 +388,11 @@ mod tests {
         // minutes at this depth).
         let n = 100_000;
         let deep = format!("{}x{}", "<details>".repeat(n), "</details>".repeat(n));
-        assert_eq!(parse(&deep, "m").texts, [deep.clone()]);
+        assert_eq!(parse(&deep, "m").texts, [deep]);
         let open = format!("{}x", "<details>".repeat(n));
-        assert_eq!(parse(&open, "m").texts, [open.clone()]);
+        assert_eq!(parse(&open, "m").texts, [open]);
         let closed_early = format!("{}x{}", "<details>".repeat(n), "</details>".repeat(n - 1));
-        assert_eq!(parse(&closed_early, "m").texts, [closed_early.clone()]);
+        assert_eq!(parse(&closed_early, "m").texts, [closed_early]);
     }
 
     #[test]
