@@ -486,8 +486,15 @@ impl ValvesEntry {
         invalid: &mut Vec<FieldError>,
         refused: &mut Vec<FieldError>,
     ) {
+        let defaults = self.cell.defaults();
         for (secret, url) in self.cell.sent_to() {
-            if !changes.iter().any(|(k, _)| k == url) {
+            // Where the URL goes: a `null` (the editor's Default toggle) sends it back to its
+            // default, which moves nothing when it is there already.
+            let moved = changes.iter().any(|(k, v)| {
+                let to = if v.is_null() { defaults.get(url) } else { Some(v) };
+                k == url && to != current.get(*url)
+            });
+            if !moved {
                 continue;
             }
             if !self.field_holds_secret(secret, current) {

@@ -127,6 +127,26 @@ async fn a_stored_key_goes_to_a_new_url_only_when_it_is_given_again() {
     assert_eq!(status, 200);
 }
 
+/// The editor's Default toggle posts `null`: back to the default URL, which moves the key when
+/// the URL was elsewhere, and nothing when it is the default already (that was refused too).
+#[tokio::test]
+async fn a_default_toggle_moves_the_key_only_if_the_url_changes() {
+    watch_secrets();
+    let app = spawn_app_with(Options {
+        manifold: true,
+        valves_files: vec![("openai_responses.toml", format!("API_KEY = \"{OPENAI_KEY}\"\nFETCH_MODELS = false\n"))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (status, answer) = update(&app, "openai_responses", json!({"BASE_URL": null})).await;
+    assert_eq!(status, 200, "already the default: {answer}");
+    let elsewhere = json!({"BASE_URL": "https://proxy.example/v1", "API_KEY": "sk-key-for-the-proxy-0000"});
+    assert_eq!(update(&app, "openai_responses", elsewhere).await.0, 200);
+    let (status, answer) = update(&app, "openai_responses", json!({"BASE_URL": null})).await;
+    assert_eq!(status, 422, "back to the default is a move: {answer}");
+}
+
 #[tokio::test]
 async fn the_openpipe_key_is_bound_to_its_base_url_too() {
     let mock = MockOpenPipe::start(OP_KEY).await;
