@@ -487,6 +487,9 @@ impl ValvesEntry {
         refused: &mut Vec<FieldError>,
     ) {
         let defaults = self.cell.defaults();
+        // Per URL, the stored secrets a move would need given again: one error naming them
+        // all (one each, the reason phrase Open WebUI logs named only the first).
+        let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
         for (secret, url) in self.cell.sent_to() {
             // Where the URL goes: a `null` (the editor's Default toggle) sends it back to its
             // default, which moves nothing when it is there already.
@@ -494,10 +497,7 @@ impl ValvesEntry {
                 let to = if v.is_null() { defaults.get(url) } else { Some(v) };
                 k == url && to != current.get(*url)
             });
-            if !moved {
-                continue;
-            }
-            if !self.field_holds_secret(secret, current) {
+            if !moved || !self.field_holds_secret(secret, current) {
                 continue;
             }
             if let Some(p) = pinned.get(*secret) {
@@ -517,14 +517,24 @@ impl ValvesEntry {
                     ),
                 ));
             } else if !given.iter().any(|g| g == secret) {
-                invalid.push(FieldError::new(
-                    *url,
-                    format!(
-                        "the stored {secret} is sent to this URL; to change the URL, give {secret} again \
-                         in the same update (a stored key never goes to a new address unless it is entered again)"
-                    ),
-                ));
+                match missing.iter_mut().find(|(u, _)| u == url) {
+                    Some((_, secrets)) => secrets.push(secret),
+                    None => missing.push((url, vec![secret])),
+                }
             }
+        }
+        for (url, secrets) in missing {
+            let json = secrets.iter().any(|s| self.schema.field(s).is_some_and(|f| !f.nested_secrets.is_empty()));
+            invalid.push(FieldError::new(
+                url,
+                format!(
+                    "give {} again in the same update to change this URL: the stored {} sent to it{} (a stored \
+                     secret never goes to a new address unless it is entered again)",
+                    secrets.join(" and "),
+                    if secrets.len() == 1 { "value is" } else { "values are" },
+                    if json { "; JSON with its tokens typed in, not masked" } else { "" },
+                ),
+            ));
         }
     }
 

@@ -218,6 +218,12 @@ async fn mcp_tokens_do_not_follow_a_new_base_url_unless_given_again() {
         assert_eq!(status, 422, "{answer}");
         assert!(answer["detail"].as_str().unwrap().contains("give REMOTE_MCP_SERVERS_JSON again"), "{answer}");
     }
+    // Neither given: one error names both (one each, the reason phrase named only the first).
+    let (status, answer) = update(&app, "openai_responses", json!({"BASE_URL": moved})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["errors"].as_array().unwrap().len(), 1, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("give API_KEY and REMOTE_MCP_SERVERS_JSON again"), "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("not masked"), "{answer}");
     let _ = app.post_json("/v1/chat/completions", &chat("gpt-4.1", system_and("hi"), json!({}))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(thief.received_requests().await.unwrap().is_empty(), "the stored tokens travelled to another host");
