@@ -83,7 +83,18 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     std::fs::write(user.join("user_pipeline.py"), source).map_err(io)?;
     std::fs::write(user.join("sluice_build.py"), format!("ID = {}\n", serde_json::Value::from(id))).map_err(io)?;
     let out = work.path().join("out.wasm");
+    // componentize-py runs the module's top level while it builds, with the site-packages of
+    // the Python it finds (a venv's, or the host's through `python3`) mounted writable: an
+    // uploaded file wrote a `.pth` into the host's site-packages that every later `python3`
+    // ran, as sluice's user (found by a red team). An empty venv of the build's own and no
+    // environment (no PATH, so no `python3` or `pipenv`; no keys for the compiler to hand
+    // on; no RUST_BACKTRACE in its errors) leave it the kit and the upload, in this directory.
+    let venv = work.path().join("venv");
+    std::fs::create_dir_all(venv.join("site-packages")).map_err(io)?;
     let child = tokio::process::Command::new(&compiler)
+        .env_clear()
+        .env("HOME", work.path())
+        .env("VIRTUAL_ENV", &venv)
         .current_dir(work.path())
         .args(["-d", "wit", "-w", "pipeline", "componentize", "app", "-p", "kit", "-p", "user", "-o"])
         .arg(&out)

@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 import uuid
@@ -960,6 +961,27 @@ async def a_pipeline_added_through_open_webui_runs_sandboxed(c):
     assert "echo_pipe" in [m["id"] for m in models["data"]], models
     _, _, _, echoed, _ = await c.owui.ui_chat("echo_pipe", "hello from the sandbox")
     assert answer_text(echoed).strip() == "hello from the sandbox", echoed
+
+    # Code at a module's top level runs while componentize-py builds it: it must find nothing
+    # of the host there (a red team's upload wrote a .pth into the host's site-packages, run
+    # by every later python3). The probe fails the build if any directory besides the kit (/0)
+    # and the upload (/1) is on its path, or if the compiler was handed sluice's environment.
+    probe = textwrap.dedent("""
+        import os
+        _given = {"/python", "/world", "/0", "/1", "/bundled"}
+        _host = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and p not in _given and os.path.exists(p)]
+        _host += [d for d in ("/2", "/3", "/4") if os.path.exists(d)]
+        assert not _host, f"host directories reachable at build time: {_host}"
+        assert not any(k.startswith(("SLUICE_", "OPENAI_")) for k in os.environ), sorted(os.environ)
+    """) + (ROOT / "guests/python/examples/echo_pipe.py").read_text()
+    form = aiohttp.FormData()
+    form.add_field("file", probe.encode(), filename="build_probe.py", content_type="text/x-python")
+    async with c.http.post(f"{c.sluice_url}/pipelines/upload", data=form,
+                           headers={"Authorization": f"Bearer {SLUICE_KEY}"}) as r:
+        assert r.status == 200, (r.status, await r.text())
+    async with c.http.delete(f"{c.sluice_url}/pipelines/delete", json={"id": "build_probe"},
+                             headers={"Authorization": f"Bearer {SLUICE_KEY}"}) as r:
+        assert r.status == 200, (r.status, await r.text())
 
     # Its HTTP goes nowhere until the admin lists the host in ALLOWED_HOSTS.
     _, values = await c.owui.call("GET", "/api/v1/pipelines/echo_pipe/valves?urlIdx=0", expect=200)

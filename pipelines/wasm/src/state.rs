@@ -23,6 +23,8 @@ pub struct GuestState {
     pub kv: Option<Arc<dyn KvStore>>,
     /// This pipeline's secret valves, kept out of what it logs.
     pub secrets: Vec<String>,
+    /// When the guest call under way must stop (set before each call).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl GuestState {
@@ -43,6 +45,7 @@ impl GuestState {
             limits: StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build(),
             kv,
             secrets,
+            deadline: None,
         }
     }
 }
