@@ -88,13 +88,23 @@ async fn put_bytes(store: &dyn KvStore, sha256: &str, bytes: &[u8]) -> Result<()
     store.put(NAMESPACE, &blob_key(sha256), &Value::String(text), FOREVER).await
 }
 
-pub async fn bytes(store: &dyn KvStore, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+/// Why a component's bytes could not be read: the store failed (nothing can be read), or this
+/// one record is not what was written (only this component is lost).
+#[derive(Debug, thiserror::Error)]
+pub enum BytesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("component {0} is damaged in the store{1}")]
+    Damaged(String, String),
+}
+
+pub async fn bytes(store: &dyn KvStore, sha256: &str) -> Result<Option<Vec<u8>>, BytesError> {
     match store.get(NAMESPACE, &blob_key(sha256)).await? {
         Some(Value::String(text)) => base64::engine::general_purpose::STANDARD
             .decode(text)
             .map(Some)
-            .map_err(|e| StoreError::new(format!("component {sha256} is damaged: {e}"))),
-        Some(_) => Err(StoreError::new(format!("component {sha256} is damaged"))),
+            .map_err(|e| BytesError::Damaged(sha256.to_string(), format!(": {e}"))),
+        Some(_) => Err(BytesError::Damaged(sha256.to_string(), String::new())),
         None => Ok(None),
     }
 }

@@ -37,6 +37,10 @@ pub enum ComponentError {
     Start { id: String, message: String },
     #[error("the component stored as {id} now says it is {says}")]
     IdChanged { id: String, says: String },
+    /// One component's record is not what was written; the others load (a damaged one
+    /// stopped the server from starting: found by a red team).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// Where new pipelines come from: the downloader for `/pipelines/add`, and the Python
@@ -274,7 +278,11 @@ async fn stored(
     id: &str,
     sha256: &str,
 ) -> Result<WasmPipeline, ComponentError> {
-    let bytes = index::bytes(store, sha256).await?.ok_or_else(|| ComponentError::NotFound(id.to_string()))?;
+    let bytes = match index::bytes(store, sha256).await {
+        Ok(bytes) => bytes.ok_or_else(|| ComponentError::NotFound(id.to_string()))?,
+        Err(index::BytesError::Store(e)) => return Err(ComponentError::Store(e)),
+        Err(damaged @ index::BytesError::Damaged(..)) => return Err(ComponentError::Damaged(damaged.to_string())),
+    };
     let pipeline = sluice_wasm::load(runtime, bytes).await?;
     if pipeline.id() != id {
         return Err(ComponentError::IdChanged { id: id.to_string(), says: pipeline.id().to_string() });

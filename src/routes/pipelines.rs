@@ -25,9 +25,10 @@ impl From<ComponentError> for ApiError {
             ComponentError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ComponentError::Load(sluice_wasm::LoadError::Busy(_)) => ApiError::Busy(e.to_string()),
             ComponentError::Load(_) | ComponentError::Valves(_) => ApiError::BadRequest(e.to_string()),
-            ComponentError::Store(_) | ComponentError::Start { .. } | ComponentError::IdChanged { .. } => {
-                ApiError::Internal(e.to_string())
-            }
+            ComponentError::Store(_)
+            | ComponentError::Start { .. }
+            | ComponentError::IdChanged { .. }
+            | ComponentError::Damaged(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

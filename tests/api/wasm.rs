@@ -303,6 +303,37 @@ async fn a_restart_keeps_what_was_added() {
     assert!(!listed(&app).await.contains(&"kept".to_string()));
 }
 
+/// One stored component whose record was damaged (a disk, a hand edit) is left out at start;
+/// the server and the other added pipelines serve (it stopped the server from starting:
+/// found by a red team).
+#[tokio::test]
+async fn a_damaged_stored_component_is_left_out_not_fatal() {
+    let root = tempfile::tempdir().unwrap();
+    let options = || Options { root: Some(root.path().to_path_buf()), ..Default::default() };
+    let app = spawn_app_with(options()).await.unwrap();
+    assert_eq!(upload(&app, "kept.wasm", guests::filter("kept", guests::ECHO)).await.0, 200);
+    assert_eq!(upload(&app, "broken.wasm", guests::filter("broken", "unreachable")).await.0, 200);
+    let db = app.data_dir.join("sluice.db");
+    app.stop().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    // The two components' records: damage the one whose bytes are the "broken" filter's.
+    let index: String = conn
+        .query_row("SELECT value FROM kv WHERE namespace = 'sluice:components' AND key = 'index'", [], |r| r.get(0))
+        .unwrap();
+    let index: Value = serde_json::from_str(&index).unwrap();
+    let broken = index["components"]["broken"]["sha256"].as_str().unwrap().to_string();
+    let changed = conn
+        .execute("UPDATE kv SET value = '\"!!!not base64!!!\"' WHERE key = ?1", [format!("wasm:{broken}")])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let app = spawn_app_with(options()).await.expect("the server starts");
+    let names = listed(&app).await;
+    assert!(names.contains(&"kept".to_string()) && !names.contains(&"broken".to_string()), "{names:?}");
+    let (status, body) = json_of(app.post_json("/kept/filter/inlet", &form(chat_body())).await).await;
+    assert_eq!((status, body), (200, chat_body()));
+}
+
 #[tokio::test]
 async fn a_replica_serves_what_another_added_and_drops_what_it_removed() {
     let Some(url) = pg_database().await else { return };
