@@ -37,6 +37,12 @@ pub enum ComponentError {
     Start { id: String, message: String },
     #[error("the component stored as {id} now says it is {says}")]
     IdChanged { id: String, says: String },
+    #[error(
+        "pipeline {id} holds secret valves ({}) that new code must not receive: clear them first \
+         (POST /{id}/valves/update with each set to null), add the new version, then enter them again",
+        fields.join(", ")
+    )]
+    HoldsSecrets { id: String, fields: Vec<String> },
     /// One component's record is not what was written; the others load (a damaged one
     /// stopped the server from starting: found by a red team).
     #[error("{0}")]
@@ -117,7 +123,16 @@ impl Components {
         if self.setup.builtin.contains(&id) {
             return Err(ComponentError::BuiltIn(id));
         }
+        // New code under this id would read the secrets entered for the old one, or show them
+        // in clear if it no longer marks them secret (found by a red team): they must be
+        // cleared first, as a removed pipeline's are.
         let sha256 = pipeline.sha256().to_string();
+        let same_code = self.running.lock().is_ok_and(|r| r.get(&id) == Some(&sha256));
+        let old = self.setup.live.load().module_shared(&id).filter(|_| !same_code);
+        let held = old.as_ref().and_then(|m| m.valves.as_ref()).map(|v| v.stored_secret_fields()).unwrap_or_default();
+        if !held.is_empty() {
+            return Err(ComponentError::HoldsSecrets { id, fields: held });
+        }
         let added = Added {
             id: id.clone(),
             name: pipeline.name().to_string(),

@@ -538,6 +538,23 @@ impl ValvesEntry {
         }
     }
 
+    /// The confidential fields that hold secret text entered here (not set by the environment):
+    /// what new code under this id must not receive unless it is entered again.
+    pub fn stored_secret_fields(&self) -> Vec<String> {
+        let current = match self.cell.current() {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let pinned = self.pinned.load();
+        self.schema
+            .fields
+            .iter()
+            .filter(|f| f.confidential() && !pinned.contains_key(&f.name))
+            .filter(|f| self.field_holds_secret(&f.name, &current))
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
     /// Whether `field` holds secret text now: a secret, or tokens inside JSON text (MCP
     /// servers' headers).
     fn field_holds_secret(&self, field: &str, current: &Map<String, Value>) -> bool {

@@ -303,6 +303,39 @@ async fn a_restart_keeps_what_was_added() {
     assert!(!listed(&app).await.contains(&"kept".to_string()));
 }
 
+/// New code under an id does not receive the secrets entered for the old code: a replacement
+/// that no longer marked API_KEY secret showed it in clear, and any replacement could have
+/// echoed it (found by a red team). The same code again is no new code.
+#[tokio::test]
+async fn new_code_under_an_id_gets_no_secret_entered_for_the_old() {
+    let app = spawn_app_with(Options::default()).await.unwrap();
+    let keyed = |format: &str| {
+        let describe = format!(
+            r#"{{"id":"keyed","kind":"filter","valves":{{"type":"object","properties":{{"API_KEY":{{"type":"string","default":""{format}}}}}}}}}"#
+        );
+        guests::component(&guests::core(&describe, guests::ECHO, ""), None)
+    };
+    let (secret, plain) = (keyed(r#","format":"password""#), keyed(""));
+    assert_eq!(upload(&app, "keyed.wasm", secret.clone()).await.0, 200);
+    let key = "sk-entered-for-the-old-code-0123456789";
+    crate::helpers::register_secret(key);
+    let (status, _) = json_of(app.post_json("/keyed/valves/update", &json!({"API_KEY": key})).await).await;
+    assert_eq!(status, 200);
+
+    let (status, refused) = upload(&app, "keyed.wasm", plain.clone()).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("(API_KEY)"), "{refused}");
+    let (_, shown) = json_of(app.get("/keyed/valves").await).await;
+    assert!(shown["API_KEY"].as_str().unwrap().starts_with("********"), "{shown}");
+    assert_eq!(upload(&app, "keyed.wasm", secret).await.0, 200, "the same code again");
+
+    let (status, _) = json_of(app.post_json("/keyed/valves/update", &json!({"API_KEY": null})).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(upload(&app, "keyed.wasm", plain).await.0, 200);
+    let (_, shown) = json_of(app.get("/keyed/valves").await).await;
+    assert!(shown["API_KEY"].is_null() || shown["API_KEY"] == "", "{shown}");
+}
+
 /// One stored component whose record was damaged (a disk, a hand edit) is left out at start;
 /// the server and the other added pipelines serve (it stopped the server from starting:
 /// found by a red team).
