@@ -3,6 +3,7 @@
 //! validate the whole object, write the TOML atomically, swap the live value, call the hook).
 
 mod coerce;
+mod destinations;
 pub mod file;
 mod nested;
 pub mod overrides;
@@ -472,94 +473,6 @@ impl ValvesEntry {
             }
         }
         Ok((original, doc))
-    }
-
-    /// A stored secret goes only where it went when it was entered: an update that moves a
-    /// secret's URL must carry the secret too, and a secret from the environment pins its URL
-    /// to the environment ([`sluice_sdk::Valves::sent_to`]).
-    fn check_destinations(
-        &self,
-        changes: &[(String, Value)],
-        given: &[String],
-        current: &Map<String, Value>,
-        pinned: &BTreeMap<String, Pinned>,
-        invalid: &mut Vec<FieldError>,
-        refused: &mut Vec<FieldError>,
-    ) {
-        let defaults = self.cell.defaults();
-        // Per URL, the stored secrets a move would need given again: one error naming them
-        // all (one each, the reason phrase Open WebUI logs named only the first).
-        let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (secret, url) in self.cell.sent_to() {
-            // Where the URL goes: a `null` (the editor's Default toggle) sends it back to its
-            // default, which moves nothing when it is there already.
-            let moved = changes.iter().any(|(k, v)| {
-                let to = if v.is_null() { defaults.get(url) } else { Some(v) };
-                k == url && to != current.get(*url)
-            });
-            if !moved || !self.field_holds_secret(secret, current) {
-                continue;
-            }
-            if let Some(p) = pinned.get(*secret) {
-                let url_var = self
-                    .cell
-                    .env_aliases()
-                    .iter()
-                    .find(|(f, _)| f == url)
-                    .map(|(_, v)| v.to_string())
-                    .unwrap_or_else(|| env_var_name(&self.pipeline_id, url));
-                refused.push(FieldError::new(
-                    *url,
-                    format!(
-                        "{secret} comes from the environment variable {} and is sent to this URL; \
-                         set {url_var} in the environment instead",
-                        p.variable
-                    ),
-                ));
-            } else if !given.iter().any(|g| g == secret) {
-                match missing.iter_mut().find(|(u, _)| u == url) {
-                    Some((_, secrets)) => secrets.push(secret),
-                    None => missing.push((url, vec![secret])),
-                }
-            }
-        }
-        for (url, secrets) in missing {
-            let json = secrets.iter().any(|s| self.schema.field(s).is_some_and(|f| !f.nested_secrets.is_empty()));
-            invalid.push(FieldError::new(
-                url,
-                format!(
-                    "give {} again in the same update to change this URL: the stored {} sent to it{} (a stored \
-                     secret never goes to a new address unless it is entered again)",
-                    secrets.join(" and "),
-                    if secrets.len() == 1 { "value is" } else { "values are" },
-                    if json { "; JSON with its tokens typed in, not masked" } else { "" },
-                ),
-            ));
-        }
-    }
-
-    /// The confidential fields that hold secret text entered here (not set by the environment):
-    /// what new code under this id must not receive unless it is entered again.
-    pub fn stored_secret_fields(&self) -> Vec<String> {
-        let current = match self.cell.current() {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        let pinned = self.pinned.load();
-        self.schema
-            .fields
-            .iter()
-            .filter(|f| f.confidential() && !pinned.contains_key(&f.name))
-            .filter(|f| self.field_holds_secret(&f.name, &current))
-            .map(|f| f.name.clone())
-            .collect()
-    }
-
-    /// Whether `field` holds secret text now: a secret, or tokens inside JSON text (MCP
-    /// servers' headers).
-    fn field_holds_secret(&self, field: &str, current: &Map<String, Value>) -> bool {
-        let only: Map<String, Value> = current.get(field).map(|v| (field.to_string(), v.clone())).into_iter().collect();
-        self.holds_secret(&only)
     }
 }
 
