@@ -2,6 +2,7 @@
 //! key at any depth, masked for `GET /valves`, collected for redaction.
 
 use serde_json::Value;
+use sluice_sdk::secret::texts_under;
 
 use super::mask as mask_secret;
 
@@ -43,23 +44,13 @@ fn mask_under(value: &mut Value, keys: &[String], inside: bool) -> bool {
 /// Pushes every string under one of `keys` in the JSON `text` onto `out`.
 pub fn secrets_in(text: &str, keys: &[String], out: &mut Vec<String>) {
     if let Ok(value) = serde_json::from_str::<Value>(text) {
-        collect(&value, keys, false, out);
-    }
-}
-
-fn collect(value: &Value, keys: &[String], inside: bool, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) if inside => out.push(s.clone()),
-        Value::Number(n) if inside => out.push(n.to_string()),
-        Value::Array(items) => items.iter().for_each(|v| collect(v, keys, inside, out)),
-        Value::Object(map) => map.iter().for_each(|(k, v)| collect(v, keys, inside || is_secret_key(k, keys), out)),
-        _ => {}
+        texts_under(&value, keys, false, out);
     }
 }
 
 /// Pushes every string anywhere in `value` onto `out` (a secret field posted with any shape).
 pub fn strings_in(value: &Value, out: &mut Vec<String>) {
-    collect(value, &[], true, out);
+    texts_under(value, &[] as &[&str], true, out);
 }
 
 #[cfg(test)]

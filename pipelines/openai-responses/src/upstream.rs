@@ -108,8 +108,7 @@ pub async fn send(
     let code = err.get("code").and_then(Value::as_str).map(str::to_owned);
     let message = err.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
         // Redacted before it is cut: a key across the cut would leave its first characters.
-        let secrets = valves.secrets();
-        let text = sluice_sdk::secret::redact(&text, &secrets.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = valves.redact_text(&text);
         format!(
             "HTTP {status}{}",
             if text.trim().is_empty() { String::new() } else { format!(": {}", truncate(&text, 200)) }

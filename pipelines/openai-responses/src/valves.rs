@@ -262,19 +262,8 @@ impl ResponsesValves {
     /// upstream pass through [`Self::redact`] before a user or a log sees them.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = vec![self.API_KEY.expose().to_string(), self.OPEN_WEBUI_API_KEY.expose().to_string()];
-        fn tokens(v: &Value, inside: bool, out: &mut Vec<String>) {
-            match v {
-                Value::String(s) if inside => out.push(s.clone()),
-                Value::Number(n) if inside => out.push(n.to_string()),
-                Value::Array(items) => items.iter().for_each(|i| tokens(i, inside, out)),
-                Value::Object(map) => map.iter().for_each(|(k, v)| {
-                    tokens(v, inside || MCP_SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)), out)
-                }),
-                _ => {}
-            }
-        }
         for server in self.mcp_servers() {
-            tokens(&server, false, &mut out);
+            sluice_sdk::secret::texts_under(&server, MCP_SECRET_KEYS, false, &mut out);
         }
         out.retain(|s| !s.is_empty());
         out
@@ -286,6 +275,13 @@ impl ResponsesValves {
         let secrets = self.secrets();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         error.redacted(&refs)
+    }
+
+    /// [`Self::redact`] for a text of the upstream's that is not an error yet.
+    pub fn redact_text(&self, text: &str) -> String {
+        let secrets = self.secrets();
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        sluice_sdk::secret::redact(text, &refs).into_owned()
     }
 
     /// `MODEL_CAPABILITIES_JSON`, parsed (it was validated when it went live).

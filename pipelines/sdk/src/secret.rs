@@ -30,6 +30,23 @@ impl Secret {
 /// What a secret is replaced with wherever text might carry it (error messages, logs).
 pub const REDACTED: &str = "********";
 
+/// Pushes onto `out` every secret text in `value`: each string or number under a key named in
+/// `keys` (any case, at any depth), or every one when `inside`. For valves holding JSON with
+/// tokens inside (MCP servers' `headers`); a token written as a number is a token too.
+pub fn texts_under(value: &serde_json::Value, keys: &[impl AsRef<str>], inside: bool, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if inside => out.push(s.clone()),
+        Value::Number(n) if inside => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| texts_under(v, keys, inside, out)),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            let secret = keys.iter().any(|key| key.as_ref().eq_ignore_ascii_case(k));
+            texts_under(v, keys, inside || secret, out)
+        }),
+        _ => {}
+    }
+}
+
 /// `text` with every occurrence of each secret replaced by [`REDACTED`]. For texts sluice does
 /// not write itself, such as an upstream's error message that may echo the key it was sent.
 /// Secrets shorter than 4 characters are left alone (they would match ordinary words).
