@@ -95,7 +95,11 @@ impl ValvesEntry {
     /// Whether `field` holds secret text now: a secret, or tokens inside JSON text (MCP
     /// servers' headers).
     fn field_holds_secret(&self, field: &str, current: &Map<String, Value>) -> bool {
-        let only: Map<String, Value> = current.get(field).map(|v| (field.to_string(), v.clone())).into_iter().collect();
-        self.holds_secret(&only)
+        let (Some(spec), Some(value)) = (self.schema.field(field), current.get(field)) else { return false };
+        let mut found = Vec::new();
+        if spec.confidential() {
+            super::secret_texts_of(spec, value, &mut found);
+        }
+        found.iter().any(|t| !t.is_empty())
     }
 }

@@ -288,10 +288,8 @@ impl ValvesEntry {
     fn confidential_texts(&self, values: &Map<String, Value>) -> Vec<String> {
         let mut out = Vec::new();
         for field in self.schema.fields.iter().filter(|f| f.confidential()) {
-            let Some(value) = values.get(&field.name) else { continue };
-            match value.as_str() {
-                Some(text) if !field.secret => nested::secrets_in(text, &field.nested_secrets, &mut out),
-                _ => nested::strings_in(value, &mut out),
+            if let Some(value) = values.get(&field.name) {
+                secret_texts_of(field, value, &mut out);
             }
         }
         out.retain(|s| !s.is_empty());
@@ -379,12 +377,14 @@ impl ValvesEntry {
             if field.secret {
                 given.push(key.clone());
             }
+            // JSON with tokens posted back masked, exactly as GET /valves showed it: its own value.
+            let as_shown = !field.nested_secrets.is_empty()
+                && value.as_str().is_some_and(|v| {
+                    v.contains(SECRET_MASK)
+                        && current.get(&key).and_then(Value::as_str).is_some_and(|c| masked_field(field, c) == v)
+                });
             if let Some(p) = pinned.get(&key) {
-                // Pinned: only its own value may come back (the editor posts every field), as
-                // shown: JSON with masked tokens included.
-                let shown = current.get(&key).and_then(Value::as_str).map(|c| masked_field(field, c));
-                let as_shown =
-                    !field.nested_secrets.is_empty() && shown.is_some() && value.as_str() == shown.as_deref();
+                // Pinned: only its own value may come back (the editor posts every field).
                 if !as_shown && coerce::coerce(field, value).ok().as_ref() != current.get(&key) {
                     refused.push(FieldError::new(
                         key.clone(),
@@ -400,8 +400,7 @@ impl ValvesEntry {
                 continue;
             }
             if !field.nested_secrets.is_empty() && value.as_str().is_some_and(|s| s.contains(SECRET_MASK)) {
-                let shown = current.get(&key).and_then(Value::as_str).map(|c| masked_field(field, c));
-                if shown.as_deref() != value.as_str() {
+                if !as_shown {
                     invalid.push(FieldError::new(
                         key.clone(),
                         format!(
@@ -516,6 +515,15 @@ fn redact_errors(errors: Vec<FieldError>, secrets: &[String]) -> Vec<FieldError>
         .into_iter()
         .map(|e| FieldError::new(e.field, sluice_sdk::secret::redact(&e.message, &secrets).into_owned()))
         .collect()
+}
+
+/// The secret texts in a confidential `field`'s `value`: all of it for a secret, the tokens
+/// under its secret keys for JSON text.
+fn secret_texts_of(field: &FieldSpec, value: &Value, out: &mut Vec<String>) {
+    match value.as_str() {
+        Some(text) if !field.secret => nested::secrets_in(text, &field.nested_secrets, out),
+        _ => nested::strings_in(value, out),
+    }
 }
 
 /// A confidential field's text as `GET /valves` shows it.
