@@ -25,9 +25,10 @@ pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     sluice_with(dir, args, &[])
 }
 
-/// `sluice serve` with `dir/data`, `dir/valves`, the key `sk-test` on a free loopback port
-/// (`env` overrides any of them), its stderr to `stderr`: the child and its port.
-fn start_server(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (std::process::Child, u16) {
+/// `sluice serve` in `dir` with `dir/data` and `dir/valves` on a free loopback port, and no
+/// other environment than `env` (which may override those); its stderr to `stderr`: the child
+/// and its port.
+pub fn start_binary(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .env_clear()
@@ -36,7 +37,6 @@ fn start_server(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (
         .env("SLUICE_VALVES_DIR", dir.join("valves"))
         .env("SLUICE_HOST", "127.0.0.1")
         .env("SLUICE_PORT", port.to_string())
-        .env("SLUICE_API_KEY", "sk-test")
         .envs(env.iter().copied())
         .stderr(stderr)
         .spawn()
@@ -44,9 +44,15 @@ fn start_server(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (
     (server, port)
 }
 
+/// [`start_binary`] with the key `sk-test` (`env` may override it).
+fn start_server(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (std::process::Child, u16) {
+    let env: Vec<(&str, &str)> = [("SLUICE_API_KEY", "sk-test")].into_iter().chain(env.iter().copied()).collect();
+    start_binary(dir, &env, stderr)
+}
+
 /// Waits until something listens on `port`, at most until `deadline`; `said` names what
 /// did not start.
-fn wait_for_port(port: u16, deadline: std::time::Instant, said: &str) {
+pub fn wait_for_port(port: u16, deadline: std::time::Instant, said: &str) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "{said}");
         std::thread::sleep(std::time::Duration::from_millis(50));

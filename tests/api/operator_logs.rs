@@ -2,12 +2,13 @@
 //! cause once, naming where the key came from) and how each streamed answer ended.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::cli::{start_binary, wait_for_port};
 use crate::manifold::fixture;
 
 /// The binary on a free port with a generated key (read from the data dir), logging in
@@ -25,27 +26,16 @@ impl Served {
 
     /// [`Served::start`] with more environment.
     fn start_with(dir: &std::path::Path, upstream: &str, format: &str, env: &[(&str, &str)]) -> Served {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .env_clear()
-            .current_dir(dir)
-            .env("SLUICE_DATA_DIR", dir.join("data"))
-            .env("SLUICE_VALVES_DIR", dir.join("valves"))
-            .env("SLUICE_HOST", "127.0.0.1")
-            .env("SLUICE_PORT", port.to_string())
-            .env("SLUICE_LOG_FORMAT", format)
-            .env("OPENAI_API_KEY", "sk-upstream-test")
-            .env("OPENAI_API_BASE_URL", format!("{upstream}/v1"))
-            .env("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sluice did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let base_url = format!("{upstream}/v1");
+        let ours = [
+            ("SLUICE_LOG_FORMAT", format),
+            ("OPENAI_API_KEY", "sk-upstream-test"),
+            ("OPENAI_API_BASE_URL", base_url.as_str()),
+            ("SLUICE_VALVES__OPENAI_RESPONSES__FETCH_MODELS", "false"),
+        ];
+        let env: Vec<(&str, &str)> = ours.into_iter().chain(env.iter().copied()).collect();
+        let (child, port) = start_binary(dir, &env, Stdio::piped());
+        wait_for_port(port, Instant::now() + Duration::from_secs(30), "sluice did not start");
         let key = std::fs::read_to_string(dir.join("data/api_key")).unwrap();
         Served { child, url: format!("http://127.0.0.1:{port}"), key }
     }

@@ -31,6 +31,12 @@ fn watch_secrets() {
     crate::helpers::register_secret(MCP_TOKEN);
 }
 
+/// One MCP server whose `Authorization` header holds [`MCP_TOKEN`].
+fn mcp_servers() -> Value {
+    json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
+            "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -169,9 +175,7 @@ async fn the_openpipe_key_is_bound_to_its_base_url_too() {
 #[tokio::test]
 async fn mcp_tokens_are_masked_and_cannot_be_moved_without_being_given_again() {
     let upstream = MockServer::start().await;
-    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
-                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
-    .to_string();
+    let servers = mcp_servers().to_string();
     let app = manifold_with(&upstream, HashMap::new(), "").await;
     let (status, _) = update(&app, "openai_responses", json!({"REMOTE_MCP_SERVERS_JSON": servers})).await;
     assert_eq!(status, 200);
@@ -203,9 +207,7 @@ async fn mcp_tokens_are_masked_and_cannot_be_moved_without_being_given_again() {
 async fn mcp_tokens_do_not_follow_a_new_base_url_unless_given_again() {
     let upstream = MockServer::start().await;
     let thief = elsewhere().await;
-    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
-                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
-    .to_string();
+    let servers = mcp_servers().to_string();
     let extra = format!("REMOTE_MCP_SERVERS_JSON = {}\n", toml_string(&servers));
     let app = manifold_with(&upstream, HashMap::new(), &extra).await;
     let moved = format!("{}/v1", thief.uri());
@@ -245,9 +247,7 @@ async fn mcp_tokens_do_not_follow_a_new_base_url_unless_given_again() {
 #[tokio::test]
 async fn mcp_servers_from_the_environment_come_back_masked_from_the_editor() {
     let upstream = MockServer::start().await;
-    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
-                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}])
-    .to_string();
+    let servers = mcp_servers().to_string();
     let env = HashMap::from([("SLUICE_VALVES__OPENAI_RESPONSES__REMOTE_MCP_SERVERS_JSON".to_string(), servers)]);
     let app = manifold_with(&upstream, env, "").await;
     let shown = json_of(app.get("/openai_responses/valves").await).await.1;
@@ -343,8 +343,7 @@ async fn a_stream_failure_quoting_an_mcp_token_is_redacted() {
         .with_priority(1)
         .mount(&upstream)
         .await;
-    let servers = json!([{"server_label": "docs", "server_url": "https://mcp.example.com/sse",
-                          "headers": {"Authorization": format!("Bearer {MCP_TOKEN}")}}]);
+    let servers = mcp_servers();
     let extra = format!("REMOTE_MCP_SERVERS_JSON = {}\n", toml_string(&servers.to_string()));
     let app = manifold_with(&upstream, HashMap::new(), &extra).await;
     let text = app
