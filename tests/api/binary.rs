@@ -65,6 +65,20 @@ impl Binary {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`, or as it is after two seconds: lines reach the file
+    /// from sluice's writer thread a moment after they are logged, so a line logged while a
+    /// request was answered may not be there yet when its answer arrives.
+    pub async fn log_showing(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.log()
+    }
+
     /// A memory figure of the process in kB: `VmRSS` (resident now), `VmHWM` (resident at most).
     pub fn memory_kb(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

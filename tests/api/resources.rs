@@ -104,8 +104,9 @@ async fn hostile_bodies_are_refused_before_they_cost_memory() {
         json!({"model": "openai_responses.gpt-4.1", "stream": false, "messages": [{"role": "user", "content": parts}]});
     let (status, answer) = post_text(&server, "/v1/chat/completions", chat.to_string()).await;
     assert_eq!(status, 200, "{answer}");
-    let log = server.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("dropped what the Responses API does not take")).collect();
+    let summary = "dropped what the Responses API does not take";
+    let log = server.log_showing(summary).await;
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(summary)).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("parts=900") && lines[0].contains("mystery_0"), "{}", lines[0]);
 
