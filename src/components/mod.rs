@@ -157,8 +157,7 @@ impl Components {
         let Some(version) = index::remove(self.setup.store.as_ref(), id).await? else {
             return Err(ComponentError::NotFound(id.to_string()));
         };
-        self.go_dead(id).await;
-        forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
+        self.go_dead_for_good(id).await;
         self.set_seen(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
@@ -197,8 +196,7 @@ impl Components {
             }
         }
         for id in running.keys().filter(|id| !index.components.contains_key(*id)) {
-            self.go_dead(id).await;
-            forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
+            self.go_dead_for_good(id).await;
             tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
         }
         self.set_seen(index.version);
@@ -242,6 +240,14 @@ impl Components {
         if let Some(old) = old {
             old.pipeline.on_shutdown().await;
         }
+    }
+
+    /// A removal: out of the registry, then its records shut (a call under way finishes the
+    /// write it began; none begins after) before they and its valves file are deleted.
+    async fn go_dead_for_good(&self, id: &str) {
+        self.go_dead(id).await;
+        self.setup.runtime.close_records(id).await;
+        forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
     }
 
     fn seen(&self) -> u64 {

@@ -389,3 +389,38 @@ async fn a_replica_serves_what_another_added_and_drops_what_it_removed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A call under way when its pipeline is removed writes nothing after the removal: the record
+/// would outlive the delete and be read by a component added later with the id (found by a red
+/// team). The guest spins, then writes a record; the pipeline is removed while it spins.
+#[tokio::test]
+async fn a_call_under_way_leaves_no_record_behind_its_removed_pipeline() {
+    let app = spawn_app_with(Options { wasm_call_timeout_secs: Some(20), ..Default::default() }).await.unwrap();
+    // kv-set(key, value, ttl) lowered: two strings, the ttl and where the result goes.
+    let imports = r#"(import "sluice:pipeline/host@0.1.0" "kv-set" (func $kv_set (param i32 i32 i32 i32 i32 i32)))
+  (data (i32.const 700) "lateword")"#;
+    let inlet = format!(
+        "(local $i i32)
+    (local.set $i (i32.const 2000000000))
+    (loop $spin (local.set $i (i32.sub (local.get $i) (i32.const 1))) (br_if $spin (local.get $i)))
+    (call $kv_set (i32.const 700) (i32.const 4) (i32.const 704) (i32.const 4) (i32.const 0) (i32.const 2048))
+    {}",
+        guests::ECHO
+    );
+    let late = guests::component(&guests::core(r#"{"id":"late","kind":"filter"}"#, &inlet, imports), None);
+    assert_eq!(upload(&app, "late.wasm", late).await.0, 200);
+    let records = || {
+        let db = rusqlite::Connection::open(app.data_dir.join("sluice.db")).unwrap();
+        db.query_row("SELECT count(*) FROM kv WHERE namespace = 'wasm:late'", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    let spinning = {
+        let (client, url) = (app.client.clone(), app.url("/late/filter/inlet"));
+        tokio::spawn(async move { client.post(url).bearer_auth(KEY).json(&form(chat_body())).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!spinning.is_finished(), "the guest must still be spinning when it is removed");
+    assert_eq!(delete(&app, "late").await.0, 200);
+    let (status, body) = json_of(spinning.await.unwrap().unwrap()).await;
+    assert_eq!((status, body), (200, chat_body()), "the call finishes; only its write is refused");
+    assert_eq!(records(), 0, "a record written after the removal");
+}

@@ -14,6 +14,7 @@ mod http_gate;
 mod limits;
 mod manifest;
 mod pipeline;
+mod records_gate;
 mod runtime;
 mod state;
 mod valves;

@@ -12,6 +12,7 @@ use sluice_sdk::{
 
 use crate::answer;
 use crate::manifest::{Manifest, ALLOWED_HOSTS};
+use crate::records_gate::{GatedStore, RecordsGate};
 use crate::runtime::{Compiled, Runtime};
 use crate::state::Grants;
 use crate::valves::JsonValves;
@@ -23,6 +24,8 @@ pub struct WasmPipeline {
     compiled: Arc<Compiled>,
     valves: Arc<JsonValves>,
     kv: OnceLock<Arc<dyn KvStore>>,
+    /// Shut when the id is removed (see [`crate::records_gate`]).
+    records_gate: Arc<RecordsGate>,
     calls: AtomicU64,
     failures: AtomicU64,
 }
@@ -37,6 +40,7 @@ impl WasmPipeline {
     pub fn new(runtime: Arc<Runtime>, compiled: Compiled, manifest: Manifest) -> Self {
         WasmPipeline {
             id: Arc::from(manifest.id.as_str()),
+            records_gate: runtime.gates.of(&manifest.id),
             valves: Arc::new(JsonValves::new(manifest.valves.clone())),
             manifest,
             runtime,
@@ -141,7 +145,8 @@ impl Pipeline for WasmPipeline {
     }
 
     async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
-        let _ = self.kv.set(Arc::clone(&ctx.store));
+        let gated = GatedStore { inner: Arc::clone(&ctx.store), gate: Arc::clone(&self.records_gate) };
+        let _ = self.kv.set(Arc::new(gated));
         Ok(())
     }
 

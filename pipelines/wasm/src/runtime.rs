@@ -17,6 +17,7 @@ use crate::check;
 use crate::epoch::{EpochClock, Running, TICK};
 use crate::limits::Limits;
 use crate::manifest::Manifest;
+use crate::records_gate::Gates;
 use crate::state::{Grants, GuestState};
 
 /// Why a component was not accepted: said to whoever added it.
@@ -57,6 +58,8 @@ pub struct Runtime {
     limits: Limits,
     slots: Arc<Semaphore>,
     clock: EpochClock,
+    /// The gate to each pipeline id's records (see [`crate::records_gate`]).
+    pub(crate) gates: Gates,
 }
 
 impl Runtime {
@@ -104,11 +107,17 @@ impl Runtime {
             .map_err(fail)?;
         let clock = EpochClock::start(&engine).map_err(|e| RuntimeError(e.to_string()))?;
         let slots = Arc::new(Semaphore::new(instances as usize));
-        Ok(Arc::new(Runtime { engine, linker, limits, slots, clock }))
+        Ok(Arc::new(Runtime { engine, linker, limits, slots, clock, gates: Gates::default() }))
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// For a removal: once this returns, no call of a pipeline loaded under `id` so far reads
+    /// or writes a record, so the records deleted next stay deleted.
+    pub async fn close_records(&self, id: &str) {
+        self.gates.close(id).await;
     }
 
     /// Checks and compiles a component (seconds for a large one: call off the async threads).
