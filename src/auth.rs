@@ -77,6 +77,9 @@ fn warn_reference_key(why: &str) {
 /// The kept key, or a new one when there is none (no file, or an empty one). A file that
 /// cannot be read as a key is an error, never replaced: Open WebUI's connection holds that key.
 fn load_or_generate(path: &Path, show: bool) -> std::io::Result<ApiKey> {
+    // A link planted there would choose the key (see `private`).
+    crate::private::own_file(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the kept API key cannot be read: {e}")))?;
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| {

@@ -1,53 +1,137 @@
 //! Files only sluice's own user may read. The data directory holds the generated key and the
 //! store, whose write-ahead log carries chat text within seconds of a turn: directory 0700,
 //! files 0600, whatever the umask, and tightened when an older version left them wider.
+//!
+//! What is in it must be sluice's own: a directory or file another user owns, or a symbolic
+//! link, is refused, not used. Planted while the directory was open to others, a link named
+//! `sluice.db` or `api_key` put the store where they could read it or the key they chose in
+//! use, and as root sluice tightened whatever a link pointed at (found by a red team).
 
 use std::path::Path;
 
 #[cfg(unix)]
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-/// Creates `dir` (and its parents) and makes it 0700. A directory others may create files in
-/// (`/tmp`, a shared drop) is refused, not tightened: 0700 would lock them out of it.
+/// Keeps the server's memory and environment, where its keys are, from other processes of its
+/// user and out of core dumps (found by a red team: any process of the user could read
+/// `/proc/PID/environ` and `/proc/PID/mem`). Root still can, and a debugger run as root.
+pub fn seal_process() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        tracing::warn!(error = %e, "the process could not be kept from core dumps and from its user's other processes");
+    }
+}
+
+/// Creates `dir` (and its missing parents) 0700 and makes an existing one 0700. A directory
+/// others may create files in (`/tmp`, a shared drop) is refused, not tightened: 0700 would
+/// lock them out of it. So is one another user owns: they could change what is in it.
 pub fn dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    refuse_shared(dir)?;
+    create_dir(dir)?;
+    #[cfg(unix)]
+    {
+        let meta = std::fs::metadata(dir)?;
+        refuse_shared(dir, &meta)?;
+        refuse_foreign(dir, &meta)?;
+    }
     tighten(dir, 0o700)
 }
 
-fn refuse_shared(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and its missing parents 0700 (not first with the umask's mode and tightened
+/// after: with umask 000 it was open to all meanwhile).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
-    {
-        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
-        // Sticky (kept for others' files) or writable by anyone.
-        if mode & 0o1002 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is shared with other users (mode {mode:o}); sluice makes its directories 0700, which would \
-                     lock them out: name a directory of sluice's own (it is created when missing)",
-                    dir.display()
-                ),
-            ));
-        }
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+#[cfg(unix)]
+fn refuse_shared(dir: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    let mode = meta.permissions().mode() & 0o7777;
+    // Sticky (kept for others' files) or writable by anyone.
+    if mode & 0o1002 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is shared with other users (mode {mode:o}); sluice makes its directories 0700, which would \
+                 lock them out: name a directory of sluice's own (it is created when missing)",
+                dir.display()
+            ),
+        ));
     }
-    #[cfg(not(unix))]
-    let _ = dir;
     Ok(())
 }
 
-/// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does.
-/// An existing file is never opened: closing any descriptor of a file drops every POSIX lock
-/// the process holds on it, and SQLite's locks are POSIX locks.
+/// The user sluice runs as.
+#[cfg(unix)]
+fn own_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+#[cfg(unix)]
+fn refuse_foreign(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    if meta.uid() != own_uid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to user {}, not to the user sluice runs as ({}), who could change it behind sluice's \
+                 back: give it to sluice's user (chown), or let sluice create it",
+                path.display(),
+                meta.uid(),
+                own_uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether sluice's own regular file `path` exists: `Ok(false)` when it does not; an error
+/// when it is a symbolic link, not a regular file, or another user's. Looked at without
+/// following a link, so what it names is never opened or changed.
+pub fn own_file(path: &Path) -> std::io::Result<bool> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let refused = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is {why}; sluice uses only files of its own there and follows no link (one could \
+                 send its data to a file another user reads): put the file itself in its place, or remove it",
+                path.display()
+            ),
+        )
+    };
+    if meta.file_type().is_symlink() {
+        return Err(refused("a symbolic link"));
+    }
+    if !meta.is_file() {
+        return Err(refused("not a regular file"));
+    }
+    #[cfg(unix)]
+    refuse_foreign(path, &meta)?;
+    Ok(true)
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does; it
+/// must be sluice's own regular file ([`own_file`]). An existing file is never opened: closing
+/// any descriptor of a file drops every POSIX lock the process holds on it, and SQLite's locks
+/// are POSIX locks.
 pub fn file(path: &Path) -> std::io::Result<()> {
-    if !path.exists() {
+    if !own_file(path)? {
         let mut options = std::fs::OpenOptions::new();
+        // `create_new` (O_EXCL) fails on a link planted meanwhile instead of following it.
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         match options.open(path) {
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                own_file(path)?;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -83,6 +167,28 @@ pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether users other than its owner (its group's, or anyone) may write in the existing
+/// directory `path`: what is in it may then have been put there by someone else.
+pub fn others_may_write(path: &Path) -> bool {
+    write_bits(path) & 0o022 != 0
+}
+
+/// Whether any user at all may write in the existing directory `path` (a directory writable
+/// by its group is usual where each user has a group of their own).
+pub fn anyone_may_write(path: &Path) -> bool {
+    write_bits(path) & 0o002 != 0
+}
+
+fn write_bits(path: &Path) -> u32 {
+    #[cfg(unix)]
+    return std::fs::metadata(path).map_or(0, |meta| meta.mode() & 0o222);
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        0
+    }
+}
+
 /// The mode of the regular file `path` (its permission bits) when users other than the one
 /// sluice runs as may read it: an operator's file that holds a secret is then worth a warning.
 /// Read by the group of a file someone else owns is how an operator shares it with sluice, not
@@ -91,10 +197,9 @@ pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
 pub fn others_may_read(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
         let mode = meta.mode() & 0o777;
-        let ours = meta.uid() == rustix::process::geteuid().as_raw();
+        let ours = meta.uid() == own_uid();
         (mode & 0o004 != 0 || (ours && mode & 0o040 != 0)).then_some(mode)
     }
     #[cfg(not(unix))]

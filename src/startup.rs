@@ -83,6 +83,14 @@ impl Application {
         let listener = bind(&address).map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         crate::valves::file::remove_stale_temps(&settings.valves_dir);
+        if crate::private::anyone_may_write(&settings.valves_dir) {
+            // Whoever can write there can replace a valves file: a BASE_URL of theirs, say.
+            tracing::warn!(
+                path = %settings.valves_dir.display(),
+                "the valves directory is writable by every user, any of whom could replace the valves files: make it \
+                 writable only by sluice's user (chmod o-w)"
+            );
+        }
         let shutdown = Shutdown::default();
         let stores = Stores::open(&settings, &data_dir, shutdown.draining.clone()).await?;
         tracing::info!(store = stores.admin.kind(), "store opened");
@@ -97,14 +105,16 @@ impl Application {
         // Added WebAssembly pipelines join the built-in ones before any valves are read.
         let builtin: std::collections::HashSet<String> = pipelines.iter().map(|p| p.id().to_string()).collect();
         let wasm = if settings.wasm_pipelines {
-            let runtime = sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&components::cache_dir(&data_dir)))
-                .map_err(|e| StartupError::Wasm(e.to_string()))?;
+            let runtime =
+                sluice_wasm::Runtime::new(settings.wasm_limits(), components::cache_dir(&data_dir).as_deref())
+                    .map_err(|e| StartupError::Wasm(e.to_string()))?;
             let (added, loaded, version) = components::load_all(&runtime, stores.kv.as_ref(), &builtin)
                 .await
                 .map_err(|e| StartupError::Wasm(e.to_string()))?;
             pipelines.extend(added);
             let fetcher = components::fetch::Fetcher::new(settings.wasm_fetch_ca_file.as_deref())
                 .map_err(|e| StartupError::Wasm(e.to_string()))?;
+            components::python::clear_leftovers(&components::builds_dir(&data_dir));
             let sources = Sources {
                 fetcher,
                 componentize_py: settings.componentize_py.clone(),

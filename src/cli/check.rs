@@ -158,7 +158,7 @@ fn own_variables(env: &HashMap<String, String>, id: &str) -> HashMap<String, Str
 /// The 1-based line where `field` is assigned in a TOML file, if it is.
 fn line_of(path: &std::path::Path, field: &str) -> Option<usize> {
     let key = field.split(['.', '[']).next().filter(|k| !k.is_empty())?;
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::valves::file::read_text(path).ok()??;
     text.lines()
         .position(|l| {
             let l = l.trim_start();

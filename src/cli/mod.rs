@@ -186,6 +186,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
 async fn serve(settings: Settings) -> ExitCode {
     let _log = telemetry::init(&settings.log_level, settings.log_format);
     telemetry::log_panics();
+    crate::private::seal_process();
     if let Some(warning) = crate::config::settings_file_warning() {
         tracing::warn!("{warning}");
     }

@@ -97,7 +97,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 None => bytes,
             };
             let runtime =
-                sluice_wasm::Runtime::new(settings.wasm_limits(), Some(&components::cache_dir(&settings.data_dir)))
+                sluice_wasm::Runtime::new(settings.wasm_limits(), components::cache_dir(&settings.data_dir).as_deref())
                     .map_err(|e| e.to_string())?;
             let pipeline = sluice_wasm::load(&runtime, bytes.clone()).await.map_err(|e| format!("{file}: {e}"))?;
             let id = pipeline.id().to_string();

@@ -277,12 +277,28 @@ pub async fn forget(store: &dyn KvStore, valves_dir: &Path, id: &str) {
 
 /// Where compiled WebAssembly is kept between runs: inside the data directory, 0700 itself
 /// (native code sluice will run), as an absolute path (wasmtime's cache takes no other).
-pub fn cache_dir(data_dir: &Path) -> PathBuf {
+/// `None` when it cannot be made sluice's own and private: whoever can write there can run
+/// code as sluice, so pipelines are then compiled at every start instead (found by a red team:
+/// the cache was used after a warning).
+pub fn cache_dir(data_dir: &Path) -> Option<PathBuf> {
     let dir = data_dir.join("wasm-cache");
-    if let Err(e) = crate::private::dir(&dir) {
-        tracing::warn!(path = %dir.display(), error = %e, "the compile cache directory could not be made private");
+    // What others could write may be theirs: a cache is only worth what it saves.
+    if crate::private::others_may_write(&dir) && crate::private::dir(&dir).is_ok() {
+        tracing::warn!(path = %dir.display(), "the compile cache was open to others: emptied");
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "the compile cache could not be emptied; not used");
+            return None;
+        }
     }
-    std::path::absolute(&dir).unwrap_or(dir)
+    if let Err(e) = crate::private::dir(&dir) {
+        tracing::warn!(
+            path = %dir.display(),
+            error = %e,
+            "the compile cache is not used: WebAssembly pipelines are compiled at every start"
+        );
+        return None;
+    }
+    Some(std::path::absolute(&dir).unwrap_or(dir))
 }
 
 /// Where `.py` pipelines are built: under the data directory (private, and present in an

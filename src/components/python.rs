@@ -104,6 +104,7 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| BuildError::NoCompiler(format!("{}: {e}", compiler.display()), id.into()))?;
+    limit_cpu(&child);
     let done = tokio::time::timeout(BUILD_TIMEOUT, child.wait_with_output()).await.map_err(|_| BuildError::Timeout)?;
     let output = done.map_err(|e| BuildError::Failed(e.to_string()))?;
     if !output.status.success() {
@@ -112,10 +113,62 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     std::fs::read(&out).map_err(|e| BuildError::Failed(format!("no component was written: {e}")))
 }
 
+/// The compiler may run the upload's code for no longer than a build may take, even when
+/// sluice is gone: killed with it (`kill -9`, a crash), it kept spinning (found by a red team).
+/// On SIGKILL nothing of sluice runs, so the kernel keeps the bound (`RLIMIT_CPU`).
+fn limit_cpu(child: &tokio::process::Child) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{prlimit, Pid, Resource, Rlimit};
+        let seconds = BUILD_TIMEOUT.as_secs();
+        let limit = Rlimit { current: Some(seconds), maximum: Some(seconds + 5) };
+        let pid = child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw);
+        if let Some(Err(e)) = pid.map(|pid| prlimit(Some(pid), Resource::Cpu, limit)) {
+            tracing::warn!(error = %e, "the compiler's CPU time could not be bounded");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = child;
+}
+
+/// Build directories a build left behind when sluice stopped under it (each holds an upload's
+/// source): removed at start. Only those older than a build may take, so a `sluice pipeline
+/// add` building beside a starting server keeps its own.
+pub fn clear_leftovers(builds: &Path) {
+    let Ok(entries) = std::fs::read_dir(builds) else { return };
+    for entry in entries.flatten() {
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if old.is_some_and(|age| age > BUILD_TIMEOUT) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "a build left behind could not be removed");
+            }
+        }
+    }
+}
+
 /// The end of the compiler's message (a Python syntax error is there), without the temporary
 /// directory's path.
 fn last_lines(stderr: &[u8], dir: &Path) -> String {
     let text = String::from_utf8_lossy(stderr).replace(&dir.display().to_string(), "");
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(6)..].join("\n").chars().take(2000).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_builds_older_than_a_build_may_take_are_cleared() {
+        let builds = tempfile::tempdir().unwrap();
+        let (left, running) = (builds.path().join(".tmpLeft"), builds.path().join(".tmpRunning"));
+        for dir in [&left, &running] {
+            std::fs::create_dir_all(dir.join("user")).unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - BUILD_TIMEOUT - Duration::from_secs(60);
+        std::fs::File::open(&left).unwrap().set_modified(long_ago).unwrap();
+        clear_leftovers(builds.path());
+        assert!(!left.exists() && running.exists());
+    }
 }

@@ -44,7 +44,10 @@ impl SqliteStore {
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
-            crate::private::tighten(Path::new(&side), 0o600).map_err(err)?;
+            let side = Path::new(&side);
+            if crate::private::own_file(side).map_err(err)? {
+                crate::private::tighten(side, 0o600).map_err(err)?;
+            }
         }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;

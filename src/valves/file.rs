@@ -21,11 +21,47 @@ pub enum FileError {
     Value(#[from] toml::de::Error),
 }
 
+/// The most a valves file may hold: far more than any pipeline's settings, and what the
+/// editor's route takes in one update.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of the valves file `path`; `Ok(None)` when it does not exist. Only a regular file
+/// of at most [`MAX_FILE_BYTES`] is read (a link to one is, as a Kubernetes ConfigMap mounts
+/// them): a FIFO put in its place hung the server's start and every update, and a large file
+/// took gigabytes (found by a red team).
+pub fn read_text(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO to read waits for a writer; without waiting it opens, and is refused below.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is {} bytes; a valves file may have at most {MAX_FILE_BYTES}", meta.len()),
+        ));
+    }
+    let mut text = String::new();
+    // Bounded even if it grows while being read.
+    file.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
+    Ok(Some(text))
+}
+
 /// Reads the file; `Ok(None)` when it does not exist.
 pub fn read(path: &Path) -> Result<Option<DocumentMut>, FileError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let text = match read_text(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
         Err(source) => return Err(FileError::Read { source }),
     };
     text.parse::<DocumentMut>()
@@ -127,7 +163,7 @@ pub fn write_atomic(path: &Path, contents: &str, private: bool) -> std::io::Resu
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
+    crate::private::create_dir(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir)?;
     tmp.write_all(contents.as_bytes())?;
     match std::fs::metadata(path) {
@@ -150,7 +186,7 @@ pub fn write_atomic(path: &Path, contents: &str, private: bool) -> std::io::Resu
 /// Replaces `path` with `contents` (atomically) unless it already holds exactly that; whether
 /// it wrote. `private` as for [`write_atomic`].
 pub fn replace_if_changed(path: &Path, contents: &str, private: bool) -> std::io::Result<bool> {
-    if std::fs::read_to_string(path).ok().as_deref() == Some(contents) {
+    if read_text(path).ok().flatten().as_deref() == Some(contents) {
         return Ok(false);
     }
     write_atomic(path, contents, private).map(|()| true)
@@ -160,7 +196,7 @@ pub fn replace_if_changed(path: &Path, contents: &str, private: bool) -> std::io
 /// with replicas, every start needs. Found out at start, not at the first save from Open WebUI
 /// (which shows any failure as "Pipeline not found").
 pub fn check_writable(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::private::create_dir(dir)?;
     tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX).tempfile_in(dir).map(drop)
 }
 

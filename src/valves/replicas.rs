@@ -44,7 +44,7 @@ pub async fn pull(
         let Some(cell) = p.valves() else { continue };
         let entry = ValvesEntry::new(p.id(), cell, dir);
         let path = entry.path().to_path_buf();
-        let local = std::fs::read_to_string(&path).unwrap_or_default();
+        let local = file::read_text(&path).ok().flatten().unwrap_or_default();
         let (text, version) = shared
             .seed(p.id(), &local)
             .await

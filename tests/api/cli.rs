@@ -29,8 +29,28 @@ pub fn sluice(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 /// other environment than `env` (which may override those); its stderr to `stderr`: the child
 /// and its port.
 pub fn start_binary(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (std::process::Child, u16) {
+    start_binary_through(&[], dir, env, stderr)
+}
+
+/// [`start_binary`] through `wrapper` (a program and its arguments, the binary's path last:
+/// `/bin/sh -c 'umask 000; exec "$0"'`, `setpriv ...`).
+pub fn start_binary_through(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let binary = env!("CARGO_BIN_EXE_sluice");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    let server = command
         .env_clear()
         .current_dir(dir)
         .env("SLUICE_DATA_DIR", dir.join("data"))

@@ -15,6 +15,7 @@ mod binary;
 mod chat;
 mod cli;
 mod crash;
+mod disk;
 mod example_pipeline;
 mod fault_leaks;
 mod filter;

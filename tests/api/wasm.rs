@@ -424,3 +424,39 @@ async fn a_call_under_way_leaves_no_record_behind_its_removed_pipeline() {
     assert_eq!((status, body), (200, chat_body()), "the call finishes; only its write is refused");
     assert_eq!(records(), 0, "a record written after the removal");
 }
+
+/// The compiler runs the upload's top-level code; killed with sluice (`kill -9`), it kept
+/// spinning with nobody to stop it (found by a red team). The kernel now bounds its CPU time
+/// to a build's, whoever is left to watch.
+#[tokio::test]
+async fn the_compiler_s_cpu_time_is_bounded_by_the_kernel() {
+    let tools = tempfile::tempdir().unwrap();
+    let compiler = tools.path().join("slow-componentize-py");
+    std::fs::write(&compiler, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&compiler, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let shown = compiler.display().to_string();
+    let app = spawn_app_with(Options { componentize_py: Some(shown.clone()), ..Default::default() }).await.unwrap();
+    let building = {
+        let part = reqwest::multipart::Part::bytes(b"x = 1\n".to_vec()).file_name("slow.py");
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let request = app.client.post(app.url("/pipelines/upload")).bearer_auth(KEY).multipart(form);
+        tokio::spawn(request.send())
+    };
+    let mut process = None;
+    for _ in 0..200 {
+        process = std::fs::read_dir("/proc").unwrap().flatten().map(|entry| entry.path()).find(|path| {
+            std::fs::read(path.join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&shown))
+        });
+        if process.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let process = process.expect("the compiler was started");
+    // The limit is set just after the start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let limits = std::fs::read_to_string(process.join("limits")).unwrap();
+    building.abort();
+    let cpu = limits.lines().find(|l| l.starts_with("Max cpu time")).unwrap();
+    assert_eq!(cpu.split_whitespace().collect::<Vec<_>>()[3..6], ["180", "185", "seconds"], "{cpu}");
+}
