@@ -97,13 +97,47 @@ fn hidden(v: &Value) -> String {
 }
 
 fn display(v: &Value) -> String {
+    if holds_a_key(v) {
+        return hidden_key(v);
+    }
     match v {
         Value::String(s) => format!("'{s}'"),
         other => other.to_string(),
     }
 }
 
+/// A key pasted into the wrong field (one that is no secret) came back in the error and went
+/// to the log with it (found by a red team): text that looks like one is not shown.
+fn holds_a_key(v: &Value) -> bool {
+    match v {
+        Value::String(s) => looks_like_a_key(s),
+        Value::Array(items) => items.iter().any(holds_a_key),
+        Value::Object(map) => map.values().any(holds_a_key),
+        _ => false,
+    }
+}
+
+/// Sixteen characters or more, no space, letters and digits: `sk-...`, `opk-...`, a token.
+fn looks_like_a_key(s: &str) -> bool {
+    s.chars().count() >= 16
+        && !s.chars().any(char::is_whitespace)
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+        && s.chars().any(|c| c.is_ascii_digit())
+}
+
+fn hidden_key(v: &Value) -> String {
+    let kind = match v {
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        _ => "an object",
+    };
+    format!("{kind} that holds what looks like a key (not shown)")
+}
+
 fn describe(v: &Value) -> String {
+    if holds_a_key(v) {
+        return hidden_key(v);
+    }
     let text = v.to_string();
     if text.chars().count() > 60 {
         format!("{}…", text.chars().take(60).collect::<String>())
@@ -201,6 +235,26 @@ mod tests {
             minimum: None,
             maximum: None,
         }
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_field_is_not_shown_in_the_error() {
+        let key = "opk-abcdef0123456789abcdef";
+        for (ty, value) in [
+            (FieldType::Boolean, json!(key)),
+            (FieldType::Integer, json!([key])),
+            (FieldType::Object, json!(format!("[\"{key}\"]"))),
+        ] {
+            let e = coerce(&field(ty, false), value).unwrap_err();
+            assert!(e.message.contains("looks like a key") && !e.message.contains("0123456789"), "{}", e.message);
+        }
+        let mut choice = field(FieldType::String, false);
+        choice.choices = Some(vec![json!("low"), json!("high")]);
+        let e = coerce(&choice, json!(key)).unwrap_err();
+        assert!(!e.message.contains("0123456789"), "{}", e.message);
+        // What is not like a key is still quoted back: it helps to see what was sent.
+        let e = coerce(&field(FieldType::Boolean, false), json!("yes please")).unwrap_err();
+        assert!(e.message.contains("\"yes please\""), "{}", e.message);
     }
 
     #[test]
