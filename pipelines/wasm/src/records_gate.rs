@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_sdk::{KvStore, StoreError};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, RwLockReadGuard};
 
 /// Open until the pipeline id it belongs to is removed.
 #[derive(Default)]
@@ -53,41 +53,36 @@ pub struct GatedStore {
     pub gate: Arc<RecordsGate>,
 }
 
-fn removed() -> StoreError {
-    StoreError::new("this pipeline has been removed; its records are gone")
+impl GatedStore {
+    /// Past the gate: held for the whole operation, so closing waits for it.
+    async fn pass(&self) -> Result<RwLockReadGuard<'_, bool>, StoreError> {
+        let closed = self.gate.closed.read().await;
+        if *closed {
+            return Err(StoreError::new("this pipeline has been removed; its records are gone"));
+        }
+        Ok(closed)
+    }
 }
 
 #[async_trait]
 impl KvStore for GatedStore {
     async fn put(&self, namespace: &str, key: &str, value: &Value, ttl: Duration) -> Result<(), StoreError> {
-        let closed = self.gate.closed.read().await;
-        if *closed {
-            return Err(removed());
-        }
+        let _open = self.pass().await?;
         self.inner.put(namespace, key, value, ttl).await
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        let closed = self.gate.closed.read().await;
-        if *closed {
-            return Err(removed());
-        }
+        let _open = self.pass().await?;
         self.inner.get(namespace, key).await
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        let closed = self.gate.closed.read().await;
-        if *closed {
-            return Err(removed());
-        }
+        let _open = self.pass().await?;
         self.inner.delete(namespace, key).await
     }
 
     async fn trim(&self, namespace: &str, keep: usize, max_bytes: u64) -> Result<usize, StoreError> {
-        let closed = self.gate.closed.read().await;
-        if *closed {
-            return Err(removed());
-        }
+        let _open = self.pass().await?;
         self.inner.trim(namespace, keep, max_bytes).await
     }
 }
