@@ -36,6 +36,46 @@ pub fn dir(dir: &Path) -> std::io::Result<()> {
     tighten(dir, 0o700)
 }
 
+/// The data directory made private ([`dir`]), and everything at its top sluice's own: a link
+/// or another user's entry there (`sluice.db-journal`, `builds`, anything) is refused. A
+/// directory open to others before may hold what they put there: a hot journal SQLite
+/// rolls into the store on open, a `builds` link whose target sluice then emptied (found by a
+/// red team).
+pub fn data_dir(path: &Path) -> std::io::Result<()> {
+    dir(path)?;
+    #[cfg(unix)]
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        // Not followed: the entry itself.
+        let meta = entry.metadata()?;
+        if meta.file_type().is_symlink() {
+            return Err(refused(&entry.path(), "a symbolic link"));
+        }
+        refuse_foreign(&entry.path(), &meta)?;
+    }
+    Ok(())
+}
+
+/// A directory inside the data directory, made as [`dir`] does; a link in its place is
+/// refused, not followed.
+pub fn own_dir(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(refused(path, "a symbolic link"));
+    }
+    dir(path)
+}
+
+fn refused(path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is {why}; sluice uses only files of its own in its data directory and follows no link there \
+             (one could send its data where another user reads it): put the file itself in its place, or remove it",
+            path.display()
+        ),
+    )
+}
+
 /// Creates `dir` and its missing parents 0700 (not first with the umask's mode and tightened
 /// after: with umask 000 it was open to all meanwhile).
 pub fn create_dir(dir: &Path) -> std::io::Result<()> {
@@ -75,11 +115,12 @@ fn refuse_foreign(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> 
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
-                "{} belongs to user {}, not to the user sluice runs as ({}), who could change it behind sluice's \
-                 back: give it to sluice's user (chown), or let sluice create it",
+                "{} belongs to user {owner}, not to the user sluice runs as ({}), who could change it behind \
+                 sluice's back: run sluice as its owner (a command beside a running server too: sudo -u '#{owner}' \
+                 sluice ...), or give it to sluice's user (chown)",
                 path.display(),
-                meta.uid(),
-                own_uid()
+                own_uid(),
+                owner = meta.uid(),
             ),
         ));
     }
@@ -95,21 +136,11 @@ pub fn own_file(path: &Path) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
-    let refused = |why: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is {why}; sluice uses only files of its own there and follows no link (one could \
-                 send its data to a file another user reads): put the file itself in its place, or remove it",
-                path.display()
-            ),
-        )
-    };
     if meta.file_type().is_symlink() {
-        return Err(refused("a symbolic link"));
+        return Err(refused(path, "a symbolic link"));
     }
     if !meta.is_file() {
-        return Err(refused("not a regular file"));
+        return Err(refused(path, "not a regular file"));
     }
     #[cfg(unix)]
     refuse_foreign(path, &meta)?;

@@ -73,7 +73,7 @@ impl Application {
     ) -> Result<Application, StartupError> {
         let data_dir = settings.data_dir.clone();
         let dir_error = |source| StartupError::DataDir { path: data_dir.display().to_string(), source };
-        crate::private::dir(&data_dir).map_err(dir_error)?;
+        crate::private::data_dir(&data_dir).map_err(dir_error)?;
         // Before anything else touches the directory: the key, the store, the workers.
         let data_lock = crate::data_lock::acquire(&data_dir)?;
         let api_key = ApiKey::resolve(&settings).map_err(dir_error)?;

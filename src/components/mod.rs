@@ -283,14 +283,14 @@ pub async fn forget(store: &dyn KvStore, valves_dir: &Path, id: &str) {
 pub fn cache_dir(data_dir: &Path) -> Option<PathBuf> {
     let dir = data_dir.join("wasm-cache");
     // What others could write may be theirs: a cache is only worth what it saves.
-    if crate::private::others_may_write(&dir) && crate::private::dir(&dir).is_ok() {
+    if crate::private::others_may_write(&dir) && crate::private::own_dir(&dir).is_ok() {
         tracing::warn!(path = %dir.display(), "the compile cache was open to others: emptied");
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(path = %dir.display(), error = %e, "the compile cache could not be emptied; not used");
             return None;
         }
     }
-    if let Err(e) = crate::private::dir(&dir) {
+    if let Err(e) = crate::private::own_dir(&dir) {
         tracing::warn!(
             path = %dir.display(),
             error = %e,

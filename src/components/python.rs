@@ -68,7 +68,7 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     let Some(compiler) = find(compiler) else {
         return Err(BuildError::NoCompiler(format!("{compiler} is not installed"), id.into()));
     };
-    crate::private::dir(builds).map_err(|e| BuildError::Io(format!("{}: {e}", builds.display())))?;
+    crate::private::own_dir(builds).map_err(|e| BuildError::Io(format!("{}: {e}", builds.display())))?;
     let work = tempfile::tempdir_in(builds).map_err(|e| BuildError::Io(format!("a build directory: {e}")))?;
     let io = |e: std::io::Error| BuildError::Io(format!("the build directory: {e}"));
     for (path, text) in KIT {
@@ -135,10 +135,18 @@ fn limit_cpu(child: &tokio::process::Child) {
 /// source): removed at start. Only those older than a build may take, so a `sluice pipeline
 /// add` building beside a starting server keeps its own.
 pub fn clear_leftovers(builds: &Path) {
+    // Never through a link: a `builds` link planted in the data directory had its target's
+    // directories deleted (found by a red team).
+    if std::fs::symlink_metadata(builds).map_or(true, |m| !m.is_dir()) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(builds) else { return };
     for entry in entries.flatten() {
+        // What `tempdir_in` makes: a real directory named `.tmp...` (the entry, not followed).
+        let ours = entry.file_name().to_string_lossy().starts_with(".tmp")
+            && entry.metadata().is_ok_and(|m| m.is_dir() && !m.file_type().is_symlink());
         let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-        if old.is_some_and(|age| age > BUILD_TIMEOUT) {
+        if ours && old.is_some_and(|age| age > BUILD_TIMEOUT) {
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "a build left behind could not be removed");
             }

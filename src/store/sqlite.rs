@@ -41,7 +41,8 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // SQLite gives the -wal and -shm files the database file's permissions.
         crate::private::file(path).map_err(err)?;
-        for suffix in ["-wal", "-shm"] {
+        // The rollback journal too: SQLite applies one it finds before anything else.
+        for suffix in ["-wal", "-shm", "-journal"] {
             let mut side = path.as_os_str().to_owned();
             side.push(suffix);
             let side = Path::new(&side);

@@ -113,6 +113,24 @@ fn links_planted_in_the_data_directory_are_not_followed() {
         assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "their-chosen-key", "{name}");
         assert_eq!(mode(&theirs), 0o644, "{name}: what the link names was changed");
     }
+    // Directories too: a `builds` link had the directories it named emptied at start, and a
+    // `wasm-cache` link had its target re-moded and used for native code.
+    for name in ["builds", "wasm-cache"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let theirs = dir.path().join("theirs");
+        let important = theirs.join(".tmp-important");
+        std::fs::create_dir_all(&important).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(&important).unwrap().set_modified(long_ago).unwrap();
+        std::os::unix::fs::symlink(&theirs, data.join(name)).unwrap();
+        let said = serve_refused(dir.path(), &[KEY]);
+        assert!(said.contains(name) && said.contains("symbolic link"), "{name}:\n{said}");
+        assert!(important.exists(), "{name}: what the link names was emptied");
+        assert_eq!(mode(&theirs), 0o755, "{name}: what the link names was changed");
+    }
 }
 
 #[test]
@@ -128,11 +146,23 @@ fn another_user_s_data_directory_or_store_is_refused() {
     let said = serve_refused(dir.path(), &[KEY]);
     assert!(said.contains(&format!("belongs to user {OTHER_UID}")), "{said}");
 
+    // Entries another user put there while the directory was open to them: the store, and a
+    // rollback journal SQLite would have applied to it on open.
     std::os::unix::fs::chown(&data, Some(0), Some(0)).unwrap();
+    for name in ["sluice.db", "sluice.db-journal"] {
+        std::fs::write(data.join(name), "").unwrap();
+        std::os::unix::fs::chown(data.join(name), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+        let said = serve_refused(dir.path(), &[KEY]);
+        assert!(said.contains(name) && said.contains(&format!("belongs to user {OTHER_UID}")), "{said}");
+        std::fs::remove_file(data.join(name)).unwrap();
+    }
+    // A command beside the server opens the store itself: refused too, and told whom to run as.
     std::fs::write(data.join("sluice.db"), "").unwrap();
-    std::os::unix::fs::chown(data.join("sluice.db"), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
-    let said = serve_refused(dir.path(), &[KEY]);
-    assert!(said.contains("sluice.db") && said.contains(&format!("belongs to user {OTHER_UID}")), "{said}");
+    std::fs::write(data.join("sluice.db-journal"), "").unwrap();
+    std::os::unix::fs::chown(data.join("sluice.db-journal"), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let (code, out, err) = crate::cli::sluice(dir.path(), &["outbox"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("sluice.db-journal") && err.contains(&format!("sudo -u '#{OTHER_UID}'")), "{err}");
 }
 
 #[test]
