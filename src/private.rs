@@ -46,8 +46,13 @@ pub fn data_dir(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
-        // Not followed: the entry itself.
-        let meta = entry.metadata()?;
+        // Not followed: the entry itself. One gone meanwhile (the -wal of a store that was
+        // just closed) is nothing to refuse.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.file_type().is_symlink() {
             return Err(refused(&entry.path(), "a symbolic link"));
         }

@@ -54,6 +54,8 @@ pub struct Application {
     registry: Arc<LiveRegistry>,
     shutdown: Shutdown,
     grace: Duration,
+    /// Written out at the end: what a shared store holds in memory.
+    store: Arc<dyn crate::store::StoreAdmin>,
     _data_lock: crate::data_lock::DataDirLock,
 }
 
@@ -127,7 +129,7 @@ impl Application {
         };
         // Several replicas: the valves files become the shared text before they are read.
         let versions = match &stores.shared_valves {
-            Some(shared) => replicas::pull(shared.as_ref(), &pipelines, &settings.valves_dir).await?,
+            Some(shared) => replicas::pull(shared.as_ref(), &pipelines, &settings.valves_dir, &valves_env).await?,
             None => Default::default(),
         };
         let registry = Arc::new(LiveRegistry::new(Registry::build(pipelines, &settings.valves_dir, &valves_env)?));
@@ -152,6 +154,7 @@ impl Application {
                     live: Arc::clone(&registry),
                     store: Arc::clone(&stores.kv),
                     ctx,
+                    shared_valves: stores.shared_valves.clone(),
                     valves_dir: settings.valves_dir.clone(),
                     env: valves_env.clone(),
                     builtin,
@@ -181,9 +184,10 @@ impl Application {
             sources,
         };
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
+        let store = Arc::clone(&stores.admin);
         let server = run(listener, services, &settings, grace)?;
         tracing::info!(port, pipelines = registry.load().modules().len(), "sluice listening");
-        Ok(Application { port, server, api_key, registry, shutdown, grace, _data_lock: data_lock })
+        Ok(Application { port, server, api_key, registry, shutdown, grace, store, _data_lock: data_lock })
     }
 
     pub fn port(&self) -> u16 {
@@ -207,6 +211,7 @@ impl Application {
         for module in self.registry.load().modules() {
             module.pipeline.on_shutdown().await;
         }
+        self.store.write_held(self.grace).await;
         tracing::info!("sluice stopped");
         result
     }

@@ -75,8 +75,15 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 return Err(format!("{id} is a built-in pipeline and cannot be removed"));
             }
             match index::remove(store, &id).await.map_err(|e| e.to_string())? {
-                Some(_) => {
-                    components::forget(store, &settings.valves_dir, &id).await;
+                Some((_, entry)) => {
+                    if let Some(shared) = &stores.shared_valves {
+                        // Emptied, as the server does (`Components::remove`).
+                        shared
+                            .publish(&id, "")
+                            .await
+                            .map_err(|e| format!("removed {id}, but not its shared valves: {e}"))?;
+                    }
+                    components::forget(store, &settings.valves_dir, &id, entry.generation).await;
                     say!("removed {id}");
                     Ok(())
                 }
@@ -106,7 +113,10 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             }
             let sha256 = pipeline.sha256().to_string();
             let kind = pipeline.kind().as_str();
-            let (_, old) = index::insert(store, &id, &bytes, &sha256, file.clone()).await.map_err(|e| e.to_string())?;
+            let generation = index::generation_for(&index::read(store).await.map_err(|e| e.to_string())?, &id);
+            let (_, old) = index::insert(store, &id, &bytes, &sha256, file.clone(), generation)
+                .await
+                .map_err(|e| e.to_string())?;
             let verb = if old.is_some() { "replaced" } else { "added" };
             say!("{verb} {id} ({kind}) from {file}; a running server loads it within a second");
             Ok(())

@@ -28,6 +28,15 @@ pub struct Entry {
     /// Where it came from: a URL, an uploaded file's name, or the CLI's path.
     pub source: String,
     pub added_at_ms: u64,
+    /// Which addition of the id this is: kept by a replacement (an upgrade keeps its records),
+    /// new after a removal (see `sluice_wasm::records_namespace`); 0 for entries from before.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// The generation a component added as `id` to `index` takes.
+pub fn generation_for(index: &Index, id: &str) -> u64 {
+    index.components.get(id).map_or(index.version + 1, |e| e.generation)
 }
 
 pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
@@ -47,10 +56,11 @@ pub async fn insert(
     bytes: &[u8],
     sha256: &str,
     source: String,
+    generation: u64,
 ) -> Result<(u64, Option<Entry>), StoreError> {
     let mut index = read(store).await?;
     put_bytes(store, sha256, bytes).await?;
-    let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms() };
+    let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms(), generation };
     let old = index.components.insert(id.to_string(), entry);
     index.version += 1;
     write(store, &index).await?;
@@ -60,14 +70,14 @@ pub async fn insert(
     Ok((index.version, old))
 }
 
-/// Removes `id`: the new index version, or `None` when it was not there.
-pub async fn remove(store: &dyn KvStore, id: &str) -> Result<Option<u64>, StoreError> {
+/// Removes `id`: the new index version and the entry removed, or `None` when it was not there.
+pub async fn remove(store: &dyn KvStore, id: &str) -> Result<Option<(u64, Entry)>, StoreError> {
     let mut index = read(store).await?;
     let Some(entry) = index.components.remove(id) else { return Ok(None) };
     index.version += 1;
     write(store, &index).await?;
     drop_if_unused(store, &index, &entry.sha256).await;
-    Ok(Some(index.version))
+    Ok(Some((index.version, entry)))
 }
 
 async fn drop_if_unused(store: &dyn KvStore, index: &Index, sha256: &str) {

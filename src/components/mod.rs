@@ -80,16 +80,32 @@ pub struct Setup {
     pub store: Arc<dyn KvStore>,
     /// What each added pipeline's `on_startup` receives.
     pub ctx: PipelineContext,
+    /// Several replicas: where valves are shared (a removed pipeline's are deleted there).
+    pub shared_valves: Option<Arc<dyn crate::store::SharedValves>>,
     pub valves_dir: PathBuf,
     pub env: ValvesEnv,
     /// Ids no component may take.
     pub builtin: HashSet<String>,
 }
 
+/// Which component an id runs here: its code, and which addition of the id it is. The same code
+/// added again after a removal is another generation: its predecessor is gone for good.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Installed {
+    pub sha256: String,
+    pub generation: u64,
+}
+
+impl From<&index::Entry> for Installed {
+    fn from(entry: &index::Entry) -> Self {
+        Installed { sha256: entry.sha256.clone(), generation: entry.generation }
+    }
+}
+
 pub struct Components {
     setup: Setup,
-    /// The component (its SHA-256) each WebAssembly pipeline runs here.
-    running: Mutex<HashMap<String, String>>,
+    /// What each WebAssembly pipeline runs here.
+    running: Mutex<HashMap<String, Installed>>,
     /// The index version this replica has applied.
     seen: Mutex<u64>,
     /// Changes go one at a time.
@@ -98,7 +114,7 @@ pub struct Components {
 
 impl Components {
     /// `loaded` and `version`: what [`load_all`] loaded at start.
-    pub fn new(setup: Setup, loaded: Vec<(String, String)>, version: u64) -> Self {
+    pub fn new(setup: Setup, loaded: Vec<(String, Installed)>, version: u64) -> Self {
         Components {
             setup,
             running: Mutex::new(loaded.into_iter().collect()),
@@ -118,7 +134,7 @@ impl Components {
     /// Checks, stores and starts a component; an older one with its id is replaced.
     pub async fn add(&self, bytes: Vec<u8>, source: String) -> Result<Added, ComponentError> {
         let _one_at_a_time = self.lock.lock().await;
-        let pipeline = sluice_wasm::load(&self.setup.runtime, bytes.clone()).await?;
+        let mut pipeline = sluice_wasm::load(&self.setup.runtime, bytes.clone()).await?;
         let id = pipeline.id().to_string();
         if self.setup.builtin.contains(&id) {
             return Err(ComponentError::BuiltIn(id));
@@ -127,7 +143,7 @@ impl Components {
         // in clear if it no longer marks them secret (found by a red team): they must be
         // cleared first, as a removed pipeline's are.
         let sha256 = pipeline.sha256().to_string();
-        let same_code = self.running.lock().is_ok_and(|r| r.get(&id) == Some(&sha256));
+        let same_code = self.running.lock().is_ok_and(|r| r.get(&id).is_some_and(|i| i.sha256 == sha256));
         let old = self.setup.live.load().module_shared(&id).filter(|_| !same_code);
         let held = old.as_ref().and_then(|m| m.valves.as_ref()).map(|v| v.stored_secret_fields()).unwrap_or_default();
         if !held.is_empty() {
@@ -139,9 +155,11 @@ impl Components {
             kind: pipeline.kind().as_str(),
             replaced: false,
         };
+        let generation = index::generation_for(&index::read(self.setup.store.as_ref()).await?, &id);
+        pipeline.set_generation(generation);
         let module = self.start(pipeline).await?;
-        let (version, old) = index::insert(self.setup.store.as_ref(), &id, &bytes, &sha256, source).await?;
-        self.go_live(module, &sha256).await;
+        let (version, old) = index::insert(self.setup.store.as_ref(), &id, &bytes, &sha256, source, generation).await?;
+        self.go_live(module, Installed { sha256: sha256.clone(), generation }).await;
         self.set_seen(version);
         tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");
         Ok(Added { replaced: old.is_some(), ..added })
@@ -154,10 +172,17 @@ impl Components {
         if self.setup.builtin.contains(id) {
             return Err(ComponentError::BuiltIn(id.to_string()));
         }
-        let Some(version) = index::remove(self.setup.store.as_ref(), id).await? else {
+        let Some((version, entry)) = index::remove(self.setup.store.as_ref(), id).await? else {
             return Err(ComponentError::NotFound(id.to_string()));
         };
-        self.go_dead_for_good(id).await;
+        if let Some(shared) = &self.setup.shared_valves {
+            // Emptied, not deleted: the replicas follow versions, which must keep growing. Kept,
+            // the next addition of the id took the removed one's keys back (found by a red team).
+            if let Err(e) = shared.publish(id, "").await {
+                tracing::warn!(pipeline = id, error = %e, "the shared valves of a removed pipeline could not be deleted");
+            }
+        }
+        self.go_dead_for_good(id, entry.generation).await;
         self.set_seen(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
@@ -177,34 +202,65 @@ impl Components {
     }
 
     async fn sync(&self) -> Result<(), ComponentError> {
-        let index = index::read(self.setup.store.as_ref()).await?;
-        if index.version == self.seen() {
+        if index::read(self.setup.store.as_ref()).await?.version == self.seen() {
             return Ok(());
         }
         let _one_at_a_time = self.lock.lock().await;
+        // Read again under the lock: a snapshot taken before waiting for it (an addition here
+        // can hold it for seconds) undid what happened meanwhile (found by a red team).
+        let index = index::read(self.setup.store.as_ref()).await?;
+        let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
+        for (id, here) in &running {
+            let now = index.components.get(id).map(Installed::from);
+            // Gone, or removed and added again since: the one here is gone for good.
+            if now.as_ref().is_none_or(|now| now.generation != here.generation) {
+                self.go_dead_for_good(id, here.generation).await;
+                tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
+            }
+        }
         let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         for (id, entry) in &index.components {
-            if running.get(id) == Some(&entry.sha256) || self.setup.builtin.contains(id) {
+            let installed = Installed::from(entry);
+            if running.get(id) == Some(&installed) || self.setup.builtin.contains(id) {
                 continue;
             }
-            match self.load_stored(id, &entry.sha256).await {
+            if !running.contains_key(id) {
+                self.take_shared_valves(id).await;
+            }
+            match self.load_stored(id, &installed).await {
                 Ok(module) => {
-                    self.go_live(module, &entry.sha256).await;
+                    self.go_live(module, installed).await;
                     tracing::info!(pipeline = %id, "WebAssembly pipeline added by another replica");
                 }
                 Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded"),
             }
         }
-        for id in running.keys().filter(|id| !index.components.contains_key(*id)) {
-            self.go_dead_for_good(id).await;
-            tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
-        }
         self.set_seen(index.version);
         Ok(())
     }
 
-    async fn load_stored(&self, id: &str, sha256: &str) -> Result<Module, ComponentError> {
-        let pipeline = stored(&self.setup.runtime, self.setup.store.as_ref(), id, sha256).await?;
+    /// Before an id new here is loaded, its valves file is made what the replicas share: a
+    /// file this replica kept from an earlier addition of the id (while it was stopped during
+    /// the removal, say) would give the new code the old one's secrets.
+    async fn take_shared_valves(&self, id: &str) {
+        let Some(shared) = &self.setup.shared_valves else { return };
+        let path = crate::valves::file_path(&self.setup.valves_dir, id);
+        let result = match shared.text(id).await {
+            Ok(Some((text, _))) => crate::valves::file::write_atomic(&path, &text, true),
+            Ok(None) => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        if let Err(e) = result {
+            tracing::warn!(pipeline = id, error = %e, "the shared valves could not be taken for a pipeline added elsewhere");
+        }
+    }
+
+    async fn load_stored(&self, id: &str, installed: &Installed) -> Result<Module, ComponentError> {
+        let mut pipeline = stored(&self.setup.runtime, self.setup.store.as_ref(), id, &installed.sha256).await?;
+        pipeline.set_generation(installed.generation);
         self.start(pipeline).await
     }
 
@@ -217,13 +273,13 @@ impl Components {
         Ok(module)
     }
 
-    async fn go_live(&self, module: Module, sha256: &str) {
+    async fn go_live(&self, module: Module, installed: Installed) {
         let id = module.id().to_string();
         let current = self.setup.live.load();
         let old = current.module_shared(&id);
         self.setup.live.replace(current.with(module));
         if let Ok(mut running) = self.running.lock() {
-            running.insert(id, sha256.to_string());
+            running.insert(id, installed);
         }
         if let Some(old) = old {
             old.pipeline.on_shutdown().await;
@@ -244,10 +300,10 @@ impl Components {
 
     /// A removal: out of the registry, then its records shut (a call under way finishes the
     /// write it began; none begins after) before they and its valves file are deleted.
-    async fn go_dead_for_good(&self, id: &str) {
+    async fn go_dead_for_good(&self, id: &str, generation: u64) {
         self.go_dead(id).await;
-        self.setup.runtime.close_records(id).await;
-        forget(self.setup.store.as_ref(), &self.setup.valves_dir, id).await;
+        self.setup.runtime.close_records(&sluice_wasm::records_namespace(id, generation)).await;
+        forget(self.setup.store.as_ref(), &self.setup.valves_dir, id, generation).await;
     }
 
     fn seen(&self) -> u64 {
@@ -263,14 +319,14 @@ impl Components {
 
 /// Deletes what a removed pipeline leaves: its valves file (its keys) and its records, so a
 /// component added later with its id starts from its defaults.
-pub async fn forget(store: &dyn KvStore, valves_dir: &Path, id: &str) {
+pub async fn forget(store: &dyn KvStore, valves_dir: &Path, id: &str, generation: u64) {
     let file = crate::valves::file_path(valves_dir, id);
     if let Err(e) = std::fs::remove_file(&file) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(pipeline = id, error = %e, "the valves file of a removed pipeline could not be deleted");
         }
     }
-    if let Err(e) = store.trim(&sluice_wasm::records_namespace(id), 0, 0).await {
+    if let Err(e) = store.trim(&sluice_wasm::records_namespace(id, generation), 0, 0).await {
         tracing::warn!(pipeline = id, error = %e, "the records of a removed pipeline could not be deleted");
     }
 }
@@ -334,14 +390,14 @@ pub async fn load_all(
     runtime: &Arc<Runtime>,
     store: &dyn KvStore,
     builtin: &HashSet<String>,
-) -> Result<(Vec<Arc<dyn Pipeline>>, Vec<(String, String)>, u64), sluice_sdk::StoreError> {
+) -> Result<(Vec<Arc<dyn Pipeline>>, Vec<(String, Installed)>, u64), sluice_sdk::StoreError> {
     let (each, version) = load_each(runtime, store, builtin).await?;
     let mut pipelines: Vec<Arc<dyn Pipeline>> = Vec::new();
     let mut loaded = Vec::new();
-    for (id, sha256, result) in each {
+    for (id, installed, result) in each {
         match result {
             Ok(pipeline) => {
-                loaded.push((id, sha256));
+                loaded.push((id, installed));
                 pipelines.push(Arc::new(pipeline));
             }
             Err(e) => tracing::error!(pipeline = %id, error = %e, "WebAssembly pipeline could not be loaded; left out"),
@@ -350,19 +406,24 @@ pub async fn load_all(
     Ok((pipelines, loaded, version))
 }
 
-/// Each stored component (its id and digest) loaded, or why it could not be (`sluice check`
-/// says each); and the index's version. Only the store failing fails the whole.
+/// Each stored component (its id and what it is) loaded, or why it could not be (`sluice
+/// check` says each); and the index's version. Only the store failing fails the whole.
+#[allow(clippy::type_complexity)]
 pub async fn load_each(
     runtime: &Arc<Runtime>,
     store: &dyn KvStore,
     builtin: &HashSet<String>,
-) -> Result<(Vec<(String, String, Result<WasmPipeline, ComponentError>)>, u64), sluice_sdk::StoreError> {
+) -> Result<(Vec<(String, Installed, Result<WasmPipeline, ComponentError>)>, u64), sluice_sdk::StoreError> {
     let index = index::read(store).await?;
     let mut each = Vec::new();
     for (id, entry) in index.components.iter().filter(|(id, _)| !builtin.contains(*id)) {
-        match stored(runtime, store, id, &entry.sha256).await {
+        let result = stored(runtime, store, id, &entry.sha256).await.map(|mut pipeline| {
+            pipeline.set_generation(entry.generation);
+            pipeline
+        });
+        match result {
             Err(ComponentError::Store(e)) => return Err(e),
-            result => each.push((id.clone(), entry.sha256.clone(), result)),
+            result => each.push((id.clone(), Installed::from(entry), result)),
         }
     }
     Ok((each, index.version))

@@ -20,6 +20,11 @@ pub trait StoreAdmin: Send + Sync + 'static {
     fn health(&self) -> Option<StoreHealth> {
         None
     }
+    /// At the end: writes what is held in memory, waiting for the store up to `within`, and
+    /// says how many were lost if it does not come back. Nothing for the embedded store.
+    async fn write_held(&self, within: std::time::Duration) {
+        let _ = within;
+    }
 }
 
 /// A shared store's state for `/metrics`.

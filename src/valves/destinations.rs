@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use sluice_sdk::FieldError;
 
-use super::{env_var_name, Pinned, ValvesEntry};
+use super::{env_var_name, Pinned, ValvesEntry, ValvesEnv};
 
 impl ValvesEntry {
     /// A stored secret goes only where it went when it was entered: an update that moves a
@@ -73,6 +73,28 @@ impl ValvesEntry {
                 ),
             ));
         }
+    }
+
+    /// The URL valves that `to` moves away from `from` while the secret sent to them comes
+    /// from this replica's environment. Text shared by another replica, whose environment may
+    /// lack the key and so let the URL move, must not send this replica's key there (found by a
+    /// red team). `from` and `to`: values as a valves file or the live valves hold them.
+    pub fn moves_from_pinned(
+        &self,
+        env: &ValvesEnv,
+        from: &Map<String, Value>,
+        to: &Map<String, Value>,
+    ) -> Vec<String> {
+        let Ok(pinned) = self.read_env(env) else { return Vec::new() };
+        let defaults = self.cell.defaults();
+        let at = |values: &Map<String, Value>, url: &str| values.get(url).or_else(|| defaults.get(url)).cloned();
+        self.cell
+            .sent_to()
+            .iter()
+            .filter(|(secret, url)| pinned.contains_key(*secret) && !pinned.contains_key(*url))
+            .filter(|(_, url)| at(from, url) != at(to, url))
+            .map(|(_, url)| url.to_string())
+            .collect()
     }
 
     /// The confidential fields that hold secret text entered here (not set by the environment):

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sluice_sdk::{Pipeline, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use super::{file, ValvesEntry, ValvesService};
+use super::{file, ValvesEntry, ValvesEnv, ValvesService};
 use crate::store::SharedValves;
 
 /// A version query (a few bytes per pipeline) four times a second: under a second to every
@@ -38,6 +38,7 @@ pub async fn pull(
     shared: &dyn SharedValves,
     pipelines: &[Arc<dyn Pipeline>],
     dir: &Path,
+    env: &ValvesEnv,
 ) -> Result<HashMap<String, i64>, PullError> {
     let mut versions = HashMap::new();
     for p in pipelines {
@@ -49,7 +50,18 @@ pub async fn pull(
             .seed(p.id(), &local)
             .await
             .map_err(|source| PullError::Store { pipeline: p.id().to_string(), source })?;
-        if text != local {
+        let values = |text: &str| text.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
+        let moved = entry.moves_from_pinned(env, &values(&local), &values(&text));
+        if !moved.is_empty() {
+            // As a running replica refuses them (`ValvesService::apply_shared`); this file stays.
+            tracing::error!(
+                pipeline = p.id(),
+                version,
+                urls = moved.join(", "),
+                "valves from another replica refused here: they move where a key from this replica's environment \
+                 goes; set those URLs in the environment of every replica"
+            );
+        } else if text != local {
             file::write_atomic(&path, &text, entry.text_holds_secret(&text))
                 .map_err(|source| PullError::Write { path: path.display().to_string(), source })?;
             tracing::info!(pipeline = p.id(), version, "valves taken from the shared store");

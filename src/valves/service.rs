@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sluice_sdk::FieldError;
 
 use super::{file, UpdateError, ValvesEnv};
@@ -132,6 +132,23 @@ impl ValvesService {
         let Some(module) = self.registry.load().module_shared(id) else { return };
         let Some(entry) = &module.valves else { return };
         let _one_at_a_time = self.lock.lock().await;
+        let live = match &*entry.snapshot() {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        let shared = text.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
+        let moved = entry.moves_from_pinned(&self.env, &live, &shared);
+        if !moved.is_empty() {
+            tracing::error!(
+                pipeline = id,
+                version,
+                urls = moved.join(", "),
+                "valves from another replica refused here: they move where a key from this replica's environment \
+                 goes; set those URLs in the environment of every replica"
+            );
+            self.set_version(id, version);
+            return;
+        }
         if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {
             tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
         }

@@ -544,3 +544,86 @@ async fn a_receiver_slower_than_the_lease_gets_each_report_once() {
     let (duplicates, lost) = duplicates_and_losses(&mock.reports(), TURNS);
     assert_eq!((duplicates, lost), (0, 0), "{} attempts", mock.attempts());
 }
+
+/// A key from one replica's environment pins its URL there, but another replica whose
+/// environment lacks it could move the URL (giving a key of its own), and the first sent its
+/// key to the new URL (found by a red team). The first now refuses such a shared text, running
+/// and at start.
+#[tokio::test]
+async fn a_key_from_one_replica_s_environment_does_not_follow_a_url_moved_on_another() {
+    let Some(url) = pg_database().await else { return };
+    let pinned = || -> std::collections::HashMap<String, String> {
+        [("OPENPIPE_API_KEY".to_string(), "opk-from-this-environment-0123456789".to_string())].into()
+    };
+    let start = |env| {
+        spawn_app_with(Options { store_url: Some(url.clone()), env, openpipe: Some(fast()), ..Default::default() })
+    };
+    let a = start(pinned()).await.unwrap();
+    let b = start(Default::default()).await.unwrap();
+    let url_on = |app: &TestApp| {
+        let (client, address) = (app.client.clone(), app.url("/openpipe_reporting/valves"));
+        async move {
+            let res = client.get(address).bearer_auth(crate::helpers::KEY).send().await.unwrap();
+            res.json::<Value>().await.unwrap()["OPENPIPE_BASE_URL"].clone()
+        }
+    };
+    let before = url_on(&a).await;
+    let theirs = "http://127.0.0.1:9/api/v1";
+    let moved = json!({"OPENPIPE_BASE_URL": theirs, "OPENPIPE_API_KEY": "opk-of-the-other-replica-000000000"});
+    let res = b.client.post(b.url("/openpipe_reporting/valves/update")).bearer_auth(crate::helpers::KEY).json(&moved);
+    assert_eq!(res.send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(url_on(&b).await, json!(theirs), "the other replica took its own update");
+    assert_eq!(url_on(&a).await, before, "the replica whose key is pinned took the moved URL");
+    let c = start(pinned()).await.unwrap();
+    assert_eq!(url_on(&c).await, before, "a replica started now took the moved URL");
+}
+
+/// A replica claims only the reports it starts: it asked the shared store for its free places
+/// plus those in flight, and the store leased them all, so the extra ones waited a whole lease
+/// (five minutes by default) unsent while OpenPipe was merely slow (found by a red team).
+#[tokio::test]
+async fn a_slow_receiver_delays_no_report_by_a_lease() {
+    let Some(url) = pg_database().await else { return };
+    let mock = MockOpenPipe::start(OP_KEY).await;
+    mock.with(|s| s.slow = Some(Duration::from_secs(2)));
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, "TIMEOUT_SECONDS = 10"))];
+    let app = spawn_app_with(Options {
+        store_url: Some(url),
+        store_lease_secs: Some(60),
+        valves_files: files,
+        openpipe: Some(fast()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    const TURNS: usize = 8;
+    for i in 0..TURNS {
+        numbered_turn(&app, i).await;
+    }
+    // Four at a time, two seconds each: about four seconds for eight, not a minute.
+    mock.wait_for_reports(TURNS, 20).await;
+}
+
+/// Stopped while the database is away, a replica waits (up to its grace period) to write the
+/// reports it holds in memory: it ended at once and lost them without a word (found by a red
+/// team). The database comes back during the wait; another replica delivers them.
+#[tokio::test]
+async fn a_replica_stopped_while_the_database_is_away_writes_what_it_holds_when_it_is_back() {
+    let Some((proxy, mock, app)) = reporting_behind_a_proxy().await else { return };
+    proxy.cut();
+    for i in 1..=3 {
+        numbered_turn(&app, i).await;
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(gauge(&metrics, "sluice_store_held_entries"), 3.0, "{metrics}");
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!stopping.is_finished(), "it stopped without writing what it held");
+    proxy.restore();
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("it stopped once they were written").unwrap();
+    let files = vec![("openpipe_reporting.toml", valves(&mock, OP_KEY, ""))];
+    let _other = replica(&proxy.url, files, true, false).await;
+    mock.wait_for_reports(4, 20).await;
+    assert_eq!(completion_ids(&mock.reports()), ["chatcmpl-m-0", "chatcmpl-m-1", "chatcmpl-m-2", "chatcmpl-m-3"]);
+}

@@ -460,3 +460,42 @@ async fn the_compiler_s_cpu_time_is_bounded_by_the_kernel() {
     let cpu = limits.lines().find(|l| l.starts_with("Max cpu time")).unwrap();
     assert_eq!(cpu.split_whitespace().collect::<Vec<_>>()[3..6], ["180", "185", "seconds"], "{cpu}");
 }
+
+/// Removed and added again at once (how an admin resets a pipeline), the same code is a new
+/// pipeline on every replica: another replica saw the same code still there, kept the removed
+/// one's keys and records and never closed its calls' records (found by a red team); and the
+/// shared valves kept the keys for the next addition.
+#[tokio::test]
+async fn removed_and_added_again_a_pipeline_starts_afresh_on_every_replica() {
+    let Some(url) = pg_database().await else { return };
+    let replica = || spawn_app_with(Options { store_url: Some(url.clone()), ..Default::default() });
+    let (a, b) = (replica().await.unwrap(), replica().await.unwrap());
+    let describe = r#"{"id":"reset","kind":"filter","valves":{"type":"object","properties":{"API_KEY":{"type":"string","default":"","format":"password"}}}}"#;
+    let component = guests::component(&guests::core(describe, guests::ECHO, ""), None);
+    assert_eq!(upload(&a, "reset.wasm", component.clone()).await.0, 200);
+    let key_on = |app: &TestApp| {
+        let (client, url) = (app.client.clone(), app.url("/reset/valves"));
+        async move {
+            let res = client.get(url).bearer_auth(KEY).send().await.unwrap();
+            let (status, body) = json_of(res).await;
+            (status == 200).then(|| body["API_KEY"].as_str().unwrap_or("").to_string())
+        }
+    };
+    let update = json!({"API_KEY": "sk-given-to-the-first-addition-0123456789"});
+    let (status, body) = json_of(a.post_json("/reset/valves/update", &update).await).await;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    while !key_on(&b).await.is_some_and(|k| k.contains('*')) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the other replica did not take the key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delete(&a, "reset").await.0, 200);
+    assert_eq!(upload(&a, "reset.wasm", component).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (name, app) in [("the replica that removed it", &a), ("the other", &b)] {
+        assert_eq!(key_on(app).await.as_deref(), Some(""), "{name} still holds the removed pipeline's key");
+    }
+    // A replica started now takes nothing of it either.
+    let c = replica().await.unwrap();
+    assert_eq!(key_on(&c).await.as_deref(), Some(""));
+}

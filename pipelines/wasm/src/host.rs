@@ -17,14 +17,20 @@ const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_RECORDS: usize = 10_000;
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
-/// Where a pipeline's records live in sluice's store (emptied when it is removed).
-pub fn records_namespace(pipeline: &str) -> String {
-    format!("wasm:{pipeline}")
+/// Where a pipeline's records live in sluice's store (emptied when it is removed): its id and
+/// its generation, which a removal and a new addition change, so a call of the removed one
+/// still under way on another replica writes where the new one never reads. Generation 0 is
+/// what was added before generations, whose records stay where they were.
+pub fn records_namespace(pipeline: &str, generation: u64) -> String {
+    match generation {
+        0 => format!("wasm:{pipeline}"),
+        g => format!("wasm:{pipeline}#{g}"),
+    }
 }
 
 impl GuestState {
     fn namespace(&self) -> String {
-        records_namespace(&self.pipeline)
+        self.records.to_string()
     }
 
     fn store(&self, key: &str) -> Result<std::sync::Arc<dyn sluice_sdk::KvStore>, String> {
@@ -119,11 +125,11 @@ mod tests {
     async fn every_write_keeps_the_records_within_their_bound() {
         let asked = Arc::new(Asked::default());
         let kv: Arc<dyn KvStore> = asked.clone();
-        let grants = Grants { kv: Some(kv), ..Default::default() };
+        let grants = Grants { kv: Some(kv), records: records_namespace("p", 7).into(), ..Default::default() };
         let mut state = GuestState::new("p".into(), 1 << 20, grants);
         state.kv_set("k".into(), "v".into(), 0).await.unwrap();
         assert!(state.kv_set("k".into(), "x".repeat(MAX_VALUE + 1), 0).await.is_err());
         let asked = asked.0.lock().unwrap().clone();
-        assert_eq!(asked, ["put wasm:p k".to_string(), format!("trim wasm:p {MAX_RECORDS} {MAX_RECORD_BYTES}")]);
+        assert_eq!(asked, ["put wasm:p#7 k".to_string(), format!("trim wasm:p#7 {MAX_RECORDS} {MAX_RECORD_BYTES}")]);
     }
 }

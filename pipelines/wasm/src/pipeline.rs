@@ -12,7 +12,7 @@ use sluice_sdk::{
 
 use crate::answer;
 use crate::manifest::{Manifest, ALLOWED_HOSTS};
-use crate::records_gate::{GatedStore, RecordsGate};
+use crate::records_gate::GatedStore;
 use crate::runtime::{Compiled, Runtime};
 use crate::state::Grants;
 use crate::valves::JsonValves;
@@ -24,8 +24,8 @@ pub struct WasmPipeline {
     compiled: Arc<Compiled>,
     valves: Arc<JsonValves>,
     kv: OnceLock<Arc<dyn KvStore>>,
-    /// Shut when the id is removed (see [`crate::records_gate`]).
-    records_gate: Arc<RecordsGate>,
+    /// Where its records are (see [`crate::records_namespace`]).
+    records: Arc<str>,
     calls: AtomicU64,
     failures: AtomicU64,
 }
@@ -40,7 +40,7 @@ impl WasmPipeline {
     pub fn new(runtime: Arc<Runtime>, compiled: Compiled, manifest: Manifest) -> Self {
         WasmPipeline {
             id: Arc::from(manifest.id.as_str()),
-            records_gate: runtime.gates.of(&manifest.id),
+            records: Arc::from(crate::records_namespace(&manifest.id, 0)),
             valves: Arc::new(JsonValves::new(manifest.valves.clone())),
             manifest,
             runtime,
@@ -49,6 +49,12 @@ impl WasmPipeline {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
+    }
+
+    /// Which addition of its id this is (see [`crate::records_namespace`]); set before it
+    /// starts.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.records = Arc::from(crate::records_namespace(&self.id, generation));
     }
 
     /// The SHA-256 of the component's bytes.
@@ -67,7 +73,12 @@ impl WasmPipeline {
             .unwrap_or_default();
         let own: Map<String, Value> =
             live.iter().filter(|(k, _)| *k != ALLOWED_HOSTS).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let grants = Grants { allowed_hosts, kv: self.kv.get().cloned(), secrets: self.valves.secrets() };
+        let grants = Grants {
+            allowed_hosts,
+            kv: self.kv.get().cloned(),
+            secrets: self.valves.secrets(),
+            records: Arc::clone(&self.records),
+        };
         (grants, Value::Object(own).to_string())
     }
 
@@ -145,7 +156,7 @@ impl Pipeline for WasmPipeline {
     }
 
     async fn on_startup(&self, ctx: &PipelineContext) -> Result<(), PipelineError> {
-        let gated = GatedStore { inner: Arc::clone(&ctx.store), gate: Arc::clone(&self.records_gate) };
+        let gated = GatedStore { inner: Arc::clone(&ctx.store), gate: self.runtime.gates.of(&self.records) };
         let _ = self.kv.set(Arc::new(gated));
         Ok(())
     }

@@ -26,19 +26,20 @@ impl RecordsGate {
     }
 }
 
-/// The gate of each pipeline id whose records are open.
+/// The gate of each records namespace that is open (one per addition of an id).
 #[derive(Default)]
 pub struct Gates(Mutex<HashMap<String, Arc<RecordsGate>>>);
 
 impl Gates {
-    /// The gate of `id`: the one its earlier incarnations share, or a new one after a removal.
+    /// The gate of the records `id` names: the one the pipelines loaded with them share, or a
+    /// new one after a removal.
     pub fn of(&self, id: &str) -> Arc<RecordsGate> {
         let mut gates = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(gates.entry(id.to_string()).or_default())
     }
 
-    /// Closes `id`'s gate: after this no call of a pipeline loaded under `id` so far reads or
-    /// writes a record.
+    /// Closes `id`'s gate: after this no call of a pipeline loaded with those records so far
+    /// reads or writes one.
     pub async fn close(&self, id: &str) {
         let gate = self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
         if let Some(gate) = gate {

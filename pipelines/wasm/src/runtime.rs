@@ -114,10 +114,11 @@ impl Runtime {
         &self.limits
     }
 
-    /// For a removal: once this returns, no call of a pipeline loaded under `id` so far reads
-    /// or writes a record, so the records deleted next stay deleted.
-    pub async fn close_records(&self, id: &str) {
-        self.gates.close(id).await;
+    /// For a removal: once this returns, no call of a pipeline loaded with these records
+    /// (`records_namespace`) so far reads or writes one, so the records deleted next stay
+    /// deleted.
+    pub async fn close_records(&self, namespace: &str) {
+        self.gates.close(namespace).await;
     }
 
     /// Checks and compiles a component (seconds for a large one: call off the async threads).

@@ -14,6 +14,8 @@ use crate::http_gate::HttpGate;
 
 pub struct GuestState {
     pub pipeline: Arc<str>,
+    /// The namespace of its records (see [`crate::records_namespace`]).
+    pub(crate) records: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
@@ -29,7 +31,7 @@ pub struct GuestState {
 
 impl GuestState {
     pub fn new(pipeline: Arc<str>, memory_bytes: usize, grants: Grants) -> Self {
-        let Grants { allowed_hosts, kv, secrets } = grants;
+        let Grants { allowed_hosts, kv, secrets, records } = grants;
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -39,6 +41,7 @@ impl GuestState {
         GuestState {
             gate: HttpGate::new(Arc::clone(&pipeline), allowed_hosts),
             pipeline,
+            records,
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
@@ -57,6 +60,8 @@ pub struct Grants {
     pub allowed_hosts: Vec<String>,
     pub kv: Option<Arc<dyn KvStore>>,
     pub secrets: Vec<String>,
+    /// The namespace of the pipeline's records in `kv`.
+    pub records: Arc<str>,
 }
 
 impl WasiView for GuestState {

@@ -376,8 +376,12 @@ impl<'a> Loop<'a> {
         if slots == 0 {
             return later;
         }
-        // A store with one worker (SQLite) claims nothing: what is in flight is still due there.
-        let due = match w.outbox.due(QUEUE, now_ms(), slots + self.ids.len()).await {
+        // A store with one worker (SQLite) claims nothing: what is in flight is still due there,
+        // so more are asked for. A shared store claims (leases) every entry it answers, and
+        // those past `slots` waited a whole lease unsent (found by a red team): exactly
+        // `slots` there, where what is in flight is not due.
+        let ask = if w.outbox.lease().is_some() { slots } else { slots + self.ids.len() };
+        let due = match w.outbox.due(QUEUE, now_ms(), ask).await {
             Ok(d) => d.into_iter().filter(|e| !self.ids.contains(&e.id)).take(slots).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "openpipe: outbox unreadable; retrying");
