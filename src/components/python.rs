@@ -107,11 +107,19 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     limit_cpu(&child);
     let done = tokio::time::timeout(BUILD_TIMEOUT, child.wait_with_output()).await.map_err(|_| BuildError::Timeout)?;
     let output = done.map_err(|e| BuildError::Failed(e.to_string()))?;
+    #[cfg(unix)]
+    if std::os::unix::process::ExitStatusExt::signal(&output.status) == Some(CPU_LIMIT_SIGNAL) {
+        return Err(BuildError::Timeout);
+    }
     if !output.status.success() {
         return Err(BuildError::Failed(last_lines(&output.stderr, work.path())));
     }
     std::fs::read(&out).map_err(|e| BuildError::Failed(format!("no component was written: {e}")))
 }
+
+/// What the kernel sends a process past its CPU time (`SIGXCPU`).
+#[cfg(unix)]
+const CPU_LIMIT_SIGNAL: i32 = 24;
 
 /// The compiler may run the upload's code for no longer than a build may take, even when
 /// sluice is gone: killed with it (`kill -9`, a crash), it kept spinning (found by a red team).
@@ -120,7 +128,10 @@ fn limit_cpu(child: &tokio::process::Child) {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{prlimit, Pid, Resource, Rlimit};
-        let seconds = BUILD_TIMEOUT.as_secs();
+        // CPU time of all its threads: a build that uses every core for the whole wall-clock
+        // bound must still finish.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let seconds = BUILD_TIMEOUT.as_secs() * cores;
         let limit = Rlimit { current: Some(seconds), maximum: Some(seconds + 5) };
         let pid = child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw);
         if let Some(Err(e)) = pid.map(|pid| prlimit(Some(pid), Resource::Cpu, limit)) {

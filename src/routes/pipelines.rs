@@ -134,7 +134,20 @@ pub async fn add(
     let max = if name.ends_with(".py") { python::MAX_SOURCE } else { components.runtime().limits().component_bytes };
     let bytes = sources.fetcher.get(&url, max).await?;
     let bytes = component(&components, &sources, &name, bytes).await?;
-    Ok(answer(components.add(bytes, shown.clone()).await?, &shown))
+    let (added, source) = (components.into_inner(), shown.clone());
+    Ok(answer(to_the_end(async move { added.add(bytes, source).await }).await?, &shown))
+}
+
+/// Runs a change of the added pipelines to its end even when the caller goes away: stopped
+/// halfway (the index changed, the records and keys not yet deleted), a removal left them
+/// behind with nothing to retry it (found by a red team).
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ComponentError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ApiError::Internal(format!("the change stopped: {}", sluice_sdk::join_failure(&e)))),
+    }
 }
 
 /// `POST /pipelines/upload`: multipart field `file`, as Open WebUI and curl `-F file=@x` send it.
@@ -167,7 +180,8 @@ pub async fn upload(
             bytes.extend_from_slice(&chunk);
         }
         let bytes = component(&components, &sources, &name, bytes).await?;
-        return Ok(answer(components.add(bytes, name.clone()).await?, &name));
+        let (added, source) = (components.into_inner(), name.clone());
+        return Ok(answer(to_the_end(async move { added.add(bytes, source).await }).await?, &name));
     }
     Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))
 }
@@ -191,7 +205,8 @@ pub async fn delete(
             None => wasm_off(),
         });
     };
-    components.remove(&id).await?;
+    let (removed, which) = (components.into_inner(), id.clone());
+    to_the_end(async move { removed.remove(&which).await }).await?;
     Ok(HttpResponse::Ok().json(json!({"status": true, "detail": format!("Pipeline {id} deleted successfully")})))
 }
 
