@@ -215,8 +215,22 @@ impl PgStore {
         let mut client =
             self.pool.get().await.map_err(|e| PgStoreError::Connect(format!(": {}", sluice_sdk::error_chain(&e))))?;
         let tx = client.transaction().await.map_err(|e| PgStoreError::Migration(e.to_string()))?;
-        let step = |e: tokio_postgres::Error| PgStoreError::Migration(e.to_string());
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?;
+        // The database's own words ("db error" alone named nothing; found by a red team).
+        let step = |e: tokio_postgres::Error| {
+            PgStoreError::Migration(match e.as_db_error() {
+                Some(db) => format!("{}: sluice needs a database of its own", db.message()),
+                None => e.to_string(),
+            })
+        };
+        let free: bool =
+            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?.get(0);
+        if !free {
+            // Another replica migrating takes a moment; one stuck holding the lock is said, not
+            // waited for without end.
+            tracing::info!("another replica is migrating the store's schema; waiting up to two minutes");
+            tx.batch_execute("SET LOCAL lock_timeout = '120s'").await.map_err(step)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(step)?;
+        }
         tx.batch_execute("CREATE TABLE IF NOT EXISTS sluice_schema (version INTEGER NOT NULL)").await.map_err(step)?;
         let found: i32 =
             tx.query_one("SELECT COALESCE(MAX(version), 0) FROM sluice_schema", &[]).await.map_err(step)?.get(0);

@@ -244,6 +244,24 @@ async fn a_newer_schema_is_refused() {
     }
 }
 
+/// Pointed at another application's database (tables of sluice's names, other columns): the
+/// refusal says what the database said, and leaves that application's rows alone. It said
+/// only "db error" (found by a red team).
+#[tokio::test]
+async fn another_application_s_database_is_refused_in_the_database_s_words() {
+    let Some(url) = pg_database().await else { return };
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE TABLE kv (id SERIAL PRIMARY KEY, theirs TEXT); INSERT INTO kv (theirs) VALUES ('kept');")
+        .await
+        .unwrap();
+    let e = PgStore::connect(&url).await.err().expect("refused").to_string();
+    assert!(e.contains("relation \"kv\" already exists") && e.contains("a database of its own"), "{e}");
+    let kept: String = client.query_one("SELECT theirs FROM kv", &[]).await.unwrap().get(0);
+    assert_eq!(kept, "kept");
+}
+
 /// An operator whose replicas cannot reach the database learns where sluice tried, and why,
 /// never the password.
 #[tokio::test]
