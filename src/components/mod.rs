@@ -190,13 +190,20 @@ impl Components {
 
     /// Applies changes another replica (or the CLI) made, until `stop`.
     pub async fn follow(self: Arc<Self>, stop: CancellationToken) {
+        // Said when it starts failing and when it is back, not every second meanwhile.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
-            if let Err(e) = self.sync().await {
-                tracing::warn!(error = %e, "WebAssembly pipelines could not be followed");
+            match self.sync().await {
+                Err(e) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %e, "WebAssembly pipelines could not be followed; retrying until they can")
+                }
+                Err(_) => {}
+                Ok(()) if std::mem::take(&mut failing) => tracing::info!("WebAssembly pipelines are followed again"),
+                Ok(()) => {}
             }
         }
     }

@@ -74,6 +74,8 @@ pub async fn pull(
 /// Applies valves updated by other replicas, until `stop`.
 pub async fn follow(service: Arc<ValvesService>, stop: CancellationToken) {
     let Some(shared) = service.shared().cloned() else { return };
+    // Said when it starts failing and when it is back, not four times a second meanwhile.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -82,10 +84,15 @@ pub async fn follow(service: Arc<ValvesService>, stop: CancellationToken) {
         let versions = match shared.versions().await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!(error = %e, "shared valves could not be read; retrying");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "shared valves could not be read; retrying until they can");
+                }
                 continue;
             }
         };
+        if std::mem::take(&mut failing) {
+            tracing::info!("shared valves can be read again");
+        }
         for (id, version) in versions {
             if service.version(&id).is_some_and(|known| known >= version) {
                 continue;
