@@ -36,11 +36,15 @@ pub fn dir(dir: &Path) -> std::io::Result<()> {
     tighten(dir, 0o700)
 }
 
-/// The data directory made private ([`dir`]), and everything at its top sluice's own: a link
-/// or another user's entry there (`sluice.db-journal`, `builds`, anything) is refused. A
-/// directory open to others before may hold what they put there: a hot journal SQLite
-/// rolls into the store on open, a `builds` link whose target sluice then emptied (found by a
-/// red team).
+/// What sluice keeps at the top of its data directory (SQLite adds `-wal`, `-shm`,
+/// `-journal` and `-mj...` to the store's name).
+const OWN_NAMES: &[&str] = &["sluice.", "api_key", "builds", "wasm-cache"];
+
+/// The data directory made private ([`dir`]), and what sluice keeps at its top its own: a link
+/// or another user's entry there (`sluice.db-journal`, `builds`) is refused. A directory open
+/// to others before may hold what they put there: a hot journal SQLite rolls into the store on
+/// open, a `builds` link whose target sluice then emptied (found by a red team). Anything else
+/// another user owns is said, not refused: a volume's `lost+found` is root's.
 pub fn data_dir(path: &Path) -> std::io::Result<()> {
     dir(path)?;
     #[cfg(unix)]
@@ -53,10 +57,17 @@ pub fn data_dir(path: &Path) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if meta.file_type().is_symlink() {
-            return Err(refused(&entry.path(), "a symbolic link"));
+        let own = OWN_NAMES.iter().any(|n| entry.file_name().to_string_lossy().starts_with(n));
+        let checked = if meta.file_type().is_symlink() {
+            Err(refused(&entry.path(), "a symbolic link"))
+        } else {
+            refuse_foreign(&entry.path(), &meta)
+        };
+        match checked {
+            Err(e) if own => return Err(e),
+            Err(e) => tracing::warn!("{e}"),
+            Ok(()) => {}
         }
-        refuse_foreign(&entry.path(), &meta)?;
     }
     Ok(())
 }

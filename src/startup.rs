@@ -121,7 +121,7 @@ impl Application {
                 fetcher,
                 componentize_py: settings.componentize_py.clone(),
                 builds: components::builds_dir(&data_dir),
-                intake: tokio::sync::Semaphore::new(components::INTAKE),
+                intake: Arc::new(tokio::sync::Semaphore::new(components::INTAKE)),
             };
             Some((runtime, loaded, version, sources))
         } else {
@@ -207,23 +207,34 @@ impl Application {
         let handle = self.server.handle();
         let shutdown = self.shutdown.clone();
         tokio::spawn(stop_on_signal(handle, shutdown, self.grace));
+        // When the stop began: what is held is written within the same grace period, not a
+        // second one after it (an orchestrator kills at the end of the first).
+        let stopping = Arc::new(std::sync::OnceLock::new());
+        let seen = Arc::clone(&stopping);
+        let draining = self.shutdown.draining.clone();
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            let _ = seen.set(std::time::Instant::now());
+        });
         let result = self.server.await;
         for module in self.registry.load().modules() {
             module.pipeline.on_shutdown().await;
         }
-        self.store.write_held(self.grace).await;
+        let spent = stopping.get().map_or(Duration::ZERO, |at: &std::time::Instant| at.elapsed());
+        self.store.write_held(self.grace.saturating_sub(spent).max(HELD_AT_LEAST)).await;
         tracing::info!("sluice stopped");
         result
     }
 }
 
+/// The least time held reports get at the end, even after a stop that used its grace period.
+const HELD_AT_LEAST: Duration = Duration::from_secs(2);
+
 /// What to do about a valves directory this process cannot write.
 fn unwritable_valves(dir: &std::path::Path, e: &std::io::Error) -> String {
     #[cfg(unix)]
-    let user = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").map(|m| format!(" (uid {})", m.uid())).unwrap_or_default()
-    };
+    // Not the owner of /proc/self: a process that cannot be dumped finds it root's.
+    let user = format!(" (uid {})", rustix::process::geteuid().as_raw());
     #[cfg(not(unix))]
     let user = String::new();
     format!(

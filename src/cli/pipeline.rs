@@ -76,14 +76,13 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             }
             match index::remove(store, &id).await.map_err(|e| e.to_string())? {
                 Some((_, entry)) => {
+                    components::forget(store, &settings.valves_dir, &id, entry.generation).await;
                     if let Some(shared) = &stores.shared_valves {
                         // Emptied, as the server does (`Components::remove`).
-                        shared
-                            .publish(&id, "")
-                            .await
-                            .map_err(|e| format!("removed {id}, but not its shared valves: {e}"))?;
+                        shared.publish(&id, "").await.map_err(|e| {
+                            format!("removed {id}, but its shared valves could not be emptied (do it before adding it again): {e}")
+                        })?;
                     }
-                    components::forget(store, &settings.valves_dir, &id, entry.generation).await;
                     say!("removed {id}");
                     Ok(())
                 }

@@ -58,7 +58,7 @@ pub struct Sources {
     pub builds: PathBuf,
     /// Additions in progress at once: each holds its component (up to `wasm_component_mb`)
     /// in memory and may run a compiler, so a third waits for its turn by being refused.
-    pub intake: tokio::sync::Semaphore,
+    pub intake: Arc<tokio::sync::Semaphore>,
 }
 
 /// Additions that may be in progress at once (see [`Sources::intake`]).
@@ -160,7 +160,7 @@ impl Components {
         let module = self.start(pipeline).await?;
         let (version, old) = index::insert(self.setup.store.as_ref(), &id, &bytes, &sha256, source, generation).await?;
         self.go_live(module, Installed { sha256: sha256.clone(), generation }).await;
-        self.set_seen(version);
+        self.seen_after_own_change(version);
         tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");
         Ok(Added { replaced: old.is_some(), ..added })
     }
@@ -179,11 +179,22 @@ impl Components {
             // Emptied, not deleted: the replicas follow versions, which must keep growing. Kept,
             // the next addition of the id took the removed one's keys back (found by a red team).
             if let Err(e) = shared.publish(id, "").await {
-                tracing::warn!(pipeline = id, error = %e, "the shared valves of a removed pipeline could not be deleted");
+                tracing::error!(
+                    pipeline = id,
+                    error = %e,
+                    "the shared valves of a removed pipeline could not be emptied: empty them before adding the id again \
+                     (POST /<id>/valves/update with each secret set to null, once it is added)"
+                );
             }
         }
+        // This replica may still run an older addition of the id (not followed yet): ended too.
+        let here = self.running.lock().ok().and_then(|r| r.get(id).map(|i| i.generation));
+        if let Some(older) = here.filter(|g| *g != entry.generation) {
+            self.setup.runtime.close_records(&sluice_wasm::records_namespace(id, older)).await;
+            forget(self.setup.store.as_ref(), &self.setup.valves_dir, id, older).await;
+        }
         self.go_dead_for_good(id, entry.generation).await;
-        self.set_seen(version);
+        self.seen_after_own_change(version);
         tracing::info!(pipeline = id, "WebAssembly pipeline removed");
         Ok(())
     }
@@ -219,22 +230,24 @@ impl Components {
         let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         for (id, here) in &running {
             let now = index.components.get(id).map(Installed::from);
-            // Gone, or removed and added again since: the one here is gone for good.
-            if now.as_ref().is_none_or(|now| now.generation != here.generation) {
+            // Gone, or removed and added again since: the one here is gone for good. An entry
+            // without a generation was written by an older sluice (mixed versions while
+            // upgrading), which drops the field: not a new addition by itself.
+            if now.as_ref().is_none_or(|now| now.generation != 0 && now.generation != here.generation) {
                 self.go_dead_for_good(id, here.generation).await;
                 tracing::info!(pipeline = %id, "WebAssembly pipeline removed by another replica");
             }
         }
         let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
         for (id, entry) in &index.components {
-            let installed = Installed::from(entry);
+            let mut installed = Installed::from(entry);
+            if let Some(here) = running.get(id).filter(|_| installed.generation == 0) {
+                installed.generation = here.generation;
+            }
             if running.get(id) == Some(&installed) || self.setup.builtin.contains(id) {
                 continue;
             }
-            if !running.contains_key(id) {
-                self.take_shared_valves(id).await;
-            }
-            match self.load_stored(id, &installed).await {
+            match self.load_stored(id, &installed, !running.contains_key(id)).await {
                 Ok(module) => {
                     self.go_live(module, installed).await;
                     tracing::info!(pipeline = %id, "WebAssembly pipeline added by another replica");
@@ -248,26 +261,46 @@ impl Components {
 
     /// Before an id new here is loaded, its valves file is made what the replicas share: a
     /// file this replica kept from an earlier addition of the id (while it was stopped during
-    /// the removal, say) would give the new code the old one's secrets.
-    async fn take_shared_valves(&self, id: &str) {
+    /// the removal, say) would give the new code the old one's secrets. A URL the text moves
+    /// from its default while a key from this replica's environment goes there stays at its
+    /// default, as an update from another replica is taken (found by a reviewer).
+    async fn take_shared_valves(&self, pipeline: &WasmPipeline) {
         let Some(shared) = &self.setup.shared_valves else { return };
+        let id = pipeline.id();
         let path = crate::valves::file_path(&self.setup.valves_dir, id);
-        let result = match shared.text(id).await {
-            Ok(Some((text, _))) => crate::valves::file::write_atomic(&path, &text, true),
-            Ok(None) => std::fs::remove_file(&path).or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(e),
-            }),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
+        let entry = pipeline.valves().map(|cell| crate::valves::ValvesEntry::new(id, cell, &self.setup.valves_dir));
+        let result =
+            match shared.text(id).await {
+                Ok(Some((text, _))) => {
+                    let (text, kept) = match &entry {
+                        Some(entry) => entry.keep_pinned_urls(&self.setup.env, &serde_json::Map::new(), &text),
+                        None => (text, Vec::new()),
+                    };
+                    if !kept.is_empty() {
+                        tracing::warn!(pipeline = id, urls = kept.join(", "),
+                        "shared valves taken but these URLs left at their defaults here: a key from this replica's \
+                         environment goes to them");
+                    }
+                    crate::valves::file::write_atomic(&path, &text, true)
+                }
+                Ok(None) => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                }),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
         if let Err(e) = result {
             tracing::warn!(pipeline = id, error = %e, "the shared valves could not be taken for a pipeline added elsewhere");
         }
     }
 
-    async fn load_stored(&self, id: &str, installed: &Installed) -> Result<Module, ComponentError> {
+    /// `new_here`: the id runs nothing here yet, so its valves file is first made the shared one.
+    async fn load_stored(&self, id: &str, installed: &Installed, new_here: bool) -> Result<Module, ComponentError> {
         let mut pipeline = stored(&self.setup.runtime, self.setup.store.as_ref(), id, &installed.sha256).await?;
         pipeline.set_generation(installed.generation);
+        if new_here {
+            self.take_shared_valves(&pipeline).await;
+        }
         self.start(pipeline).await
     }
 
@@ -311,6 +344,15 @@ impl Components {
         self.go_dead(id).await;
         self.setup.runtime.close_records(&sluice_wasm::records_namespace(id, generation)).await;
         forget(self.setup.store.as_ref(), &self.setup.valves_dir, id, generation).await;
+    }
+
+    /// After a change made here: the index version it wrote is this replica's only when it
+    /// follows the one applied; otherwise another replica changed it meanwhile, and taking the
+    /// version would skip that change (found by a reviewer).
+    fn seen_after_own_change(&self, version: u64) {
+        if version == self.seen() + 1 {
+            self.set_seen(version);
+        }
     }
 
     fn seen(&self) -> u64 {

@@ -108,7 +108,8 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     let done = tokio::time::timeout(BUILD_TIMEOUT, child.wait_with_output()).await.map_err(|_| BuildError::Timeout)?;
     let output = done.map_err(|e| BuildError::Failed(e.to_string()))?;
     #[cfg(unix)]
-    if std::os::unix::process::ExitStatusExt::signal(&output.status) == Some(CPU_LIMIT_SIGNAL) {
+    // Past its CPU time (see `limit_cpu`).
+    if std::os::unix::process::ExitStatusExt::signal(&output.status) == Some(libc::SIGXCPU) {
         return Err(BuildError::Timeout);
     }
     if !output.status.success() {
@@ -116,10 +117,6 @@ pub async fn build(compiler: &str, builds: &Path, id: &str, source: &[u8]) -> Re
     }
     std::fs::read(&out).map_err(|e| BuildError::Failed(format!("no component was written: {e}")))
 }
-
-/// What the kernel sends a process past its CPU time (`SIGXCPU`).
-#[cfg(unix)]
-const CPU_LIMIT_SIGNAL: i32 = 24;
 
 /// The compiler may run the upload's code for no longer than a build may take, even when
 /// sluice is gone: killed with it (`kill -9`, a crash), it kept spinning (found by a red team).

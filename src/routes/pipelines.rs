@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -60,8 +62,10 @@ fn wasm_off() -> ApiError {
 }
 
 /// A place among the additions in progress, or a refusal to come back later.
-fn admitted(sources: &Sources) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    sources.intake.try_acquire().map_err(|_| {
+/// A place among the additions in progress, held until the addition ends (also in the task
+/// that finishes it when the caller has gone: [`to_the_end`]).
+fn admitted(sources: &Sources) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&sources.intake).try_acquire_owned().map_err(|_| {
         ApiError::Busy(format!(
             "{} pipelines are being added already; try again in a moment",
             crate::components::INTAKE
@@ -122,7 +126,7 @@ pub async fn add(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
-    let _admitted = admitted(&sources)?;
+    let admitted = admitted(&sources)?;
     let (body, _reservation) = crate::body::json_body(&req, payload).await?.into_parts();
     let url = match body.get("url") {
         Some(Value::String(url)) if !url.trim().is_empty() => fetch::raw_github(url.trim()),
@@ -135,7 +139,11 @@ pub async fn add(
     let bytes = sources.fetcher.get(&url, max).await?;
     let bytes = component(&components, &sources, &name, bytes).await?;
     let (added, source) = (components.into_inner(), shown.clone());
-    Ok(answer(to_the_end(async move { added.add(bytes, source).await }).await?, &shown))
+    let adding = async move {
+        let _admitted = admitted;
+        added.add(bytes, source).await
+    };
+    Ok(answer(to_the_end(adding).await?, &shown))
 }
 
 /// Runs a change of the added pipelines to its end even when the caller goes away: stopped
@@ -157,7 +165,7 @@ pub async fn upload(
     mut form: actix_multipart::Multipart,
 ) -> Result<HttpResponse, ApiError> {
     let (Some(components), Some(sources)) = (components, sources) else { return Err(wasm_off()) };
-    let _admitted = admitted(&sources)?;
+    let admitted = admitted(&sources)?;
     let max = components.runtime().limits().component_bytes;
     while let Some(field) = form.next().await {
         let mut field =
@@ -181,7 +189,11 @@ pub async fn upload(
         }
         let bytes = component(&components, &sources, &name, bytes).await?;
         let (added, source) = (components.into_inner(), name.clone());
-        return Ok(answer(to_the_end(async move { added.add(bytes, source).await }).await?, &name));
+        let adding = async move {
+            let _admitted = admitted;
+            added.add(bytes, source).await
+        };
+        return Ok(answer(to_the_end(adding).await?, &name));
     }
     Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))
 }

@@ -217,8 +217,19 @@ impl PgStore {
         let tx = client.transaction().await.map_err(|e| PgStoreError::Migration(e.to_string()))?;
         // The database's own words ("db error" alone named nothing; found by a red team).
         let step = |e: tokio_postgres::Error| {
+            use tokio_postgres::error::SqlState;
             PgStoreError::Migration(match e.as_db_error() {
-                Some(db) => format!("{}: sluice needs a database of its own", db.message()),
+                Some(db) if db.code() == &SqlState::LOCK_NOT_AVAILABLE => {
+                    "another replica held the schema's lock for two minutes: is one stuck starting?".to_string()
+                }
+                // Tables of sluice's names that are not sluice's.
+                Some(db)
+                    if [SqlState::DUPLICATE_TABLE, SqlState::DUPLICATE_COLUMN, SqlState::UNDEFINED_COLUMN]
+                        .contains(db.code()) =>
+                {
+                    format!("{}: sluice needs a database of its own", db.message())
+                }
+                Some(db) => db.message().to_string(),
                 None => e.to_string(),
             })
         };

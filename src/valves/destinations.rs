@@ -97,6 +97,27 @@ impl ValvesEntry {
             .collect()
     }
 
+    /// `text` (a valves file shared by the replicas) with each URL it would move away from
+    /// `from` while the secret sent there comes from this replica's environment put back as
+    /// `from` has it; and the URLs so kept. The rest of the text is taken: refusing it whole
+    /// kept a removed pipeline's stale file, keys and all, on a replica started later (found by
+    /// a reviewer).
+    pub fn keep_pinned_urls(&self, env: &ValvesEnv, from: &Map<String, Value>, text: &str) -> (String, Vec<String>) {
+        let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else { return (text.to_string(), Vec::new()) };
+        let Ok(to) = super::file::to_json(&doc) else { return (text.to_string(), Vec::new()) };
+        let moved = self.moves_from_pinned(env, from, &to);
+        if moved.is_empty() {
+            return (text.to_string(), moved);
+        }
+        for url in &moved {
+            match from.get(url.as_str()) {
+                Some(value) if super::file::set(&mut doc, url, value).is_some() => {}
+                _ => super::file::remove(&mut doc, url),
+            }
+        }
+        (doc.to_string(), moved)
+    }
+
     /// The confidential fields that hold secret text entered here (not set by the environment):
     /// what new code under this id must not receive unless it is entered again.
     pub fn stored_secret_fields(&self) -> Vec<String> {

@@ -50,18 +50,19 @@ pub async fn pull(
             .seed(p.id(), &local)
             .await
             .map_err(|source| PullError::Store { pipeline: p.id().to_string(), source })?;
-        let values = |text: &str| text.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
-        let moved = entry.moves_from_pinned(env, &values(&local), &values(&text));
-        if !moved.is_empty() {
-            // As a running replica refuses them (`ValvesService::apply_shared`); this file stays.
-            tracing::error!(
+        let local_values = local.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
+        // As a running replica takes them (`ValvesService::apply_shared`).
+        let (text, kept) = entry.keep_pinned_urls(env, &local_values, &text);
+        if !kept.is_empty() {
+            tracing::warn!(
                 pipeline = p.id(),
                 version,
-                urls = moved.join(", "),
-                "valves from another replica refused here: they move where a key from this replica's environment \
-                 goes; set those URLs in the environment of every replica"
+                urls = kept.join(", "),
+                "valves from another replica taken but these URLs kept here: a key from this replica's environment \
+                 goes to them; set them in the environment of every replica"
             );
-        } else if text != local {
+        }
+        if text != local {
             file::write_atomic(&path, &text, entry.text_holds_secret(&text))
                 .map_err(|source| PullError::Write { path: path.display().to_string(), source })?;
             tracing::info!(pipeline = p.id(), version, "valves taken from the shared store");

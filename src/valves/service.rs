@@ -129,26 +129,26 @@ impl ValvesService {
     /// hook. A text this replica cannot accept (its environment pins another value, say) is
     /// left out with a warning; the replica keeps its values.
     pub async fn apply_shared(&self, id: &str, text: &str, version: i64) {
-        let Some(module) = self.registry.load().module_shared(id) else { return };
-        let Some(entry) = &module.valves else { return };
+        // Not here (removed, or not yet added): nothing to apply, and the version is taken so
+        // it is not read again four times a second.
+        let Some(module) = self.registry.load().module_shared(id) else { return self.set_version(id, version) };
+        let Some(entry) = &module.valves else { return self.set_version(id, version) };
         let _one_at_a_time = self.lock.lock().await;
         let live = match &*entry.snapshot() {
             Value::Object(map) => map.clone(),
             _ => Map::new(),
         };
-        let shared = text.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
-        let moved = entry.moves_from_pinned(&self.env, &live, &shared);
-        if !moved.is_empty() {
-            tracing::error!(
+        let (text, kept) = entry.keep_pinned_urls(&self.env, &live, text);
+        if !kept.is_empty() {
+            tracing::warn!(
                 pipeline = id,
                 version,
-                urls = moved.join(", "),
-                "valves from another replica refused here: they move where a key from this replica's environment \
-                 goes; set those URLs in the environment of every replica"
+                urls = kept.join(", "),
+                "valves from another replica taken but these URLs kept here: a key from this replica's environment \
+                 goes to them; set them in the environment of every replica"
             );
-            self.set_version(id, version);
-            return;
         }
+        let text = text.as_str();
         if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {
             tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
         }

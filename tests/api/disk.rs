@@ -220,3 +220,24 @@ async fn the_server_s_memory_is_closed_to_its_user_s_other_processes() {
     assert!(status.contains(&format!("Uid:\t{OTHER_UID}")), "not running as {OTHER_UID}:\n{status}");
     assert_eq!(environ.uid(), 0, "/proc/PID/environ belongs to the server's user");
 }
+
+/// A volume mounted as the data directory has a `lost+found` of root's: said, not refused
+/// (only what sluice keeps there must be its own; found by a reviewer).
+#[tokio::test]
+async fn another_user_s_entry_sluice_does_not_use_is_only_said() {
+    if !is_root() {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let found = dir.path().join("data/lost+found");
+    std::fs::create_dir_all(&found).unwrap();
+    std::os::unix::fs::chown(&found, Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    let (mut child, port) = start_binary_through(&[], dir.path(), &[KEY], Stdio::piped());
+    answering(port).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut said = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    assert!(said.contains("lost+found") && said.contains(&format!("belongs to user {OTHER_UID}")), "{said}");
+}

@@ -1,8 +1,10 @@
-//! A removed pipeline's records stay removed. Removal deletes the records under the pipeline's
-//! id, but a call already under way could write one a moment later, and a component added
-//! afterwards with that id would read it (found by a red team). Every record a guest reads or
-//! writes passes a gate shared by all incarnations of its id until the id is removed; removal
-//! closes it, waiting for the operations already past it, before the records are deleted.
+//! A removed pipeline's records stay removed. Removal deletes the pipeline's records, but a
+//! call already under way could write one a moment later, and a component added afterwards
+//! with that id would read it (found by a red team). Every record a guest reads or writes
+//! passes the gate of its records' namespace (its id and generation, see
+//! `crate::records_namespace`), shared by the pipelines loaded with them until they are
+//! removed; removal closes it, waiting for the operations already past it, before the records
+//! are deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
