@@ -11,7 +11,7 @@ use crate::components;
 use crate::config::Settings;
 use crate::registry::{self, Registry, RegistryError, Source};
 use crate::store::PgStore;
-use crate::valves::ValvesEnv;
+use crate::valves::{file, ValvesEnv};
 
 /// Every pipeline's valves are checked on their own, so one run lists every problem; a value
 /// from a file names its line, a value from the environment its variable.
@@ -74,6 +74,14 @@ pub async fn run(settings: Option<&Settings>, valves_dir: &Path, settings_proble
     }
     for pipeline in all {
         let id = pipeline.id().to_string();
+        // Said, not counted, as the server says it at start.
+        if let Some(cell) = pipeline.valves() {
+            let entry = crate::valves::ValvesEntry::new(&id, cell, valves_dir);
+            if let Some(mode) = file::read(entry.path()).ok().flatten().and_then(|doc| entry.exposed_key(&doc)) {
+                let path = entry.path().display();
+                say!("warn   {path} (mode {mode:o}) holds a key and others on this machine may read it: make it 0600");
+            }
+        }
         match Registry::build(vec![pipeline], valves_dir, &ValvesEnv::Map(own_variables(&known_env, &id))) {
             Ok(_) => say!("ok     {id}"),
             Err(RegistryError::Valves { errors, .. }) => {

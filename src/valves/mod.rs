@@ -151,14 +151,20 @@ impl ValvesEntry {
     /// A file the operator wrote with a key in it and left readable by others is said, not
     /// changed: it is theirs (sluice makes the files it writes 0600).
     fn warn_if_others_may_read(&self, doc: &DocumentMut) {
-        let Some(mode) = crate::private::others_may_read(&self.path) else { return };
-        if file::to_json(doc).is_ok_and(|values| self.holds_secret(&values)) {
+        if let Some(mode) = self.exposed_key(doc) {
             tracing::warn!(
                 path = %self.path.display(),
                 mode = format!("{mode:o}"),
                 "this valves file holds a key and others on this machine may read it: make it 0600 (chmod 600)"
             );
         }
+    }
+
+    /// The file's mode when, read as `doc`, it holds a key others on this machine may read
+    /// (`sluice check` says it too).
+    pub fn exposed_key(&self, doc: &DocumentMut) -> Option<u32> {
+        let mode = crate::private::others_may_read(&self.path)?;
+        file::to_json(doc).is_ok_and(|values| self.holds_secret(&values)).then_some(mode)
     }
 
     /// Whether `loaded` holds other values than the live ones.

@@ -166,6 +166,15 @@ fn check_says_a_settings_file_with_a_key_that_others_may_read() {
     let (code, out, _) = sluice(dir.path(), &["check"]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warn"), "{out}");
+
+    // A valves file too, as the server says at start (`check` did not; found by a red team).
+    let valves = dir.path().join("valves/openpipe_reporting.toml");
+    std::fs::write(&valves, "OPENPIPE_API_KEY = \"opk-readable-by-all-0123456789\"\n").unwrap();
+    std::fs::set_permissions(&valves, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = sluice(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("openpipe_reporting.toml (mode 644) holds a key and others"), "{out}");
+    assert!(!out.contains("opk-readable") && !err.contains("opk-readable"), "{out}{err}");
 }
 
 /// The WebAssembly pipelines added in the store are checked with the built-in ones: a variable
