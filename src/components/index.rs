@@ -48,8 +48,21 @@ pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
     }
 }
 
-/// Stores `bytes` as the component of `id`: the new index version and the entry it replaced.
-/// With the server running, each replica loads it within a second.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "pipeline {0} was changed meanwhile (removed, added or replaced, on another replica or by the CLI); \
+         look at GET /pipelines and try again"
+    )]
+    Changed(String),
+}
+
+/// Stores `bytes` as the component of `id`, which the caller saw at generation `was` (`None`:
+/// not there), taking `generation`: the new index version and the entry it replaced. With the
+/// server running, each replica loads it within a second.
+#[allow(clippy::too_many_arguments)]
 pub async fn insert(
     store: &dyn KvStore,
     id: &str,
@@ -57,9 +70,18 @@ pub async fn insert(
     sha256: &str,
     source: String,
     generation: u64,
-) -> Result<(u64, Option<Entry>), StoreError> {
-    let mut index = read(store).await?;
+    was: Option<u64>,
+) -> Result<(u64, Option<Entry>), InsertError> {
+    // The bytes first, so the index is read and written back at once: with the bytes between
+    // them (seconds for a large component), a removal on another replica in that time was
+    // undone and its generation came back (found by a red team). The store has no
+    // compare-and-set: a change within that moment is still possible.
     put_bytes(store, sha256, bytes).await?;
+    let mut index = read(store).await?;
+    if index.components.get(id).map(|e| e.generation) != was {
+        drop_if_unused(store, &index, sha256).await;
+        return Err(InsertError::Changed(id.to_string()));
+    }
     let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms(), generation };
     let old = index.components.insert(id.to_string(), entry);
     index.version += 1;
@@ -121,4 +143,32 @@ pub async fn bytes(store: &dyn KvStore, sha256: &str) -> Result<Option<Vec<u8>>,
 
 fn blob_key(sha256: &str) -> String {
     format!("wasm:{sha256}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// An addition made on what the index no longer is (a removal or another addition came
+    /// between) is refused, not written over it: a removal raced by a replacement on another
+    /// replica was undone and its generation came back (found by a red team).
+    #[tokio::test]
+    async fn an_addition_on_what_changed_meanwhile_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
+        let add = |was: Option<u64>, generation: u64| {
+            let store = store.clone();
+            async move { insert(&store, "p", b"\0asm", "abc", "p.wasm".into(), generation, was).await }
+        };
+        add(None, 1).await.unwrap();
+        assert!(matches!(add(None, 2).await, Err(InsertError::Changed(_))), "added twice as new");
+        add(Some(1), 1).await.unwrap();
+        remove(&store, "p").await.unwrap().unwrap();
+        assert!(matches!(add(Some(1), 1).await, Err(InsertError::Changed(_))), "a replacement of what was removed");
+        let index = read(&store).await.unwrap();
+        assert!(index.components.is_empty(), "{index:?}");
+        assert!(bytes(&store, "abc").await.unwrap().is_none(), "the refused addition's bytes were kept");
+    }
 }

@@ -33,6 +33,8 @@ pub enum ComponentError {
     Valves(#[from] RegistryError),
     #[error("the component could not be stored: {0}")]
     Store(#[from] sluice_sdk::StoreError),
+    #[error("{0}")]
+    Changed(String),
     #[error("pipeline {id} failed to start: {message}")]
     Start { id: String, message: String },
     #[error("the component stored as {id} now says it is {says}")]
@@ -155,10 +157,23 @@ impl Components {
             kind: pipeline.kind().as_str(),
             replaced: false,
         };
-        let generation = index::generation_for(&index::read(self.setup.store.as_ref()).await?, &id);
+        let seen = index::read(self.setup.store.as_ref()).await?;
+        let was = seen.components.get(&id).map(|e| e.generation);
+        let generation = index::generation_for(&seen, &id);
+        if let (None, Some(shared)) = (was, &self.setup.shared_valves) {
+            // A new addition starts from its defaults on every replica: a replica that had not
+            // yet seen a removal could still share valves for the removed one (found by a red
+            // team).
+            shared.publish(&id, "").await?;
+        }
         pipeline.set_generation(generation);
         let module = self.start(pipeline).await?;
-        let (version, old) = index::insert(self.setup.store.as_ref(), &id, &bytes, &sha256, source, generation).await?;
+        let store = self.setup.store.as_ref();
+        let (version, old) =
+            index::insert(store, &id, &bytes, &sha256, source, generation, was).await.map_err(|e| match e {
+                index::InsertError::Store(e) => ComponentError::Store(e),
+                changed @ index::InsertError::Changed(_) => ComponentError::Changed(changed.to_string()),
+            })?;
         self.go_live(module, Installed { sha256: sha256.clone(), generation }).await;
         self.seen_after_own_change(version);
         tracing::info!(pipeline = %id, sha256 = %sha256, "WebAssembly pipeline added");

@@ -23,7 +23,9 @@ pub async fn list_pipelines(live: web::Data<LiveRegistry>) -> HttpResponse {
 impl From<ComponentError> for ApiError {
     fn from(e: ComponentError) -> Self {
         match e {
-            ComponentError::BuiltIn(_) | ComponentError::HoldsSecrets { .. } => ApiError::Conflict(e.to_string()),
+            ComponentError::BuiltIn(_) | ComponentError::HoldsSecrets { .. } | ComponentError::Changed(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             ComponentError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ComponentError::Load(sluice_wasm::LoadError::Busy(_)) => ApiError::Busy(e.to_string()),
             ComponentError::Load(_) | ComponentError::Valves(_) => ApiError::BadRequest(e.to_string()),

@@ -492,6 +492,11 @@ async fn removed_and_added_again_a_pipeline_starts_afresh_on_every_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(delete(&a, "reset").await.0, 200);
+    // The other replica has not followed the removal yet: a key entered there now is shared
+    // for the removed pipeline, and the next addition took it (found by a red team).
+    let late = json!({"API_KEY": "sk-entered-after-the-removal-0123456789"});
+    let (status, body) = json_of(b.post_json("/reset/valves/update", &late).await).await;
+    assert!(status == 200 || status == 404, "{status} {body}");
     assert_eq!(upload(&a, "reset.wasm", component).await.0, 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for (name, app) in [("the replica that removed it", &a), ("the other", &b)] {
