@@ -10,6 +10,7 @@
 
 mod admin;
 mod pg_connect;
+mod pg_error;
 mod pg_schema;
 mod postgres;
 mod shared_valves;

@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Pool;
 
-use super::postgres::PgStoreError;
+use super::pg_error::PgStoreError;
 
 /// The schema, one step per version. Append; never edit a released step.
 const MIGRATIONS: &[&str] = &[

@@ -20,6 +20,8 @@ use tokio_postgres::Row;
 
 use sluice_sdk::clock::{unix_ms as unix_now_ms, unix_secs as unix_now};
 
+pub use super::pg_error::PgStoreError;
+
 /// How long an entry handed out by `due` stays with its worker before another may take it.
 /// The worker takes only what it starts at once and renews the lease of attempts in flight
 /// every third of it, so the lease bounds how long a dead replica's reports wait, not how long
@@ -28,16 +30,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
 /// Longest wait for a connection from the pool or a new one.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum PgStoreError {
-    #[error("cannot connect to PostgreSQL{0}")]
-    Connect(String),
-    #[error("the database's schema is version {found}, newer than this sluice knows ({known}); upgrade sluice")]
-    NewerSchema { found: i32, known: i32 },
-    #[error("migrating the schema failed: {0}")]
-    Migration(String),
-}
 
 pub struct PgStore {
     pool: Pool,
