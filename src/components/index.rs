@@ -40,13 +40,22 @@ pub fn generation_for(index: &Index, id: &str) -> u64 {
 }
 
 pub async fn read(store: &dyn KvStore) -> Result<Index, StoreError> {
+    read_raw(store).await.map(|(index, _)| index)
+}
+
+/// The index and the record it was read from, to write a change over exactly that record.
+async fn read_raw(store: &dyn KvStore) -> Result<(Index, Option<Value>), StoreError> {
     match store.get(NAMESPACE, INDEX).await? {
-        None => Ok(Index::default()),
-        Some(value) => {
-            serde_json::from_value(value).map_err(|e| StoreError::new(format!("the components index is damaged: {e}")))
-        }
+        None => Ok((Index::default(), None)),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(|index| (index, Some(value)))
+            .map_err(|e| StoreError::new(format!("the components index is damaged: {e}"))),
     }
 }
+
+/// Changes of the index read, changed and written back while another replica may do the same:
+/// each is written only over the record it was read from, and read again otherwise.
+const TRIES: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InsertError {
@@ -72,34 +81,42 @@ pub async fn insert(
     generation: u64,
     was: Option<u64>,
 ) -> Result<(u64, Option<Entry>), InsertError> {
-    // The bytes first, so the index is read and written back at once: with the bytes between
-    // them (seconds for a large component), a removal on another replica in that time was
-    // undone and its generation came back (found by a red team). The store has no
-    // compare-and-set: a change within that moment is still possible.
     put_bytes(store, sha256, bytes).await?;
-    let mut index = read(store).await?;
-    if index.components.get(id).map(|e| e.generation) != was {
-        drop_if_unused(store, &index, sha256).await;
-        return Err(InsertError::Changed(id.to_string()));
+    for _ in 0..TRIES {
+        let (mut index, raw) = read_raw(store).await?;
+        // What the caller decided on (a replacement keeping a generation, or a new one) holds
+        // only for the index it saw: a removal raced by a replacement on another replica was
+        // undone and its generation came back (found by a red team).
+        if index.components.get(id).map(|e| e.generation) != was {
+            drop_if_unused(store, &index, sha256).await;
+            return Err(InsertError::Changed(id.to_string()));
+        }
+        let added_at_ms = sluice_sdk::clock::unix_ms();
+        let entry = Entry { sha256: sha256.to_string(), source: source.clone(), added_at_ms, generation };
+        let old = index.components.insert(id.to_string(), entry);
+        index.version += 1;
+        if write_over(store, &index, raw.as_ref()).await? {
+            if let Some(old) = &old {
+                drop_if_unused(store, &index, &old.sha256).await;
+            }
+            return Ok((index.version, old));
+        }
     }
-    let entry = Entry { sha256: sha256.to_string(), source, added_at_ms: sluice_sdk::clock::unix_ms(), generation };
-    let old = index.components.insert(id.to_string(), entry);
-    index.version += 1;
-    write(store, &index).await?;
-    if let Some(old) = &old {
-        drop_if_unused(store, &index, &old.sha256).await;
-    }
-    Ok((index.version, old))
+    Err(InsertError::Changed(id.to_string()))
 }
 
 /// Removes `id`: the new index version and the entry removed, or `None` when it was not there.
 pub async fn remove(store: &dyn KvStore, id: &str) -> Result<Option<(u64, Entry)>, StoreError> {
-    let mut index = read(store).await?;
-    let Some(entry) = index.components.remove(id) else { return Ok(None) };
-    index.version += 1;
-    write(store, &index).await?;
-    drop_if_unused(store, &index, &entry.sha256).await;
-    Ok(Some((index.version, entry)))
+    for _ in 0..TRIES {
+        let (mut index, raw) = read_raw(store).await?;
+        let Some(entry) = index.components.remove(id) else { return Ok(None) };
+        index.version += 1;
+        if write_over(store, &index, raw.as_ref()).await? {
+            drop_if_unused(store, &index, &entry.sha256).await;
+            return Ok(Some((index.version, entry)));
+        }
+    }
+    Err(StoreError::new("the components index kept changing under this removal; try again"))
 }
 
 async fn drop_if_unused(store: &dyn KvStore, index: &Index, sha256: &str) {
@@ -110,9 +127,10 @@ async fn drop_if_unused(store: &dyn KvStore, index: &Index, sha256: &str) {
     }
 }
 
-async fn write(store: &dyn KvStore, index: &Index) -> Result<(), StoreError> {
+/// Writes `index` if the record is still `was`; whether it was.
+async fn write_over(store: &dyn KvStore, index: &Index, was: Option<&Value>) -> Result<bool, StoreError> {
     let value = serde_json::to_value(index).map_err(|e| StoreError::new(e.to_string()))?;
-    store.put(NAMESPACE, INDEX, &value, FOREVER).await
+    store.put_if(NAMESPACE, INDEX, was, &value, FOREVER).await
 }
 
 async fn put_bytes(store: &dyn KvStore, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {

@@ -336,6 +336,43 @@ impl KvStore for PgStore {
         apply(&self.client().await?, &write, unix_now()).await
     }
 
+    async fn put_if(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&Value>,
+        value: &Value,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = unix_now();
+        let expires = now.saturating_add(ttl.as_secs()) as i64;
+        let client = self.client().await?;
+        // Values are the compact JSON `put` wrote, so text equality is value equality.
+        let written = match expected {
+            Some(old) => {
+                execute_cached(
+                    &client,
+                    "UPDATE kv SET value = $3, expires_at = $4
+                         WHERE namespace = $1 AND key = $2 AND value = $5 AND expires_at > $6",
+                    &[&namespace, &key, &value.to_string(), &expires, &old.to_string(), &(now as i64)],
+                )
+                .await?
+            }
+            // Absent, or there but expired (which reads as absent).
+            None => {
+                execute_cached(
+                    &client,
+                    "INSERT INTO kv (namespace, key, value, expires_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+                         WHERE kv.expires_at <= $5",
+                    &[&namespace, &key, &value.to_string(), &expires, &(now as i64)],
+                )
+                .await?
+            }
+        };
+        Ok(written == 1)
+    }
+
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let now = unix_now() as i64;
         let row = match query_opt_cached(

@@ -185,6 +185,16 @@ impl KvStore for SpillingStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError> {
         self.guarded(self.pg.get(namespace, key)).await
     }
+    async fn put_if(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&Value>,
+        value: &Value,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.guarded(self.pg.put_if(namespace, key, expected, value, ttl)).await
+    }
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
         self.guarded(self.pg.delete(namespace, key)).await
     }

@@ -95,6 +95,18 @@ async fn contract(store: &(impl KvStore + Outbox)) {
     assert_eq!(store.get("other", "a").await.unwrap(), None);
     store.delete("ns", "a").await.unwrap();
     assert_eq!(store.get("ns", "a").await.unwrap(), None);
+    // Written only over what was read: the components index, which replicas change.
+    let (one, two) = (json!({"v": 1, "a": [1]}), json!({"v": 2, "a": [1, 2]}));
+    let hour = Duration::from_secs(3600);
+    assert!(store.put_if("ns", "i", None, &one, hour).await.unwrap(), "absent, as expected");
+    assert!(!store.put_if("ns", "i", None, &two, hour).await.unwrap(), "there already");
+    assert!(!store.put_if("ns", "i", Some(&two), &two, hour).await.unwrap(), "not what was read");
+    assert_eq!(store.get("ns", "i").await.unwrap(), Some(one.clone()));
+    let read = store.get("ns", "i").await.unwrap().unwrap();
+    assert!(store.put_if("ns", "i", Some(&read), &two, hour).await.unwrap(), "what was read");
+    assert_eq!(store.get("ns", "i").await.unwrap(), Some(two));
+    store.put("ns", "gone-i", &one, Duration::ZERO).await.unwrap();
+    assert!(store.put_if("ns", "gone-i", None, &one, hour).await.unwrap(), "expired reads as absent");
     for (i, ttl) in [300u64, 100, 200, 400].iter().enumerate() {
         store.put("bounded", &format!("k{i}"), &json!(i), Duration::from_secs(*ttl)).await.unwrap();
     }
@@ -283,4 +295,26 @@ async fn connection_errors_say_where_and_why_without_the_password() {
         let e = PgStore::connect(&missing).await.err().expect("no such database").to_string();
         assert!(e.contains("no_such_database") && e.contains("does not exist"), "{e}");
     }
+}
+
+/// Two replicas changing the components index at once: neither change is lost. Read, changed
+/// and written back without a compare-and-set, the later write undid the other (a removal
+/// came back; found by a red team).
+#[tokio::test]
+async fn concurrent_changes_of_the_components_index_are_all_kept() {
+    use sluice::components::index;
+    let Some(url) = pg_database().await else { return };
+    let (a, b) = (PgStore::connect(&url).await.unwrap(), PgStore::connect(&url).await.unwrap());
+    for round in 0..20 {
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+        let (first, second) = tokio::join!(
+            index::insert(&a, &x, b"\0asm", "same", "x.wasm".into(), 1, None),
+            index::insert(&b, &y, b"\0asm", "same", "y.wasm".into(), 1, None),
+        );
+        first.unwrap();
+        second.unwrap();
+    }
+    let listed = index::read(&a).await.unwrap();
+    assert_eq!(listed.components.len(), 40, "{:?}", listed.components.keys().collect::<Vec<_>>());
+    assert_eq!(listed.version, 40);
 }

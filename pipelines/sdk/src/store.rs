@@ -41,6 +41,24 @@ pub trait KvStore: Send + Sync + 'static {
     /// The record, if it exists and has not expired.
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, StoreError>;
 
+    /// Writes `value` only if the record is still `expected` (`None`: absent); whether it
+    /// wrote. For a record several replicas read, change and write back. This default reads
+    /// and then writes, which is enough where one process writes; a store several processes
+    /// share does both in one statement.
+    async fn put_if(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&Value>,
+        value: &Value,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        if self.get(namespace, key).await?.as_ref() != expected {
+            return Ok(false);
+        }
+        self.put(namespace, key, value, ttl).await.map(|()| true)
+    }
+
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
 
     /// Keeps at most `keep` records and `max_bytes` of values in `namespace`, removing those
