@@ -284,26 +284,20 @@ impl Components {
         let id = pipeline.id();
         let path = crate::valves::file_path(&self.setup.valves_dir, id);
         let entry = pipeline.valves().map(|cell| crate::valves::ValvesEntry::new(id, cell, &self.setup.valves_dir));
-        let result =
-            match shared.text(id).await {
-                Ok(Some((text, _))) => {
-                    let (text, kept) = match &entry {
-                        Some(entry) => entry.keep_pinned_urls(&self.setup.env, &serde_json::Map::new(), &text),
-                        None => (text, Vec::new()),
-                    };
-                    if !kept.is_empty() {
-                        tracing::warn!(pipeline = id, urls = kept.join(", "),
-                        "shared valves taken but these URLs left at their defaults here: a key from this replica's \
-                         environment goes to them");
-                    }
-                    crate::valves::file::write_atomic(&path, &text, true)
-                }
-                Ok(None) => std::fs::remove_file(&path).or_else(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Ok(()),
-                    _ => Err(e),
-                }),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
+        let result = match shared.text(id).await {
+            Ok(Some((text, _))) => {
+                let text = match &entry {
+                    Some(entry) => entry.keep_pinned_urls(&self.setup.env, &serde_json::Map::new(), &text),
+                    None => text,
+                };
+                crate::valves::file::write_atomic(&path, &text, true)
+            }
+            Ok(None) => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
         if let Err(e) = result {
             tracing::warn!(pipeline = id, error = %e, "the shared valves could not be taken for a pipeline added elsewhere");
         }

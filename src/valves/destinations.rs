@@ -79,12 +79,7 @@ impl ValvesEntry {
     /// from this replica's environment. Text shared by another replica, whose environment may
     /// lack the key and so let the URL move, must not send this replica's key there (found by a
     /// red team). `from` and `to`: values as a valves file or the live valves hold them.
-    pub fn moves_from_pinned(
-        &self,
-        env: &ValvesEnv,
-        from: &Map<String, Value>,
-        to: &Map<String, Value>,
-    ) -> Vec<String> {
+    fn moves_from_pinned(&self, env: &ValvesEnv, from: &Map<String, Value>, to: &Map<String, Value>) -> Vec<String> {
         let Ok(pinned) = self.read_env(env) else { return Vec::new() };
         let defaults = self.cell.defaults();
         let at = |values: &Map<String, Value>, url: &str| values.get(url).or_else(|| defaults.get(url)).cloned();
@@ -99,15 +94,15 @@ impl ValvesEntry {
 
     /// `text` (a valves file shared by the replicas) with each URL it would move away from
     /// `from` while the secret sent there comes from this replica's environment put back as
-    /// `from` has it; and the URLs so kept. The rest of the text is taken: refusing it whole
+    /// `from` has it, which a warning names. The rest of the text is taken: refusing it whole
     /// kept a removed pipeline's stale file, keys and all, on a replica started later (found by
     /// a reviewer).
-    pub fn keep_pinned_urls(&self, env: &ValvesEnv, from: &Map<String, Value>, text: &str) -> (String, Vec<String>) {
-        let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else { return (text.to_string(), Vec::new()) };
-        let Ok(to) = super::file::to_json(&doc) else { return (text.to_string(), Vec::new()) };
+    pub fn keep_pinned_urls(&self, env: &ValvesEnv, from: &Map<String, Value>, text: &str) -> String {
+        let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else { return text.to_string() };
+        let Ok(to) = super::file::to_json(&doc) else { return text.to_string() };
         let moved = self.moves_from_pinned(env, from, &to);
         if moved.is_empty() {
-            return (text.to_string(), moved);
+            return text.to_string();
         }
         for url in &moved {
             match from.get(url.as_str()) {
@@ -115,7 +110,13 @@ impl ValvesEntry {
                 _ => super::file::remove(&mut doc, url),
             }
         }
-        (doc.to_string(), moved)
+        tracing::warn!(
+            pipeline = %self.pipeline_id,
+            urls = moved.join(", "),
+            "valves from another replica taken but these URLs kept here: a key from this replica's environment \
+             goes to them; set them in the environment of every replica"
+        );
+        doc.to_string()
     }
 
     /// The confidential fields that hold secret text entered here (not set by the environment):

@@ -52,16 +52,7 @@ pub async fn pull(
             .map_err(|source| PullError::Store { pipeline: p.id().to_string(), source })?;
         let local_values = local.parse().ok().and_then(|doc| file::to_json(&doc).ok()).unwrap_or_default();
         // As a running replica takes them (`ValvesService::apply_shared`).
-        let (text, kept) = entry.keep_pinned_urls(env, &local_values, &text);
-        if !kept.is_empty() {
-            tracing::warn!(
-                pipeline = p.id(),
-                version,
-                urls = kept.join(", "),
-                "valves from another replica taken but these URLs kept here: a key from this replica's environment \
-                 goes to them; set them in the environment of every replica"
-            );
-        }
+        let text = entry.keep_pinned_urls(env, &local_values, &text);
         if text != local {
             file::write_atomic(&path, &text, entry.text_holds_secret(&text))
                 .map_err(|source| PullError::Write { path: path.display().to_string(), source })?;

@@ -138,16 +138,7 @@ impl ValvesService {
             Value::Object(map) => map.clone(),
             _ => Map::new(),
         };
-        let (text, kept) = entry.keep_pinned_urls(&self.env, &live, text);
-        if !kept.is_empty() {
-            tracing::warn!(
-                pipeline = id,
-                version,
-                urls = kept.join(", "),
-                "valves from another replica taken but these URLs kept here: a key from this replica's environment \
-                 goes to them; set them in the environment of every replica"
-            );
-        }
+        let text = entry.keep_pinned_urls(&self.env, &live, text);
         let text = text.as_str();
         if let Err(e) = file::replace_if_changed(entry.path(), text, entry.text_holds_secret(text)) {
             tracing::warn!(pipeline = id, error = %e, "valves from another replica could not be written");
