@@ -112,12 +112,10 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
             }
             let sha256 = pipeline.sha256().to_string();
             let kind = pipeline.kind().as_str();
-            let seen = index::read(store).await.map_err(|e| e.to_string())?;
-            let (generation, was) = (index::generation_for(&seen, &id), seen.components.get(&id).map(|e| e.generation));
-            if let (None, Some(shared)) = (was, &stores.shared_valves) {
-                // A new addition starts from its defaults on every replica (`Components::add`).
-                shared.publish(&id, "").await.map_err(|e| e.to_string())?;
-            }
+            let components::Addition { generation, was } =
+                components::plan_addition(store, stores.shared_valves.as_deref(), &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
             let (_, old) = index::insert(store, &id, &bytes, &sha256, file.clone(), generation, was)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -157,15 +157,8 @@ impl Components {
             kind: pipeline.kind().as_str(),
             replaced: false,
         };
-        let seen = index::read(self.setup.store.as_ref()).await?;
-        let was = seen.components.get(&id).map(|e| e.generation);
-        let generation = index::generation_for(&seen, &id);
-        if let (None, Some(shared)) = (was, &self.setup.shared_valves) {
-            // A new addition starts from its defaults on every replica: a replica that had not
-            // yet seen a removal could still share valves for the removed one (found by a red
-            // team).
-            shared.publish(&id, "").await?;
-        }
+        let Addition { generation, was } =
+            plan_addition(self.setup.store.as_ref(), self.setup.shared_valves.as_deref(), &id).await?;
         pipeline.set_generation(generation);
         let module = self.start(pipeline).await?;
         let store = self.setup.store.as_ref();
@@ -205,8 +198,7 @@ impl Components {
         // This replica may still run an older addition of the id (not followed yet): ended too.
         let here = self.running.lock().ok().and_then(|r| r.get(id).map(|i| i.generation));
         if let Some(older) = here.filter(|g| *g != entry.generation) {
-            self.setup.runtime.close_records(&sluice_wasm::records_namespace(id, older)).await;
-            forget(self.setup.store.as_ref(), &self.setup.valves_dir, id, older).await;
+            self.end_generation(id, older).await;
         }
         self.go_dead_for_good(id, entry.generation).await;
         self.seen_after_own_change(version);
@@ -351,6 +343,11 @@ impl Components {
     /// write it began; none begins after) before they and its valves file are deleted.
     async fn go_dead_for_good(&self, id: &str, generation: u64) {
         self.go_dead(id).await;
+        self.end_generation(id, generation).await;
+    }
+
+    /// One addition of `id` ended: its records shut, then they and its valves file deleted.
+    async fn end_generation(&self, id: &str, generation: u64) {
         self.setup.runtime.close_records(&sluice_wasm::records_namespace(id, generation)).await;
         forget(self.setup.store.as_ref(), &self.setup.valves_dir, id, generation).await;
     }
@@ -373,6 +370,30 @@ impl Components {
             *seen = version;
         }
     }
+}
+
+/// What an addition of an id takes: its generation, and the one it saw there (`None`: none).
+pub struct Addition {
+    pub generation: u64,
+    pub was: Option<u64>,
+}
+
+/// How `id` is to be added, from the index as it is now (the server's additions and the CLI's
+/// alike). A new addition empties the shared valves first, so it starts from its defaults on
+/// every replica: a replica that had not yet seen a removal could still share valves for the
+/// removed one (found by a red team).
+pub async fn plan_addition(
+    store: &dyn KvStore,
+    shared: Option<&dyn crate::store::SharedValves>,
+    id: &str,
+) -> Result<Addition, sluice_sdk::StoreError> {
+    let index = index::read(store).await?;
+    let addition =
+        Addition { generation: index::generation_for(&index, id), was: index.components.get(id).map(|e| e.generation) };
+    if let (None, Some(shared)) = (addition.was, shared) {
+        shared.publish(id, "").await?;
+    }
+    Ok(addition)
 }
 
 /// Deletes what a removed pipeline leaves: its valves file (its keys) and its records, so a
