@@ -63,9 +63,8 @@ fn wasm_off() -> ApiError {
     )
 }
 
-/// A place among the additions in progress, or a refusal to come back later.
 /// A place among the additions in progress, held until the addition ends (also in the task
-/// that finishes it when the caller has gone: [`to_the_end`]).
+/// that finishes it when the caller has gone: [`to_the_end`]), or a refusal to come back later.
 fn admitted(sources: &Sources) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     Arc::clone(&sources.intake).try_acquire_owned().map_err(|_| {
         ApiError::Busy(format!(
@@ -140,12 +139,22 @@ pub async fn add(
     let max = if name.ends_with(".py") { python::MAX_SOURCE } else { components.runtime().limits().component_bytes };
     let bytes = sources.fetcher.get(&url, max).await?;
     let bytes = component(&components, &sources, &name, bytes).await?;
-    let (added, source) = (components.into_inner(), shown.clone());
-    let adding = async move {
+    Ok(answer(add_to_the_end(components, admitted, bytes, shown.clone()).await?, &shown))
+}
+
+/// [`Components::add`] run [`to_the_end`], holding its place among the additions until then.
+async fn add_to_the_end(
+    components: web::Data<Components>,
+    admitted: tokio::sync::OwnedSemaphorePermit,
+    bytes: Vec<u8>,
+    source: String,
+) -> Result<Added, ApiError> {
+    let components = components.into_inner();
+    to_the_end(async move {
         let _admitted = admitted;
-        added.add(bytes, source).await
-    };
-    Ok(answer(to_the_end(adding).await?, &shown))
+        components.add(bytes, source).await
+    })
+    .await
 }
 
 /// Runs a change of the added pipelines to its end even when the caller goes away: stopped
@@ -190,12 +199,7 @@ pub async fn upload(
             bytes.extend_from_slice(&chunk);
         }
         let bytes = component(&components, &sources, &name, bytes).await?;
-        let (added, source) = (components.into_inner(), name.clone());
-        let adding = async move {
-            let _admitted = admitted;
-            added.add(bytes, source).await
-        };
-        return Ok(answer(to_the_end(adding).await?, &name));
+        return Ok(answer(add_to_the_end(components, admitted, bytes, name.clone()).await?, &name));
     }
     Err(ApiError::Unprocessable("file: field required (a multipart form with the component in `file`)".into()))
 }
