@@ -151,9 +151,9 @@ pub fn clear_leftovers(builds: &Path) {
     let Ok(entries) = std::fs::read_dir(builds) else { return };
     for entry in entries.flatten() {
         // What `tempdir_in` makes: a real directory named `.tmp...` (the entry, not followed).
-        let ours = entry.file_name().to_string_lossy().starts_with(".tmp")
-            && entry.metadata().is_ok_and(|m| m.is_dir() && !m.file_type().is_symlink());
-        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        let Ok(meta) = entry.metadata() else { continue };
+        let ours = entry.file_name().to_string_lossy().starts_with(".tmp") && meta.is_dir() && !meta.is_symlink();
+        let old = meta.modified().ok().and_then(|t| t.elapsed().ok());
         if ours && old.is_some_and(|age| age > BUILD_TIMEOUT) {
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "a build left behind could not be removed");

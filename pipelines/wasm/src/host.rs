@@ -29,8 +29,8 @@ pub fn records_namespace(pipeline: &str, generation: u64) -> String {
 }
 
 impl GuestState {
-    fn namespace(&self) -> String {
-        self.records.to_string()
+    fn namespace(&self) -> &str {
+        &self.records
     }
 
     fn store(&self, key: &str) -> Result<std::sync::Arc<dyn sluice_sdk::KvStore>, String> {
@@ -60,7 +60,7 @@ impl Host for GuestState {
 
     async fn kv_get(&mut self, key: String) -> Result<Option<String>, String> {
         let store = self.store(&key)?;
-        match store.get(&self.namespace(), &key).await {
+        match store.get(self.namespace(), &key).await {
             Ok(Some(Value::String(s))) => Ok(Some(s)),
             Ok(Some(other)) => Ok(Some(other.to_string())),
             Ok(None) => Ok(None),
@@ -75,13 +75,13 @@ impl Host for GuestState {
         }
         let ttl = if ttl_seconds == 0 { DEFAULT_TTL } else { Duration::from_secs(u64::from(ttl_seconds)) };
         let namespace = self.namespace();
-        store.put(&namespace, &key, &Value::String(value), ttl).await.map_err(|e| e.to_string())?;
-        store.trim(&namespace, MAX_RECORDS, MAX_RECORD_BYTES).await.map(|_| ()).map_err(|e| e.to_string())
+        store.put(namespace, &key, &Value::String(value), ttl).await.map_err(|e| e.to_string())?;
+        store.trim(namespace, MAX_RECORDS, MAX_RECORD_BYTES).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn kv_delete(&mut self, key: String) -> Result<(), String> {
         let store = self.store(&key)?;
-        store.delete(&self.namespace(), &key).await.map_err(|e| e.to_string())
+        store.delete(self.namespace(), &key).await.map_err(|e| e.to_string())
     }
 }
 
