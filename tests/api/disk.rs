@@ -22,8 +22,13 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+/// Whether this test runs as root, which acting as another user needs; said when it is skipped.
+fn as_root(acting: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: {acting} needs root");
+    }
+    root
 }
 
 /// Waits for `child` to exit within 20 s: what it printed (stdout if piped, then stderr). A
@@ -135,8 +140,7 @@ fn links_planted_in_the_data_directory_are_not_followed() {
 
 #[test]
 fn another_user_s_data_directory_or_store_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: acting as another user needs root");
+    if !as_root("acting as another user") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -197,8 +201,7 @@ fn a_valves_file_that_is_no_file_or_too_large_is_refused_at_once() {
 
 #[tokio::test]
 async fn the_server_s_memory_is_closed_to_its_user_s_other_processes() {
-    if !is_root() {
-        eprintln!("skipped: running sluice as another user needs root");
+    if !as_root("running sluice as another user") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -225,8 +228,7 @@ async fn the_server_s_memory_is_closed_to_its_user_s_other_processes() {
 /// (only what sluice keeps there must be its own; found by a reviewer).
 #[tokio::test]
 async fn another_user_s_entry_sluice_does_not_use_is_only_said() {
-    if !is_root() {
-        eprintln!("skipped: acting as another user needs root");
+    if !as_root("acting as another user") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
