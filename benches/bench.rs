@@ -55,6 +55,7 @@ impl Pipeline for BenchPipe {
     }
 }
 
+mod actix_floor;
 mod many_answers;
 mod raw_http;
 mod request_log;
@@ -69,6 +70,8 @@ fn main() {
         serve();
     } else if args.get(1).map(String::as_str) == Some("floor") {
         floor(&args[2]);
+    } else if args.get(1).map(String::as_str) == Some("actix-floor") {
+        actix_floor::serve(&args[2], args.get(3).map(String::as_str) == Some("logged"));
     } else if args.get(1).map(String::as_str) == Some("upstream") {
         upstream();
     } else if args.get(1).map(String::as_str) == Some("relay") {
@@ -240,7 +243,23 @@ async fn drive() {
         }
     }
     if wants("wrk") {
-        wrk::group((&base, child.id()), (&floor, floor_child.id()), KEY, &small, &large);
+        // The stack's own floors: actix-web alone, and with tracing's request span and line.
+        let models_path = models_file.path().to_str().unwrap();
+        let (actix, actix_port) = start_child(&["actix-floor", models_path], &[]);
+        let (logged, logged_port) = start_child(&["actix-floor", models_path, "logged"], &[]);
+        let actix_url = format!("http://127.0.0.1:{actix_port}");
+        let logged_url = format!("http://127.0.0.1:{logged_port}");
+        let servers = [
+            ("sluice", base.as_str(), child.id()),
+            ("floor", floor.as_str(), floor_child.id()),
+            ("actix", actix_url.as_str(), actix.id()),
+            ("actix_logged", logged_url.as_str(), logged.id()),
+        ];
+        wrk::group(&servers, KEY, &small, &large);
+        for mut c in [actix, logged] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
     if wants("log") {
         request_log::group();

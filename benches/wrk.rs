@@ -97,36 +97,45 @@ pub fn run(url: &str, key: &str, body: Option<&std::path::Path>, conns: usize, s
     }
 }
 
-/// sluice and the floor, back to back, and how they compare.
-#[allow(clippy::too_many_arguments)]
-pub fn compare(
-    name: &str,
-    sluice: (&str, u32),
-    floor: (&str, u32),
-    key: &str,
-    body: Option<&std::path::Path>,
-    conns: usize,
-) {
+/// A server measured by [`compare`]: its name in the lines, its address and its process.
+pub struct Server<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub pid: u32,
+}
+
+/// sluice, the floor and the stack's floors ([`crate::actix_floor`]), back to back, and how
+/// sluice compares with each.
+pub fn compare(name: &str, servers: &[Server<'_>], key: &str, body: Option<&std::path::Path>, conns: usize) {
     const SECONDS: u64 = 5;
-    let ours = run(sluice.0, key, body, conns, SECONDS, sluice.1);
-    std::thread::sleep(Duration::from_millis(300));
-    let least = run(floor.0, key, body, conns, SECONDS, floor.1);
-    for (who, f) in [("sluice", &ours), ("floor", &least)] {
+    let mut measured = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        measured.push(run(server.url, key, body, conns, SECONDS, server.pid));
+    }
+    for (server, f) in servers.iter().zip(&measured) {
         println!(
-            "bench=wrk name={name} conns={conns} server={who} rps={:.0} p50_ms={:.3} p99_ms={:.3} cpu_us_per_req={:.1}",
-            f.rps, f.p50_ms, f.p99_ms, f.cpu_us_per_req
+            "bench=wrk name={name} conns={conns} server={} rps={:.0} p50_ms={:.3} p99_ms={:.3} cpu_us_per_req={:.1}",
+            server.name, f.rps, f.p50_ms, f.p99_ms, f.cpu_us_per_req
         );
     }
-    println!(
-        "bench=wrk_vs_floor name={name} conns={conns} rps_sluice_over_floor={:.2} cpu_sluice_over_floor={:.2}",
-        ours.rps / least.rps,
-        ours.cpu_us_per_req / least.cpu_us_per_req
-    );
+    let (ours, others) = measured.split_first().expect("sluice is measured first");
+    for (server, least) in servers[1..].iter().zip(others) {
+        let over = server.name;
+        println!(
+            "bench=wrk_vs_{over} name={name} conns={conns} rps_sluice_over_{over}={:.2} cpu_sluice_over_{over}={:.2}",
+            ours.rps / least.rps,
+            ours.cpu_us_per_req / least.cpu_us_per_req
+        );
+    }
 }
 
 /// The wrk group: `/v1/models`, a 2 KB and a 200 KB inlet of the scripted pipe (a filter
-/// inlet that changes nothing), each at two connection counts, sluice then the floor.
-pub fn group(sluice: (&str, u32), floor: (&str, u32), key: &str, small: &[u8], large: &[u8]) {
+/// inlet that changes nothing), each at two connection counts; sluice first, then the others
+/// given as (name, base URL, pid).
+pub fn group(servers: &[(&str, &str, u32)], key: &str, small: &[u8], large: &[u8]) {
     if !available() {
         println!("bench=wrk skipped: wrk is not installed (apt-get install wrk)");
         return;
@@ -141,9 +150,13 @@ pub fn group(sluice: (&str, u32), floor: (&str, u32), key: &str, small: &[u8], l
         ("inlet_200kb", "/bench_pipe/filter/inlet", Some(large_file.path()), [1, 8]),
     ] {
         for c in conns {
-            let ours = format!("{}{path}", sluice.0);
-            let least = format!("{}{path}", floor.0);
-            compare(name, (&ours, sluice.1), (&least, floor.1), key, body, c);
+            let urls: Vec<String> = servers.iter().map(|(_, base, _)| format!("{base}{path}")).collect();
+            let measured: Vec<Server<'_>> = servers
+                .iter()
+                .zip(&urls)
+                .map(|((server, _, pid), url)| Server { name: server, url, pid: *pid })
+                .collect();
+            compare(name, &measured, key, body, c);
         }
     }
 }
