@@ -11,6 +11,7 @@ macro_rules! say {
 
 mod check;
 mod healthcheck;
+mod listener;
 mod openpipe;
 mod outbox;
 mod output;
@@ -213,17 +214,26 @@ async fn serve(settings: Settings) -> ExitCode {
 /// The server on this machine at `path`: on the address it listens on, or on the loopback
 /// when it listens on every address (`0.0.0.0`, `::`).
 fn local_url(settings: &Settings, path: &str) -> String {
-    use std::net::IpAddr;
-    let host = settings.host.trim();
-    let host = match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => "127.0.0.1".to_string(),
-        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => "[::1]".to_string(),
-        Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-        Ok(IpAddr::V4(ip)) => ip.to_string(),
-        Err(_) if host.is_empty() => "127.0.0.1".to_string(),
-        Err(_) => host.to_string(),
+    let host = match local_ip(settings) {
+        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        Some(ip) => ip.to_string(),
+        None => settings.host.trim().to_string(),
     };
     format!("http://{host}:{}{path}", settings.port)
+}
+
+/// The address a command reaches the server at: its listening address, loopback for a
+/// wildcard or none; `None` for a host name.
+fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let host = settings.host.trim();
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        Ok(ip) => Some(ip),
+        Err(_) if host.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Err(_) => None,
+    }
 }
 
 /// Whether the embedded store is there for a command to read (the server creates it); said

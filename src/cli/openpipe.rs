@@ -41,11 +41,21 @@ pub fn parse(args: &[&str]) -> Result<Value, String> {
     Ok(Value::Object(body))
 }
 
+/// The key the server made (`data/api_key`), read only as this user's own regular file: a
+/// link planted there would choose which file's text is sent.
+fn read_key_file(settings: &Settings) -> std::io::Result<String> {
+    let path = settings.data_dir.join(crate::auth::KEY_FILE);
+    if !crate::private::own_file(&path)? {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: no such file", path.display())));
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
 pub async fn run(settings: &Settings, body: Value) -> ExitCode {
     let key = match &settings.api_key {
         Some(k) => k.expose().to_string(),
-        None => match std::fs::read_to_string(settings.data_dir.join(crate::auth::KEY_FILE)) {
-            Ok(k) => k.trim().to_string(),
+        None => match read_key_file(settings) {
+            Ok(k) => k,
             Err(e) => {
                 eprintln!("sluice: no API key configured and none in the data dir ({e})");
                 return ExitCode::FAILURE;
@@ -53,6 +63,11 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         },
     };
     let url = super::local_url(settings, "/openpipe_reporting/actions/dataset_add");
+    let own_uid = rustix::process::geteuid().as_raw();
+    if let Err(foreign) = super::listener::check(super::local_ip(settings), settings.port, own_uid) {
+        eprintln!("sluice: {url}: {foreign}");
+        return ExitCode::FAILURE;
+    }
     let client = match super::local_client(Duration::from_secs(30), "sluice") {
         Ok(c) => c,
         Err(code) => return code,

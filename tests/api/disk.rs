@@ -117,6 +117,19 @@ fn links_planted_in_the_data_directory_are_not_followed() {
         assert!(said.contains(name) && said.contains("symbolic link"), "{name}:\n{said}");
         assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "their-chosen-key", "{name}");
         assert_eq!(mode(&theirs), 0o644, "{name}: what the link names was changed");
+        if name == "api_key" {
+            // The command line that sends the key reads it the same way.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["openpipe", "dataset-add", "--chat", "c-1"])
+                .env_clear()
+                .env("SLUICE_DATA_DIR", &data)
+                .env("SLUICE_PORT", "9")
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{said}");
+            assert!(said.contains("symbolic link") && !said.contains("their-chosen-key"), "{said}");
+        }
     }
     // Directories too: a `builds` link had the directories it named emptied at start, and a
     // `wasm-cache` link had its target re-moded and used for native code.
@@ -205,15 +218,7 @@ async fn the_server_s_memory_is_closed_to_its_user_s_other_processes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for sub in ["data", "valves"] {
-        std::fs::create_dir(dir.path().join(sub)).unwrap();
-        std::os::unix::fs::chown(dir.path().join(sub), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
-    }
-    let (uid, gid) = (format!("--reuid={OTHER_UID}"), format!("--regid={OTHER_UID}"));
-    let as_other = ["/usr/bin/setpriv", &uid, &gid, "--clear-groups"];
-    let (mut child, port) = start_binary_through(&as_other, dir.path(), &[KEY], Stdio::null());
-    answering(port).await;
+    let (mut child, _) = serving_as_other(dir.path()).await;
     // A process that can be dumped has its /proc files owned by its user, who could then read
     // the keys in its environment and memory; sealed, they are root's.
     let environ = std::fs::metadata(format!("/proc/{}/environ", child.id())).unwrap();
@@ -222,6 +227,44 @@ async fn the_server_s_memory_is_closed_to_its_user_s_other_processes() {
     let _ = child.wait();
     assert!(status.contains(&format!("Uid:\t{OTHER_UID}")), "not running as {OTHER_UID}:\n{status}");
     assert_eq!(environ.uid(), 0, "/proc/PID/environ belongs to the server's user");
+}
+
+/// sluice run as [`OTHER_UID`] in `dir`, answering; root's tests only.
+async fn serving_as_other(dir: &Path) -> (Child, u16) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for sub in ["data", "valves"] {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+        std::os::unix::fs::chown(dir.join(sub), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
+    }
+    let (uid, gid) = (format!("--reuid={OTHER_UID}"), format!("--regid={OTHER_UID}"));
+    let as_other = ["/usr/bin/setpriv", &uid, &gid, "--clear-groups"];
+    let (child, port) = start_binary_through(&as_other, dir, &[KEY], Stdio::null());
+    answering(port).await;
+    (child, port)
+}
+
+/// While sluice is stopped any user may listen on its port: `sluice openpipe` sends the key
+/// only to a listener of its own user or root's (found by a review of the command line).
+#[tokio::test]
+async fn the_command_line_does_not_send_the_key_to_another_user_s_listener() {
+    if !as_root("listening as another user") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut other, port) = serving_as_other(dir.path()).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["openpipe", "dataset-add", "--chat", "c-1"])
+        .env_clear()
+        .env("SLUICE_PORT", port.to_string())
+        .env("SLUICE_API_KEY", "sk-cli-key-for-the-real-server")
+        .output()
+        .unwrap();
+    let _ = other.kill();
+    let _ = other.wait();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("belongs to user {OTHER_UID}")) && said.contains("not sent"), "{said}");
+    assert!(!said.contains("sk-cli-key"), "{said}");
 }
 
 /// A volume mounted as the data directory has a `lost+found` of root's: said, not refused

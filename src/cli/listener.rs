@@ -1,0 +1,145 @@
+//! Who listens on the port a command is about to send the API key to. While sluice is stopped,
+//! any local user may listen on its port; `sluice openpipe` would hand that user the key. The
+//! kernel says which user owns each listening socket (`/proc/net/tcp`, `/proc/net/tcp6`), so
+//! the key goes only to a listener of the command's own user or root.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why the key is not sent.
+#[derive(Debug, PartialEq)]
+pub struct ForeignListener {
+    pub uid: u32,
+}
+
+impl std::fmt::Display for ForeignListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "what listens on that port belongs to user {}, not to this user or root: the API key is not sent \
+             to it (run this as the server's user, or find out what listens there)",
+            self.uid
+        )
+    }
+}
+
+/// Refuses when a socket listening on `port` at `ip` (any address when `ip` is a name's, so
+/// `None`) belongs to a user other than `own_uid` and root. Nothing found (no listener, or
+/// not Linux) is no refusal: the connection then fails, or reaches what only root could set
+/// up.
+pub fn check(ip: Option<IpAddr>, port: u16, own_uid: u32) -> Result<(), ForeignListener> {
+    let mut tables = String::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        tables.push_str(&std::fs::read_to_string(table).unwrap_or_default());
+    }
+    match owners(&tables, ip, port).into_iter().find(|uid| *uid != own_uid && *uid != 0) {
+        Some(uid) => Err(ForeignListener { uid }),
+        None => Ok(()),
+    }
+}
+
+/// The users owning listening sockets on `port` that a connection to `ip` may reach (its own
+/// address, the wildcard, and for IPv4 the IPv6 wildcard and mapped forms), read from the
+/// kernel's tables.
+fn owners(tables: &str, ip: Option<IpAddr>, port: u16) -> Vec<u32> {
+    const LISTEN: &str = "0A";
+    tables
+        .lines()
+        .filter_map(|line| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, uid) = (fields.get(1)?, fields.get(3)?, fields.get(7)?);
+            let (address, at_port) = local.split_once(':')?;
+            if *state != LISTEN || u16::from_str_radix(at_port, 16).ok()? != port {
+                return None;
+            }
+            let bound = address_of(address)?;
+            reaches(bound, ip).then(|| uid.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// A connection to `ip` may land on a socket bound to `bound`.
+fn reaches(bound: IpAddr, ip: Option<IpAddr>) -> bool {
+    let Some(ip) = ip else { return true };
+    if bound.is_unspecified() {
+        return true;
+    }
+    match (bound, ip) {
+        (IpAddr::V6(b), IpAddr::V4(i)) => b.to_ipv4_mapped() == Some(i),
+        (IpAddr::V4(b), IpAddr::V6(i)) => i.to_ipv4_mapped() == Some(b),
+        _ => bound == ip,
+    }
+}
+
+/// An address as the kernel prints it: the bytes of each 32-bit word in the machine's order.
+fn address_of(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let value = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(value.to_ne_bytes())
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A table line for a socket at `hex:port` in `state`, owned by `uid`.
+    fn line(hex: &str, port: u16, state: &str, uid: u32) -> String {
+        format!("  0: {hex}:{port:04X} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000 {uid:>5} 0 1 1 0")
+    }
+
+    fn v4(ip: [u8; 4]) -> String {
+        format!("{:08X}", u32::from_ne_bytes(ip))
+    }
+
+    fn v6(ip: Ipv6Addr) -> String {
+        ip.octets().chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect()
+    }
+
+    #[test]
+    fn listeners_are_read_as_the_kernel_prints_them() {
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        let tables = [
+            header.to_string(),
+            line(&v4([127, 0, 0, 1]), 9099, "0A", 2001),
+            line(&v4([127, 0, 0, 1]), 9100, "0A", 2002),
+            line(&v4([127, 0, 0, 1]), 9099, "01", 2003),
+            line(&v4([10, 0, 0, 5]), 9099, "0A", 2004),
+            line(&v6(Ipv6Addr::UNSPECIFIED), 9099, "0A", 2005),
+            line(&v6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()), 9099, "0A", 2006),
+            line(&v6(Ipv6Addr::LOCALHOST), 9099, "0A", 2007),
+        ]
+        .join("\n");
+        let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(owners(&tables, localhost, 9099), vec![2001, 2005, 2006], "its address, wildcards, mapped");
+        assert_eq!(owners(&tables, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), 9099), vec![2005, 2007]);
+        assert_eq!(owners(&tables, None, 9099), vec![2001, 2004, 2005, 2006, 2007], "a name: any address");
+        assert_eq!(owners(&tables, localhost, 9101), Vec::<u32>::new());
+        assert_eq!(address_of(&v4([192, 168, 1, 20])), Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20))));
+    }
+
+    #[test]
+    fn only_its_own_user_or_root_is_trusted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = rustix::process::geteuid().as_raw();
+        let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(check(localhost, port, me), Ok(()));
+        if me != 0 {
+            // Seen from a user this process is not, its listener is a stranger's.
+            assert_eq!(check(localhost, port, me + 1), Err(ForeignListener { uid: me }));
+        }
+    }
+}
