@@ -1,38 +1,56 @@
 //! Who listens on the port a command is about to send the API key to. While sluice is stopped,
 //! any local user may listen on its port; `sluice openpipe` would hand that user the key. The
 //! kernel says which user owns each listening socket (`/proc/net/tcp`, `/proc/net/tcp6`), so
-//! the key goes only to a listener of the command's own user or root.
+//! the key goes only to a listener of the command's own user or root, and not at all when
+//! nothing listens (whoever binds the port next would get it).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why the key is not sent.
 #[derive(Debug, PartialEq)]
-pub struct ForeignListener {
-    pub uid: u32,
+pub enum NotSent {
+    /// Another user's socket listens there.
+    Foreign { uid: u32 },
+    /// Nothing listens there: the key is not sent to whatever might listen a moment later.
+    NoListener,
 }
 
-impl std::fmt::Display for ForeignListener {
+impl std::fmt::Display for NotSent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "what listens on that port belongs to user {}, not to this user or root: the API key is not sent \
-             to it (run this as the server's user, or find out what listens there)",
-            self.uid
-        )
+        match self {
+            NotSent::Foreign { uid } => write!(
+                f,
+                "what listens on that port belongs to user {uid}, not to this user or root: the API key is not \
+                 sent to it (run this as the server's user, or find out what listens there)"
+            ),
+            NotSent::NoListener => write!(
+                f,
+                "no server listens there: start it, or set SLUICE_PORT to its port (for a server in a \
+                 container, run this inside it)"
+            ),
+        }
     }
 }
 
-/// Refuses when a socket listening on `port` at `ip` (any address when `ip` is a name's, so
-/// `None`) belongs to a user other than `own_uid` and root. Nothing found (no listener, or
-/// not Linux) is no refusal: the connection then fails, or reaches what only root could set
-/// up.
-pub fn check(ip: Option<IpAddr>, port: u16, own_uid: u32) -> Result<(), ForeignListener> {
+/// Refuses unless a socket listens on `port` at `ip` (any address when `ip` is a name's, so
+/// `None`) and every such socket belongs to `own_uid` or root. Where the kernel's tables
+/// cannot be read (not Linux), nothing is refused.
+pub fn check(ip: Option<IpAddr>, port: u16, own_uid: u32) -> Result<(), NotSent> {
     let mut tables = String::new();
+    let mut read_any = false;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        tables.push_str(&std::fs::read_to_string(table).unwrap_or_default());
+        if let Ok(text) = std::fs::read_to_string(table) {
+            tables.push_str(&text);
+            read_any = true;
+        }
     }
-    match owners(&tables, ip, port).into_iter().find(|uid| *uid != own_uid && *uid != 0) {
-        Some(uid) => Err(ForeignListener { uid }),
+    if !read_any {
+        return Ok(());
+    }
+    let owners = owners(&tables, ip, port);
+    match owners.iter().find(|uid| **uid != own_uid && **uid != 0) {
+        Some(uid) => Err(NotSent::Foreign { uid: *uid }),
+        None if owners.is_empty() => Err(NotSent::NoListener),
         None => Ok(()),
     }
 }
@@ -139,7 +157,9 @@ mod tests {
         assert_eq!(check(localhost, port, me), Ok(()));
         if me != 0 {
             // Seen from a user this process is not, its listener is a stranger's.
-            assert_eq!(check(localhost, port, me + 1), Err(ForeignListener { uid: me }));
+            assert_eq!(check(localhost, port, me + 1), Err(NotSent::Foreign { uid: me }));
         }
+        drop(listener);
+        assert_eq!(check(localhost, port, me), Err(NotSent::NoListener));
     }
 }

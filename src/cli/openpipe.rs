@@ -64,8 +64,8 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
     };
     let url = super::local_url(settings, "/openpipe_reporting/actions/dataset_add");
     let own_uid = rustix::process::geteuid().as_raw();
-    if let Err(foreign) = super::listener::check(super::local_ip(settings), settings.port, own_uid) {
-        eprintln!("sluice: {url}: {foreign}");
+    if let Err(why) = super::listener::check(super::local_ip(settings), settings.port, own_uid) {
+        eprintln!("sluice: {url}: {why}");
         return ExitCode::FAILURE;
     }
     let client = match super::local_client(Duration::from_secs(30), "sluice") {
