@@ -15,6 +15,7 @@ pub mod offload;
 pub mod private;
 pub mod registry;
 pub mod routes;
+pub mod small_file;
 pub mod sse;
 pub mod startup;
 pub mod store;

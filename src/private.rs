@@ -236,6 +236,40 @@ fn write_bits(path: &Path) -> u32 {
     }
 }
 
+/// Why the settings file `path` may have been put or changed there by another user, if it
+/// may: anyone may write it, or it belongs to another user (not root) and so does its
+/// directory, or anyone may write in that directory (a `sluice.toml` planted in `/tmp`, or in
+/// another user's directory the operator runs a command in, would choose the data directory
+/// and the address the key is sent to). A file another user owns in a directory of root's or
+/// sluice's user (a mounted ConfigMap, a bind-mounted file) is the operator's choice.
+pub fn planted(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        let meta = std::fs::metadata(path).ok()?;
+        let trusted = |uid: u32| uid == own_uid() || uid == 0;
+        if meta.mode() & 0o002 != 0 {
+            return Some(format!("anyone may write it (mode {:o})", meta.mode() & 0o7777));
+        }
+        if trusted(meta.uid()) {
+            return None;
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir_meta = std::fs::metadata(dir).ok()?;
+        (!trusted(dir_meta.uid()) || dir_meta.mode() & 0o002 != 0).then(|| {
+            format!(
+                "it belongs to user {} and sits in a directory others may write in or that is not this user's or \
+                 root's: it may have been put there for sluice to read",
+                meta.uid()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// The mode of the regular file `path` (its permission bits) when users other than the one
 /// sluice runs as may read it: an operator's file that holds a secret is then worth a warning.
 /// Read by the group of a file someone else owns is how an operator shares it with sluice, not

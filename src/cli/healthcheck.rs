@@ -15,7 +15,7 @@ pub async fn run(settings: &Settings) -> ExitCode {
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
         Ok(r) => {
-            eprintln!("sluice healthcheck: {url} answered {}", r.status());
+            complain!("sluice healthcheck: {url} answered {}", r.status());
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -26,7 +26,7 @@ pub async fn run(settings: &Settings) -> ExitCode {
             } else {
                 e.to_string()
             };
-            eprintln!("sluice healthcheck: {url}: {why}");
+            complain!("sluice healthcheck: {url}: {why}");
             ExitCode::FAILURE
         }
     }

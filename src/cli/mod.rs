@@ -9,6 +9,13 @@ macro_rules! say {
     };
 }
 
+/// `eprintln!` for the commands: what it quotes is escaped ([`output::complain`]).
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        $crate::cli::output::complain(format_args!($($arg)*))
+    };
+}
+
 mod check;
 mod healthcheck;
 mod listener;
@@ -142,14 +149,15 @@ async fn run_command(args: Vec<String>) -> ExitCode {
     let command = match parse(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            complain!("sluice: {e}");
             return ExitCode::from(2);
         }
     };
     match command {
         Command::Help(command) => {
-            say!("sluice {VERSION}: a server for Open WebUI's Pipelines protocol\n");
-            say!("{}", command.map(usage).unwrap_or(HELP));
+            say!("sluice {VERSION}: a server for Open WebUI's Pipelines protocol");
+            say!("");
+            output::lines(command.map(usage).unwrap_or(HELP));
             return ExitCode::SUCCESS;
         }
         Command::Version => {
@@ -168,7 +176,7 @@ async fn run_command(args: Vec<String>) -> ExitCode {
             return check::run(None, &valves_dir, e.problems()).await;
         }
         Err(e) => {
-            eprintln!("sluice: {e}");
+            complain!("sluice: {e}");
             return ExitCode::from(2);
         }
     };
@@ -197,7 +205,7 @@ async fn serve(settings: Settings) -> ExitCode {
             tracing::error!(error = %e, "sluice could not start");
             // A filter that hides errors (`off`) must not hide why the process ends.
             if !tracing::enabled!(tracing::Level::ERROR) {
-                eprintln!("sluice could not start: {e}");
+                complain!("sluice could not start: {e}");
             }
             return ExitCode::FAILURE;
         }
@@ -214,7 +222,12 @@ async fn serve(settings: Settings) -> ExitCode {
 /// The server on this machine at `path`: on the address it listens on, or on the loopback
 /// when it listens on every address (`0.0.0.0`, `::`).
 fn local_url(settings: &Settings, path: &str) -> String {
-    let host = match local_ip(settings) {
+    url_at(local_ip(settings), settings, path)
+}
+
+/// [`local_url`] at an address already found ([`local_ip`]).
+fn url_at(ip: Option<std::net::IpAddr>, settings: &Settings, path: &str) -> String {
+    let host = match ip {
         Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
         Some(ip) => ip.to_string(),
         None => settings.host.trim().to_string(),
@@ -223,16 +236,17 @@ fn local_url(settings: &Settings, path: &str) -> String {
 }
 
 /// The address a command reaches the server at: its listening address, loopback for a
-/// wildcard or none; `None` for a host name.
+/// wildcard or none, a host name's first address (resolved once, so the address checked is
+/// the one called); `None` for a name that does not resolve.
 fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
     let host = settings.host.trim();
     match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         Ok(ip) => Some(ip),
         Err(_) if host.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        Err(_) => None,
+        Err(_) => (host, settings.port).to_socket_addrs().ok()?.next().map(|a| a.ip()),
     }
 }
 
@@ -265,9 +279,11 @@ fn store_exists(settings: &Settings) -> Result<bool, String> {
 /// The HTTP client a command talks to the server on this machine with, each request bounded by
 /// `timeout`; a client that cannot be built is said (after `who`, the command's name) and fails
 /// the command.
+/// A client for the server on this machine: never through a proxy (`http_proxy` would have
+/// been handed the key; found by a red team).
 fn local_client(timeout: std::time::Duration, who: &str) -> Result<reqwest::Client, ExitCode> {
-    reqwest::Client::builder().timeout(timeout).build().map_err(|e| {
-        eprintln!("{who}: {e}");
+    reqwest::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| {
+        complain!("{who}: {e}");
         ExitCode::FAILURE
     })
 }
@@ -304,6 +320,7 @@ mod tests {
         assert_eq!(at("::"), "http://[::1]:9/");
         assert_eq!(at("::1"), "http://[::1]:9/");
         assert_eq!(at("127.0.0.2"), "http://127.0.0.2:9/");
-        assert_eq!(at("localhost"), "http://localhost:9/");
+        // A name is resolved once, and the address called is the one its listener is checked at.
+        assert!(["http://127.0.0.1:9/", "http://[::1]:9/"].contains(&at("localhost").as_str()), "{}", at("localhost"));
     }
 }

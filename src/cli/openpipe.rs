@@ -57,15 +57,20 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         None => match read_key_file(settings) {
             Ok(k) => k,
             Err(e) => {
-                eprintln!("sluice: no API key configured and none in the data dir ({e})");
+                complain!("sluice: no API key configured and none in the data dir ({e})");
                 return ExitCode::FAILURE;
             }
         },
     };
-    let url = super::local_url(settings, "/openpipe_reporting/actions/dataset_add");
+    // Found once: the address whose listener is checked is the one called.
+    let Some(ip) = super::local_ip(settings) else {
+        complain!("sluice: the host {:?} does not resolve to an address", settings.host);
+        return ExitCode::FAILURE;
+    };
+    let url = super::url_at(Some(ip), settings, "/openpipe_reporting/actions/dataset_add");
     let own_uid = rustix::process::geteuid().as_raw();
-    if let Err(why) = super::listener::check(super::local_ip(settings), settings.port, own_uid) {
-        eprintln!("sluice: {url}: {why}");
+    if let Err(why) = super::listener::check(Some(ip), settings.port, own_uid) {
+        complain!("sluice: {url}: {why}");
         return ExitCode::FAILURE;
     }
     let client = match super::local_client(Duration::from_secs(30), "sluice") {
@@ -75,11 +80,11 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
     let answer = match client.post(&url).bearer_auth(&key).json(&body).send().await {
         Ok(r) => r,
         Err(e) if e.is_connect() => {
-            eprintln!("sluice: no server answers at {url}: start it, or set SLUICE_PORT to its port");
+            complain!("sluice: no server answers at {url}: start it, or set SLUICE_PORT to its port");
             return ExitCode::FAILURE;
         }
         Err(e) => {
-            eprintln!("sluice: {url}: {e}");
+            complain!("sluice: {url}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -95,7 +100,7 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         );
         ExitCode::SUCCESS
     } else {
-        eprintln!("sluice: {} {}", status.as_u16(), reply["detail"].as_str().unwrap_or("(no detail)"));
+        complain!("sluice: {} {}", status.as_u16(), reply["detail"].as_str().unwrap_or("(no detail)"));
         ExitCode::FAILURE
     }
 }

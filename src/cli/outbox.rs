@@ -37,20 +37,20 @@ pub fn parse(args: &[&str]) -> Result<Action, String> {
 
 pub async fn run(settings: &Settings, action: Action) -> ExitCode {
     if let Err(why) = super::store_is_there(settings) {
-        eprintln!("sluice: {why}");
+        complain!("sluice: {why}");
         return ExitCode::FAILURE;
     }
     let stores = match crate::store::Stores::open(settings, &settings.data_dir, Default::default()).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            complain!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
     let mut queues = match stores.admin.queues().await {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            complain!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -69,7 +69,7 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
             return Ok(());
         }
         let hint = crate::suggest::hint(queue, names.iter().copied());
-        eprintln!("sluice: no queue {queue:?}{hint}; queues: {}", names.join(", "));
+        complain!("sluice: no queue {queue:?}{hint}; queues: {}", names.join(", "));
         Err(ExitCode::from(2))
     };
     let mut out = std::io::stdout().lock();
@@ -113,7 +113,7 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice: {e}");
+            complain!("sluice: {e}");
             ExitCode::FAILURE
         }
     }

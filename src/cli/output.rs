@@ -6,15 +6,41 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+use crate::telemetry::OneLine;
+
 static FAILURE: OnceLock<std::io::Error> = OnceLock::new();
 
-/// Writes one line (the [`say!`](crate::cli) macro).
+/// Writes one line (the [`say!`](crate::cli) macro). Whatever it quotes (a pipeline's
+/// source, a valve's name, an upstream's error) is shown, never obeyed: escape sequences,
+/// carriage returns, line breaks and the marks that reorder text are written as escapes
+/// ([`OneLine`]), so no text can clear the operator's terminal or forge a line (found by a
+/// red team).
 pub fn line(args: std::fmt::Arguments<'_>) {
+    write_out(format_args!("{}\n", OneLine(&args.to_string())));
+}
+
+/// Writes text of several lines that sluice itself wrote (the help), escaped as [`line`]
+/// escapes within each line.
+pub fn lines(text: &str) {
+    for one in text.lines() {
+        line(format_args!("{one}"));
+    }
+}
+
+/// Writes a message on stderr (the [`complain!`](crate::cli) macro), escaped as [`line`]
+/// escapes but for its line breaks (a usage text follows some).
+pub fn complain(args: std::fmt::Arguments<'_>) {
+    let text = args.to_string();
+    let shown: Vec<String> = text.split('\n').map(|one| OneLine(one).to_string()).collect();
+    eprintln!("{}", shown.join("\n"));
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
     if FAILURE.get().is_some() {
         return;
     }
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(format_args!("{args}\n")).and_then(|()| out.flush()) {
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
         let _ = FAILURE.set(e);
     }
 }

@@ -41,7 +41,7 @@ pub async fn run(settings: &Settings, action: Action) -> ExitCode {
     match act(settings, action).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("sluice: {message}");
+            complain!("sluice: {message}");
             ExitCode::FAILURE
         }
     }
@@ -86,7 +86,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                     say!("removed {id}");
                     Ok(())
                 }
-                None => Err(format!("pipeline {id} not found among the added WebAssembly pipelines")),
+                None => Err(format!("pipeline {:?} not found among the added WebAssembly pipelines", id)),
             }
         }
         Action::Add(file) => {

@@ -2,7 +2,7 @@
 //! file that set it, never on a profile name the operator did not write) and in
 //! `sluice settings`.
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::{Figment, Metadata, Source};
 use serde_json::Value;
 
@@ -34,8 +34,17 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                 Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
                     format!("expected {expected} (the value is not shown)")
                 }
+                // A key pasted into the wrong setting (`SLUICE_PORT=sk-...`) is not quoted back.
+                Kind::InvalidType(Actual::Str(found), expected) | Kind::InvalidValue(Actual::Str(found), expected)
+                    if crate::valves::looks_like_a_key(found) =>
+                {
+                    format!("expected {expected}, found a text that looks like a key (not shown)")
+                }
                 Kind::InvalidType(found, expected) => format!("expected {expected}, found {found}"),
                 Kind::InvalidValue(found, expected) => format!("expected {expected}, found {found}"),
+                Kind::UnknownVariant(found, known) if crate::valves::looks_like_a_key(found) => {
+                    format!("a text that looks like a key (not shown) is not one of {}", known.join(", "))
+                }
                 Kind::UnknownVariant(found, known) => {
                     format!(
                         "{found:?} is not one of {}{}",
@@ -45,7 +54,7 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                 }
                 Kind::Message(message) => match file_of(&e) {
                     Some(path) => {
-                        let text = std::fs::read_to_string(path).unwrap_or_default();
+                        let text = crate::small_file::read(&path, "a settings file").ok().flatten().unwrap_or_default();
                         // Else the first line: the parser's excerpt of the file follows it.
                         crate::toml_syntax::check(&text)
                             .unwrap_or_else(|| message.lines().next().unwrap_or_default().to_string())
@@ -56,6 +65,8 @@ pub fn describe(error: figment::Error) -> Vec<String> {
             };
             let key = path.join(".");
             match e.metadata.as_ref() {
+                // The file as a whole (it cannot be read): named alone.
+                Some(meta) if key.is_empty() => format!("{}: {what}", origin(meta, &key)),
                 Some(meta) => format!("{key} ({}): {what}", origin(meta, &key)),
                 None => format!("{key}: {what}"),
             }

@@ -6,6 +6,7 @@ mod explain;
 mod key_variable;
 mod log_level;
 mod readable_file;
+mod settings_file;
 
 pub use explain::{effective, Effective};
 pub use log_level::normalize as normalize_log_level;
@@ -13,7 +14,7 @@ pub use log_level::with_tracing_names as rust_log_with_tracing_names;
 
 use std::path::PathBuf;
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Serialized};
 use figment::Figment;
 use key_variable::KeyVariable;
 use serde::{Deserialize, Serialize};
@@ -183,7 +184,7 @@ impl Settings {
         // In any case, as the other variables; empty is unset; a name that is not UTF-8 is a
         // name all the same.
         if let Some(file) = settings_file() {
-            figment = figment.merge(Toml::file_exact(file));
+            figment = figment.merge(settings_file::SettingsFile(file));
         }
         // An empty variable is an unset one, as for valves (a compose file's `${X:-}`).
         let non_empty: std::collections::HashSet<String> = std::env::vars_os()
@@ -212,6 +213,12 @@ impl Settings {
     /// Checks beyond types; every problem as `key: message`.
     fn validate(&self) -> Result<(), SettingsError> {
         let mut problems = Vec::new();
+        if !valid_host(&self.host) {
+            problems.push(format!(
+                "host: {:?} is not an IP address or a host name (an IPv6 address without brackets: ::1)",
+                self.host
+            ));
+        }
         if let Err(e) = log_level::check(&self.log_level) {
             problems.push(format!("log_level: {e}"));
         }
@@ -305,6 +312,25 @@ impl Settings {
 /// The longest any setting in seconds may be: a day.
 const MAX_SECS: u64 = 24 * 3600;
 
+/// An IP address, or a host name of letters, digits, hyphens and dots: the address is also
+/// put in the URL a command on this machine calls, where `127.0.0.1:9000#` would send the
+/// request (and the key) to another port (found by a red team).
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let labels = || host.strip_suffix('.').unwrap_or(host).split('.');
+    !host.is_empty()
+        && host.len() <= 253
+        && labels().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// `scheme://host[:port]`, nothing after: what a browser sends as `Origin`.
 fn valid_origin(origin: &str) -> bool {
     let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else { return false };
@@ -378,6 +404,16 @@ mod tests {
             assert_eq!(Settings::load().map_err(|e| e.to_string())?.port, 9300, "any case, as before");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_host_is_an_address_or_a_name() {
+        for good in ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1", "localhost", "sluice.internal.", "my-host-1"] {
+            assert!(valid_host(good), "{good}");
+        }
+        for bad in ["", "127.0.0.1:9000#", "[::1]", "host/x", "host?x", "a b", "-x", "x..y", "user@host", "h\u{1b}"] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn holds_a_key(v: &Value) -> bool {
 }
 
 /// Sixteen characters or more, no space, letters and digits: `sk-...`, `opk-...`, a token.
-fn looks_like_a_key(s: &str) -> bool {
+pub(crate) fn looks_like_a_key(s: &str) -> bool {
     s.chars().count() >= 16
         && !s.chars().any(char::is_whitespace)
         && s.chars().any(|c| c.is_ascii_alphabetic())

@@ -21,40 +21,10 @@ pub enum FileError {
     Value(#[from] toml::de::Error),
 }
 
-/// The most a valves file may hold: far more than any pipeline's settings, and what the
-/// editor's route takes in one update.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
-
-/// The text of the valves file `path`; `Ok(None)` when it does not exist. Only a regular file
-/// of at most [`MAX_FILE_BYTES`] is read (a link to one is, as a Kubernetes ConfigMap mounts
-/// them): a FIFO put in its place hung the server's start and every update, and a large file
-/// took gigabytes (found by a red team).
+/// The text of the valves file `path`; `Ok(None)` when it does not exist
+/// ([`crate::small_file::read`]: a regular file of at most 1 MiB).
 pub fn read_text(path: &Path) -> std::io::Result<Option<String>> {
-    use std::io::Read;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    // Opening a FIFO to read waits for a writer; without waiting it opens, and is refused below.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = match options.open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is not a regular file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("it is {} bytes; a valves file may have at most {MAX_FILE_BYTES}", meta.len()),
-        ));
-    }
-    let mut text = String::new();
-    // Bounded even if it grows while being read.
-    file.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
-    Ok(Some(text))
+    crate::small_file::read(path, "a valves file")
 }
 
 /// Reads the file; `Ok(None)` when it does not exist.

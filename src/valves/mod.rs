@@ -11,6 +11,9 @@ pub mod replicas;
 pub mod schema;
 mod service;
 
+/// Whether a text looks like a key, and so is not quoted back in an error (settings too).
+pub(crate) use coerce::looks_like_a_key;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -14,6 +14,7 @@ mod bad_input;
 mod binary;
 mod chat;
 mod cli;
+mod cli_outside;
 mod crash;
 mod disk;
 mod example_pipeline;
