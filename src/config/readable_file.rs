@@ -8,7 +8,7 @@ use std::path::Path;
 /// `store_url` with a password) and its mode lets others read it. Never quotes the secret.
 pub fn warning(path: &Path) -> Option<String> {
     let mode = crate::private::others_may_read(path)?;
-    let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+    let table: toml::Table = crate::small_file::read(path, "a settings file").ok()??.parse().ok()?;
     let held: Vec<&str> = ["api_key", "store_url"]
         .into_iter()
         .filter(|name| table.get(*name).and_then(toml::Value::as_str).is_some_and(|v| is_secret(name, v)))
