@@ -117,12 +117,15 @@ fn holds_a_key(v: &Value) -> bool {
     }
 }
 
-/// Sixteen characters or more, no space, letters and digits: `sk-...`, `opk-...`, a token.
+/// Holds a word of sixteen characters or more with letters and digits: `sk-...`, `opk-...`, a
+/// token, also as pasted (`Bearer sk-...`, a line break after it, `NAME=opk-...`; found by a
+/// red team). Words end at spaces, quotes and `=:,;`.
 pub(crate) fn looks_like_a_key(s: &str) -> bool {
-    s.chars().count() >= 16
-        && !s.chars().any(char::is_whitespace)
-        && s.chars().any(|c| c.is_ascii_alphabetic())
-        && s.chars().any(|c| c.is_ascii_digit())
+    s.split(|c: char| c.is_whitespace() || matches!(c, '=' | ':' | ',' | ';' | '"' | '\'')).any(|word| {
+        word.chars().count() >= 16
+            && word.chars().any(|c| c.is_ascii_alphabetic())
+            && word.chars().any(|c| c.is_ascii_digit())
+    })
 }
 
 fn hidden_key(v: &Value) -> String {
@@ -244,6 +247,10 @@ mod tests {
             (FieldType::Boolean, json!(key)),
             (FieldType::Integer, json!([key])),
             (FieldType::Object, json!(format!("[\"{key}\"]"))),
+            // As keys get pasted: with a line break, after `Bearer `, after a space.
+            (FieldType::Boolean, json!(format!("{key}\n"))),
+            (FieldType::Boolean, json!(format!("Bearer {key}"))),
+            (FieldType::Integer, json!(format!(" {key}"))),
         ] {
             let e = coerce(&field(ty, false), value).unwrap_err();
             assert!(e.message.contains("looks like a key") && !e.message.contains("0123456789"), "{}", e.message);

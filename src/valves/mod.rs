@@ -259,6 +259,11 @@ impl ValvesEntry {
 
     fn unknown(&self, key: &str) -> FieldError {
         let names: Vec<&str> = self.schema.fields.iter().map(|f| f.name.as_str()).collect();
+        // A key pasted as a name (`{"OPENPIPE_API_KEY=opk-...": true}`) is not quoted back.
+        if looks_like_a_key(key) {
+            let message = format!("unknown valve whose name looks like a key (known: {})", names.join(", "));
+            return FieldError::new("(a name not shown)", message);
+        }
         let hint = crate::suggest::hint(key, names.iter().copied());
         FieldError::new(key, format!("unknown valve{hint} (known: {})", names.join(", ")))
     }

@@ -298,6 +298,11 @@ async fn a_secret_of_the_wrong_shape_is_never_echoed() {
         json!({"API_KEY": format!("{POSTED_KEY}\r\nX-Evil: 1")}),
         json!({"REMOTE_MCP_SERVERS_JSON": {"headers": {"Authorization": POSTED_KEY}}}),
         json!({"REMOTE_MCP_SERVERS_JSON": format!("[{{\"server_label\": \"x\", \"headers\": {{\"a\": \"{POSTED_KEY}\"}}}}]")}),
+        // A key pasted into a field that is no secret, as keys get pasted (a red team), or as
+        // a valve's name.
+        json!({"FETCH_MODELS": format!("{POSTED_KEY}\n")}),
+        json!({"FETCH_MODELS": format!("Bearer {POSTED_KEY}")}),
+        json!({format!("API_KEY={POSTED_KEY}"): true}),
         // A token written as a number (it was shown in clear by GET /valves).
         json!({"REMOTE_MCP_SERVERS_JSON": format!("[{{\"server_label\": \"x\", \"server_url\": \"https://m.example\", \"headers\": {{\"X-Tok\": {NUMERIC_TOKEN}}}}}]")}),
     ] {
