@@ -214,7 +214,9 @@ impl ResponseError for ApiError {
             response.insert_header(("x-should-retry", if retry { "true" } else { "false" }));
         }
         if let ApiError::Pipeline(PipelineError { retry_after: Some(wait), .. }) = self {
-            let ms = wait.as_millis();
+            // A pipeline passes on what its upstream asked; `retry-after-ms: 9e18` is no wait a
+            // client can keep (a red team).
+            let ms = (*wait).min(MAX_RETRY_AFTER).as_millis();
             response.insert_header(("retry-after", ms.div_ceil(1000).to_string()));
             response.insert_header(("retry-after-ms", ms.to_string()));
         }
@@ -222,9 +224,24 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The longest wait a client is told to make before it tries again.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_passed_on_is_at_most_a_day() {
+        for (asked, seconds) in [(2, "2"), (86_400, "86400"), (9_000_000_000_000_000, "86400")] {
+            let error = PipelineError {
+                retry_after: Some(std::time::Duration::from_secs(asked)),
+                ..PipelineError::new(sluice_sdk::ErrorKind::RateLimited, "slow down")
+            };
+            let response = actix_web::ResponseError::error_response(&ApiError::Pipeline(error));
+            assert_eq!(response.headers().get("retry-after").unwrap(), seconds, "{asked}");
+        }
+    }
 
     #[test]
     fn param_names_a_request_parameter_only() {

@@ -140,3 +140,42 @@ async fn a_client_that_leaves_closes_the_upstream_request() {
     drop(body);
     tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the upstream saw sluice hang up");
 }
+
+/// An error answer whose body comes a byte at a time, each within the idle timeout: the chat
+/// is answered once the idle timeout has passed for the whole body, not held while bytes
+/// trickle (a red team saw one held for ten minutes).
+#[tokio::test]
+async fn an_error_body_that_trickles_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                if crate::fault_leaks::read_request(&mut socket).await.is_none() {
+                    return;
+                }
+                let head = "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+                            content-length: 100000\r\n\r\n{\"error\": {\"message\": \"slow";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while socket.write_all(b".").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
+    });
+    let upstream = FaultyUpstream { url, peer_closed: Arc::new(Notify::new()), closes: Arc::new(AtomicUsize::new(0)) };
+    let app = app_for(&upstream, "STREAM_IDLE_TIMEOUT_S = 1\n").await;
+    let started = std::time::Instant::now();
+    let body =
+        json!({"model": "openai_responses.gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let answer = tokio::time::timeout(Duration::from_secs(20), app.post_json("/chat/completions", &body))
+        .await
+        .expect("the chat is answered");
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert_eq!(answer.status().as_u16(), 429);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("HTTP 429"), "{text}");
+}

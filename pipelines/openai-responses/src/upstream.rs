@@ -142,13 +142,20 @@ pub async fn send(
 /// Largest error body read; OpenAI's are a few hundred bytes, a misbehaving proxy's need not be.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// The text of an error answer, at most [`MAX_ERROR_BODY`] bytes and no longer than `idle`
-/// between reads: whatever arrived by then.
+/// The most an error answer's body may take to arrive, whatever the idle timeout: it is one
+/// small write.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
+
+/// The text of an error answer, at most [`MAX_ERROR_BODY`] bytes, all of it within `idle` (at
+/// most [`ERROR_BODY_TIME`]): whatever arrived by then. With `idle` between reads only, a body
+/// sent a byte at a time held the chat for the idle timeout per byte (15 minutes each by
+/// default; found by a red team).
 async fn error_body(resp: reqwest::Response, idle: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + idle.min(ERROR_BODY_TIME);
     let mut body = resp.bytes_stream();
     let mut out = Vec::new();
     while out.len() < MAX_ERROR_BODY {
-        match tokio::time::timeout(idle, body.next()).await {
+        match tokio::time::timeout_at(deadline, body.next()).await {
             Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
             _ => break,
         }
