@@ -227,21 +227,31 @@ fn request_id() -> HeaderValue {
     }
 }
 
-/// Root span per request and one log line when the response head is ready.
+/// Root span per request and one log line when the response head is ready, or when the
+/// client left before it.
 pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let metrics = req.app_data::<actix_web::web::Data<crate::metrics::Metrics>>().cloned();
     let id = request_id();
-    let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), method = %req.method());
     let started = Instant::now();
+    let mut pending = Pending {
+        span: tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), method = %req.method()),
+        metrics: req.app_data::<actix_web::web::Data<crate::metrics::Metrics>>().cloned(),
+        // A reference-counted copy of the path's bytes, kept for the line of a request left
+        // before its answer (the request itself goes to the route unshared).
+        uri: req.uri().clone(),
+        started,
+        answered: false,
+    };
     req.extensions_mut().insert(RequestStart(started));
     // A panic is caught further in (`catch_panics`), still inside the span: its log line
     // carries the request id.
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = next.call(req).instrument(pending.span.clone()).await;
+    pending.answered = true;
+    let (span, metrics) = (&pending.span, pending.metrics.take());
     let elapsed = started.elapsed();
-    let elapsed_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let elapsed_ms = millis(elapsed);
     match result {
         Ok(mut res) => {
             // The routes under an id are named by their path (no pattern of actix-web's), also
@@ -274,6 +284,41 @@ pub async fn trace_requests(
                 m.observe_request("failed", e.as_response_error().status_code().as_u16(), elapsed);
             }
             Err(e)
+        }
+    }
+}
+
+/// Milliseconds with three decimals, as the request line shows them.
+fn millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// A request on its way to its answer. Dropped unanswered, its client left (the connection
+/// closed, so actix-web dropped the request's future): said in the log and counted with
+/// status 499, as nginx counts it. Before, such a request left no line and no count, though
+/// its upstream call was made (found by a red team).
+struct Pending {
+    span: tracing::Span,
+    metrics: Option<actix_web::web::Data<crate::metrics::Metrics>>,
+    uri: actix_web::http::Uri,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let path = self.uri.path();
+        let route = crate::id_routes::name_of(path).or_else(|| crate::routes::fixed_route(path)).unwrap_or("unmatched");
+        let elapsed_ms = millis(elapsed);
+        self.span.in_scope(|| {
+            tracing::info!(route, path, status = 499, elapsed_ms, outcome = "client_left", "left before the answer")
+        });
+        if let Some(m) = &self.metrics {
+            m.observe_request(route, 499, elapsed);
         }
     }
 }

@@ -37,6 +37,35 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(resource("/chat/completions", "POST").post(chat::chat_completions));
 }
 
+/// The fixed paths of [`configure`] on both mounts and the health checks, as the request log
+/// and the metrics name them.
+const FIXED: [&str; 18] = [
+    "/",
+    "/v1",
+    "/models",
+    "/v1/models",
+    "/metrics",
+    "/v1/metrics",
+    "/pipelines",
+    "/v1/pipelines",
+    "/pipelines/add",
+    "/v1/pipelines/add",
+    "/pipelines/upload",
+    "/v1/pipelines/upload",
+    "/pipelines/delete",
+    "/v1/pipelines/delete",
+    "/pipelines/reload",
+    "/v1/pipelines/reload",
+    "/chat/completions",
+    "/v1/chat/completions",
+];
+
+/// The name of the fixed route at `path`, for a request whose client left before actix-web's
+/// route could say it (`tests/api/route_table.rs` checks the names agree).
+pub fn fixed_route(path: &str) -> Option<&'static str> {
+    FIXED.into_iter().find(|name| *name == path)
+}
+
 /// The health check at `path` (GET and HEAD, no key), its wrong methods a JSON 405 like every
 /// other route's (they got an empty one).
 pub fn health_check(path: &str) -> Resource {

@@ -102,6 +102,11 @@ async fn a_client_that_leaves_while_the_upstream_is_silent_ends_the_upstream_req
     tokio::time::timeout(Duration::from_secs(5), hung_up).await.expect("sluice hung up on the upstream");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 1, "no retry for a client that is gone");
+    // It is counted (and logged) as a request its client left: before, it left no trace
+    // though its upstream call was made (a red team).
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let left = "sluice_http_requests_total{route=\"/v1/chat/completions\",status=\"499\"} 1";
+    assert!(metrics.lines().any(|l| l == left), "{metrics}");
 }
 
 #[tokio::test]

@@ -198,3 +198,41 @@ async fn metrics_name_each_route_by_its_pattern() {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
 }
+
+/// A request whose client leaves before its answer is named without actix-web's route
+/// (`routes::fixed_route`): the names must be the ones actix-web gives the same paths.
+#[tokio::test]
+async fn every_fixed_path_is_named_as_actix_web_names_it() {
+    let app = spawn_app().await;
+    let paths = [
+        "/",
+        "/v1",
+        "/models",
+        "/v1/models",
+        "/metrics",
+        "/v1/metrics",
+        "/pipelines",
+        "/v1/pipelines",
+        "/pipelines/add",
+        "/v1/pipelines/add",
+        "/pipelines/upload",
+        "/v1/pipelines/upload",
+        "/pipelines/delete",
+        "/v1/pipelines/delete",
+        "/pipelines/reload",
+        "/v1/pipelines/reload",
+        "/chat/completions",
+        "/v1/chat/completions",
+    ];
+    // A GET reaches each (a 405 for the others), so each is counted under its name.
+    for path in paths {
+        assert_eq!(sluice::routes::fixed_route(path), Some(path), "{path}");
+        call(&app, Method::GET, path).await;
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for path in paths {
+        let named = format!("sluice_http_requests_total{{route=\"{path}\",");
+        assert!(text.lines().any(|l| l.starts_with(&named)), "{path} is named otherwise:\n{text}");
+    }
+    assert_eq!(sluice::routes::fixed_route("/v1/models/x"), None);
+}
