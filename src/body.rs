@@ -204,7 +204,7 @@ async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(format!("the request body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| unread(e, config.limit))?;
         let held = first.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, BytesMut::len);
         let held_after = held + chunk.len();
         if held_after > config.limit {
@@ -231,6 +231,21 @@ async fn read_body(
         }
     }
     Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
+}
+
+/// Why a body could not be read, in the caller's terms: actix-web's own text named Rust's
+/// `None` and was answered as broken JSON (a red team).
+fn unread(error: actix_web::error::PayloadError, limit: usize) -> ApiError {
+    use actix_web::error::PayloadError;
+    match error {
+        PayloadError::Overflow => ApiError::PayloadTooLarge(limit),
+        PayloadError::Incomplete(_) => ApiError::BadRequest(
+            "the request body ended before all of it came (the connection closed, or its chunked encoding is broken)"
+                .into(),
+        ),
+        PayloadError::EncodingCorrupted => ApiError::BadRequest("the request body's encoding is broken".into()),
+        _ => ApiError::BadRequest("the request body could not be read".into()),
+    }
 }
 
 /// Parses JSON with a message that says where it is broken, refusing bodies with more values

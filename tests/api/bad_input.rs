@@ -93,6 +93,27 @@ async fn bodies_declared_but_not_sent_hold_no_room() {
     drop(idle);
 }
 
+/// A body that ends before all of it came is said so, in the caller's terms: actix-web's own
+/// text ("payload reached EOF before completing: None") was answered as broken JSON (a red
+/// team).
+#[tokio::test]
+async fn a_body_cut_short_is_said_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut socket = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let request = format!(
+        "POST /bare_filter/filter/inlet HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{{\"bod\r\nZZ\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("the request body ended before all of it came"), "{answer}");
+    assert!(!answer.contains("None") && !answer.contains("Malformed JSON"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_200_kb_history_is_accepted_by_default() {
     let app = spawn_app().await;

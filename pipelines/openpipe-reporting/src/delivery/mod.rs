@@ -138,12 +138,12 @@ impl Journal {
             None => {
                 self.failing_since = Some(now);
                 self.reminded_at = now;
-                tracing::warn!(status = ?status, error = %error, retry_in_ms = pause.as_millis() as u64,
+                tracing::warn!(status = status, error = %error, retry_in_ms = pause.as_millis() as u64,
                     "openpipe: deliveries are failing; reports stay queued and are retried");
             }
             Some(since) if now.duration_since(self.reminded_at) >= FAILING_REMINDER => {
                 self.reminded_at = now;
-                tracing::warn!(status = ?status, error = %error, failed_attempts = self.failed,
+                tracing::warn!(status = status, error = %error, failed_attempts = self.failed,
                     failing_for_s = now.duration_since(since).as_secs(), "openpipe: deliveries are still failing");
             }
             Some(_) => {}
@@ -207,7 +207,7 @@ impl Worker {
                 self.outbox.retry_later(QUEUE, &entry.id, next, *status, error).await?;
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 if debug {
-                    tracing::debug!(id = %entry.id, status = ?status, wait_ms = wait.as_millis() as u64, "openpipe: will retry");
+                    tracing::debug!(id = %entry.id, status = status, wait_ms = wait.as_millis() as u64, "openpipe: will retry");
                 }
             }
             Outcome::Auth { status } => {
@@ -228,7 +228,7 @@ impl Worker {
             }
             Outcome::Permanent { status, error } => {
                 self.bury(&entry.id, *status, error).await?;
-                tracing::warn!(id = %entry.id, kind = %entry.kind, status = ?status, error = %error, "openpipe: refused; dead-lettered");
+                tracing::warn!(id = %entry.id, kind = %entry.kind, status = status, error = %error, "openpipe: refused; dead-lettered");
             }
         }
         Ok(())
