@@ -163,6 +163,7 @@ async fn contract(store: &(impl KvStore + Outbox)) {
         (dead[0].id.as_str(), dead[0].last_status, dead[0].last_error.as_deref()),
         ("e2", Some(400), Some("HTTP 400: bad"))
     );
+    assert_eq!(dead[0].attempts, 1, "the attempt that was refused is counted");
     let later = store.due("q", now + 60_001, 10).await.unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!((later[0].attempts, later[0].last_status, &later[0].body), (1, Some(503), &json!({"smaller": true})));

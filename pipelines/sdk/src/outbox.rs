@@ -95,7 +95,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// Delivered: removes the entry.
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError>;
 
-    /// Given up: keeps the entry with `reason`, out of the delivery queue.
+    /// Given up: keeps the entry with `reason`, out of the delivery queue. With a `status`, an
+    /// attempt was answered and is counted (a report refused at its first attempt showed
+    /// `attempts: 0`).
     async fn dead_letter(&self, queue: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError>;
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError>;
