@@ -2,8 +2,8 @@
 //! answers as the raw floor (`/v1/models` the bytes sluice answered, an inlet its own body
 //! back), as many workers as sluice, no middleware. With `logged`, each request also gets
 //! tracing's span and one `info` line from tracing-subscriber's stock text layer (to stderr,
-//! which the driver points at /dev/null): what any actix-web service that logs its requests
-//! pays. Between it and the raw floor is what the stack costs; between it and sluice, sluice's
+//! the bench's own, as sluice's: send it to /dev/null or a pipe): what any actix-web service
+//! that logs its requests pays. Between it and the raw floor is what the stack costs; between it and sluice, sluice's
 //! own work.
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};

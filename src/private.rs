@@ -236,36 +236,46 @@ fn write_bits(path: &Path) -> u32 {
     }
 }
 
-/// Why the settings file `path` may have been put or changed there by another user, if it
-/// may: anyone may write it, or it belongs to another user (not root) and so does its
-/// directory, or anyone may write in that directory (a `sluice.toml` planted in `/tmp`, or in
+/// Why the settings file at `path`, whose opened file's metadata is `file`, may have been put
+/// there by another user, if it may: it belongs to another user (not root) and so does its
+/// directory, or anyone may write in that directory. A `sluice.toml` planted in `/tmp`, or in
 /// another user's directory the operator runs a command in, would choose the data directory
-/// and the address the key is sent to). A file another user owns in a directory of root's or
-/// sluice's user (a mounted ConfigMap, a bind-mounted file) is the operator's choice.
-pub fn planted(path: &Path) -> Option<String> {
+/// and the address the key is sent to. Another user's file in a directory of root's or
+/// sluice's user (a bind-mounted file, a mounted ConfigMap) is the operator's choice.
+pub fn planted(path: &Path, file: &std::fs::Metadata) -> Option<String> {
     #[cfg(unix)]
     {
-        let meta = std::fs::metadata(path).ok()?;
-        let trusted = |uid: u32| uid == own_uid() || uid == 0;
-        if meta.mode() & 0o002 != 0 {
-            return Some(format!("anyone may write it (mode {:o})", meta.mode() & 0o7777));
-        }
-        if trusted(meta.uid()) {
-            return None;
-        }
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir_meta = std::fs::metadata(dir).ok()?;
-        (!trusted(dir_meta.uid()) || dir_meta.mode() & 0o002 != 0).then(|| {
+        let dir = std::fs::metadata(dir).ok()?;
+        planted_by(own_uid(), (file.uid(), file.mode()), (dir.uid(), dir.mode())).then(|| {
             format!(
-                "it belongs to user {} and sits in a directory others may write in or that is not this user's or \
-                 root's: it may have been put there for sluice to read",
-                meta.uid()
+                "it belongs to user {} and sits in a directory that others may write in or that is not this \
+                 user's or root's: it may have been put there for sluice to read",
+                file.uid()
             )
         })
     }
     #[cfg(not(unix))]
     {
-        let _ = path;
+        let _ = (path, file);
+        None
+    }
+}
+
+/// [`planted`]'s rule over (uid, mode) of the file and of its directory, for `own` uid.
+#[cfg(unix)]
+fn planted_by(own: u32, file: (u32, u32), dir: (u32, u32)) -> bool {
+    let trusted = |uid: u32| uid == own || uid == 0;
+    !trusted(file.0) && (!trusted(dir.0) || dir.1 & 0o002 != 0)
+}
+
+/// Whether anyone may write the file whose metadata is `file`: its mode, for a warning.
+pub fn anyone_may_write_file(file: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    return (file.mode() & 0o002 != 0).then_some(file.mode() & 0o7777);
+    #[cfg(not(unix))]
+    {
+        let _ = file;
         None
     }
 }
@@ -294,6 +304,20 @@ pub fn others_may_read(path: &Path) -> Option<u32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settings_file_is_planted_when_another_user_could_have_put_it_there() {
+        let (me, other) = (1000, 2001);
+        // Another user's file in a directory of theirs, or in one anyone may write (`/tmp`).
+        assert!(planted_by(me, (other, 0o644), (other, 0o755)));
+        assert!(planted_by(me, (other, 0o644), (0, 0o1777)));
+        assert!(planted_by(me, (other, 0o644), (me, 0o777)));
+        // Own or root's files; another user's in a directory of root's or sluice's user.
+        assert!(!planted_by(me, (me, 0o644), (other, 0o777)));
+        assert!(!planted_by(me, (0, 0o644), (0, 0o1777)));
+        assert!(!planted_by(me, (other, 0o644), (0, 0o755)));
+        assert!(!planted_by(me, (other, 0o640), (me, 0o700)));
+    }
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777

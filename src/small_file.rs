@@ -14,6 +14,12 @@ pub const MAX_BYTES: u64 = 1 << 20;
 /// `/dev/zero`) took gigabytes (found by red teams). `what` names the file in the refusal ("a
 /// valves file").
 pub fn read(path: &Path, what: &str) -> std::io::Result<Option<String>> {
+    Ok(read_opened(path, what)?.map(|(text, _)| text))
+}
+
+/// [`read`], with the metadata of the file that was read (not of whatever the path names a
+/// moment later: a check on the path could be shown another file than the one read).
+pub fn read_opened(path: &Path, what: &str) -> std::io::Result<Option<(String, std::fs::Metadata)>> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     // Opening a FIFO to read waits for a writer; without waiting it opens, and is refused below.
@@ -37,5 +43,5 @@ pub fn read(path: &Path, what: &str) -> std::io::Result<Option<String>> {
     let mut text = String::new();
     // Bounded even if it grows while being read.
     file.take(MAX_BYTES).read_to_string(&mut text)?;
-    Ok(Some(text))
+    Ok(Some((text, meta)))
 }

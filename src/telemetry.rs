@@ -238,9 +238,7 @@ pub async fn trace_requests(
     let mut pending = Pending {
         span: tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"), method = %req.method()),
         metrics: req.app_data::<actix_web::web::Data<crate::metrics::Metrics>>().cloned(),
-        // A reference-counted copy of the path's bytes, kept for the line of a request left
-        // before its answer (the request itself goes to the route unshared).
-        uri: req.uri().clone(),
+        path: PathStart::of(req.path()),
         started,
         answered: false,
     };
@@ -300,7 +298,7 @@ fn millis(elapsed: std::time::Duration) -> f64 {
 struct Pending {
     span: tracing::Span,
     metrics: Option<actix_web::web::Data<crate::metrics::Metrics>>,
-    uri: actix_web::http::Uri,
+    path: PathStart,
     started: Instant,
     answered: bool,
 }
@@ -311,8 +309,11 @@ impl Drop for Pending {
             return;
         }
         let elapsed = self.started.elapsed();
-        let path = self.uri.path();
-        let route = crate::id_routes::name_of(path).or_else(|| crate::routes::fixed_route(path)).unwrap_or("unmatched");
+        let path = self.path.text();
+        let route = match self.path.route {
+            "" => route_of(path),
+            named => named,
+        };
         let elapsed_ms = millis(elapsed);
         self.span.in_scope(|| {
             tracing::info!(route, path, status = 499, elapsed_ms, outcome = "client_left", "left before the answer")
@@ -321,6 +322,40 @@ impl Drop for Pending {
             m.observe_request(route, 499, elapsed);
         }
     }
+}
+
+/// The start of a request's path and its route's name, kept on the stack for the line of a
+/// request left before its answer: the request goes to its route unshared, and a copy of its
+/// URI allocated on every request.
+struct PathStart {
+    bytes: [u8; PathStart::KEPT],
+    len: usize,
+    route: &'static str,
+}
+
+impl PathStart {
+    const KEPT: usize = 96;
+
+    fn of(path: &str) -> Self {
+        let mut len = path.len().min(Self::KEPT);
+        while !path.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; Self::KEPT];
+        bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
+        // Named now only when the path is longer than what is kept; else when it is needed.
+        let route = if len < path.len() { route_of(path) } else { "" };
+        PathStart { bytes, len, route }
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+/// The route a path names, as the request line names it, without actix-web's router.
+fn route_of(path: &str) -> &'static str {
+    crate::id_routes::name_of(path).or_else(|| crate::routes::fixed_route(path)).unwrap_or("unmatched")
 }
 
 #[cfg(test)]

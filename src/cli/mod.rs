@@ -236,17 +236,22 @@ fn url_at(ip: Option<std::net::IpAddr>, settings: &Settings, path: &str) -> Stri
 }
 
 /// The address a command reaches the server at: its listening address, loopback for a
-/// wildcard or none, a host name's first address (resolved once, so the address checked is
-/// the one called); `None` for a name that does not resolve.
+/// wildcard or none, or of a host name's addresses the first something listens at on the
+/// port (else its first), resolved once so the address checked is the one called; `None` for
+/// a name that does not resolve.
 fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
     let host = settings.host.trim();
-    match host.parse::<IpAddr>() {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    match bare.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         Ok(ip) => Some(ip),
-        Err(_) if host.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        Err(_) => (host, settings.port).to_socket_addrs().ok()?.next().map(|a| a.ip()),
+        Err(_) if bare.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Err(_) => {
+            let found: Vec<IpAddr> = (bare, settings.port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
+            found.iter().copied().find(|ip| listener::listens(*ip, settings.port)).or(found.first().copied())
+        }
     }
 }
 
@@ -277,10 +282,8 @@ fn store_exists(settings: &Settings) -> Result<bool, String> {
 }
 
 /// The HTTP client a command talks to the server on this machine with, each request bounded by
-/// `timeout`; a client that cannot be built is said (after `who`, the command's name) and fails
-/// the command.
-/// A client for the server on this machine: never through a proxy (`http_proxy` would have
-/// been handed the key; found by a red team).
+/// `timeout`, never through a proxy (`http_proxy` would have been handed the key); a client
+/// that cannot be built is said (after `who`, the command's name) and fails the command.
 fn local_client(timeout: std::time::Duration, who: &str) -> Result<reqwest::Client, ExitCode> {
     reqwest::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| {
         complain!("{who}: {e}");

@@ -14,9 +14,12 @@ static FAILURE: OnceLock<std::io::Error> = OnceLock::new();
 /// source, a valve's name, an upstream's error) is shown, never obeyed: escape sequences,
 /// carriage returns, line breaks and the marks that reorder text are written as escapes
 /// ([`OneLine`]), so no text can clear the operator's terminal or forge a line (found by a
-/// red team).
+/// red team). Tabs pass: they separate the columns of a listing (`pipeline list`), whose
+/// values escape their own.
 pub fn line(args: std::fmt::Arguments<'_>) {
-    write_out(format_args!("{}\n", OneLine(&args.to_string())));
+    let text = args.to_string();
+    let shown: Vec<String> = text.split('\t').map(|cell| OneLine(cell).to_string()).collect();
+    write_out(format_args!("{}\n", shown.join("\t")));
 }
 
 /// Writes text of several lines that sluice itself wrote (the help), escaped as [`line`]

@@ -10,6 +10,7 @@ use sluice_sdk::Pipeline;
 use crate::components::{self, index, python};
 use crate::config::Settings;
 use crate::registry;
+use crate::telemetry::OneLine;
 
 pub const USAGE: &str = "\
 Usage: sluice pipeline add FILE | list | remove ID
@@ -61,10 +62,12 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 say!("no WebAssembly pipelines added");
             }
             for (id, entry) in &index.components {
+                // Tab-separated; a tab inside a value is escaped with the rest.
                 say!(
-                    "{id}\tsha256:{}\t{}\tadded at {} (Unix ms)",
-                    entry.sha256.get(..12).unwrap_or(&entry.sha256),
-                    entry.source,
+                    "{}\tsha256:{}\t{}\tadded at {} (Unix ms)",
+                    OneLine(id),
+                    OneLine(entry.sha256.get(..12).unwrap_or(&entry.sha256)),
+                    OneLine(&entry.source),
                     entry.added_at_ms
                 );
             }
@@ -86,7 +89,7 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                     say!("removed {id}");
                     Ok(())
                 }
-                None => Err(format!("pipeline {:?} not found among the added WebAssembly pipelines", id)),
+                None => Err(format!("pipeline {id:?} not found among the added WebAssembly pipelines")),
             }
         }
         Action::Add(file) => {

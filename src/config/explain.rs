@@ -63,7 +63,9 @@ pub fn describe(error: figment::Error) -> Vec<String> {
                 },
                 other => other.to_string(),
             };
-            let key = path.join(".");
+            // A name from the file or the environment may hold a line break or an escape
+            // sequence: shown escaped, on its line.
+            let key = crate::telemetry::OneLine(&path.join(".")).to_string();
             match e.metadata.as_ref() {
                 // The file as a whole (it cannot be read): named alone.
                 Some(meta) if key.is_empty() => format!("{}: {what}", origin(meta, &key)),

@@ -157,18 +157,30 @@ fn variable(name: &str) -> Option<std::ffi::OsString> {
     std::env::vars_os().find(|(k, v)| !v.is_empty() && k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
-/// The settings file read: the one `SLUICE_CONFIG` names, or `sluice.toml` when there is one.
-/// (A link to nowhere is read too, and said missing, not skipped.)
-fn settings_file() -> Option<PathBuf> {
+/// The settings file read: the one `SLUICE_CONFIG` names, or `sluice.toml` when there is one
+/// (found, not named). (A link to nowhere is read too, and said missing, not skipped.)
+fn settings_file() -> Option<settings_file::SettingsFile> {
     match variable("SLUICE_CONFIG") {
-        Some(file) => Some(PathBuf::from(file)),
-        None => std::fs::symlink_metadata("sluice.toml").is_ok().then(|| PathBuf::from("sluice.toml")),
+        Some(file) => Some(settings_file::SettingsFile { path: PathBuf::from(file), found: false }),
+        None => std::fs::symlink_metadata("sluice.toml")
+            .is_ok()
+            .then(|| settings_file::SettingsFile { path: PathBuf::from("sluice.toml"), found: true }),
     }
 }
 
-/// A warning when the settings file holds a secret and others on this machine may read it.
+/// A warning when the settings file holds a secret and others on this machine may read it, or
+/// when anyone may change it.
 pub fn settings_file_warning() -> Option<String> {
-    readable_file::warning(&settings_file()?)
+    let path = settings_file()?.path;
+    let anyone_writes = std::fs::metadata(&path).ok().and_then(|m| crate::private::anyone_may_write_file(&m));
+    match anyone_writes {
+        Some(mode) => Some(format!(
+            "{} may be changed by anyone on this machine (mode {mode:o}), and it chooses where sluice keeps its \
+             key and where commands send it: make it writable by its owner only (chmod o-w)",
+            path.display()
+        )),
+        None => readable_file::warning(&path),
+    }
 }
 
 impl Settings {
@@ -184,7 +196,7 @@ impl Settings {
         // In any case, as the other variables; empty is unset; a name that is not UTF-8 is a
         // name all the same.
         if let Some(file) = settings_file() {
-            figment = figment.merge(settings_file::SettingsFile(file));
+            figment = figment.merge(file);
         }
         // An empty variable is an unset one, as for valves (a compose file's `${X:-}`).
         let non_empty: std::collections::HashSet<String> = std::env::vars_os()
@@ -215,7 +227,7 @@ impl Settings {
         let mut problems = Vec::new();
         if !valid_host(&self.host) {
             problems.push(format!(
-                "host: {:?} is not an IP address or a host name (an IPv6 address without brackets: ::1)",
+                "host: {:?} is not an IP address or a host name (the port is a setting of its own: port)",
                 self.host
             ));
         }
@@ -312,12 +324,18 @@ impl Settings {
 /// The longest any setting in seconds may be: a day.
 const MAX_SECS: u64 = 24 * 3600;
 
-/// An IP address, or a host name of letters, digits, hyphens and dots: the address is also
-/// put in the URL a command on this machine calls, where `127.0.0.1:9000#` would send the
-/// request (and the key) to another port (found by a red team).
+/// An IP address (IPv6 with or without brackets, with or without a zone: `fe80::1%eth0`), or
+/// a host name of letters, digits, hyphens, underscores and dots. The address is also put in
+/// the URL a command on this machine calls, where `127.0.0.1:9000#` would send the request
+/// (and the key) to another port (found by a red team).
 fn valid_host(host: &str) -> bool {
-    if host.parse::<std::net::IpAddr>().is_ok() {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
         return true;
+    }
+    if let Some((address, zone)) = bare.split_once('%') {
+        let zone_ok = !zone.is_empty() && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        return zone_ok && address.parse::<std::net::Ipv6Addr>().is_ok();
     }
     let labels = || host.strip_suffix('.').unwrap_or(host).split('.');
     !host.is_empty()
@@ -327,7 +345,7 @@ fn valid_host(host: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -408,10 +426,39 @@ mod tests {
 
     #[test]
     fn the_host_is_an_address_or_a_name() {
-        for good in ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1", "localhost", "sluice.internal.", "my-host-1"] {
+        for good in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "::",
+            "::1",
+            "[::]",
+            "[::1]",
+            "fe80::1",
+            "fe80::1%eth0",
+            "localhost",
+            "sluice.internal.",
+            "my-host-1",
+            "my_service",
+        ] {
             assert!(valid_host(good), "{good}");
         }
-        for bad in ["", "127.0.0.1:9000#", "[::1]", "host/x", "host?x", "a b", "-x", "x..y", "user@host", "h\u{1b}"] {
+        for bad in [
+            "",
+            "127.0.0.1:9000#",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "[::1",
+            "fe80::1%eth0/x",
+            "fe80::1%eth0#",
+            "fe80::1%a:9000",
+            "host/x",
+            "host?x",
+            "a b",
+            "-x",
+            "x..y",
+            "user@host",
+            "h\u{1b}",
+        ] {
             assert!(!valid_host(bad), "{bad:?}");
         }
     }

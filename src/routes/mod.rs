@@ -25,7 +25,7 @@ pub use pipeline_paths::service as under_ids;
 use crate::id_routes::GET;
 
 /// The routes at fixed paths, relative to the mount point; the routes under a pipeline's id
-/// are the mount's default service ([`under_ids`]).
+/// are the mount's default service ([`under_ids`]). Each is named in [`FIXED`] too.
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(get("/models", models::list_models))
         .service(get("/metrics", metrics::metrics))
@@ -37,9 +37,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(resource("/chat/completions", "POST").post(chat::chat_completions));
 }
 
-/// The fixed paths of [`configure`] on both mounts and the health checks, as the request log
-/// and the metrics name them.
-const FIXED: [&str; 18] = [
+/// The name of the fixed route at `path` (of [`configure`] on both mounts, and the health
+/// checks) as actix-web names it, for a request whose client left before its route could say
+/// it. A route added to `configure` is added here too (`tests/api/route_table.rs` checks these
+/// names against actix-web's).
+pub fn fixed_route(path: &str) -> Option<&'static str> {
+    FIXED.into_iter().find(|name| *name == path)
+}
+
+/// The paths [`fixed_route`] names.
+pub const FIXED: [&str; 18] = [
     "/",
     "/v1",
     "/models",
@@ -59,12 +66,6 @@ const FIXED: [&str; 18] = [
     "/chat/completions",
     "/v1/chat/completions",
 ];
-
-/// The name of the fixed route at `path`, for a request whose client left before actix-web's
-/// route could say it (`tests/api/route_table.rs` checks the names agree).
-pub fn fixed_route(path: &str) -> Option<&'static str> {
-    FIXED.into_iter().find(|name| *name == path)
-}
 
 /// The health check at `path` (GET and HEAD, no key), its wrong methods a JSON 405 like every
 /// other route's (they got an empty one).

@@ -119,9 +119,9 @@ fn holds_a_key(v: &Value) -> bool {
 
 /// Holds a word of sixteen characters or more with letters and digits: `sk-...`, `opk-...`, a
 /// token, also as pasted (`Bearer sk-...`, a line break after it, `NAME=opk-...`; found by a
-/// red team). Words end at spaces, quotes and `=:,;`.
+/// red team). Words end at spaces, quotes and `=,;`.
 pub(crate) fn looks_like_a_key(s: &str) -> bool {
-    s.split(|c: char| c.is_whitespace() || matches!(c, '=' | ':' | ',' | ';' | '"' | '\'')).any(|word| {
+    s.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ';' | '"' | '\'')).any(|word| {
         word.chars().count() >= 16
             && word.chars().any(|c| c.is_ascii_alphabetic())
             && word.chars().any(|c| c.is_ascii_digit())

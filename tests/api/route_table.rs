@@ -204,26 +204,7 @@ async fn metrics_name_each_route_by_its_pattern() {
 #[tokio::test]
 async fn every_fixed_path_is_named_as_actix_web_names_it() {
     let app = spawn_app().await;
-    let paths = [
-        "/",
-        "/v1",
-        "/models",
-        "/v1/models",
-        "/metrics",
-        "/v1/metrics",
-        "/pipelines",
-        "/v1/pipelines",
-        "/pipelines/add",
-        "/v1/pipelines/add",
-        "/pipelines/upload",
-        "/v1/pipelines/upload",
-        "/pipelines/delete",
-        "/v1/pipelines/delete",
-        "/pipelines/reload",
-        "/v1/pipelines/reload",
-        "/chat/completions",
-        "/v1/chat/completions",
-    ];
+    let paths = sluice::routes::FIXED;
     // A GET reaches each (a 405 for the others), so each is counted under its name.
     for path in paths {
         assert_eq!(sluice::routes::fixed_route(path), Some(path), "{path}");

@@ -164,6 +164,9 @@ async fn contract(store: &(impl KvStore + Outbox)) {
         ("e2", Some(400), Some("HTTP 400: bad"))
     );
     assert_eq!(dead[0].attempts, 1, "the attempt that was refused is counted");
+    // Recorded again (an outcome whose recording failed half-way is recorded again): once.
+    store.dead_letter("q", "e2", Some(400), "HTTP 400: bad").await.unwrap();
+    assert_eq!(store.dead_letters("q", 10).await.unwrap()[0].attempts, 1);
     let later = store.due("q", now + 60_001, 10).await.unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!((later[0].attempts, later[0].last_status, &later[0].body), (1, Some(503), &json!({"smaller": true})));

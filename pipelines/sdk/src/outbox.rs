@@ -96,8 +96,8 @@ pub trait Outbox: Send + Sync + 'static {
     async fn complete(&self, queue: &str, id: &str) -> Result<(), StoreError>;
 
     /// Given up: keeps the entry with `reason`, out of the delivery queue. With a `status`, an
-    /// attempt was answered and is counted (a report refused at its first attempt showed
-    /// `attempts: 0`).
+    /// attempt was answered and is counted, once however often this is repeated (a report
+    /// refused at its first attempt showed `attempts: 0`).
     async fn dead_letter(&self, queue: &str, id: &str, status: Option<u16>, reason: &str) -> Result<(), StoreError>;
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError>;
