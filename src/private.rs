@@ -238,7 +238,7 @@ fn write_bits(path: &Path) -> u32 {
 
 /// Why the settings file at `path`, whose opened file's metadata is `file`, may have been put
 /// there by another user, if it may: it belongs to another user (not root) and so does its
-/// directory, or anyone may write in that directory. A `sluice.toml` planted in `/tmp`, or in
+/// directory, or others (its group, anyone) may write in that directory. A `sluice.toml` planted in `/tmp`, or in
 /// another user's directory the operator runs a command in, would choose the data directory
 /// and the address the key is sent to. Another user's file in a directory of root's or
 /// sluice's user (a bind-mounted file, a mounted ConfigMap) is the operator's choice.
@@ -266,7 +266,7 @@ pub fn planted(path: &Path, file: &std::fs::Metadata) -> Option<String> {
 #[cfg(unix)]
 fn planted_by(own: u32, file: (u32, u32), dir: (u32, u32)) -> bool {
     let trusted = |uid: u32| uid == own || uid == 0;
-    !trusted(file.0) && (!trusted(dir.0) || dir.1 & 0o002 != 0)
+    !trusted(file.0) && (!trusted(dir.0) || dir.1 & 0o022 != 0)
 }
 
 /// Whether anyone may write the file whose metadata is `file`: its mode, for a warning.
@@ -312,6 +312,7 @@ mod tests {
         assert!(planted_by(me, (other, 0o644), (other, 0o755)));
         assert!(planted_by(me, (other, 0o644), (0, 0o1777)));
         assert!(planted_by(me, (other, 0o644), (me, 0o777)));
+        assert!(planted_by(me, (other, 0o644), (me, 0o2775)), "a directory its group may write in");
         // Own or root's files; another user's in a directory of root's or sluice's user.
         assert!(!planted_by(me, (me, 0o644), (other, 0o777)));
         assert!(!planted_by(me, (0, 0o644), (0, 0o1777)));

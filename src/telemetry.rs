@@ -310,13 +310,15 @@ impl Drop for Pending {
         }
         let elapsed = self.started.elapsed();
         let path = self.path.text();
-        let route = match self.path.route {
-            "" => route_of(path),
-            named => named,
+        // A route named when the request came is the mark of a path longer than what was kept.
+        let (route, cut) = match self.path.route {
+            "" => (route_of(path), ""),
+            named => (named, "…"),
         };
+        let path = format_args!("{path}{cut}");
         let elapsed_ms = millis(elapsed);
         self.span.in_scope(|| {
-            tracing::info!(route, path, status = 499, elapsed_ms, outcome = "client_left", "left before the answer")
+            tracing::info!(route, %path, status = 499, elapsed_ms, outcome = "client_left", "left before the answer")
         });
         if let Some(m) = &self.metrics {
             m.observe_request(route, 499, elapsed);

@@ -47,6 +47,12 @@ pub fn listens(ip: IpAddr, port: u16) -> bool {
     tables().is_some_and(|tables| !owners(&tables, Some(ip), port).is_empty())
 }
 
+/// Whether `ip` is an address of this machine: a loopback address, or one a socket can be
+/// bound to here.
+pub fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::TcpListener::bind((ip, 0)).is_ok()
+}
+
 /// The kernel's tables of TCP sockets, both families; `None` where there are none to read.
 fn tables() -> Option<String> {
     let read: Vec<String> =
@@ -163,6 +169,15 @@ mod tests {
         assert_eq!(verdict(&[1000, 2001], 1000), Err(NotSent::Foreign { uid: 2001 }));
         assert_eq!(verdict(&[2001], 0), Err(NotSent::Foreign { uid: 2001 }));
         assert_eq!(verdict(&[], 1000), Err(NotSent::NoListener));
+    }
+
+    #[test]
+    fn only_this_machine_s_addresses_are_local() {
+        assert!(is_local(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert!(is_local(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+        // Documentation addresses (RFC 5737, 3849): no machine has them.
+        assert!(!is_local(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5))));
+        assert!(!is_local("2001:db8::5".parse().unwrap()));
     }
 
     #[cfg(target_os = "linux")]

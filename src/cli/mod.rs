@@ -236,9 +236,9 @@ fn url_at(ip: Option<std::net::IpAddr>, settings: &Settings, path: &str) -> Stri
 }
 
 /// The address a command reaches the server at: its listening address, loopback for a
-/// wildcard or none, or of a host name's addresses the first something listens at on the
-/// port (else its first), resolved once so the address checked is the one called; `None` for
-/// a name that does not resolve.
+/// wildcard or none, or of a host name's addresses the first where this user's (or root's)
+/// server listens on the port, else the first something listens at, else the first; resolved
+/// once, so the address checked is the one called. `None` for a name that does not resolve.
 fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
     let host = settings.host.trim();
@@ -250,7 +250,14 @@ fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
         Err(_) if bare.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         Err(_) => {
             let found: Vec<IpAddr> = (bare, settings.port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
-            found.iter().copied().find(|ip| listener::listens(*ip, settings.port)).or(found.first().copied())
+            let own = rustix::process::geteuid().as_raw();
+            let serves = |ip: &IpAddr| listener::check(Some(*ip), settings.port, own).is_ok();
+            found
+                .iter()
+                .find(|ip| serves(ip))
+                .or_else(|| found.iter().find(|ip| listener::listens(**ip, settings.port)))
+                .or(found.first())
+                .copied()
         }
     }
 }

@@ -68,6 +68,13 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let url = super::url_at(Some(ip), settings, "/openpipe_reporting/actions/dataset_add");
+    // Only to this machine: a wildcard listener of ours would pass the check below for any
+    // address, and a `host` changed to another machine's would then be handed the key (found
+    // by a reviewer).
+    if !super::listener::is_local(ip) {
+        complain!("sluice: {url}: {ip} is not an address of this machine: the API key is not sent there");
+        return ExitCode::FAILURE;
+    }
     let own_uid = rustix::process::geteuid().as_raw();
     if let Err(why) = super::listener::check(Some(ip), settings.port, own_uid) {
         complain!("sluice: {url}: {why}");

@@ -12,13 +12,17 @@ static FAILURE: OnceLock<std::io::Error> = OnceLock::new();
 
 /// Writes one line (the [`say!`](crate::cli) macro). Whatever it quotes (a pipeline's
 /// source, a valve's name, an upstream's error) is shown, never obeyed: escape sequences,
-/// carriage returns, line breaks and the marks that reorder text are written as escapes
+/// carriage returns, line breaks, tabs and the marks that reorder text are written as escapes
 /// ([`OneLine`]), so no text can clear the operator's terminal or forge a line (found by a
-/// red team). Tabs pass: they separate the columns of a listing (`pipeline list`), whose
-/// values escape their own.
+/// red team).
 pub fn line(args: std::fmt::Arguments<'_>) {
-    let text = args.to_string();
-    let shown: Vec<String> = text.split('\t').map(|cell| OneLine(cell).to_string()).collect();
+    write_out(format_args!("{}\n", OneLine(&args.to_string())));
+}
+
+/// Writes one row of a listing: its cells escaped as [`line`] escapes, separated by tabs (for
+/// `cut -f`).
+pub fn row(cells: &[&dyn std::fmt::Display]) {
+    let shown: Vec<String> = cells.iter().map(|cell| OneLine(&cell.to_string()).to_string()).collect();
     write_out(format_args!("{}\n", shown.join("\t")));
 }
 

@@ -10,7 +10,6 @@ use sluice_sdk::Pipeline;
 use crate::components::{self, index, python};
 use crate::config::Settings;
 use crate::registry;
-use crate::telemetry::OneLine;
 
 pub const USAGE: &str = "\
 Usage: sluice pipeline add FILE | list | remove ID
@@ -62,14 +61,9 @@ async fn act(settings: &Settings, action: Action) -> Result<(), String> {
                 say!("no WebAssembly pipelines added");
             }
             for (id, entry) in &index.components {
-                // Tab-separated; a tab inside a value is escaped with the rest.
-                say!(
-                    "{}\tsha256:{}\t{}\tadded at {} (Unix ms)",
-                    OneLine(id),
-                    OneLine(entry.sha256.get(..12).unwrap_or(&entry.sha256)),
-                    OneLine(&entry.source),
-                    entry.added_at_ms
-                );
+                let sha = format!("sha256:{}", entry.sha256.get(..12).unwrap_or(&entry.sha256));
+                let added = format!("added at {} (Unix ms)", entry.added_at_ms);
+                super::output::row(&[id, &sha, &entry.source, &added]);
             }
             Ok(())
         }

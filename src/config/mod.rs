@@ -173,14 +173,15 @@ fn settings_file() -> Option<settings_file::SettingsFile> {
 pub fn settings_file_warning() -> Option<String> {
     let path = settings_file()?.path;
     let anyone_writes = std::fs::metadata(&path).ok().and_then(|m| crate::private::anyone_may_write_file(&m));
-    match anyone_writes {
-        Some(mode) => Some(format!(
+    let writable = anyone_writes.map(|mode| {
+        format!(
             "{} may be changed by anyone on this machine (mode {mode:o}), and it chooses where sluice keeps its \
              key and where commands send it: make it writable by its owner only (chmod o-w)",
             path.display()
-        )),
-        None => readable_file::warning(&path),
-    }
+        )
+    });
+    let warnings: Vec<String> = writable.into_iter().chain(readable_file::warning(&path)).collect();
+    (!warnings.is_empty()).then(|| warnings.join("; "))
 }
 
 impl Settings {
@@ -329,11 +330,15 @@ const MAX_SECS: u64 = 24 * 3600;
 /// the URL a command on this machine calls, where `127.0.0.1:9000#` would send the request
 /// (and the key) to another port (found by a red team).
 fn valid_host(host: &str) -> bool {
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if bare.parse::<std::net::IpAddr>().is_ok() {
+    // Brackets only around an IPv6 address without a zone: the server binds `[addr]:port`,
+    // which takes nothing else in them.
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
         return true;
     }
-    if let Some((address, zone)) = bare.split_once('%') {
+    if let Some((address, zone)) = host.split_once('%') {
         let zone_ok = !zone.is_empty() && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         return zone_ok && address.parse::<std::net::Ipv6Addr>().is_ok();
     }
@@ -448,6 +453,8 @@ mod tests {
             "127.0.0.1:9000",
             "[::1]:9000",
             "[::1",
+            "[127.0.0.1]",
+            "[fe80::1%eth0]",
             "fe80::1%eth0/x",
             "fe80::1%eth0#",
             "fe80::1%a:9000",

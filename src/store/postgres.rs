@@ -520,7 +520,7 @@ impl Outbox for PgStore {
         let now_ms = unix_now_ms() as i64;
         execute_cached(
             &self.client().await?,
-            "UPDATE outbox SET dead_at_ms = $3, last_status = COALESCE($4, last_status), last_error = $5,
+            "UPDATE outbox SET dead_at_ms = COALESCE(dead_at_ms, $3), last_status = COALESCE($4, last_status), last_error = $5,
                      attempts = attempts + (CASE WHEN dead_at_ms IS NULL AND $4::integer IS NOT NULL THEN 1 ELSE 0 END)
                  WHERE queue = $1 AND id = $2",
             &[&queue, &id, &now_ms, &status.map(i32::from), &reason],

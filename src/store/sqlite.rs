@@ -439,7 +439,7 @@ impl Outbox for SqliteStore {
         self.write(move |c| {
             run(
                 c,
-                "UPDATE outbox SET dead_at_ms = ?3, last_status = COALESCE(?4, last_status), last_error = ?5,
+                "UPDATE outbox SET dead_at_ms = COALESCE(dead_at_ms, ?3), last_status = COALESCE(?4, last_status), last_error = ?5,
                      attempts = attempts + (dead_at_ms IS NULL AND ?4 IS NOT NULL)
                  WHERE queue = ?1 AND id = ?2",
                 params![queue, id, now_ms, status.map(i64::from), reason],

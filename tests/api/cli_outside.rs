@@ -16,7 +16,7 @@ fn inert(out: &str) {
     assert!(!out.lines().any(|l| l.starts_with("FORGED")), "{out}");
 }
 
-const HOSTILE: &str = "x\u{1b}[2J\u{1b}]0;owned\u{7}\r\nFORGED: all verified\u{9b}8m\u{202e}";
+const HOSTILE: &str = "x\u{1b}[2J\u{1b}]0;owned\u{7}\r\nFORGED: all verified\u{9b}8m\u{202e}\tcolumn";
 
 #[test]
 fn what_the_command_line_quotes_cannot_drive_the_terminal() {
@@ -69,6 +69,25 @@ fn the_host_setting_cannot_carry_a_port_or_a_path() {
     let (code, out, err) = sluice(dir.path(), &["settings"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("[::1]"), "{out}");
+}
+
+/// Our own server listening on every address passes the listener check for any address: a
+/// `host` changed to another machine's must not then be handed the key (found by a reviewer).
+#[test]
+fn the_command_line_sends_the_key_to_this_machine_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let everywhere = [("SLUICE_API_KEY", "sk-remote-key"), ("SLUICE_HOST", "0.0.0.0")];
+    let (mut server, port) = start_binary(dir.path(), &everywhere, Stdio::null());
+    wait_for_port(port, Instant::now() + Duration::from_secs(30), "the server did not start");
+    let port = port.to_string();
+    let elsewhere = [("SLUICE_HOST", "203.0.113.5"), ("SLUICE_PORT", port.as_str()), ("SLUICE_API_KEY", "sk-k")];
+    let started = Instant::now();
+    let (code, out, err) = sluice_with(dir.path(), &["openpipe", "dataset-add", "--chat", "c"], &elsewhere);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("203.0.113.5 is not an address of this machine"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it tried to connect");
 }
 
 #[test]

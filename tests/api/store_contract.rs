@@ -165,8 +165,11 @@ async fn contract(store: &(impl KvStore + Outbox)) {
     );
     assert_eq!(dead[0].attempts, 1, "the attempt that was refused is counted");
     // Recorded again (an outcome whose recording failed half-way is recorded again): once.
+    let first = store.dead_letters("q", 10).await.unwrap()[0].dead_at_ms;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     store.dead_letter("q", "e2", Some(400), "HTTP 400: bad").await.unwrap();
-    assert_eq!(store.dead_letters("q", 10).await.unwrap()[0].attempts, 1);
+    let again = &store.dead_letters("q", 10).await.unwrap()[0];
+    assert_eq!((again.attempts, again.dead_at_ms), (1, first), "counted once, buried when first buried");
     let later = store.due("q", now + 60_001, 10).await.unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!((later[0].attempts, later[0].last_status, &later[0].body), (1, Some(503), &json!({"smaller": true})));
