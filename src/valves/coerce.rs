@@ -117,12 +117,14 @@ fn holds_a_key(v: &Value) -> bool {
     }
 }
 
-/// Holds a word of sixteen characters or more with letters and digits: `sk-...`, `opk-...`, a
-/// token, also as pasted (`Bearer sk-...`, a line break after it, `NAME=opk-...`; found by a
-/// red team). Words end at spaces, quotes and `=,;`.
+/// Holds a word of sixteen characters or more, made of letters, digits and `-_.+/` only, with
+/// letters and digits among them: `sk-...`, `opk-...`, a token, a UUID, also as pasted
+/// (`Bearer sk-...`, a line break after it, `NAME=opk-...`; found by a red team). Words end at
+/// spaces, quotes and `=,;`. A URL or a time (their `:`) is no key.
 pub(crate) fn looks_like_a_key(s: &str) -> bool {
     s.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | ';' | '"' | '\'')).any(|word| {
         word.chars().count() >= 16
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/'))
             && word.chars().any(|c| c.is_ascii_alphabetic())
             && word.chars().any(|c| c.is_ascii_digit())
     })
@@ -259,6 +261,11 @@ mod tests {
         choice.choices = Some(vec![json!("low"), json!("high")]);
         let e = coerce(&choice, json!(key)).unwrap_err();
         assert!(!e.message.contains("0123456789"), "{}", e.message);
+        // A URL or a time is quoted back, as what is not like a key: it helps to see what was sent.
+        for shown in ["https://api.example.com/v1", "2026-01-01T00:00:00.000000Z"] {
+            let e = coerce(&field(FieldType::Boolean, false), json!(shown)).unwrap_err();
+            assert!(e.message.contains(shown), "{}", e.message);
+        }
         // What is not like a key is still quoted back: it helps to see what was sent.
         let e = coerce(&field(FieldType::Boolean, false), json!("yes please")).unwrap_err();
         assert!(e.message.contains("\"yes please\""), "{}", e.message);
