@@ -238,9 +238,9 @@ fn write_bits(path: &Path) -> u32 {
 
 /// Why the settings file at `path`, whose opened file's metadata is `file`, may have been put
 /// there by another user, if it may: it belongs to another user (not root) and so does its
-/// directory, or others (its group, anyone) may write in that directory. A `sluice.toml` planted in `/tmp`, or in
-/// another user's directory the operator runs a command in, would choose the data directory
-/// and the address the key is sent to. Another user's file in a directory of root's or
+/// directory, or others (its group, anyone) may write in that directory. A `sluice.toml`
+/// planted in `/tmp`, or in another user's directory the operator runs a command in, would
+/// choose the data directory and the address the key is sent to. Another user's file in a directory of root's or
 /// sluice's user (a bind-mounted file, a mounted ConfigMap) is the operator's choice.
 pub fn planted(path: &Path, file: &std::fs::Metadata) -> Option<String> {
     #[cfg(unix)]

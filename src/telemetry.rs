@@ -310,10 +310,9 @@ impl Drop for Pending {
         }
         let elapsed = self.started.elapsed();
         let path = self.path.text();
-        // A route named when the request came is the mark of a path longer than what was kept.
-        let (route, cut) = match self.path.route {
-            "" => (route_of(path), ""),
-            named => (named, "…"),
+        let (route, cut) = match self.path.cut_route {
+            None => (route_of(path), ""),
+            Some(named) => (named, "…"),
         };
         let path = format_args!("{path}{cut}");
         let elapsed_ms = millis(elapsed);
@@ -332,7 +331,8 @@ impl Drop for Pending {
 struct PathStart {
     bytes: [u8; PathStart::KEPT],
     len: usize,
-    route: &'static str,
+    /// For a path longer than what is kept, its route, named when the request came.
+    cut_route: Option<&'static str>,
 }
 
 impl PathStart {
@@ -346,8 +346,8 @@ impl PathStart {
         let mut bytes = [0u8; Self::KEPT];
         bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
         // Named now only when the path is longer than what is kept; else when it is needed.
-        let route = if len < path.len() { route_of(path) } else { "" };
-        PathStart { bytes, len, route }
+        let cut_route = (len < path.len()).then(|| route_of(path));
+        PathStart { bytes, len, cut_route }
     }
 
     fn text(&self) -> &str {

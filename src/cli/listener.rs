@@ -32,19 +32,30 @@ impl std::fmt::Display for NotSent {
     }
 }
 
-/// Refuses unless a socket listens on `port` at `ip` (any address when `ip` is a name's, so
-/// `None`) and every such socket belongs to `own_uid` or root. Where the kernel's tables
-/// cannot be read (not Linux), nothing is refused.
-pub fn check(ip: Option<IpAddr>, port: u16, own_uid: u32) -> Result<(), NotSent> {
+/// Refuses unless a socket listens on `port` at `ip` and every such socket belongs to
+/// `own_uid` or root. Where the kernel's tables cannot be read (not Linux), nothing is refused.
+pub fn check(ip: IpAddr, port: u16, own_uid: u32) -> Result<(), NotSent> {
     match tables() {
         Some(tables) => verdict(&owners(&tables, ip, port), own_uid),
         None => Ok(()),
     }
 }
 
-/// Whether a socket listens on `port` at `ip`, as far as the kernel's tables say.
-pub fn listens(ip: IpAddr, port: u16) -> bool {
-    tables().is_some_and(|tables| !owners(&tables, Some(ip), port).is_empty())
+/// Of a host name's addresses, the one a command calls: the first where this user's (or
+/// root's) server listens on `port`, else the first anything listens at, else the first. The
+/// kernel's tables are read once for all of them.
+pub fn pick(found: &[IpAddr], port: u16, own_uid: u32) -> Option<IpAddr> {
+    pick_in(&tables().unwrap_or_default(), found, port, own_uid)
+}
+
+fn pick_in(tables: &str, found: &[IpAddr], port: u16, own_uid: u32) -> Option<IpAddr> {
+    let at = |ip: &IpAddr| owners(tables, *ip, port);
+    found
+        .iter()
+        .find(|ip| verdict(&at(ip), own_uid).is_ok())
+        .or_else(|| found.iter().find(|ip| !at(ip).is_empty()))
+        .or(found.first())
+        .copied()
 }
 
 /// Whether `ip` is an address of this machine: a loopback address, or one a socket can be
@@ -72,7 +83,7 @@ fn verdict(owners: &[u32], own_uid: u32) -> Result<(), NotSent> {
 /// The users owning listening sockets on `port` that a connection to `ip` may reach (its own
 /// address, the wildcard, and for IPv4 the IPv6 wildcard and mapped forms), read from the
 /// kernel's tables.
-fn owners(tables: &str, ip: Option<IpAddr>, port: u16) -> Vec<u32> {
+fn owners(tables: &str, ip: IpAddr, port: u16) -> Vec<u32> {
     const LISTEN: &str = "0A";
     tables
         .lines()
@@ -91,8 +102,7 @@ fn owners(tables: &str, ip: Option<IpAddr>, port: u16) -> Vec<u32> {
 }
 
 /// A connection to `ip` may land on a socket bound to `bound`.
-fn reaches(bound: IpAddr, ip: Option<IpAddr>) -> bool {
-    let Some(ip) = ip else { return true };
+fn reaches(bound: IpAddr, ip: IpAddr) -> bool {
     if bound.is_unspecified() {
         return true;
     }
@@ -154,11 +164,17 @@ mod tests {
             line(&v6(Ipv6Addr::LOCALHOST), 9099, "0A", 2007),
         ]
         .join("\n");
-        let localhost = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (v6_localhost, elsewhere) = (IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(owners(&tables, localhost, 9099), vec![2001, 2005, 2006], "its address, wildcards, mapped");
-        assert_eq!(owners(&tables, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), 9099), vec![2005, 2007]);
-        assert_eq!(owners(&tables, None, 9099), vec![2001, 2004, 2005, 2006, 2007], "a name: any address");
+        assert_eq!(owners(&tables, v6_localhost, 9099), vec![2005, 2007]);
+        assert_eq!(owners(&tables, elsewhere, 9099), vec![2004, 2005]);
         assert_eq!(owners(&tables, localhost, 9101), Vec::<u32>::new());
+        // A name's addresses: the one where this user's server listens, else any listener.
+        let none = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(pick_in(&tables, &[v6_localhost, localhost], 9100, 2002), Some(localhost));
+        assert_eq!(pick_in(&tables, &[none, localhost], 9100, 1), Some(localhost));
+        assert_eq!(pick_in(&tables, &[none, localhost], 9101, 1), Some(none));
         assert_eq!(address_of(&v4([192, 168, 1, 20])), Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20))));
     }
 
@@ -186,7 +202,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let me = rustix::process::geteuid().as_raw();
-        assert_eq!(check(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), port, me), Ok(()));
-        assert!(listens(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(check(localhost, port, me), Ok(()));
+        assert_eq!(owners(&tables().unwrap(), localhost, port), vec![me]);
     }
 }

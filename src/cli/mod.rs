@@ -250,14 +250,7 @@ fn local_ip(settings: &Settings) -> Option<std::net::IpAddr> {
         Err(_) if bare.is_empty() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         Err(_) => {
             let found: Vec<IpAddr> = (bare, settings.port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
-            let own = rustix::process::geteuid().as_raw();
-            let serves = |ip: &IpAddr| listener::check(Some(*ip), settings.port, own).is_ok();
-            found
-                .iter()
-                .find(|ip| serves(ip))
-                .or_else(|| found.iter().find(|ip| listener::listens(**ip, settings.port)))
-                .or(found.first())
-                .copied()
+            listener::pick(&found, settings.port, rustix::process::geteuid().as_raw())
         }
     }
 }

@@ -76,7 +76,7 @@ pub async fn run(settings: &Settings, body: Value) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let own_uid = rustix::process::geteuid().as_raw();
-    if let Err(why) = super::listener::check(Some(ip), settings.port, own_uid) {
+    if let Err(why) = super::listener::check(ip, settings.port, own_uid) {
         complain!("sluice: {url}: {why}");
         return ExitCode::FAILURE;
     }
